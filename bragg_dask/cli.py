@@ -1,0 +1,160 @@
+"""``bragg-dask``: the nanoBragg command line, plus service flags.
+
+    bragg-dask <nanoBragg flags> [--parity spec|c] [--c-threads T] [--tile N]
+               [--dtype float64|float32] [--device cpu|cuda] [--zarr PATH]
+               [--scheduler ADDRESS | --scheduler-file FILE] [--workers N]
+
+Single-dash flags have the C program's meaning.  Without ``--zarr`` or a scheduler the image is
+computed in-process (serial executor); with ``--zarr`` it runs on a Dask cluster (an embedded
+local one unless an address is given) and streams tiles into a Zarr v3 store.  Bad input ends with
+a one-line ``bragg-dask: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from .errors import BraggDaskError, UsageError
+
+log = logging.getLogger("bragg_dask")
+
+SERVICE_FLAGS_HELP = __doc__
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        raise UsageError(message)
+
+
+def service_parser() -> argparse.ArgumentParser:
+    ap = _ArgParser(prog="bragg-dask", add_help=False)
+    ap.add_argument("--parity", choices=("spec", "c"), default="spec")
+    ap.add_argument("--c-threads", type=int, default=None, dest="c_threads")
+    ap.add_argument("--tile", type=int, default=None)
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--zarr", default=None)
+    ap.add_argument("--scheduler", default=None)
+    ap.add_argument("--scheduler-file", default=None, dest="scheduler_file")
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--help", action="store_true")
+    return ap
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--service`` flags (and their values) from the nanoBragg flags."""
+    takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
+                   "--scheduler-file", "--workers"}
+    service, c_args = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            name = a.split("=", 1)[0]
+            service.append(a)
+            if name in takes_value and "=" not in a:
+                if i + 1 >= len(argv):
+                    raise UsageError("needs a value", flag=name)
+                service.append(argv[i + 1])
+                i += 1
+        else:
+            c_args.append(a)
+        i += 1
+    return service, c_args
+
+
+def _check_service(opts) -> None:
+    if opts.parity == "c" or opts.c_threads is not None:
+        raise UsageError("c-parity mode is not implemented yet (use the default --parity spec)",
+                         flag="--parity" if opts.parity == "c" else "--c-threads")
+    if opts.tile is not None and opts.tile < 1:
+        raise UsageError(f"tile size must be >= 1, got {opts.tile}", flag="--tile")
+    if opts.device not in ("cpu", "cuda") and not opts.device.startswith("cuda:"):
+        raise UsageError(f"unknown device {opts.device!r} (cpu, cuda, cuda:N)", flag="--device")
+    if opts.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("CUDA was asked for but torch sees no CUDA device", flag="--device")
+    if opts.scheduler and opts.scheduler_file:
+        raise UsageError("give either --scheduler or --scheduler-file, not both", flag="--scheduler")
+    if opts.workers is not None and opts.workers < 1:
+        raise UsageError(f"must be >= 1, got {opts.workers}", flag="--workers")
+
+
+def run(argv: list[str]) -> int:
+    from .nanobragg_args import parse_nanobragg_args
+
+    service, c_args = split_argv(argv)
+    opts = service_parser().parse_args(service)
+    if opts.help:
+        print(SERVICE_FLAGS_HELP)
+        return 0
+    _check_service(opts)
+    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s")
+    parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
+    sim, outputs = parsed.simulation, parsed.outputs
+    if outputs.noisefile:
+        raise UsageError("noise images are not implemented yet; pass -nonoise", flag="-noisefile")
+    _describe(sim)
+    import torch
+
+    dtype = torch.float64 if opts.dtype == "float64" else torch.float32
+    t0 = time.perf_counter()
+    if opts.zarr or opts.scheduler or opts.scheduler_file:
+        from .executors.dask import run_dask
+
+        result = run_dask(
+            sim, store=opts.zarr, tile=opts.tile, device=opts.device, dtype=dtype,
+            scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
+            overwrite=opts.overwrite, progress=outputs.progress and not opts.quiet,
+        )
+    else:
+        from .executors.serial import run_serial
+        from .plan import plan_tiles
+
+        plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile)
+        result = run_serial(sim, plan, device=opts.device, dtype=dtype)
+    dt = time.perf_counter() - t0
+    st = result.stats
+    from .outputs import int_scale, write_outputs
+
+    print(f"max_I = {st.max_I:g}  at pixel (slow, fast) {st.max_pos}")
+    print(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
+    print(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
+    for path in write_outputs(sim, result.image, st, outputs):
+        print(f"wrote {path}")
+    if opts.zarr:
+        print(f"store: {os.path.abspath(opts.zarr)}")
+    print(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
+    return 0
+
+
+def _describe(sim) -> None:
+    det, cr, geo = sim.detector, sim.crystal, sim.detector.geometry
+    log.info("convention %s, pivot %s, %d x %d pixels of %g mm, distance %g mm",
+             geo.convention, geo.pivot, det.fpixels, det.spixels, det.pixel_size_m * 1e3, geo.distance_m * 1e3)
+    log.info("%d source(s), %d phi step(s), %d mosaic domain(s), oversample %d, N = %s, steps = %d",
+             len(sim.beam.sources), cr.phisteps, cr.n_domains, det.oversample, cr.n_cells, sim.steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except BraggDaskError as exc:
+        print(f"bragg-dask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bragg-dask: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

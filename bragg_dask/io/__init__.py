@@ -1,0 +1,1 @@
+"""File formats: HKL, MOSFLM matrices, raw float images, SMV, PGM."""

@@ -1,0 +1,17 @@
+"""Raw float images (``-floatfile``): float32, little-endian, fast index fastest, no header."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .atomic import atomic_write
+
+
+def write_float_image(path: str, image: np.ndarray) -> None:
+    """Write ``(spixels, fpixels)`` float32 pixels as the C program's ``-floatfile``."""
+    with atomic_write(path) as fh:
+        fh.write(np.ascontiguousarray(image, dtype="<f4").tobytes())
+
+
+def read_float_image(path: str, shape: tuple[int, int]) -> np.ndarray:
+    return np.fromfile(path, dtype="<f4").reshape(shape)

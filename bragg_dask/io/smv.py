@@ -1,0 +1,99 @@
+"""SMV images (``-intfile``, ``-noisefile``): a 512-byte ASCII header, then uint16 pixels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InputFileError
+from .atomic import atomic_write
+
+RTD = 180.0 / math.pi
+
+
+def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: float) -> np.ndarray:
+    """The C program's int image: ``floorf(float32(clip(v*scale + adc, 0, 65535) + 0.5))`` inside the ROI.
+
+    ``image``: ``(S, F)`` float32; ``rendered_roi``: ``(S, F)`` bool, pixels inside the ROI (masked
+    ones included: they hold 0 and so become ``adc``).  Pixels outside the ROI stay 0.
+    """
+    v = image.astype(np.float64) * scale + adc
+    v = np.clip(v, 0.0, 65535.0)
+    out = np.floor((v + 0.5).astype(np.float32)).astype(np.uint16)
+    return np.where(rendered_roi, out, np.uint16(0))
+
+
+def smv_header(sim, *, header_bytes: int = 512) -> bytes:
+    """The C program's SMV header for ``sim`` (values in mm, Angstrom and degrees, ``%g``)."""
+    det, geo, cr = sim.detector, sim.detector.geometry, sim.crystal
+    px = det.pixel_size_m
+    detsize_s = px * det.spixels
+    lines = [
+        "{",
+        f"HEADER_BYTES={header_bytes};",
+        "DIM=2;",
+        "BYTE_ORDER=little_endian;",
+        "TYPE=unsigned_short;",
+        f"SIZE1={det.fpixels};",
+        f"SIZE2={det.spixels};",
+        "PIXEL_SIZE=%g;" % (px * 1000.0),
+        "DISTANCE=%g;" % (geo.distance_m * 1000.0),
+        "WAVELENGTH=%g;" % (sim.beam.wavelength_m * 1e10),
+        "BEAM_CENTER_X=%g;" % (geo.xbeam_m * 1000.0),
+        "BEAM_CENTER_Y=%g;" % (geo.ybeam_m * 1000),
+        "ADXV_CENTER_X=%g;" % (geo.fbeam_m * 1000.0),
+        "ADXV_CENTER_Y=%g;" % ((detsize_s - geo.sbeam_m) * 1000),
+        "MOSFLM_CENTER_X=%g;" % ((geo.sbeam_m - 0.5 * px) * 1000.0),
+        "MOSFLM_CENTER_Y=%g;" % ((geo.fbeam_m - 0.5 * px) * 1000),
+        "DENZO_X_BEAM=%g;" % ((geo.sbeam_m - 0.0 * px) * 1000.0),
+        "DENZO_Y_BEAM=%g;" % ((geo.fbeam_m - 0.0 * px) * 1000),
+        "DIALS_ORIGIN=%g,%g,%g" % geo.dials_origin_mm,
+        "XDS_ORGX=%g;" % geo.orgx_px,
+        "XDS_ORGY=%g;" % geo.orgy_px,
+        "CLOSE_DISTANCE=%g;" % (geo.close_distance_m * 1000.0),
+        "PHI=%g;" % (cr.phi0_rad * RTD),
+        "OSC_START=%g;" % (cr.phi0_rad * RTD),
+        "OSC_RANGE=%g;" % (cr.osc_rad * RTD),
+        "TWOTHETA=%g;" % (geo.twotheta_rad * RTD),
+        "DETECTOR_SN=000;",
+        "BEAMLINE=fake;",
+    ]
+    text = ("\n".join(lines) + "\n}\f").encode("ascii")
+    if len(text) > header_bytes:
+        raise ValueError("SMV header longer than HEADER_BYTES")
+    return text + b" " * (header_bytes - len(text))
+
+
+def write_smv(path: str, sim, pixels: np.ndarray) -> None:
+    """Write ``(spixels, fpixels)`` uint16 ``pixels`` with the C program's header."""
+    with atomic_write(path) as fh:
+        fh.write(smv_header(sim))
+        fh.write(np.ascontiguousarray(pixels, dtype="<u2").tobytes())
+
+
+def read_smv(path: str) -> tuple[dict[str, str], np.ndarray]:
+    """Header keys and ``(SIZE2, SIZE1)`` pixels of an SMV file (unsigned_short only)."""
+    try:
+        raw = open(path, "rb").read()
+    except FileNotFoundError:
+        raise InputFileError(path, None, "file not found") from None
+    if not raw.startswith(b"{"):
+        raise InputFileError(path, 1, "not an SMV file (no '{' header)")
+    head = raw[: min(len(raw), 65536)].split(b"}", 1)[0].decode("ascii", "replace")
+    keys: dict[str, str] = {}
+    for line in head.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            keys[k.strip()] = v.strip().rstrip(";")
+    try:
+        hb = int(keys["HEADER_BYTES"])
+        s1, s2 = int(keys["SIZE1"]), int(keys["SIZE2"])
+    except KeyError as exc:
+        raise InputFileError(path, None, f"SMV header has no {exc.args[0]} key") from None
+    except ValueError as exc:
+        raise InputFileError(path, None, f"bad SMV header value: {exc}") from None
+    data = np.frombuffer(raw[hb:], dtype="<u2")
+    if data.size < s1 * s2:
+        raise InputFileError(path, None, f"SMV data has {data.size} pixels, header says {s1}x{s2}")
+    return keys, data[: s1 * s2].reshape(s2, s1)

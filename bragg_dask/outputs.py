@@ -1,0 +1,58 @@
+"""Writing the C program's output files from a finished float image."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .io.pgm import write_pgm
+from .io.raw import write_float_image
+from .io.smv import int_image, write_smv
+from .stats import ImageStats
+
+log = logging.getLogger(__name__)
+
+
+def roi_mask(det) -> np.ndarray:
+    """``(spixels, fpixels)`` bool: pixels inside the ROI (mask ignored)."""
+    fmin, fmax, smin, smax = det.roi_bounds
+    s = np.arange(det.spixels)[:, None]
+    f = np.arange(det.fpixels)[None, :]
+    return (f >= fmin) & (f <= fmax) & (s >= smin) & (s <= smax)
+
+
+def int_scale(stats: ImageStats, user_scale: float) -> float:
+    """``-scale`` if positive, else 55000/max_I (1 for an empty image)."""
+    if user_scale > 0.0:
+        return user_scale
+    return 55000.0 / stats.max_I if stats.max_I > 0.0 else 1.0
+
+
+def pgm_scale(stats: ImageStats, user_scale: float, int_file_scale: float) -> float:
+    if user_scale > 0.0:
+        return user_scale
+    return 250.0 / (5.0 * stats.rmsd) if stats.rmsd > 0.0 else int_file_scale
+
+
+def write_outputs(sim, image: np.ndarray, stats: ImageStats, outputs, cwd: str = ".") -> list[str]:
+    """Write the float/int/PGM files that ``outputs`` asks for; returns the paths written."""
+    import os
+
+    written = []
+    in_roi = roi_mask(sim.detector)
+    scale = int_scale(stats, outputs.intfile_scale)
+    if outputs.floatfile:
+        path = os.path.join(cwd, outputs.floatfile)
+        write_float_image(path, image)
+        written.append(path)
+    if outputs.intfile:
+        path = os.path.join(cwd, outputs.intfile)
+        write_smv(path, sim, int_image(image, in_roi, scale, outputs.adc))
+        written.append(path)
+    if outputs.pgmfile:
+        path = os.path.join(cwd, outputs.pgmfile)
+        write_pgm(path, image, in_roi, pgm_scale(stats, outputs.pgm_scale, scale))
+        written.append(path)
+    log.info("int-file scale %g", scale)
+    return written

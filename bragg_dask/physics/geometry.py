@@ -1,0 +1,211 @@
+"""Detector geometry: conventions, beam centres, pivots and the pixel positions of a tile.
+
+:func:`resolve_detector_geometry` reproduces the C program's set-up (conventions L1172-1271,
+geometry pipeline L1709-1760) on Python floats, so the basis vectors and ``pix0`` are bit-identical.
+:func:`subpixel_positions` is the torch side: positions of every sub-pixel of a set of pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .vectors import Vec3, cross, dot, rotate_axis, rotate_xyz, unitize
+
+NAN = float("nan")
+
+# beam, fdet, sdet, odet, twotheta axis, polar, spindle, forced pivot
+_CONVENTIONS: dict[str, tuple[Vec3, Vec3, Vec3, Vec3, Vec3, Vec3, Vec3, str]] = {
+    "mosflm": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1), "beam"),
+    "denzo": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1), "beam"),
+    "adxv": ((0, 0, 1), (1, 0, 0), (0, -1, 0), (0, 0, 1), (-1, 0, 0), (1, 0, 0), (1, 0, 0), "beam"),
+    "xds": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0), "sample"),
+    "dials": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0), "sample"),
+}
+# compiled-in initial values, used by CUSTOM for every vector not given on the command line
+CUSTOM_DEFAULTS: dict[str, Vec3] = {
+    "beam": (1.0, 0.0, 0.0),
+    "fdet": (0.0, 0.0, 1.0),
+    "sdet": (0.0, -1.0, 0.0),
+    "odet": (1.0, 0.0, 0.0),
+    "twotheta_axis": (0.0, 1.0, 0.0),
+    "polar": (0.0, 0.0, 1.0),
+    "spindle": (0.0, 0.0, 1.0),
+}
+CONVENTIONS = tuple(_CONVENTIONS) + ("custom",)
+
+
+@dataclass(frozen=True)
+class DetectorGeometryInput:
+    """What the user said about the detector (SI units; NaN means "not given")."""
+
+    convention: str = "mosflm"
+    pixel_size_m: float = 0.0001
+    detsize_f_m: float = 0.1024
+    detsize_s_m: float = 0.1024
+    distance_m: float = 0.1
+    close_distance_m: float = NAN
+    xbeam_m: float = NAN
+    ybeam_m: float = NAN
+    xclose_m: float = NAN
+    yclose_m: float = NAN
+    orgx_px: float = NAN
+    orgy_px: float = NAN
+    pivot: str = "beam"
+    rot_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    twotheta_rad: float = 0.0
+    custom_vectors: tuple[tuple[str, Vec3], ...] = ()
+
+
+@dataclass(frozen=True)
+class DetectorGeometry:
+    """Resolved geometry: unit basis vectors (lab frame), origin and beam-centre values (metres)."""
+
+    convention: str
+    pivot: str
+    fdet: Vec3
+    sdet: Vec3
+    odet: Vec3
+    beam: Vec3
+    polar: Vec3
+    spindle: Vec3
+    twotheta_axis: Vec3
+    pix0_m: Vec3
+    distance_m: float
+    close_distance_m: float
+    fbeam_m: float
+    sbeam_m: float
+    fclose_m: float
+    sclose_m: float
+    xbeam_m: float
+    ybeam_m: float
+    orgx_px: float
+    orgy_px: float
+    dials_origin_mm: Vec3
+    twotheta_rad: float
+
+
+def _beam_centre_defaults(g: DetectorGeometryInput) -> tuple[float, float, float, float, float, float]:
+    """(Xbeam, Ybeam, Fbeam, Sbeam, Fclose, Sclose) before the geometry pipeline (C L1155-1257)."""
+    px, df, ds = g.pixel_size_m, g.detsize_f_m, g.detsize_s_m
+    fclose = (g.orgx_px - 0.5) * px if not math.isnan(g.orgx_px) else df / 2.0
+    sclose = (g.orgy_px - 0.5) * px if not math.isnan(g.orgy_px) else ds / 2.0
+    xclose = g.xclose_m if not math.isnan(g.xclose_m) else fclose
+    yclose = g.yclose_m if not math.isnan(g.yclose_m) else sclose
+    xb, yb = g.xbeam_m, g.ybeam_m
+    conv = g.convention
+    if conv == "adxv":
+        xb = (df + px) / 2.0 if math.isnan(xb) else xb
+        yb = (ds - px) / 2.0 if math.isnan(yb) else yb
+        return xb, yb, xb, ds - yb, fclose, sclose
+    if conv in ("mosflm", "denzo"):
+        xb = (ds + px) / 2.0 if math.isnan(xb) else xb
+        yb = (df + px) / 2.0 if math.isnan(yb) else yb
+        half = 0.5 if conv == "mosflm" else 0.0
+        return xb, yb, yb + half * px, xb + half * px, fclose, sclose
+    xb = xclose if math.isnan(xb) else xb
+    yb = yclose if math.isnan(yb) else yb
+    if conv == "custom":
+        return xb, yb, xb, yb, xb, yb
+    return xb, yb, xb, yb, fclose, sclose
+
+
+def _basis(g: DetectorGeometryInput) -> tuple[dict[str, Vec3], str]:
+    if g.convention == "custom":
+        vecs = dict(CUSTOM_DEFAULTS)
+        vecs.update(dict(g.custom_vectors))
+        pivot = g.pivot
+    else:
+        b, f, s, o, t, p, u, pivot = _CONVENTIONS[g.convention]
+        vecs = {"beam": b, "fdet": f, "sdet": s, "odet": o, "twotheta_axis": t, "polar": p, "spindle": u}
+    out = {k: tuple(float(x) for x in v) for k, v in vecs.items()}
+    for key in ("beam", "fdet", "sdet", "polar", "spindle"):
+        out[key] = unitize(out[key])[0]
+    o, mag = unitize(out["odet"])
+    out["odet"] = o if mag == 1.0 else unitize(cross(out["fdet"], out["sdet"]))[0]
+    return out, pivot  # twotheta axis deliberately not unitised (as in C)
+
+
+def resolve_detector_geometry(g: DetectorGeometryInput) -> DetectorGeometry:
+    """The C program's detector set-up: conventions, pivots, rotations, derived beam centres."""
+    if g.convention not in CONVENTIONS:
+        raise ValueError(f"unknown detector convention {g.convention!r}")
+    vecs, pivot = _basis(g)
+    xbeam, ybeam, fbeam, sbeam, fclose, sclose = _beam_centre_defaults(g)
+    f0, s0, o0, beam, t = vecs["fdet"], vecs["sdet"], vecs["odet"], vecs["beam"], vecs["twotheta_axis"]
+    rx, ry, rz = g.rot_rad
+    ratio = dot(beam, rotate_xyz(o0, rx, ry, rz))
+    if ratio == 0.0:
+        ratio = 2.2250738585072014e-308
+    close = g.close_distance_m if not math.isnan(g.close_distance_m) else abs(ratio * g.distance_m)
+    distance = close / ratio
+    pix0: Vec3 = (0.0, 0.0, 0.0)
+    if pivot == "sample":
+        pix0 = tuple(-fclose * f0[i] - sclose * s0[i] + close * o0[i] for i in range(3))  # type: ignore[assignment]
+        pix0 = rotate_axis(rotate_xyz(pix0, rx, ry, rz), t, g.twotheta_rad)
+    f, s, o = (rotate_axis(rotate_xyz(v, rx, ry, rz), t, g.twotheta_rad) for v in (f0, s0, o0))
+    if pivot == "beam":
+        pix0 = tuple(-fbeam * f[i] - sbeam * s[i] + distance * beam[i] for i in range(3))  # type: ignore[assignment]
+    fclose = -dot(pix0, f)
+    sclose = -dot(pix0, s)
+    close = dot(pix0, o)
+    w = tuple(close / ratio * beam[i] - pix0[i] for i in range(3))
+    fbeam = dot(f, w)  # type: ignore[arg-type]
+    sbeam = dot(s, w)  # type: ignore[arg-type]
+    distance = close / ratio
+    px = g.pixel_size_m
+    return DetectorGeometry(
+        convention=g.convention,
+        pivot=pivot,
+        fdet=f,
+        sdet=s,
+        odet=o,
+        beam=beam,
+        polar=vecs["polar"],
+        spindle=vecs["spindle"],
+        twotheta_axis=t,
+        pix0_m=pix0,
+        distance_m=distance,
+        close_distance_m=close,
+        fbeam_m=fbeam,
+        sbeam_m=sbeam,
+        fclose_m=fclose,
+        sclose_m=sclose,
+        xbeam_m=xbeam,
+        ybeam_m=ybeam,
+        orgx_px=fclose / px + 0.5,
+        orgy_px=sclose / px + 0.5,
+        dials_origin_mm=(1000.0 * pix0[2], 1000.0 * pix0[1], -1000.0 * pix0[0]),
+        twotheta_rad=g.twotheta_rad,
+    )
+
+
+def subpixel_positions(
+    fpix: torch.Tensor,
+    spix: torch.Tensor,
+    *,
+    pixel_size_m: float,
+    oversample: int,
+    layer_offsets_m: torch.Tensor,
+    fdet: torch.Tensor,
+    sdet: torch.Tensor,
+    odet: torch.Tensor,
+    pix0: torch.Tensor,
+) -> torch.Tensor:
+    """Lab-frame positions of every sub-pixel of the given pixels.
+
+    ``fpix``, ``spix``: ``(P,)`` integer pixel indices.  ``layer_offsets_m``: ``(L,)`` depth of each
+    sensor layer.  Basis vectors ``(3,)``.  Returns ``(P, L, os, os, 3)`` float, metres, lab frame,
+    indexed ``[pixel, layer, subS, subF]`` (the C loop order).
+    """
+    dt = pix0.dtype
+    sub = pixel_size_m / oversample
+    k = torch.arange(oversample, dtype=dt, device=pix0.device)
+    fdet_m = sub * (fpix.to(dt)[:, None] * oversample + k[None, :]) + sub / 2.0  # (P, os)
+    sdet_m = sub * (spix.to(dt)[:, None] * oversample + k[None, :]) + sub / 2.0
+    ff = fdet_m[:, None, None, :, None] * fdet  # (P,1,1,os,3)
+    ss = sdet_m[:, None, :, None, None] * sdet  # (P,1,os,1,3)
+    oo = layer_offsets_m[None, :, None, None, None] * odet  # (1,L,1,1,3)
+    return ((ff + ss) + oo) + pix0

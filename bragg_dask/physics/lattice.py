@@ -1,0 +1,55 @@
+"""Lattice shape factors |F_latt|^2 as functions of fractional Miller indices.
+
+All functions take ``hkl`` and ``hkl0 = ceil(hkl - 0.5)`` of shape ``(..., 3)`` and return
+``|F_latt|^2`` of shape ``(...)``, in the dtype of ``hkl``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def square_lattice_sq(delta: torch.Tensor, n_cells: torch.Tensor) -> torch.Tensor:
+    """``prod_axes (sin(N pi d) / sin(pi d))^2`` for the parallelepiped crystal.
+
+    ``delta = hkl - hkl0`` is the fractional part in [-0.5, 0.5]; because ``sin(N pi h)/sin(pi h)``
+    changes only sign between ``h`` and ``h - h0``, its square is the C program's
+    ``sincg(pi h, N)^2`` and stays accurate in float32 far from the origin.  At ``delta == 0`` the
+    value is ``N^2``; an axis with ``N == 1`` contributes exactly 1.
+    ``delta``: ``(..., 3)``; ``n_cells``: ``(3,)`` same dtype.  Returns ``(...)``.
+    """
+    x = delta * math.pi
+    den = torch.sin(x)
+    ratio = torch.sin(x * n_cells).div_(den)
+    ratio = torch.where(den == 0, n_cells.expand_as(ratio), ratio)
+    ratio.square_()
+    return ratio[..., 0] * ratio[..., 1] * ratio[..., 2]
+
+
+def round_lattice(delta: torch.Tensor, n_cells: torch.Tensor, fudge: float) -> torch.Tensor:
+    """``F_latt`` (not squared) of the ellipsoidal crystal: ``NaNbNc * 0.7236 * sinc3(pi sqrt(r^2 fudge))``."""
+    hrad_sqr = (delta.square() * n_cells.square()).sum(-1)
+    x = math.pi * torch.sqrt(hrad_sqr * fudge)
+    safe = torch.where(x == 0, torch.ones_like(x), x)
+    sinc3 = torch.where(x == 0, torch.ones_like(x), 3.0 * (torch.sin(safe) / safe - torch.cos(safe)) / safe.square())
+    return n_cells.prod() * 0.723601254558268 * sinc3
+
+
+def reciprocal_radius_sq(delta: torch.Tensor, recip_per_A: torch.Tensor, n_cells: torch.Tensor) -> torch.Tensor:
+    """``|dh a* + dk b* + dl c*|^2 * Na^2 Nb^2 Nc^2`` (1/A^2); ``recip_per_A`` rows a*, b*, c*."""
+    d = delta @ recip_per_A  # (..., 3)
+    return d.square().sum(-1) * n_cells.square().prod()
+
+
+def gauss_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
+    """``F_latt`` of the Gaussian spot shape: ``NaNbNc exp(-r^2 / 0.63 * fudge)``."""
+    r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
+    return n_cells.prod() * torch.exp(-(r2 / 0.63 * fudge))
+
+
+def tophat_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
+    """``F_latt`` of the flat-top spot: ``NaNbNc`` inside ``r^2 fudge < 0.3969``, else 0."""
+    r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
+    return n_cells.prod() * (r2 * fudge < 0.3969).to(delta.dtype)

@@ -1,0 +1,94 @@
+"""Structure factors: the HKL table, nearest-neighbour lookup, tricubic interpolation.
+
+The table covers ``[h_min, h_max] x [k_min, k_max] x [l_min, l_max]``; entries missing from the
+file hold ``default_F``, and so does every index outside the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True, eq=False)
+class StructureFactors:
+    """Structure-factor amplitudes.
+
+    ``values``: ``(n_h, n_k, n_l)`` float64 amplitudes for indices starting at ``hkl_min``;
+    ``None`` when no HKL file was given (every reflection is ``default_F``).
+    ``n_records``: the number of records read (the C program's ``hkls``).
+    """
+
+    default_F: float = 0.0
+    values: np.ndarray | None = None
+    hkl_min: tuple[int, int, int] = (0, 0, 0)
+    n_records: int = 0
+    source: str = ""
+    digest: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.values is not None:
+            v = np.ascontiguousarray(self.values, dtype=np.float64)
+            v.setflags(write=False)
+            object.__setattr__(self, "values", v)
+            h = hashlib.sha256(v.tobytes())
+            h.update(repr((self.hkl_min, v.shape, self.default_F)).encode())
+            object.__setattr__(self, "digest", h.hexdigest())
+        else:
+            object.__setattr__(self, "digest", f"default_F={self.default_F!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StructureFactors) and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    @property
+    def has_table(self) -> bool:
+        return self.values is not None and self.n_records > 0
+
+    @property
+    def hkl_max(self) -> tuple[int, int, int]:
+        assert self.values is not None
+        return tuple(m + n - 1 for m, n in zip(self.hkl_min, self.values.shape))  # type: ignore[return-value]
+
+    def to_dict(self) -> dict:
+        d = {"default_F": self.default_F, "n_records": self.n_records, "source": self.source}
+        if self.values is not None:
+            d.update(hkl_min=list(self.hkl_min), shape=list(self.values.shape), sha256=self.digest)
+        return d
+
+
+@dataclass(frozen=True)
+class F2Lookup:
+    """A padded table of F^2 on a device, for vectorised nearest-neighbour lookup.
+
+    The table is padded by one plane of ``default_F^2`` on every side; clamping an index into the
+    padded range therefore lands on ``default_F^2`` exactly when it is out of range on any axis.
+    """
+
+    table: torch.Tensor  # (n_h + 2) * (n_k + 2) * (n_l + 2), flattened
+    offset: tuple[int, int, int]  # h_min - 1, ...
+    dims: tuple[int, int, int]  # padded sizes
+
+    @classmethod
+    def build(cls, sf: StructureFactors, dtype: torch.dtype, device: torch.device) -> F2Lookup:
+        assert sf.values is not None
+        nh, nk, nl = sf.values.shape
+        pad = np.full((nh + 2, nk + 2, nl + 2), sf.default_F * sf.default_F, dtype=np.float64)
+        pad[1:-1, 1:-1, 1:-1] = sf.values * sf.values
+        t = torch.as_tensor(pad.ravel(), dtype=dtype, device=device)
+        off = tuple(m - 1 for m in sf.hkl_min)
+        return cls(table=t, offset=off, dims=(nh + 2, nk + 2, nl + 2))  # type: ignore[arg-type]
+
+    def __call__(self, h0: torch.Tensor, k0: torch.Tensor, l0: torch.Tensor) -> torch.Tensor:
+        """F^2 at integer-valued (float) indices ``h0, k0, l0`` of any common shape."""
+        dh, dk, dl = self.dims
+        ih = (h0 - self.offset[0]).clamp_(0, dh - 1)
+        ik = (k0 - self.offset[1]).clamp_(0, dk - 1)
+        il = (l0 - self.offset[2]).clamp_(0, dl - 1)
+        flat = (ih.mul_(dk).add_(ik)).mul_(dl).add_(il)
+        return self.table[flat.to(torch.int64)]

@@ -1,0 +1,71 @@
+"""Planning: split a detector into tiles aligned with Zarr chunks (pure arithmetic, no I/O).
+
+Tiles are listed in raster order (row of tiles by row of tiles), which is also the order in which
+the C program visits their pixels row by row *within* the tile; the carry-over scan relies on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """One tile: ``[s0, s1) x [f0, f1)`` pixels (slow, fast), index ``(tile_slow, tile_fast)``."""
+
+    s0: int
+    s1: int
+    f0: int
+    f1: int
+    index: tuple[int, int] = (0, 0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.s1 - self.s0, self.f1 - self.f0)
+
+    @property
+    def n_pixels(self) -> int:
+        return (self.s1 - self.s0) * (self.f1 - self.f0)
+
+    @property
+    def name(self) -> str:
+        return f"tile-s{self.index[0]:04d}-f{self.index[1]:04d}"
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiling of a ``(spixels, fpixels)`` detector with square-ish ``tile_shape`` tiles."""
+
+    spixels: int
+    fpixels: int
+    tile_shape: tuple[int, int]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Number of tiles along (slow, fast)."""
+        return (math.ceil(self.spixels / self.tile_shape[0]), math.ceil(self.fpixels / self.tile_shape[1]))
+
+    def tiles(self) -> list[TileSpec]:
+        ts, tf = self.tile_shape
+        gs, gf = self.grid
+        return [
+            TileSpec(i * ts, min((i + 1) * ts, self.spixels), j * tf, min((j + 1) * tf, self.fpixels), (i, j))
+            for i in range(gs)
+            for j in range(gf)
+        ]
+
+
+def plan_tiles(spixels: int, fpixels: int, tile: int | tuple[int, int] | None = None) -> TilePlan:
+    """Tile plan for a detector; ``tile`` is the side (or ``(slow, fast)``), clamped to the detector.
+
+    ``None`` picks a default of 256 pixels (one Zarr chunk per tile).
+    """
+    if tile is None:
+        tile = 256
+    ts, tf = (tile, tile) if isinstance(tile, int) else tile
+    if int(ts) < 1 or int(tf) < 1:
+        raise ConfigError(f"tile size must be >= 1, got {tile!r}", flag="--tile", field="tile")
+    return TilePlan(int(spixels), int(fpixels), (min(int(ts), int(spixels)), min(int(tf), int(fpixels))))

@@ -1,0 +1,46 @@
+"""Image statistics of the C program (max_I, mean, rms, rmsd), from per-tile partial sums.
+
+Tiles report partial sums over their rendered pixels; :func:`combine` reduces them in a fixed
+(tile) order, so the result does not depend on which worker finished first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """Statistics over rendered pixels (inside the ROI, not masked); ``max_pos`` is ``(slow, fast)``."""
+
+    max_I: float
+    max_pos: tuple[int, int] | None
+    mean: float
+    rms: float
+    rmsd: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def combine(partials: list[dict], n_roi: int) -> ImageStats:
+    """Reduce per-tile partials (``sum``, ``sumsq``, ``n``, ``max``, ``argmax``) in list order.
+
+    ``n_roi`` counts every ROI pixel, masked ones included: the C program's rmsd pass runs over
+    them (they hold 0) while the mean only counts rendered pixels.
+    """
+    total = sum(p["sum"] for p in partials)
+    sumsq = sum(p["sumsq"] for p in partials)
+    n = sum(p["n"] for p in partials)
+    max_i, pos = 0.0, None  # as in C: max_I starts at 0 and moves on a strictly larger value
+    for p in partials:
+        if p["n"] and p["max"] > max_i:
+            max_i, pos = p["max"], tuple(p["argmax"])
+    mean = total / max(n, 1)
+    rms = math.sqrt(max(sumsq, 0.0) / max(n - 1, 1))
+    # sum over ROI of (v - mean)^2, with masked ROI pixels holding 0
+    dev = sumsq - 2.0 * mean * total + n * mean * mean + (n_roi - n) * mean * mean
+    rmsd = math.sqrt(max(dev, 0.0) / max(n_roi - 1, 1))
+    return ImageStats(max_I=max_i, max_pos=pos, mean=mean, rms=rms, rmsd=rmsd, n=n)
