@@ -339,6 +339,10 @@ def _polar(p: RawParams, flag: str, v: list) -> None:
     p.nopolar = False
 
 
+def _curved(p: RawParams, flag: str, v: list) -> None:
+    p.curved = True  # the C rule needs some following argument, and does not use it
+
+
 def _roi(p: RawParams, flag: str, v: list) -> None:
     p.roi = [_int(flag, t) for t in v]
 
@@ -451,7 +455,7 @@ RULES: tuple[Rule, ...] = (
     R(("-detpixels",), 1, _detpixels("b"), length=10),
     R(("-detpixels_f", "-detpixels_x"), 1, _detpixels("f")),
     R(("-detpixels_s", "-detpixels_y"), 1, _detpixels("s")),
-    R(("-curved_det",), 1, _not_yet("-curved_det")),
+    R(("-curved_det",), 1, _curved),
     R(("-pixel",), 1, _set("pixel_size", scale=1e-3)),
     R(("-point_pixel",), 0, _flag("point_pixel", True)),
     R(("-polar",), 1, _polar, length=6),
@@ -460,7 +464,7 @@ RULES: tuple[Rule, ...] = (
     R(("-oversample_polar",), 0, _not_yet("-oversample_polar"), stop=True),
     R(("-oversample_omega",), 0, _not_yet("-oversample_omega"), stop=True),
     R(("-oversample",), 1, _set("oversample", _int)),
-    R(("-roi",), 4, _not_yet("-roi")),
+    R(("-roi",), 4, _roi),
     R(("-lambda", "-wave"), 1, _set("lambda0", scale=1e-10)),
     R(("-energy",), 1, _energy),
     R(("-fluence",), 1, _set("fluence")),
@@ -472,22 +476,22 @@ RULES: tuple[Rule, ...] = (
     R(("-mosaic_dom",), 1, _set("mosaic_domains", _int)),
     R(("-dispersion",), 1, _set("dispersion", scale=0.01)),
     R(("-dispsteps",), 1, _set("dispsteps", _int)),
-    R(("-divergence",), 1, _not_yet("beam divergence (-divergence)")),
-    R(("-hdivrange",), 1, _not_yet("-hdivrange")),
-    R(("-vdivrange",), 1, _not_yet("-vdivrange")),
-    R(("-hdivstep",), 1, _not_yet("-hdivstep"), length=9),
-    R(("-hdivsteps",), 1, _not_yet("-hdivsteps")),
-    R(("-vdivstep",), 1, _not_yet("-vdivstep"), length=9),
-    R(("-vdivsteps",), 1, _not_yet("-vdivsteps")),
-    R(("-divsteps",), 1, _not_yet("-divsteps")),
-    R(("-round_div",), 0, _not_yet("-round_div")),
-    R(("-square_div",), 0, _not_yet("-square_div")),
+    R(("-divergence",), 1, _divergence),
+    R(("-hdivrange",), 1, _set("hdivrange", scale=1e-3)),
+    R(("-vdivrange",), 1, _set("vdivrange", scale=1e-3)),
+    R(("-hdivstep",), 1, _set("hdivstep", scale=1e-3), length=9),
+    R(("-hdivsteps",), 1, _set("hdivsteps", _int)),
+    R(("-vdivstep",), 1, _set("vdivstep", scale=1e-3), length=9),
+    R(("-vdivsteps",), 1, _set("vdivsteps", _int)),
+    R(("-divsteps",), 1, _divsteps),
+    R(("-round_div",), 0, _flag("round_div", True)),
+    R(("-square_div",), 0, _flag("round_div", False)),
     R(("-adc",), 1, _set("adc")),
     R(("-phi",), 1, _set("phi0", scale=1 / RTD), length=4),
     R(("-osc",), 1, _set("osc", scale=1 / RTD)),
     R(("-phistep",), 1, _set("phistep", scale=1 / RTD), length=8),
     R(("-phisteps",), 1, _set("phisteps", _int)),
-    R(("-dmin",), 1, _not_yet("-dmin")),
+    R(("-dmin",), 1, _set("dmin", scale=1e-10)),
     R(("-mat",), 1, _path("matfile")),
     R(("-hkl",), 1, _path("hklfile")),
     R(("-default_F",), 1, _set("default_F")),
@@ -512,16 +516,16 @@ RULES: tuple[Rule, ...] = (
     R(("-progress",), 0, _flag("progress", True)),
     R(("-interpolate",), 0, _not_yet("tricubic interpolation (-interpolate)")),
     R(("-nointerpolate",), 0, _flag("interpolate", 0)),
-    R(("-round_xtal",), 0, _not_yet("-round_xtal")),
+    R(("-round_xtal",), 0, _flag("shape", "round")),
     R(("-square_xtal",), 0, _flag("shape", "square")),
-    R(("-gauss_xtal",), 0, _not_yet("-gauss_xtal")),
-    R(("-binary_spots", "-tophat_spots"), 0, _not_yet("-tophat_spots")),
-    R(("-fudge",), 1, _not_yet("-fudge")),
+    R(("-gauss_xtal",), 0, _flag("shape", "gauss")),
+    R(("-binary_spots", "-tophat_spots"), 0, _flag("shape", "tophat")),
+    R(("-fudge",), 1, _set("fudge")),
     R(("-printout_pixel",), 2, _ignore_value),
     R(("-seed",), 1, _seed("seed")),
     R(("-mosaic_seed",), 1, _seed("mosaic_seed")),
     R(("-misset_seed",), 1, _seed("misset_seed")),
-    R(("-water",), 1, _not_yet("water background (-water)")),
+    R(("-water",), 1, _set("water", scale=1e-6)),
 )
 
 
@@ -718,7 +722,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     )
     detector = Detector(
         fpixels=fpixels, spixels=spixels, pixel_size_m=p.pixel_size, geometry=geo, oversample=oversample,
-        point_pixel=p.point_pixel, curved=p.curved,
+        point_pixel=p.point_pixel, curved=p.curved, roi=tuple(p.roi) if p.roi is not None else None,
     )
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     outputs = OutputOptions(

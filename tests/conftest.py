@@ -1,0 +1,107 @@
+"""Shared helpers: golden reference cases (tests/data/golden), run in-process or through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden"
+
+# features whose physics the project implements; a golden case is exercised when all of its
+# features are in this set
+IMPLEMENTED = {
+    "cell-cubic", "cell-orthorhombic", "cell-triclinic", "misset", "N", "Na-Nb-Nc", "default_F", "hkl",
+    "hkl-nearest", "hkl-partial", "mat", "lambda", "energy", "conv-mosflm", "Xbeam-Ybeam", "pivot-beam",
+    "pixel-size", "nonsquare", "oversample", "oversample-auto", "phi-osc", "phi-nonzero-start",
+    "phi-carryover", "mosaic", "mosaic_seed", "polar", "nopolar", "fluence", "flux", "exposure", "beamsize",
+    "point_pixel", "sample_size", "dispersion", "intfile", "adc", "pgm",
+    "conv-adxv", "conv-denzo", "conv-xds", "conv-dials", "conv-custom", "ORGX-ORGY", "pivot-sample",
+    "det-vectors", "beam_vector", "detector-rot", "twotheta", "twotheta_axis", "pix0_vector",
+    "close_distance", "spindle_axis", "polar_vector", "curved_det", "divergence", "round_div", "square_div",
+    "dmin", "gauss_xtal", "round_xtal", "fudge", "tophat_spots", "roi",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    path: Path
+    meta: dict
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.meta["spixels"]), int(self.meta["fpixels"]))
+
+    def reference(self) -> np.ndarray:
+        return np.fromfile(self.path / "float.bin", dtype="<f4").reshape(self.shape)
+
+    @property
+    def args(self) -> list[str]:
+        return list(self.meta["args"])
+
+    @property
+    def spec_reference(self) -> bool:
+        """This image is the reference for the spec mode (a spec case, or c-parity == spec)."""
+        m = self.meta
+        return m["mode"] == "spec" or (bool(m.get("spec_identical")) and int(m.get("omp_threads", 1)) == 1)
+
+
+def load_cases() -> list[Case]:
+    out = []
+    for d in sorted(GOLDEN.iterdir()):
+        f = d / "case.json"
+        if f.is_file():
+            out.append(Case(d.name, d, json.loads(f.read_text())))
+    return out
+
+
+CASES = load_cases()
+
+
+def spec_cases(features: set[str] = IMPLEMENTED) -> list[Case]:
+    return [c for c in CASES if c.spec_reference and set(c.meta["features"]) <= features]
+
+
+def case_by_id(cid: str) -> Case:
+    return next(c for c in CASES if c.id == cid)
+
+
+def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "spec"):
+    """Run a golden case in-process through the flag parser and the serial executor."""
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.nanobragg_args import parse_nanobragg_args
+    from bragg_dask.plan import plan_tiles
+
+    parsed = parse_nanobragg_args(case.args, cwd=str(case.path))
+    sim = parsed.simulation
+    plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile)
+    return parsed, run_serial(sim, plan, dtype=dtype)
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
