@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bragg_dask.errors import BraggDaskError
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORKLOADS = HERE.parent.parent / "shared" / "bench" / "workloads.json"
 
@@ -81,7 +83,11 @@ def main() -> int:
             args = spec[name]["args"]
             c_s = process_time([a.c_binary] + args, cwd) if a.c_binary else None
             for dtype in a.dtype.split(","):
-                t, evals = kernel_time(args, cwd, dtype, a.repeat)
+                try:
+                    t, evals = kernel_time(args, cwd, dtype, a.repeat)
+                except BraggDaskError as exc:
+                    print(f"{name:28s} {dtype:8s} skipped: {exc}", flush=True)
+                    continue
                 row = {"workload": name, "dtype": dtype, "evals": evals, "kernel_s": t,
                        "mevals_per_s": evals / t / 1e6, "ns_per_eval": t / evals * 1e9}
                 line = (f"{name:28s} {dtype:8s} {evals:12d} {t:9.3f} {row['mevals_per_s']:9.1f} "

@@ -1,7 +1,8 @@
 """bragg_dask: a distributed, tile-parallel X-ray diffraction image simulator exact to nanoBragg."""
 
+from .api import simulate
 from .config import Beam, Crystal, Detector, Simulation, Source
 
 __version__ = "0.1.0"
 
-__all__ = ["Beam", "Crystal", "Detector", "Simulation", "Source", "__version__"]
+__all__ = ["Beam", "Crystal", "Detector", "Simulation", "Source", "simulate", "__version__"]

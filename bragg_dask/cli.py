@@ -123,9 +123,9 @@ def run(argv: list[str]) -> int:
         result = run_serial(sim, plan, device=opts.device, dtype=dtype)
     dt = time.perf_counter() - t0
     st = result.stats
-    from .outputs import int_scale, write_outputs
+    from .outputs import int_scale, max_position_m, write_outputs
 
-    print(f"max_I = {st.max_I:g}  at pixel (slow, fast) {st.max_pos}")
+    print("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
     print(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     print(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
     for path in write_outputs(sim, result.image, st, outputs):

@@ -224,8 +224,8 @@ class Simulation:
                 return {k: conv(v) for k, v in obj.items()}
             if isinstance(obj, (list, tuple)):
                 return [conv(v) for v in obj]
-            if isinstance(obj, float) and not math.isfinite(obj):
-                return repr(obj)
+            if isinstance(obj, float):
+                return obj + 0.0 if math.isfinite(obj) else repr(obj)  # -0.0 -> 0.0
             return obj
 
         d = {

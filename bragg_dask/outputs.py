@@ -22,6 +22,16 @@ def roi_mask(det) -> np.ndarray:
     return (f >= fmin) & (f <= fmax) & (s >= smin) & (s <= smax)
 
 
+def max_position_m(det, stats: ImageStats) -> tuple[float, float]:
+    """(Fdet, Sdet) in metres of the last sub-pixel of the brightest pixel, as the C program prints."""
+    if stats.max_pos is None:
+        return (0.0, 0.0)
+    s, f = stats.max_pos
+    os_ = det.oversample
+    sub = det.pixel_size_m / os_
+    return (sub * (f * os_ + os_ - 1) + sub / 2.0, sub * (s * os_ + os_ - 1) + sub / 2.0)
+
+
 def int_scale(stats: ImageStats, user_scale: float) -> float:
     """``-scale`` if positive, else 55000/max_I (1 for an empty image)."""
     if user_scale > 0.0:

@@ -124,3 +124,19 @@ def test_float32_and_tile_flags(tmp_path):
     a = np.fromfile(tmp_path / "a.bin", "<f4")
     b = np.fromfile(tmp_path / "b.bin", "<f4")
     assert a.size == 256 and rel_err(b, a) <= 1e-3
+
+
+def test_c_parity_is_refused_until_implemented(tmp_path):
+    assert_one_line_error(run_cli(BASE + ["--parity", "c"], tmp_path), "--parity")
+    assert_one_line_error(run_cli(BASE + ["--c-threads", "4"], tmp_path), "--c-threads")
+
+
+def test_zarr_run_through_local_cluster(tmp_path):
+    p = run_cli(BASE + ["-floatfile", "f.bin", "--zarr", "run.zarr", "--tile", "5", "--workers", "2"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "run.zarr"), mode="r")
+    ref = np.fromfile(tmp_path / "f.bin", "<f4").reshape(16, 16)
+    assert np.array_equal(np.asarray(g["float"][0]), ref)
+    assert "store:" in p.stdout

@@ -38,3 +38,28 @@ def test_int_image_within_one_count(case):
     got = int_image(res.image, roi_mask(parsed.simulation.detector), int_scale(res.stats, out.intfile_scale), out.adc)
     _, ref = read_smv(str(case.path / "int.img"))
     assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def _stdout_stats(case) -> dict:
+    out = {}
+    for line in (case.path / "stdout.txt").read_text().splitlines():
+        if line.startswith("max_I = "):
+            parts = line.split()
+            out["max_I"], out["x"], out["y"] = float(parts[2]), float(parts[4]), float(parts[5])
+        elif line.startswith("mean= "):
+            parts = line.split()
+            out["mean"], out["rms"], out["rmsd"] = float(parts[1]), float(parts[3]), float(parts[5])
+    return out
+
+
+@pytest.mark.parametrize("case", SPEC, ids=lambda c: c.id)
+def test_printed_statistics_match_c(case):
+    from bragg_dask.outputs import max_position_m
+
+    parsed, res = simulate_case(case)
+    ref = _stdout_stats(case)
+    st = res.stats
+    for key, got in (("max_I", st.max_I), ("mean", st.mean), ("rms", st.rms), ("rmsd", st.rmsd)):
+        assert got == pytest.approx(ref[key], rel=2e-5, abs=1e-30), key
+    x, y = max_position_m(parsed.simulation.detector, st)
+    assert (x, y) == pytest.approx((ref["x"], ref["y"]), rel=1e-5)
