@@ -18,6 +18,7 @@ import torch
 from ..errors import ConfigError
 from ..outputs import roi_mask
 from ..plan import TilePlan, TileSpec, plan_tiles
+from ..runtime import tune_allocator
 from ..stats import combine
 from .serial import RunResult
 
@@ -40,6 +41,7 @@ def _tile_task(sim, task: TileTask, torch_threads: int | None = None):
     from .. import store as zstore
     from ..physics.kernel import simulate_tile
 
+    tune_allocator()
     if torch_threads:
         torch.set_num_threads(torch_threads)
     dtype = torch.float64 if task.dtype == "float64" else torch.float32

@@ -15,6 +15,7 @@ import torch
 from ..outputs import roi_mask
 from ..physics.kernel import simulate_tile
 from ..plan import TilePlan, plan_tiles
+from ..runtime import tune_allocator
 from ..stats import ImageStats, combine
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def run_serial(
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Simulate every tile of ``plan`` (default: one tile per 256 x 256 block) in raster order."""
+    tune_allocator()
     det = sim.detector
     plan = plan or plan_tiles(det.spixels, det.fpixels)
     image = np.zeros(det.shape, dtype=np.float32)
