@@ -100,8 +100,6 @@ def run(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s")
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     sim, outputs = parsed.simulation, parsed.outputs
-    if outputs.noisefile:
-        raise UsageError("noise images are not implemented yet; pass -nonoise", flag="-noisefile")
     _describe(sim)
     import torch
 

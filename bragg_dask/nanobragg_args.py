@@ -24,6 +24,9 @@ from .config import DEFAULT_FLUENCE, Beam, Crystal, Detector, Simulation, Source
 from .errors import ConfigError, UsageError
 from .io.hkl import read_hkl
 from .io.mosflm import read_mat
+from .io.smv import read_smv_frame, value_of
+from .io.sourcefile import read_sources
+from .io.stol import read_stol
 from .physics import crystal as xtal
 from .physics.geometry import DetectorGeometryInput, resolve_detector_geometry
 from .physics.rng import Ran1, mosaic_rotation_umat
@@ -117,6 +120,8 @@ class RawParams:
     mosaic_seed: int = -12345678
     misset_seed: int | None = None
     water: float = 0.0
+    mask: np.ndarray | None = None
+    mask_file: str | None = None
     given: set = field(default_factory=set)
 
 
@@ -298,6 +303,14 @@ def _pix0(p: RawParams, flag: str, v: list) -> None:
     p.convention = "custom"  # the values themselves are ignored by the C program
 
 
+def _detector_abs(p: RawParams, flag: str, v: list) -> None:
+    if "inf" in v[0] or _atof(v[0]) == 0.0:
+        p.detector_thick = 0.0
+        p.detector_mu = 0.0
+    else:
+        p.detector_mu = 1.0 / (_num(flag, v[0]) * 1e-6)
+
+
 def _twotheta(p: RawParams, flag: str, v: list) -> None:
     p.twotheta = _num(flag, v[0]) / RTD
     p.pivot = "sample"
@@ -400,8 +413,8 @@ def _ignore(p: RawParams, flag: str, v: list) -> None:
 
 R = Rule
 RULES: tuple[Rule, ...] = (
-    R(("-img",), 1, _not_yet("-img header import")),
-    R(("-mask",), 1, _not_yet("-mask")),
+    R(("-img",), 1, _ignore_value),  # read in the pre-scan (header import)
+    R(("-mask",), 1, _ignore_value),
     R(("-Na",), 1, _cells((0,)), stop=True),
     R(("-Nb",), 1, _cells((1,)), stop=True),
     R(("-Nc",), 1, _cells((2,)), stop=True),
@@ -441,10 +454,10 @@ RULES: tuple[Rule, ...] = (
     R(("-pix0_vector",), 3, _pix0),
     R(("-distance",), 1, _set("distance", scale=1e-3, pivot="beam")),
     R(("-close_distance",), 1, _set("close_distance", scale=1e-3, pivot="sample")),
-    R(("-detector_abs",), 1, _not_yet("detector absorption (-detector_abs)")),
-    R(("-detector_thick",), 1, _not_yet("detector thickness (-detector_thick)"), length=15),
-    R(("-detector_thicksteps",), 1, _not_yet("-detector_thicksteps")),
-    R(("-thicksteps",), 1, _not_yet("-thicksteps")),
+    R(("-detector_abs",), 1, _detector_abs),
+    R(("-detector_thick",), 1, _set("detector_thick", scale=1e-6), length=15),
+    R(("-detector_thicksteps",), 1, _set("detector_thicksteps", _int)),
+    R(("-thicksteps",), 1, _set("detector_thicksteps", _int)),
     R(("-twotheta",), 1, _twotheta),
     R(("-detector_rotx",), 1, _rot(0)),
     R(("-detector_roty",), 1, _rot(1)),
@@ -460,9 +473,9 @@ RULES: tuple[Rule, ...] = (
     R(("-point_pixel",), 0, _flag("point_pixel", True)),
     R(("-polar",), 1, _polar, length=6),
     R(("-nopolar",), 0, _flag("nopolar", True)),
-    R(("-oversample_thick",), 0, _not_yet("-oversample_thick"), stop=True),
-    R(("-oversample_polar",), 0, _not_yet("-oversample_polar"), stop=True),
-    R(("-oversample_omega",), 0, _not_yet("-oversample_omega"), stop=True),
+    R(("-oversample_thick",), 0, _flag("oversample_thick", True), stop=True),
+    R(("-oversample_polar",), 0, _flag("oversample_polar", True), stop=True),
+    R(("-oversample_omega",), 0, _flag("oversample_omega", True), stop=True),
     R(("-oversample",), 1, _set("oversample", _int)),
     R(("-roi",), 4, _roi),
     R(("-lambda", "-wave"), 1, _set("lambda0", scale=1e-10)),
@@ -496,12 +509,11 @@ RULES: tuple[Rule, ...] = (
     R(("-hkl",), 1, _path("hklfile")),
     R(("-default_F",), 1, _set("default_F")),
     R(("-dump",), 1, _ignore_value),
-    R(("-img",), 1, _not_yet("-img header import")),
     R(("-stolout",), 1, _ignore_value, min_len=7),
-    R(("-stol",), 1, _not_yet("-stol"), length=5),
-    R(("-4stol",), 1, _not_yet("-4stol"), length=6),
-    R(("-Q",), 1, _not_yet("-Q"), length=2),
-    R(("-sourcefile",), 1, _not_yet("-sourcefile")),
+    R(("-stol",), 1, _path("stolfile"), length=5),
+    R(("-4stol",), 1, _path("stolfile"), length=6),
+    R(("-Q",), 1, _path("stolfile"), length=2),
+    R(("-sourcefile",), 1, _path("sourcefile")),
     R(("-floatfile", "-floatimage"), 1, _outfile("floatfile")),
     R(("-intfile", "-intimage"), 1, _outfile("intfile")),
     R(("-pgmfile", "-pgmimage"), 1, _outfile("pgmfile", "write_pgm")),
@@ -514,7 +526,7 @@ RULES: tuple[Rule, ...] = (
     R(("-printout",), 0, _ignore),
     R(("-noprogress",), 0, _flag("progress", False)),
     R(("-progress",), 0, _flag("progress", True)),
-    R(("-interpolate",), 0, _not_yet("tricubic interpolation (-interpolate)")),
+    R(("-interpolate",), 0, _flag("interpolate", 1)),
     R(("-nointerpolate",), 0, _flag("interpolate", 0)),
     R(("-round_xtal",), 0, _flag("shape", "round")),
     R(("-square_xtal",), 0, _flag("shape", "square")),
@@ -536,9 +548,43 @@ def _rule_misset_random(p: RawParams, argv: list[str], i: int) -> bool:
     return False
 
 
-def parse_raw(argv: list[str]) -> RawParams:
+def _header_import(p: RawParams, argv: list[str], cwd: str) -> None:
+    """The pre-scan (C L398-503): the mask header first, then the img header, before any flag."""
+    files = {}
+    for i, arg in enumerate(argv[:-1]):
+        if arg.startswith("-"):
+            for key in ("-img", "-mask"):
+                if key in arg:
+                    files[key] = argv[i + 1]
+    for key in ("-mask", "-img"):
+        if key not in files:
+            continue
+        path = os.path.join(cwd, files[key])
+        header, pixels = read_smv_frame(path)
+        p.spixels, p.fpixels = pixels.shape
+        px = value_of(header, "PIXEL_SIZE")
+        if px is not None:
+            p.pixel_size = px / 1000.0
+        p.detsize_f, p.detsize_s = p.pixel_size * p.fpixels, p.pixel_size * p.spixels
+        for name, attr, k in (("DISTANCE", "distance", 1e-3), ("CLOSE_DISTANCE", "close_distance", 1e-3),
+                              ("WAVELENGTH", "lambda0", 1e-10), ("BEAM_CENTER_X", "xbeam", 1e-3),
+                              ("ORGX", "orgx", 1.0), ("ORGY", "orgy", 1.0), ("PHI", "phi0", 1 / RTD),
+                              ("OSC_RANGE", "osc", 1 / RTD)):
+            v = value_of(header, name)
+            if v is not None:
+                setattr(p, attr, v * k)
+        yb = value_of(header, "BEAM_CENTER_Y")
+        if yb is not None:  # the mask's Y centre is flipped, the img's is not (C L440 vs L483)
+            p.ybeam = p.detsize_s - yb / 1000.0 if key == "-mask" else yb / 1000.0
+        if key == "-mask":
+            p.mask = pixels != 0
+            p.mask_file = files[key]
+
+
+def parse_raw(argv: list[str], cwd: str = ".") -> RawParams:
     """Run the C program's argument loop over ``argv`` (without the program name)."""
     p = RawParams()
+    _header_import(p, argv, cwd)
     consumed: set[int] = set()
     for i, arg in enumerate(argv):
         if not arg.startswith("-"):
@@ -702,11 +748,9 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     sf = _structure_factors(p, cwd)
     if not sf.has_table:
         interpolate = 0
-    if interpolate:
-        raise UsageError(
-            "tricubic interpolation (auto-selected because N <= 2 with -hkl) is not implemented yet; "
-            "pass -nointerpolate", flag="-interpolate")
-    sources = _sources(p, geo)
+    sources = _sources(p, geo, cwd)
+    if p.stolfile is not None:
+        read_stol(os.path.join(cwd, p.stolfile))  # read and checked; unused, as in C
     auto_os = max(1, int(math.ceil(3 * _xtal_size_max(cell, n_cells) / (p.lambda0 * geo.distance_m / p.pixel_size))))
     oversample = p.oversample if p.oversample > 0 else auto_os
     beam = Beam(
@@ -720,17 +764,50 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         phi0_rad=p.phi0, phistep_rad=phistep, phisteps=phisteps, osc_rad=p.osc, mosaic_spread_rad=spread,
         mosaic_umats=umats, interpolate=bool(interpolate),
     )
+    thick, thicksteps, thickstep, mu = _sensor(p)
+    if p.mask is not None and p.mask.shape != (spixels, fpixels):
+        raise ConfigError(f"{p.mask_file} is {p.mask.shape[1]}x{p.mask.shape[0]} pixels but the detector is "
+                          f"{fpixels}x{spixels}", flag="-mask")
     detector = Detector(
         fpixels=fpixels, spixels=spixels, pixel_size_m=p.pixel_size, geometry=geo, oversample=oversample,
         point_pixel=p.point_pixel, curved=p.curved, roi=tuple(p.roi) if p.roi is not None else None,
+        thickness_m=thick, thicksteps=thicksteps, thickstep_m=thickstep, mu_per_m=mu,
+        oversample_thick=p.oversample_thick, oversample_polar=p.oversample_polar,
+        oversample_omega=p.oversample_omega, mask=p.mask,
     )
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     outputs = OutputOptions(
         floatfile=p.floatfile, intfile=p.intfile, pgmfile=p.pgmfile if p.write_pgm else None,
         noisefile=p.noisefile if p.write_noise else None, intfile_scale=p.intfile_scale,
-        pgm_scale=p.pgm_scale, adc=p.adc, seed=p.seed, progress=p.progress,
+        pgm_scale=p.pgm_scale, adc=p.adc, seed=-p.seed if p.seed is not None else None, progress=p.progress,
     )
     return ParsedArgs(simulation=sim, outputs=outputs, raw=p)
+
+
+def _sensor(p: RawParams) -> tuple[float, int, float, float]:
+    """(thickness, layers, layer step, mu) after the C program's rules (L1583-1636, L1691-1695).
+
+    There is no flag for the layer step, so it is always derived: n layers over T give a step
+    of T/(n-1) (the layers reach T*n/(n-1)); an unset count gives 2 layers of T/2.
+    """
+    thick, n, step, mu = p.detector_thick, p.detector_thicksteps, -1.0, p.detector_mu
+    if n <= 0:
+        if thick < 0.0:
+            n, thick, step = 1, 0.0, 0.0
+        else:
+            n, step = 2, thick / 2
+    elif thick < 0.0:
+        thick = 0.5e-6
+        step = thick / n
+    else:
+        if n <= 1:
+            n = 2
+        step = thick / (n - 1)
+    if thick > 0.0 and mu < 0.0:
+        mu = 1.0 / thick
+    if thick <= 0.0 or step <= 0.0 or n <= 0:
+        n, thick, step = 1, 0.0, 0.0
+    return thick, n, step, max(mu, 0.0)
 
 
 def _xtal_size_max(cell, n_cells) -> float:
@@ -739,7 +816,10 @@ def _xtal_size_max(cell, n_cells) -> float:
     return max(magnitude(v) * n for v, n in zip((cell.a_m, cell.b_m, cell.c_m), n_cells))
 
 
-def _sources(p: RawParams, geo) -> tuple[Source, ...]:
+def _sources(p: RawParams, geo, cwd: str) -> tuple[Source, ...]:
+    if p.sourcefile is not None:
+        srcs = read_sources(os.path.join(cwd, p.sourcefile), geo.beam, p.lambda0)
+        return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)
     vert = unitize(cross(geo.beam, geo.polar))[0]
     srcs = divergence_sources(
         beam=geo.beam, polar=geo.polar, vert=vert, wavelength_m=p.lambda0,
@@ -753,4 +833,5 @@ def _sources(p: RawParams, geo) -> tuple[Source, ...]:
 
 def parse_nanobragg_args(argv: list[str], cwd: str | None = None) -> ParsedArgs:
     """Parse a nanoBragg argument list and resolve it; file names are relative to ``cwd``."""
-    return resolve(parse_raw(list(argv)), cwd or os.getcwd())
+    cwd = cwd or os.getcwd()
+    return resolve(parse_raw(list(argv), cwd), cwd)

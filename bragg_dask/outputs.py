@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
 from .io.pgm import write_pgm
 from .io.raw import write_float_image
 from .io.smv import int_image, write_smv
+from .physics.noise import noise_image
 from .stats import ImageStats
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,13 @@ def pgm_scale(stats: ImageStats, user_scale: float, int_file_scale: float) -> fl
     return 250.0 / (5.0 * stats.rmsd) if stats.rmsd > 0.0 else int_file_scale
 
 
+def noise_seed(outputs) -> int:
+    """``-seed N`` if given, else a time-based seed (as the C program); the run reports it."""
+    return int(outputs.seed) if outputs.seed is not None else int(time.time())
+
+
 def write_outputs(sim, image: np.ndarray, stats: ImageStats, outputs, cwd: str = ".") -> list[str]:
-    """Write the float/int/PGM files that ``outputs`` asks for; returns the paths written."""
+    """Write the float/int/PGM/noise files that ``outputs`` asks for; returns the paths written."""
     import os
 
     written = []
@@ -64,5 +71,12 @@ def write_outputs(sim, image: np.ndarray, stats: ImageStats, outputs, cwd: str =
         path = os.path.join(cwd, outputs.pgmfile)
         write_pgm(path, image, in_roi, pgm_scale(stats, outputs.pgm_scale, scale))
         written.append(path)
-    log.info("int-file scale %g", scale)
+    if outputs.noisefile:
+        path = os.path.join(cwd, outputs.noisefile)
+        seed = noise_seed(outputs)
+        det = sim.detector
+        pixels, overloads = noise_image(image, in_roi, seed=seed, adc=outputs.adc, fpixels=det.fpixels)
+        write_smv(path, sim, pixels)
+        log.info("noise seed %d, %d overloads", seed, overloads)
+        written.append(path)
     return written

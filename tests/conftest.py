@@ -25,7 +25,9 @@ IMPLEMENTED = {
     "conv-adxv", "conv-denzo", "conv-xds", "conv-dials", "conv-custom", "ORGX-ORGY", "pivot-sample",
     "det-vectors", "beam_vector", "detector-rot", "twotheta", "twotheta_axis", "pix0_vector",
     "close_distance", "spindle_axis", "polar_vector", "curved_det", "divergence", "round_div", "square_div",
-    "dmin", "gauss_xtal", "round_xtal", "fudge", "tophat_spots", "roi",
+    "dmin", "gauss_xtal", "round_xtal", "fudge", "tophat_spots", "roi", "detector-thick", "detector-abs",
+    "thicksteps", "oversample_thick", "oversample_polar", "oversample_omega", "interpolate", "interpolate-auto",
+    "interpolate-switch", "sourcefile", "mask", "water", "stol", "noise", "seed", "scale",
 }
 
 

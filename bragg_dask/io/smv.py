@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -97,3 +98,54 @@ def read_smv(path: str) -> tuple[dict[str, str], np.ndarray]:
     if data.size < s1 * s2:
         raise InputFileError(path, None, f"SMV data has {data.size} pixels, header says {s1}x{s2}")
     return keys, data[: s1 * s2].reshape(s2, s1)
+
+
+def read_smv_frame(path: str) -> tuple[str, np.ndarray]:
+    """Header text and ``(SIZE2, SIZE1)`` raw uint16 pixels, validated as the C program's ``GetFrame``.
+
+    The header must start with ``{`` and ``HEADER_BYTES=``; the pixels are read without byte swap.
+    """
+    try:
+        raw = open(path, "rb").read()
+    except FileNotFoundError:
+        raise InputFileError(path, None, "file not found") from None
+    except OSError as exc:
+        raise InputFileError(path, None, f"cannot read: {exc}") from None
+    if not raw.startswith(b"{\nHEADER_BYT"):
+        raise InputFileError(path, 1, "not an SMV image (header must start with '{' and HEADER_BYTES=)")
+    head512 = raw[:512].decode("ascii", "replace")
+    size = value_of(head512, "HEADER_BYTES")
+    if size is None or not size >= 1:
+        raise InputFileError(path, _line_of(head512, "HEADER_BYTES"), "bad HEADER_BYTES value")
+    header = raw[: int(size)].decode("ascii", "replace")
+    width, height = value_of(header, "SIZE1"), value_of(header, "SIZE2")
+    for key, v in (("SIZE1", width), ("SIZE2", height)):
+        if v is None:
+            raise InputFileError(path, None, f"SMV header has no {key} key")
+        if not v >= 1:
+            raise InputFileError(path, _line_of(header, key), f"{key}={v:g} is not a pixel count")
+    w, h = int(width), int(height)
+    data = np.frombuffer(raw[int(size) :], dtype="<u2")
+    if data.size < w * h:
+        raise InputFileError(path, None, f"has {data.size} pixels after the header, SIZE1 x SIZE2 = {w * h}")
+    return header, data[: w * h].reshape(h, w)
+
+
+def value_of(header: str, key: str) -> float | None:
+    """The C program's ``ValueOf``: the number after the ``=`` following the *last* occurrence of ``key``.
+
+    ``None`` when the key is absent (C: NaN); 0.0 when no ``=`` follows (as C's ``atof``).
+    """
+    pos = header.rfind(key)
+    if pos < 0:
+        return None
+    eq = header.find("=", pos + len(key))
+    if eq < 0:
+        return 0.0
+    m = re.match(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)", header[eq + 1 :])
+    return float(m.group(0)) if m else 0.0
+
+
+def _line_of(header: str, key: str) -> int | None:
+    pos = header.rfind(key)
+    return header.count("\n", 0, pos) + 1 if pos >= 0 else None

@@ -2,10 +2,12 @@
 
 For every pixel the C program sums ``F_cell^2 F_latt^2`` over sensor layers, sub-pixels, sources,
 phi steps and mosaic domains, then applies the per-pixel factors (solid angle, polarization,
-capture fraction) and the scale ``r_e^2 fluence / steps``.  Here the sum is vectorised: Miller
-indices of a batch of sub-pixel points for *all* orientations come from one matrix product, and
-the sum over orientations is reduced inside the batch, so temporaries are
-``points-in-batch x orientations-in-chunk`` and never ``detector x steps``.
+capture fraction) and the scale ``r_e^2 fluence / steps``.  Here the sum is vectorised over a
+batch of pixels and a chunk of orientations (:mod:`.intensity`), so memory is bounded by a budget,
+never by detector size x steps.
+
+With ``-oversample_thick/_polar/_omega`` the C program multiplies the *running* sum by the factor
+after every evaluation; :func:`_running_sum` reproduces that recurrence in loop order.
 """
 
 from __future__ import annotations
@@ -19,18 +21,14 @@ import torch
 from ..plan import TileSpec
 from .crystal import phi_angles, rotated_cells
 from .geometry import subpixel_positions
-from .lattice import gauss_lattice, round_lattice, square_lattice_sq, tophat_lattice
+from .intensity import CHUNK_ELEMENTS, IntensityModel
 from .polarization import kahn_factor, solid_angle
-from .structure_factors import F2Lookup
 
 R_E_SQR = 7.94079248018965e-30
 AVOGADRO = 6.02214179e23
 WATER_F = 2.57
 WATER_MW = 18.0
 DEFAULT_BUDGET_BYTES = 256 * 2**20
-# elements (points x orientations) per inner chunk: big enough to amortise op overhead,
-# small enough for the temporaries to stay in cache
-CHUNK_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,8 @@ class PreparedSimulation:
         f64 = dict(dtype=torch.float64, device=device)
         phis = phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps)
         cells = rotated_cells(cr, cr.spindle_axis, phis, cr.mosaic_umats, cr.mosaic_spread_rad, zero_phi_uses)
-        # (O, 3, 3) -> (3O, 3): row 3o+j is cell vector j of orientation o
-        self.cells = torch.as_tensor(cells.reshape(-1, 3), dtype=dtype, device=device)
+        cells_t = torch.as_tensor(cells.reshape(-1, 3), dtype=dtype, device=device)
+        self.model = IntensityModel(cr, cells_t, sim.water_size_m != 0.0, dtype, device)
         self.n_orient = cells.shape[0]
         self.incident = torch.as_tensor([s.incident for s in beam.sources], **f64)  # (ns, 3)
         self.wavelength = torch.as_tensor([s.wavelength_m for s in beam.sources], **f64)  # (ns,)
@@ -80,24 +78,25 @@ class PreparedSimulation:
         self.beam_vec = torch.as_tensor(geo.beam, **f64)
         self.polar_axis = torch.as_tensor(beam.polar_vector, **f64)
         self.layers = torch.arange(det.thicksteps, **f64) * det.thickstep_m
-        self.n_cells = torch.as_tensor([float(n) for n in cr.n_cells], dtype=dtype, device=device)
-        self.recip = torch.as_tensor([cr.a_star_per_A, cr.b_star_per_A, cr.c_star_per_A], dtype=dtype, device=device)
-        sf = cr.structure_factors
-        self.f2_lookup = F2Lookup.build(sf, dtype, device) if sf.has_table else None
-        self.default_f2 = sf.default_F * sf.default_F
         fluence_scale = R_E_SQR * beam.fluence
         w = sim.water_size_m
         self.i_bg = WATER_F * WATER_F * fluence_scale * w * w * w * 1e6 * AVOGADRO / WATER_MW
         self.fluence_scale = fluence_scale
+        self.running = det.oversample_thick or det.oversample_polar or det.oversample_omega
 
     def points_per_batch(self, budget_bytes: int) -> int:
         """Sub-pixel points per batch: about one inner chunk, within the memory budget.
 
-        The inner loop then keeps ``points x orientations-in-chunk`` near ``CHUNK_ELEMENTS``; each
-        element costs ~10 temporaries of 3 values plus the per-point geometry.
+        The inner loop keeps ``points x orientations-in-chunk`` near ``CHUNK_ELEMENTS``; each
+        element costs ~10 temporaries of 3 values plus the per-point geometry.  The running-sum
+        path keeps every orientation's term of the batch.
         """
+        per_elem = 10 * 3 * 8
+        if self.running:
+            per_point = per_elem * self.n_orient * len(self.sim.beam.sources) + 512
+            return max(1, min(4096, budget_bytes // per_point))
         want = max(CHUNK_ELEMENTS // self.n_orient, 1024)
-        per_point = 10 * 3 * 8 * max(1, min(self.n_orient, CHUNK_ELEMENTS // want)) + 512
+        per_point = per_elem * max(1, min(self.n_orient, CHUNK_ELEMENTS // want)) + 512
         return max(1, min(want, budget_bytes // per_point))
 
 
@@ -107,76 +106,114 @@ def prepare(sim, device: str = "cpu", dtype: torch.dtype = torch.float64, zero_p
     return PreparedSimulation(sim, torch.device(device), dtype, zero_phi_uses)
 
 
-def _f_latt_sq(prep: PreparedSimulation, hkl: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    cr = prep.sim.crystal
-    if cr.shape == "square":
-        return square_lattice_sq(delta, prep.n_cells)
-    if cr.shape == "round":
-        f = round_lattice(delta, prep.n_cells, cr.fudge)
-    elif cr.shape == "gauss":
-        f = gauss_lattice(delta, prep.recip, prep.n_cells, cr.fudge)
-    else:
-        f = tophat_lattice(delta, prep.recip, prep.n_cells, cr.fudge)
-    return f * f
+@dataclass
+class _Points:
+    """Geometry of a pixel batch: ``diffracted`` ``(P, Q, 3)`` unit vectors, ``airpath`` ``(P, Q)`` m."""
+
+    diffracted: torch.Tensor
+    airpath: torch.Tensor
 
 
-def _intensity_sum(prep: PreparedSimulation, scatter: torch.Tensor) -> torch.Tensor:
-    """Sum over orientations of ``F_cell^2 F_latt^2``.
-
-    ``scatter``: ``(Q, 3)`` scattering vectors (1/m, lab frame) in the working dtype.
-    Returns ``(Q,)`` float64.
-    """
-    q = scatter.shape[0]
-    out = torch.zeros(q, dtype=torch.float64, device=scatter.device)
-    o_chunk = max(1, min(prep.n_orient, CHUNK_ELEMENTS // max(q, 1)))
-    for o0 in range(0, prep.n_orient, o_chunk):
-        o1 = min(o0 + o_chunk, prep.n_orient)
-        hkl = (scatter @ prep.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
-        hkl0 = torch.ceil(hkl - 0.5)
-        delta = hkl - hkl0
-        term = _f_latt_sq(prep, hkl, delta)
-        if prep.f2_lookup is not None:
-            term = term * prep.f2_lookup(hkl0[..., 0], hkl0[..., 1], hkl0[..., 2])
-        else:
-            term = term * prep.default_f2
-        out += term.sum(-1, dtype=torch.float64) if term.dtype != torch.float64 else term.sum(-1)
-    return out
-
-
-def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) -> torch.Tensor:
-    """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``."""
-    sim, det = prep.sim, prep.sim.detector
-    p = fpix.shape[0]
+def _points(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) -> _Points:
+    det = prep.sim.detector
     pos = subpixel_positions(
         fpix, spix, pixel_size_m=det.pixel_size_m, oversample=det.oversample, layer_offsets_m=prep.layers,
         fdet=prep.fdet, sdet=prep.sdet, odet=prep.odet, pix0=prep.pix0,
     )  # (P, L, os, os, 3)
     if det.curved:
         pos = _curved(prep, pos)
-    pos = pos.reshape(p, -1, 3)  # points in C loop order: layer, subS, subF
+    pos = pos.reshape(fpix.shape[0], -1, 3)  # points in C loop order: layer, subS, subF
     airpath = torch.linalg.vector_norm(pos, dim=-1)
-    diffracted = pos / airpath[..., None]
-    omega = solid_angle(airpath[:, 0], det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
-    capture = _capture(prep, diffracted)
+    return _Points(pos / airpath[..., None], airpath)
+
+
+def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) -> torch.Tensor:
+    """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``."""
+    if prep.running:
+        return _running_batch(prep, fpix, spix)
+    sim, det = prep.sim, prep.sim.detector
+    pts = _points(prep, fpix, spix)
+    p, q = pts.airpath.shape
+    omega = solid_angle(pts.airpath[:, 0], det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
+    capture = _capture_last_layer(prep, pts.diffracted)
     n_src = prep.incident.shape[0]
-    total = torch.zeros(p, dtype=torch.float64, device=pos.device)
-    kept_any = torch.zeros(p, n_src, pos.shape[1], dtype=torch.bool, device=pos.device)
-    d_flat = diffracted.reshape(-1, 3)
+    total = torch.zeros(p, dtype=torch.float64, device=pts.airpath.device)
+    kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=pts.airpath.device)
+    d_flat = pts.diffracted.reshape(-1, 3)
     for s in range(n_src):
         scatter = (d_flat - prep.incident[s]) / prep.wavelength[s]  # S = (d - i)/lambda
         kept = _dmin_keep(sim.dmin_m, scatter)
-        if kept is not None:
-            kept_any[:, s] = kept.view(p, -1)
-            scatter = scatter[kept]
-        contrib = _intensity_sum(prep, scatter.to(prep.dtype))
-        if kept is not None:
-            contrib = torch.zeros(d_flat.shape[0], dtype=torch.float64, device=pos.device).index_put_(
-                (kept.nonzero().squeeze(1),), contrib
-            )
-        total += contrib.view(p, -1).sum(1)
-    polar = _polar(prep, diffracted, kept_any if sim.dmin_m > 0 else None)
+        if kept is None:
+            contrib = prep.model.sum(scatter.to(prep.dtype))
+        else:
+            kept_all[:, s] = kept.view(p, q)
+            contrib = torch.zeros(p * q, dtype=torch.float64, device=scatter.device)
+            contrib[kept] = prep.model.sum(scatter[kept].to(prep.dtype))
+        total += contrib.view(p, q).sum(1)
+    polar = _first_polar(prep, pts.diffracted, kept_all)
     value = prep.fluence_scale * (prep.i_bg + total) / sim.steps
     return value * capture * polar * omega
+
+
+def _running_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) -> torch.Tensor:
+    """Pixel values with ``-oversample_*``: the running sum is multiplied after every evaluation."""
+    sim, det, beam = prep.sim, prep.sim.detector, prep.sim.beam
+    pts = _points(prep, fpix, spix)
+    p, q = pts.airpath.shape
+    dev = pts.airpath.device
+    omega_pt = solid_angle(pts.airpath, det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
+    capture_pt = _capture_per_point(prep, pts.diffracted)  # (P, Q)
+    n_src = prep.incident.shape[0]
+    d_flat = pts.diffracted.reshape(-1, 3)
+    acc = torch.full((p,), prep.i_bg, dtype=torch.float64, device=dev)
+    kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=dev)
+    per_src = []
+    for s in range(n_src):
+        scatter = (d_flat - prep.incident[s]) / prep.wavelength[s]
+        kept = _dmin_keep(sim.dmin_m, scatter)
+        if kept is not None:
+            kept_all[:, s] = kept.view(p, q)
+        term = torch.zeros(p * q, prep.n_orient, dtype=torch.float64, device=dev)
+        gate = torch.ones(p * q, prep.n_orient, dtype=torch.bool, device=dev)
+        for t in prep.model.terms(scatter.to(prep.dtype)):
+            term[:, t.o0 : t.o1] = t.term
+            if t.gate is not None:
+                gate[:, t.o0 : t.o1] = t.gate
+        if kept is not None:
+            gate &= kept[:, None]
+        factor = torch.ones(p * q, dtype=torch.float64, device=dev)
+        if det.oversample_thick:
+            factor = factor * capture_pt.reshape(-1)
+        if det.oversample_polar:  # recomputed per source, and -nopolar does not apply
+            inc = prep.incident[s].expand_as(d_flat)
+            factor = factor * kahn_factor(beam.polarization, inc, d_flat, prep.polar_axis)
+        if det.oversample_omega:
+            factor = factor * omega_pt.reshape(-1)
+        per_src.append((term.view(p, q, -1), gate.view(p, q, -1), factor.view(p, q)))
+    for k in range(q):  # loop order: point (layer, subS, subF), then source, then orientation
+        for term, gate, factor in per_src:
+            acc = _apply_orientations(acc, term[:, k], gate[:, k], factor[:, k])
+    value = prep.fluence_scale * acc / sim.steps
+    if not det.oversample_thick:
+        value = value * _capture_last_layer(prep, pts.diffracted)
+    if not det.oversample_polar:
+        value = value * _first_polar(prep, pts.diffracted, kept_all)
+    if not det.oversample_omega:
+        value = value * omega_pt[:, 0]
+    return value
+
+
+def _apply_orientations(acc: torch.Tensor, term: torch.Tensor, gate: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``acc <- (acc + t_o) * f`` for every gated orientation ``o`` in order, in closed form.
+
+    ``acc``, ``f``: ``(P,)``; ``term``, ``gate``: ``(P, O)``.  An evaluation that fails the gate
+    adds nothing and does not multiply.
+    """
+    g = gate.to(torch.float64)
+    # number of gated evaluations from o to the end (inclusive): the powers of f each term meets
+    remaining = torch.flip(torch.cumsum(torch.flip(g, [1]), 1), [1])
+    fpow = f[:, None] ** remaining
+    return acc * f ** g.sum(1) + (term * g * fpow).sum(1)
 
 
 def _dmin_keep(dmin_m: float, scatter: torch.Tensor) -> torch.Tensor | None:
@@ -187,25 +224,20 @@ def _dmin_keep(dmin_m: float, scatter: torch.Tensor) -> torch.Tensor | None:
     return ~((stol > 0.0) & (dmin_m > 0.5 / stol))
 
 
-def _polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+def _first_polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """Polarization factor per pixel from its first evaluated (point, source), C loop order.
 
-    ``diffracted``: ``(P, Q, 3)``.  ``kept``: ``(P, n_src, Q)`` dmin mask or ``None``.
-    A pixel with no evaluation keeps the factor 0 (it renders as 0, background included).
+    ``diffracted``: ``(P, Q, 3)``.  ``kept``: ``(P, n_src, Q)`` dmin mask.  A pixel with no
+    evaluation keeps the factor 0: it renders as 0, background included, as in C.
     """
     beam = prep.sim.beam
     p = diffracted.shape[0]
-    if kept is None:
-        d0 = diffracted[:, 0]
-        inc = prep.incident[0].expand_as(d0)
-        has = torch.ones(p, dtype=torch.bool, device=d0.device)
-    else:
-        order = kept.transpose(1, 2).reshape(p, -1)  # (P, Q * n_src): point-major, source inner
-        has = order.any(1)
-        first = torch.argmax(order.to(torch.uint8), dim=1)
-        n_src = kept.shape[1]
-        d0 = diffracted[torch.arange(p), first // n_src]
-        inc = prep.incident[first % n_src]
+    order = kept.transpose(1, 2).reshape(p, -1)  # (P, Q * n_src): point-major, source inner
+    has = order.any(1)
+    first = torch.argmax(order.to(torch.uint8), dim=1)
+    n_src = kept.shape[1]
+    d0 = diffracted[torch.arange(p, device=diffracted.device), first // n_src]
+    inc = prep.incident[first % n_src]
     if beam.nopolar:
         factor = torch.ones(p, dtype=torch.float64, device=d0.device)
     else:
@@ -213,16 +245,30 @@ def _polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch.Tenso
     return torch.where(has, factor, torch.zeros_like(factor))
 
 
-def _capture(prep: PreparedSimulation, diffracted: torch.Tensor) -> torch.Tensor:
+def _layer_capture(prep: PreparedSimulation, diffracted: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+    """Fraction of photons absorbed in sensor layer ``layer`` along ``diffracted`` (parallax-corrected)."""
+    det = prep.sim.detector
+    parallax = (diffracted * prep.odet).sum(-1)
+    mu_dt = det.thickstep_m * det.mu_per_m
+    return torch.exp(-layer * mu_dt / parallax) - torch.exp(-(layer + 1) * mu_dt / parallax)
+
+
+def _capture_last_layer(prep: PreparedSimulation, diffracted: torch.Tensor) -> torch.Tensor:
     """Capture fraction of the last sensor layer at its first sub-pixel (1 without a sensor model)."""
     det = prep.sim.detector
     if det.thickness_m == 0.0:
         return torch.ones(diffracted.shape[0], dtype=torch.float64, device=diffracted.device)
-    per_layer = det.oversample * det.oversample
     t = det.thicksteps - 1
-    parallax = (diffracted[:, t * per_layer] * prep.odet).sum(-1)
-    mu_dt = det.thickstep_m * det.mu_per_m
-    return torch.exp(-t * mu_dt / parallax) - torch.exp(-(t + 1) * mu_dt / parallax)
+    first = diffracted[:, t * det.oversample * det.oversample]
+    return _layer_capture(prep, first, torch.tensor(float(t), dtype=torch.float64, device=first.device))
+
+
+def _capture_per_point(prep: PreparedSimulation, diffracted: torch.Tensor) -> torch.Tensor:
+    """Capture fraction of every point's own layer ``(P, Q)`` (``-oversample_thick``)."""
+    det = prep.sim.detector
+    per_layer = det.oversample * det.oversample
+    layer = torch.arange(diffracted.shape[1], device=diffracted.device) // per_layer
+    return _layer_capture(prep, diffracted, layer.to(torch.float64)[None, :])
 
 
 def _curved(prep: PreparedSimulation, pos: torch.Tensor) -> torch.Tensor:
@@ -290,5 +336,3 @@ def batch_points(sim) -> int:
     """Evaluations per pixel (layers x sub-pixels x sources x orientations), for throughput figures."""
     det = sim.detector
     return det.thicksteps * det.oversample**2 * len(sim.beam.sources) * sim.n_orientations
-
-

@@ -92,3 +92,70 @@ class F2Lookup:
         il = (l0 - self.offset[2]).clamp_(0, dl - 1)
         flat = (ih.mul_(dk).add_(ik)).mul_(dl).add_(il)
         return self.table[flat.to(torch.int64)]
+
+
+@dataclass(frozen=True)
+class TricubicLookup:
+    """Tricubic (4-point Lagrange per axis) interpolation of F, as the C program's ``polin3``.
+
+    An evaluation is *in range* when ``h - h_min + 3 <= n_h`` and ``h - 2 >= h_min`` on every
+    axis (one stricter than the stencil needs, as in C).  Out-of-range evaluations fall back to
+    the nearest-neighbour value; ``in_range`` reports which ones did.
+    """
+
+    table: torch.Tensor  # (n_h, n_k, n_l) amplitudes
+    hkl_min: tuple[int, int, int]
+    nearest: F2Lookup
+
+    @classmethod
+    def build(cls, sf: StructureFactors, dtype: torch.dtype, device: torch.device) -> TricubicLookup:
+        assert sf.values is not None
+        t = torch.as_tensor(sf.values, dtype=dtype, device=device)
+        return cls(table=t, hkl_min=sf.hkl_min, nearest=F2Lookup.build(sf, dtype, device))
+
+    def in_range(self, hkl: torch.Tensor) -> torch.Tensor:
+        """``(...)`` bool for fractional ``hkl`` ``(..., 3)``."""
+        ok = torch.ones(hkl.shape[:-1], dtype=torch.bool, device=hkl.device)
+        for ax in range(3):
+            x = hkl[..., ax]
+            lo, n = self.hkl_min[ax], self.table.shape[ax]
+            ok &= ~((x - lo + 3 > n) | (x - 2 < lo))
+        return ok
+
+    def f_sq(self, hkl: torch.Tensor, hkl0: torch.Tensor, use_interp: torch.Tensor) -> torch.Tensor:
+        """``F^2``: tricubic where ``use_interp`` (and in range), nearest neighbour elsewhere.
+
+        ``hkl``, ``hkl0``: ``(E, 3)``; ``use_interp``: ``(E,)`` bool.  Returns ``(E,)``.
+        """
+        out = self.nearest(hkl0[:, 0], hkl0[:, 1], hkl0[:, 2])
+        sel = use_interp.nonzero().squeeze(1)
+        if sel.numel():
+            f = self._polin3(hkl[sel])
+            out = out.index_put((sel,), f * f)
+        return out
+
+    def _polin3(self, x: torch.Tensor) -> torch.Tensor:
+        """Interpolated amplitude at ``x`` ``(E, 3)`` (all in range): along l, then k, then h."""
+        base = torch.floor(x) - 1.0  # stencil floor-1 .. floor+2
+        idx = [(base[:, ax].to(torch.int64) - self.hkl_min[ax])[:, None] + torch.arange(4, device=x.device)
+               for ax in range(3)]
+        nh, nk, nl = self.table.shape
+        flat = (idx[0][:, :, None, None] * nk + idx[1][:, None, :, None]) * nl + idx[2][:, None, None, :]
+        y = self.table.reshape(-1)[flat]  # (E, 4, 4, 4)
+        y = _polint(base[:, 2, None, None], y, x[:, 2, None, None])  # (E, 4, 4)
+        y = _polint(base[:, 1, None], y, x[:, 1, None])  # (E, 4)
+        return _polint(base[:, 0], y, x[:, 0])
+
+
+# denominators of the 4-point Lagrange terms on consecutive integer nodes
+_LAGRANGE_DEN = (-6.0, 2.0, -2.0, 6.0)
+
+
+def _polint(x0: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """C ``polint`` on nodes ``x0 + (0, 1, 2, 3)`` along the last axis of ``y``, term by term."""
+    d = [x - (x0 + float(i)) for i in range(4)]
+    terms = []
+    for i in range(4):
+        others = [d[j] for j in range(4) if j != i]
+        terms.append(others[0] * others[1] * others[2] * y[..., i] / _LAGRANGE_DEN[i])
+    return terms[0] + terms[1] + terms[2] + terms[3]

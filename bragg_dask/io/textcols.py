@@ -1,0 +1,51 @@
+"""Column text files (source lists, stol tables), read the way the C program's ``read_text_file`` does.
+
+Columns are separated by any of `` \\t,;:!``.  Missing trailing columns are NaN, except on a line
+that does not end in a plain newline (the last line without one, or CRLF endings), where the C
+parser fills them with 0.  Unlike C, a token that is not a number is an error naming the line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from ..errors import InputFileError
+
+_DELIMS = re.compile(r"[ \t,;:!]+")
+
+
+def read_columns(path: str, ncols: int, *, min_cols: int = 1) -> tuple[np.ndarray, list[int]]:
+    """``(rows, ncols)`` float64 values and the 1-based line number of each row."""
+    try:
+        with open(path, newline="") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise InputFileError(path, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(path, None, f"cannot read: {exc}") from None
+    rows, numbers = [], []
+    for no, raw in enumerate(text.splitlines(keepends=True), start=1):
+        body = raw.rstrip("\r\n")
+        tokens = [t for t in _DELIMS.split(body.strip()) if t]
+        if not tokens:
+            continue
+        vals = []
+        for tok in tokens[:ncols]:
+            try:
+                v = float(tok)
+            except ValueError:
+                raise InputFileError(path, no, f"expected a number, got {tok!r}") from None
+            if math.isnan(v):
+                raise InputFileError(path, no, f"expected a number, got {tok!r}")
+            vals.append(v)
+        if len(vals) < min_cols:
+            raise InputFileError(path, no, f"expected at least {min_cols} columns, found {len(vals)}")
+        fill = np.nan if raw.endswith("\n") and not raw.endswith("\r\n") else 0.0
+        rows.append(vals + [fill] * (ncols - len(vals)))
+        numbers.append(no)
+    if not rows:
+        raise InputFileError(path, None, "no data lines")
+    return np.asarray(rows, dtype=np.float64), numbers

@@ -1,0 +1,105 @@
+"""``F_cell^2 F_latt^2`` of scattering vectors for every crystal orientation.
+
+Miller indices of a batch of scattering vectors for a chunk of orientations come from one matrix
+product ``(Q, 3) @ (3, 3 * O_chunk)``; temporaries are ``Q x O_chunk`` and never grow with the
+detector or the total number of orientations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .lattice import gauss_lattice, round_lattice, square_lattice_sq, tophat_lattice
+from .structure_factors import F2Lookup, TricubicLookup
+
+# elements (points x orientations) per inner chunk: big enough to amortise op overhead,
+# small enough for the temporaries to stay in cache
+CHUNK_ELEMENTS = 1 << 16
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Per-evaluation results for points ``Q`` x orientations ``[o0, o1)``.
+
+    ``term``: ``F_cell^2 F_latt^2``; ``gate``: the evaluation passes the C program's
+    ``F_latt != 0 or water`` test (``None``: all pass); ``out_of_range``: a tricubic evaluation fell
+    back to the nearest neighbour (``None`` without interpolation).  All ``(Q, o1 - o0)``.
+    """
+
+    o0: int
+    o1: int
+    term: torch.Tensor
+    gate: torch.Tensor | None
+    out_of_range: torch.Tensor | None
+
+
+class IntensityModel:
+    """The per-evaluation physics of a crystal, on one device and dtype."""
+
+    def __init__(self, crystal, cells: torch.Tensor, water: bool, dtype: torch.dtype, device: torch.device):
+        self.shape = crystal.shape
+        self.fudge = crystal.fudge
+        self.cells = cells  # (3 O, 3): row 3o+j is cell vector j of orientation o, metres
+        self.n_orient = cells.shape[0] // 3
+        self.n_cells = torch.as_tensor([float(n) for n in crystal.n_cells], dtype=dtype, device=device)
+        self.recip = torch.as_tensor(
+            [crystal.a_star_per_A, crystal.b_star_per_A, crystal.c_star_per_A], dtype=dtype, device=device)
+        sf = crystal.structure_factors
+        self.default_f2 = sf.default_F * sf.default_F
+        self.nearest = F2Lookup.build(sf, dtype, device) if sf.has_table else None
+        self.tricubic = TricubicLookup.build(sf, dtype, device) if (sf.has_table and crystal.interpolate) else None
+        # the gate only matters where an evaluation can have F_latt == 0 exactly
+        self.needs_gate = self.shape != "square" and not water
+
+    def f_latt_sq(self, delta: torch.Tensor) -> torch.Tensor:
+        if self.shape == "square":
+            return square_lattice_sq(delta, self.n_cells)
+        if self.shape == "round":
+            f = round_lattice(delta, self.n_cells, self.fudge)
+        elif self.shape == "gauss":
+            f = gauss_lattice(delta, self.recip, self.n_cells, self.fudge)
+        else:
+            f = tophat_lattice(delta, self.recip, self.n_cells, self.fudge)
+        return f * f
+
+    def f_cell_sq(self, hkl: torch.Tensor, hkl0: torch.Tensor, interp_ok: torch.Tensor | None):
+        """``(F^2, out_of_range)`` for ``(..., 3)`` indices; ``interp_ok`` masks tricubic use (c-parity)."""
+        if self.tricubic is not None:
+            shape = hkl.shape[:-1]
+            flat, flat0 = hkl.reshape(-1, 3), hkl0.reshape(-1, 3)
+            in_range = self.tricubic.in_range(flat)
+            use = in_range if interp_ok is None else in_range & interp_ok.reshape(-1)
+            return self.tricubic.f_sq(flat, flat0, use).view(shape), ~in_range.view(shape)
+        if self.nearest is not None:
+            return self.nearest(hkl0[..., 0], hkl0[..., 1], hkl0[..., 2]), None
+        return None, None
+
+    def chunk_size(self, q: int) -> int:
+        return max(1, min(self.n_orient, CHUNK_ELEMENTS // max(q, 1)))
+
+    def terms(self, scatter: torch.Tensor, interp_ok: torch.Tensor | None = None) -> Iterator[Terms]:
+        """Per-evaluation terms of ``scatter`` ``(Q, 3)`` (1/m, lab frame), chunk by chunk of orientations."""
+        q = scatter.shape[0]
+        step = self.chunk_size(q)
+        for o0 in range(0, self.n_orient, step):
+            o1 = min(o0 + step, self.n_orient)
+            hkl = (scatter @ self.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
+            hkl0 = torch.ceil(hkl - 0.5)
+            latt = self.f_latt_sq(hkl - hkl0)
+            ok = None if interp_ok is None else interp_ok[:, o0:o1]
+            f2, oor = self.f_cell_sq(hkl, hkl0, ok)
+            term = latt * (self.default_f2 if f2 is None else f2)
+            gate = latt != 0 if self.needs_gate else None
+            if oor is not None and gate is not None:
+                oor = oor & gate  # the range test runs only for evaluations that pass the gate
+            yield Terms(o0, o1, term, gate, oor)
+
+    def sum(self, scatter: torch.Tensor) -> torch.Tensor:
+        """Sum over all orientations: ``(Q,)`` float64."""
+        out = torch.zeros(scatter.shape[0], dtype=torch.float64, device=scatter.device)
+        for t in self.terms(scatter):
+            out += t.term.sum(-1, dtype=torch.float64)
+        return out
