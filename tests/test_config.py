@@ -100,7 +100,7 @@ def test_float32_kernel_is_float32_inside():
     from bragg_dask.physics.kernel import prepare
 
     sim = python_built()
-    assert prepare(sim, "cpu", torch.float32).cells.dtype == torch.float32
+    assert prepare(sim, "cpu", torch.float32).model.cells.dtype == torch.float32
 
 
 def test_oversample_auto_choice():

@@ -110,7 +110,7 @@ class TricubicLookup:
     @classmethod
     def build(cls, sf: StructureFactors, dtype: torch.dtype, device: torch.device) -> TricubicLookup:
         assert sf.values is not None
-        t = torch.as_tensor(sf.values, dtype=dtype, device=device)
+        t = torch.tensor(sf.values, dtype=dtype, device=device)  # a copy: the table is read-only
         return cls(table=t, hkl_min=sf.hkl_min, nearest=F2Lookup.build(sf, dtype, device))
 
     def in_range(self, hkl: torch.Tensor) -> torch.Tensor:
