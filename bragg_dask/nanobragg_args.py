@@ -13,8 +13,10 @@ Parsing fills a :class:`RawParams` with the C program's variables (SI units) and
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,12 +31,13 @@ from .io.sourcefile import read_sources
 from .io.stol import read_stol
 from .physics import crystal as xtal
 from .physics.geometry import DetectorGeometryInput, resolve_detector_geometry
-from .physics.rng import Ran1, mosaic_rotation_umat
+from .physics.rng import Ran1, mosaic_rotation_umat, umat_to_misset
 from .physics.sources import auto_steps, divergence_sources
 from .physics.structure_factors import StructureFactors
 from .physics.vectors import cross, unitize
 
 RTD = 180.0 / math.pi
+log = logging.getLogger(__name__)
 NAN = float("nan")
 
 
@@ -544,7 +547,8 @@ RULES: tuple[Rule, ...] = (
 def _rule_misset_random(p: RawParams, argv: list[str], i: int) -> bool:
     """``-misset rand...``: random orientation; stops further matching (C L553-559)."""
     if "-misset" in argv[i] and i + 1 < len(argv) and "rand" in argv[i + 1]:
-        raise UsageError("random misset is not implemented yet", flag=argv[i])
+        p.misset_random = True
+        return True
     return False
 
 
@@ -591,6 +595,7 @@ def parse_raw(argv: list[str], cwd: str = ".") -> RawParams:
             continue
         matched = False
         if _rule_misset_random(p, argv, i):
+            consumed.add(i + 1)
             continue
         for rule in RULES:
             if not rule.matches(arg):
@@ -731,7 +736,12 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         sample[1] = min(sample[1], p.beamsize)
         sample[2] = min(sample[2], p.beamsize)
     phistep, phisteps = _phi_sampling(p)
-    rng = Ran1()
+    rng = Ran1()  # one shuffle table shared by the misset and mosaic streams, in that order
+    if p.misset_random:
+        seed = p.misset_seed if p.misset_seed is not None else -int(time.time())
+        u, _ = mosaic_rotation_umat(90.0, rng, seed)  # "90" passes as radians, as in C
+        p.misset = umat_to_misset(u)
+        log.info("random orientation misset angles: %f %f %f deg", *(a * RTD for a in p.misset))
     spread, umats = _mosaic(p, rng)
     geo = resolve_detector_geometry(DetectorGeometryInput(
         convention=p.convention, pixel_size_m=p.pixel_size, detsize_f_m=detsize_f, detsize_s_m=detsize_s,

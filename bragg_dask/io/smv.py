@@ -26,7 +26,19 @@ def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: fl
 
 
 def smv_header(sim, *, header_bytes: int = 512) -> bytes:
-    """The C program's SMV header for ``sim`` (values in mm, Angstrom and degrees, ``%g``)."""
+    """The C program's SMV header for ``sim`` (values in mm, Angstrom and degrees, ``%g``).
+
+    A header that does not fit in 512 bytes (long negative numbers) grows to the next multiple of
+    512 and says so in HEADER_BYTES; the C program would overrun and misplace the pixels.
+    """
+    text = _header_text(sim, header_bytes)
+    if len(text) > header_bytes:
+        header_bytes = 512 * (len(text) // 512 + 1)
+        text = _header_text(sim, header_bytes)
+    return text + b" " * (header_bytes - len(text))
+
+
+def _header_text(sim, header_bytes: int) -> bytes:
     det, geo, cr = sim.detector, sim.detector.geometry, sim.crystal
     px = det.pixel_size_m
     detsize_s = px * det.spixels
@@ -60,10 +72,7 @@ def smv_header(sim, *, header_bytes: int = 512) -> bytes:
         "DETECTOR_SN=000;",
         "BEAMLINE=fake;",
     ]
-    text = ("\n".join(lines) + "\n}\f").encode("ascii")
-    if len(text) > header_bytes:
-        raise ValueError("SMV header longer than HEADER_BYTES")
-    return text + b" " * (header_bytes - len(text))
+    return ("\n".join(lines) + "\n}\f").encode("ascii")
 
 
 def write_smv(path: str, sim, pixels: np.ndarray) -> None:

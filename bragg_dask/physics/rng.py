@@ -103,8 +103,18 @@ def mosaic_rotation_umat(mosaicity: float, rng: Ran1, seed: int) -> tuple[np.nda
 
 
 def umat_to_misset(u: np.ndarray) -> tuple[float, float, float]:
-    """Angles (rx, ry, rz) in radians with ``Rz @ Ry @ Rx == u`` for an orthonormal ``u``."""
-    rx = math.atan2(u[2, 1], u[2, 2])
-    ry = math.atan2(-u[2, 0], math.sqrt(u[2, 1] ** 2 + u[2, 2] ** 2))
-    rz = math.atan2(u[1, 0], u[0, 0])
-    return rx, ry, rz
+    """Angles (rx, ry, rz), radians, with ``Rz @ Ry @ Rx == u`` (C ``umat2misset``).
+
+    The rows are normalised (twice, as the C function does around its cross-product repair,
+    which never triggers for a rotation matrix) before the angles are read off.
+    """
+    m = [list(map(float, row)) for row in u]
+    for _ in range(2):
+        for row in m:
+            n = math.sqrt(row[0] * row[0] + row[1] * row[1] + row[2] * row[2])
+            if n > 0:
+                row[0], row[1], row[2] = row[0] / n, row[1] / n, row[2] / n
+    (uxx, uxy, _), (uyx, uyy, _), (uzx, uzy, uzz) = m
+    if uzx * uzx < 1.0:
+        return (math.atan2(uzy, uzz), math.atan2(-uzx, math.sqrt(uzy * uzy + uzz * uzz)), math.atan2(uyx, uxx))
+    return (math.atan2(1, 1) * 4, math.atan2(1, 1) * 2, math.atan2(uxy, -uyy))
