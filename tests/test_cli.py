@@ -140,3 +140,78 @@ def test_zarr_run_through_local_cluster(tmp_path):
     ref = np.fromfile(tmp_path / "f.bin", "<f4").reshape(16, 16)
     assert np.array_equal(np.asarray(g["float"][0]), ref)
     assert "store:" in p.stdout
+
+
+def _write_mask(path, f, s, header_keys=None):
+    from bragg_dask.io.smv import smv_header  # noqa: F401 - the format reference
+
+    keys = header_keys if header_keys is not None else {
+        "HEADER_BYTES": "512", "DIM": "2", "BYTE_ORDER": "little_endian", "TYPE": "unsigned_short",
+        "SIZE1": str(f), "SIZE2": str(s), "PIXEL_SIZE": "0.2"}
+    text = "{\n" + "".join(f"{k}={v};\n" for k, v in keys.items()) + "}\f"
+    data = np.ones((s, f), "<u2")
+    data[0, :3] = 0
+    path.write_bytes(text.encode().ljust(512, b" ") + data.tobytes())
+
+
+def test_mask_of_wrong_size(tmp_path):
+    _write_mask(tmp_path / "m.img", 8, 8)
+    assert_one_line_error(run_cli(BASE + ["-mask", "m.img"], tmp_path), "-mask", "m.img", "8x8")
+
+
+def test_mask_header_missing_a_key(tmp_path):
+    keys = {"HEADER_BYTES": "512", "DIM": "2", "BYTE_ORDER": "little_endian", "SIZE1": "16"}
+    _write_mask(tmp_path / "m.img", 16, 16, keys)
+    assert_one_line_error(run_cli(BASE + ["-mask", "m.img"], tmp_path), "m.img", "SIZE2")
+
+
+def test_not_an_smv_file(tmp_path):
+    (tmp_path / "m.img").write_bytes(b"P5\n16 16\n255\n" + bytes(256))
+    assert_one_line_error(run_cli(BASE + ["-img", "m.img"], tmp_path), "m.img", "SMV")
+
+
+def test_mask_skips_pixels(tmp_path):
+    _write_mask(tmp_path / "m.img", 16, 16)
+    p = run_cli(BASE + ["-mask", "m.img", "-floatfile", "f.bin", "-intfile", "i.img"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    img = np.fromfile(tmp_path / "f.bin", "<f4").reshape(16, 16)
+    assert (img[0, :3] == 0).all() and (img[1:] > 0).all()
+    from bragg_dask.io.smv import read_smv
+
+    _, ints = read_smv(str(tmp_path / "i.img"))
+    assert (ints[0, :3] == 40).all()  # masked pixels inside the ROI hold the ADC offset
+
+
+def test_img_header_sets_the_geometry(tmp_path):
+    # a header written by the program itself, read back through -img: same simulation
+    p = run_cli(BASE + ["-intfile", "ref.img", "-floatfile", "a.bin", "-Xbeam", "1.3", "-Ybeam", "1.9"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    drop = {BASE.index(k) + d for k in ("-distance", "-pixel", "-detpixels") for d in (0, 1)}
+    args = [a for i, a in enumerate(BASE) if i not in drop]
+    q = run_cli(args + ["-img", "ref.img", "-floatfile", "b.bin"], tmp_path)
+    assert q.returncode == 0, q.stderr
+    a = np.fromfile(tmp_path / "a.bin", "<f4")
+    b = np.fromfile(tmp_path / "b.bin", "<f4")
+    assert a.size == b.size and rel_err(b, a) <= 1e-5
+
+
+def test_stol_file_with_one_column(tmp_path):
+    (tmp_path / "w.stol").write_text("0.0 2.57\n0.1 2.3\n0.2\n")
+    assert_one_line_error(run_cli(BASE + ["-stol", "w.stol"], tmp_path), "w.stol:3", "2 columns")
+
+
+def test_source_file_with_text_in_a_number_column(tmp_path):
+    (tmp_path / "s.txt").write_text("-10 0 0 1 1e-10\n-10 0.01 zero 1 1e-10\n")
+    assert_one_line_error(run_cli(BASE + ["-sourcefile", "s.txt"], tmp_path), "s.txt:2", "'zero'")
+
+
+def test_source_file_zero_filled_wavelength_is_refused(tmp_path):
+    (tmp_path / "s.txt").write_bytes(b"-10 0 0 1 1e-10\r\n-10 0.01 0\r\n")
+    assert_one_line_error(run_cli(BASE + ["-sourcefile", "s.txt"], tmp_path), "s.txt:2", "wavelength")
+
+
+def test_noise_file_written_with_seed(tmp_path):
+    p = run_cli(BASE[:-3] + ["-noisefile", "n.img", "-seed", "5", "-nopgm"], tmp_path)
+    q = run_cli(BASE[:-3] + ["-noisefile", "m.img", "-seed", "5", "-nopgm", "--tile", "3"], tmp_path)
+    assert p.returncode == 0 and q.returncode == 0, p.stderr + q.stderr
+    assert (tmp_path / "n.img").read_bytes() == (tmp_path / "m.img").read_bytes()

@@ -119,3 +119,27 @@ def test_mosaic_rotation_is_orthonormal_and_small():
     assert np.allclose(u @ u.T, np.eye(3), atol=1e-14)
     angle = math.acos((np.trace(u) - 1) / 2)
     assert angle <= spread * (1 + 1e-6)
+
+
+def test_random_misset_reproduces_the_c_programs_angles():
+    # angles printed by nanoBragg (bl831, 455534a) for "-cell 50 60 70 90 90 90 -misset_seed 7 -misset random"
+    # and for "-misset_seed 42 -misset random -mosaic_spread 0.3 -mosaic_domains 3"
+    from bragg_dask.nanobragg_args import parse_raw, resolve
+
+    base = ["-cell", "50", "60", "70", "90", "90", "90", "-default_F", "1", "-detpixels", "8"]
+    for extra, expect in (
+        (["-misset_seed", "7", "-misset", "random"], (22.076402, 19.703339, 8.204977)),
+        (["-misset_seed", "42", "-misset", "random", "-mosaic_spread", "0.3", "-mosaic_domains", "3"],
+         (-11.585887, 56.207689, -1.333374)),
+    ):
+        raw = parse_raw(base + extra)
+        resolve(raw)
+        assert tuple(round(math.degrees(a), 6) for a in raw.misset) == expect
+
+
+def test_misset_seed_after_random_sets_a_fixed_misset_as_in_c():
+    from bragg_dask.nanobragg_args import parse_raw
+
+    raw = parse_raw(["-misset", "random", "-misset_seed", "42", "1", "2"])
+    assert not raw.misset_random
+    assert tuple(round(math.degrees(a), 9) for a in raw.misset) == (42.0, 1.0, 2.0)
