@@ -70,9 +70,10 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _check_service(opts) -> None:
-    if opts.parity == "c" or opts.c_threads is not None:
-        raise UsageError("c-parity mode is not implemented yet (use the default --parity spec)",
-                         flag="--parity" if opts.parity == "c" else "--c-threads")
+    if opts.c_threads is not None and opts.parity != "c":
+        raise UsageError("only means something with --parity c", flag="--c-threads")
+    if opts.c_threads is not None and opts.c_threads < 1:
+        raise UsageError(f"must be >= 1, got {opts.c_threads}", flag="--c-threads")
     if opts.tile is not None and opts.tile < 1:
         raise UsageError(f"tile size must be >= 1, got {opts.tile}", flag="--tile")
     if opts.device not in ("cpu", "cuda") and not opts.device.startswith("cuda:"):
@@ -101,6 +102,11 @@ def run(argv: list[str]) -> int:
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     sim, outputs = parsed.simulation, parsed.outputs
     _describe(sim)
+    threads = opts.c_threads or 1
+    if opts.parity == "c":
+        from .executors.seeds import check_threads
+
+        check_threads(sim, threads)
     import torch
 
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
@@ -111,14 +117,15 @@ def run(argv: list[str]) -> int:
         result = run_dask(
             sim, store=opts.zarr, tile=opts.tile, device=opts.device, dtype=dtype,
             scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
-            overwrite=opts.overwrite, progress=outputs.progress and not opts.quiet,
+            overwrite=opts.overwrite, progress=outputs.progress and not opts.quiet, parity=opts.parity,
+            c_threads=threads,
         )
     else:
         from .executors.serial import run_serial
         from .plan import plan_tiles
 
         plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile)
-        result = run_serial(sim, plan, device=opts.device, dtype=dtype)
+        result = run_serial(sim, plan, device=opts.device, dtype=dtype, parity=opts.parity, c_threads=threads)
     dt = time.perf_counter() - t0
     st = result.stats
     from .outputs import int_scale, max_position_m, write_outputs

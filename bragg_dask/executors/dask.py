@@ -20,6 +20,8 @@ from ..outputs import roi_mask
 from ..plan import TilePlan, TileSpec, plan_tiles
 from ..runtime import tune_allocator
 from ..stats import combine
+from ..carryover import TileSeed
+from .seeds import compute_seeds
 from .serial import RunResult
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class TileTask:
     store: str | None
     device: str
     dtype: str
+    parity: str = "spec"
+    seed: TileSeed | None = None
 
 
 def _tile_task(sim, task: TileTask, torch_threads: int | None = None):
@@ -45,7 +49,7 @@ def _tile_task(sim, task: TileTask, torch_threads: int | None = None):
     if torch_threads:
         torch.set_num_threads(torch_threads)
     dtype = torch.float64 if task.dtype == "float64" else torch.float32
-    res = simulate_tile(sim, task.tile, device=task.device, dtype=dtype)
+    res = simulate_tile(sim, task.tile, task.seed, parity=task.parity, device=task.device, dtype=dtype)
     if task.store is not None:
         zstore.write_tile(task.store, task.frame, task.tile, res.image)
         return res.stats(), None
@@ -85,6 +89,8 @@ def run_dask(
     overwrite: bool = False,
     progress: bool = True,
     client=None,
+    parity: str = "spec",
+    c_threads: int = 1,
 ) -> RunResult:
     """Run ``sim`` on a cluster; with ``store`` the tiles stream into a Zarr v3 group there."""
     from .. import store as zstore
@@ -93,13 +99,13 @@ def run_dask(
     plan = plan_tiles(det.spixels, det.fpixels, tile)
     dtype_name = "float64" if dtype == torch.float64 else "float32"
     if store is not None:
-        zstore.open_or_create(store, sim, plan, overwrite=overwrite, dtype=dtype_name)
+        zstore.open_or_create(store, sim, plan, overwrite=overwrite, dtype=dtype_name, parity=parity)
     own = None
     if client is None:
         client, own = connect(scheduler, scheduler_file, n_workers)
         log.info("dask dashboard: %s", client.dashboard_link)
     try:
-        result = _run_on(client, sim, plan, store, device, dtype_name, progress)
+        result = _run_on(client, sim, plan, store, device, dtype_name, progress, parity, c_threads)
     finally:
         if own is not None:
             client.close()
@@ -107,7 +113,8 @@ def run_dask(
     return result
 
 
-def _run_on(client, sim, plan: TilePlan, store, device, dtype_name, progress) -> RunResult:
+def _run_on(client, sim, plan: TilePlan, store, device, dtype_name, progress, parity="spec",
+            c_threads=1) -> RunResult:
     from distributed import as_completed
 
     from .. import store as zstore
@@ -118,10 +125,15 @@ def _run_on(client, sim, plan: TilePlan, store, device, dtype_name, progress) ->
     sim_future = client.scatter(sim, broadcast=True, hash=False)
     tiles = plan.tiles()
     tag = sim.fingerprint()[:10]
+    seeds = {}
+    if parity == "c":
+        dtype = torch.float64 if dtype_name == "float64" else torch.float32
+        seeds = compute_seeds(sim, plan, threads=c_threads, mapper=_dask_mapper(client, sim_future, tag),
+                              device=device, dtype=dtype)
     futures = {}
     for t in tiles:
         task = TileTask(tile=t, frame=0, store=os.path.abspath(store) if store else None, device=device,
-                        dtype=dtype_name)
+                        dtype=dtype_name, parity=parity, seed=seeds.get(t.index))
         key = f"simulate-tile-{tag}-f0-s{t.index[0]}-t{t.index[1]}"
         futures[client.submit(_tile_task, sim_future, task, threads, key=key, retries=3, pure=False)] = t
     partial_by_tile = {}
@@ -143,6 +155,18 @@ def _run_on(client, sim, plan: TilePlan, store, device, dtype_name, progress) ->
         zstore.consolidate(store)
         image = zstore.read_frame(store, 0)
     return RunResult(image=image, stats=combine(partials, int(roi_mask(det).sum())))
+
+
+def _dask_mapper(client, sim_future, tag: str):
+    """Run a pre-pass function over tiles as Dask tasks (named ``prepass-...`` on the dashboard)."""
+
+    def run(func, tiles, extra):
+        futs = [client.submit(func, sim_future, t, *e, key=f"prepass-{func.__name__.strip('_')}-{tag}-"
+                              f"s{t.index[0]}-t{t.index[1]}", retries=3, pure=False)
+                for t, e in zip(tiles, extra)]
+        return client.gather(futs)
+
+    return run
 
 
 def _bar(done: int, total: int, width: int = 40) -> None:

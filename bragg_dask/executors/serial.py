@@ -16,6 +16,7 @@ from ..outputs import roi_mask
 from ..physics.kernel import simulate_tile
 from ..plan import TilePlan, plan_tiles
 from ..runtime import tune_allocator
+from .seeds import compute_seeds
 from ..stats import ImageStats, combine
 
 log = logging.getLogger(__name__)
@@ -35,17 +36,23 @@ def run_serial(
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float64,
+    parity: str = "spec",
+    c_threads: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
-    """Simulate every tile of ``plan`` (default: one tile per 256 x 256 block) in raster order."""
+    """Simulate every tile of ``plan`` (default: one tile per 256 x 256 block) in raster order.
+
+    ``parity="c"`` reproduces the C program's carried-over state as a ``c_threads``-thread run.
+    """
     tune_allocator()
     det = sim.detector
     plan = plan or plan_tiles(det.spixels, det.fpixels)
     image = np.zeros(det.shape, dtype=np.float32)
     partials = []
     tiles = plan.tiles()
+    seeds = compute_seeds(sim, plan, threads=c_threads, device=device, dtype=dtype) if parity == "c" else {}
     for k, tile in enumerate(tiles):
-        res = simulate_tile(sim, tile, device=device, dtype=dtype)
+        res = simulate_tile(sim, tile, seeds.get(tile.index), parity=parity, device=device, dtype=dtype)
         image[tile.s0 : tile.s1, tile.f0 : tile.f1] = res.image
         partials.append(res.stats())
         if progress is not None:

@@ -127,6 +127,27 @@ def phi_angles(phi0_rad: float, phistep_rad: float, phisteps: int) -> list[float
     return [phi0_rad + phistep_rad * k for k in range(phisteps)]
 
 
+def zero_phi_rotations(phis_rad: list[float], mode: str) -> list[float | None]:
+    """The spindle angle each phi step really uses; ``None`` means the unrotated cell.
+
+    ``mode="unrotated"`` (spec): a step at exactly 0 uses the unrotated cell.  The C program
+    skips the rotation at phi == 0 and keeps the vectors of the most recent nonzero phi: the
+    previous step of the sweep if there is one (``"carried"`` and ``"fresh"`` alike); before any
+    nonzero step of the sweep, the last nonzero phi of the previous sweep (``"carried"``), or the
+    unrotated cell for a thread's first sweep (``"fresh"``).
+    """
+    last_nonzero = next((p for p in reversed(phis_rad) if p != 0.0), None)
+    state = last_nonzero if mode == "carried" else None
+    out: list[float | None] = []
+    for phi in phis_rad:
+        if phi != 0.0:
+            out.append(phi)
+            state = phi
+        else:
+            out.append(None if mode == "unrotated" else state)
+    return out
+
+
 def rotated_cells(
     cell: CellVectors,
     spindle_axis: Vec3,
@@ -138,20 +159,20 @@ def rotated_cells(
     """Cell vectors of every (phi step, mosaic domain): ``(n_phi * n_domains, 3, 3)`` float64, metres.
 
     Row ``[k * n_domains + m]`` holds ``(a, b, c)`` as rows for phi step ``k`` and domain ``m``:
-    ``U_m @ R_spindle(phi_k) @ a0``.  A phi step at exactly 0 uses the unrotated cell
-    (``zero_phi_uses="unrotated"``, the spec mode) or the rotation of the last nonzero phi
-    of the sweep (``"last_nonzero"``, the C program's carried-over state).
+    ``U_m @ R_spindle(phi_k) @ a0``, with the phi actually used at a zero step chosen by
+    ``zero_phi_uses`` (see :func:`zero_phi_rotations`).
     """
     base = (cell.a_m, cell.b_m, cell.c_m)
-    last_nonzero = next((p for p in reversed(phis_rad) if p != 0.0), None)
     out = []
-    for phi in phis_rad:
-        if phi != 0.0:
-            abc = tuple(rotate_axis(v, spindle_axis, phi) for v in base)
-        elif zero_phi_uses == "last_nonzero" and last_nonzero is not None:
-            abc = tuple(rotate_axis(v, spindle_axis, last_nonzero) for v in base)
-        else:
-            abc = base
+    for phi in zero_phi_rotations(phis_rad, zero_phi_uses):
+        abc = base if phi is None else tuple(rotate_axis(v, spindle_axis, phi) for v in base)
         for u in mosaic_umats:
             out.append([rotate_umat(v, u) for v in abc] if mosaic_spread_rad > 0.0 else list(abc))
     return np.asarray(out, dtype=np.float64)
+
+
+def carryover_matters(phis_rad: list[float]) -> bool:
+    """True when the C program's carried-over rotation changes some phi step (a zero step that
+    comes before any nonzero step of the sweep, in a sweep that has a nonzero step)."""
+    fresh = zero_phi_rotations(phis_rad, "fresh")
+    return fresh != zero_phi_rotations(phis_rad, "carried")

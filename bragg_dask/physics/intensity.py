@@ -97,9 +97,26 @@ class IntensityModel:
                 oor = oor & gate  # the range test runs only for evaluations that pass the gate
             yield Terms(o0, o1, term, gate, oor)
 
-    def sum(self, scatter: torch.Tensor) -> torch.Tensor:
+    def sum(self, scatter: torch.Tensor, interp_ok: torch.Tensor | None = None) -> torch.Tensor:
         """Sum over all orientations: ``(Q,)`` float64."""
         out = torch.zeros(scatter.shape[0], dtype=torch.float64, device=scatter.device)
-        for t in self.terms(scatter):
+        for t in self.terms(scatter, interp_ok):
             out += t.term.sum(-1, dtype=torch.float64)
         return out
+
+    def out_of_range(self, scatter: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(o0, o1, oor)``: evaluations whose tricubic stencil leaves the table (and pass the gate).
+
+        The cheap pre-pass of the interpolation switch: Miller indices and the range test, with
+        the lattice factor only where the gate needs it.  ``oor``: ``(Q, o1 - o0)`` bool.
+        """
+        assert self.tricubic is not None
+        q = scatter.shape[0]
+        step = self.chunk_size(q)
+        for o0 in range(0, self.n_orient, step):
+            o1 = min(o0 + step, self.n_orient)
+            hkl = (scatter @ self.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
+            oor = ~self.tricubic.in_range(hkl)
+            if self.needs_gate:
+                oor &= self.f_latt_sq(hkl - torch.ceil(hkl - 0.5)) != 0
+            yield o0, o1, oor

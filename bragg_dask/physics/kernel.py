@@ -21,6 +21,8 @@ import torch
 from ..plan import TileSpec
 from .crystal import phi_angles, rotated_cells
 from .geometry import subpixel_positions
+from ..carryover import INTERP_CUT, INTERP_OFF, INTERP_ON, RunSummary, TileSeed
+from .crystal import carryover_matters
 from .intensity import CHUNK_ELEMENTS, IntensityModel
 from .polarization import kahn_factor, solid_angle
 
@@ -58,18 +60,26 @@ class TileResult:
 class PreparedSimulation:
     """Device tensors derived once per (simulation, device, dtype): orientations, sources, tables."""
 
-    def __init__(self, sim, device: torch.device, dtype: torch.dtype, zero_phi_uses: str = "unrotated"):
+    def __init__(self, sim, device: torch.device, dtype: torch.dtype, parity: str = "spec"):
         self.sim = sim
         self.device = device
         self.dtype = dtype
+        self.parity = parity
         cr, det, beam = sim.crystal, sim.detector, sim.beam
         geo = det.geometry
         f64 = dict(dtype=torch.float64, device=device)
         phis = phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps)
-        cells = rotated_cells(cr, cr.spindle_axis, phis, cr.mosaic_umats, cr.mosaic_spread_rad, zero_phi_uses)
-        cells_t = torch.as_tensor(cells.reshape(-1, 3), dtype=dtype, device=device)
-        self.model = IntensityModel(cr, cells_t, sim.water_size_m != 0.0, dtype, device)
-        self.n_orient = cells.shape[0]
+
+        def model(zero_phi_uses: str) -> IntensityModel:
+            cells = rotated_cells(cr, cr.spindle_axis, phis, cr.mosaic_umats, cr.mosaic_spread_rad, zero_phi_uses)
+            cells_t = torch.as_tensor(cells.reshape(-1, 3), dtype=dtype, device=device)
+            return IntensityModel(cr, cells_t, sim.water_size_m != 0.0, dtype, device)
+
+        # spec: a zero phi step is unrotated; c: it carries the last rotation, except in a
+        # thread's first phi loop ("fresh"), which only the first executed evaluation sees
+        self.model = model("unrotated" if parity == "spec" else "carried")
+        self.model_fresh = model("fresh") if parity == "c" and carryover_matters(phis) else None
+        self.n_orient = self.model.n_orient
         self.incident = torch.as_tensor([s.incident for s in beam.sources], **f64)  # (ns, 3)
         self.wavelength = torch.as_tensor([s.wavelength_m for s in beam.sources], **f64)  # (ns,)
         self.fdet, self.sdet, self.odet, self.pix0 = (
@@ -101,9 +111,26 @@ class PreparedSimulation:
 
 
 @functools.lru_cache(maxsize=8)
-def prepare(sim, device: str = "cpu", dtype: torch.dtype = torch.float64, zero_phi_uses: str = "unrotated"):
+def prepare(sim, device: str = "cpu", dtype: torch.dtype = torch.float64, parity: str = "spec"):
     """Cached :class:`PreparedSimulation` (a simulation is hashable)."""
-    return PreparedSimulation(sim, torch.device(device), dtype, zero_phi_uses)
+    return PreparedSimulation(sim, torch.device(device), dtype, parity)
+
+
+@dataclass(frozen=True)
+class PixelSeeds:
+    """Per-pixel c-parity state of a batch (``None`` fields: nothing special).
+
+    ``fresh``: ``(P,)`` bool, the pixel's first evaluation sees the unrotated cell at phi == 0.
+    ``interp_mode``: ``(P,)`` int (INTERP_OFF / INTERP_ON / INTERP_CUT); ``interp_cut``: ``(P,)``
+    index, in C loop order within the pixel, of the evaluation that switches interpolation off.
+    """
+
+    fresh: torch.Tensor | None = None
+    interp_mode: torch.Tensor | None = None
+    interp_cut: torch.Tensor | None = None
+
+    def take(self, sl: slice) -> PixelSeeds:
+        return PixelSeeds(*(None if x is None else x[sl] for x in (self.fresh, self.interp_mode, self.interp_cut)))
 
 
 @dataclass
@@ -127,35 +154,87 @@ def _points(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) ->
     return _Points(pos / airpath[..., None], airpath)
 
 
-def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) -> torch.Tensor:
+def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor,
+                 seeds: PixelSeeds | None = None) -> torch.Tensor:
     """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``."""
     if prep.running:
-        return _running_batch(prep, fpix, spix)
+        return _running_batch(prep, fpix, spix, seeds)
     sim, det = prep.sim, prep.sim.detector
     pts = _points(prep, fpix, spix)
     p, q = pts.airpath.shape
     omega = solid_angle(pts.airpath[:, 0], det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
     capture = _capture_last_layer(prep, pts.diffracted)
-    n_src = prep.incident.shape[0]
-    total = torch.zeros(p, dtype=torch.float64, device=pts.airpath.device)
-    kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=pts.airpath.device)
     d_flat = pts.diffracted.reshape(-1, 3)
-    for s in range(n_src):
-        scatter = (d_flat - prep.incident[s]) / prep.wavelength[s]  # S = (d - i)/lambda
-        kept = _dmin_keep(sim.dmin_m, scatter)
-        if kept is None:
-            contrib = prep.model.sum(scatter.to(prep.dtype))
+    scatters, kept_all = _scatter_and_kept(prep, d_flat, p, q)
+    fresh_rows = _fresh_rows(prep, seeds, kept_all)
+    total = torch.zeros(p, dtype=torch.float64, device=d_flat.device)
+    for s, scatter in enumerate(scatters):
+        kept = kept_all[:, s].reshape(-1)
+        ok = _interp_ok(prep, seeds, p, q, s)
+        if sim.dmin_m > 0.0:
+            contrib = torch.zeros(p * q, dtype=torch.float64, device=d_flat.device)
+            rows = kept.nonzero().squeeze(1)
+            contrib[rows] = prep.model.sum(scatter[rows].to(prep.dtype), None if ok is None else ok[rows])
         else:
-            kept_all[:, s] = kept.view(p, q)
-            contrib = torch.zeros(p * q, dtype=torch.float64, device=scatter.device)
-            contrib[kept] = prep.model.sum(scatter[kept].to(prep.dtype))
+            contrib = prep.model.sum(scatter.to(prep.dtype), ok)
+        if fresh_rows is not None and fresh_rows[s].numel():
+            fr = fresh_rows[s]
+            contrib[fr] = prep.model_fresh.sum(scatter[fr].to(prep.dtype), None if ok is None else ok[fr])
         total += contrib.view(p, q).sum(1)
     polar = _first_polar(prep, pts.diffracted, kept_all)
     value = prep.fluence_scale * (prep.i_bg + total) / sim.steps
     return value * capture * polar * omega
 
 
-def _running_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) -> torch.Tensor:
+def _scatter_and_kept(prep: PreparedSimulation, d_flat: torch.Tensor, p: int, q: int):
+    """Scattering vectors ``S = (d - i)/lambda`` per source and the dmin mask ``(P, n_src, Q)``."""
+    n_src = prep.incident.shape[0]
+    kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=d_flat.device)
+    scatters = []
+    for s in range(n_src):
+        scatter = (d_flat - prep.incident[s]) / prep.wavelength[s]
+        kept = _dmin_keep(prep.sim.dmin_m, scatter)
+        if kept is not None:
+            kept_all[:, s] = kept.view(p, q)
+        scatters.append(scatter)
+    return scatters, kept_all
+
+
+def _first_evaluation(kept_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pixel: (has any, source, point) of its first evaluation in C loop order (point, then source)."""
+    p, n_src, q = kept_all.shape
+    order = kept_all.transpose(1, 2).reshape(p, -1)
+    first = torch.argmax(order.to(torch.uint8), dim=1)
+    return order.any(1), first % n_src, first // n_src
+
+
+def _fresh_rows(prep: PreparedSimulation, seeds: PixelSeeds | None, kept_all: torch.Tensor):
+    """Per source, the flat (pixel, point) rows evaluated with the unrotated-at-zero cell; or None."""
+    if prep.model_fresh is None or seeds is None or seeds.fresh is None or not bool(seeds.fresh.any()):
+        return None
+    has, src, pt = _first_evaluation(kept_all)
+    q = kept_all.shape[2]
+    pix = (seeds.fresh & has).nonzero().squeeze(1)
+    return [pix[src[pix] == s] * q + pt[pix[src[pix] == s]] for s in range(kept_all.shape[1])]
+
+
+def _interp_ok(prep: PreparedSimulation, seeds: PixelSeeds | None, p: int, q: int, s: int):
+    """``(P * Q, O)`` bool: which evaluations of source ``s`` may use tricubic interpolation; or None."""
+    if seeds is None or seeds.interp_mode is None or prep.model.tricubic is None:
+        return None
+    mode = seeds.interp_mode
+    if bool((mode == INTERP_ON).all()):
+        return None
+    n_src, n_o = prep.incident.shape[0], prep.n_orient
+    dev = mode.device
+    idx = (torch.arange(q, device=dev)[:, None] * n_src + s) * n_o + torch.arange(n_o, device=dev)[None, :]
+    before_cut = idx[None] < seeds.interp_cut[:, None, None]
+    ok = torch.where((mode == INTERP_ON)[:, None, None], True, (mode == INTERP_CUT)[:, None, None] & before_cut)
+    return ok.reshape(p * q, n_o)
+
+
+def _running_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor,
+                   seeds: PixelSeeds | None = None) -> torch.Tensor:
     """Pixel values with ``-oversample_*``: the running sum is multiplied after every evaluation."""
     sim, det, beam = prep.sim, prep.sim.detector, prep.sim.beam
     pts = _points(prep, fpix, spix)
@@ -163,24 +242,20 @@ def _running_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Ten
     dev = pts.airpath.device
     omega_pt = solid_angle(pts.airpath, det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
     capture_pt = _capture_per_point(prep, pts.diffracted)  # (P, Q)
-    n_src = prep.incident.shape[0]
     d_flat = pts.diffracted.reshape(-1, 3)
     acc = torch.full((p,), prep.i_bg, dtype=torch.float64, device=dev)
-    kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=dev)
+    scatters, kept_all = _scatter_and_kept(prep, d_flat, p, q)
+    fresh_rows = _fresh_rows(prep, seeds, kept_all)
     per_src = []
-    for s in range(n_src):
-        scatter = (d_flat - prep.incident[s]) / prep.wavelength[s]
-        kept = _dmin_keep(sim.dmin_m, scatter)
-        if kept is not None:
-            kept_all[:, s] = kept.view(p, q)
-        term = torch.zeros(p * q, prep.n_orient, dtype=torch.float64, device=dev)
-        gate = torch.ones(p * q, prep.n_orient, dtype=torch.bool, device=dev)
-        for t in prep.model.terms(scatter.to(prep.dtype)):
-            term[:, t.o0 : t.o1] = t.term
-            if t.gate is not None:
-                gate[:, t.o0 : t.o1] = t.gate
-        if kept is not None:
-            gate &= kept[:, None]
+    for s, scatter in enumerate(scatters):
+        ok = _interp_ok(prep, seeds, p, q, s)
+        term = _all_terms(prep.model, scatter.to(prep.dtype), ok)
+        if fresh_rows is not None and fresh_rows[s].numel():
+            fr = fresh_rows[s]
+            term[fr] = _all_terms(prep.model_fresh, scatter[fr].to(prep.dtype), None if ok is None else ok[fr])
+        gate = ~torch.isnan(term)
+        term = torch.nan_to_num(term, nan=0.0)
+        gate &= kept_all[:, s].reshape(-1)[:, None]
         factor = torch.ones(p * q, dtype=torch.float64, device=dev)
         if det.oversample_thick:
             factor = factor * capture_pt.reshape(-1)
@@ -201,6 +276,15 @@ def _running_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Ten
     if not det.oversample_omega:
         value = value * omega_pt[:, 0]
     return value
+
+
+def _all_terms(model: IntensityModel, scatter: torch.Tensor, interp_ok) -> torch.Tensor:
+    """Every orientation's term ``(Q, O)`` float64; NaN marks evaluations that fail the gate."""
+    out = torch.empty(scatter.shape[0], model.n_orient, dtype=torch.float64, device=scatter.device)
+    for t in model.terms(scatter, interp_ok):
+        chunk = t.term.to(torch.float64)
+        out[:, t.o0 : t.o1] = chunk if t.gate is None else torch.where(t.gate, chunk, float("nan"))
+    return out
 
 
 def _apply_orientations(acc: torch.Tensor, term: torch.Tensor, gate: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -232,12 +316,9 @@ def _first_polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch
     """
     beam = prep.sim.beam
     p = diffracted.shape[0]
-    order = kept.transpose(1, 2).reshape(p, -1)  # (P, Q * n_src): point-major, source inner
-    has = order.any(1)
-    first = torch.argmax(order.to(torch.uint8), dim=1)
-    n_src = kept.shape[1]
-    d0 = diffracted[torch.arange(p, device=diffracted.device), first // n_src]
-    inc = prep.incident[first % n_src]
+    has, src, pt = _first_evaluation(kept)
+    d0 = diffracted[torch.arange(p, device=diffracted.device), pt]
+    inc = prep.incident[src]
     if beam.nopolar:
         factor = torch.ones(p, dtype=torch.float64, device=d0.device)
     else:
@@ -299,20 +380,24 @@ def rendered_mask(det, tile: TileSpec) -> np.ndarray:
 def simulate_tile(
     sim,
     tile: TileSpec,
-    seed=None,
+    seed: TileSeed | None = None,
     *,
+    parity: str = "spec",
     device: str = "cpu",
     dtype: torch.dtype = torch.float64,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> TileResult:
     """Float image of ``tile``: ``TileResult.image`` is ``(n_slow, n_fast)`` float32, photons per pixel.
 
-    ``seed`` is the carried-over state entering the tile (c-parity mode); ``None`` is the spec mode.
-    Memory is bounded by ``budget_bytes`` (pixel batches x orientation chunks), not by the tile size.
+    ``parity="c"`` reproduces the C program's carried-over state; ``seed`` (from
+    :mod:`bragg_dask.carryover`) is then the state entering each row of the tile.  Memory is bounded
+    by ``budget_bytes`` (pixel batches x orientation chunks), not by the tile size.
     """
-    if seed is not None:
-        raise NotImplementedError("c-parity seeds are not supported by this kernel yet")
-    prep = prepare(sim, device, dtype)
+    if parity not in ("spec", "c"):
+        raise ValueError(f"unknown parity {parity!r}")
+    if parity == "c" and seed is None:
+        raise ValueError("the c-parity mode needs the tile's seed (see bragg_dask.carryover)")
+    prep = prepare(sim, device, dtype, parity)
     rendered = rendered_mask(sim.detector, tile)
     image = np.zeros(tile.shape, dtype=np.float32)
     ss, ff = np.nonzero(rendered)
@@ -323,13 +408,114 @@ def simulate_tile(
         dev = torch.device(device)
         s_all = torch.as_tensor(ss + tile.s0, device=dev)
         f_all = torch.as_tensor(ff + tile.f0, device=dev)
+        seeds = _pixel_seeds(seed, tile, ss, ff, dev) if parity == "c" else None
         out = np.empty(ss.size, dtype=np.float32)
         with torch.inference_mode():
             for b0 in range(0, ss.size, batch):
-                v = _pixel_batch(prep, f_all[b0 : b0 + batch], s_all[b0 : b0 + batch])
-                out[b0 : b0 + batch] = v.to(torch.float32).cpu().numpy()
+                sl = slice(b0, b0 + batch)
+                v = _pixel_batch(prep, f_all[sl], s_all[sl], None if seeds is None else seeds.take(sl))
+                out[sl] = v.to(torch.float32).cpu().numpy()
         image[ss, ff] = out
     return TileResult(tile=tile, image=image, rendered=rendered)
+
+
+def _pixel_seeds(seed: TileSeed, tile: TileSpec, ss: np.ndarray, ff: np.ndarray, dev) -> PixelSeeds:
+    """Expand a tile's row seeds to its rendered pixels (``ss``, ``ff``: tile-relative indices)."""
+    col = ff + tile.f0
+    fresh_col = np.array([r.fresh_col for r in seed.rows])[ss]
+    mode_row = np.array([r.interp for r in seed.rows])[ss]
+    cut_col = np.array([r.cut[0] if r.cut else -1 for r in seed.rows])[ss]
+    cut_idx = np.array([r.cut[1] if r.cut else 0 for r in seed.rows])[ss]
+    mode = np.where(mode_row != INTERP_CUT, mode_row,
+                    np.where(col < cut_col, INTERP_ON, np.where(col == cut_col, INTERP_CUT, INTERP_OFF)))
+    return PixelSeeds(
+        fresh=torch.as_tensor(col == fresh_col, device=dev),
+        interp_mode=torch.as_tensor(mode, device=dev),
+        interp_cut=torch.as_tensor(np.where(mode == INTERP_CUT, cut_idx, 0), device=dev),
+    )
+
+
+def executed_runs(sim, tile: TileSpec, *, device: str = "cpu") -> list[RunSummary]:
+    """Phase-1 pre-pass: the first executed pixel of every row of the tile (no physics).
+
+    A pixel is executed when it is rendered (ROI, mask) and, with ``-dmin``, at least one of its
+    (sub-pixel, source) evaluations passes the cut.
+    """
+    rendered = rendered_mask(sim.detector, tile)
+    if sim.dmin_m > 0.0 and rendered.any():
+        prep = prepare(sim, device, torch.float64, "c")
+        ss, ff = np.nonzero(rendered)
+        dev = torch.device(device)
+        with torch.inference_mode():
+            pts = _points(prep, torch.as_tensor(ff + tile.f0, device=dev), torch.as_tensor(ss + tile.s0, device=dev))
+            p, q = pts.airpath.shape
+            _, kept = _scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
+        rendered = rendered.copy()
+        rendered[ss, ff] = kept.reshape(p, -1).any(1).cpu().numpy()
+    out = []
+    for r in range(tile.shape[0]):
+        cols = np.nonzero(rendered[r])[0]
+        out.append(RunSummary(tile.s0 + r, tile.f0, int(cols[0]) + tile.f0 if cols.size else -1))
+    return out
+
+
+def out_of_range_runs(sim, tile: TileSpec, seed: TileSeed, *, device: str = "cpu",
+                      dtype: torch.dtype = torch.float64) -> list[RunSummary]:
+    """Phase-2 pre-pass (c-parity with interpolation): the first out-of-range tricubic evaluation
+    of every row, in C loop order, using the phi seeds of phase 1.  Indices and range tests only."""
+    prep = prepare(sim, device, dtype, "c")
+    first = executed_runs(sim, tile, device=device)
+    rendered = rendered_mask(sim.detector, tile)
+    ss, ff = np.nonzero(rendered)
+    idx = np.full(ss.size, -1, dtype=np.int64)
+    if ss.size:
+        dev = torch.device(device)
+        seeds = _pixel_seeds(seed, tile, ss, ff, dev)
+        batch = max(1, prep.points_per_batch(DEFAULT_BUDGET_BYTES) //
+                    (sim.detector.thicksteps * sim.detector.oversample ** 2))
+        with torch.inference_mode():
+            for b0 in range(0, ss.size, batch):
+                sl = slice(b0, b0 + batch)
+                f = torch.as_tensor(ff[sl] + tile.f0, device=dev)
+                s = torch.as_tensor(ss[sl] + tile.s0, device=dev)
+                idx[sl] = _first_oor_batch(prep, f, s, seeds.take(sl)).cpu().numpy()
+    out = []
+    for r, run in enumerate(first):
+        hit = np.nonzero((ss == r) & (idx >= 0))[0]
+        oor = (int(ff[hit[0]]) + tile.f0, int(idx[hit[0]])) if hit.size else None
+        out.append(RunSummary(run.row, run.f0, run.first_executed, oor))
+    return out
+
+
+def _first_oor_batch(prep: PreparedSimulation, fpix, spix, seeds: PixelSeeds) -> torch.Tensor:
+    """Per pixel, the C-loop-order index of its first out-of-range evaluation, or -1."""
+    pts = _points(prep, fpix, spix)
+    p, q = pts.airpath.shape
+    d_flat = pts.diffracted.reshape(-1, 3)
+    scatters, kept_all = _scatter_and_kept(prep, d_flat, p, q)
+    fresh_rows = _fresh_rows(prep, seeds, kept_all)
+    n_src, n_o = len(scatters), prep.n_orient
+    big = torch.iinfo(torch.int64).max
+    point = torch.arange(p * q, device=d_flat.device) % q
+    best = torch.full((p * q,), big, dtype=torch.int64, device=d_flat.device)
+    for s, scatter in enumerate(scatters):
+        first = _first_oor_orientation(prep.model, scatter.to(prep.dtype), big)
+        if fresh_rows is not None and fresh_rows[s].numel():
+            fr = fresh_rows[s]
+            first[fr] = _first_oor_orientation(prep.model_fresh, scatter[fr].to(prep.dtype), big)
+        hit = kept_all[:, s].reshape(-1) & (first < big)
+        best = torch.minimum(best, torch.where(hit, (point * n_src + s) * n_o + first, big))
+    per_pixel = best.view(p, q).min(1).values
+    return torch.where(per_pixel < big, per_pixel, -1)
+
+
+def _first_oor_orientation(model: IntensityModel, scatter: torch.Tensor, big: int) -> torch.Tensor:
+    """Per row of ``scatter``, the first orientation whose evaluation is out of range, or ``big``."""
+    first = torch.full((scatter.shape[0],), big, dtype=torch.int64, device=scatter.device)
+    for o0, o1, oor in model.out_of_range(scatter):
+        o = torch.arange(o0, o1, device=scatter.device)
+        first = torch.minimum(first, torch.where(oor, o[None, :], big).min(1).values)
+    return first
 
 
 def batch_points(sim) -> int:

@@ -1,0 +1,68 @@
+"""Planning the c-parity seeds: the cheap pre-pass over tiles, then the scan.
+
+Shared by the executors: the pre-pass functions run wherever the executor runs tasks (in-process or
+on Dask workers), through ``mapper(function, tiles, per_tile_args)``; the scan runs on the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..carryover import RowSeed, TileSeed, phi_only_seeds, segments, tile_seeds
+from ..errors import ConfigError
+from ..physics.crystal import carryover_matters, phi_angles
+from ..physics.kernel import executed_runs, out_of_range_runs
+from ..plan import TilePlan, TileSpec
+
+Mapper = Callable[[Callable, Sequence[TileSpec], Sequence], list]
+
+
+def serial_mapper(sim) -> Mapper:
+    def run(func, tiles, extra):
+        return [func(sim, t, *e) for t, e in zip(tiles, extra)]
+
+    return run
+
+
+def interpolation_switch_active(sim) -> bool:
+    return bool(sim.crystal.interpolate and sim.crystal.structure_factors.has_table)
+
+
+def check_threads(sim, threads: int) -> None:
+    if threads < 1:
+        raise ConfigError(f"must be >= 1, got {threads}", flag="--c-threads")
+    if threads > 1 and interpolation_switch_active(sim):
+        raise ConfigError(
+            "tricubic interpolation with more than one emulated thread is nondeterministic in the C "
+            "program (the switch-off races between threads); use --c-threads 1 or -nointerpolate",
+            flag="--c-threads")
+
+
+def compute_seeds(sim, plan: TilePlan, *, threads: int = 1, mapper: Mapper | None = None,
+                  device: str = "cpu", dtype: torch.dtype = torch.float64) -> dict[tuple[int, int], TileSeed]:
+    """Seeds of every tile of ``plan`` for a C run with ``threads`` OpenMP threads (1 = serial)."""
+    check_threads(sim, threads)
+    tiles = plan.tiles()
+    cr = sim.crystal
+    interp = interpolation_switch_active(sim)
+    phi_matters = carryover_matters(phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps))
+    if not phi_matters and not interp:
+        return {t.index: TileSeed(tuple(RowSeed() for _ in range(t.s0, t.s1))) for t in tiles}
+    mapper = mapper or serial_mapper(sim)
+    segs = segments(plan.spixels, threads)
+    runs = [r for part in mapper(_executed, tiles, [(device,)] * len(tiles)) for r in part]
+    if interp:
+        phi_seeds = phi_only_seeds(tiles, runs, segs)
+        extra = [(phi_seeds[t.index], device, dtype) for t in tiles]
+        runs = [r for part in mapper(_out_of_range, tiles, extra) for r in part]
+    return tile_seeds(tiles, runs, segs, interpolation=interp)
+
+
+def _executed(sim, tile, device):
+    return executed_runs(sim, tile, device=device)
+
+
+def _out_of_range(sim, tile, seed, device, dtype):
+    return out_of_range_runs(sim, tile, seed, device=device, dtype=dtype)
