@@ -98,7 +98,9 @@ def run(argv: list[str]) -> int:
         print(SERVICE_FLAGS_HELP)
         return 0
     _check_service(opts)
-    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s")
+    # like the C program, progress and information go to stdout; errors alone go to stderr
+    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stdout)
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     sim, outputs = parsed.simulation, parsed.outputs
     _describe(sim)

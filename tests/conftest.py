@@ -75,7 +75,7 @@ def case_by_id(cid: str) -> Case:
     return next(c for c in CASES if c.id == cid)
 
 
-def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "spec"):
+def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "spec", c_threads: int = 1):
     """Run a golden case in-process through the flag parser and the serial executor."""
     from bragg_dask.executors.serial import run_serial
     from bragg_dask.nanobragg_args import parse_nanobragg_args
@@ -84,7 +84,7 @@ def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "
     parsed = parse_nanobragg_args(case.args, cwd=str(case.path))
     sim = parsed.simulation
     plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile)
-    return parsed, run_serial(sim, plan, dtype=dtype)
+    return parsed, run_serial(sim, plan, dtype=dtype, parity=parity, c_threads=c_threads)
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:

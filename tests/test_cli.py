@@ -126,9 +126,18 @@ def test_float32_and_tile_flags(tmp_path):
     assert a.size == 256 and rel_err(b, a) <= 1e-3
 
 
-def test_c_parity_is_refused_until_implemented(tmp_path):
-    assert_one_line_error(run_cli(BASE + ["--parity", "c"], tmp_path), "--parity")
-    assert_one_line_error(run_cli(BASE + ["--c-threads", "4"], tmp_path), "--c-threads")
+def test_c_threads_needs_c_parity_and_a_positive_count(tmp_path):
+    assert_one_line_error(run_cli(BASE + ["--c-threads", "4"], tmp_path), "--c-threads", "--parity c")
+    assert_one_line_error(run_cli(BASE + ["--parity", "c", "--c-threads", "0"], tmp_path), "--c-threads")
+    assert_one_line_error(run_cli(BASE + ["--parity", "x"], tmp_path), "--parity")
+
+
+def test_interpolation_with_several_c_threads_is_refused(tmp_path):
+    args = BASE + ["-interpolate", "--parity", "c", "--c-threads", "2"]
+    (tmp_path / "t.hkl").write_text("".join(f"{h} {k} {l} 10\n" for h in range(-3, 4) for k in range(-3, 4)
+                                            for l in range(-3, 4)))
+    args = [a for a in args if a not in ("-default_F", "100")] + ["-hkl", "t.hkl"]
+    assert_one_line_error(run_cli(args, tmp_path), "--c-threads", "nondeterministic")
 
 
 def test_zarr_run_through_local_cluster(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from bragg_dask.io.smv import int_image, read_smv
 from bragg_dask.outputs import int_scale, roi_mask
 
-from .conftest import rel_err, simulate_case, spec_cases
+from .conftest import CASES, IMPLEMENTED, case_by_id, rel_err, simulate_case, spec_cases
 
 SPEC = spec_cases()
 
@@ -63,3 +63,23 @@ def test_printed_statistics_match_c(case):
         assert got == pytest.approx(ref[key], rel=2e-5, abs=1e-30), key
     x, y = max_position_m(parsed.simulation.detector, st)
     assert (x, y) == pytest.approx((ref["x"], ref["y"]), rel=1e-5)
+
+
+C_CASES = [c for c in CASES if c.meta["mode"] == "c-parity" and set(c.meta["features"]) <= IMPLEMENTED | {"openmp"}]
+
+
+@pytest.mark.parametrize("case", C_CASES, ids=lambda c: c.id)
+def test_c_parity_float64_matches_c(case):
+    threads = int(case.meta.get("omp_threads", 1))
+    _, res = simulate_case(case, parity="c", c_threads=threads)
+    assert rel_err(res.image, case.reference()) <= 1e-5
+
+
+@pytest.mark.parametrize("case", [c for c in SPEC if c.meta["mode"] == "spec"], ids=lambda c: c.id)
+def test_spec_case_differs_from_c_parity_where_the_c_program_does(case):
+    # the mode-sensitive pairs: spec must not reproduce the C image and c must not reproduce spec
+    pair = case.meta.get("paired_case")
+    assert pair
+    c_ref = case_by_id(pair).reference()
+    _, spec_res = simulate_case(case)
+    assert rel_err(spec_res.image, c_ref) > 1e-5
