@@ -39,7 +39,8 @@ class Terms:
 class IntensityModel:
     """The per-evaluation physics of a crystal, on one device and dtype."""
 
-    def __init__(self, crystal, cells: torch.Tensor, water: bool, dtype: torch.dtype, device: torch.device):
+    def __init__(self, crystal, cells: torch.Tensor, water: bool, dtype: torch.dtype, device: torch.device,
+                 share_tables: IntensityModel | None = None):
         self.shape = crystal.shape
         self.fudge = crystal.fudge
         self.cells = cells  # (3 O, 3): row 3o+j is cell vector j of orientation o, metres
@@ -49,8 +50,11 @@ class IntensityModel:
             [crystal.a_star_per_A, crystal.b_star_per_A, crystal.c_star_per_A], dtype=dtype, device=device)
         sf = crystal.structure_factors
         self.default_f2 = sf.default_F * sf.default_F
-        self.nearest = F2Lookup.build(sf, dtype, device) if sf.has_table else None
-        self.tricubic = TricubicLookup.build(sf, dtype, device) if (sf.has_table and crystal.interpolate) else None
+        if share_tables is not None:  # another orientation set of the same crystal: same tables
+            self.nearest, self.tricubic = share_tables.nearest, share_tables.tricubic
+        else:
+            self.nearest = F2Lookup.build(sf, dtype, device) if sf.has_table else None
+            self.tricubic = TricubicLookup.build(sf, dtype, device) if (sf.has_table and crystal.interpolate) else None
         # the gate only matters where an evaluation can have F_latt == 0 exactly
         self.needs_gate = self.shape != "square" and not water
 

@@ -70,15 +70,15 @@ class PreparedSimulation:
         f64 = dict(dtype=torch.float64, device=device)
         phis = phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps)
 
-        def model(zero_phi_uses: str) -> IntensityModel:
+        def model(zero_phi_uses: str, share: IntensityModel | None = None) -> IntensityModel:
             cells = rotated_cells(cr, cr.spindle_axis, phis, cr.mosaic_umats, cr.mosaic_spread_rad, zero_phi_uses)
             cells_t = torch.as_tensor(cells.reshape(-1, 3), dtype=dtype, device=device)
-            return IntensityModel(cr, cells_t, sim.water_size_m != 0.0, dtype, device)
+            return IntensityModel(cr, cells_t, sim.water_size_m != 0.0, dtype, device, share)
 
         # spec: a zero phi step is unrotated; c: it carries the last rotation, except in a
         # thread's first phi loop ("fresh"), which only the first executed evaluation sees
         self.model = model("unrotated" if parity == "spec" else "carried")
-        self.model_fresh = model("fresh") if parity == "c" and carryover_matters(phis) else None
+        self.model_fresh = model("fresh", self.model) if parity == "c" and carryover_matters(phis) else None
         self.n_orient = self.model.n_orient
         self.incident = torch.as_tensor([s.incident for s in beam.sources], **f64)  # (ns, 3)
         self.wavelength = torch.as_tensor([s.wavelength_m for s in beam.sources], **f64)  # (ns,)
