@@ -4,7 +4,12 @@
                [--dtype float64|float32] [--device cpu|cuda] [--zarr PATH]
                [--scheduler ADDRESS | --scheduler-file FILE] [--workers N]
 
-Single-dash flags have the C program's meaning.  Without ``--zarr`` or a scheduler the image is
+    bragg-dask export STORE [--frame K] [-floatfile F] [-intfile F] [-noisefile F] [-pgmfile F]
+               [-scale S] [-pgmscale S] [-adc A] [-seed N]
+
+Single-dash flags have the C program's meaning.  Datasets: ``--frames N`` (a rotation series, frame k
+starting at phi0 + k*osc) or ``--orientations N --orientation-seed S`` (random crystal orientations),
+both into the store given by ``--zarr``.  Without ``--zarr`` or a scheduler the image is
 computed in-process (serial executor); with ``--zarr`` it runs on a Dask cluster (an embedded
 local one unless an address is given) and streams tiles into a Zarr v3 store.  Bad input ends with
 a one-line ``bragg-dask: error: ...`` and exit status 2.
@@ -41,6 +46,9 @@ def service_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scheduler", default=None)
     ap.add_argument("--scheduler-file", default=None, dest="scheduler_file")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--orientations", type=int, default=None)
+    ap.add_argument("--orientation-seed", type=int, default=0, dest="orientation_seed")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--help", action="store_true")
@@ -50,7 +58,7 @@ def service_parser() -> argparse.ArgumentParser:
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``--service`` flags (and their values) from the nanoBragg flags."""
     takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
-                   "--scheduler-file", "--workers"}
+                   "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed"}
     service, c_args = [], []
     i = 0
     while i < len(argv):
@@ -78,20 +86,43 @@ def _check_service(opts) -> None:
         raise UsageError(f"tile size must be >= 1, got {opts.tile}", flag="--tile")
     if opts.device not in ("cpu", "cuda") and not opts.device.startswith("cuda:"):
         raise UsageError(f"unknown device {opts.device!r} (cpu, cuda, cuda:N)", flag="--device")
-    if opts.device.startswith("cuda"):
+    if opts.device.startswith("cuda") and not (opts.scheduler or opts.scheduler_file):
         import torch
 
         if not torch.cuda.is_available():
-            raise UsageError("CUDA was asked for but torch sees no CUDA device", flag="--device")
+            raise UsageError("CUDA was asked for but torch sees no CUDA device here (for remote GPU workers "
+                             "give --scheduler)", flag="--device")
     if opts.scheduler and opts.scheduler_file:
         raise UsageError("give either --scheduler or --scheduler-file, not both", flag="--scheduler")
     if opts.workers is not None and opts.workers < 1:
         raise UsageError(f"must be >= 1, got {opts.workers}", flag="--workers")
+    for flag, v in (("--frames", opts.frames), ("--orientations", opts.orientations)):
+        if v is not None and v < 1:
+            raise UsageError(f"must be >= 1, got {v}", flag=flag)
+    if opts.frames is not None and opts.orientations is not None:
+        raise UsageError("give either --frames (a rotation series) or --orientations, not both", flag="--frames")
+    if (opts.frames or opts.orientations or 1) > 1 and not opts.zarr:
+        raise UsageError("a dataset of several frames is written to a store: add --zarr PATH",
+                         flag="--frames" if opts.frames else "--orientations")
+
+
+def _dataset(opts):
+    from .frames import DatasetSpec
+
+    if opts.orientations is not None:
+        return DatasetSpec("orientations", opts.orientations, opts.orientation_seed)
+    if opts.frames is not None and opts.frames > 1:
+        return DatasetSpec("series", opts.frames)
+    return DatasetSpec()
 
 
 def run(argv: list[str]) -> int:
     from .nanobragg_args import parse_nanobragg_args
 
+    if argv and argv[0] == "export":
+        from .export import export_main
+
+        return export_main(argv[1:])
     service, c_args = split_argv(argv)
     opts = service_parser().parse_args(service)
     if opts.help:
@@ -103,6 +134,18 @@ def run(argv: list[str]) -> int:
                         stream=sys.stdout)
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     sim, outputs = parsed.simulation, parsed.outputs
+    dataset = _dataset(opts)
+    if dataset.n > 1:
+        named = {"floatfile", "intfile", "pgmfile", "noisefile"} & parsed.raw.given
+        if named:
+            raise UsageError("a dataset's frames stay in the store; write files for one frame with "
+                             "'bragg-dask export STORE --frame K -floatfile ...'", flag="-" + sorted(named)[0])
+    if outputs.noisefile and outputs.seed is None:  # one time-based seed for the whole run, reported
+        import dataclasses
+
+        outputs = dataclasses.replace(outputs, seed=int(time.time()))
+    if outputs.noisefile:
+        log.info("noise seed %d", outputs.seed)
     _describe(sim)
     threads = opts.c_threads or 1
     if opts.parity == "c":
@@ -120,7 +163,7 @@ def run(argv: list[str]) -> int:
             sim, store=opts.zarr, tile=opts.tile, device=opts.device, dtype=dtype,
             scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
             overwrite=opts.overwrite, progress=outputs.progress and not opts.quiet, parity=opts.parity,
-            c_threads=threads,
+            c_threads=threads, dataset=dataset, outputs=outputs,
         )
     else:
         from .executors.serial import run_serial
@@ -135,10 +178,16 @@ def run(argv: list[str]) -> int:
     print("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
     print(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     print(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
-    for path in write_outputs(sim, result.image, st, outputs):
-        print(f"wrote {path}")
+    if dataset.n == 1:
+        for path in write_outputs(sim, result.image, st, outputs):
+            print(f"wrote {path}")
+    else:
+        print(f"{dataset.n} frames ({dataset.kind})")
     if opts.zarr:
         print(f"store: {os.path.abspath(opts.zarr)}")
+    computed = getattr(result, "computed", None)
+    if computed is not None:
+        print(f"tiles computed: {computed} of {result.total}")
     print(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
     return 0
 

@@ -388,6 +388,7 @@ def _path(attr: str) -> Handler:
 def _outfile(attr: str, enable: str | None = None) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
         setattr(p, attr, v[0])
+        p.given.add(attr)
         if enable:
             setattr(p, enable, True)
 

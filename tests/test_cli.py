@@ -224,3 +224,46 @@ def test_noise_file_written_with_seed(tmp_path):
     q = run_cli(BASE[:-3] + ["-noisefile", "m.img", "-seed", "5", "-nopgm", "--tile", "3"], tmp_path)
     assert p.returncode == 0 and q.returncode == 0, p.stderr + q.stderr
     assert (tmp_path / "n.img").read_bytes() == (tmp_path / "m.img").read_bytes()
+
+
+def test_store_with_another_configuration_is_not_overwritten(tmp_path):
+    a = run_cli(BASE + ["--zarr", "s.zarr", "--workers", "1"], tmp_path)
+    assert a.returncode == 0, a.stderr
+    before = sorted(p.name for p in (tmp_path / "s.zarr").rglob("*"))
+    b = run_cli(BASE + ["-distance", "70", "--zarr", "s.zarr", "--workers", "1"], tmp_path)  # the last -distance wins
+    assert_one_line_error(b, "--zarr", "--overwrite")
+    assert sorted(p.name for p in (tmp_path / "s.zarr").rglob("*")) == before
+    c = run_cli(BASE + ["-distance", "70", "--zarr", "s.zarr", "--overwrite", "--workers", "1"], tmp_path)
+    assert c.returncode == 0, c.stderr
+
+
+def test_dataset_flags(tmp_path):
+    assert_one_line_error(run_cli(BASE + ["--frames", "3"], tmp_path), "--frames", "--zarr")
+    assert_one_line_error(run_cli(BASE + ["--frames", "0", "--zarr", "x.zarr"], tmp_path), "--frames")
+    assert_one_line_error(run_cli(BASE + ["--frames", "2", "--zarr", "x.zarr"], tmp_path), "--frames", "-osc")
+    assert_one_line_error(run_cli(BASE + ["--orientations", "2", "--zarr", "x.zarr", "-floatfile", "a.bin"],
+                                  tmp_path), "-floatfile", "export")
+
+
+def test_export_a_frame_as_the_c_programs_files(tmp_path):
+    args = BASE[:-3] + ["-nopgm", "-noprogress", "-seed", "9", "-phi", "0", "-osc", "1", "-phisteps", "2"]
+    p = run_cli(args + ["-floatfile", "direct.bin", "-intfile", "direct.img", "-noisefile", "direct_noise.img",
+                        "--zarr", "one.zarr", "--workers", "1", "--tile", "7"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    q = run_cli(["export", "one.zarr", "--frame", "0", "-floatfile", "e.bin", "-intfile", "e.img",
+                 "-noisefile", "e_noise.img", "-pgmfile", "e.pgm"], tmp_path)
+    assert q.returncode == 0, q.stderr
+    for mine, ref in (("e.bin", "direct.bin"), ("e.img", "direct.img"), ("e_noise.img", "direct_noise.img")):
+        assert (tmp_path / mine).read_bytes() == (tmp_path / ref).read_bytes(), mine
+    assert (tmp_path / "e.pgm").read_bytes().startswith(b"P5\n16 16\n")
+    r = run_cli(args + ["--zarr", "series.zarr", "--frames", "3", "--workers", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = run_cli(["export", "series.zarr", "--frame", "2", "-intfile", "f2.img"], tmp_path)
+    assert s.returncode == 0, s.stderr
+    from bragg_dask.io.smv import read_smv
+
+    keys, _ = read_smv(str(tmp_path / "f2.img"))
+    assert float(keys["PHI"]) == 2.0
+    assert_one_line_error(run_cli(["export", "series.zarr", "--frame", "3", "-floatfile", "x.bin"], tmp_path),
+                          "--frame")
+    assert_one_line_error(run_cli(["export", "nothere.zarr", "-floatfile", "x.bin"], tmp_path), "nothere.zarr")

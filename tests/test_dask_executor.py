@@ -7,6 +7,7 @@ import pytest
 import torch
 import zarr
 
+from bragg_dask import store as zstore
 from bragg_dask.executors.dask import run_dask
 from bragg_dask.nanobragg_args import parse_nanobragg_args
 from bragg_dask.plan import plan_tiles
@@ -39,7 +40,8 @@ def test_dask_store_equals_serial_and_golden(client, tmp_path, tile):
     assert arr.metadata.dimension_names == ("frame", "slow", "fast")
     assert np.asarray(g["tiles_done"][...]).all()
     meta = g.attrs["bragg_dask"]
-    assert meta["fingerprint"] == sim.fingerprint()
+    assert meta["run"]["parity"] == "spec" and meta["complete"] is True
+    assert meta["fingerprint"] == zstore.run_fingerprint(sim, plan_tiles(64, 64, tile), meta["run"])
     assert meta["config"]["crystal"]["n_cells"] == [7, 7, 7]
     assert res.stats.max_I == pytest.approx(float(serial.image.max()))
 
@@ -67,3 +69,94 @@ def test_store_with_other_configuration_is_refused(client, tmp_path):
 def test_plan_matches_store_chunks():
     plan = plan_tiles(2527, 2463, 256)
     assert plan.grid == (10, 10)
+
+
+@pytest.mark.parametrize("cid, parity, threads", [("mask_carryover_cparity", "c", 1), ("omp4_mask_carryover", "c", 4),
+                                                  ("phi_carryover_spec", "spec", 1)])
+def test_any_tile_size_gives_the_same_image(client, tmp_path, cid, parity, threads):
+    case = case_by_id(cid)
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    images = []
+    for tile in (16, 7, 37, 64, 1000):  # a quarter of the side, non-dividing sizes, whole, larger than it
+        res = run_dask(sim, store=str(tmp_path / f"t{tile}.zarr"), tile=tile, client=client, progress=False,
+                       parity=parity, c_threads=threads)
+        images.append(res.image)
+    for img in images[1:]:
+        assert np.array_equal(images[0], img)
+    assert rel_err(images[0], case.reference()) <= 1e-5
+    assert zarr.open_group(str(tmp_path / "t1000.zarr"), mode="r")["float"].chunks == (1, 64, 64)
+
+
+def _series_args():
+    return ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "5", "10", "15", "-default_F", "100", "-N", "6",
+            "-distance", "50", "-pixel", "0.25", "-detpixels", "32", "-oversample", "1", "-phi", "0", "-osc", "1",
+            "-phisteps", "2", "-nopgm"]
+
+
+def test_rotation_series_opens_in_xarray_with_per_frame_metadata(client, tmp_path):
+    import xarray as xr
+
+    from bragg_dask.frames import DatasetSpec
+    from bragg_dask.nanobragg_args import parse_nanobragg_args as parse
+
+    parsed = parse(_series_args() + ["-seed", "11"])
+    store = str(tmp_path / "series.zarr")
+    res = run_dask(parsed.simulation, store=store, tile=16, client=client, progress=False,
+                   dataset=DatasetSpec("series", 4), outputs=parsed.outputs)
+    ds = xr.open_zarr(store)
+    assert ds["float"].dims == ("frame", "slow", "fast") and ds.sizes["frame"] == 4
+    assert np.allclose(ds["phi0_deg"].values, [0.0, 1.0, 2.0, 3.0])
+    assert ds["noise_seed"].values.tolist() == [11, 12, 13, 14]
+    assert ds["noise"].dtype == np.uint16 and ds["int"].dtype == np.uint16
+    assert np.allclose(ds["max_I"].values, [float(ds["float"][k].max()) for k in range(4)])
+    assert len(res.frame_stats) == 4
+    # frame k equals a single run started at phi0 + k*osc
+    one = parse(_series_args()[:-7] + ["-phi", "2", "-osc", "1", "-phisteps", "2", "-nopgm"]).simulation
+    _, single = None, run_dask(one, tile=16, client=client, progress=False)
+    assert np.array_equal(ds["float"][2].values, single.image)
+    assert not np.array_equal(ds["float"][0].values, ds["float"][1].values)
+
+
+def test_random_orientation_dataset_records_each_orientation(client, tmp_path):
+    import xarray as xr
+
+    from bragg_dask.frames import DatasetSpec, random_rotations
+
+    sim = parse_nanobragg_args(_series_args()).simulation
+    store = str(tmp_path / "orient.zarr")
+    run_dask(sim, store=store, tile=32, client=client, progress=False, dataset=DatasetSpec("orientations", 8, 5))
+    ds = xr.open_zarr(store)
+    assert ds.sizes["frame"] == 8 and ds["orientation"].dims == ("frame", "row", "col")
+    u = ds["orientation"].values
+    assert np.allclose(u, random_rotations(8, 5))
+    assert np.allclose(np.einsum("kij,kjl->kil", u, u.transpose(0, 2, 1)), np.eye(3), atol=1e-12)
+    maxima = ds["max_I"].values
+    assert len(set(np.round(maxima, 3))) > 1  # different orientations, different images
+    assert ds.attrs["bragg_dask"]["run"]["dataset"] == {"kind": "orientations", "n": 8, "seed": 5}
+
+
+def test_resume_in_process_counts_missing_tiles(client, tmp_path):
+    case = case_by_id("nonsquare_pixel")
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    store = str(tmp_path / "r.zarr")
+    first = run_dask(sim, store=store, tile=16, client=client, progress=False)
+    g = zarr.open_group(store, mode="r+")
+    g["tiles_done"][0, 1, 2] = False  # as if that tile had not been written
+    g["tiles_done"][0, 2, 5] = False
+    g["float"][0, 16:32, 32:48] = 0.0
+    again = run_dask(sim, store=store, tile=16, client=client, progress=False)
+    assert again.computed == 2 and again.total == 18
+    assert np.array_equal(again.image, first.image)
+
+
+def test_lazy_dask_array_view(client):
+    import dask.array as da
+
+    import bragg_dask
+
+    case = case_by_id("omp3_roi_carryover")
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    lazy = bragg_dask.to_dask_array(sim, tile=20, parity="c", c_threads=3)
+    assert isinstance(lazy, da.Array) and lazy.shape == (64, 64) and lazy.chunks[0] == (20, 20, 20, 4)
+    img = lazy.compute()
+    assert rel_err(img, case.reference()) <= 1e-5

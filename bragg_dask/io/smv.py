@@ -25,50 +25,76 @@ def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: fl
     return np.where(rendered_roi, out, np.uint16(0))
 
 
-def smv_header(sim, *, header_bytes: int = 512) -> bytes:
-    """The C program's SMV header for ``sim`` (values in mm, Angstrom and degrees, ``%g``).
+def header_fields(sim) -> dict:
+    """The values the C program writes in an SMV header (SI units), from a simulation."""
+    det, geo, cr = sim.detector, sim.detector.geometry, sim.crystal
+    return header_fields_from_config({
+        "detector": {"fpixels": det.fpixels, "spixels": det.spixels, "pixel_size_m": det.pixel_size_m,
+                     "geometry": {k: getattr(geo, k) for k in _GEO_KEYS}},
+        "beam": {"wavelength_m": sim.beam.wavelength_m},
+        "crystal": {"phi0_rad": cr.phi0_rad, "osc_rad": cr.osc_rad},
+    })
 
-    A header that does not fit in 512 bytes (long negative numbers) grows to the next multiple of
-    512 and says so in HEADER_BYTES; the C program would overrun and misplace the pixels.
+
+_GEO_KEYS = ("distance_m", "close_distance_m", "xbeam_m", "ybeam_m", "fbeam_m", "sbeam_m", "orgx_px", "orgy_px",
+             "dials_origin_mm", "twotheta_rad")
+
+
+def header_fields_from_config(cfg: dict) -> dict:
+    """The same values from a configuration dictionary (``Simulation.to_dict()``, as stored)."""
+    det, geo = cfg["detector"], cfg["detector"]["geometry"]
+    out = {"fpixels": int(det["fpixels"]), "spixels": int(det["spixels"]), "pixel_size_m": float(det["pixel_size_m"]),
+           "wavelength_m": float(cfg["beam"]["wavelength_m"]), "phi0_rad": float(cfg["crystal"]["phi0_rad"]),
+           "osc_rad": float(cfg["crystal"]["osc_rad"])}
+    out.update({k: (tuple(geo[k]) if k == "dials_origin_mm" else float(geo[k])) for k in _GEO_KEYS})
+    return out
+
+
+def smv_header(sim_or_fields, *, header_bytes: int = 512) -> bytes:
+    """The C program's SMV header (values in mm, Angstrom and degrees, ``%g``).
+
+    Takes a simulation or :func:`header_fields`.  A header that does not fit in 512 bytes (long
+    negative numbers) grows to the next multiple of 512 and says so in HEADER_BYTES; the C program
+    would overrun and misplace the pixels.
     """
-    text = _header_text(sim, header_bytes)
+    h = sim_or_fields if isinstance(sim_or_fields, dict) else header_fields(sim_or_fields)
+    text = _header_text(h, header_bytes)
     if len(text) > header_bytes:
         header_bytes = 512 * (len(text) // 512 + 1)
-        text = _header_text(sim, header_bytes)
+        text = _header_text(h, header_bytes)
     return text + b" " * (header_bytes - len(text))
 
 
-def _header_text(sim, header_bytes: int) -> bytes:
-    det, geo, cr = sim.detector, sim.detector.geometry, sim.crystal
-    px = det.pixel_size_m
-    detsize_s = px * det.spixels
+def _header_text(h: dict, header_bytes: int) -> bytes:
+    px = h["pixel_size_m"]
+    detsize_s = px * h["spixels"]
     lines = [
         "{",
         f"HEADER_BYTES={header_bytes};",
         "DIM=2;",
         "BYTE_ORDER=little_endian;",
         "TYPE=unsigned_short;",
-        f"SIZE1={det.fpixels};",
-        f"SIZE2={det.spixels};",
+        f"SIZE1={h['fpixels']};",
+        f"SIZE2={h['spixels']};",
         "PIXEL_SIZE=%g;" % (px * 1000.0),
-        "DISTANCE=%g;" % (geo.distance_m * 1000.0),
-        "WAVELENGTH=%g;" % (sim.beam.wavelength_m * 1e10),
-        "BEAM_CENTER_X=%g;" % (geo.xbeam_m * 1000.0),
-        "BEAM_CENTER_Y=%g;" % (geo.ybeam_m * 1000),
-        "ADXV_CENTER_X=%g;" % (geo.fbeam_m * 1000.0),
-        "ADXV_CENTER_Y=%g;" % ((detsize_s - geo.sbeam_m) * 1000),
-        "MOSFLM_CENTER_X=%g;" % ((geo.sbeam_m - 0.5 * px) * 1000.0),
-        "MOSFLM_CENTER_Y=%g;" % ((geo.fbeam_m - 0.5 * px) * 1000),
-        "DENZO_X_BEAM=%g;" % ((geo.sbeam_m - 0.0 * px) * 1000.0),
-        "DENZO_Y_BEAM=%g;" % ((geo.fbeam_m - 0.0 * px) * 1000),
-        "DIALS_ORIGIN=%g,%g,%g" % geo.dials_origin_mm,
-        "XDS_ORGX=%g;" % geo.orgx_px,
-        "XDS_ORGY=%g;" % geo.orgy_px,
-        "CLOSE_DISTANCE=%g;" % (geo.close_distance_m * 1000.0),
-        "PHI=%g;" % (cr.phi0_rad * RTD),
-        "OSC_START=%g;" % (cr.phi0_rad * RTD),
-        "OSC_RANGE=%g;" % (cr.osc_rad * RTD),
-        "TWOTHETA=%g;" % (geo.twotheta_rad * RTD),
+        "DISTANCE=%g;" % (h["distance_m"] * 1000.0),
+        "WAVELENGTH=%g;" % (h["wavelength_m"] * 1e10),
+        "BEAM_CENTER_X=%g;" % (h["xbeam_m"] * 1000.0),
+        "BEAM_CENTER_Y=%g;" % (h["ybeam_m"] * 1000),
+        "ADXV_CENTER_X=%g;" % (h["fbeam_m"] * 1000.0),
+        "ADXV_CENTER_Y=%g;" % ((detsize_s - h["sbeam_m"]) * 1000),
+        "MOSFLM_CENTER_X=%g;" % ((h["sbeam_m"] - 0.5 * px) * 1000.0),
+        "MOSFLM_CENTER_Y=%g;" % ((h["fbeam_m"] - 0.5 * px) * 1000),
+        "DENZO_X_BEAM=%g;" % ((h["sbeam_m"] - 0.0 * px) * 1000.0),
+        "DENZO_Y_BEAM=%g;" % ((h["fbeam_m"] - 0.0 * px) * 1000),
+        "DIALS_ORIGIN=%g,%g,%g" % tuple(h["dials_origin_mm"]),
+        "XDS_ORGX=%g;" % h["orgx_px"],
+        "XDS_ORGY=%g;" % h["orgy_px"],
+        "CLOSE_DISTANCE=%g;" % (h["close_distance_m"] * 1000.0),
+        "PHI=%g;" % (h["phi0_rad"] * RTD),
+        "OSC_START=%g;" % (h["phi0_rad"] * RTD),
+        "OSC_RANGE=%g;" % (h["osc_rad"] * RTD),
+        "TWOTHETA=%g;" % (h["twotheta_rad"] * RTD),
         "DETECTOR_SN=000;",
         "BEAMLINE=fake;",
     ]
@@ -76,7 +102,8 @@ def _header_text(sim, header_bytes: int) -> bytes:
 
 
 def write_smv(path: str, sim, pixels: np.ndarray) -> None:
-    """Write ``(spixels, fpixels)`` uint16 ``pixels`` with the C program's header."""
+    """Write ``(spixels, fpixels)`` uint16 ``pixels`` with the C program's header (``sim``: a
+    simulation or :func:`header_fields`)."""
     with atomic_write(path) as fh:
         fh.write(smv_header(sim))
         fh.write(np.ascontiguousarray(pixels, dtype="<u2").tobytes())

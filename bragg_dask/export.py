@@ -1,0 +1,109 @@
+"""``bragg-dask export STORE --frame K``: a store's frame as the C program's output files.
+
+Writes the raw float image, the SMV int image, the SMV noise image and the PGM preview of one frame,
+so a store feeds ADXV / MOSFLM / DIALS workflows.  The SMV header is rebuilt from the configuration
+recorded in the store; the int and noise images come from the store when it has them, otherwise
+they are made from the float image (int scale from the frame's statistics or ``-scale``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+import numpy as np
+import zarr
+
+from .errors import ConfigError, UsageError
+from .io.pgm import write_pgm
+from .io.raw import write_float_image
+from .io.smv import header_fields_from_config, int_image, write_smv
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="bragg-dask export", add_help=False)
+    ap.add_argument("store")
+    ap.add_argument("--frame", type=int, default=0)
+    for name in ("floatfile", "intfile", "noisefile", "pgmfile"):
+        ap.add_argument(f"-{name}", default=None)
+    ap.add_argument("-scale", type=float, default=0.0)
+    ap.add_argument("-pgmscale", type=float, default=0.0)
+    ap.add_argument("-adc", type=float, default=40.0)
+    ap.add_argument("-seed", type=int, default=None)
+    return ap
+
+
+def export_main(argv: list[str]) -> int:
+    a = _parser().parse_args(argv)
+    if not any((a.floatfile, a.intfile, a.noisefile, a.pgmfile)):
+        raise UsageError("nothing to write: give -floatfile, -intfile, -noisefile and/or -pgmfile", flag="export")
+    g = _open(a.store)
+    meta = dict(g.attrs)["bragg_dask"]
+    n_frames = g["float"].shape[0]
+    if not 0 <= a.frame < n_frames:
+        raise UsageError(f"frame {a.frame} not in store (0..{n_frames - 1})", flag="--frame")
+    if not bool(np.asarray(g["tiles_done"][a.frame]).all()):
+        raise ConfigError(f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)",
+                          flag="--frame")
+    image = np.asarray(g["float"][a.frame])
+    fields = header_fields_from_config(meta["config"])
+    fields["phi0_rad"] = math.radians(float(g["phi0_deg"][a.frame]))
+    in_roi = _roi(meta["config"]["detector"], image.shape)
+    if a.floatfile:
+        write_float_image(a.floatfile, image)
+        print(f"wrote {a.floatfile}")
+    scale = a.scale if a.scale > 0 else float(g["int_scale"][a.frame])
+    if a.intfile:
+        pixels = np.asarray(g["int"][a.frame]) if ("int" in g and a.scale <= 0 and a.adc == 40.0) else \
+            int_image(image, in_roi, scale, a.adc)
+        write_smv(a.intfile, fields, pixels)
+        print(f"wrote {a.intfile}")
+    if a.noisefile:
+        write_smv(a.noisefile, fields, _noise(g, a, image, in_roi))
+        print(f"wrote {a.noisefile}")
+    if a.pgmfile:
+        rmsd = float(g["rmsd"][a.frame])
+        pscale = a.pgmscale if a.pgmscale > 0 else (250.0 / (5.0 * rmsd) if rmsd > 0 else scale)
+        write_pgm(a.pgmfile, image, in_roi, pscale)
+        print(f"wrote {a.pgmfile}")
+    return 0
+
+
+def _open(path: str) -> zarr.Group:
+    if not os.path.exists(path):
+        raise UsageError(f"no store at {path}", flag="export")
+    try:
+        g = zarr.open_group(path, mode="r")
+        dict(g.attrs)["bragg_dask"]
+    except Exception:  # noqa: BLE001 - any unreadable store is reported the same way
+        raise ConfigError(f"{path} is not a bragg_dask store", flag="export") from None
+    return g
+
+
+def _roi(det: dict, shape) -> np.ndarray:
+    s, f = shape
+    roi = det.get("roi")
+    fmin, fmax, smin, smax = (0, f - 1, 0, s - 1) if roi is None else (
+        max(roi[0], 0), min(roi[1], f - 1), max(roi[2], 0), min(roi[3], s - 1))
+    ss = np.arange(s)[:, None]
+    ff = np.arange(f)[None, :]
+    return (ff >= fmin) & (ff <= fmax) & (ss >= smin) & (ss <= smax)
+
+
+def _noise(g, a, image, in_roi) -> np.ndarray:
+    from .physics.noise import noise_image
+
+    stored_seed = int(g["noise_seed"][a.frame])
+    if "noise" in g and a.seed is None and a.adc == 40.0:
+        return np.asarray(g["noise"][a.frame])
+    seed = a.seed if a.seed is not None else (stored_seed if stored_seed >= 0 else None)
+    if seed is None:
+        raise UsageError("the store has no noise seed for this frame: give -seed N", flag="-noisefile")
+    pixels, _ = noise_image(image, in_roi, seed=seed, adc=a.adc, fpixels=image.shape[1])
+    return pixels

@@ -1,0 +1,101 @@
+"""Datasets: a simulation per frame (pure; no I/O).
+
+* a rotation series (``--frames N``): frame k starts its phi sweep at ``phi0 + k * osc``, as running
+  the C program N times with ``-phi`` advanced by the oscillation range;
+* random orientations (``--orientations N --orientation-seed S``): frame k is the crystal turned by
+  a uniformly random rotation ``U_k`` drawn from ``S`` (the lab-frame cell vectors become
+  ``U_k a``; mosaic and phi rotations then apply as usual).
+
+Each frame also has its own noise seed (``seed + k``), so frames are independent but reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Simulation
+from .errors import ConfigError
+
+IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame: what distinguishes it from the base simulation, and its per-frame metadata.
+
+    ``orientation`` is the 3x3 row-major rotation applied to the crystal (identity for a series);
+    tasks carry this small record and rebuild the frame's simulation from the (scattered) base.
+    """
+
+    index: int
+    phi0_rad: float
+    orientation: tuple
+    noise_seed: int | None
+
+    def simulation(self, base: Simulation) -> Simulation:
+        sim = base
+        if self.orientation != IDENTITY:
+            sim = _rotate_crystal(sim, np.asarray(self.orientation, dtype=np.float64))
+        if self.phi0_rad != base.crystal.phi0_rad:
+            sim = dataclasses.replace(sim, crystal=dataclasses.replace(sim.crystal, phi0_rad=self.phi0_rad))
+        return sim
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How frames are made: ``kind`` is "single", "series" or "orientations"."""
+
+    kind: str = "single"
+    n: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("single", "series", "orientations"):
+            raise ConfigError(f"unknown dataset kind {self.kind!r}")
+        if self.n < 1:
+            flag = "--orientations" if self.kind == "orientations" else "--frames"
+            raise ConfigError(f"must be >= 1, got {self.n}", flag=flag)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def random_rotations(n: int, seed: int) -> np.ndarray:
+    """``(n, 3, 3)`` rotation matrices uniform on SO(3) (normalised Gaussian quaternions)."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], 1)
+
+
+def _rotate_crystal(sim: Simulation, u: np.ndarray) -> Simulation:
+    cr = sim.crystal
+
+    def rot(v):
+        return tuple(float(x) for x in u @ np.asarray(v, dtype=np.float64))
+
+    new = dataclasses.replace(
+        cr, a_m=rot(cr.a_m), b_m=rot(cr.b_m), c_m=rot(cr.c_m),
+        a_star_per_A=rot(cr.a_star_per_A), b_star_per_A=rot(cr.b_star_per_A), c_star_per_A=rot(cr.c_star_per_A),
+    )
+    return dataclasses.replace(sim, crystal=new)
+
+
+def make_frames(sim: Simulation, spec: DatasetSpec, noise_seed: int | None = None) -> list[Frame]:
+    """The frames of a dataset built on ``sim``."""
+    cr = sim.crystal
+    seeds = [None if noise_seed is None else noise_seed + k for k in range(spec.n)]
+    if spec.kind == "orientations":
+        mats = random_rotations(spec.n, spec.seed)
+        return [Frame(k, cr.phi0_rad, tuple(tuple(r) for r in mats[k].tolist()), seeds[k]) for k in range(spec.n)]
+    if spec.n > 1 and cr.osc_rad == 0.0:
+        raise ConfigError("a rotation series needs an oscillation range per frame (-osc)", flag="--frames")
+    return [Frame(k, cr.phi0_rad + k * cr.osc_rad, IDENTITY, seeds[k]) for k in range(spec.n)]

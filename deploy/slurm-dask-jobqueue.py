@@ -1,0 +1,21 @@
+"""Run bragg_dask on a SLURM cluster through dask-jobqueue (pip install dask-jobqueue).
+
+    python deploy/slurm-dask-jobqueue.py   # edit the queue, cores and memory below first
+
+Each SLURM job is one single-threaded CPU worker; the store must be on a shared filesystem.
+"""
+
+from dask_jobqueue import SLURMCluster
+from distributed import Client
+
+import bragg_dask
+
+cluster = SLURMCluster(queue="normal", cores=1, processes=1, memory="4GB", walltime="02:00:00",
+                       job_script_prologue=["export OMP_NUM_THREADS=1"])
+cluster.scale(jobs=32)
+client = Client(cluster)
+print("dashboard:", client.dashboard_link)
+sim = bragg_dask.Simulation.from_nanobragg_args(
+    ["-hkl", "lyso.hkl", "-cell", "79.1", "79.1", "37.9", "90", "90", "90", "-N", "10", "-lambda", "1.0",
+     "-distance", "200", "-pixel", "0.172", "-detpixels_x", "2463", "-detpixels_y", "2527", "-oversample", "1"])
+bragg_dask.simulate(sim, store="/shared/run.zarr", client=client, tile=256)
