@@ -68,7 +68,7 @@ def main() -> int:
             startup = time.perf_counter() - t0
             store = os.path.join(tmp, f"{name}.zarr")
 
-            def once():
+            def once(store=store, client=client):
                 shutil.rmtree(store, ignore_errors=True)
                 run_dask(sim, store=store, tile=a.tile, client=client, progress=False)
             # the executor sizes torch threads from the machine when it owns the cluster; here set them

@@ -152,26 +152,37 @@ def run(argv: list[str]) -> int:
         from .executors.seeds import check_threads
 
         check_threads(sim, threads)
+    t0 = time.perf_counter()
+    result = _execute(sim, outputs, opts, dataset, threads)
+    dt = time.perf_counter() - t0
+    _report(sim, outputs, opts, dataset, result)
+    print(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
+    return 0
+
+
+def _execute(sim, outputs, opts, dataset, threads):
+    """Run on Dask (a store or a scheduler was given) or in-process."""
     import torch
 
     dtype = torch.float64 if opts.dtype == "float64" else torch.float32
-    t0 = time.perf_counter()
     if opts.zarr or opts.scheduler or opts.scheduler_file:
         from .executors.dask import run_dask
 
-        result = run_dask(
+        return run_dask(
             sim, store=opts.zarr, tile=opts.tile, device=opts.device, dtype=dtype,
             scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
             overwrite=opts.overwrite, progress=outputs.progress and not opts.quiet, parity=opts.parity,
             c_threads=threads, dataset=dataset, outputs=outputs,
         )
-    else:
-        from .executors.serial import run_serial
-        from .plan import plan_tiles
+    from .executors.serial import run_serial
+    from .plan import plan_tiles
 
-        plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile)
-        result = run_serial(sim, plan, device=opts.device, dtype=dtype, parity=opts.parity, c_threads=threads)
-    dt = time.perf_counter() - t0
+    plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile)
+    return run_serial(sim, plan, device=opts.device, dtype=dtype, parity=opts.parity, c_threads=threads)
+
+
+def _report(sim, outputs, opts, dataset, result) -> None:
+    """The C program's statistics lines, then the output files."""
     st = result.stats
     from .outputs import int_scale, max_position_m, write_outputs
 
@@ -188,8 +199,6 @@ def run(argv: list[str]) -> int:
     computed = getattr(result, "computed", None)
     if computed is not None:
         print(f"tiles computed: {computed} of {result.total}")
-    print(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
-    return 0
 
 
 def _describe(sim) -> None:

@@ -81,7 +81,8 @@ def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
 
 
 def open_or_create(path: str, sim, plan: TilePlan, *, run: dict | None = None, n_frames: int = 1,
-                   with_int: bool = False, with_noise: bool = False, overwrite: bool = False) -> tuple[zarr.Group, bool]:
+                   with_int: bool = False, with_noise: bool = False,
+                   overwrite: bool = False) -> tuple[zarr.Group, bool]:
     """Open the store for resuming, or create it.  Returns ``(group, resumed)``.
 
     A store written with another configuration is refused unless ``overwrite``; then it is replaced.

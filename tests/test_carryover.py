@@ -11,8 +11,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bragg_dask.carryover import (
-    INTERP_CUT, INTERP_OFF, INTERP_ON, PHI_CARRIED, PHI_FRESH, RowSeed, RunSummary, TileSeed, compose_set,
-    exclusive_scan, phi_states, segments, tile_seeds,
+    INTERP_CUT,
+    INTERP_OFF,
+    INTERP_ON,
+    PHI_CARRIED,
+    PHI_FRESH,
+    RowSeed,
+    RunSummary,
+    TileSeed,
+    compose_set,
+    exclusive_scan,
+    phi_states,
+    segments,
+    tile_seeds,
 )
 from bragg_dask.executors.seeds import compute_seeds
 from bragg_dask.executors.serial import run_serial

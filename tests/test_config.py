@@ -105,4 +105,5 @@ def test_float32_kernel_is_float32_inside():
 
 def test_oversample_auto_choice():
     parsed, _ = simulate_case(case_by_id("cubic_defaultF_N5"))
-    assert parsed.simulation.detector.oversample == case_by_id("cubic_defaultF_N5").meta["derived_from_stdout"]["oversample"]
+    expect = case_by_id("cubic_defaultF_N5").meta["derived_from_stdout"]["oversample"]
+    assert parsed.simulation.detector.oversample == expect

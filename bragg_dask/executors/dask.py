@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..frames import DatasetSpec, Frame, make_frames
 from ..outputs import int_scale as _int_scale
 from ..outputs import roi_mask
-from ..plan import TilePlan, TileSpec, plan_tiles
+from ..plan import TileSpec, plan_tiles
 from ..runtime import tune_allocator
 from ..stats import ImageStats, combine
 from .seeds import compute_seeds

@@ -13,7 +13,7 @@ import torch
 from ..carryover import RowSeed, TileSeed, phi_only_seeds, segments, tile_seeds
 from ..errors import ConfigError
 from ..physics.crystal import carryover_matters, phi_angles
-from ..physics.kernel import executed_runs, out_of_range_runs
+from ..physics.prepass import executed_runs, out_of_range_runs
 from ..plan import TilePlan, TileSpec
 
 Mapper = Callable[[Callable, Sequence[TileSpec], Sequence], list]

@@ -6,8 +6,8 @@ It is the oracle the other executors are tested against: same kernel, same tiles
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from ..outputs import roi_mask
 from ..physics.kernel import simulate_tile
 from ..plan import TilePlan, plan_tiles
 from ..runtime import tune_allocator
-from .seeds import compute_seeds
 from ..stats import ImageStats, combine
+from .seeds import compute_seeds
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ def kahn_factor(kahn: float, incident: torch.Tensor, diffracted: torch.Tensor, a
     return 0.5 * (1.0 + c2 - kahn * torch.cos(2.0 * psi) * s2)
 
 
-def solid_angle(airpath_m: torch.Tensor, pixel_size_m: float, close_distance_m: float, point_pixel: bool) -> torch.Tensor:
+def solid_angle(airpath_m: torch.Tensor, pixel_size_m: float, close_distance_m: float,
+                point_pixel: bool) -> torch.Tensor:
     """Solid angle of a pixel seen from the sample (sr): ``px^2/R^2 * close/R``, or ``1/R^2`` for a point pixel.
 
     The full pixel size is used even when the pixel is oversampled, as in the C program.

@@ -1,0 +1,366 @@
+"""From the C program's parsed variables to a :class:`Simulation`: its auto rules, in its order.
+
+:class:`RawParams` holds nanoBragg's variables after its argument loop (SI units; -1/NaN mean
+"unset"), as :mod:`bragg_dask.nanobragg_args` fills them.  :func:`resolve` then applies the
+program's set-up: detector size, fluence, beam clip, phi/mosaic/divergence/sensor auto rules, the
+random misset and mosaic draws (one shared generator), geometry, cell, crystal size, structure
+factors, oversampling; and checks what the C program would silently get wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import DEFAULT_FLUENCE, Beam, Crystal, Detector, Simulation, Source
+from .errors import ConfigError, UsageError
+from .io.hkl import read_hkl
+from .io.mosflm import read_mat
+from .io.sourcefile import read_sources
+from .io.stol import read_stol
+from .physics import crystal as xtal
+from .physics.geometry import DetectorGeometryInput, resolve_detector_geometry
+from .physics.rng import Ran1, mosaic_rotation_umat, umat_to_misset
+from .physics.sources import auto_steps, divergence_sources
+from .physics.structure_factors import StructureFactors
+from .physics.vectors import cross, magnitude, unitize
+
+RTD = 180.0 / math.pi
+NAN = float("nan")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RawParams:
+    """The C program's variables after the argument loop (SI units; -1/NaN mean unset)."""
+
+    n_cells: list = field(default_factory=lambda: [1, 1, 1])
+    cell: list | None = None  # a, b, c (A), alpha, beta, gamma (deg); 0 = not given
+    misset: tuple | None = None  # radians
+    misset_random: bool = False
+    sample_xyz: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    xbeam: float = NAN
+    ybeam: float = NAN
+    xclose: float = NAN
+    yclose: float = NAN
+    orgx: float = NAN
+    orgy: float = NAN
+    pivot: str = "beam"
+    convention: str = "mosflm"
+    vectors: dict = field(default_factory=dict)
+    distance: float = 0.1
+    close_distance: float = NAN
+    detector_thick: float = 0.0
+    detector_mu: float = -1.0
+    detector_thicksteps: int = -1
+    twotheta: float = 0.0
+    rot: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    detsize_f: float = 0.1024
+    detsize_s: float = 0.1024
+    fpixels: int = 0
+    spixels: int = 0
+    curved: bool = False
+    pixel_size: float = 0.0001
+    point_pixel: bool = False
+    polarization: float = 0.0
+    nopolar: bool = False
+    oversample_thick: bool = False
+    oversample_polar: bool = False
+    oversample_omega: bool = False
+    oversample: int = -1
+    roi: list | None = None
+    lambda0: float = 1.0e-10
+    fluence: float = DEFAULT_FLUENCE
+    flux: float = 0.0
+    exposure: float = 1.0
+    beamsize: float = 1e-4
+    mosaic_spread: float = -1.0
+    mosaic_domains: int = -1
+    dispersion: float = 0.0
+    dispsteps: int = -1
+    hdivrange: float = -1.0
+    vdivrange: float = -1.0
+    hdivstep: float = -1.0
+    vdivstep: float = -1.0
+    hdivsteps: int = -1
+    vdivsteps: int = -1
+    round_div: bool = True
+    adc: float = 40.0
+    phi0: float = 0.0
+    osc: float = -1.0
+    phistep: float = -1.0
+    phisteps: int = -1
+    dmin: float = 0.0
+    matfile: str | None = None
+    hklfile: str | None = None
+    default_F: float = 0.0
+    sourcefile: str | None = None
+    stolfile: str | None = None
+    floatfile: str = "floatimage.bin"
+    intfile: str = "intimage.img"
+    pgmfile: str = "image.pgm"
+    noisefile: str = "noiseimage.img"
+    write_pgm: bool = True
+    write_noise: bool = True
+    intfile_scale: float = 0.0
+    pgm_scale: float = 0.0
+    progress: bool = True
+    interpolate: int = 2  # 2 = auto
+    shape: str = "square"
+    fudge: float = 1.0
+    seed: int | None = None
+    mosaic_seed: int = -12345678
+    misset_seed: int | None = None
+    water: float = 0.0
+    mask: np.ndarray | None = None
+    mask_file: str | None = None
+    given: set = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What files to write and how (the C program's output flags)."""
+
+    floatfile: str | None = "floatimage.bin"
+    intfile: str | None = "intimage.img"
+    pgmfile: str | None = None
+    noisefile: str | None = None
+    intfile_scale: float = 0.0
+    pgm_scale: float = 0.0
+    adc: float = 40.0
+    seed: int | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ParsedArgs:
+    simulation: Simulation
+    outputs: OutputOptions
+    raw: RawParams
+
+
+def _phi_sampling(p: RawParams) -> tuple[float, int]:
+    """(phistep, phisteps) after the C program's auto rules (L1380-1430)."""
+    osc, step, n = p.osc, p.phistep, p.phisteps
+    if n < 0:
+        if osc < 0.0:
+            if step <= 0.0:
+                n, osc, step = 1, 0.0, 0.0
+            else:
+                osc, n = step, 2
+        elif step <= 0.0:
+            n, step = 2, osc / 2.0
+        else:
+            n = int(math.ceil(osc / step))
+    else:
+        if n == 0:
+            n = 1
+        if osc < 0.0:
+            if step <= 0.0:
+                osc = 1.0 / RTD
+                step = osc / n
+            else:
+                osc, n = step, 2
+        elif step < 0.0:
+            step = osc / n
+    p.osc = osc
+    return step, n
+
+
+def _mosaic(p: RawParams, rng: Ran1) -> tuple[float, tuple]:
+    """(spread, umats) after the domain auto rules (L1639-1673) and the domain draws (L2437-2456)."""
+    spread, n = p.mosaic_spread, p.mosaic_domains
+    if n < 0:
+        if spread < 0.0:
+            n, spread = 1, 0.0
+        elif spread == 0.0:
+            n = 1
+        else:
+            n = 10
+    elif spread < 0.0:
+        spread, n = 0.0, 1
+    elif spread == 0.0:
+        n = 1
+    if n < 1:
+        raise UsageError(f"must be >= 1, got {n}", flag="-mosaic_domains")
+    seed = p.mosaic_seed
+    umats = []
+    for m in range(n):
+        u, seed = mosaic_rotation_umat(spread, rng, seed)
+        umats.append(np.eye(3) if m == 0 else u)
+    return spread, tuple(tuple(tuple(float(x) for x in row) for row in u) for u in umats)
+
+
+def _orientation(p: RawParams, cwd: str) -> tuple[tuple, tuple | None]:
+    """Reciprocal vectors (1/A, default orientation) from -cell and/or -mat, and the user cell."""
+    recip = None
+    user_cell = None
+    if p.cell is not None and p.cell[0] > 0:
+        recip, v_cell = xtal.reciprocal_from_cell(tuple(p.cell))
+        a = p.cell[0]
+        user_cell = (a, p.cell[1] if p.cell[1] > 0 else a, p.cell[2] if p.cell[2] > 0 else a, v_cell)
+    if p.matfile is not None:
+        path = os.path.join(cwd, p.matfile)
+        mat = read_mat(path)
+        k = 1e-10 / p.lambda0
+        recip = tuple(tuple(float(x) * k for x in mat[:, j]) for j in range(3))
+    if recip is None:
+        raise ConfigError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE", flag="-cell")
+    return recip, user_cell
+
+
+def _structure_factors(p: RawParams, cwd: str) -> StructureFactors:
+    if p.hklfile is not None:
+        return read_hkl(os.path.join(cwd, p.hklfile), default_F=p.default_F)
+    if p.default_F == 0.0:
+        raise ConfigError(
+            "no structure factors: give -hkl FILE or a nonzero -default_F "
+            "(the C program's Fdump.bin cache is not read)", flag="-hkl")
+    return StructureFactors(default_F=p.default_F)
+
+
+def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
+    """Apply the C program's set-up to the parsed flags and build the :class:`Simulation`."""
+    detsize_f, detsize_s, fpixels, spixels = _detector_size(p)
+    fluence, sample = _fluence_and_sample(p)
+    phistep, phisteps = _phi_sampling(p)
+    rng = Ran1()  # one shuffle table shared by the misset and mosaic streams, in that order
+    if p.misset_random:
+        seed = p.misset_seed if p.misset_seed is not None else -int(time.time())
+        u, _ = mosaic_rotation_umat(90.0, rng, seed)  # "90" passes as radians, as in C
+        p.misset = umat_to_misset(u)
+        log.info("random orientation misset angles: %f %f %f deg", *(a * RTD for a in p.misset))
+    spread, umats = _mosaic(p, rng)
+    geo = resolve_detector_geometry(DetectorGeometryInput(
+        convention=p.convention, pixel_size_m=p.pixel_size, detsize_f_m=detsize_f, detsize_s_m=detsize_s,
+        distance_m=p.distance, close_distance_m=p.close_distance, xbeam_m=p.xbeam, ybeam_m=p.ybeam,
+        xclose_m=p.xclose, yclose_m=p.yclose, orgx_px=p.orgx, orgy_px=p.orgy, pivot=p.pivot,
+        rot_rad=tuple(p.rot), twotheta_rad=p.twotheta, custom_vectors=tuple(sorted(p.vectors.items())),
+    ))
+    interpolate = p.interpolate
+    if interpolate > 1:
+        interpolate = int(any(n <= 2 for n in p.n_cells))
+    recip, user_cell = _orientation(p, cwd)
+    cell = xtal.real_space_cell(recip, p.misset, user_cell)
+    n_cells = xtal.cells_from_sample_size(cell, tuple(p.n_cells), tuple(sample))
+    sf = _structure_factors(p, cwd)
+    if not sf.has_table:
+        interpolate = 0
+    sources = _sources(p, geo, cwd)
+    if p.stolfile is not None:
+        read_stol(os.path.join(cwd, p.stolfile))  # read and checked; unused, as in C
+    auto_os = max(1, int(math.ceil(3 * _xtal_size_max(cell, n_cells) / (p.lambda0 * geo.distance_m / p.pixel_size))))
+    oversample = p.oversample if p.oversample > 0 else auto_os
+    beam = Beam(
+        wavelength_m=p.lambda0, sources=sources, fluence=fluence, polarization=p.polarization,
+        nopolar=p.nopolar, beam_vector=geo.beam, polar_vector=geo.polar,
+    )
+    crystal = Crystal(
+        a_m=cell.a_m, b_m=cell.b_m, c_m=cell.c_m, a_star_per_A=cell.a_star_per_A,
+        b_star_per_A=cell.b_star_per_A, c_star_per_A=cell.c_star_per_A, n_cells=n_cells,
+        structure_factors=sf, shape=p.shape, fudge=p.fudge, spindle_axis=geo.spindle,
+        phi0_rad=p.phi0, phistep_rad=phistep, phisteps=phisteps, osc_rad=p.osc, mosaic_spread_rad=spread,
+        mosaic_umats=umats, interpolate=bool(interpolate),
+    )
+    detector = _detector(p, geo, fpixels, spixels, oversample)
+    sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
+    return ParsedArgs(simulation=sim, outputs=_outputs(p), raw=p)
+
+
+def _detector_size(p: RawParams) -> tuple[float, float, int, int]:
+    """(detsize_f, detsize_s, fpixels, spixels): a pixel count beats -detsize (C L1118-1128)."""
+    if p.pixel_size <= 0 or not math.isfinite(p.pixel_size):
+        raise ConfigError(f"pixel size must be positive, got {p.pixel_size * 1e3!r} mm", flag="-pixel")
+    detsize_f = p.pixel_size * p.fpixels if p.fpixels else p.detsize_f
+    detsize_s = p.pixel_size * p.spixels if p.spixels else p.detsize_s
+    fpixels = int(math.ceil(detsize_f / p.pixel_size - 0.5))
+    spixels = int(math.ceil(detsize_s / p.pixel_size - 0.5))
+    if fpixels < 1 or spixels < 1:
+        raise ConfigError(f"detector of {fpixels} x {spixels} pixels is empty", flag="-detsize")
+    return detsize_f, detsize_s, fpixels, spixels
+
+
+def _fluence_and_sample(p: RawParams) -> tuple[float, list]:
+    """Fluence (from -flux/-exposure/-beamsize when given) and the crystal size clipped by the beam."""
+    fluence = p.fluence
+    if p.flux != 0.0 and p.exposure > 0.0 and p.beamsize >= 0:
+        if p.beamsize == 0:
+            raise ConfigError("beam size 0 with -flux gives an infinite fluence", flag="-beamsize")
+        fluence = p.flux * p.exposure / p.beamsize / p.beamsize
+    sample = list(p.sample_xyz)
+    if p.beamsize >= 0:  # the beam clips the crystal in lab y and z
+        sample[1] = min(sample[1], p.beamsize)
+        sample[2] = min(sample[2], p.beamsize)
+    return fluence, sample
+
+
+def _detector(p: RawParams, geo, fpixels: int, spixels: int, oversample: int) -> Detector:
+    thick, thicksteps, thickstep, mu = _sensor(p)
+    if p.mask is not None and p.mask.shape != (spixels, fpixels):
+        raise ConfigError(f"{p.mask_file} is {p.mask.shape[1]}x{p.mask.shape[0]} pixels but the detector is "
+                          f"{fpixels}x{spixels}", flag="-mask")
+    return Detector(
+        fpixels=fpixels, spixels=spixels, pixel_size_m=p.pixel_size, geometry=geo, oversample=oversample,
+        point_pixel=p.point_pixel, curved=p.curved, roi=tuple(p.roi) if p.roi is not None else None,
+        thickness_m=thick, thicksteps=thicksteps, thickstep_m=thickstep, mu_per_m=mu,
+        oversample_thick=p.oversample_thick, oversample_polar=p.oversample_polar,
+        oversample_omega=p.oversample_omega, mask=p.mask,
+    )
+
+
+def _outputs(p: RawParams) -> OutputOptions:
+    return OutputOptions(
+        floatfile=p.floatfile, intfile=p.intfile, pgmfile=p.pgmfile if p.write_pgm else None,
+        noisefile=p.noisefile if p.write_noise else None, intfile_scale=p.intfile_scale,
+        pgm_scale=p.pgm_scale, adc=p.adc, seed=-p.seed if p.seed is not None else None, progress=p.progress,
+    )
+
+
+def _sensor(p: RawParams) -> tuple[float, int, float, float]:
+    """(thickness, layers, layer step, mu) after the C program's rules (L1583-1636, L1691-1695).
+
+    There is no flag for the layer step, so it is always derived: n layers over T give a step
+    of T/(n-1) (the layers reach T*n/(n-1)); an unset count gives 2 layers of T/2.
+    """
+    thick, n, step, mu = p.detector_thick, p.detector_thicksteps, -1.0, p.detector_mu
+    if n <= 0:
+        if thick < 0.0:
+            n, thick, step = 1, 0.0, 0.0
+        else:
+            n, step = 2, thick / 2
+    elif thick < 0.0:
+        thick = 0.5e-6
+        step = thick / n
+    else:
+        if n <= 1:
+            n = 2
+        step = thick / (n - 1)
+    if thick > 0.0 and mu < 0.0:
+        mu = 1.0 / thick
+    if thick <= 0.0 or step <= 0.0 or n <= 0:
+        n, thick, step = 1, 0.0, 0.0
+    return thick, n, step, max(mu, 0.0)
+
+
+def _xtal_size_max(cell, n_cells) -> float:
+    return max(magnitude(v) * n for v, n in zip((cell.a_m, cell.b_m, cell.c_m), n_cells))
+
+
+def _sources(p: RawParams, geo, cwd: str) -> tuple[Source, ...]:
+    if p.sourcefile is not None:
+        srcs = read_sources(os.path.join(cwd, p.sourcefile), geo.beam, p.lambda0)
+        return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)
+    vert = unitize(cross(geo.beam, geo.polar))[0]
+    srcs = divergence_sources(
+        beam=geo.beam, polar=geo.polar, vert=vert, wavelength_m=p.lambda0,
+        hdiv=auto_steps(p.hdivsteps, p.hdivrange, p.hdivstep),
+        vdiv=auto_steps(p.vdivsteps, p.vdivrange, p.vdivstep),
+        disp=auto_steps(p.dispsteps, p.dispersion, -1.0),  # no flag sets the dispersion step
+        round_div=p.round_div,
+    )
+    return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)
