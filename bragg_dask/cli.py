@@ -122,7 +122,9 @@ def run(argv: list[str]) -> int:
     if argv and argv[0] == "export":
         from .export import export_main
 
-        return export_main(argv[1:])
+        for path in export_main(argv[1:]):
+            print(f"wrote {path}")
+        return 0
     service, c_args = split_argv(argv)
     opts = service_parser().parse_args(service)
     if opts.help:

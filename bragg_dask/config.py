@@ -39,6 +39,14 @@ def _positive(x: float, name: str, flag: str | None) -> float:
     return x
 
 
+def clip_roi(roi, fpixels: int, spixels: int) -> tuple[int, int, int, int]:
+    """An inclusive ROI ``(fmin, fmax, smin, smax)`` (or ``None``: everything) clipped to the detector."""
+    if roi is None:
+        return (0, fpixels - 1, 0, spixels - 1)
+    f0, f1, s0, s1 = roi
+    return (max(f0, 0), min(f1, fpixels - 1), max(s0, 0), min(s1, spixels - 1))
+
+
 @dataclass(frozen=True)
 class Source:
     """One beam source: incident unit vector (source -> sample, lab frame) and wavelength (m)."""
@@ -186,10 +194,7 @@ class Detector:
     @property
     def roi_bounds(self) -> tuple[int, int, int, int]:
         """ROI clipped to the detector: ``(fmin, fmax, smin, smax)`` inclusive."""
-        if self.roi is None:
-            return (0, self.fpixels - 1, 0, self.spixels - 1)
-        f0, f1, s0, s1 = self.roi
-        return (max(f0, 0), min(f1, self.fpixels - 1), max(s0, 0), min(s1, self.spixels - 1))
+        return clip_roi(self.roi, self.fpixels, self.spixels)
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ import os
 import numpy as np
 import zarr
 
+from .config import clip_roi
 from .errors import ConfigError, UsageError
 from .io.pgm import write_pgm
 from .io.raw import write_float_image
 from .io.smv import header_fields_from_config, int_image, write_smv
+from .outputs import mask_from_bounds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def export_main(argv: list[str]) -> int:
+def export_main(argv: list[str]) -> list[str]:
+    """Write the files asked for; returns their paths."""
     a = _parser().parse_args(argv)
     if not any((a.floatfile, a.intfile, a.noisefile, a.pgmfile)):
         raise UsageError("nothing to write: give -floatfile, -intfile, -noisefile and/or -pgmfile", flag="export")
@@ -51,28 +54,29 @@ def export_main(argv: list[str]) -> int:
     if not bool(np.asarray(g["tiles_done"][a.frame]).all()):
         raise ConfigError(f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)",
                           flag="--frame")
+    written: list[str] = []
     image = np.asarray(g["float"][a.frame])
     fields = header_fields_from_config(meta["config"])
     fields["phi0_rad"] = math.radians(float(g["phi0_deg"][a.frame]))
     in_roi = _roi(meta["config"]["detector"], image.shape)
     if a.floatfile:
         write_float_image(a.floatfile, image)
-        print(f"wrote {a.floatfile}")
+        written.append(a.floatfile)
     scale = a.scale if a.scale > 0 else float(g["int_scale"][a.frame])
     if a.intfile:
         pixels = np.asarray(g["int"][a.frame]) if ("int" in g and a.scale <= 0 and a.adc == 40.0) else \
             int_image(image, in_roi, scale, a.adc)
         write_smv(a.intfile, fields, pixels)
-        print(f"wrote {a.intfile}")
+        written.append(a.intfile)
     if a.noisefile:
         write_smv(a.noisefile, fields, _noise(g, a, image, in_roi))
-        print(f"wrote {a.noisefile}")
+        written.append(a.noisefile)
     if a.pgmfile:
         rmsd = float(g["rmsd"][a.frame])
         pscale = a.pgmscale if a.pgmscale > 0 else (250.0 / (5.0 * rmsd) if rmsd > 0 else scale)
         write_pgm(a.pgmfile, image, in_roi, pscale)
-        print(f"wrote {a.pgmfile}")
-    return 0
+        written.append(a.pgmfile)
+    return written
 
 
 def _open(path: str) -> zarr.Group:
@@ -88,12 +92,7 @@ def _open(path: str) -> zarr.Group:
 
 def _roi(det: dict, shape) -> np.ndarray:
     s, f = shape
-    roi = det.get("roi")
-    fmin, fmax, smin, smax = (0, f - 1, 0, s - 1) if roi is None else (
-        max(roi[0], 0), min(roi[1], f - 1), max(roi[2], 0), min(roi[3], s - 1))
-    ss = np.arange(s)[:, None]
-    ff = np.arange(f)[None, :]
-    return (ff >= fmin) & (ff <= fmax) & (ss >= smin) & (ss <= smax)
+    return mask_from_bounds(clip_roi(det.get("roi"), f, s), (0, s, 0, f))
 
 
 def _noise(g, a, image, in_roi) -> np.ndarray:

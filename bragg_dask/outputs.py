@@ -16,11 +16,17 @@ from .stats import ImageStats
 log = logging.getLogger(__name__)
 
 
-def roi_mask(det) -> np.ndarray:
-    """``(spixels, fpixels)`` bool: pixels inside the ROI (mask ignored)."""
-    fmin, fmax, smin, smax = det.roi_bounds
-    s = np.arange(det.spixels)[:, None]
-    f = np.arange(det.fpixels)[None, :]
+def roi_mask(det, tile=None) -> np.ndarray:
+    """Bool, pixels inside the ROI (mask ignored): the whole ``(spixels, fpixels)``, or one tile's."""
+    return mask_from_bounds(det.roi_bounds, (0, det.spixels, 0, det.fpixels) if tile is None else
+                            (tile.s0, tile.s1, tile.f0, tile.f1))
+
+
+def mask_from_bounds(bounds, window) -> np.ndarray:
+    """Bool ``window`` ``(s0, s1, f0, f1)`` of the inclusive ROI ``bounds`` ``(fmin, fmax, smin, smax)``."""
+    fmin, fmax, smin, smax = bounds
+    s = np.arange(window[0], window[1])[:, None]
+    f = np.arange(window[2], window[3])[None, :]
     return (f >= fmin) & (f <= fmax) & (s >= smin) & (s <= smax)
 
 

@@ -108,7 +108,7 @@ def _finish_task(base_sim, task: FinishTask) -> int:
     t = task.tile
     g = zarr.open_group(task.store, mode="r+")
     img = np.asarray(g["float"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1])
-    in_roi = roi_mask(base_sim.detector)[t.s0 : t.s1, t.f0 : t.f1]
+    in_roi = roi_mask(base_sim.detector, t)
     overloads = 0
     if task.with_int:
         g["int"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1] = int_image(img, in_roi, task.scale, task.adc)

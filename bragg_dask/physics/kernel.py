@@ -367,7 +367,7 @@ def _rotate_axis(v: torch.Tensor, axis: torch.Tensor, phi: torch.Tensor) -> torc
 
 def rendered_mask(det, tile: TileSpec) -> np.ndarray:
     """``(n_slow, n_fast)`` bool: pixels of the tile inside the ROI and not masked."""
-    fmin, fmax, smin, smax = det.roi_bounds
+    fmin, fmax, smin, smax = det.roi_bounds  # (the physics does not import the output layer)
     s = np.arange(tile.s0, tile.s1)[:, None]
     f = np.arange(tile.f0, tile.f1)[None, :]
     m = (f >= fmin) & (f <= fmax) & (s >= smin) & (s <= smax)
