@@ -105,7 +105,8 @@ class IntensityModel:
         """Sum over all orientations: ``(Q,)`` float64."""
         out = torch.zeros(scatter.shape[0], dtype=torch.float64, device=scatter.device)
         for t in self.terms(scatter, interp_ok):
-            out += t.term.sum(-1, dtype=torch.float64)
+            # a single orientation needs no reduction (common for stills: skip a kernel launch)
+            out += t.term[:, 0] if t.term.shape[1] == 1 else t.term.sum(-1, dtype=torch.float64)
         return out
 
     def out_of_range(self, scatter: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:

@@ -315,9 +315,14 @@ def _first_polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch
     """
     beam = prep.sim.beam
     p = diffracted.shape[0]
-    has, src, pt = _first_evaluation(kept)
-    d0 = diffracted[torch.arange(p, device=diffracted.device), pt]
-    inc = prep.incident[src]
+    if prep.sim.dmin_m > 0.0:
+        has, src, pt = _first_evaluation(kept)
+        d0 = diffracted[torch.arange(p, device=diffracted.device), pt]
+        inc = prep.incident[src]
+    else:  # nothing is culled: the first evaluation is the first sub-pixel with the first source
+        has = torch.ones(p, dtype=torch.bool, device=diffracted.device)
+        d0 = diffracted[:, 0]
+        inc = prep.incident[0].expand_as(d0)
     if beam.nopolar:
         factor = torch.ones(p, dtype=torch.float64, device=d0.device)
     else:

@@ -21,11 +21,16 @@ def square_lattice_sq(delta: torch.Tensor, n_cells: torch.Tensor) -> torch.Tenso
     ``delta``: ``(..., 3)``; ``n_cells``: ``(3,)`` same dtype.  Returns ``(...)``.
     """
     x = delta * math.pi
-    den = torch.sin(x)
-    ratio = torch.sin(x * n_cells).div_(den)
-    ratio = torch.where(den == 0, n_cells.expand_as(ratio), ratio)
+    ratio = torch.sin(x * n_cells).div_(torch.sin(x))
     ratio.square_()
-    return ratio[..., 0] * ratio[..., 1] * ratio[..., 2]
+    out = ratio[..., 0] * ratio[..., 1] * ratio[..., 2]
+    bad = torch.isnan(out)  # 0/0 at an exactly integer index (rare): the limit N^2 on that axis
+    if bool(bad.any()):
+        d = delta[bad]
+        r = torch.where(d == 0, n_cells.expand_as(d), torch.sin(d * math.pi * n_cells) / torch.sin(d * math.pi))
+        r = r * r
+        out[bad] = r[..., 0] * r[..., 1] * r[..., 2]
+    return out
 
 
 def round_lattice(delta: torch.Tensor, n_cells: torch.Tensor, fudge: float) -> torch.Tensor:
