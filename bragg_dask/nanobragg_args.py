@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .io.smv import read_smv_frame, value_of
-from .resolve import OutputOptions, ParsedArgs, RawParams, resolve
+from .resolve import OutputOptions, ParsedArgs, RawParams, header_import, resolve
 
 RTD = 180.0 / math.pi
 
@@ -423,43 +422,10 @@ def _rule_misset_random(p: RawParams, argv: list[str], i: int) -> bool:
     return False
 
 
-def _header_import(p: RawParams, argv: list[str], cwd: str) -> None:
-    """The pre-scan (C L398-503): the mask header first, then the img header, before any flag."""
-    files = {}
-    for i, arg in enumerate(argv[:-1]):
-        if arg.startswith("-"):
-            for key in ("-img", "-mask"):
-                if key in arg:
-                    files[key] = argv[i + 1]
-    for key in ("-mask", "-img"):
-        if key not in files:
-            continue
-        path = os.path.join(cwd, files[key])
-        header, pixels = read_smv_frame(path)
-        p.spixels, p.fpixels = pixels.shape
-        px = value_of(header, "PIXEL_SIZE")
-        if px is not None:
-            p.pixel_size = px / 1000.0
-        p.detsize_f, p.detsize_s = p.pixel_size * p.fpixels, p.pixel_size * p.spixels
-        for name, attr, k in (("DISTANCE", "distance", 1e-3), ("CLOSE_DISTANCE", "close_distance", 1e-3),
-                              ("WAVELENGTH", "lambda0", 1e-10), ("BEAM_CENTER_X", "xbeam", 1e-3),
-                              ("ORGX", "orgx", 1.0), ("ORGY", "orgy", 1.0), ("PHI", "phi0", 1 / RTD),
-                              ("OSC_RANGE", "osc", 1 / RTD)):
-            v = value_of(header, name)
-            if v is not None:
-                setattr(p, attr, v * k)
-        yb = value_of(header, "BEAM_CENTER_Y")
-        if yb is not None:  # the mask's Y centre is flipped, the img's is not (C L440 vs L483)
-            p.ybeam = p.detsize_s - yb / 1000.0 if key == "-mask" else yb / 1000.0
-        if key == "-mask":
-            p.mask = pixels != 0
-            p.mask_file = files[key]
-
-
 def parse_raw(argv: list[str], cwd: str = ".") -> RawParams:
     """Run the C program's argument loop over ``argv`` (without the program name)."""
     p = RawParams()
-    _header_import(p, argv, cwd)
+    header_import(p, argv, cwd)
     consumed: set[int] = set()
     for i, arg in enumerate(argv):
         if not arg.startswith("-"):

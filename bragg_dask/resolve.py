@@ -21,6 +21,7 @@ from .config import DEFAULT_FLUENCE, Beam, Crystal, Detector, Simulation, Source
 from .errors import ConfigError, UsageError
 from .io.hkl import read_hkl
 from .io.mosflm import read_mat
+from .io.smv import read_smv_frame, value_of
 from .io.sourcefile import read_sources
 from .io.stol import read_stol
 from .physics import crystal as xtal
@@ -142,6 +143,39 @@ class ParsedArgs:
     simulation: Simulation
     outputs: OutputOptions
     raw: RawParams
+
+
+def header_import(p: RawParams, argv: list[str], cwd: str) -> None:
+    """The pre-scan (C L398-503): the mask header first, then the img header, before any flag."""
+    files = {}
+    for i, arg in enumerate(argv[:-1]):
+        if arg.startswith("-"):
+            for key in ("-img", "-mask"):
+                if key in arg:
+                    files[key] = argv[i + 1]
+    for key in ("-mask", "-img"):
+        if key not in files:
+            continue
+        path = os.path.join(cwd, files[key])
+        header, pixels = read_smv_frame(path)
+        p.spixels, p.fpixels = pixels.shape
+        px = value_of(header, "PIXEL_SIZE")
+        if px is not None:
+            p.pixel_size = px / 1000.0
+        p.detsize_f, p.detsize_s = p.pixel_size * p.fpixels, p.pixel_size * p.spixels
+        for name, attr, k in (("DISTANCE", "distance", 1e-3), ("CLOSE_DISTANCE", "close_distance", 1e-3),
+                              ("WAVELENGTH", "lambda0", 1e-10), ("BEAM_CENTER_X", "xbeam", 1e-3),
+                              ("ORGX", "orgx", 1.0), ("ORGY", "orgy", 1.0), ("PHI", "phi0", 1 / RTD),
+                              ("OSC_RANGE", "osc", 1 / RTD)):
+            v = value_of(header, name)
+            if v is not None:
+                setattr(p, attr, v * k)
+        yb = value_of(header, "BEAM_CENTER_Y")
+        if yb is not None:  # the mask's Y centre is flipped, the img's is not (C L440 vs L483)
+            p.ybeam = p.detsize_s - yb / 1000.0 if key == "-mask" else yb / 1000.0
+        if key == "-mask":
+            p.mask = pixels != 0
+            p.mask_file = files[key]
 
 
 def _phi_sampling(p: RawParams) -> tuple[float, int]:
