@@ -52,13 +52,6 @@ def segments(spixels: int, threads: int = 1) -> tuple[Segment, ...]:
     return tuple(out)
 
 
-def segment_of_row(segs: Sequence[Segment], row: int) -> int:
-    for s in segs:
-        if s.row0 <= row < s.row1:
-            return s.index
-    raise ValueError(f"row {row} is in no segment")
-
-
 @dataclass(frozen=True)
 class RunSummary:
     """What one run does to the state: its first executed pixel and first out-of-range evaluation.
@@ -93,10 +86,6 @@ class TileSeed:
     """Seeds of every row of a tile, top to bottom."""
 
     rows: tuple[RowSeed, ...]
-
-    @property
-    def trivial(self) -> bool:
-        return all(r.fresh_col < 0 and r.interp == INTERP_ON for r in self.rows)
 
 
 # --- the state transformers and their composition -------------------------------------------

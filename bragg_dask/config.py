@@ -20,7 +20,6 @@ from .physics.geometry import DetectorGeometry
 from .physics.structure_factors import StructureFactors
 from .physics.vectors import Vec3
 
-R_E_SQR = 7.94079248018965e-30  # m^2, classical electron radius squared
 DEFAULT_FLUENCE = 125932015286227086360700780544.0  # photons/m^2: r_e^2 * fluence == 1
 SHAPES = ("square", "round", "gauss", "tophat")
 

@@ -12,6 +12,3 @@ def write_float_image(path: str, image: np.ndarray) -> None:
     with atomic_write(path) as fh:
         fh.write(np.ascontiguousarray(image, dtype="<f4").tobytes())
 
-
-def read_float_image(path: str, shape: tuple[int, int]) -> np.ndarray:
-    return np.fromfile(path, dtype="<f4").reshape(shape)
