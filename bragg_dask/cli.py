@@ -1,8 +1,11 @@
 """``bragg-dask``: the nanoBragg command line, plus service flags.
 
     bragg-dask <nanoBragg flags> [--parity spec|c] [--c-threads T] [--tile N]
-               [--dtype float64|float32] [--device cpu|cuda] [--zarr PATH]
-               [--scheduler ADDRESS | --scheduler-file FILE] [--workers N]
+               [--dtype float64|float32] [--device cpu|cuda] [--zarr PATH [--overwrite]]
+               [--memory-limit SIZE]
+               [--scheduler ADDRESS | --scheduler-file FILE] [--connect-timeout S]
+               [--tls-ca-file F --tls-cert F [--tls-key F]]
+               [--workers N] [--listen HOST] [--dashboard-address ADDR|none]
 
     bragg-dask export STORE [--frame K] [-floatfile F] [-intfile F] [-noisefile F] [-pgmfile F]
                [-scale S] [-pgmscale S] [-adc A] [-seed N]
@@ -11,8 +14,15 @@ Single-dash flags have the C program's meaning.  Datasets: ``--frames N`` (a rot
 starting at phi0 + k*osc) or ``--orientations N --orientation-seed S`` (random crystal orientations),
 both into the store given by ``--zarr``.  Without ``--zarr`` or a scheduler the image is
 computed in-process (serial executor); with ``--zarr`` it runs on a Dask cluster (an embedded
-local one unless an address is given) and streams tiles into a Zarr v3 store.  Bad input ends with
-a one-line ``bragg-dask: error: ...`` and exit status 2.
+local one unless an address is given) and streams tiles into a Zarr v3 store.  The embedded cluster
+(scheduler, workers, dashboard) listens on 127.0.0.1 only; ``--listen HOST`` binds it to HOST and
+``--dashboard-address ADDR`` puts its dashboard at ADDR (``none``: no dashboard).  ``--scheduler
+tls://...`` encrypts the traffic with ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key`` (as for
+``dask scheduler``/``dask worker``) or with Dask's ``distributed.comm.tls.*`` settings; the same
+flags without a scheduler make the embedded cluster use TLS.  ``--connect-timeout S`` (default 10)
+bounds the wait for a scheduler.  Bad input, an unreachable or lost scheduler end with a one-line
+``bragg-dask: error: ...`` and exit status 2; Ctrl-C with ``bragg-dask: interrupted`` and 130.  A
+store keeps the tiles written before either: the same command again computes only the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import os
 import sys
 import time
 
+from .checks import check_outputs
 from .errors import BraggDaskError, UsageError
 
 log = logging.getLogger("bragg_dask")
@@ -46,10 +57,17 @@ def service_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scheduler", default=None)
     ap.add_argument("--scheduler-file", default=None, dest="scheduler_file")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--listen", default=None)
+    ap.add_argument("--dashboard-address", default=None, dest="dashboard_address")
+    ap.add_argument("--tls-ca-file", default=None, dest="tls_ca_file")
+    ap.add_argument("--tls-cert", default=None, dest="tls_cert")
+    ap.add_argument("--tls-key", default=None, dest="tls_key")
+    ap.add_argument("--connect-timeout", type=float, default=10.0, dest="connect_timeout")
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--orientations", type=int, default=None)
     ap.add_argument("--orientation-seed", type=int, default=0, dest="orientation_seed")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--memory-limit", default=None, dest="memory_limit")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--help", action="store_true")
     return ap
@@ -58,7 +76,9 @@ def service_parser() -> argparse.ArgumentParser:
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``--service`` flags (and their values) from the nanoBragg flags."""
     takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
-                   "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed"}
+                   "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed",
+                   "--memory-limit", "--listen", "--dashboard-address", "--tls-ca-file", "--tls-cert", "--tls-key",
+                   "--connect-timeout"}
     service, c_args = [], []
     i = 0
     while i < len(argv):
@@ -94,6 +114,7 @@ def _check_service(opts) -> None:
                              "give --scheduler)", flag="--device")
     if opts.scheduler and opts.scheduler_file:
         raise UsageError("give either --scheduler or --scheduler-file, not both", flag="--scheduler")
+    _check_cluster(opts)
     if opts.workers is not None and opts.workers < 1:
         raise UsageError(f"must be >= 1, got {opts.workers}", flag="--workers")
     for flag, v in (("--frames", opts.frames), ("--orientations", opts.orientations)):
@@ -104,6 +125,29 @@ def _check_service(opts) -> None:
     if (opts.frames or opts.orientations or 1) > 1 and not opts.zarr:
         raise UsageError("a dataset of several frames is written to a store: add --zarr PATH",
                          flag="--frames" if opts.frames else "--orientations")
+
+
+def _check_cluster(opts) -> None:
+    for flag, v in (("--scheduler", opts.scheduler), ("--scheduler-file", opts.scheduler_file),
+                    ("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address)):
+        if v is not None and not v.strip():
+            raise UsageError("needs a value", flag=flag)
+    if not opts.connect_timeout > 0:
+        raise UsageError(f"must be > 0 seconds, got {opts.connect_timeout:g}", flag="--connect-timeout")
+    if opts.scheduler or opts.scheduler_file:
+        for flag, v in (("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address),
+                        ("--workers", opts.workers)):
+            if v is not None:
+                raise UsageError("sets up the embedded cluster; it means nothing with a scheduler", flag=flag)
+
+
+def _cluster_options(opts):
+    from .cluster import LOCALHOST, ClusterOptions
+
+    return ClusterOptions(scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
+                          device=opts.device, listen=opts.listen or LOCALHOST,
+                          dashboard_address=opts.dashboard_address, tls_ca_file=opts.tls_ca_file,
+                          tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout)
 
 
 def _dataset(opts):
@@ -131,6 +175,11 @@ def run(argv: list[str]) -> int:
         print(SERVICE_FLAGS_HELP)
         return 0
     _check_service(opts)
+    if opts.memory_limit is not None:  # the budget of a run holding a whole frame (see memory.py)
+        from .memory import ENV, parse_size
+
+        parse_size(opts.memory_limit)
+        os.environ[ENV] = opts.memory_limit
     # like the C program, progress and information go to stdout; errors alone go to stderr
     logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stdout)
@@ -142,10 +191,14 @@ def run(argv: list[str]) -> int:
         if named:
             raise UsageError("a dataset's frames stay in the store; write files for one frame with "
                              "'bragg-dask export STORE --frame K -floatfile ...'", flag="-" + sorted(named)[0])
+    check_outputs(parsed, zarr=opts.zarr, write_files=dataset.n == 1)  # before any computation
     if outputs.noisefile and outputs.seed is None:  # one time-based seed for the whole run, reported
         import dataclasses
 
-        outputs = dataclasses.replace(outputs, seed=int(time.time()))
+        from .store import stored_noise_seed
+
+        seed = stored_noise_seed(opts.zarr) if opts.zarr else None  # resuming a store: keep its seed
+        outputs = dataclasses.replace(outputs, seed=int(time.time()) if seed is None else seed)
     if outputs.noisefile:
         log.info("noise seed %d", outputs.seed)
     _describe(sim)
@@ -174,10 +227,13 @@ def _execute(sim, outputs, opts, dataset, threads):
             sim, store=opts.zarr, tile=opts.tile, device=opts.device, dtype=dtype,
             scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
             overwrite=opts.overwrite, progress=outputs.progress and not opts.quiet, parity=opts.parity,
-            c_threads=threads, dataset=dataset, outputs=outputs,
+            c_threads=threads, dataset=dataset, outputs=outputs, cluster_options=_cluster_options(opts),
         )
     from .executors.serial import run_serial
+    from .memory import check_frame_fits
     from .plan import plan_tiles
+
+    check_frame_fits(sim, outputs)  # the frame and the output files are made in this process
 
     plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile)
     return run_serial(sim, plan, device=opts.device, dtype=dtype, parity=opts.parity, c_threads=threads)
@@ -192,7 +248,8 @@ def _report(sim, outputs, opts, dataset, result) -> None:
     print(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     print(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
     if dataset.n == 1:
-        for path in write_outputs(sim, result.image, st, outputs):
+        image = result.source if hasattr(result, "source") else result.image  # a store frame: by bands
+        for path in write_outputs(sim, image, st, outputs):
             print(f"wrote {path}")
     else:
         print(f"{dataset.n} frames ({dataset.kind})")
@@ -219,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bragg-dask: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        from .cluster import silence
+
+        silence()  # whatever is still closing says nothing more
         print("bragg-dask: interrupted", file=sys.stderr)
         return 130
 

@@ -25,17 +25,65 @@ SHAPES = ("square", "round", "gauss", "tophat")
 
 
 def _vec(v, name: str, flag: str | None) -> Vec3:
-    t = tuple(float(x) for x in v)
+    try:
+        t = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected 3 finite numbers, got {v!r}", flag=flag, field=name) from None
     if len(t) != 3 or not all(math.isfinite(x) for x in t):
         raise ConfigError(f"expected 3 finite numbers, got {v!r}", flag=flag, field=name)
     return t  # type: ignore[return-value]
 
 
+def _direction(v, name: str, flag: str | None) -> Vec3:
+    t = _vec(v, name, flag)
+    if not any(t):
+        raise ConfigError("a direction cannot be the zero vector", flag=flag, field=name)
+    return t
+
+
+def _number(x, name: str, flag: str | None) -> float:
+    if isinstance(x, bool):
+        raise ConfigError(f"expected a number, got {x!r}", flag=flag, field=name)
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a number, got {x!r}", flag=flag, field=name) from None
+    if not math.isfinite(v):
+        raise ConfigError(f"must be a finite number, got {x!r}", flag=flag, field=name)
+    return v
+
+
 def _positive(x: float, name: str, flag: str | None) -> float:
-    x = float(x)
-    if not (x > 0.0 and math.isfinite(x)):
+    v = _number(x, name, flag)
+    if not v > 0.0:
         raise ConfigError(f"must be a positive number, got {x!r}", flag=flag, field=name)
-    return x
+    return v
+
+
+def _non_negative(x: float, name: str, flag: str | None) -> float:
+    v = _number(x, name, flag)
+    if not v >= 0.0:
+        raise ConfigError(f"must be >= 0, got {x!r}", flag=flag, field=name)
+    return v
+
+
+def _count(n, name: str, flag: str | None, lo: int = 1) -> int:
+    """An integer >= lo (an integral float is accepted; 2.5, NaN or True are not)."""
+    if isinstance(n, bool):
+        raise ConfigError(f"expected an integer, got {n!r}", flag=flag, field=name)
+    try:
+        v = float(n)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected an integer, got {n!r}", flag=flag, field=name) from None
+    if not math.isfinite(v) or v != int(v):
+        raise ConfigError(f"expected an integer, got {n!r}", flag=flag, field=name)
+    if int(v) < lo:
+        raise ConfigError(f"must be >= {lo}, got {n!r}", flag=flag, field=name)
+    return int(v)
+
+
+def _set(obj, name: str, value) -> None:
+    object.__setattr__(obj, name, value)
 
 
 def clip_roi(roi, fpixels: int, spixels: int) -> tuple[int, int, int, int]:
@@ -54,10 +102,8 @@ class Source:
     wavelength_m: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "incident", _vec(self.incident, "incident", "-sourcefile"))
-        if not (self.wavelength_m > 0 or math.isnan(self.wavelength_m) or math.isinf(self.wavelength_m)):
-            raise ConfigError(f"source wavelength must be positive, got {self.wavelength_m!r}",
-                              flag="-lambda", field="wavelength_m")
+        _set(self, "incident", _direction(self.incident, "incident", "-sourcefile"))
+        _set(self, "wavelength_m", _positive(self.wavelength_m, "wavelength_m", "-lambda"))
 
 
 @dataclass(frozen=True)
@@ -73,15 +119,25 @@ class Beam:
     polar_vector: Vec3 = (0.0, 0.0, 1.0)
 
     def __post_init__(self) -> None:
-        _positive(self.wavelength_m, "wavelength_m", "-lambda")
-        if not self.sources:
+        _set(self, "wavelength_m", _positive(self.wavelength_m, "wavelength_m", "-lambda"))
+        try:
+            sources = tuple(self.sources)
+        except TypeError:
+            raise ConfigError(f"expected a tuple of Source, got {self.sources!r}", field="sources") from None
+        if not sources:
             raise ConfigError("at least one source is needed (every divergence point was culled?)",
                               flag="-divergence", field="sources")
-        if not (self.fluence >= 0.0 and math.isfinite(self.fluence)):
-            raise ConfigError(f"must be a non-negative number, got {self.fluence!r}", flag="-fluence",
-                              field="fluence")
-        object.__setattr__(self, "beam_vector", _vec(self.beam_vector, "beam_vector", "-beam_vector"))
-        object.__setattr__(self, "polar_vector", _vec(self.polar_vector, "polar_vector", "-polar_vector"))
+        if not all(isinstance(x, Source) for x in sources):
+            raise ConfigError("every source must be a Source", field="sources")
+        _set(self, "sources", sources)
+        _set(self, "fluence", _positive(self.fluence, "fluence", "-fluence"))
+        k = _number(self.polarization, "polarization", "-polar")
+        if not -1.0 <= k <= 1.0:
+            raise ConfigError(f"the Kahn factor must be between -1 and 1, got {k!r}", flag="-polar",
+                              field="polarization")
+        _set(self, "polarization", k)
+        _set(self, "beam_vector", _direction(self.beam_vector, "beam_vector", "-beam_vector"))
+        _set(self, "polar_vector", _direction(self.polar_vector, "polar_vector", "-polar_vector"))
 
 
 @dataclass(frozen=True)
@@ -111,19 +167,42 @@ class Crystal:
     interpolate: bool = False
 
     def __post_init__(self) -> None:
-        for name, flag in (("a_m", "-cell"), ("b_m", "-cell"), ("c_m", "-cell")):
-            object.__setattr__(self, name, _vec(getattr(self, name), name, flag))
-        if len(self.n_cells) != 3 or any(int(n) < 1 for n in self.n_cells):
-            raise ConfigError(f"cells per axis must be >= 1, got {self.n_cells!r}", flag="-N", field="n_cells")
-        object.__setattr__(self, "n_cells", tuple(int(n) for n in self.n_cells))
+        for name in ("a_m", "b_m", "c_m", "a_star_per_A", "b_star_per_A", "c_star_per_A"):
+            _set(self, name, _direction(getattr(self, name), name, "-cell"))
+        a, b, c = self.a_m, self.b_m, self.c_m
+        volume = abs(a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+                     + a[2] * (b[0] * c[1] - b[1] * c[0]))
+        if not volume > 1e-12 * math.prod(math.hypot(*v) for v in (a, b, c)):
+            raise ConfigError("the cell vectors a, b, c are coplanar (zero cell volume)", flag="-cell", field="a_m")
+        try:
+            ok = len(self.n_cells) == 3
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"expected 3 cell counts, got {self.n_cells!r}", flag="-N", field="n_cells")
+        _set(self, "n_cells", tuple(_count(n, "n_cells", "-N") for n in self.n_cells))
+        if not isinstance(self.structure_factors, StructureFactors):
+            raise ConfigError(f"expected StructureFactors, got {type(self.structure_factors).__name__}",
+                              flag="-hkl", field="structure_factors")
         if self.shape not in SHAPES:
-            raise ConfigError(f"unknown crystal shape {self.shape!r}", flag="-round_xtal", field="shape")
-        if int(self.phisteps) < 1:
-            raise ConfigError(f"must be >= 1, got {self.phisteps}", flag="-phisteps", field="phisteps")
+            raise ConfigError(f"unknown crystal shape {self.shape!r} (one of {', '.join(SHAPES)})",
+                              flag="-round_xtal", field="shape")
+        _set(self, "fudge", _positive(self.fudge, "fudge", "-fudge"))
+        _set(self, "spindle_axis", _direction(self.spindle_axis, "spindle_axis", "-spindle_axis"))
+        for name, flag in (("phi0_rad", "-phi"), ("phistep_rad", "-phistep"), ("osc_rad", "-osc")):
+            _set(self, name, _number(getattr(self, name), name, flag))
+        _set(self, "phisteps", _count(self.phisteps, "phisteps", "-phisteps"))
+        _set(self, "mosaic_spread_rad", _non_negative(self.mosaic_spread_rad, "mosaic_spread_rad", "-mosaic_spread"))
         if not self.mosaic_umats:
             raise ConfigError("at least one mosaic domain is needed", flag="-mosaic_domains", field="mosaic_umats")
-        umats = tuple(tuple(tuple(float(x) for x in row) for row in u) for u in self.mosaic_umats)
-        object.__setattr__(self, "mosaic_umats", umats)
+        try:
+            umats = np.asarray(self.mosaic_umats, dtype=np.float64)
+        except (TypeError, ValueError):
+            umats = np.zeros(0)
+        if umats.ndim != 3 or umats.shape[1:] != (3, 3) or not np.isfinite(umats).all():
+            raise ConfigError("each mosaic domain must be a finite 3x3 rotation", flag="-mosaic_domains",
+                              field="mosaic_umats")
+        _set(self, "mosaic_umats", tuple(tuple(tuple(float(x) for x in row) for row in u) for u in umats))
 
     @property
     def n_domains(self) -> int:
@@ -157,16 +236,31 @@ class Detector:
 
     def __post_init__(self) -> None:
         for name, flag in (("fpixels", "-detpixels_x"), ("spixels", "-detpixels_y")):
-            v = getattr(self, name)
-            if int(v) < 1:
-                raise ConfigError(f"pixel count must be >= 1, got {v}", flag=flag, field=name)
-            object.__setattr__(self, name, int(v))
-        _positive(self.pixel_size_m, "pixel_size_m", "-pixel")
-        if int(self.oversample) < 1:
-            raise ConfigError(f"must be >= 1, got {self.oversample}", flag="-oversample", field="oversample")
-        if int(self.thicksteps) < 1:
-            raise ConfigError(f"must be >= 1, got {self.thicksteps}", flag="-detector_thicksteps",
-                              field="thicksteps")
+            _set(self, name, _count(getattr(self, name), name, flag))
+        _set(self, "pixel_size_m", _positive(self.pixel_size_m, "pixel_size_m", "-pixel"))
+        if not isinstance(self.geometry, DetectorGeometry):
+            raise ConfigError(f"expected DetectorGeometry, got {type(self.geometry).__name__}", field="geometry")
+        _set(self, "oversample", _count(self.oversample, "oversample", "-oversample"))
+        _set(self, "thicksteps", _count(self.thicksteps, "thicksteps", "-detector_thicksteps"))
+        _set(self, "thickness_m", _non_negative(self.thickness_m, "thickness_m", "-detector_thick"))
+        _set(self, "thickstep_m", _non_negative(self.thickstep_m, "thickstep_m", "-detector_thick"))
+        _set(self, "mu_per_m", _non_negative(self.mu_per_m, "mu_per_m", "-detector_abs"))
+        if self.oversample_thick and self.thickness_m <= 0.0:
+            raise ConfigError("with no sensor thickness the capture fraction is 0 in every pixel (an all-zero "
+                              "image)", flag="-oversample_thick", field="oversample_thick")
+        if self.roi is not None:
+            try:
+                roi = tuple(_count(x, "roi", "-roi", lo=-(2**62)) for x in self.roi)
+            except TypeError:
+                roi = ()
+            if len(roi) != 4 or roi[0] > roi[1] or roi[2] > roi[3]:
+                raise ConfigError(f"expected (fmin, fmax, smin, smax) with min <= max, got {self.roi!r}",
+                                  flag="-roi", field="roi")
+            f0, f1, s0, s1 = roi
+            if f1 < 0 or s1 < 0 or f0 > self.fpixels - 1 or s0 > self.spixels - 1:
+                raise ConfigError(f"{roi} lies entirely outside the {self.fpixels} x {self.spixels} pixel detector",
+                                  flag="-roi", field="roi")
+            _set(self, "roi", roi)
         if self.mask is not None:
             m = np.ascontiguousarray(self.mask, dtype=bool)
             if m.shape != (self.spixels, self.fpixels):
@@ -205,6 +299,13 @@ class Simulation:
     detector: Detector
     water_size_m: float = 0.0
     dmin_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, cls in (("beam", Beam), ("crystal", Crystal), ("detector", Detector)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"expected {cls.__name__}, got {type(getattr(self, name)).__name__}", field=name)
+        _set(self, "water_size_m", _non_negative(self.water_size_m, "water_size_m", "-water"))
+        _set(self, "dmin_m", _non_negative(self.dmin_m, "dmin_m", "-dmin"))
 
     @property
     def steps(self) -> int:

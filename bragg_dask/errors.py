@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 
 class BraggDaskError(Exception):
     """Base class for user-facing errors (bad input, impossible configuration)."""
@@ -13,7 +15,11 @@ class ConfigError(BraggDaskError, ValueError):
     def __init__(self, message: str, flag: str | None = None, field: str | None = None) -> None:
         self.flag = flag
         self.field = field
-        prefix = f"{flag}: " if flag else (f"{field}: " if field else "")
+        self.message = message
+        if flag and field:
+            prefix = f"{flag} ({field}): "
+        else:
+            prefix = f"{flag}: " if flag else (f"{field}: " if field else "")
         super().__init__(prefix + message)
 
 
@@ -22,10 +28,24 @@ class UsageError(ConfigError):
 
 
 class InputFileError(BraggDaskError, ValueError):
-    """A malformed or missing input file; names the file and, when known, the line."""
+    """A malformed or missing input file; names the file, the line when known, and the flag that gave it."""
 
-    def __init__(self, path: str, line: int | None, message: str) -> None:
+    def __init__(self, path: str, line: int | None, message: str, flag: str | None = None) -> None:
         self.path = path
         self.line = line
+        self.message = message
+        self.flag = flag
         where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{flag}: {where}: {message}" if flag else f"{where}: {message}")
+
+    def with_flag(self, flag: str) -> InputFileError:
+        return InputFileError(self.path, self.line, self.message, flag=self.flag or flag)
+
+
+@contextlib.contextmanager
+def reading(flag: str):
+    """Name ``flag`` in any :class:`InputFileError` raised while reading the file it gave."""
+    try:
+        yield
+    except InputFileError as exc:
+        raise exc.with_flag(flag) from None

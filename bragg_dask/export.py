@@ -3,7 +3,8 @@
 Writes the raw float image, the SMV int image, the SMV noise image and the PGM preview of one frame,
 so a store feeds ADXV / MOSFLM / DIALS workflows.  The SMV header is rebuilt from the configuration
 recorded in the store; the int and noise images come from the store when it has them, otherwise
-they are made from the float image (int scale from the frame's statistics or ``-scale``).
+they are made from the float image (int scale from the frame's statistics or ``-scale``).  The files
+are written a band of tiles at a time, so a frame larger than memory exports too.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import zarr
 
 from .config import clip_roi
 from .errors import ConfigError, UsageError
-from .io.pgm import write_pgm
-from .io.raw import write_float_image
-from .io.smv import header_fields_from_config, int_image, write_smv
-from .outputs import mask_from_bounds
+from .io.pgm import pgm_bytes
+from .io.smv import header_fields_from_config, int_image, smv_header
+from .outputs import pgm_header, write_streamed
+from .store import StoreFrame
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,26 +56,30 @@ def export_main(argv: list[str]) -> list[str]:
         raise ConfigError(f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)",
                           flag="--frame")
     written: list[str] = []
-    image = np.asarray(g["float"][a.frame])
+    frame = StoreFrame(a.store, a.frame)
     fields = header_fields_from_config(meta["config"])
     fields["phi0_rad"] = math.radians(float(g["phi0_deg"][a.frame]))
-    in_roi = _roi(meta["config"]["detector"], image.shape)
+    s, f = frame.shape
+    bounds = clip_roi(meta["config"]["detector"].get("roi"), f, s)
     if a.floatfile:
-        write_float_image(a.floatfile, image)
+        write_streamed(a.floatfile, frame, None, bounds)
         written.append(a.floatfile)
     scale = a.scale if a.scale > 0 else float(g["int_scale"][a.frame])
     if a.intfile:
-        pixels = np.asarray(g["int"][a.frame]) if ("int" in g and a.scale <= 0 and a.adc == 40.0) else \
-            int_image(image, in_roi, scale, a.adc)
-        write_smv(a.intfile, fields, pixels)
+        if frame.has("int") and a.scale <= 0 and a.adc == 40.0:
+            write_streamed(a.intfile, frame, None, bounds, header=smv_header(fields), array="int")
+        else:
+            write_streamed(a.intfile, frame, lambda band, roi, s0, f0: int_image(band, roi, scale, a.adc), bounds,
+                           header=smv_header(fields))
         written.append(a.intfile)
     if a.noisefile:
-        write_smv(a.noisefile, fields, _noise(g, a, image, in_roi))
+        _write_noise(g, a, frame, bounds, smv_header(fields))
         written.append(a.noisefile)
     if a.pgmfile:
         rmsd = float(g["rmsd"][a.frame])
         pscale = a.pgmscale if a.pgmscale > 0 else (250.0 / (5.0 * rmsd) if rmsd > 0 else scale)
-        write_pgm(a.pgmfile, image, in_roi, pscale)
+        write_streamed(a.pgmfile, frame, lambda band, roi, s0, f0: pgm_bytes(band, roi, pscale), bounds,
+                       header=pgm_header(f, s, pscale))
         written.append(a.pgmfile)
     return written
 
@@ -90,19 +95,17 @@ def _open(path: str) -> zarr.Group:
     return g
 
 
-def _roi(det: dict, shape) -> np.ndarray:
-    s, f = shape
-    return mask_from_bounds(clip_roi(det.get("roi"), f, s), (0, s, 0, f))
-
-
-def _noise(g, a, image, in_roi) -> np.ndarray:
+def _write_noise(g, a, frame, bounds, header: bytes) -> None:
     from .physics.noise import noise_image
 
     stored_seed = int(g["noise_seed"][a.frame])
-    if "noise" in g and a.seed is None and a.adc == 40.0:
-        return np.asarray(g["noise"][a.frame])
+    if frame.has("noise") and a.seed is None and a.adc == 40.0:
+        write_streamed(a.noisefile, frame, None, bounds, header=header, array="noise")
+        return
     seed = a.seed if a.seed is not None else (stored_seed if stored_seed >= 0 else None)
     if seed is None:
         raise UsageError("the store has no noise seed for this frame: give -seed N", flag="-noisefile")
-    pixels, _ = noise_image(image, in_roi, seed=seed, adc=a.adc, fpixels=image.shape[1])
-    return pixels
+    fp = frame.shape[1]
+    write_streamed(a.noisefile, frame, lambda band, roi, s0, f0: noise_image(band, roi, seed=seed, adc=a.adc,
+                                                                            fpixels=fp, s0=s0, f0=f0)[0],
+                   bounds, header=header)

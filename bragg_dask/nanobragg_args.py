@@ -5,7 +5,9 @@ nanoBragg tests every argument that starts with ``-`` against every rule, in ord
 keeps that order and those matches, so prefix collisions behave as in C (``-misset_seed N a b``
 also sets a fixed misset; ``-twotheta_axis x y z`` also sets two-theta; ``-pgmscale`` also sets
 ``-scale``).  Unlike C, a flag missing its values, a non-numeric value, or an argument that no rule
-takes is an error naming the flag.
+takes is an error naming the flag; so is a value out of the flag's range (:class:`Limit`: a count
+below 1, a length, wavelength or energy that is not positive, NaN or an infinity, a cell that does
+not close, a zero direction vector ...), where C would divide by zero or quietly render nonsense.
 
 Parsing fills a :class:`RawParams` with the C program's variables (SI units) and
 :func:`bragg_dask.resolve.resolve` then applies its auto rules in its order.
@@ -18,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .resolve import OutputOptions, ParsedArgs, RawParams, header_import, resolve
 
 RTD = 180.0 / math.pi
@@ -30,26 +32,79 @@ __all__ = ["OutputOptions", "ParsedArgs", "RawParams", "parse_nanobragg_args", "
 
 
 def _num(flag: str, tok: str) -> float:
+    """A finite number (NaN and infinities are refused: no flag means anything by them)."""
     try:
         v = float(tok)
     except ValueError:
         raise UsageError(f"expected a number, got {tok!r}", flag=flag) from None
-    if math.isnan(v):
-        raise UsageError(f"expected a number, got {tok!r}", flag=flag)
+    if not math.isfinite(v):
+        raise UsageError(f"expected a finite number, got {tok!r}", flag=flag)
     return v
 
 
 def _int(flag: str, tok: str) -> int:
+    """An integer (``3``, ``3.0`` or ``3e0``; not ``2.5``, NaN or infinity)."""
     try:
         return int(tok)
     except ValueError:
-        try:
-            v = float(tok)
-        except ValueError:
-            raise UsageError(f"expected an integer, got {tok!r}", flag=flag) from None
-        if v != int(v):
-            raise UsageError(f"expected an integer, got {tok!r}", flag=flag) from None
-        return int(v)
+        pass
+    try:
+        v = float(tok)
+    except ValueError:
+        raise UsageError(f"expected an integer, got {tok!r}", flag=flag) from None
+    if not math.isfinite(v) or v != int(v):
+        raise UsageError(f"expected an integer, got {tok!r}", flag=flag)
+    return int(v)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The range a flag's value must lie in; ``None`` leaves that side open."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # True: strictly greater than lo
+    hi_open: bool = False
+    what: str = ""  # why, for the message
+
+    def _low(self, v: float) -> bool:
+        return self.lo is not None and not (v > self.lo if self.lo_open else v >= self.lo)
+
+    def _high(self, v: float) -> bool:
+        return self.hi is not None and not (v < self.hi if self.hi_open else v <= self.hi)
+
+    def ok(self, v: float) -> bool:
+        return not (self._low(v) or self._high(v))
+
+    def __call__(self, flag: str, tok: str, v: float) -> None:
+        if self._low(v):
+            bound = f"> {_fmt(self.lo)}" if self.lo_open else f">= {_fmt(self.lo)}"
+        elif self._high(v):
+            bound = f"< {_fmt(self.hi)}" if self.hi_open else f"<= {_fmt(self.hi)}"
+        else:
+            return
+        why = f" ({self.what})" if self.what else ""
+        raise UsageError(f"must be {bound}{why}, got {tok}", flag=flag)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+POSITIVE = Limit(0.0, lo_open=True)
+NON_NEGATIVE = Limit(0.0)
+COUNT = Limit(1, 2**31 - 1)
+SEED = Limit(-(2**63) + 1, 2**63 - 1)
+
+
+def _checked(conv: Callable, check: Limit | None) -> Callable:
+    def c(flag: str, tok: str):
+        v = conv(flag, tok)
+        if check is not None:
+            check(flag, tok, v)
+        return v
+
+    return c
 
 
 # ----------------------------------------------------------------------------- the rule table
@@ -59,7 +114,11 @@ Handler = Callable[[RawParams, str, list], None]
 
 @dataclass(frozen=True)
 class Rule:
-    """One C rule: substring patterns (any), optional exact length, value count, stop-after."""
+    """One C rule: substring patterns (any), optional exact length, value count, stop-after.
+
+    ``nargs``: how many values follow (``-cell`` takes exactly 6, as the C rule's count, though C
+    accepts fewer).
+    """
 
     patterns: tuple[str, ...]
     nargs: int
@@ -79,10 +138,13 @@ class Rule:
         return any(p in arg for p in self.patterns)
 
 
-def _set(attr: str, conv: Callable = _num, scale: float = 1.0, pivot: str | None = None) -> Handler:
+def _set(attr: str, conv: Callable = _num, scale: float = 1.0, pivot: str | None = None,
+         check: Limit | None = None, div: float = 1.0) -> Handler:
+    # ``div`` divides where the C program divides (x/1000.0, x/RTD): x*1e-3 or x*(1/RTD) can differ
+    # in the last bit, and e.g. a phi step of 3.5e-18 rad then becomes exactly 0 (or vice versa)
     def h(p: RawParams, flag: str, v: list) -> None:
-        val = conv(flag, v[0])
-        setattr(p, attr, val * scale if conv is _num else val)
+        val = _checked(conv, check)(flag, v[0])
+        setattr(p, attr, val * scale / div if conv is _num else val)
         p.given.add(attr)
         if pivot:
             p.pivot = pivot
@@ -99,31 +161,49 @@ def _flag(attr: str, value) -> Handler:
 
 def _cells(axes: tuple[int, ...]) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
-        n = _int(flag, v[0])
+        n = _checked(_int, COUNT)(flag, v[0])
         for a in axes:
             p.n_cells[a] = n
 
     return h
 
 
+CELL_USAGE = "'a b c alpha beta gamma' (Angstrom, degrees)"
+
+
 def _cell(p: RawParams, flag: str, v: list) -> None:
-    vals = []
-    for tok in v:
-        if tok.startswith("-"):
-            break
-        vals.append(_num(flag, tok))
-    if not vals:
-        raise UsageError("expected 'a b c alpha beta gamma' (Angstrom, degrees)", flag=flag)
-    p.cell = (p.cell or [0.0] * 6)
-    for i, x in enumerate(vals):
-        p.cell[i] = x
+    vals = [_num(flag, tok) for tok in _take_until_flag(v)]
+    if len(vals) != 6:
+        raise UsageError(f"needs 6 values {CELL_USAGE}, got {len(vals)}", flag=flag)
+    check_cell(vals, flag)
+    p.cell = vals
+
+
+def check_cell(vals, flag: str | None = "-cell", field: str | None = None) -> None:
+    """Lengths > 0 and angles that close a cell of positive volume (each < the sum of the others, sum < 360)."""
+    a, b, c, al, be, ga = (float(x) for x in vals)
+    for name, x in (("a", a), ("b", b), ("c", c)):
+        if not (x > 0 and math.isfinite(x)):
+            raise ConfigError(f"cell length {name} must be > 0, got {x:g}", flag=flag, field=field)
+    for name, x in (("alpha", al), ("beta", be), ("gamma", ga)):
+        if not 0.0 < x < 180.0:
+            raise ConfigError(f"cell angle {name} must be between 0 and 180 degrees, got {x:g}", flag=flag,
+                              field=field)
+    s = (al + be + ga) / 2.0
+    skew = math.sin(s / RTD) * math.sin((s - al) / RTD) * math.sin((s - be) / RTD) * math.sin((s - ga) / RTD)
+    if not skew > 1e-12:
+        raise ConfigError(f"angles {al:g} {be:g} {ga:g} give no cell (each must be less than the sum of the "
+                          "other two, and all three less than 360 degrees)", flag=flag, field=field)
 
 
 def _misset(p: RawParams, flag: str, v: list) -> None:
     if flag == "-misset":
         p.misset = tuple(_num(flag, t) / RTD for t in v)
     else:  # -misset_seed N a b: the C program's substring match also sets a misset, with atof()
-        p.misset = tuple(_atof(t) / RTD for t in v)
+        angles = tuple(_atof(t) for t in v)
+        if not all(math.isfinite(x) for x in angles):
+            raise UsageError(f"expected finite numbers, got {' '.join(v)!r}", flag=flag)
+        p.misset = tuple(x / RTD for x in angles)
     p.misset_random = False
 
 
@@ -137,7 +217,7 @@ def _atof(tok: str) -> float:
 
 def _sample(axes: tuple[int, ...]) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
-        x = _num(flag, v[0]) / 1000.0
+        x = _checked(_num, Limit(0.0, lo_open=True, what="crystal size in mm"))(flag, v[0]) / 1000.0
         for a in axes:
             p.sample_xyz[a] = x
 
@@ -163,8 +243,11 @@ def _convention(name: str, pivot: str) -> Handler:
 
 def _vector(key: str) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
+        vec = tuple(_num(flag, t) for t in v)
+        if not any(vec):
+            raise UsageError("a direction cannot be the zero vector", flag=flag)
         p.convention = "custom"
-        p.vectors[key] = tuple(_num(flag, t) for t in v)
+        p.vectors[key] = vec
 
     return h
 
@@ -176,11 +259,17 @@ def _pix0(p: RawParams, flag: str, v: list) -> None:
 
 
 def _detector_abs(p: RawParams, flag: str, v: list) -> None:
-    if "inf" in v[0] or _atof(v[0]) == 0.0:
+    tok = v[0]
+    try:
+        x = float(tok)
+    except ValueError:
+        raise UsageError(f"expected an absorption depth in microns, 'inf' or 0, got {tok!r}", flag=flag) from None
+    if "inf" in tok or x == 0.0:
         p.detector_thick = 0.0
         p.detector_mu = 0.0
-    else:
-        p.detector_mu = 1.0 / (_num(flag, v[0]) * 1e-6)
+        return
+    Limit(0.0, lo_open=True, what="absorption depth in microns; 'inf' or 0 for none")(flag, tok, _num(flag, tok))
+    p.detector_mu = 1.0 / (x * 1e-6)
 
 
 def _twotheta(p: RawParams, flag: str, v: list) -> None:
@@ -197,7 +286,7 @@ def _rot(axis: int) -> Handler:
 
 def _detsize(which: str) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
-        x = _num(flag, v[0]) / 1000.0
+        x = _checked(_num, POSITIVE)(flag, v[0]) / 1000.0
         if which in "fb":
             p.detsize_f = x
         if which in "sb":
@@ -208,9 +297,7 @@ def _detsize(which: str) -> Handler:
 
 def _detpixels(which: str) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
-        n = _int(flag, v[0])
-        if n < 1:
-            raise UsageError(f"pixel count must be >= 1, got {n}", flag=flag)
+        n = _checked(_int, COUNT)(flag, v[0])
         if which in "fb":
             p.fpixels = n
         if which in "sb":
@@ -220,44 +307,49 @@ def _detpixels(which: str) -> Handler:
 
 
 def _polar(p: RawParams, flag: str, v: list) -> None:
-    p.polarization = _num(flag, v[0])
+    p.polarization = _checked(_num, Limit(-1.0, 1.0, what="the Kahn polarisation factor"))(flag, v[0])
     p.nopolar = False
 
 
-def _curved(p: RawParams, flag: str, v: list) -> None:
-    p.curved = True  # the C rule needs some following argument, and does not use it
-
-
 def _roi(p: RawParams, flag: str, v: list) -> None:
-    p.roi = [_int(flag, t) for t in v]
+    f0, f1, s0, s1 = (_int(flag, t) for t in v)
+    if f0 > f1 or s0 > s1:
+        raise UsageError(f"expected 'xmin xmax ymin ymax' with min <= max, got {' '.join(v)}", flag=flag)
+    p.roi = [f0, f1, s0, s1]
 
 
 def _energy(p: RawParams, flag: str, v: list) -> None:
-    e = _num(flag, v[0])
-    if e <= 0:
-        raise UsageError(f"photon energy must be positive, got {v[0]!r}", flag=flag)
+    e = _checked(_num, Limit(0.0, lo_open=True, what="photon energy in eV"))(flag, v[0])
     p.lambda0 = (12398.42 / e) / 1.0e10
 
 
 def _divergence(p: RawParams, flag: str, v: list) -> None:
-    p.hdivrange = p.vdivrange = _num(flag, v[0]) / 1000.0
+    p.hdivrange = p.vdivrange = _checked(_num, NON_NEGATIVE)(flag, v[0]) / 1000.0
 
 
 def _divsteps(p: RawParams, flag: str, v: list) -> None:
-    p.hdivsteps = p.vdivsteps = _int(flag, v[0])
+    p.hdivsteps = p.vdivsteps = _checked(_int, COUNT)(flag, v[0])
+
+
+def _file_name(flag: str, tok: str) -> str:
+    if not tok or (tok.startswith("-") and len(tok) > 1 and not tok[1].isdigit()):
+        raise UsageError(f"expected a file name, got {tok!r}", flag=flag)
+    return tok
 
 
 def _path(attr: str) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
-        setattr(p, attr, v[0])
+        setattr(p, attr, _file_name(flag, v[0]))
+        p.flag_of[attr] = flag
 
     return h
 
 
 def _outfile(attr: str, enable: str | None = None) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
-        setattr(p, attr, v[0])
+        setattr(p, attr, _file_name(flag, v[0]))
         p.given.add(attr)
+        p.flag_of[attr] = flag
         if enable:
             setattr(p, enable, True)
 
@@ -265,34 +357,45 @@ def _outfile(attr: str, enable: str | None = None) -> Handler:
 
 
 def _pgmscale(p: RawParams, flag: str, v: list) -> None:
-    p.pgm_scale = _num(flag, v[0])
+    p.pgm_scale = _checked(_num, POSITIVE)(flag, v[0])
     p.write_pgm = True
 
 
 def _seed(attr: str) -> Handler:
     def h(p: RawParams, flag: str, v: list) -> None:
-        setattr(p, attr, -_int(flag, v[0]))
+        setattr(p, attr, -_checked(_int, SEED)(flag, v[0]))
 
     return h
 
 
-def _ignore_value(p: RawParams, flag: str, v: list) -> None:
-    return None
+def _check_values(conv: Callable, check: Limit | None = None) -> Handler:
+    """A flag the C program reads and never uses: its values are still checked."""
+
+    def h(p: RawParams, flag: str, v: list) -> None:
+        for t in v:
+            _checked(conv, check)(flag, t)
+
+    return h
+
+
+def _ignore_file(p: RawParams, flag: str, v: list) -> None:
+    _file_name(flag, v[0])
 
 
 def _ignore(p: RawParams, flag: str, v: list) -> None:
     return None
 
 
+MM = Limit(0.0, lo_open=True, what="a length in mm")
 R = Rule
 RULES: tuple[Rule, ...] = (
-    R(("-img",), 1, _ignore_value),  # read in the pre-scan (header import)
-    R(("-mask",), 1, _ignore_value),
+    R(("-img",), 1, _ignore_file),  # read in the pre-scan (header import)
+    R(("-mask",), 1, _ignore_file),
     R(("-Na",), 1, _cells((0,)), stop=True),
     R(("-Nb",), 1, _cells((1,)), stop=True),
     R(("-Nc",), 1, _cells((2,)), stop=True),
     R(("-N",), 1, _cells((0, 1, 2)), exact=True, stop=True),
-    R(("-cell",), -6, _cell),
+    R(("-cell",), 6, _cell),
     R(("-misset",), 3, _misset),
     R(("-samplesize", "-sample_size"), 1, _sample((0, 1, 2))),
     R(("-sample_thick", "-sample_x"), 1, _sample((0,))),
@@ -302,13 +405,13 @@ RULES: tuple[Rule, ...] = (
     R(("-xtal_thick", "-xtal_x"), 1, _sample((0,))),
     R(("-xtal_width", "-xtal_y", "-width"), 1, _sample((1,))),
     R(("-xtal_heigh", "-xtal_z", "-heigh"), 1, _sample((2,))),
-    R(("-density", "-sample_den"), 1, _ignore_value),
-    R(("-molec",), 1, _ignore_value),
-    R(("-MW",), 1, _ignore_value, exact=True),
-    R(("-Xbeam",), 1, _set("xbeam", scale=1e-3, pivot="beam")),
-    R(("-Ybeam",), 1, _set("ybeam", scale=1e-3, pivot="beam")),
-    R(("-Xclose",), 1, _set("xclose", scale=1e-3, pivot="sample")),
-    R(("-Yclose",), 1, _set("yclose", scale=1e-3, pivot="sample")),
+    R(("-density", "-sample_den"), 1, _check_values(_num, POSITIVE)),
+    R(("-molec",), 1, _check_values(_num, POSITIVE)),
+    R(("-MW",), 1, _check_values(_num, POSITIVE), exact=True),
+    R(("-Xbeam",), 1, _set("xbeam", div=1000.0, pivot="beam")),
+    R(("-Ybeam",), 1, _set("ybeam", div=1000.0, pivot="beam")),
+    R(("-Xclose",), 1, _set("xclose", div=1000.0, pivot="sample")),
+    R(("-Yclose",), 1, _set("yclose", div=1000.0, pivot="sample")),
     R(("-ORGX",), 1, _set("orgx", pivot="sample")),
     R(("-ORGY",), 1, _set("orgy", pivot="sample")),
     R(("-pivot",), 1, _pivot),
@@ -325,12 +428,12 @@ RULES: tuple[Rule, ...] = (
     R(("-spindle_axis",), 3, _vector("spindle")),
     R(("-twotheta_axis",), 3, _vector("twotheta_axis")),
     R(("-pix0_vector",), 3, _pix0),
-    R(("-distance",), 1, _set("distance", scale=1e-3, pivot="beam")),
-    R(("-close_distance",), 1, _set("close_distance", scale=1e-3, pivot="sample")),
+    R(("-distance",), 1, _set("distance", div=1000.0, pivot="beam", check=MM)),
+    R(("-close_distance",), 1, _set("close_distance", div=1000.0, pivot="sample", check=MM)),
     R(("-detector_abs",), 1, _detector_abs),
-    R(("-detector_thick",), 1, _set("detector_thick", scale=1e-6), length=15),
-    R(("-detector_thicksteps",), 1, _set("detector_thicksteps", _int)),
-    R(("-thicksteps",), 1, _set("detector_thicksteps", _int)),
+    R(("-detector_thick",), 1, _set("detector_thick", scale=1e-6, check=NON_NEGATIVE), length=15),
+    R(("-detector_thicksteps",), 1, _set("detector_thicksteps", _int, check=COUNT)),
+    R(("-thicksteps",), 1, _set("detector_thicksteps", _int, check=COUNT)),
     R(("-twotheta",), 1, _twotheta),
     R(("-detector_rotx",), 1, _rot(0)),
     R(("-detector_roty",), 1, _rot(1)),
@@ -341,48 +444,49 @@ RULES: tuple[Rule, ...] = (
     R(("-detpixels",), 1, _detpixels("b"), length=10),
     R(("-detpixels_f", "-detpixels_x"), 1, _detpixels("f")),
     R(("-detpixels_s", "-detpixels_y"), 1, _detpixels("s")),
-    R(("-curved_det",), 1, _curved),
-    R(("-pixel",), 1, _set("pixel_size", scale=1e-3)),
+    R(("-curved_det",), 0, _flag("curved", True)),  # C needs some following argument and does not use it
+    R(("-pixel",), 1, _set("pixel_size", div=1000.0, check=MM)),
     R(("-point_pixel",), 0, _flag("point_pixel", True)),
     R(("-polar",), 1, _polar, length=6),
     R(("-nopolar",), 0, _flag("nopolar", True)),
     R(("-oversample_thick",), 0, _flag("oversample_thick", True), stop=True),
     R(("-oversample_polar",), 0, _flag("oversample_polar", True), stop=True),
     R(("-oversample_omega",), 0, _flag("oversample_omega", True), stop=True),
-    R(("-oversample",), 1, _set("oversample", _int)),
+    R(("-oversample",), 1, _set("oversample", _int, check=COUNT)),
     R(("-roi",), 4, _roi),
-    R(("-lambda", "-wave"), 1, _set("lambda0", scale=1e-10)),
+    R(("-lambda", "-wave"), 1, _set("lambda0", div=1.0e10, check=Limit(0.0, lo_open=True, what="Angstrom"))),
     R(("-energy",), 1, _energy),
-    R(("-fluence",), 1, _set("fluence")),
-    R(("-flux",), 1, _set("flux")),
-    R(("-exposure",), 1, _set("exposure")),
-    R(("-beamsize",), 1, _set("beamsize", scale=1e-3)),
-    R(("-mosaici", "-mosaic_spr"), 1, _set("mosaic_spread", scale=1 / RTD)),
-    R(("-mosaic",), 1, _set("mosaic_spread", scale=1 / RTD), length=7),
-    R(("-mosaic_dom",), 1, _set("mosaic_domains", _int)),
-    R(("-dispersion",), 1, _set("dispersion", scale=0.01)),
-    R(("-dispsteps",), 1, _set("dispsteps", _int)),
+    R(("-fluence",), 1, _set("fluence", check=POSITIVE)),
+    R(("-flux",), 1, _set("flux", check=POSITIVE)),
+    R(("-exposure",), 1, _set("exposure", check=POSITIVE)),
+    R(("-beamsize",), 1, _set("beamsize", div=1000.0, check=MM)),
+    R(("-mosaici", "-mosaic_spr"), 1, _set("mosaic_spread", div=RTD, check=NON_NEGATIVE)),
+    R(("-mosaic",), 1, _set("mosaic_spread", div=RTD, check=NON_NEGATIVE), length=7),
+    R(("-mosaic_dom",), 1, _set("mosaic_domains", _int, check=COUNT)),
+    R(("-dispersion",), 1, _set("dispersion", div=100.0, check=Limit(
+        0.0, 200.0, hi_open=True, what="percent; at 200 the shortest wavelength is 0"))),
+    R(("-dispsteps",), 1, _set("dispsteps", _int, check=COUNT)),
     R(("-divergence",), 1, _divergence),
-    R(("-hdivrange",), 1, _set("hdivrange", scale=1e-3)),
-    R(("-vdivrange",), 1, _set("vdivrange", scale=1e-3)),
-    R(("-hdivstep",), 1, _set("hdivstep", scale=1e-3), length=9),
-    R(("-hdivsteps",), 1, _set("hdivsteps", _int)),
-    R(("-vdivstep",), 1, _set("vdivstep", scale=1e-3), length=9),
-    R(("-vdivsteps",), 1, _set("vdivsteps", _int)),
+    R(("-hdivrange",), 1, _set("hdivrange", div=1000.0, check=NON_NEGATIVE)),
+    R(("-vdivrange",), 1, _set("vdivrange", div=1000.0, check=NON_NEGATIVE)),
+    R(("-hdivstep",), 1, _set("hdivstep", div=1000.0, check=POSITIVE), length=9),
+    R(("-hdivsteps",), 1, _set("hdivsteps", _int, check=COUNT)),
+    R(("-vdivstep",), 1, _set("vdivstep", div=1000.0, check=POSITIVE), length=9),
+    R(("-vdivsteps",), 1, _set("vdivsteps", _int, check=COUNT)),
     R(("-divsteps",), 1, _divsteps),
     R(("-round_div",), 0, _flag("round_div", True)),
     R(("-square_div",), 0, _flag("round_div", False)),
-    R(("-adc",), 1, _set("adc")),
-    R(("-phi",), 1, _set("phi0", scale=1 / RTD), length=4),
-    R(("-osc",), 1, _set("osc", scale=1 / RTD)),
-    R(("-phistep",), 1, _set("phistep", scale=1 / RTD), length=8),
-    R(("-phisteps",), 1, _set("phisteps", _int)),
-    R(("-dmin",), 1, _set("dmin", scale=1e-10)),
+    R(("-adc",), 1, _set("adc", check=NON_NEGATIVE)),
+    R(("-phi",), 1, _set("phi0", div=RTD), length=4),
+    R(("-osc",), 1, _set("osc", div=RTD)),
+    R(("-phistep",), 1, _set("phistep", div=RTD), length=8),
+    R(("-phisteps",), 1, _set("phisteps", _int, check=COUNT)),
+    R(("-dmin",), 1, _set("dmin", scale=1e-10, check=NON_NEGATIVE)),
     R(("-mat",), 1, _path("matfile")),
     R(("-hkl",), 1, _path("hklfile")),
-    R(("-default_F",), 1, _set("default_F")),
-    R(("-dump",), 1, _ignore_value),
-    R(("-stolout",), 1, _ignore_value, min_len=7),
+    R(("-default_F",), 1, _set("default_F", check=NON_NEGATIVE)),
+    R(("-dump",), 1, _ignore_file),
+    R(("-stolout",), 1, _ignore_file, min_len=7),
     R(("-stol",), 1, _path("stolfile"), length=5),
     R(("-4stol",), 1, _path("stolfile"), length=6),
     R(("-Q",), 1, _path("stolfile"), length=2),
@@ -393,7 +497,7 @@ RULES: tuple[Rule, ...] = (
     R(("-noisefile", "-noiseimage"), 1, _outfile("noisefile", "write_noise")),
     R(("-nonoise",), 0, _flag("write_noise", False)),
     R(("-nopgm",), 0, _flag("write_pgm", False)),
-    R(("-scale",), 1, _set("intfile_scale")),
+    R(("-scale",), 1, _set("intfile_scale", check=POSITIVE)),
     R(("-pgmscale",), 1, _pgmscale),
     R(("-coherent",), 0, _ignore),
     R(("-printout",), 0, _ignore),
@@ -405,12 +509,12 @@ RULES: tuple[Rule, ...] = (
     R(("-square_xtal",), 0, _flag("shape", "square")),
     R(("-gauss_xtal",), 0, _flag("shape", "gauss")),
     R(("-binary_spots", "-tophat_spots"), 0, _flag("shape", "tophat")),
-    R(("-fudge",), 1, _set("fudge")),
-    R(("-printout_pixel",), 2, _ignore_value),
+    R(("-fudge",), 1, _set("fudge", check=POSITIVE)),
+    R(("-printout_pixel",), 2, _check_values(_int, NON_NEGATIVE)),
     R(("-seed",), 1, _seed("seed")),
     R(("-mosaic_seed",), 1, _seed("mosaic_seed")),
     R(("-misset_seed",), 1, _seed("misset_seed")),
-    R(("-water",), 1, _set("water", scale=1e-6)),
+    R(("-water",), 1, _set("water", div=1e6, check=NON_NEGATIVE)),
 )
 
 
@@ -442,13 +546,10 @@ def parse_raw(argv: list[str], cwd: str = ".") -> RawParams:
             vals = argv[i + 1 : i + 1 + n]
             if rule.handler is _misset and arg != "-misset" and len(vals) < n:
                 continue  # C: the substring match needs 3 more arguments, else it does nothing
-            if rule.nargs > 0 and len(vals) < n:
-                raise UsageError(f"needs {n} value(s), got {len(vals)}", flag=arg)
-            if rule.nargs < 0 and not vals:
-                raise UsageError("needs values", flag=arg)
-            if rule.nargs < 0:
-                vals = [v for v in _take_until_flag(vals)]
+            if len(vals) < n:
+                raise UsageError(f"needs {n} value{'s' if n > 1 else ''}, got {len(vals)}", flag=arg)
             rule.handler(p, arg, vals)
+            p.flags.append((arg, tuple(vals)))
             consumed.update(j for j in range(i + 1, i + 1 + len(vals)) if not (
                 rule.handler is _misset and arg != "-misset" and argv[j].startswith("-")))
             if rule.stop:

@@ -1,15 +1,23 @@
-"""Writing the C program's output files from a finished float image."""
+"""Writing the C program's output files from a finished float image.
+
+The image is an array (in-process runs) or a :class:`~bragg_dask.store.StoreFrame`; from a store
+the files are written a band of tiles at a time, so no whole frame is ever in memory.  Files are
+written atomically (a temporary file renamed at the end); a write fault is a one-line error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 import numpy as np
 
-from .io.pgm import write_pgm
+from .errors import BraggDaskError
+from .io.atomic import atomic_write
+from .io.pgm import pgm_bytes, write_pgm
 from .io.raw import write_float_image
-from .io.smv import int_image, write_smv
+from .io.smv import int_image, smv_header, write_smv
 from .physics.noise import noise_image
 from .stats import ImageStats
 
@@ -20,6 +28,26 @@ def roi_mask(det, tile=None) -> np.ndarray:
     """Bool, pixels inside the ROI (mask ignored): the whole ``(spixels, fpixels)``, or one tile's."""
     return mask_from_bounds(det.roi_bounds, (0, det.spixels, 0, det.fpixels) if tile is None else
                             (tile.s0, tile.s1, tile.f0, tile.f1))
+
+
+def roi_count(det) -> int:
+    """Pixels inside the ROI (mask ignored), counted without a whole-detector mask."""
+    fmin, fmax, smin, smax = det.roi_bounds
+    nf = max(0, min(fmax, det.fpixels - 1) - max(fmin, 0) + 1)
+    ns = max(0, min(smax, det.spixels - 1) - max(smin, 0) + 1)
+    return nf * ns
+
+
+class OutputError(BraggDaskError):
+    """An output file could not be written (disk full, permissions...)."""
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def mask_from_bounds(bounds, window) -> np.ndarray:
@@ -58,31 +86,110 @@ def noise_seed(outputs) -> int:
     return int(outputs.seed) if outputs.seed is not None else int(time.time())
 
 
-def write_outputs(sim, image: np.ndarray, stats: ImageStats, outputs, cwd: str = ".") -> list[str]:
-    """Write the float/int/PGM/noise files that ``outputs`` asks for; returns the paths written."""
+def write_outputs(sim, image, stats: ImageStats, outputs, cwd: str = ".") -> list[str]:
+    """Write the float/int/PGM/noise files that ``outputs`` asks for; returns the paths written.
+
+    ``image``: the ``(spixels, fpixels)`` float32 array, or a store frame (written band by band).
+    """
     import os
 
+    from .store import StoreFrame
+
+    if isinstance(image, StoreFrame):
+        return _write_streamed(sim, image, stats, outputs, cwd)
     written = []
     in_roi = roi_mask(sim.detector)
     scale = int_scale(stats, outputs.intfile_scale)
     if outputs.floatfile:
         path = os.path.join(cwd, outputs.floatfile)
-        write_float_image(path, image)
+        with _writing(path):
+            write_float_image(path, image)
         written.append(path)
     if outputs.intfile:
         path = os.path.join(cwd, outputs.intfile)
-        write_smv(path, sim, int_image(image, in_roi, scale, outputs.adc))
+        with _writing(path):
+            write_smv(path, sim, int_image(image, in_roi, scale, outputs.adc))
         written.append(path)
     if outputs.pgmfile:
         path = os.path.join(cwd, outputs.pgmfile)
-        write_pgm(path, image, in_roi, pgm_scale(stats, outputs.pgm_scale, scale))
+        with _writing(path):
+            write_pgm(path, image, in_roi, pgm_scale(stats, outputs.pgm_scale, scale))
         written.append(path)
     if outputs.noisefile:
         path = os.path.join(cwd, outputs.noisefile)
         seed = noise_seed(outputs)
         det = sim.detector
         pixels, overloads = noise_image(image, in_roi, seed=seed, adc=outputs.adc, fpixels=det.fpixels)
-        write_smv(path, sim, pixels)
+        with _writing(path):
+            write_smv(path, sim, pixels)
         log.info("noise seed %d, %d overloads", seed, overloads)
         written.append(path)
     return written
+
+
+def _write_streamed(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[str]:
+    import os
+
+    written = []
+    bounds = sim.detector.roi_bounds
+    scale = int_scale(stats, outputs.intfile_scale)
+    if outputs.floatfile:
+        path = os.path.join(cwd, outputs.floatfile)
+        write_streamed(path, frame, None, bounds)  # the stored float32 pixels as they are
+        written.append(path)
+    if outputs.intfile:
+        path = os.path.join(cwd, outputs.intfile)
+        if frame.has("int"):  # made by the run's second pass with this scale and ADC offset
+            write_streamed(path, frame, None, bounds, header=smv_header(sim), array="int")
+        else:
+            write_streamed(path, frame, lambda band, roi, s0, f0: int_image(band, roi, scale, outputs.adc), bounds,
+                           header=smv_header(sim))
+        written.append(path)
+    if outputs.pgmfile:
+        path = os.path.join(cwd, outputs.pgmfile)
+        pscale = pgm_scale(stats, outputs.pgm_scale, scale)
+        s, f = frame.shape
+        write_streamed(path, frame, lambda band, roi, s0, f0: pgm_bytes(band, roi, pscale), bounds,
+                       header=pgm_header(f, s, pscale))
+        written.append(path)
+    if outputs.noisefile:
+        path = os.path.join(cwd, outputs.noisefile)
+        seed = noise_seed(outputs)
+        if frame.has("noise"):
+            write_streamed(path, frame, None, bounds, header=smv_header(sim), array="noise")
+            log.info("noise seed %d", seed)
+        else:
+            fp = frame.shape[1]
+            write_streamed(path, frame, lambda band, roi, s0, f0: noise_image(band, roi, seed=seed, adc=outputs.adc,
+                                                                             fpixels=fp, s0=s0, f0=f0)[0],
+                           bounds, header=smv_header(sim))
+            log.info("noise seed %d", seed)
+        written.append(path)
+    return written
+
+
+def pgm_header(fpixels: int, spixels: int, scale: float) -> bytes:
+    """The header :func:`~bragg_dask.io.pgm.write_pgm` writes."""
+    return f"P5\n{fpixels} {spixels}\n# pixels scaled by {scale:g}\n255\n".encode("ascii")
+
+
+def write_streamed(path: str, frame, convert, roi_bounds, *, header: bytes = b"", array: str = "float") -> None:
+    """Write ``header`` then ``convert(tile, in_roi, s0, f0)`` of every tile of ``frame``'s ``array``, a band
+    of tiles at a time (``convert=None``: the stored pixels, little-endian), into a temporary file renamed
+    to ``path`` at the end."""
+    tf = frame.tile_shape[1]
+    with _writing(path), atomic_write(path) as fh:
+        fh.write(header)
+        for s0, s1, band in frame.bands(array):
+            if convert is None:
+                out = band.astype(band.dtype.newbyteorder("<"), copy=False)
+            else:
+                parts = []
+                for f0 in range(0, band.shape[1], tf):
+                    f1 = min(f0 + tf, band.shape[1])
+                    roi = mask_from_bounds(roi_bounds, (s0, s1, f0, f1))
+                    parts.append(convert(band[:, f0:f1], roi, s0, f0))
+                out = np.concatenate(parts, axis=1)
+                out = out.astype(out.dtype.newbyteorder("<"), copy=False)
+            fh.write(memoryview(np.ascontiguousarray(out)).cast("B"))
+            del out, band

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import DEFAULT_FLUENCE, Beam, Crystal, Detector, Simulation, Source
-from .errors import ConfigError, UsageError
+from .config import DEFAULT_FLUENCE, Beam, Crystal, Detector, Simulation, Source, clip_roi
+from .errors import ConfigError, InputFileError, UsageError, reading
 from .io.hkl import read_hkl
 from .io.mosflm import read_mat
-from .io.smv import read_smv_frame, value_of
+from .io.smv import line_of, read_smv_frame, value_of
 from .io.sourcefile import read_sources
 from .io.stol import read_stol
 from .physics import crystal as xtal
@@ -121,6 +121,9 @@ class RawParams:
     mask: np.ndarray | None = None
     mask_file: str | None = None
     given: set = field(default_factory=set)
+    flag_of: dict = field(default_factory=dict)  # attribute -> the flag that set it (for messages)
+    flags: list = field(default_factory=list)  # (flag, values) in command-line order
+    header_files: dict = field(default_factory=dict)  # -img/-mask -> file name
 
 
 @dataclass(frozen=True)
@@ -156,26 +159,47 @@ def header_import(p: RawParams, argv: list[str], cwd: str) -> None:
     for key in ("-mask", "-img"):
         if key not in files:
             continue
+        if files[key].startswith("-") and len(files[key]) > 1:
+            raise UsageError(f"expected a file name, got {files[key]!r}", flag=key)
+        p.header_files[key] = files[key]
         path = os.path.join(cwd, files[key])
-        header, pixels = read_smv_frame(path)
+        with reading(key):
+            header, pixels = read_smv_frame(path)
+            for name in ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X",
+                         "BEAM_CENTER_Y", "ORGX", "ORGY", "PHI", "OSC_RANGE"):
+                _check_header_value(header, path, name)
         p.spixels, p.fpixels = pixels.shape
         px = value_of(header, "PIXEL_SIZE")
         if px is not None:
             p.pixel_size = px / 1000.0
         p.detsize_f, p.detsize_s = p.pixel_size * p.fpixels, p.pixel_size * p.spixels
-        for name, attr, k in (("DISTANCE", "distance", 1e-3), ("CLOSE_DISTANCE", "close_distance", 1e-3),
-                              ("WAVELENGTH", "lambda0", 1e-10), ("BEAM_CENTER_X", "xbeam", 1e-3),
-                              ("ORGX", "orgx", 1.0), ("ORGY", "orgy", 1.0), ("PHI", "phi0", 1 / RTD),
-                              ("OSC_RANGE", "osc", 1 / RTD)):
+        for name, attr, k in (("DISTANCE", "distance", 1000.0), ("CLOSE_DISTANCE", "close_distance", 1000.0),
+                              ("WAVELENGTH", "lambda0", 1e10), ("BEAM_CENTER_X", "xbeam", 1000.0),
+                              ("ORGX", "orgx", 1.0), ("ORGY", "orgy", 1.0), ("PHI", "phi0", RTD),
+                              ("OSC_RANGE", "osc", RTD)):
             v = value_of(header, name)
             if v is not None:
-                setattr(p, attr, v * k)
+                setattr(p, attr, v / k)  # divided, as in C (a reciprocal can differ in the last bit)
         yb = value_of(header, "BEAM_CENTER_Y")
         if yb is not None:  # the mask's Y centre is flipped, the img's is not (C L440 vs L483)
             p.ybeam = p.detsize_s - yb / 1000.0 if key == "-mask" else yb / 1000.0
         if key == "-mask":
             p.mask = pixels != 0
             p.mask_file = files[key]
+
+
+_POSITIVE_KEYS = ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH")
+
+
+def _check_header_value(header: str, path: str, key: str) -> None:
+    """A header value that no run can use (a zero pixel size, a NaN) is an error naming its line."""
+    v = value_of(header, key)
+    if v is None:
+        return
+    positive = key in _POSITIVE_KEYS
+    if not math.isfinite(v) or (positive and not v > 0):
+        raise InputFileError(path, line_of(header, key), f"header value {key}={v:g} is not usable"
+                             + (" (must be > 0)" if positive else ""))
 
 
 def _phi_sampling(p: RawParams) -> tuple[float, int]:
@@ -240,7 +264,8 @@ def _orientation(p: RawParams, cwd: str) -> tuple[tuple, tuple | None]:
         user_cell = (a, p.cell[1] if p.cell[1] > 0 else a, p.cell[2] if p.cell[2] > 0 else a, v_cell)
     if p.matfile is not None:
         path = os.path.join(cwd, p.matfile)
-        mat = read_mat(path)
+        with reading(p.flag_of.get("matfile", "-mat")):
+            mat = read_mat(path)
         k = 1e-10 / p.lambda0
         recip = tuple(tuple(float(x) * k for x in mat[:, j]) for j in range(3))
     if recip is None:
@@ -250,7 +275,8 @@ def _orientation(p: RawParams, cwd: str) -> tuple[tuple, tuple | None]:
 
 def _structure_factors(p: RawParams, cwd: str) -> StructureFactors:
     if p.hklfile is not None:
-        return read_hkl(os.path.join(cwd, p.hklfile), default_F=p.default_F)
+        with reading(p.flag_of.get("hklfile", "-hkl")):
+            return read_hkl(os.path.join(cwd, p.hklfile), default_F=p.default_F)
     if p.default_F == 0.0:
         raise ConfigError(
             "no structure factors: give -hkl FILE or a nonzero -default_F "
@@ -276,6 +302,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         xclose_m=p.xclose, yclose_m=p.yclose, orgx_px=p.orgx, orgy_px=p.orgy, pivot=p.pivot,
         rot_rad=tuple(p.rot), twotheta_rad=p.twotheta, custom_vectors=tuple(sorted(p.vectors.items())),
     ))
+    _check_geometry(p, geo)
     interpolate = p.interpolate
     if interpolate > 1:
         interpolate = int(any(n <= 2 for n in p.n_cells))
@@ -287,7 +314,8 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         interpolate = 0
     sources = _sources(p, geo, cwd)
     if p.stolfile is not None:
-        read_stol(os.path.join(cwd, p.stolfile))  # read and checked; unused, as in C
+        with reading(p.flag_of.get("stolfile", "-stol")):
+            read_stol(os.path.join(cwd, p.stolfile))  # read and checked; unused, as in C
     auto_os = max(1, int(math.ceil(3 * _xtal_size_max(cell, n_cells) / (p.lambda0 * geo.distance_m / p.pixel_size))))
     oversample = p.oversample if p.oversample > 0 else auto_os
     beam = Beam(
@@ -302,8 +330,62 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         mosaic_umats=umats, interpolate=bool(interpolate),
     )
     detector = _detector(p, geo, fpixels, spixels, oversample)
+    _check_dmin(p, geo, sources, fpixels, spixels)
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     return ParsedArgs(simulation=sim, outputs=_outputs(p), raw=p)
+
+
+def _nothing_to_render(p: RawParams, keys: tuple[str, ...], why: str, default: str = "-divergence") -> None:
+    """Refuse a run whose image would be all zero because nothing can be evaluated; name the user's flags."""
+    given = [(f, v) for f, v in p.flags if any(k in f for k in keys)]
+    names = "/".join(dict.fromkeys(f for f, _ in given)) or default
+    args = " ".join(" ".join((f,) + tuple(v)) for f, v in given)
+    raise ConfigError(f"{why} (given: {args})" if args else why, flag=names)
+
+
+_GEOMETRY_FLAGS = ("_vector", "_axis", "-detector_rot", "-twotheta", "-distance", "-close_distance",
+                   "-mosflm", "-xds", "-adxv", "-denzo", "-dials")
+
+
+def _check_geometry(p: RawParams, geo) -> None:
+    """A detector that cannot see the sample: its plane holds the sample, or its axes are parallel."""
+    numbers = [geo.distance_m, geo.close_distance_m, geo.fbeam_m, geo.sbeam_m, *geo.pix0_m, *geo.fdet,
+               *geo.sdet, *geo.odet, *geo.beam]
+    if not all(math.isfinite(x) for x in numbers) or abs(geo.close_distance_m) < 1e-9 or geo.distance_m == 0:
+        _nothing_to_render(p, _GEOMETRY_FLAGS, "the detector plane passes through the sample (the beam is "
+                           "parallel to the detector, beam . odet = 0): no pixel can be evaluated", "-distance")
+    if magnitude(cross(geo.fdet, geo.sdet)) < 1e-9:
+        _nothing_to_render(p, ("-fdet_vector", "-sdet_vector"), "the fast and slow detector axes are parallel: "
+                           "the pixels lie on a line", "-fdet_vector")
+
+
+def _check_dmin(p: RawParams, geo, sources, fpixels: int, spixels: int) -> None:
+    """``-dmin`` culling every pixel for every source leaves an all-zero image: refuse it.
+
+    The smallest scattering vector over a flat detector lies where the beam meets it, or on its edge;
+    those points (and a coarse grid) are tested, with a margin for sub-pixels and sensor depth."""
+    if not p.dmin > 0 or p.curved:
+        return
+    px = p.pixel_size
+    fr = np.concatenate([np.linspace(0, fpixels * px, min(fpixels, 256) + 1), np.zeros(1)])
+    sr = np.concatenate([np.linspace(0, spixels * px, min(spixels, 256) + 1), np.zeros(1)])
+    f0, s0, o = (np.asarray(v, dtype=np.float64) for v in (geo.fdet, geo.sdet, geo.odet))
+    pix0 = np.asarray(geo.pix0_m, dtype=np.float64)
+    smin = math.inf
+    for src in sources[:256]:
+        inc = np.asarray(src.incident, dtype=np.float64)
+        denom = float(inc @ o)
+        if denom > 0:  # where this source's beam meets the detector plane, clipped to the detector
+            hit = inc * float(pix0 @ o) / denom - pix0
+            fr[-1] = min(max(float(hit @ f0), 0.0), fpixels * px)
+            sr[-1] = min(max(float(hit @ s0), 0.0), spixels * px)
+        pos = pix0 + fr[:, None, None] * f0 + sr[None, :, None] * s0
+        d = pos / np.linalg.norm(pos, axis=-1, keepdims=True)
+        smin = min(smin, float(np.linalg.norm(d - inc, axis=-1).min()) / src.wavelength_m)
+    if smin * p.dmin > 1.05:
+        _nothing_to_render(p, ("-dmin",), f"every pixel is finer than {p.dmin * 1e10:g} A (the best the detector "
+                           f"sees is {1e10 / smin:.3g} A), so every one is culled and the image is all zero",
+                           "-dmin")
 
 
 def _detector_size(p: RawParams) -> tuple[float, float, int, int]:
@@ -335,9 +417,24 @@ def _fluence_and_sample(p: RawParams) -> tuple[float, list]:
 
 def _detector(p: RawParams, geo, fpixels: int, spixels: int, oversample: int) -> Detector:
     thick, thicksteps, thickstep, mu = _sensor(p)
+    if p.oversample_thick and thick <= 0.0:
+        _nothing_to_render(p, ("-oversample_thick", "-detector_thick", "-detector_abs", "thicksteps"),
+                           "with no sensor thickness the capture fraction is 0 in every pixel, so the image is "
+                           "all zero: give -detector_thick, or drop -oversample_thick", "-oversample_thick")
+    if p.roi is not None:
+        f0, f1, s0, s1 = p.roi
+        if f1 < 0 or s1 < 0 or f0 > fpixels - 1 or s0 > spixels - 1:
+            raise ConfigError(f"{f0} {f1} {s0} {s1} lies entirely outside the {fpixels} x {spixels} pixel "
+                              f"detector (x 0..{fpixels - 1}, y 0..{spixels - 1}): nothing to render", flag="-roi")
     if p.mask is not None and p.mask.shape != (spixels, fpixels):
         raise ConfigError(f"{p.mask_file} is {p.mask.shape[1]}x{p.mask.shape[0]} pixels but the detector is "
                           f"{fpixels}x{spixels}", flag="-mask")
+    if p.mask is not None:
+        f0, f1, s0, s1 = clip_roi(p.roi, fpixels, spixels)
+        if not p.mask[s0 : s1 + 1, f0 : f1 + 1].any():
+            where = " inside -roi" if p.roi is not None else ""
+            raise ConfigError(f"{p.mask_file}: every pixel{where} is masked (0): nothing to render",
+                              flag="-mask" if p.roi is None else "-mask/-roi")
     return Detector(
         fpixels=fpixels, spixels=spixels, pixel_size_m=p.pixel_size, geometry=geo, oversample=oversample,
         point_pixel=p.point_pixel, curved=p.curved, roi=tuple(p.roi) if p.roi is not None else None,
@@ -387,7 +484,8 @@ def _xtal_size_max(cell, n_cells) -> float:
 
 def _sources(p: RawParams, geo, cwd: str) -> tuple[Source, ...]:
     if p.sourcefile is not None:
-        srcs = read_sources(os.path.join(cwd, p.sourcefile), geo.beam, p.lambda0)
+        with reading(p.flag_of.get("sourcefile", "-sourcefile")):
+            srcs = read_sources(os.path.join(cwd, p.sourcefile), geo.beam, p.lambda0)
         return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)
     vert = unitize(cross(geo.beam, geo.polar))[0]
     srcs = divergence_sources(
@@ -397,4 +495,7 @@ def _sources(p: RawParams, geo, cwd: str) -> tuple[Source, ...]:
         disp=auto_steps(p.dispsteps, p.dispersion, -1.0),  # no flag sets the dispersion step
         round_div=p.round_div,
     )
+    if not srcs:
+        _nothing_to_render(p, ("div",), "every divergence point lies outside the round (elliptical) cut, so no "
+                           "source is left: use -square_div, or a range with a smaller step")
     return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)

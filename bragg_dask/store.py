@@ -14,26 +14,57 @@ Layout (docs/architecture.md section 7)::
 Every array has ``dimension_names``, so ``xarray.open_zarr(path)`` gives labelled arrays; nothing
 from this package is needed to read a store.  All-zero chunks are legitimate data: completeness is
 ``tiles_done``, never the presence of a chunk.
+
+Safety (see :func:`open_store`):
+
+* one writer: a run holds ``flock`` on ``<store>/.bragg_dask.lock`` (pid, host and start time
+  inside) until it ends; a second run on the store is refused.  The kernel drops the lock of a
+  killed run, so its stale lock file is simply taken over.
+* ``--overwrite`` replaces only a bragg_dask store (or an empty folder), never other content; the
+  new store is built beside the old one and swapped in once the run has started, so there is no
+  moment with neither.
+* a tile is marked done only after its chunk and statistics are written and ``fsync``-ed (zarr
+  writes each chunk to a temporary file renamed into place); ``complete`` is false while a run
+  writes.  A write fault (disk full, read-only) ends the run with a :class:`StoreError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
+import uuid
 import warnings
 
 import numpy as np
 import zarr
 
-from .errors import ConfigError
+from .errors import BraggDaskError, ConfigError
 from .plan import TilePlan, TileSpec
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STAT_FIELDS = ("sum", "sumsq", "n", "max", "argmax_slow", "argmax_fast")
 FRAME_STATS = ("max_I", "max_slow", "max_fast", "mean", "rms", "rmsd", "int_scale")
+LOCK_NAME = ".bragg_dask.lock"
+# errors of the file system under the store (a store fault, reported in one line), not of the network
+_FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                 errno.ENOENT, errno.ESTALE}
+
+
+class StoreError(BraggDaskError):
+    """Writing the store failed (disk full, read-only, ...); the store is left incomplete."""
 
 
 def _geometry_attrs(sim) -> dict:
@@ -80,24 +111,299 @@ def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
     }
 
 
-def open_or_create(path: str, sim, plan: TilePlan, *, run: dict | None = None, n_frames: int = 1,
-                   with_int: bool = False, with_noise: bool = False,
-                   overwrite: bool = False) -> tuple[zarr.Group, bool]:
-    """Open the store for resuming, or create it.  Returns ``(group, resumed)``.
+class StoreLock:
+    """``flock`` on ``<store>/.bragg_dask.lock``, held for the whole run by the process that writes.
 
-    A store written with another configuration is refused unless ``overwrite``; then it is replaced.
+    The file records ``pid``, ``host`` and ``started``.  A lock left by a killed run is not held by
+    anyone (the kernel releases it with the process), so it is taken over.  Where the file system
+    has no ``flock``, a recorded holder that is alive on this host (or on another host) refuses.
     """
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self.fd: int | None = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.store, LOCK_NAME)
+
+    def acquire(self) -> StoreLock:
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                held = self._try_lock(fd)
+                if held is not None:
+                    raise ConfigError(f"{self.store} is being written by another run ({_describe(held)}); "
+                                      "wait for it to end or stop it, then re-run", flag="--zarr")
+                try:  # the file may have been released and removed between our open and our lock
+                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+                stale = _read_holder(fd)
+                if stale:
+                    log.info("taking over the lock of a run that is gone (%s)", _describe(stale))
+                me = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(me).encode(), 0)
+                os.fsync(fd)
+                self.fd = fd
+                return self
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+        raise ConfigError(f"cannot lock {self.store}: its lock file keeps changing", flag="--zarr")
+
+    @staticmethod
+    def _try_lock(fd: int) -> dict | None:
+        """``None`` when locked by us, else the holder's record."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            return _read_holder(fd) or {}
+        except OSError as exc:  # a file system without flock: trust the record
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            holder = _read_holder(fd)
+            return holder if holder and _alive(holder) else None
+
+    def moved(self, store: str) -> None:
+        """The store directory (and so this lock file) was renamed."""
+        self.store = store
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
+                os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.fd = None
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "holder unknown"
+    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
+
+
+def _alive(holder: dict) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return True  # cannot tell: another host's run is presumed alive (remove the lock file by hand)
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
+
+
+class StoreSession:
+    """An opened store, locked for this run.  A replacement (``--overwrite``) waits beside the old
+    store until :meth:`commit`; :meth:`close` releases the lock and removes what was not committed."""
+
+    def __init__(self, path: str, resumed: bool, lock: StoreLock, *, staged: str | None = None,
+                 old_lock: StoreLock | None = None) -> None:
+        self.path, self.resumed, self.lock = path, resumed, lock
+        self.staged, self.old_lock = staged, old_lock
+
+    @property
+    def group(self) -> zarr.Group:
+        """The group (the staged replacement until :meth:`commit`)."""
+        return zarr.open_group(self.staged or self.path, mode="r+")
+
+    def commit(self) -> None:
+        """Put a staged replacement in place of the old store (atomically where the OS can)."""
+        if self.staged is None:
+            return
+        aside = _sibling(self.path, "old")
+        try:
+            if _exchange(self.staged, self.path):
+                aside = self.staged  # the old store now sits at the staged name
+            else:
+                os.rename(self.path, aside)
+                try:
+                    os.rename(self.staged, self.path)
+                except OSError:
+                    os.rename(aside, self.path)  # put the old store back
+                    raise
+        except OSError as exc:
+            raise store_fault(exc, self.path) or exc from None
+        self.lock.moved(self.path)
+        if self.old_lock is not None:
+            self.old_lock.moved(aside)
+        self.staged = None
+        shutil.rmtree(aside, ignore_errors=True)
+        if self.old_lock is not None:
+            self.old_lock.release()
+            self.old_lock = None
+        log.info("replaced %s", self.path)
+
+    def close(self) -> None:
+        if self.staged is not None:
+            shutil.rmtree(self.staged, ignore_errors=True)
+            self.staged = None
+        self.lock.release()
+        if self.old_lock is not None:
+            self.old_lock.release()
+            self.old_lock = None
+
+
+def open_store(path: str, sim, plan: TilePlan, *, run: dict | None = None, n_frames: int = 1,
+               with_int: bool = False, with_noise: bool = False, overwrite: bool = False) -> StoreSession:
+    """Lock the store at ``path`` for resuming, or create it; see the module notes.
+
+    * an existing store of the same configuration is resumed (``overwrite``: replaced);
+    * a store of another configuration is refused unless ``overwrite``; then a new store is staged
+      beside it and swapped in by :meth:`StoreSession.commit`;
+    * a missing path or an empty folder becomes a new store;
+    * anything else is refused, ``overwrite`` or not.
+    """
+    path = os.path.abspath(path)
+    if os.path.islink(path):  # a link to the store: work where it points
+        path = os.path.realpath(path)
     run = dict(run or {})
     attrs = store_attrs(sim, plan, run)
-    if os.path.exists(path):
-        existing = _existing_attrs(path)
-        if existing is not None and existing.get("fingerprint") == attrs["fingerprint"] and not overwrite:
-            return zarr.open_group(path, mode="r+"), True
+    layout = dict(n_frames=n_frames, with_int=with_int, with_noise=with_noise)
+    try:
+        for _ in range(3):
+            kind = _classify(path)
+            if kind == "store":
+                return _open_existing(path, plan, attrs, layout, overwrite)
+            staged, lock = _build(path, plan, attrs, **layout)
+            try:
+                os.rename(staged, path)  # onto nothing, or onto an empty folder
+            except OSError as exc:
+                lock.release()
+                shutil.rmtree(staged, ignore_errors=True)
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    continue  # someone else created it meanwhile: look again
+                raise
+            lock.moved(path)
+            return StoreSession(path, False, lock)
+        raise ConfigError(f"{path} keeps changing while it is opened", flag="--zarr")
+    except OSError as exc:
+        raise store_fault(exc, path) or exc from None
+
+
+def _classify(path: str) -> str:
+    """``missing``, ``empty`` (folder), ``store`` (a bragg_dask store) - or refuses anything else."""
+    if not os.path.lexists(path):
+        return "missing"
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path} exists and is not a bragg_dask store (not a folder); refusing to touch it, "
+                          "even with --overwrite: choose another path", flag="--zarr")
+    entries = os.listdir(path)
+    if not entries:
+        return "empty"
+    meta = _existing_attrs(path)
+    if meta is None or meta.get("package") != "bragg_dask":
+        raise ConfigError(f"{path} holds content that is not a bragg_dask store ({_sample(entries)}); refusing "
+                          "to touch it, even with --overwrite: choose another path", flag="--zarr")
+    return "store"
+
+
+def _foreign_entries(path: str) -> list[str]:
+    """What a bragg_dask store does not hold: anything but its metadata, arrays, lock, zarr's partial files."""
+    def ours(e: str) -> bool:
+        full = os.path.join(path, e)
+        if e in ("zarr.json", LOCK_NAME) or e.endswith(".partial"):
+            return True
+        return os.path.isdir(full) and not os.path.islink(full) and os.path.exists(os.path.join(full, "zarr.json"))
+
+    return [e for e in os.listdir(path) if not ours(e)]
+
+
+def _sample(names: list[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _open_existing(path: str, plan: TilePlan, attrs: dict, layout: dict, overwrite: bool) -> StoreSession:
+    lock = StoreLock(path).acquire()
+    try:
+        _sweep_siblings(path)
+        existing = _existing_attrs(path) or {}
+        if existing.get("fingerprint") == attrs["fingerprint"] and not overwrite:
+            _prepare_resume(path)
+            return StoreSession(path, True, lock)
         if not overwrite:
-            why = "another configuration" if existing is not None else "content that is not a bragg_dask store"
-            raise ConfigError(f"{path} exists with {why}; pass --overwrite to replace it", flag="--zarr")
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    g = zarr.open_group(path, mode="w", zarr_format=3)
+            raise ConfigError(f"{path} exists with another configuration; pass --overwrite to replace it",
+                              flag="--zarr")
+        foreign = _foreign_entries(path)
+        if foreign:
+            raise ConfigError(f"{path} is a bragg_dask store with other content in it ({_sample(foreign)}); "
+                              "refusing to replace it, even with --overwrite", flag="--zarr")
+        staged, new_lock = _build(path, plan, attrs, **layout)
+        return StoreSession(path, False, new_lock, staged=staged, old_lock=lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare_resume(path: str) -> None:
+    """Before writing again: drop zarr's leftover temporary files, and say ``complete: false``."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            if name.endswith(".partial"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+    g = zarr.open_group(path, mode="r+")
+    meta = dict(g.attrs["bragg_dask"])
+    if meta.get("complete"):
+        meta["complete"] = False
+        g.attrs["bragg_dask"] = meta
+        consolidate(path)
+
+
+def _sweep_siblings(path: str) -> None:
+    """Remove what a killed run left beside the store: a staged replacement or a replaced store."""
+    d, name = os.path.split(path)
+    pattern = re.compile(re.escape(f".{name}.") + r"(new|old)-(\d+)-[0-9a-f]{8}$")
+    for entry in os.listdir(d):
+        m = pattern.match(entry)
+        if m and not _alive({"host": socket.gethostname(), "pid": int(m.group(2))}):
+            log.info("removing %s, left by a run that is gone", entry)
+            shutil.rmtree(os.path.join(d, entry), ignore_errors=True)
+
+
+def _sibling(path: str, what: str) -> str:
+    d, name = os.path.split(path)
+    return os.path.join(d, f".{name}.{what}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _build(path: str, plan: TilePlan, attrs: dict, *, n_frames: int, with_int: bool,
+           with_noise: bool) -> tuple[str, StoreLock]:
+    """A new, locked store in a temporary folder beside ``path``; returns ``(folder, lock)``."""
+    staged = _sibling(path, "new")
+    os.makedirs(os.path.dirname(staged), exist_ok=True)
+    os.mkdir(staged)
+    lock = StoreLock(staged).acquire()
+    try:
+        _init_arrays(staged, plan, attrs, n_frames, with_int, with_noise)
+    except BaseException:
+        lock.release()
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged, lock
+
+
+def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool) -> None:
+    g = zarr.open_group(path, mode="a", zarr_format=3)
     gs, gf = plan.grid
     ts, tf = plan.tile_shape
     img = dict(shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf),
@@ -120,7 +426,65 @@ def open_or_create(path: str, sim, plan: TilePlan, *, run: dict | None = None, n
         g.create_array(name, shape=(n_frames,), dtype="float64", fill_value=float("nan"), **per_frame)
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
-    return zarr.open_group(path, mode="r+"), False
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def open_or_create(path: str, sim, plan: TilePlan, *, run: dict | None = None, n_frames: int = 1,
+                   with_int: bool = False, with_noise: bool = False,
+                   overwrite: bool = False) -> tuple[zarr.Group, bool]:
+    """Open (or create) the store and return ``(group, resumed)`` without keeping it locked."""
+    session = open_store(path, sim, plan, run=run, n_frames=n_frames, with_int=with_int, with_noise=with_noise,
+                         overwrite=overwrite)
+    try:
+        session.commit()
+        return session.group, session.resumed
+    finally:
+        session.close()
+
+
+def store_fault(exc: BaseException, path: str | None) -> StoreError | None:
+    """A one-line :class:`StoreError` for a file-system error under the store, else ``None``."""
+    if path is None or not isinstance(exc, OSError) or exc.errno not in _FAULT_ERRNOS:
+        return None
+    path = os.path.abspath(path)
+    where = os.path.abspath(exc.filename) if isinstance(exc.filename, str) else path
+    d, name = os.path.split(path)
+    if not (where == path or where.startswith(path + os.sep) or where.startswith(os.path.join(d, f".{name}."))
+            or where == d):
+        return None
+    why = exc.strerror or str(exc)
+    return StoreError(f"--zarr: writing {path} failed: {why} ({where}); the store is left incomplete: fix the "
+                      "cause (free space, permissions) and re-run the same command to finish it")
+
+
+def note_fault(path: str, message: str) -> None:
+    """Best effort: record the fault in the store's attributes (``complete`` stays false)."""
+    with contextlib.suppress(Exception):
+        g = zarr.open_group(path, mode="r+")
+        meta = dict(g.attrs["bragg_dask"])
+        meta["complete"] = False
+        meta["last_error"] = message
+        g.attrs["bragg_dask"] = meta
+        consolidate(path)
 
 
 def _existing_attrs(path: str) -> dict | None:
@@ -129,6 +493,18 @@ def _existing_attrs(path: str) -> dict | None:
     except Exception:  # noqa: BLE001 - anything unreadable counts as "not ours"
         return None
     return dict(g.attrs).get("bragg_dask")
+
+
+def stored_noise_seed(path: str) -> int | None:
+    """The noise seed a bragg_dask store at ``path`` was made with (``None``: no store, or none).
+
+    A run without ``-seed`` picks a time-based seed; re-running it on its store takes the store's
+    seed instead, so that the run's configuration (and fingerprint) is the same and it resumes.
+    """
+    if not os.path.isdir(path):
+        return None
+    seed = ((_existing_attrs(path) or {}).get("run") or {}).get("noise_seed")
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def consolidate(path: str) -> None:
@@ -150,11 +526,39 @@ def stats_from_row(row: np.ndarray) -> dict:
 
 
 def write_tile(path: str, frame: int, tile: TileSpec, image: np.ndarray, stats: dict) -> None:
-    """Write one tile's chunk and statistics, then mark it done (a crash in between redoes the tile)."""
+    """Write one tile's chunk and statistics, make them durable, then mark the tile done.
+
+    zarr writes each chunk to a temporary file renamed into place, so a killed writer leaves no
+    half chunk under the chunk's name; a crash before ``tiles_done`` only redoes the tile.
+    """
     g = zarr.open_group(path, mode="r+")
+    i, j = tile.index
     g["float"][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
-    g["tile_stats"][frame, tile.index[0], tile.index[1]] = stats_row(stats)
-    g["tiles_done"][frame, tile.index[0], tile.index[1]] = True
+    g["tile_stats"][frame, i, j] = stats_row(stats)
+    sync_chunk(path, g["float"], (frame, i, j))
+    sync_chunk(path, g["tile_stats"], (frame, i, j, 0))
+    g["tiles_done"][frame, i, j] = True
+    sync_chunk(path, g["tiles_done"], (frame, i, j))
+
+
+def sync_chunk(path: str, array, coords: tuple[int, ...]) -> None:
+    """``fsync`` one chunk file and its folder (a chunk that is all fill value has no file)."""
+    if os.environ.get("BRAGG_DASK_FSYNC", "1") == "0":
+        return
+    name = array.path if hasattr(array, "path") else array.name.strip("/")
+    f = os.path.join(path, name, *array.metadata.encode_chunk_key(coords).split("/"))
+    for target in (f, os.path.dirname(f)):
+        try:
+            fd = os.open(target, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EROFS):  # folders that cannot be synced
+                raise
+        finally:
+            os.close(fd)
 
 
 def write_frame_metadata(g: zarr.Group, frames) -> None:
@@ -174,6 +578,7 @@ def mark_complete(path: str) -> None:
     g = zarr.open_group(path, mode="r+")
     attrs = dict(g.attrs["bragg_dask"])
     attrs["complete"] = True
+    attrs.pop("last_error", None)
     attrs["completed"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
@@ -184,4 +589,32 @@ def tiles_done(path: str) -> np.ndarray:
 
 
 def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:
+    """A whole frame in memory (for small detectors; writers use :class:`StoreFrame`)."""
     return np.asarray(zarr.open_group(path, mode="r")[array][frame])
+
+
+class StoreFrame:
+    """One frame of a store, read a band of tile rows at a time (never the whole frame)."""
+
+    def __init__(self, path: str, frame: int = 0) -> None:
+        self.path, self.frame = path, frame
+        g = zarr.open_group(path, mode="r")
+        a = g["float"]
+        self.shape = tuple(a.shape[1:])
+        self.tile_shape = tuple(a.chunks[1:])
+        self.arrays = set(g.array_keys())
+
+    def has(self, array: str) -> bool:
+        return array in self.arrays
+
+    def bands(self, array: str = "float"):
+        """``(s0, s1, band)`` for each row of tiles, top to bottom; ``band`` is ``(s1 - s0, fpixels)``."""
+        a = zarr.open_group(self.path, mode="r")[array]
+        ts = self.tile_shape[0]
+        for s0 in range(0, self.shape[0], ts):
+            s1 = min(s0 + ts, self.shape[0])
+            yield s0, s1, np.asarray(a[self.frame, s0:s1, :])
+
+    def __array__(self, dtype=None, copy=None):
+        img = read_frame(self.path, self.frame)
+        return img if dtype is None else img.astype(dtype)

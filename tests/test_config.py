@@ -107,3 +107,10 @@ def test_oversample_auto_choice():
     parsed, _ = simulate_case(case_by_id("cubic_defaultF_N5"))
     expect = case_by_id("cubic_defaultF_N5").meta["derived_from_stdout"]["oversample"]
     assert parsed.simulation.detector.oversample == expect
+
+
+def test_source_and_beam_refuse_nan_and_name_the_field():
+    with pytest.raises(ConfigError, match="wavelength_m"):
+        Source((1.0, 0.0, 0.0), math.nan)
+    with pytest.raises(ConfigError, match="polarization"):
+        dataclasses.replace(python_built().beam, polarization=math.inf)

@@ -77,10 +77,11 @@ class Cluster:
             if p.poll() is None:
                 p.terminate()
         for p in self.workers + [self.scheduler]:
-            try:
-                p.wait(timeout=20)
+            try:  # a `dask worker` without a nanny may ignore SIGTERM while it shuts down
+                p.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_interrupted_run_resumes_only_missing_tiles(cluster, tmp_path, long_refe
 
 
 def test_unreachable_scheduler_is_a_one_line_error(tmp_path):
-    p = cli(LONG[:-3] + ["--scheduler", "tcp://127.0.0.1:9", "--zarr", "x.zarr"], tmp_path)
+    p = cli(LONG[:-3] + ["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2", "--zarr", "x.zarr"], tmp_path)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "--scheduler" in lines[0] and "Traceback" not in p.stderr

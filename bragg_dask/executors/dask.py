@@ -10,6 +10,7 @@ started (CPU: one single-threaded worker per core; CUDA: one worker per GPU).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 
 from ..carryover import TileSeed
+from ..cluster import ClusterOptions, cluster_failure, connect, shutdown  # noqa: F401 - connect re-exported
 from ..errors import ConfigError
 from ..frames import DatasetSpec, Frame, make_frames
 from ..outputs import int_scale as _int_scale
-from ..outputs import roi_mask
+from ..outputs import roi_count, roi_mask
 from ..plan import TileSpec, plan_tiles
 from ..runtime import tune_allocator
 from ..stats import ImageStats, combine
@@ -59,13 +61,27 @@ class FinishTask:
 
 @dataclass(frozen=True)
 class DaskRunResult:
-    """Frame 0's image, every frame's statistics, and how many tiles this run computed."""
+    """Every frame's statistics, how many tiles this run computed, and frame 0 (in the store, or
+    ``array`` without one)."""
 
-    image: np.ndarray
     stats: ImageStats
     frame_stats: list
     computed: int
     total: int
+    array: np.ndarray | None = None
+    store: str | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        """Frame 0 in memory (read from the store on demand)."""
+        return self.array if self.array is not None else np.asarray(self.source)
+
+    @property
+    def source(self):
+        """Frame 0 for the file writers: the array, or a :class:`~bragg_dask.store.StoreFrame` read by bands."""
+        from ..store import StoreFrame
+
+        return self.array if self.array is not None else StoreFrame(self.store, 0)
 
 
 def _task_device(device: str) -> str:
@@ -119,33 +135,6 @@ def _finish_task(base_sim, task: FinishTask) -> int:
     return overloads
 
 
-def connect(scheduler: str | None = None, scheduler_file: str | None = None, n_workers: int | None = None,
-            device: str = "cpu"):
-    """A ``distributed.Client``: to an existing cluster, or to a new local one sized to the machine."""
-    from distributed import Client, LocalCluster
-
-    if scheduler or scheduler_file:
-        flag = "--scheduler-file" if scheduler_file else "--scheduler"
-        if scheduler_file and not os.path.exists(scheduler_file):
-            raise ConfigError(f"no scheduler file {scheduler_file}", flag=flag)
-        try:
-            if scheduler_file:
-                return Client(scheduler_file=scheduler_file, timeout="10s"), None
-            return Client(scheduler, timeout="10s"), None
-        except (OSError, TimeoutError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"cannot reach scheduler {scheduler_file or scheduler}: {msg}", flag=flag) from None
-    if device.startswith("cuda"):
-        workers = n_workers or max(1, torch.cuda.device_count())
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources={"GPU": 1},
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-    else:
-        workers = n_workers or (os.cpu_count() or 1)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-    return Client(cluster), cluster
-
-
 def run_dask(
     sim,
     *,
@@ -163,6 +152,7 @@ def run_dask(
     c_threads: int = 1,
     dataset: DatasetSpec | None = None,
     outputs=None,
+    cluster_options: ClusterOptions | None = None,
 ) -> DaskRunResult:
     """Run ``sim`` (or a dataset of frames built on it) on a cluster.
 
@@ -183,28 +173,58 @@ def run_dask(
     dtype_name = "float64" if dtype == torch.float64 else "float32"
     run = {"parity": parity, "c_threads": c_threads if parity == "c" else None, "dtype": dtype_name,
            "dataset": dataset.to_dict(), "noise_seed": seed}
+    session = None
     if store is not None:
         from .. import store as zstore
 
-        g, resumed = zstore.open_or_create(store, sim, plan, run=run, n_frames=len(frames),
-                                           with_int=outputs is not None and bool(outputs.intfile),
-                                           with_noise=with_noise, overwrite=overwrite)
-        zstore.write_frame_metadata(g, frames)
-        if resumed:
+        # locked until the run ends; a replacement (--overwrite) is swapped in once the run has started
+        session = zstore.open_store(store, sim, plan, run=run, n_frames=len(frames),
+                                    with_int=outputs is not None and bool(outputs.intfile),
+                                    with_noise=with_noise, overwrite=overwrite)
+        try:
+            zstore.write_frame_metadata(session.group, frames)
+        except BaseException as exc:
+            session.close()
+            raise zstore.store_fault(exc, store) or exc from None
+        if session.resumed:
             log.info("resuming %s", store)
-    own = None
-    if client is None:
-        client, own = connect(scheduler, scheduler_file, n_workers, device)
+        store = session.path
+    elif dataset.n == 1:
+        from ..memory import check_frame_fits
+
+        check_frame_fits(sim, outputs)  # the frame is assembled in this process
+    try:
+        return _run_on_cluster(client, sim, plan, frames, store, session, device, dtype_name, parity, c_threads,
+                               outputs, progress, scheduler, scheduler_file, n_workers, cluster_options)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _run_on_cluster(client, sim, plan, frames, store, session, device, dtype_name, parity, c_threads, outputs,
+                    progress, scheduler, scheduler_file, n_workers, cluster_options) -> DaskRunResult:
+    own, made, quiet = None, client is None, False
+    if made:
+        client, own = connect(scheduler, scheduler_file, n_workers, device, options=cluster_options)
         log.info("dask dashboard: %s", client.dashboard_link)
     try:
         _check_gpu_workers(client, device)
         local = (os.cpu_count() or 1) if own is not None else None
         return _Run(client, sim, plan, frames, store, device, dtype_name, parity, c_threads, outputs,
-                    progress, local).execute()
+                    progress, local, session).execute()
+    except (KeyboardInterrupt, SystemExit):
+        quiet = True
+        raise
+    except BaseException as exc:  # a lost scheduler cancels futures (asyncio.CancelledError: a BaseException)
+        failure = cluster_failure(exc, client, cluster_options or ClusterOptions(scheduler, scheduler_file), store)
+        if failure is None:
+            raise
+        quiet = True
+        raise failure from None
     finally:
-        if own is not None:
-            client.close()
-            own.close()
+        _end_bar()  # the CLI's last line starts on a line of its own
+        if made:
+            shutdown(client, own, quiet=quiet)
 
 
 def _check_gpu_workers(client, device: str) -> None:
@@ -220,11 +240,11 @@ class _Run:
     """One execution: pre-pass and seeds (c-parity), tile tasks, reductions, second pass."""
 
     def __init__(self, client, sim, plan, frames, store, device, dtype_name, parity, c_threads, outputs, progress,
-                 local_cores: int | None = None):
+                 local_cores: int | None = None, session=None):
         self.client, self.sim, self.plan, self.frames = client, sim, plan, frames
         self.store = os.path.abspath(store) if store else None
         self.device, self.dtype_name, self.parity, self.c_threads = device, dtype_name, parity, c_threads
-        self.outputs, self.progress = outputs, progress
+        self.outputs, self.progress, self.session = outputs, progress, session
         self.tag = sim.fingerprint()[:10]
         self.tiles = plan.tiles()
         self.resources = {"GPU": 1} if device.startswith("cuda") else None
@@ -234,6 +254,20 @@ class _Run:
         self.threads = max(1, local_cores // n_workers) if device == "cpu" and local_cores else None
 
     def execute(self) -> DaskRunResult:
+        from .. import store as zstore
+
+        try:
+            if self.session is not None:
+                self.session.commit()  # the run has started: a staged replacement takes the old store's place
+            return self._execute()
+        except OSError as exc:
+            fault = zstore.store_fault(exc, self.store)
+            if fault is None:
+                raise
+            zstore.note_fault(self.store, str(fault))
+            raise fault from None
+
+    def _execute(self) -> DaskRunResult:
         from .. import store as zstore
 
         done = zstore.tiles_done(self.store) if self.store else np.zeros((len(self.frames),) + self.plan.grid, bool)
@@ -247,11 +281,8 @@ class _Run:
         if self.store:
             self._finish(sim_future, frame_stats)
             zstore.mark_complete(self.store)
-            image = zstore.read_frame(self.store, 0)
-        else:
-            image = images
-        return DaskRunResult(image=image, stats=frame_stats[0], frame_stats=frame_stats, computed=len(todo),
-                             total=total)
+        return DaskRunResult(stats=frame_stats[0], frame_stats=frame_stats, computed=len(todo), total=total,
+                             array=None if self.store else images, store=self.store)
 
     def _seeds(self, sim_future, frame_ids) -> dict:
         if self.parity != "c":
@@ -270,6 +301,8 @@ class _Run:
     def _simulate(self, sim_future, todo, seeds):
         from distributed import as_completed
 
+        from .. import store as zstore
+
         partial = {}
         image = None if self.store else np.zeros(self.sim.detector.shape, dtype=np.float32)
         futures = {}
@@ -281,7 +314,13 @@ class _Run:
                                      resources=self.resources)
             futures[fut] = (f, t)
         for n, fut in enumerate(as_completed(futures), start=1):
-            stats, img = fut.result()
+            try:
+                stats, img = fut.result()
+            except OSError as exc:
+                if self.store and zstore.store_fault(exc, self.store) is not None:
+                    with contextlib.suppress(Exception):  # the store is failing: stop writing to it
+                        self.client.cancel(list(futures))
+                raise
             f, t = futures[fut]
             partial[(f.index, t.index)] = stats
             if img is not None:
@@ -298,7 +337,7 @@ class _Run:
 
         from .. import store as zstore
 
-        n_roi = int(roi_mask(self.sim.detector).sum())
+        n_roi = roi_count(self.sim.detector)
         rows = np.asarray(zarr.open_group(self.store, mode="r")["tile_stats"][...]) if self.store else None
         out = []
         for f in self.frames:
@@ -347,7 +386,18 @@ def _dask_mapper(client, sim_future, tag: str):
     return run
 
 
+_BAR = {"open": False}  # a progress line without its newline yet (the run stopped part-way)
+
+
 def _bar(done: int, total: int, frame: int, frames: int, width: int = 40) -> None:
     k = int(width * done / max(total, 1))
     sys.stderr.write(f"\rframe {frame}/{frames} tiles [{'#' * k}{'.' * (width - k)}] {done}/{total}")
     sys.stderr.flush()
+    _BAR["open"] = done < total
+
+
+def _end_bar() -> None:
+    if _BAR["open"]:
+        _BAR["open"] = False
+        sys.stderr.write("\n")
+        sys.stderr.flush()

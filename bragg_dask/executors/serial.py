@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..outputs import roi_mask
+from ..outputs import roi_count
 from ..physics.kernel import simulate_tile
 from ..plan import TilePlan, plan_tiles
 from ..runtime import tune_allocator
 from ..stats import ImageStats, combine
+from ..memory import check_frame_fits
 from .seeds import compute_seeds
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def run_serial(
     tune_allocator()
     det = sim.detector
     plan = plan or plan_tiles(det.spixels, det.fpixels)
+    check_frame_fits(sim)  # the whole frame is held here: refuse one larger than the memory budget
     image = np.zeros(det.shape, dtype=np.float32)
     partials = []
     tiles = plan.tiles()
@@ -57,4 +59,4 @@ def run_serial(
         partials.append(res.stats())
         if progress is not None:
             progress(k + 1, len(tiles))
-    return RunResult(image=image, stats=combine(partials, int(roi_mask(det).sum())))
+    return RunResult(image=image, stats=combine(partials, roi_count(det)))

@@ -1,38 +1,50 @@
-"""MOSFLM orientation matrix files (``-mat``): the first nine numbers are the A matrix."""
+"""MOSFLM orientation matrix files (``-mat``): the first three lines are the A matrix."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..errors import InputFileError
+from .textfile import read_text
 
 
 def read_mat(path: str) -> np.ndarray:
-    """The first nine numbers of a MOSFLM matrix file as ``(3, 3)``: rows x, y, z; columns a*, b*, c*.
+    """The A matrix of a MOSFLM matrix file as ``(3, 3)``: rows x, y, z; columns a*, b*, c*.
 
-    The values are lambda-scaled reciprocal vectors (dimensionless), as MOSFLM writes them.
+    The values are lambda-scaled reciprocal vectors (dimensionless), as MOSFLM writes them.  The C
+    program takes the first nine numbers wherever they are; here the first three non-blank lines
+    must hold three numbers each (the rest of the file, if any, is not read), and the matrix must be
+    finite and invertible.
     """
-    try:
-        with open(path) as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise InputFileError(path, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, None, f"cannot read: {exc}") from None
-    values: list[float] = []
+    text = read_text(path)
+    rows: list[list[float]] = []
+    last = 1
     for no, line in enumerate(text.splitlines(), start=1):
-        for tok in line.split():
-            if len(values) == 9:
-                break
+        toks = line.split()
+        if not toks:
+            continue
+        last = no
+        if len(toks) != 3:
+            raise InputFileError(path, no, f"an A-matrix line needs 3 numbers, found {len(toks)}: {line.strip()!r}")
+        row = []
+        for tok in toks:
             try:
-                values.append(float(tok))
+                v = float(tok)
             except ValueError:
                 raise InputFileError(path, no, f"expected a number in the A matrix, got {tok!r}") from None
-        if len(values) == 9:
+            if not math.isfinite(v):
+                raise InputFileError(path, no, f"A-matrix value {tok!r} is not finite")
+            row.append(v)
+        rows.append(row)
+        if len(rows) == 3:
             break
-    if len(values) < 9:
-        raise InputFileError(path, None, f"needs 9 numbers (3x3 A matrix), found {len(values)}")
-    a = np.asarray(values, dtype=np.float64).reshape(3, 3)
-    if not np.isfinite(a).all():
-        raise InputFileError(path, None, "A matrix has non-finite values")
+    if len(rows) < 3:
+        raise InputFileError(path, last, f"the A matrix needs 3 lines of 3 numbers, found {len(rows)} line(s)")
+    a = np.asarray(rows, dtype=np.float64)
+    det = float(np.linalg.det(a))
+    scale = float(np.prod(np.linalg.norm(a, axis=0)))
+    if scale == 0.0 or abs(det) <= 1e-9 * scale:
+        raise InputFileError(path, last, "the A matrix is singular (its reciprocal axes are coplanar)")
     return a

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputFileError
 from .atomic import atomic_write
+from .textfile import read_bytes
 
 RTD = 180.0 / math.pi
 
@@ -111,10 +112,7 @@ def write_smv(path: str, sim, pixels: np.ndarray) -> None:
 
 def read_smv(path: str) -> tuple[dict[str, str], np.ndarray]:
     """Header keys and ``(SIZE2, SIZE1)`` pixels of an SMV file (unsigned_short only)."""
-    try:
-        raw = open(path, "rb").read()
-    except FileNotFoundError:
-        raise InputFileError(path, None, "file not found") from None
+    raw = read_bytes(path)
     if not raw.startswith(b"{"):
         raise InputFileError(path, 1, "not an SMV file (no '{' header)")
     head = raw[: min(len(raw), 65536)].split(b"}", 1)[0].decode("ascii", "replace")
@@ -141,25 +139,20 @@ def read_smv_frame(path: str) -> tuple[str, np.ndarray]:
 
     The header must start with ``{`` and ``HEADER_BYTES=``; the pixels are read without byte swap.
     """
-    try:
-        raw = open(path, "rb").read()
-    except FileNotFoundError:
-        raise InputFileError(path, None, "file not found") from None
-    except OSError as exc:
-        raise InputFileError(path, None, f"cannot read: {exc}") from None
+    raw = read_bytes(path)
     if not raw.startswith(b"{\nHEADER_BYT"):
         raise InputFileError(path, 1, "not an SMV image (header must start with '{' and HEADER_BYTES=)")
     head512 = raw[:512].decode("ascii", "replace")
     size = value_of(head512, "HEADER_BYTES")
     if size is None or not size >= 1:
-        raise InputFileError(path, _line_of(head512, "HEADER_BYTES"), "bad HEADER_BYTES value")
+        raise InputFileError(path, line_of(head512, "HEADER_BYTES"), "bad HEADER_BYTES value")
     header = raw[: int(size)].decode("ascii", "replace")
     width, height = value_of(header, "SIZE1"), value_of(header, "SIZE2")
     for key, v in (("SIZE1", width), ("SIZE2", height)):
         if v is None:
             raise InputFileError(path, None, f"SMV header has no {key} key")
         if not v >= 1:
-            raise InputFileError(path, _line_of(header, key), f"{key}={v:g} is not a pixel count")
+            raise InputFileError(path, line_of(header, key), f"{key}={v:g} is not a pixel count")
     w, h = int(width), int(height)
     data = np.frombuffer(raw[int(size) :], dtype="<u2")
     if data.size < w * h:
@@ -182,6 +175,6 @@ def value_of(header: str, key: str) -> float | None:
     return float(m.group(0)) if m else 0.0
 
 
-def _line_of(header: str, key: str) -> int | None:
+def line_of(header: str, key: str) -> int | None:
     pos = header.rfind(key)
     return header.count("\n", 0, pos) + 1 if pos >= 0 else None

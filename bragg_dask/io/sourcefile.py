@@ -1,8 +1,9 @@
 """Source lists (``-sourcefile``): ``X Y Z weight lambda`` per line.
 
-(X, Y, Z) is the source position relative to the sample (only its direction matters); a missing
-coordinate defaults to the one of ``-10 m * beam``.  The weight is read and, as in the C program,
-not used: every source weighs 1/n.  lambda is in metres; a missing one is the beam's.
+(X, Y, Z) is the source position relative to the sample (only its direction matters); the C
+program defaults a missing coordinate to the one of ``-10 m * beam``, here a line needs all
+three.  The weight is read and, as in the C program, not used: every source weighs 1/n.  lambda
+is in metres; a missing one is the beam's.  More than five columns is an error.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .textcols import read_columns
 
 def read_sources(path: str, beam: Vec3, wavelength_m: float) -> tuple[tuple[Vec3, float], ...]:
     """``((incident_unit_vector, wavelength_m), ...)`` from a source file."""
-    data, lines = read_columns(path, 5)
+    data, lines = read_columns(path, 5, min_cols=3, what=" 'X Y Z [weight [lambda]]'")
     out = []
     for row, no in zip(data, lines):
         pos = [(-SOURCE_DISTANCE_M * beam[i]) if np.isnan(row[i]) else float(row[i]) for i in range(3)]

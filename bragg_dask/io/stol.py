@@ -13,5 +13,5 @@ from .textcols import read_columns
 
 def read_stol(path: str) -> np.ndarray:
     """``(n, 2)``: abscissa (as written in the file) and structure factor."""
-    data, _ = read_columns(path, 2, min_cols=2)
+    data, _ = read_columns(path, 2, min_cols=2, what=" 'stol F'")
     return data

@@ -2,7 +2,8 @@
 
 Columns are separated by any of `` \\t,;:!``.  Missing trailing columns are NaN, except on a line
 that does not end in a plain newline (the last line without one, or CRLF endings), where the C
-parser fills them with 0.  Unlike C, a token that is not a number is an error naming the line.
+parser fills them with 0.  Unlike C, a token that is not a number, a line with fewer than
+``min_cols`` or more than ``ncols`` columns is an error naming the line.
 """
 
 from __future__ import annotations
@@ -13,36 +14,32 @@ import re
 import numpy as np
 
 from ..errors import InputFileError
+from .textfile import read_text
 
 _DELIMS = re.compile(r"[ \t,;:!]+")
 
 
-def read_columns(path: str, ncols: int, *, min_cols: int = 1) -> tuple[np.ndarray, list[int]]:
+def read_columns(path: str, ncols: int, *, min_cols: int = 1, what: str = "") -> tuple[np.ndarray, list[int]]:
     """``(rows, ncols)`` float64 values and the 1-based line number of each row."""
-    try:
-        with open(path, newline="") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise InputFileError(path, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, None, f"cannot read: {exc}") from None
+    text = read_text(path)
     rows, numbers = [], []
     for no, raw in enumerate(text.splitlines(keepends=True), start=1):
         body = raw.rstrip("\r\n")
         tokens = [t for t in _DELIMS.split(body.strip()) if t]
         if not tokens:
             continue
+        if len(tokens) > ncols or len(tokens) < min_cols:
+            expect = f"{ncols}" if min_cols == ncols else f"{min_cols} to {ncols}"
+            raise InputFileError(path, no, f"expected {expect} columns{what}, found {len(tokens)}")
         vals = []
-        for tok in tokens[:ncols]:
+        for tok in tokens:
             try:
                 v = float(tok)
             except ValueError:
                 raise InputFileError(path, no, f"expected a number, got {tok!r}") from None
-            if math.isnan(v):
-                raise InputFileError(path, no, f"expected a number, got {tok!r}")
+            if not math.isfinite(v):
+                raise InputFileError(path, no, f"expected a finite number, got {tok!r}")
             vals.append(v)
-        if len(vals) < min_cols:
-            raise InputFileError(path, no, f"expected at least {min_cols} columns, found {len(vals)}")
         fill = np.nan if raw.endswith("\n") and not raw.endswith("\r\n") else 0.0
         rows.append(vals + [fill] * (ncols - len(vals)))
         numbers.append(no)

@@ -1,0 +1,109 @@
+"""Checks made before any computation starts: every output can be written, and none clobbers another.
+
+An output (``-floatfile``, ``-intfile``, ``-noisefile``, ``-pgmfile``, the ``--zarr`` store) is
+refused when its folder does not exist or cannot be written, when it names a folder, when two
+outputs share a path, or when an output would overwrite one of the run's input files.  Each error
+names the flag; the C program would compute for minutes and then fail (or silently overwrite).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from .errors import ConfigError
+
+OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
+                ("noisefile", "-noisefile"))
+INPUT_FLAGS = (("hklfile", "-hkl"), ("matfile", "-mat"), ("sourcefile", "-sourcefile"), ("stolfile", "-stol"))
+
+
+def _key(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _writable_folder(folder: str) -> bool:
+    """Can a file be created in ``folder``?  Tried for real (permission bits lie to root, and to
+    read-only mounts)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".bragg-dask-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return True
+
+
+def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -> None:
+    if not name:
+        raise ConfigError("empty file name", flag=flag)
+    if os.path.isdir(path) and not folder_ok:
+        raise ConfigError(f"{name} is a folder, not a file", flag=flag)
+    if folder_ok and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{name} is a file, not a store folder", flag=flag)
+    if folder_ok and os.path.isdir(path):  # an existing store is written inside
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write into {name}: the folder is not writable", flag=flag)
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(parent):
+        raise ConfigError(f"cannot write {name}: folder {parent} does not exist", flag=flag)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"cannot write {name}: {parent} is not a folder", flag=flag)
+    if not _writable_folder(parent):
+        raise ConfigError(f"cannot write {name}: folder {parent} is not writable", flag=flag)
+
+
+def run_inputs(raw, cwd: str) -> list[tuple[str, str, str]]:
+    """``(flag, name, path)`` of each file the run reads."""
+    out = []
+    for attr, default in INPUT_FLAGS:
+        name = getattr(raw, attr, None)
+        if name:
+            out.append((raw.flag_of.get(attr, default), name, os.path.join(cwd, name)))
+    for flag, name in getattr(raw, "header_files", {}).items():
+        out.append((flag, name, os.path.join(cwd, name)))
+    return out
+
+
+def run_outputs(parsed) -> list[tuple[str, str]]:
+    """``(flag, name)`` of each file a single-frame run writes (default names included)."""
+    outs, raw = parsed.outputs, parsed.raw
+    out = []
+    for attr, default in OUTPUT_FLAGS:
+        name = getattr(outs, attr, None)
+        if name:
+            out.append((raw.flag_of.get(attr, f"{default} (default name)"), name))
+    return out
+
+
+def check_outputs(parsed, *, zarr: str | None = None, write_files: bool = True, cwd: str | None = None) -> None:
+    """Refuse, before computing anything, outputs that cannot be written or would clobber another file."""
+    cwd = cwd or os.getcwd()
+    files = run_outputs(parsed) if write_files else []
+    check_paths(files, inputs=[(flag, name) for flag, name, _ in run_inputs(parsed.raw, cwd)], zarr=zarr, cwd=cwd)
+
+
+def check_paths(outputs, *, inputs=(), zarr: str | None = None, cwd: str | None = None) -> None:
+    """The checks of :func:`check_outputs` on ``(flag, name)`` pairs (``bragg-dask export`` can use them too)."""
+    cwd = cwd or os.getcwd()
+    targets = [(flag, name, os.path.join(cwd, name)) for flag, name in outputs]
+    for flag, name, path in targets:
+        _check_target(flag, name, path)
+    if zarr is not None:
+        zpath = os.path.join(cwd, zarr)
+        _check_target("--zarr", zarr, zpath, folder_ok=True)
+        targets.append(("--zarr", zarr, zpath))
+    seen: dict[str, str] = {}
+    for flag, name, path in targets:
+        k = _key(path)
+        if k in seen:
+            raise ConfigError(f"{name} is also written by {seen[k]}: give each output its own path", flag=flag)
+        seen[k] = flag
+    for in_flag, in_name in inputs:
+        k = _key(os.path.join(cwd, in_name))
+        for flag, name, path in targets:
+            if _key(path) == k or (flag == "--zarr" and k.startswith(_key(path) + os.sep)):
+                raise ConfigError(f"{name} would overwrite the input file {in_name} given to {in_flag}", flag=flag)

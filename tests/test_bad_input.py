@@ -1,0 +1,379 @@
+"""Nothing wrong gets through: each class of bad input is one line naming the flag (or file:line),
+exit status 2, no traceback, and nothing written.  The Python configuration classes refuse the same."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+
+from bragg_dask import Source
+from bragg_dask.cli import main
+from bragg_dask.errors import ConfigError
+from bragg_dask.nanobragg_args import RULES, parse_nanobragg_args
+
+BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
+        "-pixel", "0.2", "-detpixels", "16", "-lambda", "1.0", "-oversample", "1", "-noprogress"]
+OUTPUTS = ("floatimage.bin", "intimage.img", "image.pgm", "noiseimage.img")
+
+
+@pytest.fixture
+def cli_error(tmp_path, monkeypatch, capsys):
+    """Run the CLI in ``tmp_path``; assert exit 2, one line naming every needle, and no new file."""
+    monkeypatch.chdir(tmp_path)
+
+    def check(argv, *needles):
+        before = set(os.listdir(tmp_path))
+        rc = main(list(argv))
+        captured = capsys.readouterr()
+        lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+        assert rc == 2, captured.err
+        assert len(lines) == 1, captured.err
+        assert lines[0].startswith("bragg-dask: error: ") and "Traceback" not in captured.err
+        for n in needles:
+            assert n in lines[0], lines[0]
+        assert set(os.listdir(tmp_path)) == before, "an output was written"
+        return lines[0]
+
+    return check
+
+
+# ----------------------------------------------------------------------------- every flag's values
+
+NUM = ("abc", "nan", "inf", "-inf", "1e999", "")
+INT = ("abc", "nan", "inf", "2.5", "")
+FILE = ("-N", "")
+
+# for every rule of the C program's argument table (by its first pattern): a full set of good values
+# (for the missing-value test) and bad value sets; the CLI must refuse each one, naming the flag
+TABLE: dict[str, tuple[tuple[str, ...], list]] = {
+    "-img": (("x",), [*FILE]),
+    "-mask": (("x",), [*FILE]),
+    "-Na": (("3",), [*INT, "0", "-3"]),
+    "-Nb": (("3",), [*INT, "0", "-3"]),
+    "-Nc": (("3",), [*INT, "0", "-3"]),
+    "-N": (("3",), [*INT, "0", "-3", "1e30"]),
+    "-cell": (("50", "50", "50", "90", "90", "90"), [
+        ("50", "50", "50", "90", "90", "abc"), ("50", "50", "50", "90", "90", "nan"),
+        ("0", "50", "50", "90", "90", "90"), ("50", "50", "50", "0", "90", "90"),
+        ("50", "50", "50", "180", "90", "90"), ("50", "50", "50", "10", "10", "170"),
+        ("50", "50", "50", "120", "120", "120"), ("50", "50", "50", "90", "90", "-N")]),
+    "-misset": (("1", "2", "3"), [("1", "2", "abc"), ("1", "nan", "3"), ("inf", "2", "3")]),
+    "-samplesize": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-sample_thick": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-sample_width": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-sample_heigh": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-xtalsize": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-xtal_thick": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-xtal_width": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-xtal_heigh": (("0.01",), [*NUM, "0", "-0.01"]),
+    "-density": (("1.2",), [*NUM, "0"]),
+    "-molec": (("1",), [*NUM, "-1"]),
+    "-MW": (("100",), [*NUM, "0"]),
+    "-Xbeam": (("5",), [*NUM]),
+    "-Ybeam": (("5",), [*NUM]),
+    "-Xclose": (("5",), [*NUM]),
+    "-Yclose": (("5",), [*NUM]),
+    "-ORGX": (("5",), [*NUM]),
+    "-ORGY": (("5",), [*NUM]),
+    "-pivot": (("beam",), ["sideways", ""]),
+    "-fdet_vector": (("0", "0", "1"), [("0", "0", "abc"), ("0", "nan", "1"), ("0", "0", "0")]),
+    "-sdet_vector": (("0", "-1", "0"), [("0", "0", "inf"), ("0", "0", "0")]),
+    "-odet_vector": (("1", "0", "0"), [("abc", "0", "0"), ("0", "0", "0")]),
+    "-beam_vector": (("1", "0", "0"), [("nan", "0", "0"), ("0", "0", "0")]),
+    "-polar_vector": (("0", "0", "1"), [("0", "0", "-inf"), ("0", "0", "0")]),
+    "-spindle_axis": (("0", "0", "1"), [("0", "x", "1"), ("0", "0", "0")]),
+    "-twotheta_axis": (("0", "1", "0"), [("0", "nan", "0"), ("0", "0", "0")]),
+    "-pix0_vector": (("0.1", "0", "0"), [("0.1", "abc", "0"), ("inf", "0", "0")]),
+    "-distance": (("50",), [*NUM, "0", "-50"]),
+    "-close_distance": (("50",), [*NUM, "0", "-50"]),
+    "-detector_abs": (("300",), ["abc", "nan", "-5", ""]),
+    "-detector_thick": (("300",), [*NUM, "-1"]),
+    "-detector_thicksteps": (("3",), [*INT, "0", "-2"]),
+    "-thicksteps": (("3",), [*INT, "0", "-2"]),
+    "-twotheta": (("5",), [*NUM]),
+    "-detector_rotx": (("5",), [*NUM]),
+    "-detector_roty": (("5",), [*NUM]),
+    "-detector_rotz": (("5",), [*NUM]),
+    "-detsize": (("3.2",), [*NUM, "0", "-3"]),
+    "-detsize_f": (("3.2",), [*NUM, "0", "-3"]),
+    "-detsize_s": (("3.2",), [*NUM, "0", "-3"]),
+    "-detpixels": (("16",), [*INT, "0", "-16"]),
+    "-detpixels_f": (("16",), [*INT, "0", "-16"]),
+    "-detpixels_s": (("16",), [*INT, "0", "-16"]),
+    "-pixel": (("0.2",), [*NUM, "0", "-0.2"]),
+    "-polar": (("0.5",), [*NUM, "1.5", "-2"]),
+    "-oversample": (("2",), [*INT, "0", "-1"]),
+    "-roi": (("0", "7", "0", "7"), [("0", "7", "0", "x"), ("0", "nan", "0", "7"), ("7", "0", "0", "7"),
+                                    ("0", "7", "9", "2"), ("100", "200", "100", "200"), ("-9", "-1", "0", "7")]),
+    "-lambda": (("1",), [*NUM, "0", "-1"]),
+    "-energy": (("12000",), [*NUM, "0", "-12000"]),
+    "-fluence": (("1e24",), [*NUM, "0", "-1e24"]),
+    "-flux": (("1e12",), [*NUM, "0", "-1e12"]),
+    "-exposure": (("1",), [*NUM, "0", "-1"]),
+    "-beamsize": (("0.1",), [*NUM, "0", "-0.1"]),
+    "-mosaici": (("0.5",), [*NUM, "-0.5"]),
+    "-mosaic": (("0.5",), [*NUM, "-0.5"]),
+    "-mosaic_dom": (("5",), [*INT, "0", "-3"]),
+    "-dispersion": (("1",), [*NUM, "-1", "200", "250"]),
+    "-dispsteps": (("3",), [*INT, "0", "-3"]),
+    "-divergence": (("0.5",), [*NUM, "-0.5"]),
+    "-hdivrange": (("0.5",), [*NUM, "-0.5"]),
+    "-vdivrange": (("0.5",), [*NUM, "-0.5"]),
+    "-hdivstep": (("0.1",), [*NUM, "0", "-0.1"]),
+    "-hdivsteps": (("3",), [*INT, "0", "-3"]),
+    "-vdivstep": (("0.1",), [*NUM, "0", "-0.1"]),
+    "-vdivsteps": (("3",), [*INT, "0", "-3"]),
+    "-divsteps": (("3",), [*INT, "0", "-3"]),
+    "-adc": (("40",), [*NUM, "-1"]),
+    "-phi": (("5",), [*NUM]),
+    "-osc": (("1",), [*NUM]),
+    "-phistep": (("0.1",), [*NUM]),
+    "-phisteps": (("3",), [*INT, "0", "-3"]),
+    "-dmin": (("2",), [*NUM, "-2"]),
+    "-mat": (("x",), [*FILE]),
+    "-hkl": (("x",), [*FILE]),
+    "-default_F": (("10",), [*NUM, "-10"]),
+    "-dump": (("x",), [*FILE]),
+    "-stolout": (("x",), [*FILE]),
+    "-stol": (("x",), [*FILE]),
+    "-4stol": (("x",), [*FILE]),
+    "-Q": (("x",), [*FILE]),
+    "-sourcefile": (("x",), [*FILE]),
+    "-floatfile": (("x",), [*FILE]),
+    "-intfile": (("x",), [*FILE]),
+    "-pgmfile": (("x",), [*FILE]),
+    "-noisefile": (("x",), [*FILE]),
+    "-scale": (("1",), [*NUM, "0", "-1"]),
+    "-pgmscale": (("1",), [*NUM, "0", "-1"]),
+    "-fudge": (("1",), [*NUM, "0", "-1"]),
+    "-printout_pixel": (("3", "4"), [("3", "x"), ("nan", "4"), ("-1", "4")]),
+    "-seed": (("5",), [*INT, "1e30"]),
+    "-mosaic_seed": (("5",), [*INT, "1e30"]),
+    "-misset_seed": (("5",), [*INT, "1e30"]),
+    "-water": (("100",), [*NUM, "-1"]),
+}
+
+VALUED = [r for r in RULES if r.nargs > 0]
+
+
+def test_every_rule_with_values_is_in_the_table():
+    assert {r.patterns[0] for r in VALUED} == set(TABLE)
+
+
+@pytest.mark.parametrize("rule", VALUED, ids=[r.patterns[0] for r in VALUED])
+def test_flag_with_too_few_values(rule, cli_error):
+    flag = rule.patterns[0]
+    good = TABLE[flag][0]
+    cli_error(BASE + [flag, *good[:-1]], flag, f"needs {rule.nargs} value")
+
+
+BAD = [(flag, bad if isinstance(bad, tuple) else (bad,)) for flag, (_, bads) in TABLE.items() for bad in bads]
+
+
+@pytest.mark.parametrize("flag, values", BAD, ids=[f"{f} {' '.join(v)}" for f, v in BAD])
+def test_bad_value(flag, values, cli_error):
+    cli_error(BASE + [flag, *values], flag)
+
+
+@pytest.mark.parametrize("flag, values", [(f, good) for f, (good, _) in TABLE.items()
+                                          if f not in ("-img", "-mask", "-mat", "-hkl", "-stol", "-4stol", "-Q",
+                                                       "-sourcefile")],
+                         ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_good_values_parse(flag, values, tmp_path):
+    parse_nanobragg_args(BASE + [flag, *values], cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("extra", [
+    ["-osc", "-1"], ["-phi", "-30"], ["-twotheta", "-10"], ["-mosaic", "0"], ["-mosaic_spread", "0"],
+    ["-misset", "random"], ["-misset", "random", "-misset_seed", "42"], ["-detector_abs", "inf"],
+    ["-detector_abs", "0"], ["-dmin", "0"], ["-detector_thick", "0"], ["-misset", "-9", "37", "-9"],
+    ["-phistep", "0", "-osc", "1", "-phisteps", "3"], ["-Xbeam", "-20", "-Ybeam", "500"], ["-curved_det"],
+    ["-polar", "-1"], ["-roi", "-5", "3", "10", "100"], ["-N", "2.0"], ["-default_F", "0", "-hkl", "F.hkl"],
+    ["-dmin", "50"], ["-dmin", "0.7", "-Xbeam", "500"],
+], ids=" ".join)
+def test_what_the_c_program_renders_is_still_accepted(extra, tmp_path):
+    (tmp_path / "F.hkl").write_text("0 0 0 10\n1 0 0 5\n")
+    parse_nanobragg_args(BASE + extra, cwd=str(tmp_path))
+
+
+def test_the_examples_of_the_issue(cli_error):
+    cli_error(BASE + ["-cell", "50", "50", "50", "90", "90"], "-cell", "needs 6 values")
+    cli_error(BASE + ["-mosaic_domains", "-3"], "-mosaic_domains", "-3")
+    cli_error(BASE + ["-distance", "0"], "-distance")
+    cli_error(BASE + ["-N", "0"], "-N")
+    cli_error(BASE + ["-roi", "100", "200", "100", "200"], "-roi", "outside")
+    cli_error(BASE + ["-hkl", "."], "-hkl", "folder")
+    cli_error(BASE + ["-floatfile", "nowhere/f.bin"], "-floatfile", "does not exist")
+
+
+# ----------------------------------------------------------------------------- input files
+
+
+def smv(size1=16, size2=16, pixels=None, extra="", npix=None) -> bytes:
+    head = f"{{\nHEADER_BYTES=512;\nSIZE1={size1};\nSIZE2={size2};\n{extra}}}\f".encode()
+    head += b" " * (512 - len(head))
+    if pixels is None:
+        pixels = np.ones(16 * 16 if npix is None else npix, dtype="<u2")
+    return head + np.asarray(pixels, dtype="<u2").tobytes()
+
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe garbage"
+MAT_OK = "0.02 0 0\n0 0.02 0\n0 0 0.02\n"
+
+FILE_CASES = [
+    # (flag, content (None: missing, "DIR": a folder), needle after the name: ":line" or "")
+    ("-hkl", None, ""), ("-hkl", "DIR", ""), ("-hkl", "", ""), ("-hkl", " \n\n", ""), ("-hkl", BINARY, ":1"),
+    ("-hkl", "1 2 3\n", ":1"), ("-hkl", "0 0 0 1\n1 2 3 4 5\n", ":2"), ("-hkl", "0 0 0 1\n1 x 3 4\n", ":2"),
+    ("-hkl", "0 0 0 1\n1 2 3 nan\n", ":2"), ("-hkl", "0 0 0 1\n1 2 3 4\n5 6", ":3"),
+    ("-hkl", "0 0 0 1\n1 2 3\n4 5 6 7 8\n", ":2"), ("-hkl", "0 0 0 1\n1.5 0 0 2\n", ":2"),
+    ("-hkl", "0 0 0 1\n0 0 1000000000 2\n", ":2"),
+    ("-mat", None, ""), ("-mat", "DIR", ""), ("-mat", "", ""), ("-mat", BINARY, ":1"),
+    ("-mat", "0.01 0 0\n0 0.01 0\n0 0\n1 2 3\n", ":3"), ("-mat", "0.01 0 0\n0 0.01 0\n", ":2"),
+    ("-mat", "0.01 0 0 0\n0 0.01 0\n0 0 0.01\n", ":1"), ("-mat", "0.01 0 0\n0 abc 0\n0 0 0.01\n", ":2"),
+    ("-mat", "0.01 0 0\n0.01 0 0\n0 0 0.01\n", ":3"), ("-mat", "0.01 0 0\n0 inf 0\n0 0 0.01\n", ":2"),
+    ("-sourcefile", None, ""), ("-sourcefile", "DIR", ""), ("-sourcefile", "", ""),
+    ("-sourcefile", BINARY, ":1"), ("-sourcefile", "-10 0 0 1 1e-10\n-10 0\n", ":2"),
+    ("-sourcefile", "-10 0 0 1 1e-10 7\n", ":1"), ("-sourcefile", "-10 0 0 1 1e-10\n# a comment\n", ":2"),
+    ("-sourcefile", "-10 0 0 1 nan\n", ":1"), ("-sourcefile", "0 0 0 1 1e-10\n", ":1"),
+    ("-sourcefile", "-10 0 0 1 -1e-10\n", ":1"), ("-sourcefile", "-10 0 0 1 1e-10\n-10 0 0 1", ":2"),
+    ("-stol", None, ""), ("-stol", "DIR", ""), ("-stol", "", ""), ("-stol", BINARY, ":1"),
+    ("-stol", "0 2.5\n0.1\n", ":2"), ("-stol", "0 2.5\n0.1 2 3\n", ":2"), ("-stol", "0 2.5\n0.1 x\n", ":2"),
+    ("-mask", None, ""), ("-mask", "DIR", ""), ("-mask", b"", ""), ("-mask", BINARY, ":1"),
+    ("-mask", smv(npix=100), ""), ("-mask", smv(size1="abc"), ":3"), ("-mask", smv(extra="PIXEL_SIZE=0;\n"), ":5"),
+    ("-mask", smv(pixels=np.zeros(256)), ""), ("-mask", smv(size1=8, npix=8 * 16), ""),
+    ("-img", None, ""), ("-img", "DIR", ""), ("-img", b"", ""), ("-img", b"{\nnot a header", ":1"),
+    ("-img", smv(npix=3), ""), ("-img", smv(extra="WAVELENGTH=-1;\n"), ":5"),
+    ("-img", smv(extra="DISTANCE=0;\n"), ":5"),
+]
+
+
+@pytest.mark.parametrize("flag, content, where", FILE_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(FILE_CASES)])
+def test_bad_input_file(flag, content, where, tmp_path, cli_error):
+    name = "in.dat"
+    if content == "DIR":
+        (tmp_path / name).mkdir()
+    elif content is not None:
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    argv = [a for a in BASE if a not in ("-cell",)] if flag == "-mat" else list(BASE)
+    if flag == "-mat":  # the matrix replaces -cell
+        i = BASE.index("-cell")
+        argv = BASE[:i] + BASE[i + 7 :]
+    cli_error(argv + [flag, name], flag, name + where)
+
+
+def test_mask_and_roi_that_leave_nothing(tmp_path, cli_error):
+    pixels = np.zeros((16, 16))
+    pixels[:4, :4] = 1
+    (tmp_path / "m.img").write_bytes(smv(pixels=pixels.ravel()))
+    cli_error(BASE + ["-mask", "m.img", "-roi", "8", "15", "8", "15"], "-mask", "m.img", "masked")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["-floatfile", "nowhere/f.bin"], ("-floatfile", "nowhere/f.bin", "does not exist")),
+    (["-intimage", "nowhere/i.img"], ("-intimage", "does not exist")),
+    (["-noisefile", "nowhere/n.img"], ("-noisefile", "does not exist")),
+    (["-pgmfile", "nowhere/p.pgm"], ("-pgmfile", "does not exist")),
+    (["-floatfile", "/proc/f.bin"], ("-floatfile", "not writable")),
+    (["-floatfile", "sub"], ("-floatfile", "folder")),
+    (["-floatfile", "notafolder/f.bin"], ("-floatfile", "not a folder")),
+    (["-floatfile", "a.out", "-intfile", "a.out"], ("-intfile", "-floatfile", "a.out")),
+    (["-floatfile", "a.out", "-noisefile", "./sub/../a.out"], ("-noisefile", "-floatfile")),
+    (["-pgmfile", "intimage.img"], ("-pgmfile", "-intfile", "default")),
+    (["-hkl", "F.hkl", "-floatfile", "F.hkl"], ("-floatfile", "F.hkl", "-hkl")),
+    (["-sourcefile", "s.txt", "-intfile", "s.txt"], ("-intfile", "s.txt", "-sourcefile")),
+    (["--zarr", "nowhere/s.zarr"], ("--zarr", "does not exist")),
+    (["--zarr", "notafolder"], ("--zarr", "not a store folder")),
+    (["--zarr", "x.zarr", "-floatfile", "x.zarr"], ("--zarr", "-floatfile")),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_bad_output(extra, needles, tmp_path, cli_error):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "notafolder").write_text("x")
+    (tmp_path / "F.hkl").write_text("0 0 0 10\n1 0 0 5\n")
+    (tmp_path / "s.txt").write_text("-10 0 0 1 1e-10\n")
+    cli_error(BASE + extra, *needles)
+
+
+# ----------------------------------------------------------------------------- nothing to render
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["-hdivrange", "1", "-hdivstep", "3", "-vdivrange", "1", "-vdivstep", "3"],
+     ("-hdivrange", "-vdivstep", "-hdivrange 1 -hdivstep 3")),
+    (["-oversample_thick"], ("-oversample_thick",)),
+    (["-beam_vector", "0", "0", "1"], ("-beam_vector",)),
+    (["-fdet_vector", "0", "1", "0", "-sdet_vector", "0", "1", "0"], ("-fdet_vector", "-sdet_vector")),
+    (["-roi", "16", "20", "0", "15"], ("-roi", "outside")),
+    (["-dmin", "3", "-Xbeam", "500"], ("-dmin", "culled")),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_a_run_with_nothing_to_render_names_the_flags(extra, needles, cli_error):
+    cli_error(BASE + extra, *needles)
+
+
+# ----------------------------------------------------------------------------- the Python API
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return parse_nanobragg_args(BASE).simulation
+
+
+def _replace(obj, **kw):
+    return dataclasses.replace(obj, **kw)
+
+
+@pytest.mark.parametrize("make, field, flag", [
+    (lambda s: Source((1.0, 0.0, 0.0), math.nan), "wavelength_m", "-lambda"),
+    (lambda s: Source((1.0, 0.0, 0.0), -1e-10), "wavelength_m", "-lambda"),
+    (lambda s: Source((0.0, 0.0, 0.0), 1e-10), "incident", "-sourcefile"),
+    (lambda s: Source((1.0, math.inf, 0.0), 1e-10), "incident", "-sourcefile"),
+    (lambda s: _replace(s.beam, wavelength_m=math.inf), "wavelength_m", "-lambda"),
+    (lambda s: _replace(s.beam, sources=()), "sources", "-divergence"),
+    (lambda s: _replace(s.beam, fluence=0.0), "fluence", "-fluence"),
+    (lambda s: _replace(s.beam, polarization=1.5), "polarization", "-polar"),
+    (lambda s: _replace(s.beam, polarization=math.nan), "polarization", "-polar"),
+    (lambda s: _replace(s.beam, beam_vector=(0.0, 0.0, 0.0)), "beam_vector", "-beam_vector"),
+    (lambda s: _replace(s.crystal, n_cells=(2.5, 1, 1)), "n_cells", "-N"),
+    (lambda s: _replace(s.crystal, n_cells=(0, 1, 1)), "n_cells", "-N"),
+    (lambda s: _replace(s.crystal, n_cells=(1, 1)), "n_cells", "-N"),
+    (lambda s: _replace(s.crystal, a_m=(math.nan, 0.0, 0.0)), "a_m", "-cell"),
+    (lambda s: _replace(s.crystal, c_m=s.crystal.a_m), "a_m", "-cell"),
+    (lambda s: _replace(s.crystal, fudge=0.0), "fudge", "-fudge"),
+    (lambda s: _replace(s.crystal, phi0_rad=math.nan), "phi0_rad", "-phi"),
+    (lambda s: _replace(s.crystal, osc_rad=math.inf), "osc_rad", "-osc"),
+    (lambda s: _replace(s.crystal, phisteps=0), "phisteps", "-phisteps"),
+    (lambda s: _replace(s.crystal, mosaic_spread_rad=-0.1), "mosaic_spread_rad", "-mosaic_spread"),
+    (lambda s: _replace(s.crystal, mosaic_umats=(((1.0, 0.0), (0.0, 1.0)),)), "mosaic_umats", "-mosaic_domains"),
+    (lambda s: _replace(s.crystal, spindle_axis=(0.0, 0.0, 0.0)), "spindle_axis", "-spindle_axis"),
+    (lambda s: _replace(s.crystal, shape="cube"), "shape", "-round_xtal"),
+    (lambda s: _replace(s.detector, fpixels=0), "fpixels", "-detpixels_x"),
+    (lambda s: _replace(s.detector, pixel_size_m=math.nan), "pixel_size_m", "-pixel"),
+    (lambda s: _replace(s.detector, oversample=1.5), "oversample", "-oversample"),
+    (lambda s: _replace(s.detector, thickness_m=-1e-6), "thickness_m", "-detector_thick"),
+    (lambda s: _replace(s.detector, mu_per_m=math.nan), "mu_per_m", "-detector_abs"),
+    (lambda s: _replace(s.detector, thicksteps=0), "thicksteps", "-detector_thicksteps"),
+    (lambda s: _replace(s.detector, roi=(5, 1, 0, 3)), "roi", "-roi"),
+    (lambda s: _replace(s.detector, roi=(100, 200, 0, 3)), "roi", "-roi"),
+    (lambda s: _replace(s.detector, mask=np.ones((3, 16), bool)), "mask", "-mask"),
+    (lambda s: _replace(s.detector, oversample_thick=True), "oversample_thick", "-oversample_thick"),
+    (lambda s: _replace(s, water_size_m=-1.0), "water_size_m", "-water"),
+    (lambda s: _replace(s, dmin_m=math.nan), "dmin_m", "-dmin"),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_config_classes_refuse_what_the_cli_refuses(sim, make, field, flag):
+    with pytest.raises(ConfigError) as info:
+        make(sim)
+    assert info.value.field == field and info.value.flag == flag
+    assert field in str(info.value) and flag in str(info.value)
+
+
+def test_config_classes_accept_a_valid_simulation(sim):
+    again = _replace(sim, crystal=_replace(sim.crystal, phi0_rad=-0.5, osc_rad=-0.1))
+    assert again.crystal.phi0_rad == -0.5
+    assert _replace(sim.detector, roi=(-5, 3, 0, 100)).roi_bounds == (0, 3, 0, 15)
