@@ -108,3 +108,17 @@ def test_header_fits_512_bytes_for_ordinary_geometry():
     assert len(head) == 512 and head.startswith(b"{\nHEADER_BYTES=512;")
     ref = (case.path / "int.img").read_bytes()[:512]
     assert head == ref  # byte-identical to the C program's header
+
+
+def test_smv_frame_with_a_stray_trailing_byte_reads_its_pixels(tmp_path):
+    """A header grown past 512 bytes can leave the file an odd length; the pixels still read."""
+    from bragg_dask.io.smv import read_smv_frame
+
+    sim = parse_nanobragg_args(["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "1", "-detpixels_f", "5",
+                                "-detpixels_s", "3"]).simulation
+    img = tmp_path / "odd.img"
+    pixels = np.arange(15, dtype=np.uint16).reshape(3, 5)
+    write_smv(str(img), sim, pixels)
+    img.write_bytes(img.read_bytes() + b"\x07")
+    _, read = read_smv_frame(str(img))
+    assert np.array_equal(read, pixels)

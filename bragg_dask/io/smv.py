@@ -154,7 +154,8 @@ def read_smv_frame(path: str) -> tuple[str, np.ndarray]:
         if not v >= 1:
             raise InputFileError(path, line_of(header, key), f"{key}={v:g} is not a pixel count")
     w, h = int(width), int(height)
-    data = np.frombuffer(raw[int(size) :], dtype="<u2")
+    body = raw[int(size) :]
+    data = np.frombuffer(body[: len(body) // 2 * 2], dtype="<u2")  # a trailing odd byte is not a pixel
     if data.size < w * h:
         raise InputFileError(path, None, f"has {data.size} pixels after the header, SIZE1 x SIZE2 = {w * h}")
     return header, data[: w * h].reshape(h, w)

@@ -58,16 +58,19 @@ class IntensityModel:
         # the gate only matters where an evaluation can have F_latt == 0 exactly
         self.needs_gate = self.shape != "square" and not water
 
-    def f_latt_sq(self, delta: torch.Tensor) -> torch.Tensor:
+    def f_latt_sq(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(F_latt^2, gate)``: the gate is the C program's ``F_latt != 0`` test, on ``F_latt`` itself
+        (its square underflows to 0 for a tiny nonzero ``F_latt``, which C still counts); ``None``
+        where no gate is needed."""
         if self.shape == "square":
-            return square_lattice_sq(delta, self.n_cells)
+            return square_lattice_sq(delta, self.n_cells), None
         if self.shape == "round":
             f = round_lattice(delta, self.n_cells, self.fudge)
         elif self.shape == "gauss":
             f = gauss_lattice(delta, self.recip, self.n_cells, self.fudge)
         else:
             f = tophat_lattice(delta, self.recip, self.n_cells, self.fudge)
-        return f * f
+        return f * f, (f != 0 if self.needs_gate else None)
 
     def f_cell_sq(self, hkl: torch.Tensor, hkl0: torch.Tensor, interp_ok: torch.Tensor | None):
         """``(F^2, out_of_range)`` for ``(..., 3)`` indices; ``interp_ok`` masks tricubic use (c-parity)."""
@@ -92,11 +95,10 @@ class IntensityModel:
             o1 = min(o0 + step, self.n_orient)
             hkl = (scatter @ self.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
             hkl0 = torch.ceil(hkl - 0.5)
-            latt = self.f_latt_sq(hkl - hkl0)
+            latt, gate = self.f_latt_sq(hkl - hkl0)
             ok = None if interp_ok is None else interp_ok[:, o0:o1]
             f2, oor = self.f_cell_sq(hkl, hkl0, ok)
             term = latt * (self.default_f2 if f2 is None else f2)
-            gate = latt != 0 if self.needs_gate else None
             if oor is not None and gate is not None:
                 oor = oor & gate  # the range test runs only for evaluations that pass the gate
             yield Terms(o0, o1, term, gate, oor)
@@ -123,5 +125,5 @@ class IntensityModel:
             hkl = (scatter @ self.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
             oor = ~self.tricubic.in_range(hkl)
             if self.needs_gate:
-                oor &= self.f_latt_sq(hkl - torch.ceil(hkl - 0.5)) != 0
+                oor &= self.f_latt_sq(hkl - torch.ceil(hkl - 0.5))[1]
             yield o0, o1, oor

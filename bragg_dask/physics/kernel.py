@@ -311,7 +311,8 @@ def _first_polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch
     """Polarization factor per pixel from its first evaluated (point, source), C loop order.
 
     ``diffracted``: ``(P, Q, 3)``.  ``kept``: ``(P, n_src, Q)`` dmin mask.  A pixel with no
-    evaluation keeps the factor 0: it renders as 0, background included, as in C.
+    evaluation keeps the factor 0 and renders as 0, background included; with ``-nopolar`` the factor
+    stays 1, so it keeps its background (as in C).
     """
     beam = prep.sim.beam
     p = diffracted.shape[0]
@@ -323,10 +324,9 @@ def _first_polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch
         has = torch.ones(p, dtype=torch.bool, device=diffracted.device)
         d0 = diffracted[:, 0]
         inc = prep.incident[0].expand_as(d0)
-    if beam.nopolar:
-        factor = torch.ones(p, dtype=torch.float64, device=d0.device)
-    else:
-        factor = kahn_factor(beam.polarization, inc, d0, prep.polar_axis)
+    if beam.nopolar:  # the factor starts at 1 and is never computed: a culled pixel keeps it
+        return torch.ones(p, dtype=torch.float64, device=d0.device)
+    factor = kahn_factor(beam.polarization, inc, d0, prep.polar_axis)
     return torch.where(has, factor, torch.zeros_like(factor))
 
 
