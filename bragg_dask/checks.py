@@ -9,7 +9,9 @@ names the flag; the C program would compute for minutes and then fail (or silent
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import stat
 import tempfile
 
 from .errors import ConfigError
@@ -36,6 +38,13 @@ def _writable_folder(folder: str) -> bool:
     return True
 
 
+def _is_devnull(path: str) -> bool:
+    try:
+        return os.path.samefile(path, os.devnull) and stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -> None:
     if not name:
         raise ConfigError("empty file name", flag=flag)
@@ -43,6 +52,10 @@ def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -
         raise ConfigError(f"{name} is a folder, not a file", flag=flag)
     if folder_ok and os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{name} is a file, not a store folder", flag=flag)
+    if not folder_ok and os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode) \
+            and not _is_devnull(path):
+        raise ConfigError(f"cannot write {name}: it is a device, FIFO or socket, not a regular file "
+                          f"({os.devnull} alone is taken, to discard an output)", flag=flag)
     if folder_ok and os.path.isdir(path):  # an existing store is written inside
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"cannot write into {name}: the folder is not writable", flag=flag)
@@ -54,6 +67,14 @@ def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -
         raise ConfigError(f"cannot write {name}: {parent} is not a folder", flag=flag)
     if not _writable_folder(parent):
         raise ConfigError(f"cannot write {name}: folder {parent} is not writable", flag=flag)
+    base = os.fsencode(os.path.basename(os.path.abspath(path)))
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(base) > name_max:
+        raise ConfigError(f"cannot write {name}: a file name of {len(base)} bytes is longer than the "
+                          f"{name_max} the file system allows", flag=flag)
 
 
 def run_inputs(raw, cwd: str) -> list[tuple[str, str, str]]:
@@ -107,3 +128,20 @@ def check_paths(outputs, *, inputs=(), zarr: str | None = None, cwd: str | None 
         for flag, name, path in targets:
             if _key(path) == k or (flag == "--zarr" and k.startswith(_key(path) + os.sep)):
                 raise ConfigError(f"{name} would overwrite the input file {in_name} given to {in_flag}", flag=flag)
+
+
+# the flags that scale the intensities (or the scattering geometry) of a run, for a message about an overflow
+_SCALE_FLAGS = ("-fluence", "-flux", "-exposure", "-beamsize", "-default_F", "-hkl", "-N", "-cell", "-mat", "-lambda",
+                "-energy", "-wave", "-sourcefile", "sample", "xtal", "-fudge", "-water", "-pixel", "-distance",
+                "-img", "-mask")
+
+
+def check_image_finite(parsed, stats) -> None:
+    """Refuse, before any file is written, an image whose intensities overflowed (infinite or NaN pixels):
+    the C program would write them; no file means anything with them."""
+    if math.isfinite(stats.max_I) and math.isfinite(stats.mean) and math.isfinite(stats.rms):
+        return
+    given = [f for f, _ in parsed.raw.flags if any(k in f for k in _SCALE_FLAGS)]
+    names = "/".join(dict.fromkeys(given)) or "-default_F"
+    raise ConfigError(f"the image has infinite or NaN pixels (max_I = {stats.max_I:g}, mean = {stats.mean:g}): "
+                      "the intensities overflow floating point; give smaller values", flag=names)

@@ -2,7 +2,7 @@
 
     bragg-dask <nanoBragg flags> [--parity spec|c] [--c-threads T] [--tile N]
                [--dtype float64|float32] [--device cpu|cuda] [--zarr PATH [--overwrite]]
-               [--memory-limit SIZE]
+               [--memory-limit SIZE] [--compile auto|on|off]
                [--scheduler ADDRESS | --scheduler-file FILE] [--connect-timeout S]
                [--tls-ca-file F --tls-cert F [--tls-key F]]
                [--workers N] [--listen HOST] [--dashboard-address ADDR|none]
@@ -33,8 +33,8 @@ import os
 import sys
 import time
 
-from .checks import check_outputs
-from .errors import BraggDaskError, UsageError
+from .checks import check_image_finite, check_outputs
+from .errors import BraggDaskError, UsageError, one_line
 
 log = logging.getLogger("bragg_dask")
 
@@ -68,6 +68,7 @@ def service_parser() -> argparse.ArgumentParser:
     ap.add_argument("--orientation-seed", type=int, default=0, dest="orientation_seed")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--memory-limit", default=None, dest="memory_limit")
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--help", action="store_true")
     return ap
@@ -78,7 +79,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
                    "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed",
                    "--memory-limit", "--listen", "--dashboard-address", "--tls-ca-file", "--tls-cert", "--tls-key",
-                   "--connect-timeout"}
+                   "--connect-timeout", "--compile"}
     service, c_args = [], []
     i = 0
     while i < len(argv):
@@ -180,6 +181,8 @@ def run(argv: list[str]) -> int:
 
         parse_size(opts.memory_limit)
         os.environ[ENV] = opts.memory_limit
+    if opts.compile is not None:  # the fused, compiled kernel (physics/fused.py); inherited by local workers
+        os.environ["BRAGG_DASK_COMPILE"] = opts.compile
     # like the C program, progress and information go to stdout; errors alone go to stderr
     logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stdout)
@@ -210,6 +213,7 @@ def run(argv: list[str]) -> int:
     t0 = time.perf_counter()
     result = _execute(sim, outputs, opts, dataset, threads)
     dt = time.perf_counter() - t0
+    check_image_finite(parsed, result.stats)  # before any file is written
     _report(sim, outputs, opts, dataset, result)
     print(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
     return 0
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
     except BraggDaskError as exc:
-        print(f"bragg-dask: error: {exc}", file=sys.stderr)
+        print(f"bragg-dask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         from .cluster import silence

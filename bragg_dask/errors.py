@@ -49,3 +49,9 @@ def reading(flag: str):
         yield
     except InputFileError as exc:
         raise exc.with_flag(flag) from None
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (a file name may hold them), so
+    an error message stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

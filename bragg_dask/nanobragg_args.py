@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,27 +32,32 @@ __all__ = ["OutputOptions", "ParsedArgs", "RawParams", "parse_nanobragg_args", "
 # ----------------------------------------------------------------------------- value parsing
 
 
+# a number as the C program writes and reads one: ASCII decimal digits, optional sign, point and
+# exponent (no hex, no digit separators, no other scripts' digits, which Python's float() takes)
+_DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
+_NONFINITE = re.compile(r"\s*[+-]?(nan|inf|infinity)\s*", re.ASCII | re.IGNORECASE)
+
+
 def _num(flag: str, tok: str) -> float:
-    """A finite number (NaN and infinities are refused: no flag means anything by them)."""
-    try:
-        v = float(tok)
-    except ValueError:
-        raise UsageError(f"expected a number, got {tok!r}", flag=flag) from None
-    if not math.isfinite(v):
+    """A finite decimal number (NaN and infinities are refused: no flag means anything by them)."""
+    if _NONFINITE.fullmatch(tok):
         raise UsageError(f"expected a finite number, got {tok!r}", flag=flag)
+    if not _DECIMAL.fullmatch(tok):
+        raise UsageError(f"expected a number, got {tok!r}", flag=flag)
+    v = float(tok)
+    if not math.isfinite(v):
+        raise UsageError(f"expected a finite number, got {tok!r} (out of range)", flag=flag)
     return v
 
 
 def _int(flag: str, tok: str) -> int:
     """An integer (``3``, ``3.0`` or ``3e0``; not ``2.5``, NaN or infinity)."""
-    try:
+    if _INTEGER.fullmatch(tok):
         return int(tok)
-    except ValueError:
-        pass
-    try:
-        v = float(tok)
-    except ValueError:
-        raise UsageError(f"expected an integer, got {tok!r}", flag=flag) from None
+    if not _DECIMAL.fullmatch(tok):
+        raise UsageError(f"expected an integer, got {tok!r}", flag=flag)
+    v = float(tok)
     if not math.isfinite(v) or v != int(v):
         raise UsageError(f"expected an integer, got {tok!r}", flag=flag)
     return int(v)
@@ -88,7 +94,7 @@ class Limit:
 
 
 def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 POSITIVE = Limit(0.0, lo_open=True)
@@ -194,6 +200,14 @@ def check_cell(vals, flag: str | None = "-cell", field: str | None = None) -> No
     if not skew > 1e-12:
         raise ConfigError(f"angles {al:g} {be:g} {ga:g} give no cell (each must be less than the sum of the "
                           "other two, and all three less than 360 degrees)", flag=flag, field=field)
+    v = 2.0 * a * b * c * math.sqrt(skew)  # the C program's volume (A^3), then its reciprocal axes
+    ok = 1e-100 < v < 1e100
+    if ok:
+        recip = [x * y * math.sin(ang / RTD) / v for x, y, ang in ((b, c, al), (c, a, be), (a, b, ga))]
+        ok = all(1e-100 < x < 1e100 for x in [v, *recip])  # their products stay normal numbers
+    if not ok:
+        raise ConfigError(f"a cell of {a:g} x {b:g} x {c:g} A is out of the range floating point can handle "
+                          f"(volume {v:g} A^3)", flag=flag, field=field)
 
 
 def _misset(p: RawParams, flag: str, v: list) -> None:
@@ -260,15 +274,16 @@ def _pix0(p: RawParams, flag: str, v: list) -> None:
 
 def _detector_abs(p: RawParams, flag: str, v: list) -> None:
     tok = v[0]
-    try:
-        x = float(tok)
-    except ValueError:
-        raise UsageError(f"expected an absorption depth in microns, 'inf' or 0, got {tok!r}", flag=flag) from None
-    if "inf" in tok or x == 0.0:
+    if not (_DECIMAL.fullmatch(tok) or re.fullmatch(r"\s*[+-]?inf(inity)?\s*", tok, re.IGNORECASE)):
+        raise UsageError(f"expected an absorption depth in microns, 'inf' or 0, got {tok!r}", flag=flag)
+    x = float(tok)
+    if "inf" in tok.lower() or x == 0.0:
         p.detector_thick = 0.0
         p.detector_mu = 0.0
         return
     Limit(0.0, lo_open=True, what="absorption depth in microns; 'inf' or 0 for none")(flag, tok, _num(flag, tok))
+    if not x * 1e-6 > 1e-300:  # 1/depth would overflow
+        raise UsageError(f"absorption depth {tok} microns is too small to invert", flag=flag)
     p.detector_mu = 1.0 / (x * 1e-6)
 
 
@@ -319,7 +334,7 @@ def _roi(p: RawParams, flag: str, v: list) -> None:
 
 
 def _energy(p: RawParams, flag: str, v: list) -> None:
-    e = _checked(_num, Limit(0.0, lo_open=True, what="photon energy in eV"))(flag, v[0])
+    e = _checked(_num, Limit(1e-250, 1e250, lo_open=True, hi_open=True, what="photon energy in eV"))(flag, v[0])
     p.lambda0 = (12398.42 / e) / 1.0e10
 
 
@@ -387,6 +402,10 @@ def _ignore(p: RawParams, flag: str, v: list) -> None:
 
 
 MM = Limit(0.0, lo_open=True, what="a length in mm")
+# beyond these a wavelength's reciprocal (and the scattering vectors) leave floating point
+# degrees; the domain draws multiply it by random deviates, and any spread beyond a few turns is isotropic
+MOSAIC = Limit(0.0, 1e30, what="degrees (the C program holds it in a float)")
+WAVELENGTH = Limit(1e-250, 1e250, lo_open=True, hi_open=True, what="Angstrom")
 R = Rule
 RULES: tuple[Rule, ...] = (
     R(("-img",), 1, _ignore_file),  # read in the pre-scan (header import)
@@ -454,14 +473,14 @@ RULES: tuple[Rule, ...] = (
     R(("-oversample_omega",), 0, _flag("oversample_omega", True), stop=True),
     R(("-oversample",), 1, _set("oversample", _int, check=COUNT)),
     R(("-roi",), 4, _roi),
-    R(("-lambda", "-wave"), 1, _set("lambda0", div=1.0e10, check=Limit(0.0, lo_open=True, what="Angstrom"))),
+    R(("-lambda", "-wave"), 1, _set("lambda0", div=1.0e10, check=WAVELENGTH)),
     R(("-energy",), 1, _energy),
     R(("-fluence",), 1, _set("fluence", check=POSITIVE)),
     R(("-flux",), 1, _set("flux", check=POSITIVE)),
     R(("-exposure",), 1, _set("exposure", check=POSITIVE)),
     R(("-beamsize",), 1, _set("beamsize", div=1000.0, check=MM)),
-    R(("-mosaici", "-mosaic_spr"), 1, _set("mosaic_spread", div=RTD, check=NON_NEGATIVE)),
-    R(("-mosaic",), 1, _set("mosaic_spread", div=RTD, check=NON_NEGATIVE), length=7),
+    R(("-mosaici", "-mosaic_spr"), 1, _set("mosaic_spread", div=RTD, check=MOSAIC)),
+    R(("-mosaic",), 1, _set("mosaic_spread", div=RTD, check=MOSAIC), length=7),
     R(("-mosaic_dom",), 1, _set("mosaic_domains", _int, check=COUNT)),
     R(("-dispersion",), 1, _set("dispersion", div=100.0, check=Limit(
         0.0, 200.0, hi_open=True, what="percent; at 200 the shortest wavelength is 0"))),

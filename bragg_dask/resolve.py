@@ -24,6 +24,7 @@ from .io.mosflm import read_mat
 from .io.smv import line_of, read_smv_frame, value_of
 from .io.sourcefile import read_sources
 from .io.stol import read_stol
+from .memory import fmt, memory_budget
 from .physics import crystal as xtal
 from .physics.geometry import DetectorGeometryInput, resolve_detector_geometry
 from .physics.rng import Ran1, mosaic_rotation_umat, umat_to_misset
@@ -308,6 +309,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         interpolate = int(any(n <= 2 for n in p.n_cells))
     recip, user_cell = _orientation(p, cwd)
     cell = xtal.real_space_cell(recip, p.misset, user_cell)
+    _check_crystal_sampling(p, cell, sample, geo)
     n_cells = xtal.cells_from_sample_size(cell, tuple(p.n_cells), tuple(sample))
     sf = _structure_factors(p, cwd)
     if not sf.has_table:
@@ -316,8 +318,8 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     if p.stolfile is not None:
         with reading(p.flag_of.get("stolfile", "-stol")):
             read_stol(os.path.join(cwd, p.stolfile))  # read and checked; unused, as in C
-    auto_os = max(1, int(math.ceil(3 * _xtal_size_max(cell, n_cells) / (p.lambda0 * geo.distance_m / p.pixel_size))))
-    oversample = p.oversample if p.oversample > 0 else auto_os
+    oversample = p.oversample if p.oversample > 0 else max(1, int(math.ceil(  # automatic: checked above
+        3 * _xtal_size_max(cell, n_cells) / (p.lambda0 * geo.distance_m / p.pixel_size))))
     beam = Beam(
         wavelength_m=p.lambda0, sources=sources, fluence=fluence, polarization=p.polarization,
         nopolar=p.nopolar, beam_vector=geo.beam, polar_vector=geo.polar,
@@ -330,6 +332,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         mosaic_umats=umats, interpolate=bool(interpolate),
     )
     detector = _detector(p, geo, fpixels, spixels, oversample)
+    _check_reach(p, geo, fpixels, spixels)
     _check_dmin(p, geo, sources, fpixels, spixels)
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     return ParsedArgs(simulation=sim, outputs=_outputs(p), raw=p)
@@ -357,6 +360,30 @@ def _check_geometry(p: RawParams, geo) -> None:
     if magnitude(cross(geo.fdet, geo.sdet)) < 1e-9:
         _nothing_to_render(p, ("-fdet_vector", "-sdet_vector"), "the fast and slow detector axes are parallel: "
                            "the pixels lie on a line", "-fdet_vector")
+
+
+_PLACEMENT_FLAGS = ("-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX", "-ORGY", "-distance", "-close_distance",
+                    "-pixel", "-detsize", "-detpixels", "-img", "-mask")
+
+
+def _check_reach(p: RawParams, geo, fpixels: int, spixels: int) -> None:
+    """A detector so far from the sample (a beam centre 1e300 mm off ...) that even its nearest pixel's
+    solid angle is 0 in floating point: every pixel renders 0, so refuse it."""
+    if p.curved:
+        return
+    px = p.pixel_size
+    pix0, f0, s0 = (np.asarray(v, dtype=np.float64) for v in (geo.pix0_m, geo.fdet, geo.sdet))
+    with np.errstate(all="ignore"):
+        fmax, smax = (fpixels - 0.5) * px, (spixels - 0.5) * px  # pixel centres
+        fs = [(0.5 * px, 0.5 * px), (fmax, 0.5 * px), (0.5 * px, smax), (fmax, smax),
+              (min(max(float(-pix0 @ f0), 0.5 * px), fmax), min(max(float(-pix0 @ s0), 0.5 * px), smax))]
+        near = min(float(np.linalg.norm(pix0 + f * f0 + s * s0)) for f, s in fs)
+        omega = 1.0 / near / near if p.point_pixel else px * px / near / near * abs(geo.close_distance_m) / near
+    if not 0.0 < omega < math.inf:
+        far = f"{near:.3g} m away" if math.isfinite(near) else "further away than floating point reaches"
+        what = "0 in floating point, so the image is all zero" if not omega > 0.0 else "infinite"
+        _nothing_to_render(p, _PLACEMENT_FLAGS, f"seen from the sample, even the nearest pixel ({far}, "
+                           f"{px * 1e3:g} mm wide) has a solid angle that is {what}", "-distance")
 
 
 def _check_dmin(p: RawParams, geo, sources, fpixels: int, spixels: int) -> None:
@@ -388,14 +415,57 @@ def _check_dmin(p: RawParams, geo, sources, fpixels: int, spixels: int) -> None:
                            "-dmin")
 
 
+POINT_BYTES = 256  # memory per sub-pixel point of one pixel (the kernel evaluates a pixel's points together)
+MAX_COUNT = 2**31 - 1
+
+
+def _check_crystal_sampling(p: RawParams, cell, sample, geo) -> None:
+    """A crystal size or oversampling that no run can hold: refused before the arithmetic overflows.
+
+    The unit cells a sample size gives must be a count (as -N); the sub-pixel points of one pixel
+    (oversample^2 x sensor layers, the automatic oversample growing with the crystal) must fit the
+    memory budget."""
+    sizes = [magnitude(v) for v in (cell.a_m, cell.b_m, cell.c_m)]
+    n_cells = []
+    for n, size, length in zip(p.n_cells, sample, sizes):
+        nn = size / length if size > 0 else float(n)
+        if not nn <= MAX_COUNT:
+            _nothing_to_render(p, ("sample", "xtal", "-width", "-heigh"), f"a crystal of {size * 1e3:g} mm holds "
+                               f"{nn:.3g} unit cells of {length * 1e10:g} A along an axis, more than {MAX_COUNT}",
+                               "-samplesize")
+        n_cells.append(max(1.0, math.ceil(nn)))
+    if p.oversample > 0:
+        oversample, why, flags = float(p.oversample), "", ("-oversample",)
+    else:
+        xtal_size = max(length * n for length, n in zip(sizes, n_cells))
+        limit = p.lambda0 * geo.distance_m / p.pixel_size
+        oversample = 3 * xtal_size / limit if limit > 0 else math.inf
+        oversample = math.ceil(oversample) if math.isfinite(oversample) else math.inf
+        why = (f" (automatic: 3 x the crystal size {xtal_size * 1e3:.3g} mm over the pixel's diffraction "
+               "limit; give a smaller -oversample)")
+        flags = ("-N", "sample", "xtal", "-cell", "-width", "-heigh")
+    layers = _sensor(p)[1]
+    points = oversample * oversample * layers
+    budget, source = memory_budget()
+    if not points * POINT_BYTES <= budget:
+        given = [f for f, _ in p.flags if any(k in f for k in flags)]
+        raise ConfigError(f"oversample {oversample:.3g}{why} gives {points:.3g} sub-pixel points per pixel, "
+                          f"about {fmt(points * POINT_BYTES)} of memory for one pixel, more than the "
+                          f"{fmt(budget)} budget ({source})", flag="/".join(dict.fromkeys(given)) or "-oversample")
+
+
 def _detector_size(p: RawParams) -> tuple[float, float, int, int]:
     """(detsize_f, detsize_s, fpixels, spixels): a pixel count beats -detsize (C L1118-1128)."""
     if p.pixel_size <= 0 or not math.isfinite(p.pixel_size):
         raise ConfigError(f"pixel size must be positive, got {p.pixel_size * 1e3!r} mm", flag="-pixel")
     detsize_f = p.pixel_size * p.fpixels if p.fpixels else p.detsize_f
     detsize_s = p.pixel_size * p.spixels if p.spixels else p.detsize_s
-    fpixels = int(math.ceil(detsize_f / p.pixel_size - 0.5))
-    spixels = int(math.ceil(detsize_s / p.pixel_size - 0.5))
+    nf, ns = detsize_f / p.pixel_size, detsize_s / p.pixel_size
+    if not (math.isfinite(detsize_f) and math.isfinite(detsize_s) and nf < 2**31 and ns < 2**31):
+        raise ConfigError(f"a detector of {detsize_f * 1e3:g} x {detsize_s * 1e3:g} mm in pixels of "
+                          f"{p.pixel_size * 1e3:g} mm is {nf:g} x {ns:g} pixels: too large", flag="-detsize/-pixel")
+    fpixels = int(math.ceil(nf - 0.5))
+    spixels = int(math.ceil(ns - 0.5))
     if fpixels < 1 or spixels < 1:
         raise ConfigError(f"detector of {fpixels} x {spixels} pixels is empty", flag="-detsize")
     return detsize_f, detsize_s, fpixels, spixels

@@ -90,7 +90,7 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-pix0_vector": (("0.1", "0", "0"), [("0.1", "abc", "0"), ("inf", "0", "0")]),
     "-distance": (("50",), [*NUM, "0", "-50"]),
     "-close_distance": (("50",), [*NUM, "0", "-50"]),
-    "-detector_abs": (("300",), ["abc", "nan", "-5", ""]),
+    "-detector_abs": (("300",), ["abc", "nan", "-5", "", "5e-324", "1_0"]),
     "-detector_thick": (("300",), [*NUM, "-1"]),
     "-detector_thicksteps": (("3",), [*INT, "0", "-2"]),
     "-thicksteps": (("3",), [*INT, "0", "-2"]),
@@ -115,7 +115,7 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-flux": (("1e12",), [*NUM, "0", "-1e12"]),
     "-exposure": (("1",), [*NUM, "0", "-1"]),
     "-beamsize": (("0.1",), [*NUM, "0", "-0.1"]),
-    "-mosaici": (("0.5",), [*NUM, "-0.5"]),
+    "-mosaici": (("0.5",), [*NUM, "-0.5", "1e308"]),
     "-mosaic": (("0.5",), [*NUM, "-0.5"]),
     "-mosaic_dom": (("5",), [*INT, "0", "-3"]),
     "-dispersion": (("1",), [*NUM, "-1", "200", "250"]),
@@ -377,3 +377,130 @@ def test_config_classes_accept_a_valid_simulation(sim):
     again = _replace(sim, crystal=_replace(sim.crystal, phi0_rad=-0.5, osc_rad=-0.1))
     assert again.crystal.phi0_rad == -0.5
     assert _replace(sim.detector, roi=(-5, 3, 0, 100)).roi_bounds == (0, 3, 0, 15)
+
+
+# ----------------------------------------------------------------------------- found by the bad-input corpus
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("-distance", "1_0"), ("-distance", "0x10"), ("-distance", "1,5"), ("-distance", "\u0661\u0660\u0660"),
+    ("-distance", "1d3"), ("-distance", "1e"), ("-distance", " "), ("-N", "1_0"), ("-N", "\u0663"),
+    ("-detpixels", "1_6"), ("-phi", "Infinity"), ("-detector_abs", "1_0"), ("-roi", "0 7 0 1_0"),
+], ids=lambda x: ascii(x))
+def test_numbers_python_reads_but_c_does_not(flag, value, cli_error):
+    """float()/int() take '1_0', other scripts' digits, hex is not C's atoi: all refused, not misread."""
+    cli_error(BASE + [flag, *value.split(" ")] if flag == "-roi" else BASE + [flag, value], flag)
+
+
+@pytest.mark.parametrize("value", ["+3", " 3", "3 ", ".5e1", "3.", "-0"])
+def test_c_style_numbers_are_read(value, tmp_path):
+    parse_nanobragg_args(BASE + ["-phi", value], cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\rb", "x\x1by"], ids=ascii)
+def test_error_naming_a_file_with_a_line_break_stays_one_line(name, cli_error):
+    cli_error(BASE + ["-hkl", name], "-hkl", "file not found")
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["-cell", "1e308", "50", "50", "90", "90", "90"], ("-cell", "range")),
+    (["-cell", "5e-324", "50", "50", "90", "90", "90"], ("-cell", "range")),
+    (["-cell", "1e90", "1e90", "1e90", "90", "90", "90"], ("-cell", "range")),
+    (["-samplesize", "1e308"], ("-samplesize", "unit cells")),
+    (["-xtal_thick", "1e300"], ("-xtal_thick", "unit cells")),
+    (["-oversample", "2147483647"], ("-oversample", "memory")),
+    (["-oversample", "100000"], ("-oversample", "memory")),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_sizes_beyond_what_a_run_can_hold(extra, needles, cli_error):
+    cli_error(BASE + extra, *needles)
+
+
+@pytest.mark.parametrize("extra", [["-N", "1000000"], ["-samplesize", "2.5"]], ids=" ".join)
+def test_an_automatic_oversample_beyond_memory_names_the_crystal(extra, cli_error):
+    argv = [a for i, a in enumerate(BASE) if a != "-oversample" and BASE[i - 1] != "-oversample"]
+    cli_error(argv + extra, "automatic", "memory", extra[0])
+
+
+@pytest.mark.parametrize("flag, content, where", [
+    ("-hkl", "0 0 0 1\n1_0 0 0 2\n", ":2"), ("-hkl", "0 0 0 1\n1 0 0 0x10\n", ":2"),
+    ("-hkl", "0 0 0 1\n\u0661 0 0 2\n", ":2"), ("-hkl", "0 0 0 1\n1 0 0 1_0\n", ":2"),
+    ("-mat", "0.02 0 0\n0 1_0 0\n0 0 0.02\n", ":2"), ("-sourcefile", "-1_0 0 0 1 1e-10\n", ":1"),
+    ("-stol", "0 1\n0.1 2_0\n", ":2"),
+], ids=lambda x: ascii(x) if isinstance(x, str) and "\n" in x else x)
+def test_file_numbers_python_reads_but_c_does_not(flag, content, where, tmp_path, cli_error):
+    (tmp_path / "in.dat").write_text(content)
+    argv = list(BASE)
+    if flag == "-mat":
+        i = BASE.index("-cell")
+        argv = BASE[:i] + BASE[i + 7 :]
+    cli_error(argv + [flag, "in.dat"], flag, "in.dat" + where)
+
+
+@pytest.mark.parametrize("content", ["0 0 0 10\r\n1 0 0 20\r\n", "0\t0\t0\t10\n1 0\t0  20\n", "0 0 0 10\n1 0 0 20"],
+                         ids=["crlf", "tabs", "no-final-newline"])
+def test_hkl_layouts_the_c_program_reads(content, tmp_path):
+    (tmp_path / "F.hkl").write_text(content, newline="")
+    sf = parse_nanobragg_args(BASE + ["-hkl", "F.hkl"], cwd=str(tmp_path)).simulation.crystal.structure_factors
+    assert sf.n_records == 2
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["-Xbeam", "1e308"], ("-Xbeam", "solid angle")), (["-Ybeam", "-1e300"], ("-Ybeam", "solid angle")),
+    (["-distance", "1e300"], ("-distance", "solid angle")), (["-pixel", "1e-300"], ("-pixel", "solid angle")),
+    (["-pixel", "1e298"], ("-pixel", "infinite")),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_a_detector_out_of_floating_point_reach(extra, needles, cli_error):
+    cli_error(BASE + extra, *needles)
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["-pixel", "1e308"], ("-pixel",)), (["-lambda", "1e-308"], ("-lambda",)), (["-energy", "1e308"], ("-energy",)),
+    (["-detector_abs", "5e-324"], ("-detector_abs",)), (["-fluence", "1e308"], ("-fluence", "overflow")),
+    (["-default_F", "1e300"], ("-default_F", "overflow")),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_values_whose_arithmetic_overflows(extra, needles, cli_error):
+    cli_error(BASE + extra, *needles)
+
+
+@pytest.mark.parametrize("flag", ["-floatfile", "-intfile", "-pgmfile", "--zarr"])
+def test_an_output_name_longer_than_the_file_system_allows(flag, cli_error):
+    cli_error(BASE + [flag, "x" * 256], flag, "longer than")
+
+
+def test_an_output_name_near_the_limit_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(BASE + ["-floatfile", "f" * 255, "-nonoise", "-nopgm"]) == 0
+    assert (tmp_path / ("f" * 255)).stat().st_size == 16 * 16 * 4
+
+
+@pytest.mark.parametrize("target", ["/dev/full", "/dev/zero", "fifo"])
+def test_an_output_onto_a_device_or_fifo_is_refused_and_the_node_kept(target, tmp_path, cli_error):
+    if target == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    before = os.stat(target if target.startswith("/") else tmp_path / target)
+    cli_error(BASE + ["-floatfile", target], "-floatfile", "not a regular file")
+    after = os.stat(target if target.startswith("/") else tmp_path / target)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+
+
+def test_dev_null_takes_an_output_and_stays_a_device(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = os.stat(os.devnull)
+    assert main(BASE + ["-floatfile", os.devnull, "-nonoise", "-nopgm"]) == 0
+    after = os.stat(os.devnull)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (before.st_ino, before.st_mode, before.st_rdev)
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+def test_an_input_that_is_a_device_or_fifo_is_refused(source, tmp_path, cli_error):
+    if source == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    cli_error(BASE + ["-hkl", source], "-hkl", "not a regular file")
+
+
+def test_an_output_through_a_symbolic_link_keeps_the_link(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real.bin").write_bytes(b"old")
+    os.symlink("real.bin", tmp_path / "link.bin")
+    assert main(BASE + ["-floatfile", "link.bin", "-nonoise", "-nopgm"]) == 0
+    assert os.path.islink(tmp_path / "link.bin") and (tmp_path / "real.bin").stat().st_size == 16 * 16 * 4

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputFileError
 from ..physics.structure_factors import StructureFactors
-from .textfile import read_text
+from .textfile import PLAIN_NUMERIC, parse_integer, parse_number, read_text
 
 MAX_TABLE = 2**28  # structure-factor table entries (2 GiB of float64)
 
@@ -61,7 +61,7 @@ def _parse_records(text: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised parse; on any problem, a line-by-line scan finds the line to report."""
     lines = text.splitlines()
     tokens = text.split()
-    if all(len(ln.split()) == 4 for ln in lines if ln.strip()):
+    if PLAIN_NUMERIC.fullmatch(text) and all(len(ln.split()) == 4 for ln in lines if ln.strip()):
         try:
             arr = np.array(tokens, dtype=object).reshape(-1, 4)
             hkl = arr[:, :3].astype(np.int64)
@@ -83,13 +83,13 @@ def _raise_first_bad_line(lines: list[str], name: str) -> None:
             raise InputFileError(name, no, f"expected 4 columns 'h k l F', found {len(parts)}: {line.strip()!r}")
         for tok in parts[:3]:
             try:
-                h = int(tok)
+                h = parse_integer(tok)
             except ValueError:
                 raise InputFileError(name, no, f"Miller index {tok!r} is not an integer") from None
             if abs(h) >= 2**31:
                 raise InputFileError(name, no, f"Miller index {tok!r} is out of range")
         try:
-            f = float(parts[3])
+            f = parse_number(parts[3])
         except ValueError:
             raise InputFileError(name, no, f"structure factor {parts[3]!r} is not a number") from None
         if not np.isfinite(f):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..errors import InputFileError
-from .textfile import read_text
+from .textfile import parse_number, read_text
 
 
 def read_mat(path: str) -> np.ndarray:
@@ -31,7 +31,7 @@ def read_mat(path: str) -> np.ndarray:
         row = []
         for tok in toks:
             try:
-                v = float(tok)
+                v = parse_number(tok)
             except ValueError:
                 raise InputFileError(path, no, f"expected a number in the A matrix, got {tok!r}") from None
             if not math.isfinite(v):

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from ..errors import InputFileError
-from .textfile import read_text
+from .textfile import parse_number, read_text
 
 _DELIMS = re.compile(r"[ \t,;:!]+")
 
@@ -34,7 +34,7 @@ def read_columns(path: str, ncols: int, *, min_cols: int = 1, what: str = "") ->
         vals = []
         for tok in tokens:
             try:
-                v = float(tok)
+                v = parse_number(tok)
             except ValueError:
                 raise InputFileError(path, no, f"expected a number, got {tok!r}") from None
             if not math.isfinite(v):

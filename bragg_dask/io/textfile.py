@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 
 from ..errors import InputFileError
 
@@ -12,6 +14,12 @@ def read_bytes(path: str) -> bytes:
     path = os.fspath(path)
     if os.path.isdir(path):
         raise InputFileError(path, None, "is a folder, not a file")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # missing, a dangling link ...: open() below says which
+    if mode is not None and not stat.S_ISREG(mode):  # a FIFO would block, /dev/zero never ends
+        raise InputFileError(path, None, "is a device, FIFO or socket, not a regular file")
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -38,3 +46,27 @@ def read_text(path: str) -> str:
     if nul >= 0:
         raise InputFileError(path, raw.count(b"\n", 0, nul) + 1, "binary data (a NUL byte), not a text file")
     return text
+
+
+# numbers as the C program's readers (fscanf, atof) take them: ASCII decimal digits, sign, point,
+# exponent.  Python's float() also takes '1_0', other scripts' digits and 'nan'/'inf', which C reads
+# differently (or stops at): those are refused here
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+# a text made of these characters alone holds no token that float()/int() read differently from C
+PLAIN_NUMERIC = re.compile(r"[0-9eE+\-. \t\r\n\f\v]*", re.ASCII)
+
+
+def parse_number(tok: str) -> float:
+    """A decimal number token (may be NaN/infinite only when written as a huge exponent: callers check);
+    ``ValueError`` otherwise."""
+    if not _DECIMAL.fullmatch(tok):
+        raise ValueError(tok)
+    return float(tok)
+
+
+def parse_integer(tok: str) -> int:
+    """A decimal integer token; ``ValueError`` otherwise ('1.0', '1e3', '1_0' are refused)."""
+    if not _INTEGER.fullmatch(tok):
+        raise ValueError(tok)
+    return int(tok)
