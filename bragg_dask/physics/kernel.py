@@ -20,6 +20,7 @@ import torch
 
 from ..carryover import INTERP_CUT, INTERP_OFF, INTERP_ON, TileSeed
 from ..plan import TileSpec
+from . import fused
 from .crystal import carryover_matters, phi_angles, rotated_cells
 from .geometry import subpixel_positions
 from .intensity import CHUNK_ELEMENTS, IntensityModel
@@ -108,6 +109,11 @@ class PreparedSimulation:
         per_point = per_elem * max(1, min(self.n_orient, CHUNK_ELEMENTS // want)) + 512
         return max(1, min(want, budget_bytes // per_point))
 
+    def fused_points_per_batch(self, budget_bytes: int) -> int:
+        """Sub-pixel points per batch of the fused path: no ``points x orientations`` temporaries."""
+        per_point = 512 + 96 * len(self.sim.beam.sources)
+        return max(1, min(fused.MAX_POINTS, budget_bytes // per_point))
+
 
 @functools.lru_cache(maxsize=8)
 def prepare(sim, device: str = "cpu", dtype: torch.dtype = torch.float64, parity: str = "spec"):
@@ -154,8 +160,12 @@ def _points(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) ->
 
 
 def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor,
-                 seeds: PixelSeeds | None = None) -> torch.Tensor:
-    """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``."""
+                 seeds: PixelSeeds | None = None, fused_sum=None) -> torch.Tensor:
+    """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``.
+
+    ``fused_sum``: the compiled orientation sum (:mod:`.fused`) replacing ``prep.model.sum``; only
+    given where :func:`.fused.supports` holds (no running sum, no interpolation, spec parity).
+    """
     if prep.running:
         return _running_batch(prep, fpix, spix, seeds)
     sim, det = prep.sim, prep.sim.detector
@@ -167,15 +177,16 @@ def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tenso
     scatters, kept_all = _scatter_and_kept(prep, d_flat, p, q)
     fresh_rows = _fresh_rows(prep, seeds, kept_all)
     total = torch.zeros(p, dtype=torch.float64, device=d_flat.device)
+    model_sum = prep.model.sum if fused_sum is None else fused_sum
     for s, scatter in enumerate(scatters):
         kept = kept_all[:, s].reshape(-1)
         ok = _interp_ok(prep, seeds, p, q, s)
         if sim.dmin_m > 0.0:
             contrib = torch.zeros(p * q, dtype=torch.float64, device=d_flat.device)
             rows = kept.nonzero().squeeze(1)
-            contrib[rows] = prep.model.sum(scatter[rows].to(prep.dtype), None if ok is None else ok[rows])
+            contrib[rows] = model_sum(scatter[rows].to(prep.dtype), None if ok is None else ok[rows])
         else:
-            contrib = prep.model.sum(scatter.to(prep.dtype), ok)
+            contrib = model_sum(scatter.to(prep.dtype), ok)
         if fresh_rows is not None and fresh_rows[s].numel():
             fr = fresh_rows[s]
             contrib[fr] = prep.model_fresh.sum(scatter[fr].to(prep.dtype), None if ok is None else ok[fr])
@@ -390,12 +401,17 @@ def simulate_tile(
     device: str = "cpu",
     dtype: torch.dtype = torch.float64,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    compile: str | None = None,
 ) -> TileResult:
     """Float image of ``tile``: ``TileResult.image`` is ``(n_slow, n_fast)`` float32, photons per pixel.
 
     ``parity="c"`` reproduces the C program's carried-over state; ``seed`` (from
     :mod:`bragg_dask.carryover`) is then the state entering each row of the tile.  Memory is bounded
     by ``budget_bytes`` (pixel batches x orientation chunks), not by the tile size.
+
+    ``compile`` (``"auto" | "on" | "off"``; default ``$BRAGG_DASK_COMPILE`` or ``auto``) chooses the
+    fused, compiled orientation sum of :mod:`.fused` where it supports the configuration; ``auto``
+    compiles only for tiles with enough work to repay it.  The eager path is the reference.
     """
     if parity not in ("spec", "c"):
         raise ValueError(f"unknown parity {parity!r}")
@@ -408,7 +424,10 @@ def simulate_tile(
     if ss.size:
         det = sim.detector
         pts_per_pixel = det.thicksteps * det.oversample * det.oversample
-        batch = max(1, prep.points_per_batch(budget_bytes) // pts_per_pixel)
+        fused_sum = fused.fused_sum_for(prep, ss.size * batch_points(sim), compile)
+        per_batch = (prep.points_per_batch(budget_bytes) if fused_sum is None
+                     else prep.fused_points_per_batch(budget_bytes))
+        batch = max(1, per_batch // pts_per_pixel)
         dev = torch.device(device)
         s_all = torch.as_tensor(ss + tile.s0, device=dev)
         f_all = torch.as_tensor(ff + tile.f0, device=dev)
@@ -417,7 +436,7 @@ def simulate_tile(
         with torch.inference_mode():
             for b0 in range(0, ss.size, batch):
                 sl = slice(b0, b0 + batch)
-                v = _pixel_batch(prep, f_all[sl], s_all[sl], None if seeds is None else seeds.take(sl))
+                v = _pixel_batch(prep, f_all[sl], s_all[sl], None if seeds is None else seeds.take(sl), fused_sum)
                 out[sl] = v.to(torch.float32).cpu().numpy()
         image[ss, ff] = out
     return TileResult(tile=tile, image=image, rendered=rendered)

@@ -1,0 +1,329 @@
+"""The fused orientation sum: one compiled pass over (orientations x points) per source.
+
+:meth:`IntensityModel.sum <.intensity.IntensityModel.sum>` (the eager reference) materialises
+Miller indices, lattice factors and structure factors of a ``points x orientation-chunk`` block
+and then reduces it.  Here the same sum is one pure function written for Inductor's fusion
+(``torch.compile``: C++/OpenMP SIMD on CPU, Triton on CUDA), laid out as measured in
+``docs/perf-notes.md``:
+
+- points are contiguous in memory and the vectorised dimension; orientations are reduced;
+- h, k and l are each their own ``(P, O)`` broadcast expression (no ``(P, O, 3)`` tensor is ever
+  formed, nor any other ``(P, O)`` one);
+- the lattice factor is a function of the fractional part ``h - ceil(h - 0.5)``;
+  ``sin(N x)/sin(x)`` is the Chebyshev polynomial ``U_{N-1}(cos x)`` by its recurrence for
+  moderate ``N`` (one cosine and ``N - 2`` multiply-adds per axis, exact ``N`` at ``x = 0``) and
+  the sine form above :data:`CHEBYSHEV_MAX_N`, chosen per axis; an axis with ``N == 1`` is 1;
+- the nearest-neighbour structure factor is one gather from the padded ``F^2`` table;
+- the reduction over orientations (in float64, as the reference) happens inside the compiled
+  function, which writes only the per-point sums.
+
+What it covers: the non-running sum (no ``-oversample_thick/_polar/_omega``), any lattice shape
+(square, round, gauss, tophat), ``default_F`` or the nearest-neighbour table, spec parity, no
+tricubic interpolation.  The ``F_latt != 0`` gate does not change that sum (a gated evaluation's
+term is ``0 * F^2 = 0``), so the fused sum and the reference sum agree term by term up to
+rounding.  Everything else stays on the eager path (:func:`supports`).
+
+Compilation is chosen by a setting ``"auto" | "on" | "off"`` (:func:`resolve_mode`; the
+``BRAGG_DASK_COMPILE`` environment variable, set by ``--compile``): ``auto`` compiles only when a
+tile's work is at least :data:`AUTO_MIN_EVALS` evaluations (or the kernel is already compiled in
+this process).  Inductor's cache lives in ``~/.cache/bragg_dask/inductor`` (unless
+``TORCHINDUCTOR_CACHE_DIR`` is set), so a second process finds the compiled code on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+ENV = "BRAGG_DASK_COMPILE"
+MODES = ("auto", "on", "off")
+#: in ``auto`` mode a tile is compiled for when it has at least this many evaluations
+AUTO_MIN_EVALS = 1 << 23
+#: largest N for which ``sin(N x)/sin(x)`` is evaluated by the Chebyshev recurrence
+CHEBYSHEV_MAX_N = 24
+#: points per call of the compiled function (bounds its inputs; the work is one loop nest)
+MAX_POINTS = 1 << 16
+
+#: Inductor settings of the compiled sum: indices are clamped into the table (no bounds assertions
+#: needed), and no intermediate (O, P) tensor is realised however often it is read (the lattice
+#: factor's expression is long): everything stays in one loop nest with the reduction inside
+INDUCTOR_OPTIONS = {"assert_indirect_indexing": False, "realize_reads_threshold": 1000,
+                    "realize_opcount_threshold": 1000}
+
+_lock = threading.Lock()
+_compiled: dict = {}
+_failed: set = set()
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """The compile setting: ``mode`` if given, else ``$BRAGG_DASK_COMPILE``, else ``"auto"``."""
+    m = (mode if mode is not None else os.environ.get(ENV, "auto")).strip().lower()
+    if m not in MODES:
+        raise ValueError(f"unknown compile mode {m!r} (auto, on, off)")
+    return m
+
+
+def cache_dir() -> str:
+    """The Inductor disk cache: ``$TORCHINDUCTOR_CACHE_DIR`` or ``~/.cache/bragg_dask/inductor``."""
+    d = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not d:
+        d = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bragg_dask" / "inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = d
+    return d
+
+
+@dataclass(frozen=True)
+class FusedSpec:
+    """Everything the compiled code is specialised on (hashable: the key of a compiled kernel)."""
+
+    dtype: torch.dtype
+    device: str
+    shape: str  # square, round, gauss, tophat
+    n_cells: tuple[int, int, int]
+    fudge: float
+    recip: tuple[float, ...]  # a*, b*, c* rows (1/A), 9 numbers (gauss, tophat)
+    default_f2: float
+    table: bool  # nearest-neighbour lookup in a padded F^2 table
+    offset: tuple[int, int, int]
+    dims: tuple[int, int, int]
+
+    @property
+    def methods(self) -> tuple[str, str, str]:
+        """Per axis: ``one`` (N == 1), ``cheb`` (recurrence) or ``sin`` (sine form)."""
+        return tuple("one" if n == 1 else "cheb" if n <= CHEBYSHEV_MAX_N else "sin"  # type: ignore[return-value]
+                     for n in self.n_cells)
+
+
+def spec_of(model) -> FusedSpec | None:
+    """The :class:`FusedSpec` of an :class:`~.intensity.IntensityModel`, or None if unsupported."""
+    if model.tricubic is not None:
+        return None
+    n = tuple(float(x) for x in model.n_cells.tolist())
+    if any(x != int(x) or x < 1 for x in n):
+        return None
+    nearest = model.nearest
+    # fields a configuration does not use are left at a fixed value: fewer distinct compilations
+    return FusedSpec(
+        dtype=model.cells.dtype, device=model.cells.device.type, shape=model.shape,
+        n_cells=tuple(int(x) for x in n),  # type: ignore[arg-type]
+        fudge=float(model.fudge) if model.shape != "square" else 1.0,
+        recip=(tuple(float(x) for x in model.recip.reshape(-1).tolist()) if model.shape in ("gauss", "tophat")
+               else (0.0,) * 9),
+        default_f2=float(model.default_f2) if nearest is None else 0.0, table=nearest is not None,
+        offset=tuple(nearest.offset) if nearest is not None else (0, 0, 0),
+        dims=tuple(nearest.dims) if nearest is not None else (1, 1, 1),
+    )
+
+
+def supports(prep) -> bool:
+    """The fused path reproduces the reference sum of this prepared simulation exactly.
+
+    Not covered (eager): the running sum of ``-oversample_*``, tricubic interpolation, and the
+    c-parity mode (its carried-over state is the reference's job).
+    """
+    return prep.parity == "spec" and not prep.running and prep.model_fresh is None and spec_of(prep.model) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# the pure functions (traced by torch.compile; also run eagerly as a check)
+
+
+def _axis_ratio(d: torch.Tensor, n: int, method: str) -> torch.Tensor | None:
+    """``sin(N pi d) / sin(pi d)`` of the fractional index ``d`` (``N`` at ``d == 0``); None for N == 1."""
+    if method == "one":
+        return None
+    x = d * math.pi
+    if method == "cheb":  # U_{N-1}(cos x): U_0 = 1, U_1 = 2c, U_{k+1} = 2c U_k - U_{k-1}
+        c2 = 2.0 * torch.cos(x)
+        u_prev, u = None, c2
+        for _ in range(n - 2):
+            u_next = c2 * u - (1.0 if u_prev is None else u_prev)
+            u_prev, u = u, u_next
+        return u
+    return torch.where(d == 0, float(n), torch.sin(x * float(n)) / torch.sin(x))
+
+
+def _lattice_sq(spec: FusedSpec, dh, dk, dl) -> torch.Tensor:
+    """``F_latt^2`` from the fractional parts of h, k, l (each ``(P, O)``)."""
+    na, nb, nc = (float(n) for n in spec.n_cells)
+    if spec.shape == "square":
+        f = None
+        for d, n, m in zip((dh, dk, dl), spec.n_cells, spec.methods):
+            r = _axis_ratio(d, n, m)
+            if r is not None:
+                f = r if f is None else f * r
+        if f is None:
+            return torch.ones_like(dh)
+        return f * f
+    if spec.shape == "round":
+        hrad = dh * dh * (na * na) + dk * dk * (nb * nb) + dl * dl * (nc * nc)
+        x = math.pi * torch.sqrt(hrad * spec.fudge)
+        safe = torch.where(x == 0, 1.0, x)
+        sinc3 = torch.where(x == 0, 1.0, 3.0 * (torch.sin(safe) / safe - torch.cos(safe)) / (safe * safe))
+        f = (na * nb * nc) * 0.723601254558268 * sinc3
+        return f * f
+    r = spec.recip  # d = (dh, dk, dl) @ recip, recip rows a*, b*, c*
+    x = dh * r[0] + dk * r[3] + dl * r[6]
+    y = dh * r[1] + dk * r[4] + dl * r[7]
+    z = dh * r[2] + dk * r[5] + dl * r[8]
+    r2 = (x * x + y * y + z * z) * (na * na * nb * nb * nc * nc)
+    if spec.shape == "gauss":
+        f = (na * nb * nc) * torch.exp(-(r2 / 0.63 * spec.fudge))
+    else:
+        f = torch.where(r2 * spec.fudge < 0.3969, na * nb * nc, 0.0)
+    return f * f
+
+
+def _f2(spec: FusedSpec, h0, k0, l0, table) -> torch.Tensor | float:
+    """Nearest-neighbour ``F^2`` (one gather from the padded table) or ``default_F^2``."""
+    if not spec.table:
+        return spec.default_f2
+    dh, dk, dl = spec.dims
+    ih = (h0 - float(spec.offset[0])).clamp(0.0, float(dh - 1))
+    ik = (k0 - float(spec.offset[1])).clamp(0.0, float(dk - 1))
+    il = (l0 - float(spec.offset[2])).clamp(0.0, float(dl - 1))
+    flat = (ih * float(dk) + ik) * float(dl) + il
+    return torch.take(table, flat.to(torch.int64))
+
+
+def _orientation_sum(spec: FusedSpec, sx, sy, sz, cells, table) -> torch.Tensor:
+    """``sum_o F_cell^2 F_latt^2`` per point: ``sx, sy, sz`` ``(P,)``, ``cells`` ``(O, 9)`` -> ``(P,)`` float64.
+
+    ``cells[o]`` holds the cell vectors a, b, c of orientation ``o`` (metres); h, k and l are
+    three separate ``(P, O)`` expressions (broadcasts: the points stay contiguous in memory) so
+    that the whole pass fuses into one loop nest, vectorised over points, with the reduction over
+    orientations inside.  (Reduced over a leading orientation axis instead, Inductor writes the
+    gathered terms to memory and sums them in a second loop.)
+    """
+    sx, sy, sz = sx[:, None], sy[:, None], sz[:, None]
+    h = sx * cells[None, :, 0] + sy * cells[None, :, 1] + sz * cells[None, :, 2]
+    k = sx * cells[None, :, 3] + sy * cells[None, :, 4] + sz * cells[None, :, 5]
+    l = sx * cells[None, :, 6] + sy * cells[None, :, 7] + sz * cells[None, :, 8]  # noqa: E741
+    h0, k0, l0 = torch.ceil(h - 0.5), torch.ceil(k - 0.5), torch.ceil(l - 0.5)
+    term = _lattice_sq(spec, h - h0, k - k0, l - l0) * _f2(spec, h0, k0, l0, table)
+    return term.to(torch.float64).sum(1)
+
+
+def _make_function(spec: FusedSpec, index: int):
+    """A fresh function object (own code object, so its own Dynamo cache) bound to ``spec``."""
+
+    def fused_orientation_sum(sx, sy, sz, cells, table):
+        return _orientation_sum(spec, sx, sy, sz, cells, table)
+
+    code = fused_orientation_sum.__code__.replace(co_name=f"fused_orientation_sum_{index}")
+    return types.FunctionType(code, fused_orientation_sum.__globals__, code.co_name, None,
+                              fused_orientation_sum.__closure__)
+
+
+def _compile(spec: FusedSpec):
+    cache_dir()
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+    fn = _make_function(spec, len(_compiled))
+    return torch.compile(fn, fullgraph=True, options=INDUCTOR_OPTIONS)
+
+
+class FusedSum:
+    """The orientation sum of one model as a compiled (or, ``compiled=False``, eager) pure function."""
+
+    def __init__(self, model, compiled: bool = True, strict: bool = False):
+        spec = spec_of(model)
+        assert spec is not None, "unsupported configuration"
+        self.spec = spec
+        n_o = model.n_orient
+        # cells (3 O, 3) -> (O, 9): a, b, c of orientation o in a row
+        self.cells = model.cells.reshape(n_o, 9).contiguous()
+        self.table = model.nearest.table if model.nearest is not None else torch.zeros(1, dtype=spec.dtype,
+                                                                                       device=model.cells.device)
+        if compiled:
+            with _lock:
+                fn = _compiled.get(spec)
+                if fn is None:
+                    fn = _compiled[spec] = _compile(spec)
+            self.fn = fn
+        else:
+            self.fn = self._eager
+        self.strict = strict  # a failing compilation raises (else: warn, and use the eager reference)
+        self._tried = not compiled
+        self._model = model
+        self._fallback = False
+
+    def _eager(self, *args):
+        return _orientation_sum(self.spec, *args)
+
+    def _call(self, *args):
+        if self._tried:
+            return self.fn(*args)
+        try:  # torch.compile compiles on the first call: a missing compiler shows here
+            out = self.fn(*args)
+        except Exception as exc:
+            if self.strict:
+                raise
+            log.warning("torch.compile failed (%s: %s); using the eager kernel", type(exc).__name__, exc)
+            _failed.add(self.spec)
+            self._fallback = True
+            out = None
+        self._tried = True
+        return out
+
+    def __call__(self, scatter: torch.Tensor, interp_ok=None) -> torch.Tensor:
+        """``(Q,)`` float64 sum over orientations of ``scatter`` ``(Q, 3)`` (the model's dtype)."""
+        assert interp_ok is None
+        q = scatter.shape[0]
+        out = torch.empty(q, dtype=torch.float64, device=scatter.device)
+        for p0 in range(0, q, MAX_POINTS):
+            if self._fallback:
+                return self._model.sum(scatter.to(self.spec.dtype))
+            p1 = min(q, p0 + MAX_POINTS)
+            s = scatter[p0:p1].to(self.spec.dtype).T
+            n = p1 - p0
+            if n < 2:  # keep the compiled size symbolic: never call with a size of 0 or 1
+                s = torch.cat([s, s.new_zeros(3, 2 - n)], 1)
+            s = s.contiguous()
+            sx, sy, sz = s[0], s[1], s[2]
+            for t in (sx, sy, sz):
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+            part = self._call(sx, sy, sz, self.cells, self.table)
+            if part is None:  # compilation failed: the reference for the whole batch
+                return self._model.sum(scatter.to(self.spec.dtype))
+            out[p0:p1] = part[:n]
+        return out
+
+
+def is_compiled(model) -> bool:
+    spec = spec_of(model)
+    return spec is not None and spec in _compiled
+
+
+def fused_sum_for(prep, tile_evals: int, mode: str | None = None) -> FusedSum | None:
+    """The fused sum to use for a tile of ``tile_evals`` evaluations, or None for the eager path."""
+    m = resolve_mode(mode)
+    if m == "off" or not supports(prep):
+        return None
+    spec = spec_of(prep.model)
+    if spec in _failed:
+        return None
+    if m == "auto" and tile_evals < AUTO_MIN_EVALS and spec not in _compiled:
+        return None
+    fs = getattr(prep, "_fused_sum", None)
+    if fs is None:
+        try:
+            fs = FusedSum(prep.model, compiled=True, strict=m == "on")
+        except Exception as exc:  # no torch.compile here: stay on the eager path
+            if m == "on":
+                raise
+            log.warning("torch.compile unavailable (%s); using the eager kernel", exc)
+            _failed.add(spec)
+            return None
+        prep._fused_sum = fs
+    return fs

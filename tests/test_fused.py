@@ -1,0 +1,133 @@
+"""The fused, compiled orientation sum (bragg_dask.physics.fused) against the eager reference.
+
+Parity: max|fused - eager| / max|eager| <= 1e-12 in float64 and <= 1e-5 in float32, on golden
+configurations and on tiles of awkward sizes.  Compiled kernels are specialised per configuration
+(dtype, lattice shape, N, table), so the cases below share few of them: compile time dominates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.physics import fused
+from bragg_dask.physics.kernel import prepare
+
+from .conftest import case_by_id, rel_err, simulate_case
+
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def _sim(cid: str):
+    case = case_by_id(cid)
+    return parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+
+
+def _image(monkeypatch, cid: str, mode: str, dtype, tile=None) -> np.ndarray:
+    monkeypatch.setenv(fused.ENV, mode)
+    return simulate_case(case_by_id(cid), dtype=dtype, tile=tile)[1].image
+
+
+@pytest.mark.parametrize("cid, dtype, tile", [
+    ("hkl_nearest", torch.float64, 23),  # nearest-neighbour table; 23 x 23 tiles: ragged edges
+    ("hkl_nearest", torch.float32, None),
+    ("mosaic_phi_carryover_spec", torch.float64, 64),  # 18 orientations (phi x mosaic), zero phi step
+    ("dmin_cut", torch.float64, 17),  # default_F, culled evaluations
+    ("gauss_xtal", torch.float64, None),  # a non-square lattice factor (Na 6, Nb 8, Nc 5)
+])
+def test_fused_matches_eager(monkeypatch, cid, dtype, tile):
+    prep = prepare(_sim(cid), "cpu", dtype, "spec")
+    assert fused.supports(prep)
+    ref = _image(monkeypatch, cid, "off", dtype, tile)
+    got = _image(monkeypatch, cid, "on", dtype, tile)
+    assert fused.is_compiled(prep.model)
+    assert rel_err(got, ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 1000, fused.MAX_POINTS + 5])
+def test_fused_sum_awkward_sizes(n):
+    """The compiled sum on batches of any size (one compiled kernel: the size is symbolic)."""
+    prep = prepare(_sim("hkl_nearest"), "cpu", torch.float64, "spec")
+    g = torch.Generator().manual_seed(n)
+    scatter = (torch.rand(n, 3, generator=g, dtype=torch.float64) - 0.5) * 2e10  # 1/m, |h| up to ~10
+    with torch.inference_mode():
+        ref = prep.model.sum(scatter)
+        got = fused.FusedSum(prep.model, compiled=True)(scatter)
+    assert got.shape == ref.shape
+    assert float((got - ref).abs().max()) <= 1e-12 * max(float(ref.abs().max()), 1.0)
+
+
+@pytest.mark.parametrize("cid", ["round_xtal_fudge", "tophat_fudge", "triclinic_misset_NaNbNc", "cubic_defaultF_N5"])
+def test_pure_function_matches_eager(cid):
+    """The same pure function, uncompiled: every lattice shape, N == 1 / recurrence / sine axes."""
+    prep = prepare(_sim(cid), "cpu", torch.float64, "spec")
+    g = torch.Generator().manual_seed(1)
+    scatter = (torch.rand(4000, 3, generator=g, dtype=torch.float64) - 0.5) * 2e10
+    scatter[:3] = 0.0  # exactly integer indices: the N^2 limit
+    with torch.inference_mode():
+        ref = prep.model.sum(scatter)
+        got = fused.FusedSum(prep.model, compiled=False)(scatter)
+    assert float((got - ref).abs().max() / ref.abs().max()) <= 1e-12
+
+
+def test_axis_ratio_forms_agree():
+    """Chebyshev recurrence, sine form and the limit N at d == 0, for several N."""
+    d = torch.linspace(-0.5, 0.5, 2001, dtype=torch.float64)
+    for n in (2, 3, 10, 24, 25, 60):
+        x = d * torch.pi
+        ref = torch.where(d == 0, float(n), torch.sin(n * x) / torch.sin(x))
+        for method in ("cheb", "sin"):
+            got = fused._axis_ratio(d, n, method)
+            assert float((got - ref).abs().max()) <= 1e-12 * n
+    assert fused._axis_ratio(d, 1, "one") is None
+    assert fused.FusedSpec(torch.float64, "cpu", "square", (1, 24, 25), 1.0, (0.0,) * 9, 0.0, False,
+                           (0, 0, 0), (1, 1, 1)).methods == ("one", "cheb", "sin")
+
+
+def test_modes_and_support(monkeypatch):
+    """auto compiles only large tiles; c-parity, interpolation and running sums stay eager."""
+    monkeypatch.delenv(fused.ENV, raising=False)
+    assert fused.resolve_mode() == "auto"
+    assert fused.resolve_mode("ON") == "on"
+    with pytest.raises(ValueError):
+        fused.resolve_mode("sometimes")
+    small = prepare(_sim("interpolate_inrange"), "cpu", torch.float64, "spec")
+    assert not fused.supports(small)  # tricubic interpolation
+    assert not fused.supports(prepare(_sim("oversample_thick"), "cpu", torch.float64, "spec"))  # running sum
+    assert not fused.supports(prepare(_sim("hkl_nearest"), "cpu", torch.float64, "c"))  # c parity
+    prep = prepare(_sim("cubic_defaultF_N5"), "cpu", torch.float64, "spec")
+    assert fused.fused_sum_for(prep, 10, "off") is None
+    if not fused.is_compiled(prep.model):
+        assert fused.fused_sum_for(prep, 10, "auto") is None
+    assert fused.fused_sum_for(prep, 10, "off") is None
+
+
+def test_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    assert fused.cache_dir() == str(tmp_path)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert fused.cache_dir() == str(tmp_path / "bragg_dask" / "inductor")
+
+
+def test_failed_compile_falls_back(monkeypatch):
+    """A compiler failure (seen at the first call) means the eager reference, unless forced on."""
+    def broken(spec):
+        def fn(*args):
+            raise RuntimeError("no C++ compiler")
+        return fn
+
+    monkeypatch.setattr(fused, "_compile", broken)
+    monkeypatch.setattr(fused, "_compiled", {})
+    monkeypatch.setattr(fused, "_failed", set())
+    prep = prepare(_sim("cubic_defaultF_N5"), "cpu", torch.float64, "spec")
+    scatter = (torch.rand(100, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) - 0.5) * 2e10
+    with torch.inference_mode():
+        ref = prep.model.sum(scatter)
+        with pytest.raises(RuntimeError):
+            fused.FusedSum(prep.model, compiled=True, strict=True)(scatter)
+        got = fused.FusedSum(prep.model, compiled=True)(scatter)
+    assert torch.equal(got, ref)
+    assert fused.spec_of(prep.model) in fused._failed
