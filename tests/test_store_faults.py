@@ -259,6 +259,9 @@ def test_disk_full_or_read_only_mid_run_is_one_line_and_a_rerun_finishes(tmp_pat
     assert not (tmp_path / "f.bin").exists()  # no output file from a failed run
     assert not (store / zstore.LOCK_NAME).exists()
 
+    # a tile already computing when the fault stopped the run may still land (durably, and marked done)
+    time.sleep(1.0)
+    done = int(_done(store).sum())
     assert cli_on_threaded(args) == 0  # the fault is gone: the same command finishes the store
     assert f"tiles computed: {16 - done} of 16" in capsys.readouterr().out
     assert _attrs(store)["complete"] and "last_error" not in _attrs(store)
