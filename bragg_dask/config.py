@@ -41,13 +41,18 @@ def _direction(v, name: str, flag: str | None) -> Vec3:
     return t
 
 
-def _number(x, name: str, flag: str | None) -> float:
+def _as_float(x, name: str, flag: str | None, what: str) -> float:
+    """``float(x)``; a bool or something float() refuses is an error naming ``what`` was expected."""
     if isinstance(x, bool):
-        raise ConfigError(f"expected a number, got {x!r}", flag=flag, field=name)
+        raise ConfigError(f"expected {what}, got {x!r}", flag=flag, field=name)
     try:
-        v = float(x)
+        return float(x)
     except (TypeError, ValueError):
-        raise ConfigError(f"expected a number, got {x!r}", flag=flag, field=name) from None
+        raise ConfigError(f"expected {what}, got {x!r}", flag=flag, field=name) from None
+
+
+def _number(x, name: str, flag: str | None) -> float:
+    v = _as_float(x, name, flag, "a number")
     if not math.isfinite(v):
         raise ConfigError(f"must be a finite number, got {x!r}", flag=flag, field=name)
     return v
@@ -69,12 +74,7 @@ def _non_negative(x: float, name: str, flag: str | None) -> float:
 
 def _count(n, name: str, flag: str | None, lo: int = 1) -> int:
     """An integer >= lo (an integral float is accepted; 2.5, NaN or True are not)."""
-    if isinstance(n, bool):
-        raise ConfigError(f"expected an integer, got {n!r}", flag=flag, field=name)
-    try:
-        v = float(n)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected an integer, got {n!r}", flag=flag, field=name) from None
+    v = _as_float(n, name, flag, "an integer")
     if not math.isfinite(v) or v != int(v):
         raise ConfigError(f"expected an integer, got {n!r}", flag=flag, field=name)
     if int(v) < lo:
