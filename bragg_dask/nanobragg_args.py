@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ConfigError, UsageError
+from .io.textfile import DECIMAL, INTEGER
 from .resolve import OutputOptions, ParsedArgs, RawParams, header_import, resolve
 
 RTD = 180.0 / math.pi
@@ -32,10 +33,10 @@ __all__ = ["OutputOptions", "ParsedArgs", "RawParams", "parse_nanobragg_args", "
 # ----------------------------------------------------------------------------- value parsing
 
 
-# a number as the C program writes and reads one: ASCII decimal digits, optional sign, point and
-# exponent (no hex, no digit separators, no other scripts' digits, which Python's float() takes)
-_DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
-_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
+# a number as the C program writes and reads one (io.textfile's grammar), here with the spaces a
+# quoted argument may carry around it
+_DECIMAL = re.compile(rf"\s*(?:{DECIMAL.pattern})\s*", re.ASCII)
+_INTEGER = re.compile(rf"\s*(?:{INTEGER.pattern})\s*", re.ASCII)
 _NONFINITE = re.compile(r"\s*[+-]?(nan|inf|infinity)\s*", re.ASCII | re.IGNORECASE)
 
 

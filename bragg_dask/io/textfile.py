@@ -51,8 +51,8 @@ def read_text(path: str) -> str:
 # numbers as the C program's readers (fscanf, atof) take them: ASCII decimal digits, sign, point,
 # exponent.  Python's float() also takes '1_0', other scripts' digits and 'nan'/'inf', which C reads
 # differently (or stops at): those are refused here
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
-_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 # a text made of these characters alone holds no token that float()/int() read differently from C
 PLAIN_NUMERIC = re.compile(r"[0-9eE+\-. \t\r\n\f\v]*", re.ASCII)
 
@@ -60,13 +60,13 @@ PLAIN_NUMERIC = re.compile(r"[0-9eE+\-. \t\r\n\f\v]*", re.ASCII)
 def parse_number(tok: str) -> float:
     """A decimal number token (may be NaN/infinite only when written as a huge exponent: callers check);
     ``ValueError`` otherwise."""
-    if not _DECIMAL.fullmatch(tok):
+    if not DECIMAL.fullmatch(tok):
         raise ValueError(tok)
     return float(tok)
 
 
 def parse_integer(tok: str) -> int:
     """A decimal integer token; ``ValueError`` otherwise ('1.0', '1e3', '1_0' are refused)."""
-    if not _INTEGER.fullmatch(tok):
+    if not INTEGER.fullmatch(tok):
         raise ValueError(tok)
     return int(tok)
