@@ -20,11 +20,14 @@ def simulate(
     overwrite: bool = False,
     parity: str = "spec",
     c_threads: int = 1,
+    cluster_options=None,
 ) -> np.ndarray:
     """Float image ``(spixels, fpixels)`` float32 (photons/pixel) of ``sim``.
 
     With ``store`` (or a ``distributed`` ``client``) the tiles run on Dask - on ``client`` if
     given, else on a local cluster - and stream into a Zarr v3 store; otherwise in-process.
+    The local cluster's workers are threads of this process unless ``cluster_options``
+    (:class:`bragg_dask.cluster.ClusterOptions`) says otherwise, e.g. ``worker_processes=True``.
     """
     if store is None and client is None:
         from .executors.serial import run_serial
@@ -35,7 +38,8 @@ def simulate(
     from .executors.dask import run_dask
 
     return run_dask(sim, store=store, tile=tile, device=device, dtype=dtype, client=client,
-                    overwrite=overwrite, progress=False, parity=parity, c_threads=c_threads).image
+                    overwrite=overwrite, progress=False, parity=parity, c_threads=c_threads,
+                    cluster_options=cluster_options).image
 
 
 def to_dask_array(

@@ -5,7 +5,7 @@
                [--memory-limit SIZE] [--compile auto|on|off]
                [--scheduler ADDRESS | --scheduler-file FILE] [--connect-timeout S]
                [--tls-ca-file F --tls-cert F [--tls-key F]]
-               [--workers N] [--listen HOST] [--dashboard-address ADDR|none]
+               [--workers N] [--worker-processes] [--listen HOST] [--dashboard-address ADDR|none]
 
     bragg-dask export STORE [--frame K] [-floatfile F] [-intfile F] [-noisefile F] [-pgmfile F]
                [-scale S] [-pgmscale S] [-adc A] [-seed N]
@@ -14,15 +14,17 @@ Single-dash flags have the C program's meaning.  Datasets: ``--frames N`` (a rot
 starting at phi0 + k*osc) or ``--orientations N --orientation-seed S`` (random crystal orientations),
 both into the store given by ``--zarr``.  Without ``--zarr`` or a scheduler the image is
 computed in-process (serial executor); with ``--zarr`` it runs on a Dask cluster (an embedded
-local one unless an address is given) and streams tiles into a Zarr v3 store.  The embedded cluster
-(scheduler, workers, dashboard) listens on 127.0.0.1 only; ``--listen HOST`` binds it to HOST and
-``--dashboard-address ADDR`` puts its dashboard at ADDR (``none``: no dashboard).  ``--scheduler
-tls://...`` encrypts the traffic with ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key`` (as for
-``dask scheduler``/``dask worker``) or with Dask's ``distributed.comm.tls.*`` settings; the same
-flags without a scheduler make the embedded cluster use TLS.  ``--connect-timeout S`` (default 10)
-bounds the wait for a scheduler.  Bad input, an unreachable or lost scheduler end with a one-line
-``bragg-dask: error: ...`` and exit status 2; Ctrl-C with ``bragg-dask: interrupted`` and 130.  A
-store keeps the tiles written before either: the same command again computes only the rest.
+local one unless an address is given) and streams tiles into a Zarr v3 store.  The embedded cluster's
+workers are threads of this process (``--workers N``: N threads, default one per core), or with
+``--worker-processes`` one process each.  It (scheduler, workers, dashboard) listens on 127.0.0.1
+only; ``--listen HOST`` binds it to HOST and ``--dashboard-address ADDR`` puts its dashboard at ADDR
+(``none``: no dashboard).  ``--scheduler tls://...`` encrypts the traffic with ``--tls-ca-file``,
+``--tls-cert`` and ``--tls-key`` (as for ``dask scheduler``/``dask worker``) or with Dask's
+``distributed.comm.tls.*`` settings; the same flags without a scheduler make the embedded cluster
+use TLS.  ``--connect-timeout S`` (default 10) bounds the wait for a scheduler.  Bad input, an
+unreachable or lost scheduler end with a one-line ``bragg-dask: error: ...`` and exit status 2;
+Ctrl-C with ``bragg-dask: interrupted`` and 130.  A store keeps the tiles written before either: the
+same command again computes only the rest.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def service_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scheduler", default=None)
     ap.add_argument("--scheduler-file", default=None, dest="scheduler_file")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--worker-processes", action="store_true", dest="worker_processes")
     ap.add_argument("--listen", default=None)
     ap.add_argument("--dashboard-address", default=None, dest="dashboard_address")
     ap.add_argument("--tls-ca-file", default=None, dest="tls_ca_file")
@@ -137,7 +140,7 @@ def _check_cluster(opts) -> None:
         raise UsageError(f"must be > 0 seconds, got {opts.connect_timeout:g}", flag="--connect-timeout")
     if opts.scheduler or opts.scheduler_file:
         for flag, v in (("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address),
-                        ("--workers", opts.workers)):
+                        ("--workers", opts.workers), ("--worker-processes", opts.worker_processes or None)):
             if v is not None:
                 raise UsageError("sets up the embedded cluster; it means nothing with a scheduler", flag=flag)
 
@@ -148,7 +151,8 @@ def _cluster_options(opts):
     return ClusterOptions(scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
                           device=opts.device, listen=opts.listen or LOCALHOST,
                           dashboard_address=opts.dashboard_address, tls_ca_file=opts.tls_ca_file,
-                          tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout)
+                          tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout,
+                          worker_processes=opts.worker_processes)
 
 
 def _dataset(opts):
@@ -273,6 +277,9 @@ def _describe(sim) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import configure_threads
+
+    configure_threads()  # before torch and numpy load
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(argv)

@@ -11,9 +11,22 @@
 * :func:`cluster_failure` turns "the scheduler went away" (cancelled futures, closed comms) and
   "a tile keeps killing its workers" into a one-line :class:`ClusterError`.
 
-The embedded cluster's worker processes ignore SIGINT: Ctrl-C in a terminal reaches the whole
-process group, and the workers' own KeyboardInterrupt tracebacks would bury the CLI's message.  The
-CLI process alone handles Ctrl-C and stops the workers.
+The embedded cluster runs its workers in this process by default (``processes=False``): threads that
+share the client's imported torch, so a run pays no second torch import per worker (about 1.5 s
+each), and nothing is re-imported, so a plain script without an ``if __name__ == "__main__":``
+guard, standard input and a notebook all work.  On CPU it is one worker with a thread per core
+(``--workers N``: N threads), each tile task using ``cores // threads`` torch threads; on CUDA one
+single-threaded worker per GPU.  Scheduler, worker and dashboard still listen on TCP (``--listen``,
+TLS and the dashboard mean what they did).  ``worker_processes`` (``--worker-processes``) asks for
+one worker process per core (CUDA: per GPU) instead, for isolation: a worker that crashes or leaks
+takes only itself down.
+
+Worker processes are spawned, and each re-runs the main script first, as ``multiprocessing`` does:
+a script that would start the cluster again there (no main guard), or a main script that cannot be
+re-read (standard input), is refused with a one-line :class:`ClusterError` before anything starts.
+They ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and the workers' own
+KeyboardInterrupt tracebacks would bury the CLI's message.  The CLI process alone handles Ctrl-C
+and stops the workers.
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ class ClusterOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     connect_timeout: float = 10.0
+    worker_processes: bool = False  # embedded cluster: a process per worker instead of threads of this one
 
     @property
     def remote(self) -> bool:
@@ -111,7 +125,8 @@ def _address(opts: ClusterOptions) -> str:
 def connect(scheduler: str | None = None, scheduler_file: str | None = None, n_workers: int | None = None,
             device: str = "cpu", options: ClusterOptions | None = None):
     """``(client, cluster)``: a client of an existing scheduler (``cluster`` None), or of a new local
-    cluster sized to the machine (CPU: one single-threaded worker per core; CUDA: one per GPU)."""
+    cluster sized to the machine (in this process unless ``worker_processes``: CPU, a thread per core;
+    CUDA, one worker per GPU)."""
     opts = options or ClusterOptions()
     opts = dataclasses.replace(opts, scheduler=scheduler or opts.scheduler,
                                scheduler_file=scheduler_file or opts.scheduler_file,
@@ -164,20 +179,28 @@ def _start_local(opts: ClusterOptions):
     from distributed import Client, LocalCluster
 
     http, dashboard = _dashboard(opts)
-    kwargs = {"threads_per_worker": 1, "processes": True, "host": opts.listen, "dashboard_address": http,
-              "scheduler_kwargs": {"dashboard": dashboard}, "silence_logs": logging.ERROR}
+    processes = opts.worker_processes
+    if processes:
+        check_worker_processes(opts)
+    # TCP even in-process (not inproc://): --listen, TLS and outside clients keep working
+    kwargs = {"processes": processes, "protocol": "tls://" if opts.tls else "tcp://", "host": opts.listen,
+              "dashboard_address": http, "scheduler_kwargs": {"dashboard": dashboard},
+              "silence_logs": logging.ERROR, "threads_per_worker": 1}
     if opts.device.startswith("cuda"):
         kwargs.update(n_workers=opts.n_workers or max(1, torch.cuda.device_count()), resources={"GPU": 1})
-    else:
+    elif processes:
         kwargs["n_workers"] = opts.n_workers or (os.cpu_count() or 1)
+    else:  # one worker, a thread per core: one copy of the scattered simulation, tiles in parallel
+        kwargs.update(n_workers=1, threads_per_worker=opts.n_workers or (os.cpu_count() or 1))
     if opts.tls:
-        kwargs.update(protocol="tls://", security=security(opts))
+        kwargs["security"] = security(opts)
     cluster = client = None
     try:
-        with _sigint_ignored():  # the worker processes start with SIGINT ignored, and keep it so
-            cluster = LocalCluster(**kwargs)
+        with _sigint_ignored() if processes else contextlib.nullcontext():
+            cluster = LocalCluster(**kwargs)  # worker processes start with SIGINT ignored, and keep it so
         client = Client(cluster, security=kwargs.get("security"))
-        client.register_plugin(IgnoreInterrupt())  # workers a nanny restarts later
+        if processes:
+            client.register_plugin(IgnoreInterrupt())  # workers a nanny restarts later
         return client, cluster
     except BaseException as exc:
         shutdown(client, cluster, quiet=True)
@@ -185,6 +208,64 @@ def _start_local(opts: ClusterOptions):
             raise ClusterError(f"cannot start the local cluster on {opts.listen}: {_first_line(exc)}",
                                flag="--listen" if opts.listen != LOCALHOST else None) from None
         raise
+
+
+def check_worker_processes(opts: ClusterOptions) -> None:
+    """Refuse, in one line, embedded worker processes that would fail to start.
+
+    Dask spawns them, and each first re-runs the main script (``multiprocessing``'s rule: not a
+    notebook, ``python -c`` or a package's ``__main__``).  Called from the script's top level outside
+    an ``if __name__ == "__main__":`` block, the re-run would start a cluster again in every worker,
+    which ends in a long traceback ("Nanny failed to start"); a script read from standard input
+    cannot be re-run at all."""
+    if not opts.worker_processes or opts.remote:
+        return
+    import dask
+
+    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") == "fork":
+        return  # forked workers re-run nothing
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    path = getattr(main, "__file__", None)
+    if path is None or (name is not None and (name == "__main__" or name.endswith(".__main__"))):
+        return
+    if name is None and os.path.splitext(os.path.basename(path))[0] == "ipython":
+        return
+    flag = "--worker-processes"
+    if not os.path.isfile(path):
+        raise ClusterError(f"worker processes start by re-running the main script, and {path} is not a file "
+                           "(standard input?): run a script file, or leave worker processes off", flag=flag)
+    frame = sys._getframe()
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is not None and not _under_main_guard(path, frame.f_lineno):
+        raise ClusterError(f"worker processes start by re-running {path}, which would start them again from its "
+                           f"line {frame.f_lineno}: put that code under 'if __name__ == \"__main__\":', or leave "
+                           "worker processes off", flag=flag)
+
+
+def _under_main_guard(path: str, line: int) -> bool:
+    """Whether ``line`` of the script ``path`` is inside a top-level ``if __name__ == "__main__":``
+    (True when the script cannot be read back: then the start itself will tell)."""
+    import ast
+    import tokenize
+
+    try:
+        with tokenize.open(path) as fh:
+            tree = ast.parse(fh.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return True
+
+    def is_main_test(t) -> bool:
+        if not (isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq)):
+            return False
+        sides = [t.left, t.comparators[0]]
+        names = [isinstance(n, ast.Name) and n.id == "__name__" for n in sides]
+        mains = [isinstance(n, ast.Constant) and n.value == "__main__" for n in sides]
+        return names in ([True, False], [False, True]) and mains == [not n for n in names]
+
+    return any(isinstance(node, ast.If) and is_main_test(node.test)
+               and any(b.lineno <= line <= b.end_lineno for b in node.body) for node in tree.body)
 
 
 @contextlib.contextmanager

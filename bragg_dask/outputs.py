@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 
 import numpy as np
@@ -93,9 +94,8 @@ def write_outputs(sim, image, stats: ImageStats, outputs, cwd: str = ".") -> lis
     """
     import os
 
-    from .store import StoreFrame
-
-    if isinstance(image, StoreFrame):
+    store = sys.modules.get(__package__ + ".store")  # a store frame exists only if the store module is loaded
+    if store is not None and isinstance(image, store.StoreFrame):  # (zarr is not imported for a plain run)
         return _write_streamed(sim, image, stats, outputs, cwd)
     written = []
     in_roi = roi_mask(sim.detector)

@@ -424,28 +424,68 @@ def stats_from_row(row: np.ndarray) -> dict:
 
 
 def write_tile(path: str, frame: int, tile: TileSpec, image: np.ndarray, stats: dict) -> None:
-    """Write one tile's chunk and statistics, make them durable, then mark the tile done.
+    """Write one tile's chunk and statistics, make them durable, then mark the tile done."""
+    write_tiles(path, [(frame, tile, image, stats)])
+
+
+def write_tiles(path: str, items) -> None:
+    """Write tiles ``(frame, tile, image, stats)``: chunks and statistics, made durable, then marked done.
 
     zarr writes each chunk to a temporary file renamed into place, so a killed writer leaves no
-    half chunk under the chunk's name; a crash before ``tiles_done`` only redoes the tile.
+    half chunk under the chunk's name; a crash before ``tiles_done`` only redoes the tile.  Several
+    tiles (small frames of a dataset) share one opening of the store and one sync of each folder.
     """
     g = zarr.open_group(path, mode="r+")
-    i, j = tile.index
-    g["float"][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
-    g["tile_stats"][frame, i, j] = stats_row(stats)
-    sync_chunk(path, g["float"], (frame, i, j))
-    sync_chunk(path, g["tile_stats"], (frame, i, j, 0))
-    g["tiles_done"][frame, i, j] = True
-    sync_chunk(path, g["tiles_done"], (frame, i, j))
+    fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
+    runs = _frame_runs(items)
+    for tile, frames, images, stats in runs:  # one write per array for a run of consecutive frames
+        i, j = tile.index
+        a, b = frames[0], frames[-1] + 1
+        fl[a:b, tile.s0 : tile.s1, tile.f0 : tile.f1] = np.stack(images)
+        ts[a:b, i, j] = np.stack([stats_row(st) for st in stats])
+    synced: set = set()
+    for tile, frames, _, _ in runs:
+        i, j = tile.index
+        for frame in frames:
+            sync_chunk(path, fl, (frame, i, j), synced)
+            sync_chunk(path, ts, (frame, i, j, 0), synced)
+    for tile, frames, _, _ in runs:
+        done[frames[0] : frames[-1] + 1, tile.index[0], tile.index[1]] = True
+    for tile, frames, _, _ in runs:
+        for frame in frames:
+            sync_chunk(path, done, (frame, tile.index[0], tile.index[1]), synced)
 
 
-def sync_chunk(path: str, array, coords: tuple[int, ...]) -> None:
-    """``fsync`` one chunk file and its folder (a chunk that is all fill value has no file)."""
+def _frame_runs(items) -> list:
+    """``items`` grouped by tile into runs of consecutive frames: ``(tile, frames, images, stats)``."""
+    by_tile: dict = {}
+    for frame, tile, image, stats in items:
+        by_tile.setdefault(tile, []).append((frame, image, stats))
+    runs = []
+    for tile, rows in by_tile.items():
+        rows.sort(key=lambda r: r[0])
+        start = 0
+        for k in range(1, len(rows) + 1):
+            if k == len(rows) or rows[k][0] != rows[k - 1][0] + 1:
+                part = rows[start:k]
+                runs.append((tile, [r[0] for r in part], [r[1] for r in part], [r[2] for r in part]))
+                start = k
+    return runs
+
+
+def sync_chunk(path: str, array, coords: tuple[int, ...], synced: set | None = None) -> None:
+    """``fsync`` one chunk file and its folder (a chunk that is all fill value has no file).
+
+    ``synced``: paths already synced by this caller (a folder shared by several chunks once)."""
     if os.environ.get("BRAGG_DASK_FSYNC", "1") == "0":
         return
     name = array.path if hasattr(array, "path") else array.name.strip("/")
     f = os.path.join(path, name, *array.metadata.encode_chunk_key(coords).split("/"))
     for target in (f, os.path.dirname(f)):
+        if synced is not None:
+            if target in synced:
+                continue
+            synced.add(target)
         try:
             fd = os.open(target, os.O_RDONLY)
         except FileNotFoundError:
@@ -467,9 +507,25 @@ def write_frame_metadata(g: zarr.Group, frames) -> None:
 
 
 def write_frame_stats(g: zarr.Group, frame: int, stats, int_scale: float) -> None:
-    pos = stats.max_pos if stats.max_pos is not None else (-1, -1)
-    for name, v in zip(FRAME_STATS, (stats.max_I, pos[0], pos[1], stats.mean, stats.rms, stats.rmsd, int_scale)):
-        g[name][frame] = v
+    write_frames_stats(g, [frame], [stats], [int_scale])
+
+
+def write_frames_stats(g: zarr.Group, frames: list[int], stats: list, int_scales: list[float]) -> None:
+    """Per-frame statistics of several frames: one write per statistic (a dataset's frames at once)."""
+    if not frames:
+        return
+    pos = [st.max_pos if st.max_pos is not None else (-1, -1) for st in stats]
+    columns = ([st.max_I for st in stats], [p[0] for p in pos], [p[1] for p in pos], [st.mean for st in stats],
+               [st.rms for st in stats], [st.rmsd for st in stats], list(int_scales))
+    idx = np.asarray(frames, dtype=np.int64)
+    contiguous = bool(np.all(np.diff(idx) == 1))
+    for name, values in zip(FRAME_STATS, columns):
+        arr = g[name]
+        v = np.asarray(values, dtype=arr.dtype)
+        if contiguous:
+            arr[int(idx[0]) : int(idx[-1]) + 1] = v
+        else:
+            arr.oindex[idx] = v
 
 
 def mark_complete(path: str) -> None:

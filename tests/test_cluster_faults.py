@@ -2,8 +2,10 @@
 
 * the scheduler killed mid-run: one line, exit 2, and the store resumes on a new scheduler;
 * Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a store run on the
-  embedded cluster: exactly one line on stderr, exit 130, no cluster process left, the store resumes;
-* the embedded cluster (scheduler, workers, dashboard) listens on 127.0.0.1 only unless asked;
+  embedded cluster, in-process and with ``--worker-processes``: exactly one line on stderr, exit 130,
+  no cluster process left, the store resumes;
+* the embedded cluster (scheduler, workers, dashboard) listens on 127.0.0.1 only unless asked, with its
+  workers in-process or in processes;
 * a tls:// scheduler and worker with certificates made here, reached with ``--tls-*`` flags or
   Dask's own ``DASK_DISTRIBUTED__COMM__TLS__*`` settings; the embedded cluster over TLS;
 * bad or unreachable addresses: one line, exit 2, within the connect timeout.
@@ -137,9 +139,10 @@ def _group_gone(pgid: int, timeout: float = 20) -> bool:
     return False
 
 
-def test_ctrl_c_is_one_line_exit_130_and_the_store_resumes(tmp_path):
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_ctrl_c_is_one_line_exit_130_and_the_store_resumes(tmp_path, processes):
     store = tmp_path / "run.zarr"
-    args = [*FAULT, "--zarr", str(store), "--tile", "16", "--workers", "2"]
+    args = [*FAULT, "--zarr", str(store), "--tile", "16", "--workers", "2"] + ["--worker-processes"] * processes
     proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *args], cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -193,14 +196,15 @@ def _listening(pid: int) -> list[str]:
 
 
 def _sockets_of(cluster) -> list[str]:
-    pids = [os.getpid()] + [w.process.pid for w in cluster.workers.values()]
+    pids = {os.getpid()} | {w.process.pid for w in cluster.workers.values() if hasattr(w, "process")}  # nannies
     return [a for pid in pids for a in _listening(pid)]
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads listening sockets from /proc")
-def test_embedded_cluster_listens_on_localhost_only():
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_embedded_cluster_listens_on_localhost_only(processes):
     before = set(_listening(os.getpid()))
-    client, cluster = connect(options=ClusterOptions(n_workers=1))
+    client, cluster = connect(options=ClusterOptions(n_workers=1, worker_processes=processes))
     try:
         info = client.scheduler_info()
         assert info["address"].startswith("tcp://127.0.0.1:")
@@ -213,7 +217,7 @@ def test_embedded_cluster_listens_on_localhost_only():
     finally:
         shutdown(client, cluster)
     # binding wider is asked for on purpose
-    client, cluster = connect(options=ClusterOptions(n_workers=1, listen="0.0.0.0"))
+    client, cluster = connect(options=ClusterOptions(n_workers=1, listen="0.0.0.0", worker_processes=processes))
     try:
         sockets = [a for a in _sockets_of(cluster) if a not in before]
         assert sum(a.startswith("0.0.0.0:") for a in sockets) >= 3, sockets  # scheduler, dashboard, worker

@@ -160,3 +160,38 @@ def test_lazy_dask_array_view(client):
     assert isinstance(lazy, da.Array) and lazy.shape == (64, 64) and lazy.chunks[0] == (20, 20, 20, 4)
     img = lazy.compute()
     assert rel_err(img, case.reference()) <= 1e-5
+
+
+def test_frames_per_task():
+    from bragg_dask.executors.dask import TASK_MIN_EVALS, frames_per_task
+
+    assert frames_per_task(1, 16, 10, 2) == 1  # one frame: one frame per task
+    assert frames_per_task(100, 1, TASK_MIN_EVALS, 2) == 1  # big tiles: one frame per task
+    assert frames_per_task(32, 1, 327680, 2) == 8  # small frames: grouped, still two tasks per thread
+    assert frames_per_task(1000, 1, 1000, 4) == min(-(-TASK_MIN_EVALS // 1000), 125)
+    assert 1 <= frames_per_task(3, 1, 1, 64) <= 3
+
+
+def test_small_frames_grouped_per_task_equal_single_frames(client, tmp_path):
+    """Frames computed several to a task (and resumed with holes) equal frames computed one by one."""
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.frames import DatasetSpec, make_frames
+
+    sim = parse_nanobragg_args(_series_args()).simulation
+    spec = DatasetSpec("orientations", 12, 3)
+    store = str(tmp_path / "many.zarr")
+    res = run_dask(sim, store=store, tile=32, client=client, progress=False, dataset=spec)
+    assert res.computed == res.total
+    g = zarr.open_group(store, mode="r+")
+    plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, 32)
+    first = np.asarray(g["float"][...])
+    for f in make_frames(sim, spec):
+        one = run_serial(f.simulation(sim), plan).image
+        assert np.array_equal(first[f.index], one), f.index
+    for k in (2, 3, 7):  # holes: frames 2, 3 and 7 of tile (0, 0) to redo, runs of consecutive frames split
+        g["tiles_done"][k, 0, 0] = False
+        g["float"][k, 0:32, 0:32] = 0.0
+    again = run_dask(sim, store=store, tile=32, client=client, progress=False, dataset=spec)
+    assert again.computed == 3
+    assert np.array_equal(np.asarray(zarr.open_group(store, mode="r")["float"][...]), first)
+    assert np.asarray(zarr.open_group(store, mode="r")["tiles_done"][...]).all()

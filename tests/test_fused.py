@@ -1,5 +1,7 @@
 """The fused, compiled orientation sum (bragg_dask.physics.fused) against the eager reference.
 
+(The C library that runs the same sum on CPU first is tested in test_native.py.)
+
 Parity: max|fused - eager| / max|eager| <= 1e-12 in float64 and <= 1e-5 in float32, on golden
 configurations and on tiles of awkward sizes.  Compiled kernels are specialised per configuration
 (dtype, lattice shape, N, table), so the cases below share few of them: compile time dominates.
@@ -23,6 +25,12 @@ TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 def _sim(cid: str):
     case = case_by_id(cid)
     return parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+
+
+@pytest.fixture(autouse=True)
+def _inductor(monkeypatch):
+    """These tests are about the torch.compile path: on CPU the C library would be chosen first."""
+    monkeypatch.setenv("BRAGG_DASK_NATIVE", "0")
 
 
 def _image(monkeypatch, cid: str, mode: str, dtype, tile=None) -> np.ndarray:

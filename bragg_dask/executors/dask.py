@@ -5,7 +5,8 @@ Zarr store with the tile's partial statistics; only those small statistics trave
 simulation is scattered to the workers once; a task carries only its tile, its frame's small
 record and (c-parity) its seed.  After the reductions, ``finish-tile`` tasks write the optional
 int and noise images.  Without an address an embedded ``LocalCluster`` sized to the machine is
-started (CPU: one single-threaded worker per core; CUDA: one worker per GPU).
+started (see :mod:`bragg_dask.cluster`: by default its workers are threads of this process, CPU a
+thread per core, CUDA one worker per GPU; ``worker_processes`` for a process per worker).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 
 from ..carryover import TileSeed
-from ..cluster import ClusterOptions, cluster_failure, connect, shutdown  # noqa: F401 - connect re-exported
+from ..cluster import ClusterOptions, check_worker_processes, cluster_failure, connect, shutdown  # noqa: F401
 from ..errors import ConfigError
 from ..frames import DatasetSpec, Frame, make_frames
 from ..outputs import int_scale as _int_scale
 from ..outputs import roi_count, roi_mask
+from ..physics.kernel import batch_points
 from ..plan import TileSpec, plan_tiles
 from ..runtime import tune_allocator
 from ..stats import ImageStats, combine
@@ -96,42 +98,68 @@ def _task_device(device: str) -> str:
         return device
 
 
-def _tile_task(base_sim, task: TileTask, torch_threads: int | None = None):
-    """Worker side: simulate one tile; write it (if a store); return stats (and the image if not)."""
+def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None = None):
+    """Worker side: simulate tiles (one, or the same tile of several small frames); write them (if a
+    store) in one go; return per tile its stats (and its image if not written)."""
     from .. import store as zstore
     from ..physics.kernel import simulate_tile
 
     tune_allocator()
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    sim = task.frame.simulation(base_sim)
-    dtype = torch.float64 if task.dtype == "float64" else torch.float32
-    res = simulate_tile(sim, task.tile, task.seed, parity=task.parity, device=_task_device(task.device), dtype=dtype)
-    stats = res.stats()
-    if task.store is not None:
-        zstore.write_tile(task.store, task.frame.index, task.tile, res.image, stats)
-        return stats, None
-    return stats, res.image
+    out, written = [], []
+    for task in tasks:
+        sim = task.frame.simulation(base_sim)
+        dtype = torch.float64 if task.dtype == "float64" else torch.float32
+        res = simulate_tile(sim, task.tile, task.seed, parity=task.parity, device=_task_device(task.device),
+                            dtype=dtype)
+        stats = res.stats()
+        if task.store is not None:
+            written.append((task.frame.index, task.tile, res.image, stats))
+            out.append((stats, None))
+        else:
+            out.append((stats, res.image))
+    if written:
+        zstore.write_tiles(tasks[0].store, written)
+    return out
 
 
-def _finish_task(base_sim, task: FinishTask) -> int:
-    """Worker side: int and noise images of one tile; returns the noise overload count."""
+def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, threads: int) -> int:
+    """How many frames' copies of a tile one task computes: one, unless frames are small.
+
+    A task should carry at least :data:`TASK_MIN_EVALS` evaluations (below that, scheduling and
+    store round trips cost more than the physics), while every task thread still gets two tasks.
+    """
+    want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
+    spread = max(1, (n_frames * tiles_per_frame) // (2 * max(threads, 1)))
+    return max(1, min(want, spread, n_frames))
+
+
+#: evaluations a task should carry at least (datasets of small frames: several frames per task)
+TASK_MIN_EVALS = 1 << 22
+
+
+def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
+    """Worker side: int and noise images of tiles (one, or the same tile of several frames); returns
+    the noise overload count."""
     import zarr
 
     from ..io.smv import int_image
     from ..physics.noise import noise_image
 
-    t = task.tile
-    g = zarr.open_group(task.store, mode="r+")
-    img = np.asarray(g["float"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1])
-    in_roi = roi_mask(base_sim.detector, t)
+    g = zarr.open_group(tasks[0].store, mode="r+")
     overloads = 0
-    if task.with_int:
-        g["int"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1] = int_image(img, in_roi, task.scale, task.adc)
-    if task.with_noise:
-        noisy, overloads = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
-                                       fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
-        g["noise"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1] = noisy
+    for task in tasks:
+        t = task.tile
+        img = np.asarray(g["float"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1])
+        in_roi = roi_mask(base_sim.detector, t)
+        if task.with_int:
+            g["int"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1] = int_image(img, in_roi, task.scale, task.adc)
+        if task.with_noise:
+            noisy, n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
+                                   fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
+            g["noise"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1] = noisy
+            overloads += n
     return overloads
 
 
@@ -165,6 +193,8 @@ def run_dask(
     dataset = dataset or DatasetSpec()
     if dataset.n > 1 and store is None:
         raise ConfigError("a dataset of several frames needs a store", flag="--zarr")
+    if client is None and cluster_options is not None and not (scheduler or scheduler_file):
+        check_worker_processes(cluster_options)  # before a store is made: worker processes that cannot start
     det = sim.detector
     plan = plan_tiles(det.spixels, det.fpixels, tile)
     with_noise = bool(store and outputs is not None and outputs.noisefile)
@@ -204,6 +234,7 @@ def run_dask(
 def _run_on_cluster(client, sim, plan, frames, store, session, device, dtype_name, parity, c_threads, outputs,
                     progress, scheduler, scheduler_file, n_workers, cluster_options) -> DaskRunResult:
     own, made, quiet = None, client is None, False
+    torch_threads = torch.get_num_threads()  # in-process workers' tile tasks change torch's setting
     if made:
         client, own = connect(scheduler, scheduler_file, n_workers, device, options=cluster_options)
         log.info("dask dashboard: %s", client.dashboard_link)
@@ -225,6 +256,7 @@ def _run_on_cluster(client, sim, plan, frames, store, session, device, dtype_nam
         _end_bar()  # the CLI's last line starts on a line of its own
         if made:
             shutdown(client, own, quiet=quiet)
+            torch.set_num_threads(torch_threads)  # this process's setting again (a library user's session)
 
 
 def _check_gpu_workers(client, device: str) -> None:
@@ -248,10 +280,11 @@ class _Run:
         self.tag = sim.fingerprint()[:10]
         self.tiles = plan.tiles()
         self.resources = {"GPU": 1} if device.startswith("cuda") else None
-        # torch threads per task: the cores of a local cluster shared among its workers; on a remote
-        # cluster the workers' own settings (OMP_NUM_THREADS, --nthreads) decide
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        self.threads = max(1, local_cores // n_workers) if device == "cpu" and local_cores else None
+        # torch threads per task: the cores of a local cluster shared among its task threads (in-process
+        # or not); on a remote cluster the workers' own settings (OMP_NUM_THREADS, --nthreads) decide
+        workers = client.scheduler_info().get("workers", {}).values()
+        n_threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+        self.threads = max(1, local_cores // n_threads) if device == "cpu" and local_cores else None
 
     def execute(self) -> DaskRunResult:
         from .. import store as zstore
@@ -298,6 +331,12 @@ class _Run:
                 out.update({(f.index, k): v for k, v in per.items()})
         return out
 
+    def _frames_per_task(self) -> int:
+        n_threads = sum(int(w.get("nthreads", 1)) for w in self.client.scheduler_info().get("workers", {}).values())
+        t = self.tiles[0]
+        return frames_per_task(len(self.frames), len(self.tiles), t.shape[0] * t.shape[1] * batch_points(self.sim),
+                               n_threads)
+
     def _simulate(self, sim_future, todo, seeds):
         from distributed import as_completed
 
@@ -306,27 +345,38 @@ class _Run:
         partial = {}
         image = None if self.store else np.zeros(self.sim.detector.shape, dtype=np.float32)
         futures = {}
-        for f, t in todo:
-            task = TileTask(tile=t, frame=f, store=self.store, device=self.device, dtype=self.dtype_name,
-                            parity=self.parity, seed=seeds.get((f.index, t.index)))
-            key = f"simulate-tile-{self.tag}-fr{f.index:05d}-s{t.index[0]:04d}-t{t.index[1]:04d}"
-            fut = self.client.submit(_tile_task, sim_future, task, self.threads, key=key, retries=3, pure=False,
+        k = self._frames_per_task()
+        by_tile: dict = {}
+        for f, t in todo:  # the same tile of consecutive frames together (same pixels: shared geometry)
+            by_tile.setdefault(t.index, []).append((f, t))
+        groups = [g[i : i + k] for g in by_tile.values() for i in range(0, len(g), k)]
+        groups.sort(key=lambda g: (g[0][0].index, g[0][1].index))  # frame order, as before
+        for group in groups:
+            tasks = tuple(TileTask(tile=t, frame=f, store=self.store, device=self.device, dtype=self.dtype_name,
+                                   parity=self.parity, seed=seeds.get((f.index, t.index))) for f, t in group)
+            (f0, t), f1 = group[0], group[-1][0]
+            key = f"simulate-tile-{self.tag}-fr{f0.index:05d}-s{t.index[0]:04d}-t{t.index[1]:04d}"
+            if f1.index != f0.index:
+                key += f"-to-fr{f1.index:05d}"
+            fut = self.client.submit(_tile_task, sim_future, tasks, self.threads, key=key, retries=3, pure=False,
                                      resources=self.resources)
-            futures[fut] = (f, t)
-        for n, fut in enumerate(as_completed(futures), start=1):
+            futures[fut] = group
+        done = 0
+        for fut in as_completed(futures):
             try:
-                stats, img = fut.result()
+                results = fut.result()
             except OSError as exc:
                 if self.store and zstore.store_fault(exc, self.store) is not None:
                     with contextlib.suppress(Exception):  # the store is failing: stop writing to it
                         self.client.cancel(list(futures))
                 raise
-            f, t = futures[fut]
-            partial[(f.index, t.index)] = stats
-            if img is not None:
-                image[t.s0 : t.s1, t.f0 : t.f1] = img
+            for (f, t), (stats, img) in zip(futures[fut], results):
+                partial[(f.index, t.index)] = stats
+                if img is not None:
+                    image[t.s0 : t.s1, t.f0 : t.f1] = img
+            done += len(results)
             if self.progress:
-                _bar(n, len(futures), f.index + 1, len(self.frames))
+                _bar(done, len(todo), futures[fut][-1][0].index + 1, len(self.frames))
         if self.progress and futures:
             sys.stderr.write("\n")
         return partial, image
@@ -349,8 +399,7 @@ class _Run:
         if self.store:
             g = zarr.open_group(self.store, mode="r+")
             user = self.outputs.intfile_scale if self.outputs is not None else 0.0
-            for f, st in zip(self.frames, out):
-                zstore.write_frame_stats(g, f.index, st, _int_scale(st, user))
+            zstore.write_frames_stats(g, [f.index for f in self.frames], out, [_int_scale(st, user) for st in out])
         return out
 
     def _finish(self, sim_future, frame_stats) -> None:
@@ -363,12 +412,17 @@ class _Run:
         adc = self.outputs.adc if self.outputs is not None else 40.0
         user = self.outputs.intfile_scale if self.outputs is not None else 0.0
         futs = []
-        for f, st in zip(self.frames, frame_stats):
-            for t in self.tiles:
-                task = FinishTask(tile=t, frame=f, store=self.store, scale=_int_scale(st, user), adc=adc,
-                                  with_int=with_int, with_noise=with_noise)
-                key = f"finish-tile-{self.tag}-fr{f.index:05d}-s{t.index[0]:04d}-t{t.index[1]:04d}"
-                futs.append(self.client.submit(_finish_task, sim_future, task, key=key, retries=3, pure=False))
+        pairs = [(f, st) for f, st in zip(self.frames, frame_stats)]
+        k = self._frames_per_task()
+        for t in self.tiles:  # the same tile of k consecutive frames per task (small frames of a dataset)
+            for i in range(0, len(pairs), k):
+                group = pairs[i : i + k]
+                tasks = tuple(FinishTask(tile=t, frame=f, store=self.store, scale=_int_scale(st, user), adc=adc,
+                                         with_int=with_int, with_noise=with_noise) for f, st in group)
+                key = f"finish-tile-{self.tag}-fr{group[0][0].index:05d}-s{t.index[0]:04d}-t{t.index[1]:04d}"
+                if len(group) > 1:
+                    key += f"-to-fr{group[-1][0].index:05d}"
+                futs.append(self.client.submit(_finish_task, sim_future, tasks, key=key, retries=3, pure=False))
         overloads = sum(self.client.gather(futs))
         if with_noise:
             log.info("noise images written (%d overloads)", overloads)

@@ -20,10 +20,17 @@ def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: fl
     ``image``: ``(S, F)`` float32; ``rendered_roi``: ``(S, F)`` bool, pixels inside the ROI (masked
     ones included: they hold 0 and so become ``adc``).  Pixels outside the ROI stay 0.
     """
-    v = image.astype(np.float64) * scale + adc
-    v = np.clip(v, 0.0, 65535.0)
-    out = np.floor((v + 0.5).astype(np.float32)).astype(np.uint16)
-    return np.where(rendered_roi, out, np.uint16(0))
+    v = image.astype(np.float64)  # in place from here on: one float64 and one float32 temporary
+    v *= scale
+    v += adc
+    np.clip(v, 0.0, 65535.0, out=v)
+    v += 0.5
+    f = v.astype(np.float32)
+    del v
+    np.floor(f, out=f)
+    out = f.astype(np.uint16)
+    out[~rendered_roi] = 0
+    return out
 
 
 def header_fields(sim) -> dict:

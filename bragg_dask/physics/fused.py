@@ -32,9 +32,11 @@ this process).  Inductor's cache lives in ``~/.cache/bragg_dask/inductor`` (unle
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import platform
 import threading
 import types
 from dataclasses import dataclass
@@ -95,6 +97,11 @@ class FusedSpec:
     table: bool  # nearest-neighbour lookup in a padded F^2 table
     offset: tuple[int, int, int]
     dims: tuple[int, int, int]
+    #: tricubic interpolation (the C library only: :func:`spec_of` with ``tricubic=True``), with the
+    #: amplitude table's first indices and sizes
+    tricubic: bool = False
+    tri_min: tuple[int, int, int] = (0, 0, 0)
+    tri_dims: tuple[int, int, int] = (1, 1, 1)
 
     @property
     def methods(self) -> tuple[str, str, str]:
@@ -103,9 +110,14 @@ class FusedSpec:
                      for n in self.n_cells)
 
 
-def spec_of(model) -> FusedSpec | None:
-    """The :class:`FusedSpec` of an :class:`~.intensity.IntensityModel`, or None if unsupported."""
-    if model.tricubic is not None:
+def spec_of(model, tricubic: bool = False) -> FusedSpec | None:
+    """The :class:`FusedSpec` of an :class:`~.intensity.IntensityModel`, or None if unsupported.
+
+    Tricubic interpolation is unsupported unless ``tricubic`` (the C library covers it; the
+    compiled function does not).
+    """
+    tri = model.tricubic
+    if tri is not None and not tricubic:
         return None
     n = tuple(float(x) for x in model.n_cells.tolist())
     if any(x != int(x) or x < 1 for x in n):
@@ -121,16 +133,26 @@ def spec_of(model) -> FusedSpec | None:
         default_f2=float(model.default_f2) if nearest is None else 0.0, table=nearest is not None,
         offset=tuple(nearest.offset) if nearest is not None else (0, 0, 0),
         dims=tuple(nearest.dims) if nearest is not None else (1, 1, 1),
+        tricubic=tri is not None, tri_min=tuple(tri.hkl_min) if tri is not None else (0, 0, 0),
+        tri_dims=tuple(tri.table.shape) if tri is not None else (1, 1, 1),
     )
 
 
 def supports(prep) -> bool:
     """The fused path reproduces the reference sum of this prepared simulation exactly.
 
-    Not covered (eager): the running sum of ``-oversample_*``, tricubic interpolation, and the
-    c-parity mode (its carried-over state is the reference's job).
+    Not covered (eager): the running sum of ``-oversample_*``, tricubic interpolation (on CPU the C
+    library takes it: :func:`supports_native`), and the c-parity mode (its carried-over state is the
+    reference's job).
     """
     return prep.parity == "spec" and not prep.running and prep.model_fresh is None and spec_of(prep.model) is not None
+
+
+def supports_native(prep) -> bool:
+    """The C library (:mod:`.native`) reproduces the reference sum: as :func:`supports`, and also
+    with tricubic interpolation (spec mode: no ``interp_ok`` masks)."""
+    return (prep.parity == "spec" and not prep.running and prep.model_fresh is None
+            and spec_of(prep.model, tricubic=True) is not None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,9 +246,61 @@ def _make_function(spec: FusedSpec, index: int):
                               fused_orientation_sum.__closure__)
 
 
+def _isa_record() -> tuple[Path, str]:
+    """Where the outcome of Inductor's CPU vector-ISA probes is kept, and the key it is valid for."""
+    from torch._inductor import cpu_vec_isa
+
+    key = " ".join([torch.__version__, platform.machine(), ",".join(cpu_vec_isa.x86_isa_checker()),
+                    os.environ.get("CXX", "")])
+    return Path(cache_dir()) / "bragg_dask_vec_isa.json", key
+
+
+def _cpu_isas() -> tuple[list[str], list[str]]:
+    """(vector ISAs the CPU reports, those Inductor's probes found usable): probes run if not yet."""
+    from torch._inductor import cpu_vec_isa
+
+    flags = cpu_vec_isa.x86_isa_checker()
+    cpu = [str(i) for i in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(i).split())]
+    return cpu, [str(i) for i in cpu_vec_isa.valid_vec_isa_list()]
+
+
+def trust_vec_isa() -> bool:
+    """Skip Inductor's per-process vector-ISA probes when an earlier process found every ISA of this
+    CPU usable with this torch and compiler (the probes build and load a test library per ISA in
+    subprocesses: about 1 s of every compiled run's start-up).  Returns whether they are skipped."""
+    from torch._inductor import config as inductor_config
+
+    try:
+        path, key = _isa_record()
+        if json.loads(path.read_text()).get("key") != key:
+            return False
+    except (OSError, ValueError, AttributeError):
+        return False
+    inductor_config.cpp.vec_isa_ok = True
+    return True
+
+
+def record_vec_isa() -> None:
+    """Run Inductor's probes and remember when they passed for every vector ISA of this CPU."""
+    try:
+        path, key = _isa_record()
+        cpu, valid = _cpu_isas()
+        if cpu and cpu == valid and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"key": key, "isas": valid}))
+            os.replace(tmp, path)
+    except (OSError, ImportError, AttributeError) as exc:  # a cache that cannot be written costs time only
+        log.debug("vector ISA record not written: %s", exc)
+
+
 def _compile(spec: FusedSpec):
     cache_dir()
     import torch._dynamo
+
+    if spec.device == "cpu" and not trust_vec_isa():  # the first time: probe now, and keep the outcome, so
+        record_vec_isa()  # that every compilation sees the same setting (it is part of Inductor's cache key)
+        trust_vec_isa()
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
     fn = _make_function(spec, len(_compiled))
@@ -308,7 +382,13 @@ def is_compiled(model) -> bool:
 def fused_sum_for(prep, tile_evals: int, mode: str | None = None) -> FusedSum | None:
     """The fused sum to use for a tile of ``tile_evals`` evaluations, or None for the eager path."""
     m = resolve_mode(mode)
-    if m == "off" or not supports(prep):
+    if m == "off":
+        return None
+    if prep.device.type == "cpu" and supports_native(prep):  # the C library first: it starts in milliseconds
+        ns = _native_sum(prep)
+        if ns is not None:
+            return ns
+    if not supports(prep):
         return None
     spec = spec_of(prep.model)
     if spec in _failed:
@@ -327,3 +407,17 @@ def fused_sum_for(prep, tile_evals: int, mode: str | None = None) -> FusedSum | 
             return None
         prep._fused_sum = fs
     return fs
+
+
+def _native_sum(prep):
+    """The prepared simulation's :class:`.native.NativeSum`, or None where the C library is unavailable."""
+    from . import native
+
+    if not native.enabled():  # checked per call: a preparation (cached) may hold one from before
+        return None
+    ns = getattr(prep, "_native_sum", None)
+    if ns is None:
+        lib = native.library()
+        if lib is not None:
+            ns = prep._native_sum = native.NativeSum(prep.model, lib)
+    return ns

@@ -205,7 +205,12 @@ def subpixel_positions(
     k = torch.arange(oversample, dtype=dt, device=pix0.device)
     fdet_m = sub * (fpix.to(dt)[:, None] * oversample + k[None, :]) + sub / 2.0  # (P, os)
     sdet_m = sub * (spix.to(dt)[:, None] * oversample + k[None, :]) + sub / 2.0
-    ff = fdet_m[:, None, None, :, None] * fdet  # (P,1,1,os,3)
-    ss = sdet_m[:, None, :, None, None] * sdet  # (P,1,os,1,3)
-    oo = layer_offsets_m[None, :, None, None, None] * odet  # (1,L,1,1,3)
-    return ((ff + ss) + oo) + pix0
+    p, n_layers = fpix.shape[0], layer_offsets_m.shape[0]
+    out = torch.empty(p, n_layers, oversample, oversample, 3, dtype=dt, device=pix0.device)
+    fs, ss_, os_, p0 = (v.tolist() for v in (fdet, sdet, odet, pix0))
+    for c in range(3):  # one component at a time: small contiguous operands, no 5-d broadcasts
+        ff = fdet_m[:, None, None, :] * fs[c]  # (P,1,1,os)
+        ss = sdet_m[:, None, :, None] * ss_[c]  # (P,1,os,1)
+        oo = layer_offsets_m[None, :, None, None] * os_[c]  # (1,L,1,1)
+        out[..., c] = ((ff + ss) + oo) + p0[c]
+    return out

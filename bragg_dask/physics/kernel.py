@@ -12,7 +12,9 @@ after every evaluation; :func:`_running_sum` reproduces that recurrence in loop 
 
 from __future__ import annotations
 
+import collections
 import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,44 +158,117 @@ def _points(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) ->
         pos = _curved(prep, pos)
     pos = pos.reshape(fpix.shape[0], -1, 3)  # points in C loop order: layer, subS, subF
     airpath = torch.linalg.vector_norm(pos, dim=-1)
-    return _Points(pos / airpath[..., None], airpath)
+    diffracted = torch.empty_like(pos)
+    for c in range(3):  # per component: a broadcast over the last, 3-long axis is slow
+        torch.div(pos[..., c], airpath, out=diffracted[..., c])
+    return _Points(diffracted, airpath)
 
 
-def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor,
-                 seeds: PixelSeeds | None = None, fused_sum=None) -> torch.Tensor:
-    """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``.
+@dataclass
+class _Prologue:
+    """What a pixel batch's value needs besides the crystal: per-pixel factors and scattering vectors.
 
-    ``fused_sum``: the compiled orientation sum (:mod:`.fused`) replacing ``prep.model.sum``; only
-    given where :func:`.fused.supports` holds (no running sum, no interpolation, spec parity).
+    It depends on the detector, the beam and the pixels only, so the frames of a dataset or a
+    rotation series (other crystal orientations, same detector) share it: see :func:`_prologue`.
     """
-    if prep.running:
-        return _running_batch(prep, fpix, spix, seeds)
-    sim, det = prep.sim, prep.sim.detector
+
+    p: int
+    q: int
+    omega: torch.Tensor  # (P,) solid angle of the first point
+    capture: torch.Tensor  # (P,) capture fraction of the last layer
+    polar: torch.Tensor  # (P,) polarization factor of the first evaluation
+    scatters: list  # per source: (P * Q, 3) float64 scattering vectors
+    kept_all: torch.Tensor  # (P, n_src, Q) bool, the dmin mask
+    diffracted: torch.Tensor  # (P, Q, 3)
+    cast: dict  # dtype -> per source: (scatter, kept rows or None) in the model's dtype
+
+    def nbytes(self) -> int:
+        n = sum(t.numel() * t.element_size() for t in (self.omega, self.capture, self.polar, self.kept_all,
+                                                         self.diffracted, *self.scatters))
+        return 2 * n  # the float32 copies, if made
+
+    def scatter_in(self, dtype: torch.dtype, s: int, dmin: bool):
+        per = self.cast.get(dtype)
+        if per is None:
+            per = self.cast[dtype] = [None] * len(self.scatters)
+        if per[s] is None:
+            sc = self.scatters[s]
+            rows = self.kept_all[:, s].reshape(-1).nonzero().squeeze(1) if dmin else None
+            per[s] = ((sc if rows is None else sc[rows]).to(dtype), rows)
+        return per[s]
+
+
+#: pixel-batch prologues kept for other frames on the same detector (bytes, entries; least recently
+#: used go first)
+PROLOGUE_CACHE_BYTES = 64 * 2**20
+PROLOGUE_CACHE_ENTRIES = 64
+_prologues: collections.OrderedDict = collections.OrderedDict()  # key -> (prologue, its bytes)
+_prologue_bytes = [0]
+_prologue_lock = threading.Lock()
+
+
+def _prologue(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor, key) -> _Prologue:
+    """The batch's :class:`_Prologue`, from the cache when ``key`` (the batch's pixels) was seen with
+    the same detector, beam and dmin cut; ``key`` None: not cached."""
+    sim = prep.sim
+    full = None if key is None else (sim.detector, sim.beam, sim.dmin_m, str(fpix.device), key)
+    if full is not None:
+        with _prologue_lock:
+            hit = _prologues.get(full)
+            if hit is not None:
+                _prologues.move_to_end(full)
+                return hit[0]
+    det = sim.detector
     pts = _points(prep, fpix, spix)
     p, q = pts.airpath.shape
     omega = solid_angle(pts.airpath[:, 0], det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
     capture = _capture_last_layer(prep, pts.diffracted)
-    d_flat = pts.diffracted.reshape(-1, 3)
-    scatters, kept_all = _scatter_and_kept(prep, d_flat, p, q)
-    fresh_rows = _fresh_rows(prep, seeds, kept_all)
-    total = torch.zeros(p, dtype=torch.float64, device=d_flat.device)
+    scatters, kept_all = _scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
+    polar = _first_polar(prep, pts.diffracted, kept_all)
+    pro = _Prologue(p, q, omega, capture, polar, scatters, kept_all, pts.diffracted, {})
+    size = pro.nbytes()
+    if full is not None and size <= PROLOGUE_CACHE_BYTES // 4:
+        with _prologue_lock:
+            if full not in _prologues:
+                _prologues[full] = (pro, size)
+                _prologue_bytes[0] += size
+            while _prologues and (_prologue_bytes[0] > PROLOGUE_CACHE_BYTES or len(_prologues) > PROLOGUE_CACHE_ENTRIES):
+                _prologue_bytes[0] -= _prologues.popitem(last=False)[1][1]
+    return pro
+
+
+def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor,
+                 seeds: PixelSeeds | None = None, fused_sum=None, key=None) -> torch.Tensor:
+    """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``.
+
+    ``fused_sum``: the compiled orientation sum (:mod:`.fused`) replacing ``prep.model.sum``; only
+    given where :func:`.fused.supports` holds (no running sum, no interpolation, spec parity).
+    ``key``: identifies the batch's pixels, so that other frames reuse its prologue.
+    """
+    if prep.running:
+        return _running_batch(prep, fpix, spix, seeds)
+    sim = prep.sim
+    pro = _prologue(prep, fpix, spix, key)
+    p, q = pro.p, pro.q
+    dev = pro.omega.device
+    fresh_rows = _fresh_rows(prep, seeds, pro.kept_all)
+    total = torch.zeros(p, dtype=torch.float64, device=dev)
     model_sum = prep.model.sum if fused_sum is None else fused_sum
-    for s, scatter in enumerate(scatters):
-        kept = kept_all[:, s].reshape(-1)
+    dmin = sim.dmin_m > 0.0
+    for s, scatter in enumerate(pro.scatters):
         ok = _interp_ok(prep, seeds, p, q, s)
-        if sim.dmin_m > 0.0:
-            contrib = torch.zeros(p * q, dtype=torch.float64, device=d_flat.device)
-            rows = kept.nonzero().squeeze(1)
-            contrib[rows] = model_sum(scatter[rows].to(prep.dtype), None if ok is None else ok[rows])
+        sc, rows = pro.scatter_in(prep.dtype, s, dmin)
+        if rows is not None:
+            contrib = torch.zeros(p * q, dtype=torch.float64, device=dev)
+            contrib[rows] = model_sum(sc, None if ok is None else ok[rows])
         else:
-            contrib = model_sum(scatter.to(prep.dtype), ok)
+            contrib = model_sum(sc, ok)
         if fresh_rows is not None and fresh_rows[s].numel():
             fr = fresh_rows[s]
             contrib[fr] = prep.model_fresh.sum(scatter[fr].to(prep.dtype), None if ok is None else ok[fr])
-        total += contrib.view(p, q).sum(1)
-    polar = _first_polar(prep, pts.diffracted, kept_all)
+        total += contrib if q == 1 else contrib.view(p, q).sum(1)
     value = prep.fluence_scale * (prep.i_bg + total) / sim.steps
-    return value * capture * polar * omega
+    return value * pro.capture * pro.polar * pro.omega
 
 
 def _scatter_and_kept(prep: PreparedSimulation, d_flat: torch.Tensor, p: int, q: int):
@@ -201,8 +276,12 @@ def _scatter_and_kept(prep: PreparedSimulation, d_flat: torch.Tensor, p: int, q:
     n_src = prep.incident.shape[0]
     kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=d_flat.device)
     scatters = []
+    incident, wavelength = prep.incident.tolist(), prep.wavelength.tolist()
     for s in range(n_src):
-        scatter = (d_flat - prep.incident[s]) / prep.wavelength[s]
+        scatter = torch.empty_like(d_flat)
+        for c in range(3):  # (d - i) / lambda per component (no broadcast over the 3-long axis)
+            torch.sub(d_flat[:, c], incident[s][c], out=scatter[:, c])
+            scatter[:, c] /= wavelength[s]
         kept = _dmin_keep(prep.sim.dmin_m, scatter)
         if kept is not None:
             kept_all[:, s] = kept.view(p, q)
@@ -436,7 +515,8 @@ def simulate_tile(
         with torch.inference_mode():
             for b0 in range(0, ss.size, batch):
                 sl = slice(b0, b0 + batch)
-                v = _pixel_batch(prep, f_all[sl], s_all[sl], None if seeds is None else seeds.take(sl), fused_sum)
+                v = _pixel_batch(prep, f_all[sl], s_all[sl], None if seeds is None else seeds.take(sl), fused_sum,
+                                 key=(tile.s0, tile.s1, tile.f0, tile.f1, b0, batch))
                 out[sl] = v.to(torch.float32).cpu().numpy()
         image[ss, ff] = out
     return TileResult(tile=tile, image=image, rendered=rendered)

@@ -1,0 +1,198 @@
+"""The fused orientation sum on CPU as a small C library, built on first use and cached on disk.
+
+:mod:`.fused` compiles the orientation sum with ``torch.compile``; on CPU that costs about 3 s of
+imports and tracing in *every* process, even when the generated code is already on disk, which a
+one-image run cannot repay.  This module runs the same arithmetic (``native_osum.c``, beside it)
+compiled once per machine by the system C compiler into ``~/.cache/bragg_dask/native`` (one file
+per source, flags, compiler and CPU), then loaded with :mod:`ctypes` in milliseconds.  Each call
+splits the points over ``torch.get_num_threads()`` Python threads; ctypes releases the GIL, so
+they run in parallel.  Besides what :mod:`.fused` compiles, it covers tricubic interpolation
+(``-interpolate``, spec mode: :func:`.fused.supports_native`), bit for bit the reference's ``F^2``.
+
+Where no C compiler works the build fails once per process, quietly (logged at debug level), and
+the caller uses ``torch.compile`` or the eager path instead.  ``BRAGG_DASK_NATIVE=0`` turns this
+backend off (to compare it with the others).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("native_osum.c")
+ENV = "BRAGG_DASK_NATIVE"
+ABI = 2
+BLOCK = 128  # points per block in the C code: thread slices are multiples of it
+CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno",
+          "-fno-trapping-math", "-fPIC", "-shared")
+#: first with glibc's vector maths (sin, cos, exp vectorised), then without it
+VARIANTS = (("-DUSE_LIBMVEC", "-lmvec", "-lm"), ("-lm",))
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "bragg_dask" / "native"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    return shutil.which(cc) if cc else (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"))
+
+
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the CPU's model and feature flags."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = [ln for ln in fh.read().splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _key(cc: str, flags: tuple[str, ...]) -> str:
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode(), _cpu_id().encode(),
+                 platform.machine().encode()):
+        h.update(part)
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def _build(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
+    flags = CFLAGS + variant
+    path = cache_dir() / f"osum-{_key(cc, flags)}.so"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        defines = [f for f in variant if f.startswith("-D")]
+        libs = [f for f in variant if f.startswith("-l")]
+        cmd = [cc, *CFLAGS, *defines, "-o", str(tmp), str(SOURCE), *libs]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"{' '.join(cmd)}: {res.stderr.strip()[:500]}")
+        os.replace(tmp, path)  # atomic: a concurrent process sees the whole library or none
+    lib = ctypes.CDLL(str(path))
+    if lib.osum_abi() != ABI:
+        raise OSError(f"{path}: interface {lib.osum_abi()} (expected {ABI})")
+    for name in ("osum_f64", "osum_f32"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p] * 9
+        getattr(lib, name).restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, building it if needed; None where it cannot be built (tried once)."""
+    global _lib, _tried
+    if _lib is not None or _tried:
+        return _lib
+    with _lock:
+        if _tried:
+            return _lib
+        cc = _compiler()
+        errors = []
+        if cc is None:
+            errors.append("no C compiler (set CC)")
+        else:
+            for variant in VARIANTS:
+                try:
+                    _lib = _build(cc, variant)
+                    break
+                except (OSError, subprocess.SubprocessError) as exc:
+                    errors.append(str(exc))
+        if _lib is None:
+            log.debug("native orientation sum unavailable: %s", "; ".join(errors))
+        _tried = True
+    return _lib
+
+
+def available() -> bool:
+    return enabled() and library() is not None
+
+
+def _executor(n: int) -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None or _pool._max_workers < n:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="bragg-osum")
+        return _pool
+
+
+class NativeSum:
+    """The orientation sum of one :class:`~.intensity.IntensityModel` by the C library (CPU only).
+
+    Same interface as :class:`.fused.FusedSum`: ``(Q, 3)`` scattering vectors -> ``(Q,)`` float64.
+    Unlike it, covers tricubic interpolation (``-interpolate`` in the spec mode: ``interp_ok`` None).
+    """
+
+    def __init__(self, model, lib: ctypes.CDLL):
+        from .fused import spec_of
+
+        spec = spec_of(model, tricubic=True)
+        assert spec is not None and model.cells.device.type == "cpu", "unsupported configuration"
+        self.spec = spec
+        self.dtype = spec.dtype
+        self.fn = lib.osum_f64 if spec.dtype == torch.float64 else lib.osum_f32
+        n_o = model.n_orient
+        self.cells = model.cells.reshape(n_o, 9).contiguous()
+        self.table = (model.nearest.table.contiguous() if spec.table
+                      else torch.zeros(1, dtype=spec.dtype))
+        # tricubic: the amplitudes; with an axis under 5 planes no evaluation is ever in range (the
+        # nearest-neighbour F^2 everywhere), and the C code's stencil needs 4
+        tri = spec.tricubic and min(spec.tri_dims) >= 5
+        self.amp = (model.tricubic.table.to(spec.dtype).contiguous() if tri
+                    else torch.zeros(1, dtype=spec.dtype))
+        methods = {"one": 0, "cheb": 1, "sin": 2}
+        shapes = {"square": 0, "round": 1, "gauss": 2, "tophat": 3}
+        self.ip = np.array([0, n_o, shapes[spec.shape], *spec.n_cells, *(methods[m] for m in spec.methods),
+                            int(spec.table), *spec.offset, *spec.dims, int(tri), *spec.tri_min,
+                            *spec.tri_dims], dtype=np.int64)
+        self.dp = np.array([spec.fudge, *spec.recip, spec.default_f2], dtype=np.float64)
+
+    def _run(self, s: torch.Tensor, out: torch.Tensor, p0: int, p1: int) -> None:
+        ip = self.ip.copy()
+        ip[0] = p1 - p0
+        size = s.element_size()
+        base = s.data_ptr() + p0 * size
+        stride = s.stride(0) * size
+        self.fn(ip.ctypes.data, self.dp.ctypes.data, base, base + stride, base + 2 * stride,
+                self.cells.data_ptr(), self.table.data_ptr(), self.amp.data_ptr(), out.data_ptr() + p0 * 8)
+
+    def __call__(self, scatter: torch.Tensor, interp_ok=None) -> torch.Tensor:
+        """``(Q,)`` float64 sum over orientations of ``scatter`` ``(Q, 3)``."""
+        assert interp_ok is None
+        q = scatter.shape[0]
+        s = scatter.to(device="cpu", dtype=self.dtype).T.contiguous()  # (3, Q): sx, sy, sz rows
+        out = torch.empty(q, dtype=torch.float64)
+        threads = max(1, min(torch.get_num_threads(), q // (4 * BLOCK)))
+        if threads == 1:
+            self._run(s, out, 0, q)
+            return out
+        step = -(-q // threads // BLOCK) * BLOCK
+        jobs = [_executor(threads).submit(self._run, s, out, p0, min(q, p0 + step)) for p0 in range(0, q, step)]
+        for job in jobs:
+            job.result()
+        return out
