@@ -189,7 +189,7 @@ def run(argv: list[str]) -> int:
         os.environ["BRAGG_DASK_COMPILE"] = opts.compile
     # like the C program, progress and information go to stdout; errors alone go to stderr
     logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stdout)
+                        handlers=[_StdoutHandler(sys.stdout)])
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     sim, outputs = parsed.simulation, parsed.outputs
     dataset = _dataset(opts)
@@ -276,6 +276,16 @@ def _describe(sim) -> None:
              len(sim.beam.sources), cr.phisteps, cr.n_domains, det.oversample, cr.n_cells, sim.steps)
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Log lines on stdout; a closed stdout ends the run (see :func:`main`) instead of a logging traceback."""
+
+    def handleError(self, record) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, BrokenPipeError):
+            raise exc
+        super().handleError(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .runtime import configure_threads
 
@@ -292,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         silence()  # whatever is still closing says nothing more
         print("bragg-dask: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed by its reader (`| head`): stop quietly, as the C program would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail again
+        return 141
 
 
 if __name__ == "__main__":

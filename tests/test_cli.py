@@ -275,3 +275,14 @@ def test_bad_input_through_the_installed_entry_point(tmp_path):
     assert_one_line_error(run_cli(BASE + ["-cell", "50", "50", "50", "90", "90"], tmp_path), "-cell", "6 values")
     assert_one_line_error(run_cli(BASE + ["-distance", "0"], tmp_path), "-distance")
     assert not list(tmp_path.iterdir())
+
+
+def test_closed_stdout_is_quiet(tmp_path):
+    """A reader that stops early (`bragg-dask ... | head -1`): exit 141, no traceback."""
+    proc = subprocess.Popen(CLI + ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "10", "-N", "3",
+                                   "-detpixels", "16", "-nonoise", "-nopgm", "-floatfile", "f.bin"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the program has printed anything (it is still importing)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and err == ""

@@ -10,5 +10,5 @@ from .atomic import atomic_write
 def write_float_image(path: str, image: np.ndarray) -> None:
     """Write ``(spixels, fpixels)`` float32 pixels as the C program's ``-floatfile``."""
     with atomic_write(path) as fh:
-        fh.write(np.ascontiguousarray(image, dtype="<f4").tobytes())
+        fh.write(memoryview(np.ascontiguousarray(image, dtype="<f4")).cast("B"))  # no copy of the bytes
 

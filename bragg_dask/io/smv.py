@@ -20,15 +20,21 @@ def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: fl
     ``image``: ``(S, F)`` float32; ``rendered_roi``: ``(S, F)`` bool, pixels inside the ROI (masked
     ones included: they hold 0 and so become ``adc``).  Pixels outside the ROI stay 0.
     """
-    v = image.astype(np.float64)  # in place from here on: one float64 and one float32 temporary
-    v *= scale
-    v += adc
-    np.clip(v, 0.0, 65535.0, out=v)
-    v += 0.5
-    f = v.astype(np.float32)
-    del v
-    np.floor(f, out=f)
-    out = f.astype(np.uint16)
+    out = np.empty(image.shape, dtype=np.uint16)
+    rows = max(1, (1 << 16) // max(1, image.shape[-1]))  # bands of ~64k pixels: temporaries stay in cache
+    v = np.empty((rows,) + image.shape[1:], dtype=np.float64)
+    f = np.empty((rows,) + image.shape[1:], dtype=np.float32)
+    for r0 in range(0, image.shape[0], rows):
+        n = min(rows, image.shape[0] - r0)
+        vb, fb = v[:n], f[:n]
+        np.copyto(vb, image[r0 : r0 + n])
+        vb *= scale
+        vb += adc
+        np.clip(vb, 0.0, 65535.0, out=vb)
+        vb += 0.5
+        np.copyto(fb, vb, casting="same_kind")
+        np.floor(fb, out=fb)
+        np.copyto(out[r0 : r0 + n], fb, casting="unsafe")
     out[~rendered_roi] = 0
     return out
 

@@ -72,7 +72,8 @@ def _cpu_id() -> str:
 
 
 def _key(cc: str, flags: tuple[str, ...]) -> str:
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    st = os.stat(os.path.realpath(cc))  # the compiler binary itself: another version is another file
+    version = f"{os.path.realpath(cc)} {st.st_size} {st.st_mtime_ns}"
     h = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode(), _cpu_id().encode(),
                  platform.machine().encode()):

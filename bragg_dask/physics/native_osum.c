@@ -48,59 +48,28 @@ float expf(float);
 #define RUN 4  /* consecutive evaluations with one stencil interpolated from it without gathering */
 #define PI_D 3.141592653589793
 
-/* sin(N x)/sin(x) as U_{N-1}(cos x) by its recurrence, N a constant: the loop unrolls, so each axis is
- * one vectorised pass (cos, then N - 2 multiply-subtracts per point).  f <- f * ratio, or f <- ratio. */
-#define DEFINE_CHEB(T, COS, N)                                                                                \
-    static void cheb_##T##_##N(T *restrict f, const T *restrict d, int nb, int first) {                     \
+/* sin(N x)/sin(x) as U_{N-1}(cos x) by its recurrence (U_0 = 1, U_1 = 2c, U_k = 2c U_{k-1} - U_{k-2}),
+ * one axis, any N: each step is a vectorised pass over the block.  f <- f * ratio, or f <- ratio. */
+#define DEFINE_CHEB(T, COS)                                                                                   \
+    static void cheb_##T(T *restrict f, const T *restrict d, int nb, int first, int n) {                    \
+        T c[BLOCK], u[BLOCK], up[BLOCK];                                                                      \
         _Pragma("omp simd") for (int i = 0; i < nb; i++) {                                                    \
-            T c = (T)2.0 * COS(d[i] * (T)PI_D);                                                               \
-            T u = c, up = (T)1.0;                                                                             \
-            _Pragma("GCC unroll 32") for (int k = 2; k < N; k++) {                                            \
-                T nx = c * u - up;                                                                            \
-                up = u;                                                                                       \
-                u = nx;                                                                                       \
+            c[i] = (T)2.0 * COS(d[i] * (T)PI_D);                                                              \
+            u[i] = c[i];                                                                                      \
+            up[i] = (T)1.0;                                                                                   \
+        }                                                                                                     \
+        for (int k = 2; k < n; k++) {                                                                         \
+            _Pragma("omp simd") for (int i = 0; i < nb; i++) {                                                \
+                T nx = c[i] * u[i] - up[i];                                                                   \
+                up[i] = u[i];                                                                                 \
+                u[i] = nx;                                                                                    \
             }                                                                                                 \
-            f[i] = first ? u : f[i] * u;                                                                      \
         }                                                                                                     \
+        _Pragma("omp simd") for (int i = 0; i < nb; i++) f[i] = first ? u[i] : f[i] * u[i];                   \
     }
 
-#define CHEB_ALL(T, COS)                                                                                      \
-    DEFINE_CHEB(T, COS, 2) DEFINE_CHEB(T, COS, 3) DEFINE_CHEB(T, COS, 4) DEFINE_CHEB(T, COS, 5)               \
-    DEFINE_CHEB(T, COS, 6) DEFINE_CHEB(T, COS, 7) DEFINE_CHEB(T, COS, 8) DEFINE_CHEB(T, COS, 9)               \
-    DEFINE_CHEB(T, COS, 10) DEFINE_CHEB(T, COS, 11) DEFINE_CHEB(T, COS, 12) DEFINE_CHEB(T, COS, 13)           \
-    DEFINE_CHEB(T, COS, 14) DEFINE_CHEB(T, COS, 15) DEFINE_CHEB(T, COS, 16) DEFINE_CHEB(T, COS, 17)           \
-    DEFINE_CHEB(T, COS, 18) DEFINE_CHEB(T, COS, 19) DEFINE_CHEB(T, COS, 20) DEFINE_CHEB(T, COS, 21)           \
-    DEFINE_CHEB(T, COS, 22) DEFINE_CHEB(T, COS, 23) DEFINE_CHEB(T, COS, 24)                                   \
-    static void cheb_##T(T *f, const T *d, int nb, int first, int n) {                                       \
-        switch (n) {                                                                                          \
-        case 2: cheb_##T##_2(f, d, nb, first); break;                                                         \
-        case 3: cheb_##T##_3(f, d, nb, first); break;                                                         \
-        case 4: cheb_##T##_4(f, d, nb, first); break;                                                         \
-        case 5: cheb_##T##_5(f, d, nb, first); break;                                                         \
-        case 6: cheb_##T##_6(f, d, nb, first); break;                                                         \
-        case 7: cheb_##T##_7(f, d, nb, first); break;                                                         \
-        case 8: cheb_##T##_8(f, d, nb, first); break;                                                         \
-        case 9: cheb_##T##_9(f, d, nb, first); break;                                                         \
-        case 10: cheb_##T##_10(f, d, nb, first); break;                                                       \
-        case 11: cheb_##T##_11(f, d, nb, first); break;                                                       \
-        case 12: cheb_##T##_12(f, d, nb, first); break;                                                       \
-        case 13: cheb_##T##_13(f, d, nb, first); break;                                                       \
-        case 14: cheb_##T##_14(f, d, nb, first); break;                                                       \
-        case 15: cheb_##T##_15(f, d, nb, first); break;                                                       \
-        case 16: cheb_##T##_16(f, d, nb, first); break;                                                       \
-        case 17: cheb_##T##_17(f, d, nb, first); break;                                                       \
-        case 18: cheb_##T##_18(f, d, nb, first); break;                                                       \
-        case 19: cheb_##T##_19(f, d, nb, first); break;                                                       \
-        case 20: cheb_##T##_20(f, d, nb, first); break;                                                       \
-        case 21: cheb_##T##_21(f, d, nb, first); break;                                                       \
-        case 22: cheb_##T##_22(f, d, nb, first); break;                                                       \
-        case 23: cheb_##T##_23(f, d, nb, first); break;                                                       \
-        default: cheb_##T##_24(f, d, nb, first); break;                                                       \
-        }                                                                                                     \
-    }
-
-CHEB_ALL(double, cos)
-CHEB_ALL(float, cosf)
+DEFINE_CHEB(double, cos)
+DEFINE_CHEB(float, cosf)
 
 /* The common cube of equal N (-N n) on all three axes by the recurrence: the three ratios, the
  * square and the sum in one vectorised pass, nothing stored between them. */
