@@ -331,3 +331,16 @@ def test_interpolation_small_table(tmp_path):
     scatter = _interp_scatter(prep.model, 3000, 2, torch.float64)
     assert _in_range_fraction(prep.model, scatter) == 0.0
     _check(prep.model, scatter, torch.float64)
+
+
+def test_float32_table_index_limit():
+    """In float32 the flat table index is exact up to 2^24 entries: larger tables stay on the eager path."""
+    import copy
+    import types
+
+    for dtype, expect in ((torch.float32, None), (torch.float64, "spec")):
+        model = copy.copy(prepare(_sim("hkl_nearest"), "cpu", dtype, "spec").model)
+        assert fused.spec_of(model) is not None
+        model.nearest = types.SimpleNamespace(dims=(300, 300, 300), offset=(0, 0, 0), table=model.nearest.table)
+        got = fused.spec_of(model)
+        assert (got is None) if expect is None else (got is not None and got.dims == (300, 300, 300))

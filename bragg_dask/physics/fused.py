@@ -123,6 +123,8 @@ def spec_of(model, tricubic: bool = False) -> FusedSpec | None:
     if any(x != int(x) or x < 1 for x in n):
         return None
     nearest = model.nearest
+    if nearest is not None and model.cells.dtype != torch.float64 and math.prod(nearest.dims) > 1 << 24:
+        return None  # the flat table index is computed in the model's dtype: exact in float32 up to 2^24
     # fields a configuration does not use are left at a fixed value: fewer distinct compilations
     return FusedSpec(
         dtype=model.cells.dtype, device=model.cells.device.type, shape=model.shape,

@@ -296,7 +296,7 @@ static inline double quot_fma(double x, double b) {
         const double na = (double)n[0], nbc = (double)n[1], nc = (double)n[2];                                \
         const T fudge = (T)dp[0];                                                                             \
         const T nnn = (T)(na * nbc * nc);                                                                     \
-        /* table index: clamp(h0 - offset, 0, dim - 1) per axis, flattened (exact: native.py checks the size) */ \
+        /* table index: clamp(h0 - offset, 0, dim - 1) per axis, flattened (exact: fused.spec_of checks the size) */ \
         const int tab = ip[9] != 0;                                                                           \
         const T o0 = (T)ip[10], o1 = (T)ip[11], o2 = (T)ip[12];                                               \
         const T m0 = (T)(ip[13] - 1), m1 = (T)(ip[14] - 1), m2 = (T)(ip[15] - 1);                             \
