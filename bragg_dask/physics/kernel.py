@@ -180,21 +180,24 @@ class _Prologue:
     scatters: list  # per source: (P * Q, 3) float64 scattering vectors
     kept_all: torch.Tensor  # (P, n_src, Q) bool, the dmin mask
     diffracted: torch.Tensor  # (P, Q, 3)
-    cast: dict  # dtype -> per source: (scatter, kept rows or None) in the model's dtype
+    cast: dict  # (dtype, planar) -> per source: (scatter, kept rows or None) in the model's dtype
 
     def nbytes(self) -> int:
         n = sum(t.numel() * t.element_size() for t in (self.omega, self.capture, self.polar, self.kept_all,
                                                          self.diffracted, *self.scatters))
         return 2 * n  # the float32 copies, if made
 
-    def scatter_in(self, dtype: torch.dtype, s: int, dmin: bool):
-        per = self.cast.get(dtype)
+    def scatter_in(self, dtype: torch.dtype, s: int, dmin: bool, planar: bool = False):
+        """Source ``s``'s scattering vectors ``(Q, 3)`` in ``dtype`` (and the dmin-kept rows, or None);
+        ``planar``: laid out as a contiguous ``(3, Q)`` (what the C sum reads without a copy)."""
+        per = self.cast.get((dtype, planar))
         if per is None:
-            per = self.cast[dtype] = [None] * len(self.scatters)
+            per = self.cast[(dtype, planar)] = [None] * len(self.scatters)
         if per[s] is None:
             sc = self.scatters[s]
             rows = self.kept_all[:, s].reshape(-1).nonzero().squeeze(1) if dmin else None
-            per[s] = ((sc if rows is None else sc[rows]).to(dtype), rows)
+            sc = sc if rows is None else sc[rows]
+            per[s] = (sc.T.to(dtype).contiguous().T if planar else sc.to(dtype), rows)
         return per[s]
 
 
@@ -257,7 +260,7 @@ def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tenso
     dmin = sim.dmin_m > 0.0
     for s, scatter in enumerate(pro.scatters):
         ok = _interp_ok(prep, seeds, p, q, s)
-        sc, rows = pro.scatter_in(prep.dtype, s, dmin)
+        sc, rows = pro.scatter_in(prep.dtype, s, dmin, getattr(model_sum, "planar_input", False))
         if rows is not None:
             contrib = torch.zeros(p * q, dtype=torch.float64, device=dev)
             contrib[rows] = model_sum(sc, None if ok is None else ok[rows])

@@ -149,6 +149,8 @@ class NativeSum:
     Unlike it, covers tricubic interpolation (``-interpolate`` in the spec mode: ``interp_ok`` None).
     """
 
+    planar_input = True  # give it (Q, 3) views of contiguous (3, Q) tensors: no copy at each call
+
     def __init__(self, model, lib: ctypes.CDLL):
         from .fused import spec_of
 
