@@ -88,6 +88,16 @@ def _check_device(device: str) -> str | None:
     return None
 
 
+def _refused(a, part: dict, stage: str) -> bool:
+    """No usable device: record why in the stage's JSON part and say so; True if refused."""
+    bad = _check_device(a.device)
+    if bad:
+        part["error"] = bad
+        write(a.out, part)
+        print(f"{stage}: {bad}")
+    return bad is not None
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -275,11 +285,7 @@ def cmd_golden(a) -> int:
     from tests.test_golden_parity import C_CASES, SPEC
 
     part: dict = {"device": a.device, "tolerance": TOL, "results": [], "summary": {}}
-    bad = _check_device(a.device)
-    if bad:
-        part["error"] = bad
-        write(a.out, part)
-        print(f"golden: {bad}")
+    if _refused(a, part, "golden"):
         return 2
     runs = [(c, "spec") for c in SPEC] + [(c, "c") for c in C_CASES]
     only = set(filter(None, a.only.split(","))) or (set(QUICK_GOLDEN) if a.quick else set())
@@ -346,11 +352,7 @@ def cmd_fused(a) -> int:
     from tests.conftest import case_by_id, rel_err
 
     part: dict = {"device": a.device, "tolerance_vs_eager": FUSED_TOL, "tolerance_vs_golden": TOL, "results": []}
-    bad = _check_device(a.device)
-    if bad:
-        part["error"] = bad
-        write(a.out, part)
-        print(f"fused: {bad}")
+    if _refused(a, part, "fused"):
         return 2
     cases = FUSED_CASES[:1] if a.quick else FUSED_CASES
     t_start = time.perf_counter()

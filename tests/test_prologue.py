@@ -1,4 +1,4 @@
-"""Per-pixel geometry computed once per tile and shared by the frames of a dataset (kernel._prologue)."""
+"""Per-pixel geometry computed once per tile and shared by the frames of a dataset (physics.pixels)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from bragg_dask.frames import DatasetSpec, make_frames
 from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.physics import kernel
+from bragg_dask.physics import kernel, pixels
 from bragg_dask.plan import plan_tiles
 
 ARGS = ("-cell 40 50 60 90 90 90 -default_F 100 -N 6 -distance 50 -pixel 0.25 -detpixels 32 -oversample 2 "
@@ -17,16 +17,15 @@ ARGS = ("-cell 40 50 60 90 90 90 -default_F 100 -N 6 -distance 50 -pixel 0.25 -d
 
 @pytest.fixture
 def fresh_cache(monkeypatch):
-    monkeypatch.setattr(kernel, "_prologues", kernel.collections.OrderedDict())
-    monkeypatch.setattr(kernel, "_prologue_bytes", [0])
+    monkeypatch.setattr(pixels, "CACHE", pixels.PrologueCache())
     calls = []
-    real = kernel._points
+    real = pixels.points
 
     def counting(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(kernel, "_points", counting)
+    monkeypatch.setattr(pixels, "points", counting)
     return calls
 
 
@@ -38,9 +37,9 @@ def test_frames_share_the_geometry(fresh_cache, dmin):
     tile = plan_tiles(32, 32, 32).tiles()[0]
     first = [kernel.simulate_tile(f.simulation(sim), tile).image for f in frames]
     assert len(fresh_cache) == 1  # one tile, one batch: geometry computed once for three frames
-    kernel._prologues.clear()
+    pixels.CACHE = pixels.PrologueCache()
     for f, img in zip(frames, first):
-        kernel._prologues.clear()
+        pixels.CACHE = pixels.PrologueCache()
         assert np.array_equal(kernel.simulate_tile(f.simulation(sim), tile).image, img)
     assert not np.array_equal(first[0], first[1])
 
@@ -52,15 +51,15 @@ def test_other_detector_is_not_shared(fresh_cache):
     kernel.simulate_tile(a, tile)
     img_b = kernel.simulate_tile(b.simulation, tile).image
     assert len(fresh_cache) == 2
-    kernel._prologues.clear()
+    pixels.CACHE = pixels.PrologueCache()
     assert np.array_equal(kernel.simulate_tile(b.simulation, tile).image, img_b)
 
 
 def test_cache_is_bounded(fresh_cache, monkeypatch):
     """Many small tiles: the cache keeps at most its entry count (and byte budget)."""
-    monkeypatch.setattr(kernel, "PROLOGUE_CACHE_ENTRIES", 5)
+    monkeypatch.setattr(pixels, "CACHE", pixels.PrologueCache(max_entries=5))
     sim = parse_nanobragg_args(ARGS).simulation
     for tile in plan_tiles(32, 32, 4).tiles():
         kernel.simulate_tile(sim, tile, dtype=torch.float32)
-    assert len(kernel._prologues) == 5
-    assert kernel._prologue_bytes[0] == sum(v[1] for v in kernel._prologues.values())
+    assert len(pixels.CACHE) == 5
+    assert pixels.CACHE.nbytes == sum(pixels.CACHE.sizes())

@@ -124,6 +124,10 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
     return out
 
 
+#: evaluations a task should carry at least (datasets of small frames: several frames per task)
+TASK_MIN_EVALS = 1 << 22
+
+
 def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, threads: int) -> int:
     """How many frames' copies of a tile one task computes: one, unless frames are small.
 
@@ -133,10 +137,6 @@ def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, th
     want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
     spread = max(1, (n_frames * tiles_per_frame) // (2 * max(threads, 1)))
     return max(1, min(want, spread, n_frames))
-
-
-#: evaluations a task should carry at least (datasets of small frames: several frames per task)
-TASK_MIN_EVALS = 1 << 22
 
 
 def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:

@@ -12,9 +12,7 @@ after every evaluation; :func:`_running_sum` reproduces that recurrence in loop 
 
 from __future__ import annotations
 
-import collections
 import functools
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +20,8 @@ import torch
 
 from ..carryover import INTERP_CUT, INTERP_OFF, INTERP_ON, TileSeed
 from ..plan import TileSpec
-from . import fused
+from . import fused, pixels
 from .crystal import carryover_matters, phi_angles, rotated_cells
-from .geometry import subpixel_positions
 from .intensity import CHUNK_ELEMENTS, IntensityModel
 from .polarization import kahn_factor, solid_angle
 
@@ -140,106 +137,6 @@ class PixelSeeds:
         return PixelSeeds(*(None if x is None else x[sl] for x in (self.fresh, self.interp_mode, self.interp_cut)))
 
 
-@dataclass
-class _Points:
-    """Geometry of a pixel batch: ``diffracted`` ``(P, Q, 3)`` unit vectors, ``airpath`` ``(P, Q)`` m."""
-
-    diffracted: torch.Tensor
-    airpath: torch.Tensor
-
-
-def _points(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor) -> _Points:
-    det = prep.sim.detector
-    pos = subpixel_positions(
-        fpix, spix, pixel_size_m=det.pixel_size_m, oversample=det.oversample, layer_offsets_m=prep.layers,
-        fdet=prep.fdet, sdet=prep.sdet, odet=prep.odet, pix0=prep.pix0,
-    )  # (P, L, os, os, 3)
-    if det.curved:
-        pos = _curved(prep, pos)
-    pos = pos.reshape(fpix.shape[0], -1, 3)  # points in C loop order: layer, subS, subF
-    airpath = torch.linalg.vector_norm(pos, dim=-1)
-    diffracted = torch.empty_like(pos)
-    for c in range(3):  # per component: a broadcast over the last, 3-long axis is slow
-        torch.div(pos[..., c], airpath, out=diffracted[..., c])
-    return _Points(diffracted, airpath)
-
-
-@dataclass
-class _Prologue:
-    """What a pixel batch's value needs besides the crystal: per-pixel factors and scattering vectors.
-
-    It depends on the detector, the beam and the pixels only, so the frames of a dataset or a
-    rotation series (other crystal orientations, same detector) share it: see :func:`_prologue`.
-    """
-
-    p: int
-    q: int
-    omega: torch.Tensor  # (P,) solid angle of the first point
-    capture: torch.Tensor  # (P,) capture fraction of the last layer
-    polar: torch.Tensor  # (P,) polarization factor of the first evaluation
-    scatters: list  # per source: (P * Q, 3) float64 scattering vectors
-    kept_all: torch.Tensor  # (P, n_src, Q) bool, the dmin mask
-    diffracted: torch.Tensor  # (P, Q, 3)
-    cast: dict  # (dtype, planar) -> per source: (scatter, kept rows or None) in the model's dtype
-
-    def nbytes(self) -> int:
-        n = sum(t.numel() * t.element_size() for t in (self.omega, self.capture, self.polar, self.kept_all,
-                                                         self.diffracted, *self.scatters))
-        return 2 * n  # the float32 copies, if made
-
-    def scatter_in(self, dtype: torch.dtype, s: int, dmin: bool, planar: bool = False):
-        """Source ``s``'s scattering vectors ``(Q, 3)`` in ``dtype`` (and the dmin-kept rows, or None);
-        ``planar``: laid out as a contiguous ``(3, Q)`` (what the C sum reads without a copy)."""
-        per = self.cast.get((dtype, planar))
-        if per is None:
-            per = self.cast[(dtype, planar)] = [None] * len(self.scatters)
-        if per[s] is None:
-            sc = self.scatters[s]
-            rows = self.kept_all[:, s].reshape(-1).nonzero().squeeze(1) if dmin else None
-            sc = sc if rows is None else sc[rows]
-            per[s] = (sc.T.to(dtype).contiguous().T if planar else sc.to(dtype), rows)
-        return per[s]
-
-
-#: pixel-batch prologues kept for other frames on the same detector (bytes, entries; least recently
-#: used go first)
-PROLOGUE_CACHE_BYTES = 64 * 2**20
-PROLOGUE_CACHE_ENTRIES = 64
-_prologues: collections.OrderedDict = collections.OrderedDict()  # key -> (prologue, its bytes)
-_prologue_bytes = [0]
-_prologue_lock = threading.Lock()
-
-
-def _prologue(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor, key) -> _Prologue:
-    """The batch's :class:`_Prologue`, from the cache when ``key`` (the batch's pixels) was seen with
-    the same detector, beam and dmin cut; ``key`` None: not cached."""
-    sim = prep.sim
-    full = None if key is None else (sim.detector, sim.beam, sim.dmin_m, str(fpix.device), key)
-    if full is not None:
-        with _prologue_lock:
-            hit = _prologues.get(full)
-            if hit is not None:
-                _prologues.move_to_end(full)
-                return hit[0]
-    det = sim.detector
-    pts = _points(prep, fpix, spix)
-    p, q = pts.airpath.shape
-    omega = solid_angle(pts.airpath[:, 0], det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
-    capture = _capture_last_layer(prep, pts.diffracted)
-    scatters, kept_all = _scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
-    polar = _first_polar(prep, pts.diffracted, kept_all)
-    pro = _Prologue(p, q, omega, capture, polar, scatters, kept_all, pts.diffracted, {})
-    size = pro.nbytes()
-    if full is not None and size <= PROLOGUE_CACHE_BYTES // 4:
-        with _prologue_lock:
-            if full not in _prologues:
-                _prologues[full] = (pro, size)
-                _prologue_bytes[0] += size
-            while _prologues and (_prologue_bytes[0] > PROLOGUE_CACHE_BYTES or len(_prologues) > PROLOGUE_CACHE_ENTRIES):
-                _prologue_bytes[0] -= _prologues.popitem(last=False)[1][1]
-    return pro
-
-
 def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tensor,
                  seeds: PixelSeeds | None = None, fused_sum=None, key=None) -> torch.Tensor:
     """Float64 values of a batch of pixels ``(P,)`` -> ``(P,)``.
@@ -251,7 +148,7 @@ def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tenso
     if prep.running:
         return _running_batch(prep, fpix, spix, seeds)
     sim = prep.sim
-    pro = _prologue(prep, fpix, spix, key)
+    pro = pixels.prologue(prep, fpix, spix, key)
     p, q = pro.p, pro.q
     dev = pro.omega.device
     fresh_rows = _fresh_rows(prep, seeds, pro.kept_all)
@@ -274,37 +171,11 @@ def _pixel_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Tenso
     return value * pro.capture * pro.polar * pro.omega
 
 
-def _scatter_and_kept(prep: PreparedSimulation, d_flat: torch.Tensor, p: int, q: int):
-    """Scattering vectors ``S = (d - i)/lambda`` per source and the dmin mask ``(P, n_src, Q)``."""
-    n_src = prep.incident.shape[0]
-    kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=d_flat.device)
-    scatters = []
-    incident, wavelength = prep.incident.tolist(), prep.wavelength.tolist()
-    for s in range(n_src):
-        scatter = torch.empty_like(d_flat)
-        for c in range(3):  # (d - i) / lambda per component (no broadcast over the 3-long axis)
-            torch.sub(d_flat[:, c], incident[s][c], out=scatter[:, c])
-            scatter[:, c] /= wavelength[s]
-        kept = _dmin_keep(prep.sim.dmin_m, scatter)
-        if kept is not None:
-            kept_all[:, s] = kept.view(p, q)
-        scatters.append(scatter)
-    return scatters, kept_all
-
-
-def _first_evaluation(kept_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per pixel: (has any, source, point) of its first evaluation in C loop order (point, then source)."""
-    p, n_src, q = kept_all.shape
-    order = kept_all.transpose(1, 2).reshape(p, -1)
-    first = torch.argmax(order.to(torch.uint8), dim=1)
-    return order.any(1), first % n_src, first // n_src
-
-
 def _fresh_rows(prep: PreparedSimulation, seeds: PixelSeeds | None, kept_all: torch.Tensor):
     """Per source, the flat (pixel, point) rows evaluated with the unrotated-at-zero cell; or None."""
     if prep.model_fresh is None or seeds is None or seeds.fresh is None or not bool(seeds.fresh.any()):
         return None
-    has, src, pt = _first_evaluation(kept_all)
+    has, src, pt = pixels.first_evaluation(kept_all)
     q = kept_all.shape[2]
     pix = (seeds.fresh & has).nonzero().squeeze(1)
     return [pix[src[pix] == s] * q + pt[pix[src[pix] == s]] for s in range(kept_all.shape[1])]
@@ -329,14 +200,14 @@ def _running_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Ten
                    seeds: PixelSeeds | None = None) -> torch.Tensor:
     """Pixel values with ``-oversample_*``: the running sum is multiplied after every evaluation."""
     sim, det, beam = prep.sim, prep.sim.detector, prep.sim.beam
-    pts = _points(prep, fpix, spix)
+    pts = pixels.points(prep, fpix, spix)
     p, q = pts.airpath.shape
     dev = pts.airpath.device
     omega_pt = solid_angle(pts.airpath, det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
-    capture_pt = _capture_per_point(prep, pts.diffracted)  # (P, Q)
+    capture_pt = pixels.capture_per_point(prep, pts.diffracted)  # (P, Q)
     d_flat = pts.diffracted.reshape(-1, 3)
     acc = torch.full((p,), prep.i_bg, dtype=torch.float64, device=dev)
-    scatters, kept_all = _scatter_and_kept(prep, d_flat, p, q)
+    scatters, kept_all = pixels.scatter_and_kept(prep, d_flat, p, q)
     fresh_rows = _fresh_rows(prep, seeds, kept_all)
     per_src = []
     for s, scatter in enumerate(scatters):
@@ -362,9 +233,9 @@ def _running_batch(prep: PreparedSimulation, fpix: torch.Tensor, spix: torch.Ten
             acc = _apply_orientations(acc, term[:, k], gate[:, k], factor[:, k])
     value = prep.fluence_scale * acc / sim.steps
     if not det.oversample_thick:
-        value = value * _capture_last_layer(prep, pts.diffracted)
+        value = value * pixels.capture_last_layer(prep, pts.diffracted)
     if not det.oversample_polar:
-        value = value * _first_polar(prep, pts.diffracted, kept_all)
+        value = value * pixels.first_polar(prep, pts.diffracted, kept_all)
     if not det.oversample_omega:
         value = value * omega_pt[:, 0]
     return value
@@ -390,77 +261,6 @@ def _apply_orientations(acc: torch.Tensor, term: torch.Tensor, gate: torch.Tenso
     remaining = torch.flip(torch.cumsum(torch.flip(g, [1]), 1), [1])
     fpow = f[:, None] ** remaining
     return acc * f ** g.sum(1) + (term * g * fpow).sum(1)
-
-
-def _dmin_keep(dmin_m: float, scatter: torch.Tensor) -> torch.Tensor | None:
-    """Mask of (point, source) evaluations that pass the dmin cut; ``None`` when no cut."""
-    if not dmin_m > 0.0:
-        return None
-    stol = 0.5 * torch.linalg.vector_norm(scatter, dim=-1)
-    return ~((stol > 0.0) & (dmin_m > 0.5 / stol))
-
-
-def _first_polar(prep: PreparedSimulation, diffracted: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """Polarization factor per pixel from its first evaluated (point, source), C loop order.
-
-    ``diffracted``: ``(P, Q, 3)``.  ``kept``: ``(P, n_src, Q)`` dmin mask.  A pixel with no
-    evaluation keeps the factor 0 and renders as 0, background included; with ``-nopolar`` the factor
-    stays 1, so it keeps its background (as in C).
-    """
-    beam = prep.sim.beam
-    p = diffracted.shape[0]
-    if prep.sim.dmin_m > 0.0:
-        has, src, pt = _first_evaluation(kept)
-        d0 = diffracted[torch.arange(p, device=diffracted.device), pt]
-        inc = prep.incident[src]
-    else:  # nothing is culled: the first evaluation is the first sub-pixel with the first source
-        has = torch.ones(p, dtype=torch.bool, device=diffracted.device)
-        d0 = diffracted[:, 0]
-        inc = prep.incident[0].expand_as(d0)
-    if beam.nopolar:  # the factor starts at 1 and is never computed: a culled pixel keeps it
-        return torch.ones(p, dtype=torch.float64, device=d0.device)
-    factor = kahn_factor(beam.polarization, inc, d0, prep.polar_axis)
-    return torch.where(has, factor, torch.zeros_like(factor))
-
-
-def _layer_capture(prep: PreparedSimulation, diffracted: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
-    """Fraction of photons absorbed in sensor layer ``layer`` along ``diffracted`` (parallax-corrected)."""
-    det = prep.sim.detector
-    parallax = (diffracted * prep.odet).sum(-1)
-    mu_dt = det.thickstep_m * det.mu_per_m
-    return torch.exp(-layer * mu_dt / parallax) - torch.exp(-(layer + 1) * mu_dt / parallax)
-
-
-def _capture_last_layer(prep: PreparedSimulation, diffracted: torch.Tensor) -> torch.Tensor:
-    """Capture fraction of the last sensor layer at its first sub-pixel (1 without a sensor model)."""
-    det = prep.sim.detector
-    if det.thickness_m == 0.0:
-        return torch.ones(diffracted.shape[0], dtype=torch.float64, device=diffracted.device)
-    t = det.thicksteps - 1
-    first = diffracted[:, t * det.oversample * det.oversample]
-    return _layer_capture(prep, first, torch.tensor(float(t), dtype=torch.float64, device=first.device))
-
-
-def _capture_per_point(prep: PreparedSimulation, diffracted: torch.Tensor) -> torch.Tensor:
-    """Capture fraction of every point's own layer ``(P, Q)`` (``-oversample_thick``)."""
-    det = prep.sim.detector
-    per_layer = det.oversample * det.oversample
-    layer = torch.arange(diffracted.shape[1], device=diffracted.device) // per_layer
-    return _layer_capture(prep, diffracted, layer.to(torch.float64)[None, :])
-
-
-def _curved(prep: PreparedSimulation, pos: torch.Tensor) -> torch.Tensor:
-    """Curved detector: every pixel at ``distance`` from the sample, lab y/z used as angles."""
-    dist = prep.sim.detector.geometry.distance_m
-    base = (dist * prep.beam_vec).expand_as(pos)
-    first = _rotate_axis(base, prep.sdet, pos[..., 1] / dist)
-    return _rotate_axis(first, prep.fdet, pos[..., 2] / dist)
-
-
-def _rotate_axis(v: torch.Tensor, axis: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    s, c = torch.sin(phi)[..., None], torch.cos(phi)[..., None]
-    d = (v * axis).sum(-1, keepdim=True) * (1.0 - c)
-    return axis * d + v * c + torch.linalg.cross(axis.expand_as(v), v, dim=-1) * s
 
 
 def rendered_mask(det, tile: TileSpec) -> np.ndarray:

@@ -14,14 +14,13 @@ import torch
 from ..carryover import RunSummary, TileSeed
 from ..plan import TileSpec
 from .intensity import IntensityModel
+from .pixels import points, scatter_and_kept
 from .kernel import (
     DEFAULT_BUDGET_BYTES,
     PixelSeeds,
     PreparedSimulation,
     _fresh_rows,
     _pixel_seeds,
-    _points,
-    _scatter_and_kept,
     prepare,
     rendered_mask,
 )
@@ -39,9 +38,9 @@ def executed_runs(sim, tile: TileSpec, *, device: str = "cpu") -> list[RunSummar
         ss, ff = np.nonzero(rendered)
         dev = torch.device(device)
         with torch.inference_mode():
-            pts = _points(prep, torch.as_tensor(ff + tile.f0, device=dev), torch.as_tensor(ss + tile.s0, device=dev))
+            pts = points(prep, torch.as_tensor(ff + tile.f0, device=dev), torch.as_tensor(ss + tile.s0, device=dev))
             p, q = pts.airpath.shape
-            _, kept = _scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
+            _, kept = scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
         rendered = rendered.copy()
         rendered[ss, ff] = kept.reshape(p, -1).any(1).cpu().numpy()
     out = []
@@ -81,10 +80,10 @@ def out_of_range_runs(sim, tile: TileSpec, seed: TileSeed, *, device: str = "cpu
 
 def _first_oor_batch(prep: PreparedSimulation, fpix, spix, seeds: PixelSeeds) -> torch.Tensor:
     """Per pixel, the C-loop-order index of its first out-of-range evaluation, or -1."""
-    pts = _points(prep, fpix, spix)
+    pts = points(prep, fpix, spix)
     p, q = pts.airpath.shape
     d_flat = pts.diffracted.reshape(-1, 3)
-    scatters, kept_all = _scatter_and_kept(prep, d_flat, p, q)
+    scatters, kept_all = scatter_and_kept(prep, d_flat, p, q)
     fresh_rows = _fresh_rows(prep, seeds, kept_all)
     n_src, n_o = len(scatters), prep.n_orient
     big = torch.iinfo(torch.int64).max
