@@ -570,6 +570,10 @@ def cmd_merge(a) -> int:
         elif name == "bench":
             runs = r.get("runs", [])
             extra = f"{sum(x.get('status') == 'ok' for x in runs)}/{len(runs)} workloads ran"
+        elif name == "gpu_kernel":
+            extra = f"kernel_gevals_per_s {r.get('kernel_gevals_per_s')}"
+            for row in r.get("rows", []):
+                print(f"  {json.dumps(row)[:300]}")
         elif name == "env":
             extra = f"torch {r.get('torch', {}).get('version')} cuda {r.get('torch_cuda')} gpu " \
                     f"{r.get('gpu', {}).get('name')}"

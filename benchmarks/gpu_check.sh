@@ -8,10 +8,14 @@
 #               image lacks (dask, distributed, zarr and their dependencies) from the wheels in .whl/,
 #               offline (pip --no-index); the project itself runs from the checkout (PYTHONPATH)
 #   env         python, torch, CUDA and triton versions, the GPU's name
-#   pytest_gpu  pytest -m gpu (tests/test_gpu.py: CUDA against the CPU kernel and the golden images)
+#   gpu_kernel  benchmarks/gpu_kernel.py: Gevals/s of the whole image by tile size, of the fused sum
+#               alone, of the eager path and of this machine's CPU; an Eiger 16M's GPU memory
+#   pytest_gpu  pytest -m gpu (tests/test_gpu.py: CUDA against the CPU kernel and the golden images,
+#               fused against eager, tiling, c-parity, noise, a Dask GPU worker writing a store)
 #   golden      every golden case the CPU tests check, on the device, float64 (1e-5) and float32 (1e-3)
 #   fused       the compiled (torch.compile, Triton) orientation sum against the eager path on the device
-#   bench       benchmarks/run_workloads.py --device cuda --compile on,off, workload by workload
+#   bench       benchmarks/run_workloads.py --device cuda --compile on,off, workload by workload (only
+#               when named in GPU_CHECK_STAGES)
 # Results: $OUT/gpu_check.json (every stage's status, counts, per-case errors, Mevals/s) and
 # $OUT/gpu_check.log; OUT defaults to ./gpu_check_out.  It exits 0 even when a stage fails: read
 # the JSON ("ok", and each stage's "status": ok | fail | timeout | skipped).
@@ -27,7 +31,7 @@
 #   GPU_CHECK_WHEELS  the wheel folder (default .whl)
 #   GPU_CHECK_BENCH   folder with workloads.json and make_inputs.py (default: shared/bench, ../shared/bench
 #                     or .whl/bench, the first that exists)
-#   GPU_CHECK_STAGES  stages to run, comma-separated (default all: env,pytest_gpu,golden,fused,bench)
+#   GPU_CHECK_STAGES  stages to run, comma-separated (default env,gpu_kernel,pytest_gpu,golden,fused)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 0
@@ -36,7 +40,7 @@ QUICK=${GPU_CHECK_QUICK:-0}
 BUDGET=${GPU_CHECK_BUDGET:-450}
 PY=${GPU_CHECK_PYTHON:-python3}
 WHEELS=$(cd "${GPU_CHECK_WHEELS:-$REPO/.whl}" 2>/dev/null && pwd || echo "${GPU_CHECK_WHEELS:-$REPO/.whl}")
-STAGES=",${GPU_CHECK_STAGES:-env,pytest_gpu,golden,fused,bench},"
+STAGES=",${GPU_CHECK_STAGES:-env,gpu_kernel,pytest_gpu,golden,fused},"
 OUTDIR=${OUT:-$REPO/gpu_check_out}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
@@ -120,26 +124,37 @@ fi
 want() { [[ $STAGES == *",$1,"* ]]; }
 want env && stage env 60 "$PYBIN" "$HELPER" env --device "$DEVICE" --out "$WORK/env.json"
 
+BENCH=""
+for d in "${GPU_CHECK_BENCH:-}" "$REPO/shared/bench" "$REPO/../shared/bench" "$WHEELS/bench"; do
+    if [[ -n $d && -f $d/workloads.json && -f $d/make_inputs.py ]]; then BENCH=$d; break; fi
+done
+
+if want gpu_kernel; then
+    KFLAG=(--eiger --cpu-repeat 2)
+    [[ $QUICK == 1 ]] && KFLAG=(--only mosaic-rotation --tiles 256,1024 --repeat 1 --cpu-repeat 1)
+    kleft=$((DEADLINE - $(date +%s) - 15))
+    kcap=$((kleft < 150 ? kleft : 150))
+    stage gpu_kernel 150 "$PYBIN" "$REPO/benchmarks/gpu_kernel.py" --device "$DEVICE" \
+        --workloads "$BENCH/workloads.json" --out "$WORK/gpu_kernel.json" --deadline-s $((kcap - 25)) \
+        --dump "$OUTDIR" "${KFLAG[@]}"
+fi
+
 if want pytest_gpu; then
     # the gpu tests skip themselves where torch sees no CUDA device (GPU_CHECK_DEVICE=cpu: all skipped)
     # the files that use the marker (collecting every test module would need every test's imports)
     mapfile -t GPU_TESTS < <(grep -l -E 'mark\.gpu' tests/test_*.py)
     ((${#GPU_TESTS[@]})) || GPU_TESTS=(tests)
     # no plugin autoload: the image's pytest plugins (benchmark, cov, xdist...) play no part here
-    PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 stage pytest_gpu 150 "$PYBIN" -m pytest -m gpu -v -p no:cacheprovider \
+    PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 stage pytest_gpu 120 "$PYBIN" -m pytest -m gpu -v -p no:cacheprovider \
         --continue-on-collection-errors --junitxml="$WORK/junit.xml" "${GPU_TESTS[@]}"
     "$PY" "$HELPER" junit --xml "$WORK/junit.xml" --log "$WORK/pytest_gpu.log" --out "$WORK/pytest_gpu.json"
 fi
 
 want golden && stage golden 150 "$PYBIN" "$HELPER" golden --device "$DEVICE" --out "$WORK/golden.json" "${QFLAG[@]}"
 
-want fused && stage fused 150 "$PYBIN" "$HELPER" fused --device "$DEVICE" --out "$WORK/fused.json" "${QFLAG[@]}"
+want fused && stage fused 60 "$PYBIN" "$HELPER" fused --device "$DEVICE" --out "$WORK/fused.json" "${QFLAG[@]}"
 
 if want bench; then
-    BENCH=""
-    for d in "${GPU_CHECK_BENCH:-}" "$REPO/shared/bench" "$REPO/../shared/bench" "$WHEELS/bench"; do
-        if [[ -n $d && -f $d/workloads.json && -f $d/make_inputs.py ]]; then BENCH=$d; break; fi
-    done
     if [[ -z $BENCH ]]; then
         echo "no workloads.json + make_inputs.py (shared/bench, ../shared/bench or .whl/bench)" >"$WORK/bench.log"
         printf 'bench\t\t0\t0\tfail\n' >>"$WORK/stages.tsv"

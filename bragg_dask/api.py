@@ -33,7 +33,7 @@ def simulate(
         from .executors.serial import run_serial
 
         det = sim.detector
-        return run_serial(sim, plan_tiles(det.spixels, det.fpixels, tile), device=device, dtype=dtype,
+        return run_serial(sim, plan_tiles(det.spixels, det.fpixels, tile, device), device=device, dtype=dtype,
                           parity=parity, c_threads=c_threads).image
     from .executors.dask import run_dask
 
@@ -60,7 +60,7 @@ def to_dask_array(
     import dask.array as da
 
     det = sim.detector
-    plan = plan_tiles(det.spixels, det.fpixels, tile)
+    plan = plan_tiles(det.spixels, det.fpixels, tile, device)
     seeds = {}
     if parity == "c":
         from .executors.seeds import compute_seeds

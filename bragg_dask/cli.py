@@ -243,7 +243,7 @@ def _execute(sim, outputs, opts, dataset, threads):
 
     check_frame_fits(sim, outputs)  # the frame and the output files are made in this process
 
-    plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile)
+    plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile, opts.device)
     return run_serial(sim, plan, device=opts.device, dtype=dtype, parity=opts.parity, c_threads=threads)
 
 

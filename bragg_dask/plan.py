@@ -58,13 +58,25 @@ class TilePlan:
         ]
 
 
-def plan_tiles(spixels: int, fpixels: int, tile: int | tuple[int, int] | None = None) -> TilePlan:
+#: default tile side (one Zarr chunk per tile): on CPU small tiles spread over the cores; a GPU wants
+#: each tile to fill the card (see benchmarks/gpu_kernel.py)
+DEFAULT_TILE = 256
+DEFAULT_TILE_GPU = 2048
+
+
+def default_tile(device: str = "cpu") -> int:
+    """The default tile side for tiles computed on ``device`` (``cpu``, ``cuda``, ``cuda:1``...)."""
+    return DEFAULT_TILE if str(device).split(":")[0] == "cpu" else DEFAULT_TILE_GPU
+
+
+def plan_tiles(spixels: int, fpixels: int, tile: int | tuple[int, int] | None = None,
+               device: str = "cpu") -> TilePlan:
     """Tile plan for a detector; ``tile`` is the side (or ``(slow, fast)``), clamped to the detector.
 
-    ``None`` picks a default of 256 pixels (one Zarr chunk per tile).
+    ``None`` picks :func:`default_tile` for ``device`` (one Zarr chunk per tile).
     """
     if tile is None:
-        tile = 256
+        tile = default_tile(device)
     ts, tf = (tile, tile) if isinstance(tile, int) else tile
     if int(ts) < 1 or int(tf) < 1:
         raise ConfigError(f"tile size must be >= 1, got {tile!r}", flag="--tile", field="tile")

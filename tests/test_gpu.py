@@ -32,3 +32,95 @@ def test_cuda_float32_within_1e3():
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     img = simulate_tile(sim, TileSpec(0, 64, 0, 64), device="cuda", dtype=torch.float32).image
     assert np.isfinite(img).all() and rel_err(img, case.reference()) <= 1e-3
+
+
+@pytest.mark.parametrize("cid,dtype,tol", [("hkl_nearest", torch.float64, 1e-12), ("gauss_xtal", torch.float64, 1e-12),
+                                           ("mosaic_domains", torch.float32, 1e-5)])
+def test_cuda_fused_sum_matches_eager(cid, dtype, tol, monkeypatch):
+    """The compiled (Triton) orientation sum against the eager path, both on the GPU."""
+    from bragg_dask.physics import fused
+
+    case = case_by_id(cid)
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    tile = TileSpec(0, 64, 0, 64)
+    monkeypatch.setenv(fused.ENV, "off")
+    eager = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
+    monkeypatch.setenv(fused.ENV, "on")
+    got = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
+    from bragg_dask.physics.kernel import prepare
+
+    assert fused.is_compiled(prepare(sim, "cuda", dtype, "spec").model)
+    assert rel_err(got, eager) <= tol
+    assert rel_err(got, case.reference()) <= (1e-5 if dtype == torch.float64 else 1e-3)
+
+
+def test_cuda_tiles_equal_untiled():
+    """Any tile size gives the same image on the GPU (the GPU's default tile is the whole of this one)."""
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.plan import default_tile, plan_tiles
+
+    case = case_by_id("mosaic_phi_carryover_spec")
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    whole = run_serial(sim, device="cuda").image
+    assert default_tile("cuda") >= 64
+    for tile in (7, 33):
+        assert np.array_equal(run_serial(sim, plan_tiles(64, 64, tile), device="cuda").image, whole)
+
+
+def test_cuda_cparity_matches_golden():
+    from .conftest import simulate_case
+
+    case = case_by_id("omp3_roi_carryover")
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.plan import plan_tiles
+
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    det = sim.detector
+    got = run_serial(sim, plan_tiles(det.spixels, det.fpixels, 16), device="cuda", parity="c",
+                     c_threads=int(case.meta["omp_threads"])).image
+    _, cpu = simulate_case(case, tile=16, parity="c", c_threads=int(case.meta["omp_threads"]))
+    assert rel_err(got, case.reference()) <= 1e-5
+    assert rel_err(got, cpu.image) <= 1e-12
+
+
+def test_cuda_noise_equals_cpu_noise(tmp_path):
+    """The same seed gives the same noise image from a GPU run as from a CPU run (counter-based)."""
+    import subprocess
+    import sys
+
+    from bragg_dask.io.smv import read_smv
+
+    case = case_by_id("noise_int_scale")
+    imgs = {}
+    for dev in ("cpu", "cuda"):
+        d = tmp_path / dev
+        d.mkdir()
+        for p in case.path.iterdir():
+            if p.suffix in (".hkl", ".mat", ".txt") and p.name != "stdout.txt":
+                (d / p.name).write_bytes(p.read_bytes())
+        p = subprocess.run([sys.executable, "-m", "bragg_dask", *case.args, "--device", dev], cwd=d,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        imgs[dev] = read_smv(str(d / "noise.img"))[1]
+    assert np.array_equal(imgs["cpu"], imgs["cuda"])
+
+
+def test_dask_gpu_worker_writes_store(tmp_path):
+    """The Dask executor on the embedded cluster with one GPU worker: the store equals the serial run."""
+    import zarr
+
+    from bragg_dask.executors.dask import run_dask
+    from bragg_dask.executors.serial import run_serial
+
+    case = case_by_id("mosaic_phi_carryover_spec")
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    store = str(tmp_path / "gpu.zarr")
+    res = run_dask(sim, store=store, tile=32, device="cuda", progress=False)
+    from bragg_dask.plan import plan_tiles
+
+    serial = run_serial(sim, plan_tiles(64, 64, 32), device="cuda").image
+    assert np.array_equal(res.image, serial)
+    assert rel_err(res.image, case.reference()) <= 1e-5
+    g = zarr.open_group(store, mode="r")
+    assert np.asarray(g["tiles_done"][...]).all()
+    assert np.array_equal(np.asarray(g["float"][0]), serial)

@@ -196,7 +196,7 @@ def run_dask(
     if client is None and cluster_options is not None and not (scheduler or scheduler_file):
         check_worker_processes(cluster_options)  # before a store is made: worker processes that cannot start
     det = sim.detector
-    plan = plan_tiles(det.spixels, det.fpixels, tile)
+    plan = plan_tiles(det.spixels, det.fpixels, tile, device)
     with_noise = bool(store and outputs is not None and outputs.noisefile)
     seed = noise_seed(outputs) if with_noise else None
     frames = make_frames(sim, dataset, seed)

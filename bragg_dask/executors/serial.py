@@ -49,7 +49,7 @@ def run_serial(
     """
     tune_allocator()
     det = sim.detector
-    plan = plan or plan_tiles(det.spixels, det.fpixels)
+    plan = plan or plan_tiles(det.spixels, det.fpixels, device=device)
     check_frame_fits(sim)  # the whole frame is held here: refuse one larger than the memory budget
     image = np.zeros(det.shape, dtype=np.float32)
     partials = []

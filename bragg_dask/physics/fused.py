@@ -52,8 +52,15 @@ MODES = ("auto", "on", "off")
 AUTO_MIN_EVALS = 1 << 23
 #: largest N for which ``sin(N x)/sin(x)`` is evaluated by the Chebyshev recurrence
 CHEBYSHEV_MAX_N = 24
-#: points per call of the compiled function (bounds its inputs; the work is one loop nest)
+#: points per call of the compiled function (bounds its inputs; the work is one loop nest); a GPU
+#: wants far more per launch than a CPU core's cache holds
 MAX_POINTS = 1 << 16
+MAX_POINTS_GPU = 1 << 22
+
+
+def max_points(device: torch.device) -> int:
+    """Points per call of the fused sum on ``device``."""
+    return MAX_POINTS if torch.device(device).type == "cpu" else MAX_POINTS_GPU
 
 #: Inductor settings of the compiled sum: indices are clamped into the table (no bounds assertions
 #: needed), and no intermediate (O, P) tensor is realised however often it is read (the lattice
@@ -312,6 +319,8 @@ def _compile(spec: FusedSpec):
 class FusedSum:
     """The orientation sum of one model as a compiled (or, ``compiled=False``, eager) pure function."""
 
+    planar_input = True  # (Q, 3) views of contiguous (3, Q) tensors: each component's row is read as is
+
     def __init__(self, model, compiled: bool = True, strict: bool = False):
         spec = spec_of(model)
         assert spec is not None, "unsupported configuration"
@@ -357,16 +366,16 @@ class FusedSum:
         assert interp_ok is None
         q = scatter.shape[0]
         out = torch.empty(q, dtype=torch.float64, device=scatter.device)
-        for p0 in range(0, q, MAX_POINTS):
+        step = max_points(scatter.device)
+        for p0 in range(0, q, step):
             if self._fallback:
                 return self._model.sum(scatter.to(self.spec.dtype))
-            p1 = min(q, p0 + MAX_POINTS)
-            s = scatter[p0:p1].to(self.spec.dtype).T
+            p1 = min(q, p0 + step)
+            s = scatter[p0:p1].to(self.spec.dtype).T  # (3, n): rows contiguous for a planar input
             n = p1 - p0
             if n < 2:  # keep the compiled size symbolic: never call with a size of 0 or 1
                 s = torch.cat([s, s.new_zeros(3, 2 - n)], 1)
-            s = s.contiguous()
-            sx, sy, sz = s[0], s[1], s[2]
+            sx, sy, sz = (s[i].contiguous() for i in range(3))
             for t in (sx, sy, sz):
                 torch._dynamo.maybe_mark_dynamic(t, 0)
             part = self._call(sx, sy, sz, self.cells, self.table)

@@ -16,8 +16,15 @@ from .lattice import gauss_lattice, round_lattice, square_lattice_sq, tophat_lat
 from .structure_factors import F2Lookup, TricubicLookup
 
 # elements (points x orientations) per inner chunk: big enough to amortise op overhead,
-# small enough for the temporaries to stay in cache
+# small enough for the temporaries to stay in cache (CPU); on a GPU, big enough to fill the card
+# with each launch (the budget still bounds the batch)
 CHUNK_ELEMENTS = 1 << 16
+CHUNK_ELEMENTS_GPU = 1 << 22
+
+
+def chunk_elements(device: torch.device) -> int:
+    """Points x orientations per inner chunk on ``device``."""
+    return CHUNK_ELEMENTS if torch.device(device).type == "cpu" else CHUNK_ELEMENTS_GPU
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class IntensityModel:
         self.fudge = crystal.fudge
         self.cells = cells  # (3 O, 3): row 3o+j is cell vector j of orientation o, metres
         self.n_orient = cells.shape[0] // 3
+        self.chunk_elements = chunk_elements(device)
         self.n_cells = torch.as_tensor([float(n) for n in crystal.n_cells], dtype=dtype, device=device)
         self.recip = torch.as_tensor(
             [crystal.a_star_per_A, crystal.b_star_per_A, crystal.c_star_per_A], dtype=dtype, device=device)
@@ -85,7 +93,7 @@ class IntensityModel:
         return None, None
 
     def chunk_size(self, q: int) -> int:
-        return max(1, min(self.n_orient, CHUNK_ELEMENTS // max(q, 1)))
+        return max(1, min(self.n_orient, self.chunk_elements // max(q, 1)))
 
     def terms(self, scatter: torch.Tensor, interp_ok: torch.Tensor | None = None) -> Iterator[Terms]:
         """Per-evaluation terms of ``scatter`` ``(Q, 3)`` (1/m, lab frame), chunk by chunk of orientations."""

@@ -22,7 +22,7 @@ from ..carryover import INTERP_CUT, INTERP_OFF, INTERP_ON, TileSeed
 from ..plan import TileSpec
 from . import fused, pixels
 from .crystal import carryover_matters, phi_angles, rotated_cells
-from .intensity import CHUNK_ELEMENTS, IntensityModel
+from .intensity import IntensityModel
 from .polarization import kahn_factor, solid_angle
 
 R_E_SQR = 7.94079248018965e-30
@@ -30,6 +30,19 @@ AVOGADRO = 6.02214179e23
 WATER_F = 2.57
 WATER_MW = 18.0
 DEFAULT_BUDGET_BYTES = 256 * 2**20
+#: a GPU tile's batches may take this share of the card's memory, up to GPU_BUDGET_CAP
+GPU_BUDGET_SHARE = 8
+GPU_BUDGET_CAP = 4 * 2**30
+
+
+def device_budget(device) -> int:
+    """Bytes a tile's batches may take on ``device``: a fixed budget on CPU; on a GPU, an eighth of
+    the card's memory up to 4 GiB (large batches: few launches), whatever the detector size."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return DEFAULT_BUDGET_BYTES
+    total = torch.cuda.get_device_properties(dev).total_memory
+    return int(min(GPU_BUDGET_CAP, total // GPU_BUDGET_SHARE))
 
 
 @dataclass(frozen=True)
@@ -104,14 +117,15 @@ class PreparedSimulation:
         if self.running:
             per_point = per_elem * self.n_orient * len(self.sim.beam.sources) + 512
             return max(1, min(4096, budget_bytes // per_point))
-        want = max(CHUNK_ELEMENTS // self.n_orient, 1024)
-        per_point = per_elem * max(1, min(self.n_orient, CHUNK_ELEMENTS // want)) + 512
+        chunk = self.model.chunk_elements
+        want = max(chunk // self.n_orient, 1024)
+        per_point = per_elem * max(1, min(self.n_orient, chunk // want)) + 512
         return max(1, min(want, budget_bytes // per_point))
 
     def fused_points_per_batch(self, budget_bytes: int) -> int:
         """Sub-pixel points per batch of the fused path: no ``points x orientations`` temporaries."""
         per_point = 512 + 96 * len(self.sim.beam.sources)
-        return max(1, min(fused.MAX_POINTS, budget_bytes // per_point))
+        return max(1, min(fused.max_points(self.device), budget_bytes // per_point))
 
 
 @functools.lru_cache(maxsize=8)
@@ -282,14 +296,15 @@ def simulate_tile(
     parity: str = "spec",
     device: str = "cpu",
     dtype: torch.dtype = torch.float64,
-    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    budget_bytes: int | None = None,
     compile: str | None = None,
 ) -> TileResult:
     """Float image of ``tile``: ``TileResult.image`` is ``(n_slow, n_fast)`` float32, photons per pixel.
 
     ``parity="c"`` reproduces the C program's carried-over state; ``seed`` (from
     :mod:`bragg_dask.carryover`) is then the state entering each row of the tile.  Memory is bounded
-    by ``budget_bytes`` (pixel batches x orientation chunks), not by the tile size.
+    by ``budget_bytes`` (pixel batches x orientation chunks; default :func:`device_budget`), not by
+    the tile size.  On a GPU the tile's values stay on the card until one copy at the end.
 
     ``compile`` (``"auto" | "on" | "off"``; default ``$BRAGG_DASK_COMPILE`` or ``auto``) chooses the
     fused, compiled orientation sum of :mod:`.fused` where it supports the configuration; ``auto``
@@ -307,21 +322,22 @@ def simulate_tile(
         det = sim.detector
         pts_per_pixel = det.thicksteps * det.oversample * det.oversample
         fused_sum = fused.fused_sum_for(prep, ss.size * batch_points(sim), compile)
-        per_batch = (prep.points_per_batch(budget_bytes) if fused_sum is None
-                     else prep.fused_points_per_batch(budget_bytes))
+        budget = device_budget(prep.device) if budget_bytes is None else budget_bytes
+        per_batch = (prep.points_per_batch(budget) if fused_sum is None else prep.fused_points_per_batch(budget))
         batch = max(1, per_batch // pts_per_pixel)
-        dev = torch.device(device)
+        dev = prep.device
         s_all = torch.as_tensor(ss + tile.s0, device=dev)
         f_all = torch.as_tensor(ff + tile.f0, device=dev)
         seeds = _pixel_seeds(seed, tile, ss, ff, dev) if parity == "c" else None
-        out = np.empty(ss.size, dtype=np.float32)
+        on_host = dev.type == "cpu"
+        out = torch.empty(ss.size, dtype=torch.float32, device=dev)
         with torch.inference_mode():
             for b0 in range(0, ss.size, batch):
                 sl = slice(b0, b0 + batch)
                 v = _pixel_batch(prep, f_all[sl], s_all[sl], None if seeds is None else seeds.take(sl), fused_sum,
                                  key=(tile.s0, tile.s1, tile.f0, tile.f1, b0, batch))
-                out[sl] = v.to(torch.float32).cpu().numpy()
-        image[ss, ff] = out
+                out[sl] = v  # float64 -> float32 in the copy
+        image[ss, ff] = out.numpy() if on_host else out.cpu().numpy()
     return TileResult(tile=tile, image=image, rendered=rendered)
 
 
