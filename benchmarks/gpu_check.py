@@ -531,6 +531,58 @@ def _load(p: Path):
         return {"error": f"no result ({type(exc).__name__}: {exc})"}
 
 
+def _slug(name: str) -> str:
+    """'NVIDIA H200' -> 'h200'; 'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3'."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in ("nvidia", "tesla")]
+    return "-".join(words) or "gpu"
+
+
+def card_summary(doc: dict) -> dict | None:
+    """The card's results file (benchmarks/results/gpu-<card>.json): throughput, parity, the command."""
+    st = doc.get("stages", {})
+    res = {k: (v.get("result") if isinstance(v.get("result"), dict) else {}) for k, v in st.items()}
+    env, kern = res.get("env", {}), res.get("gpu_kernel", {})
+    name = (env.get("gpu") or {}).get("name") or kern.get("device")
+    if not name or name == "cpu":
+        return None
+    rows = kern.get("rows", [])
+
+    def pick(kind, **match):
+        return [r for r in rows if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items())]
+
+    out: dict = {"device": name, "card": _slug(name), "command": doc.get("command"), "commit": doc.get("commit"),
+                 "dirty": doc.get("dirty"), "finished": doc.get("finished"),
+                 "torch": (env.get("torch") or {}).get("version"), "triton": (env.get("triton") or {}).get("version"),
+                 "cuda": env.get("torch_cuda"), "gpu": env.get("gpu"), "nvidia_smi": env.get("nvidia_smi")}
+    big = "pilatus-mosaic-sweep"
+    out["kernel_gevals_per_s"] = {d: max((r["gevals_per_s"] for r in pick("image", workload=big, dtype=d)), default=None)
+                                  for d in ("float32", "float64")}
+    out["kernel_definition"] = (f"{big} (Pilatus 6M, 2463 x 2527 pixels, 100 orientations, 622.4 M evaluations): the "
+                                "whole image through the serial executor (per-pixel geometry, the fused orientation "
+                                "sum, statistics, the copy back to the host), best tile side, median of 3 runs")
+    out["orientation_sum_gevals_per_s"] = {
+        d: {"ours_triton": max((r["gevals_per_s"] for r in pick("sum_triton", workload=big, dtype=d)
+                                if "gevals_per_s" in r), default=None),
+            "inductor": max((r["gevals_per_s"] for r in pick("sum_inductor", workload=big, dtype=d)), default=None)}
+        for d in ("float32", "float64")}
+    out["per_workload"] = {f"{r['workload']} {r['dtype']}": {k: r.get(k) for k in ("kind", "tile", "seconds",
+                                                                                   "gevals_per_s", "peak_gpu_mib")}
+                           for r in rows if r.get("kind") == "image"}
+    out["image_rows"] = [r for r in rows if r.get("kind") in ("image", "image_inductor", "eager", "cpu", "first",
+                                                             "eiger16m", "process")]
+    golden = res.get("golden", {})
+    out["parity"] = {
+        "golden": {"tolerance": golden.get("tolerance"), "summary": golden.get("summary"),
+                   "cli": {k: (golden.get("cli") or {}).get(k) for k in ("id", "err", "ok")}},
+        "fused_vs_eager": [{k: r.get(k) for k in ("id", "dtype", "path", "err_vs_eager", "err_vs_golden", "ok")}
+                           for r in res.get("fused", {}).get("results", [])],
+        "gpu_vs_cpu_rel": {f"{r['workload']} {r['dtype']}": r.get("gpu_vs_cpu_rel") for r in pick("cpu")},
+        "pytest_gpu": {k: res.get("pytest_gpu", {}).get(k) for k in ("passed", "failed", "errors", "skipped")},
+    }
+    out["stages"] = {k: {"status": v.get("status"), "seconds": v.get("seconds")} for k, v in st.items()}
+    return out
+
+
 def cmd_merge(a) -> int:
     work = Path(a.work)
     meta = _load(work / "meta.json")
@@ -551,6 +603,12 @@ def cmd_merge(a) -> int:
         doc["total_seconds"] = round(time.time() - float(meta["start_epoch"]), 1)
     doc["ok"] = all(s["status"] == "ok" for s in stages.values())
     write(a.out, doc)
+    if a.card_dir:
+        card = card_summary(doc)
+        if card is not None:
+            path = Path(a.card_dir) / f"gpu-{card['card']}.json"
+            write(path, card)
+            print(f"card summary: {path}")
     # summary: the last lines of the output
     print("\n== gpu_check summary ==")
     for name, s in stages.items():
@@ -622,6 +680,7 @@ def main() -> int:
     p = sub.add_parser("merge")
     p.add_argument("--work", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--card-dir", default=None, help="also write gpu-<card>.json (the card's summary) there")
     a = ap.parse_args()
     return {"install": cmd_install, "env": cmd_env, "golden": cmd_golden, "fused": cmd_fused, "bench": cmd_bench,
             "junit": cmd_junit, "merge": cmd_merge}[a.cmd](a)

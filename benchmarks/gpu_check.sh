@@ -59,16 +59,21 @@ HELPER="$REPO/benchmarks/gpu_check.py"
 
 say() { echo "[gpu_check $(($(date +%s) - START))s] $*" | tee -a "$LOG"; }
 
-"$PY" - "$WORK/meta.json" "$DEVICE" "$QUICK" "$BUDGET" "$START" <<'EOF' || echo '{}' >"$WORK/meta.json"
+# the command as given, with the knobs that were set
+COMMAND="bash benchmarks/gpu_check.sh"
+for v in GPU_CHECK_DEVICE GPU_CHECK_QUICK GPU_CHECK_BUDGET GPU_CHECK_STAGES; do
+    [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
+done
+"$PY" - "$WORK/meta.json" "$DEVICE" "$QUICK" "$BUDGET" "$START" "$COMMAND" <<'EOF' || echo '{}' >"$WORK/meta.json"
 import json, platform, socket, subprocess, sys, time
-out, device, quick, budget, start = sys.argv[1:]
+out, device, quick, budget, start, command = sys.argv[1:]
 try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True).stdout.strip() != ""
 except OSError:
     commit, dirty = None, None
-json.dump({"tool": "benchmarks/gpu_check.sh", "device": device, "quick": quick == "1", "budget_s": int(budget),
+json.dump({"tool": "benchmarks/gpu_check.sh", "command": command, "device": device, "quick": quick == "1", "budget_s": int(budget),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(int(start))), "start_epoch": int(start),
            "host": socket.gethostname(), "machine": platform.machine(), "commit": commit, "dirty": dirty},
           open(out, "w"))
@@ -130,11 +135,11 @@ for d in "${GPU_CHECK_BENCH:-}" "$REPO/shared/bench" "$REPO/../shared/bench" "$W
 done
 
 if want gpu_kernel; then
-    KFLAG=(--eiger --cpu-repeat 2)
+    KFLAG=(--eiger --whole-process --profile --cpu-repeat 2)
     [[ $QUICK == 1 ]] && KFLAG=(--only mosaic-rotation --tiles 256,1024 --repeat 1 --cpu-repeat 1)
     kleft=$((DEADLINE - $(date +%s) - 15))
-    kcap=$((kleft < 150 ? kleft : 150))
-    stage gpu_kernel 150 "$PYBIN" "$REPO/benchmarks/gpu_kernel.py" --device "$DEVICE" \
+    kcap=$((kleft < 200 ? kleft : 200))
+    stage gpu_kernel 200 "$PYBIN" "$REPO/benchmarks/gpu_kernel.py" --device "$DEVICE" \
         --workloads "$BENCH/workloads.json" --out "$WORK/gpu_kernel.json" --deadline-s $((kcap - 25)) \
         --dump "$OUTDIR" "${KFLAG[@]}"
 fi
@@ -169,7 +174,7 @@ if want bench; then
 fi
 
 # ------------------------------------------------------------------------------- results
-"$PY" "$HELPER" merge --work "$WORK" --out "$OUTDIR/gpu_check.json" 2>&1 | tee -a "$LOG"
+"$PY" "$HELPER" merge --work "$WORK" --out "$OUTDIR/gpu_check.json" --card-dir "$OUTDIR" 2>&1 | tee -a "$LOG"
 [[ -s $OUTDIR/gpu_check.json ]] || echo '{"ok": false, "error": "merge failed"}' >"$OUTDIR/gpu_check.json"
 [[ -f $WORK/junit.xml ]] && cp "$WORK/junit.xml" "$OUTDIR/pytest_gpu_junit.xml"
 rm -rf "$WORK"

@@ -15,6 +15,8 @@ Per workload (default pilatus-mosaic-sweep, then mosaic-rotation) and dtype, on 
 - ``eager``: the whole image on the eager reference path (``--compile off``), one run at the best tile;
 - ``cpu``: the same whole image on this machine's CPU cores (the CPU's fused path), median of
   ``--cpu-repeat``;
+- ``--whole-process``: the CLI as a process on pilatus-mosaic-sweep: on the GPU with a cold and a
+  warm Triton cache, and on the CPU;
 - ``--eiger``: an Eiger 16M (4148 x 4362, 75 um pixels) with 100 orientations in float32, for memory.
 Results are written to ``--out`` as JSON after every row (a run cut off keeps what it measured).
 ``--dump DIR``: copy the Triton source Inductor generated for the fused sum there (a .tar.gz).
@@ -83,7 +85,7 @@ def _triton_rows(save, name, dname, prep, fs, sc, ev) -> None:
     sx, sy, sz = (s[i].contiguous() for i in range(3))
     with torch.inference_mode():
         ref = fs(sc)
-        for block, warps in ((128, 4), (256, 4), (256, 8)):
+        for block, warps in ((128, 4), (256, 4), (256, 8), (512, 8)):
             try:
                 got = triton_sum.orientation_sum(fs.spec, sx, sy, sz, fs.cells, fs.table, block, warps)
                 err = float((got - ref).abs().max() / ref.abs().max())
@@ -94,6 +96,27 @@ def _triton_rows(save, name, dname, prep, fs, sc, ev) -> None:
             except Exception as exc:  # noqa: BLE001 - recorded
                 save({"kind": "sum_triton", "workload": name, "dtype": dname, "block": block, "warps": warps,
                       "error": f"{type(exc).__name__}: {exc}"[:500]})
+
+
+def _process_rows(save, args, cwd: Path, dev: str, dtypes: list[str], t_end: float) -> None:
+    """The whole CLI process on this machine: GPU with a cold and a warm Triton cache, and CPU."""
+    env = dict(os.environ)
+    env.pop("BRAGG_DASK_COMPILE", None)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env)
+    save({"kind": "process", "what": "import torch", "seconds": round(time.perf_counter() - t0, 3)})
+    for dname in dtypes:
+        with tempfile.TemporaryDirectory() as cache:
+            for label, device, e in (("cold", dev, {"TRITON_CACHE_DIR": cache}), ("warm", dev, {"TRITON_CACHE_DIR": cache}),
+                                     ("cpu", "cpu", {})):
+                if time.perf_counter() > t_end:
+                    return
+                cmd = [sys.executable, "-m", "bragg_dask", *args, "--device", device, "--dtype", dname, "--quiet"]
+                t0 = time.perf_counter()
+                p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**env, **e})
+                save({"kind": "process", "workload": "pilatus-mosaic-sweep", "dtype": dname, "device": device,
+                      "cache": label, "seconds": round(time.perf_counter() - t0, 3), "rc": p.returncode,
+                      "stderr": p.stderr[-300:] if p.returncode else ""})
 
 
 def main() -> int:
@@ -109,6 +132,8 @@ def main() -> int:
     ap.add_argument("--eiger", action="store_true")
     ap.add_argument("--deadline-s", type=float, default=1e9)
     ap.add_argument("--dump", default=None)
+    ap.add_argument("--profile", action="store_true", help="torch.profiler tables of one image run per case")
+    ap.add_argument("--whole-process", action="store_true", help="time the CLI process too (GPU cold/warm, CPU)")
     a = ap.parse_args()
     t_end = time.perf_counter() + a.deadline_s
 
@@ -177,10 +202,18 @@ def main() -> int:
             save(row)
             if best is None or med < best[1]:
                 best = (tile, med)
+        if cuda and best is not None and a.profile and time.perf_counter() < t_end:  # where the image's time goes
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                image_run(sim, best[0], dtype)
+            save({"kind": "profile", "workload": name, "dtype": dname, "tile": best[0],
+                  "by_cpu_time": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20),
+                  "by_cuda_time": prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12)})
         # the fused sum alone, on one batch of this workload's scattering vectors
         if cuda and time.perf_counter() < t_end:
             prep = prepare(sim, dev, dtype, "spec")
-            fs = fused.fused_sum_for(prep, 1 << 30, "on")
+            fs = fused.FusedSum(prep.model, compiled=True, strict=True)  # Inductor's, for comparison
             n = min(det.spixels * det.fpixels, fused.max_points(dev))
             idx = torch.arange(n, device=dev)
             with torch.inference_mode():
@@ -188,10 +221,22 @@ def main() -> int:
                 sc, _ = pro.scatter_in(dtype, 0, False, True)
                 med = _event_median(lambda: fs(sc))
             ev = sc.shape[0] * prep.n_orient
-            save({"kind": "sum", "workload": name, "dtype": dname, "points": int(sc.shape[0]),
+            save({"kind": "sum_inductor", "workload": name, "dtype": dname, "points": int(sc.shape[0]),
                   "orientations": prep.n_orient, "evals": ev, "seconds": med,
-                  "gevals_per_s": round(ev / med / 1e9, 3), "compiled": fused.is_compiled(prep.model)})
+                  "gevals_per_s": round(ev / med / 1e9, 3)})
             _triton_rows(save, name, dname, prep, fs, sc, ev)
+        if cuda and best is not None and time.perf_counter() < t_end:  # Inductor's kernel in the image
+            os.environ[fused.GPU_KERNEL_ENV] = "inductor"
+            prepare.cache_clear()
+            try:
+                times = [image_run(sim, best[0], dtype)[0] for _ in range(a.repeat + 1)]
+            finally:
+                os.environ.pop(fused.GPU_KERNEL_ENV, None)
+                prepare.cache_clear()
+            med = statistics.median(times[1:])
+            save({"kind": "image_inductor", "workload": name, "dtype": dname, "tile": best[0],
+                  "seconds": round(med, 4), "gevals_per_s": round(evals / med / 1e9, 3),
+                  "first_s": round(times[0], 3)})
         if best is not None and time.perf_counter() < t_end:
             dt, pk, res = image_run(sim, best[0], dtype, compile_mode="off")
             save({"kind": "eager", "workload": name, "dtype": dname, "tile": best[0], "seconds": round(dt, 4),
@@ -233,12 +278,15 @@ def main() -> int:
             det = sim.detector
             evals = det.spixels * det.fpixels * batch_points(sim)
             image_run(sim, None, torch.float32)
-            dt, pk, _ = image_run(sim, None, torch.float32)
-            import resource
-
-            save({"kind": "eiger16m", "dtype": "float32", "pixels": [det.spixels, det.fpixels], "evals": evals,
-                  "seconds": round(dt, 4), "gevals_per_s": round(evals / dt / 1e9, 3), "peak_gpu_mib": pk,
-                  "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+            for tile in (None, 8192):  # the default tile, and the whole detector as one tile
+                if time.perf_counter() > t_end:
+                    break
+                dt, pk, _ = image_run(sim, tile, torch.float32)
+                save({"kind": "eiger16m", "dtype": "float32", "pixels": [det.spixels, det.fpixels], "evals": evals,
+                      "tile": tile or default_tile(dev), "seconds": round(dt, 4),
+                      "gevals_per_s": round(evals / dt / 1e9, 3), "peak_gpu_mib": pk})
+        if a.whole_process and time.perf_counter() < t_end:
+            _process_rows(save, spec["pilatus-mosaic-sweep"]["args"], cwd, dev, a.dtypes.split(","), t_end)
     os.environ.pop(fused.ENV, None)
     if a.dump:
         cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", "/nonexistent"))

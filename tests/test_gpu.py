@@ -124,3 +124,59 @@ def test_dask_gpu_worker_writes_store(tmp_path):
     g = zarr.open_group(store, mode="r")
     assert np.asarray(g["tiles_done"][...]).all()
     assert np.array_equal(np.asarray(g["float"][0]), serial)
+
+
+@pytest.mark.parametrize("nabc", [("1", "30", "3"), ("25", "2", "1")])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_cuda_triton_kernel_every_axis_form(nabc, dtype, tol, monkeypatch):
+    """Our Triton kernel: N == 1, the recurrence and the sine form, default_F, against the eager sum."""
+    from bragg_dask.physics import fused
+    from bragg_dask.physics.kernel import prepare
+
+    args = ["-cell", "40", "50", "60", "80", "95", "100", "-default_F", "7.3", "-misset", "3", "4", "5",
+            "-distance", "50", "-pixel", "0.2", "-detpixels", "48", "-lambda", "1.0", "-mosaic_spread", "1",
+            "-mosaic_domains", "4", "-Na", nabc[0], "-Nb", nabc[1], "-Nc", nabc[2]]
+    sim = parse_nanobragg_args(args, cwd=".").simulation
+    tile = TileSpec(0, 48, 0, 48)
+    monkeypatch.setenv(fused.ENV, "off")
+    eager = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
+    monkeypatch.setenv(fused.ENV, "on")
+    got = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
+    assert isinstance(prepare(sim, "cuda", dtype, "spec")._fused_sum, fused.TritonSum)
+    assert rel_err(got, eager) <= tol
+
+
+def test_cuda_inductor_kernel_on_request(monkeypatch):
+    """BRAGG_DASK_GPU_KERNEL=inductor: Inductor's Triton code instead of ours, same image."""
+    from bragg_dask.physics import fused
+    from bragg_dask.physics.kernel import prepare
+
+    case = case_by_id("hkl_nearest")
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    tile = TileSpec(0, 64, 0, 64)
+    monkeypatch.setenv(fused.ENV, "on")
+    monkeypatch.setenv(fused.GPU_KERNEL_ENV, "inductor")
+    prepare.cache_clear()
+    try:
+        got = simulate_tile(sim, tile, device="cuda", dtype=torch.float64).image
+        fs = prepare(sim, "cuda", torch.float64, "spec")._fused_sum
+        assert type(fs) is fused.FusedSum and fused.spec_of(fs._model) in fused._compiled
+    finally:
+        prepare.cache_clear()
+    monkeypatch.setenv(fused.ENV, "off")
+    assert rel_err(got, simulate_tile(sim, tile, device="cuda", dtype=torch.float64).image) <= 1e-12
+
+
+@pytest.mark.parametrize("cid", ["mosaic_phi_carryover_spec", "roi_carryover_spec", "mask_carryover_spec"])
+def test_cuda_tile_statistics_equal_cpu(cid):
+    """Statistics the GPU computes where the values are (sum, sum of squares, count, max, argmax)."""
+    case = case_by_id(cid)
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    tile = TileSpec(3, 61, 5, 50)
+    gpu = simulate_tile(sim, tile, device="cuda", dtype=torch.float64)
+    cpu = simulate_tile(sim, tile, device="cpu", dtype=torch.float64)
+    assert gpu.computed_stats is not None
+    g, c = gpu.stats(), cpu.stats()
+    assert g["n"] == c["n"] and g["argmax"] == c["argmax"] and g["max"] == c["max"]
+    for k in ("sum", "sumsq"):
+        assert g[k] == pytest.approx(c[k], rel=1e-12)

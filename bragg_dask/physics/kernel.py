@@ -52,13 +52,17 @@ class TileResult:
     tile: TileSpec
     image: np.ndarray
     rendered: np.ndarray  # bool, same shape: inside ROI and not masked
+    computed_stats: dict | None = None  # the statistics, where the device computed them (a GPU)
 
     def stats(self) -> dict:
         """Partial statistics over rendered pixels (sum, sum of squares, count, max, argmax)."""
-        v = self.image[self.rendered].astype(np.float64)
+        if self.computed_stats is not None:
+            return dict(self.computed_stats)
+        full = bool(self.rendered.all())
+        v = (self.image.reshape(-1) if full else self.image[self.rendered]).astype(np.float64)
         if v.size == 0:
             return {"sum": 0.0, "sumsq": 0.0, "n": 0, "max": 0.0, "argmax": None}
-        flat = np.where(self.rendered, self.image, -np.inf)
+        flat = self.image if full else np.where(self.rendered, self.image, -np.inf)
         s, f = np.unravel_index(int(np.argmax(flat)), flat.shape)
         return {
             "sum": float(v.sum()),
@@ -316,29 +320,66 @@ def simulate_tile(
         raise ValueError("the c-parity mode needs the tile's seed (see bragg_dask.carryover)")
     prep = prepare(sim, device, dtype, parity)
     rendered = rendered_mask(sim.detector, tile)
-    image = np.zeros(tile.shape, dtype=np.float32)
-    ss, ff = np.nonzero(rendered)
-    if ss.size:
-        det = sim.detector
-        pts_per_pixel = det.thicksteps * det.oversample * det.oversample
-        fused_sum = fused.fused_sum_for(prep, ss.size * batch_points(sim), compile)
-        budget = device_budget(prep.device) if budget_bytes is None else budget_bytes
-        per_batch = (prep.points_per_batch(budget) if fused_sum is None else prep.fused_points_per_batch(budget))
-        batch = max(1, per_batch // pts_per_pixel)
-        dev = prep.device
+    full = bool(rendered.all())
+    n = rendered.size if full else int(np.count_nonzero(rendered))
+    if n == 0:
+        return TileResult(tile=tile, image=np.zeros(tile.shape, dtype=np.float32), rendered=rendered)
+    det = sim.detector
+    pts_per_pixel = det.thicksteps * det.oversample * det.oversample
+    fused_sum = fused.fused_sum_for(prep, n * batch_points(sim), compile)
+    budget = device_budget(prep.device) if budget_bytes is None else budget_bytes
+    per_batch = prep.points_per_batch(budget) if fused_sum is None else prep.fused_points_per_batch(budget)
+    batch = max(1, per_batch // pts_per_pixel)
+    dev = prep.device
+    ss = ff = None
+    if full and parity == "spec":  # every pixel: indices made on the device, batch by batch
+
+        def pixel_range(b0: int, b1: int):
+            idx = torch.arange(b0, b1, device=dev)
+            s = torch.div(idx, tile.shape[1], rounding_mode="floor")
+            return idx - s * tile.shape[1] + tile.f0, s + tile.s0
+    else:
+        ss, ff = np.nonzero(rendered)
         s_all = torch.as_tensor(ss + tile.s0, device=dev)
         f_all = torch.as_tensor(ff + tile.f0, device=dev)
-        seeds = _pixel_seeds(seed, tile, ss, ff, dev) if parity == "c" else None
-        on_host = dev.type == "cpu"
-        out = torch.empty(ss.size, dtype=torch.float32, device=dev)
-        with torch.inference_mode():
-            for b0 in range(0, ss.size, batch):
-                sl = slice(b0, b0 + batch)
-                v = _pixel_batch(prep, f_all[sl], s_all[sl], None if seeds is None else seeds.take(sl), fused_sum,
-                                 key=(tile.s0, tile.s1, tile.f0, tile.f1, b0, batch))
-                out[sl] = v  # float64 -> float32 in the copy
-        image[ss, ff] = out.numpy() if on_host else out.cpu().numpy()
-    return TileResult(tile=tile, image=image, rendered=rendered)
+
+        def pixel_range(b0: int, b1: int):
+            return f_all[b0:b1], s_all[b0:b1]
+
+    seeds = _pixel_seeds(seed, tile, ss, ff, dev) if parity == "c" else None
+    out = torch.empty(n, dtype=torch.float32, device=dev)
+    with torch.inference_mode():
+        for b0 in range(0, n, batch):
+            b1 = min(n, b0 + batch)
+            fpix, spix = pixel_range(b0, b1)
+            v = _pixel_batch(prep, fpix, spix, None if seeds is None else seeds.take(slice(b0, b1)), fused_sum,
+                             key=(tile.s0, tile.s1, tile.f0, tile.f1, b0, batch))
+            out[b0:b1] = v  # float64 -> float32 in the copy
+        stats = None if dev.type == "cpu" else _device_stats(out, tile, ss, ff)
+    vals = out.numpy() if dev.type == "cpu" else out.cpu().numpy()
+    if ss is None:
+        image = vals.reshape(tile.shape)
+    else:
+        image = np.zeros(tile.shape, dtype=np.float32)
+        image[ss, ff] = vals
+    return TileResult(tile=tile, image=image, rendered=rendered, computed_stats=stats)
+
+
+def _device_stats(vals: torch.Tensor, tile: TileSpec, ss, ff) -> dict | None:
+    """:meth:`TileResult.stats` from the rendered values ``vals`` (raster order) where they are (a GPU):
+    one small copy instead of passes over the tile on the host; None (the host computes them) if a
+    value is NaN."""
+    v = vals.to(torch.float64)
+    mx = vals.max()
+    hits = vals == mx
+    first = torch.argmax(hits.to(torch.uint8))  # the first maximum in raster order, as numpy's argmax
+    total, sumsq, top, hit, i = torch.stack([v.sum(), (v * v).sum(), mx.to(torch.float64),
+                                             hits[first].to(torch.float64), first.to(torch.float64)]).tolist()
+    if not hit:
+        return None
+    i = int(i)
+    s, f = divmod(i, tile.shape[1]) if ss is None else (int(ss[i]), int(ff[i]))
+    return {"sum": total, "sumsq": sumsq, "n": int(vals.numel()), "max": top, "argmax": (s + tile.s0, f + tile.f0)}
 
 
 def _pixel_seeds(seed: TileSeed, tile: TileSpec, ss: np.ndarray, ff: np.ndarray, dev) -> PixelSeeds:

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 METHOD_CODE = {"one": 0, "cheb": 1, "sin": 2}
-BLOCK = 128
+BLOCK = 256  # points per program (benchmarks/gpu_kernel.py: 128-256 points, 4-8 warps within 10 %)
 
 if triton is not None:
 
