@@ -32,6 +32,8 @@
 #   GPU_CHECK_BENCH   folder with workloads.json and make_inputs.py (default: shared/bench, ../shared/bench
 #                     or .whl/bench, the first that exists)
 #   GPU_CHECK_STAGES  stages to run, comma-separated (default env,gpu_kernel,pytest_gpu,golden,fused)
+#   GPU_CHECK_KERNEL_FLAGS  gpu_kernel.py's flags instead of the default
+#                     (--eiger --whole-process --profile --cpu-repeat 2)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 0
@@ -61,8 +63,8 @@ say() { echo "[gpu_check $(($(date +%s) - START))s] $*" | tee -a "$LOG"; }
 
 # the command as given, with the knobs that were set
 COMMAND="bash benchmarks/gpu_check.sh"
-for v in GPU_CHECK_DEVICE GPU_CHECK_QUICK GPU_CHECK_BUDGET GPU_CHECK_STAGES; do
-    [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
+for v in GPU_CHECK_DEVICE GPU_CHECK_QUICK GPU_CHECK_BUDGET GPU_CHECK_STAGES GPU_CHECK_KERNEL_FLAGS; do
+    [[ -n ${!v:-} ]] && COMMAND="$v='${!v}' $COMMAND"
 done
 "$PY" - "$WORK/meta.json" "$DEVICE" "$QUICK" "$BUDGET" "$START" "$COMMAND" <<'EOF' || echo '{}' >"$WORK/meta.json"
 import json, platform, socket, subprocess, sys, time
@@ -137,6 +139,8 @@ done
 if want gpu_kernel; then
     KFLAG=(--eiger --whole-process --profile --cpu-repeat 2)
     [[ $QUICK == 1 ]] && KFLAG=(--only mosaic-rotation --tiles 256,1024 --repeat 1 --cpu-repeat 1)
+    # shellcheck disable=SC2206  # the knob is a list of flags
+    [[ -n ${GPU_CHECK_KERNEL_FLAGS:-} ]] && KFLAG=($GPU_CHECK_KERNEL_FLAGS)
     kleft=$((DEADLINE - $(date +%s) - 15))
     kcap=$((kleft < 200 ? kleft : 200))
     stage gpu_kernel 200 "$PYBIN" "$REPO/benchmarks/gpu_kernel.py" --device "$DEVICE" \

@@ -105,6 +105,12 @@ def _process_rows(save, args, cwd: Path, dev: str, dtypes: list[str], t_end: flo
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env)
     save({"kind": "process", "what": "import torch", "seconds": round(time.perf_counter() - t0, 3)})
+    if dev.startswith("cuda"):
+        for what, code in (("import torch; CUDA context", "import torch; torch.zeros(1, device='cuda')"),
+                           ("import torch, triton; CUDA context", "import torch, triton; torch.zeros(1, device='cuda')")):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            save({"kind": "process", "what": what, "seconds": round(time.perf_counter() - t0, 3)})
     for dname in dtypes:
         with tempfile.TemporaryDirectory() as cache:
             for label, device, e in (("cold", dev, {"TRITON_CACHE_DIR": cache}), ("warm", dev, {"TRITON_CACHE_DIR": cache}),
@@ -133,6 +139,7 @@ def main() -> int:
     ap.add_argument("--deadline-s", type=float, default=1e9)
     ap.add_argument("--dump", default=None)
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables of one image run per case")
+    ap.add_argument("--no-inductor", action="store_true", help="skip the comparisons with Inductor's kernel")
     ap.add_argument("--whole-process", action="store_true", help="time the CLI process too (GPU cold/warm, CPU)")
     a = ap.parse_args()
     t_end = time.perf_counter() + a.deadline_s
@@ -213,19 +220,21 @@ def main() -> int:
         # the fused sum alone, on one batch of this workload's scattering vectors
         if cuda and time.perf_counter() < t_end:
             prep = prepare(sim, dev, dtype, "spec")
-            fs = fused.FusedSum(prep.model, compiled=True, strict=True)  # Inductor's, for comparison
+            # Inductor's, for comparison (or, --no-inductor, the eager function: its result is the reference)
+            fs = fused.FusedSum(prep.model, compiled=not a.no_inductor, strict=True)
             n = min(det.spixels * det.fpixels, fused.max_points(dev))
             idx = torch.arange(n, device=dev)
             with torch.inference_mode():
                 pro = pixels.prologue(prep, idx % det.fpixels, idx // det.fpixels, None)
                 sc, _ = pro.scatter_in(dtype, 0, False, True)
-                med = _event_median(lambda: fs(sc))
+                med = _event_median(lambda: fs(sc)) if not a.no_inductor else None
             ev = sc.shape[0] * prep.n_orient
-            save({"kind": "sum_inductor", "workload": name, "dtype": dname, "points": int(sc.shape[0]),
-                  "orientations": prep.n_orient, "evals": ev, "seconds": med,
-                  "gevals_per_s": round(ev / med / 1e9, 3)})
+            if med is not None:
+                save({"kind": "sum_inductor", "workload": name, "dtype": dname, "points": int(sc.shape[0]),
+                      "orientations": prep.n_orient, "evals": ev, "seconds": med,
+                      "gevals_per_s": round(ev / med / 1e9, 3)})
             _triton_rows(save, name, dname, prep, fs, sc, ev)
-        if cuda and best is not None and time.perf_counter() < t_end:  # Inductor's kernel in the image
+        if cuda and best is not None and not a.no_inductor and time.perf_counter() < t_end:  # Inductor's, whole
             os.environ[fused.GPU_KERNEL_ENV] = "inductor"
             prepare.cache_clear()
             try:
@@ -278,12 +287,12 @@ def main() -> int:
             det = sim.detector
             evals = det.spixels * det.fpixels * batch_points(sim)
             image_run(sim, None, torch.float32)
-            for tile in (None, 8192):  # the default tile, and the whole detector as one tile
+            for tile in (2048, 4096, 8192):  # up to the whole detector as one tile
                 if time.perf_counter() > t_end:
                     break
                 dt, pk, _ = image_run(sim, tile, torch.float32)
                 save({"kind": "eiger16m", "dtype": "float32", "pixels": [det.spixels, det.fpixels], "evals": evals,
-                      "tile": tile or default_tile(dev), "seconds": round(dt, 4),
+                      "tile": tile, "seconds": round(dt, 4),
                       "gevals_per_s": round(evals / dt / 1e9, 3), "peak_gpu_mib": pk})
         if a.whole_process and time.perf_counter() < t_end:
             _process_rows(save, spec["pilatus-mosaic-sweep"]["args"], cwd, dev, a.dtypes.split(","), t_end)

@@ -356,13 +356,26 @@ def simulate_tile(
                              key=(tile.s0, tile.s1, tile.f0, tile.f1, b0, batch))
             out[b0:b1] = v  # float64 -> float32 in the copy
         stats = None if dev.type == "cpu" else _device_stats(out, tile, ss, ff)
-    vals = out.numpy() if dev.type == "cpu" else out.cpu().numpy()
+    vals = out.numpy() if dev.type == "cpu" else _to_host(out)
     if ss is None:
         image = vals.reshape(tile.shape)
     else:
         image = np.zeros(tile.shape, dtype=np.float32)
         image[ss, ff] = vals
     return TileResult(tile=tile, image=image, rendered=rendered, computed_stats=stats)
+
+
+def _to_host(values: torch.Tensor) -> np.ndarray:
+    """A GPU tensor's values on the host, through page-locked memory: a copy to pageable memory
+    runs at a fraction of the bus's speed (about 2 GB/s measured on an H200 machine, 15 ms of a
+    Pilatus 6M image whose kernel took 4 ms).  The block returns to torch's pinned-memory cache
+    once the array (the tile's image) is dropped."""
+    try:
+        host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+    except RuntimeError:  # no page-locked memory to be had: a plain copy
+        return values.cpu().numpy()
+    host.copy_(values)
+    return host.numpy()
 
 
 def _device_stats(vals: torch.Tensor, tile: TileSpec, ss, ff) -> dict | None:
