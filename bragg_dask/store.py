@@ -30,6 +30,7 @@ Safety (see :func:`open_store`):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -42,6 +43,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import uuid
 import warnings
 
@@ -428,6 +430,58 @@ def write_tile(path: str, frame: int, tile: TileSpec, image: np.ndarray, stats: 
     write_tiles(path, [(frame, tile, image, stats)])
 
 
+class OpenStore:
+    """A store's group opened once, and its arrays as they are first asked for (``store[name]``)."""
+
+    def __init__(self, path: str, mode: str):
+        self.group = zarr.open_group(path, mode=mode)
+        self._arrays: dict = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str):
+        with self._lock:
+            a = self._arrays.get(name)
+        if a is None:
+            a = self.group[name]
+            with self._lock:
+                self._arrays[name] = a
+        return a
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.group
+
+
+_OPEN: collections.OrderedDict = collections.OrderedDict()
+_OPEN_LOCK = threading.Lock()
+_OPEN_MAX = 8
+
+
+def opened(path: str, mode: str = "r+") -> OpenStore:
+    """The store at ``path`` opened for ``mode``, shared by the tasks of a worker process.
+
+    Opening a group and each array reads their metadata from disk (about 9 ms a task on the
+    development machine, inside a busy cluster); a store's layout does not change during a run.  The
+    key holds the group's ``zarr.json`` identity (inode, time, size), so a store replaced or
+    rewritten (``--overwrite``, a run's attributes) is opened afresh.
+    """
+    try:
+        st = os.stat(os.path.join(path, "zarr.json"))
+        key = (os.path.abspath(path), mode, st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        return OpenStore(path, mode)  # zarr says what is wrong
+    with _OPEN_LOCK:
+        hit = _OPEN.get(key)
+        if hit is not None:
+            _OPEN.move_to_end(key)
+            return hit
+    store = OpenStore(path, mode)
+    with _OPEN_LOCK:
+        _OPEN[key] = store
+        while len(_OPEN) > _OPEN_MAX:
+            _OPEN.popitem(last=False)
+    return store
+
+
 def write_tiles(path: str, items) -> None:
     """Write tiles ``(frame, tile, image, stats)``: chunks and statistics, made durable, then marked done.
 
@@ -435,7 +489,7 @@ def write_tiles(path: str, items) -> None:
     half chunk under the chunk's name; a crash before ``tiles_done`` only redoes the tile.  Several
     tiles (small frames of a dataset) share one opening of the store and one sync of each folder.
     """
-    g = zarr.open_group(path, mode="r+")
+    g = opened(path)
     fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
     runs = _frame_runs(items)
     for tile, frames, images, stats in runs:  # one write per array for a run of consecutive frames
@@ -539,7 +593,7 @@ def mark_complete(path: str) -> None:
 
 
 def tiles_done(path: str) -> np.ndarray:
-    return np.asarray(zarr.open_group(path, mode="r")["tiles_done"][...])
+    return np.asarray(opened(path, "r")["tiles_done"][...])
 
 
 def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:

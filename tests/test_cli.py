@@ -286,3 +286,17 @@ def test_closed_stdout_is_quiet(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and err == ""
+
+
+@pytest.mark.parametrize("quick", ["1", "0"])
+def test_process_ends_with_everything_written(tmp_path, quick):
+    """The CLI ends its process without the interpreter's teardown (BRAGG_DASK_QUICK_EXIT=0: with it):
+    the report, the files and the exit status are the same either way."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", BRAGG_DASK_QUICK_EXIT=quick)
+    p = subprocess.run(CLI + BASE + ["-floatfile", "f.bin", "-intfile", "i.img"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "wrote ./f.bin" in p.stdout and "wrote ./i.img" in p.stdout and p.stdout.endswith("\n")
+    assert (tmp_path / "f.bin").stat().st_size == 16 * 16 * 4 and (tmp_path / "i.img").stat().st_size > 512
+    bad = subprocess.run(CLI + BASE + ["-N", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("bragg-dask: error:") and len(bad.stderr.splitlines()) == 1

@@ -172,6 +172,40 @@ def test_frames_per_task():
     assert 1 <= frames_per_task(3, 1, 1, 64) <= 3
 
 
+def test_tiles_per_task_and_groups():
+    from types import SimpleNamespace as NS
+
+    from bragg_dask.executors.dask import TASK_MIN_EVALS, task_groups, tiles_per_task
+
+    assert tiles_per_task(16, TASK_MIN_EVALS, 2) == 1  # big tiles: one per task
+    assert tiles_per_task(16, 1000, 2) == 2  # small tiles: grouped, still four tasks per thread
+    assert tiles_per_task(3, 10, 2) == 1
+    assert tiles_per_task(1000, TASK_MIN_EVALS // 4, 1) == 4
+    frames = [NS(index=i) for i in range(3)]
+    tiles = [NS(index=(0, j)) for j in range(5)]
+    items = [(f, t) for f in frames for t in tiles]
+    by_tiles = task_groups(items, 1, 4)  # consecutive items, every item once, in order
+    assert [len(g) for g in by_tiles] == [4, 4, 4, 3] and [x for g in by_tiles for x in g] == items
+    by_frames = task_groups(items, 2, 4)  # the same tile of two consecutive frames
+    key = [(f.index, t.index) for f, t in items]
+    assert sorted((f.index, t.index) for g in by_frames for f, t in g) == sorted(key)
+    assert all(len({t.index for _, t in g}) == 1 for g in by_frames)
+    assert all([f.index for f, _ in g] in ([0, 1], [2]) for g in by_frames)
+
+
+def test_one_frame_of_small_tiles_grouped_equals_serial(tmp_path):
+    """On the embedded cluster small tiles of one frame share tasks; the store equals the serial run."""
+    from bragg_dask.executors.serial import run_serial
+
+    case = case_by_id("mosaic_phi_carryover_spec")
+    sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
+    store = str(tmp_path / "g.zarr")
+    res = run_dask(sim, store=store, tile=8, progress=False)  # 64 tiles, several to a task
+    serial = run_serial(sim, plan_tiles(64, 64, 8)).image
+    assert np.array_equal(res.image, serial)
+    assert np.asarray(zarr.open_group(store, mode="r")["tiles_done"][...]).all()
+
+
 def test_small_frames_grouped_per_task_equal_single_frames(client, tmp_path):
     """Frames computed several to a task (and resumed with holes) equal frames computed one by one."""
     from bragg_dask.executors.serial import run_serial

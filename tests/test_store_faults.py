@@ -237,12 +237,12 @@ def test_disk_full_or_read_only_mid_run_is_one_line_and_a_rerun_finishes(tmp_pat
     from zarr.storage import LocalStore
 
     store = tmp_path / "run.zarr"
-    args = SMALL + ["--zarr", str(store), "--tile", "8"]  # 16 tiles
+    args = SMALL + ["--zarr", str(store), "--tile", "8"]  # 16 tiles, 2 to a task (2 task threads)
     real_set, written = LocalStore.set, []
 
     async def failing_set(self, key, value):
         if key.startswith("float/c/"):
-            if len(written) >= 5:
+            if len(written) >= 5:  # a third task fails: one of the first two has finished (its thread is free)
                 raise OSError(code, os.strerror(code), str(Path(str(self.root)) / key))
             written.append(key)
         return await real_set(self, key, value)

@@ -139,15 +139,45 @@ def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, th
     return max(1, min(want, spread, n_frames))
 
 
+def tiles_per_task(n_items: int, evals_per_tile: int, threads: int) -> int:
+    """How many tiles of a frame one task computes where frames are not grouped (one large frame of
+    small tiles): enough for :data:`TASK_MIN_EVALS`, while every task thread still gets four tasks
+    (progress, and what an interrupted run leaves to finish, stay fine-grained)."""
+    want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
+    return max(1, min(want, n_items // (4 * max(threads, 1))))
+
+
+def task_groups(items: list, k_frames: int, k_tiles: int) -> list[list]:
+    """``(frame, tile)`` items (frame order, then tile order) into the groups one task each computes:
+    the same tile of ``k_frames`` consecutive frames (they share the per-pixel geometry), or, with
+    ``k_frames == 1``, ``k_tiles`` consecutive items."""
+    if k_frames > 1:
+        by_tile: dict = {}
+        for f, t in items:
+            by_tile.setdefault(t.index, []).append((f, t))
+        groups = [g[i : i + k_frames] for g in by_tile.values() for i in range(0, len(g), k_frames)]
+        groups.sort(key=lambda g: (g[0][0].index, g[0][1].index))  # frame order
+        return groups
+    return [items[i : i + k_tiles] for i in range(0, len(items), k_tiles)]
+
+
+def _group_key(prefix: str, group: list) -> str:
+    """A task's key: its first item, and its last where there are several."""
+    (f0, t0), (f1, t1) = group[0], group[-1]
+    key = f"{prefix}-fr{f0.index:05d}-s{t0.index[0]:04d}-t{t0.index[1]:04d}"
+    if len(group) > 1:
+        key += f"-to-fr{f1.index:05d}-s{t1.index[0]:04d}-t{t1.index[1]:04d}"
+    return key
+
+
 def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
     """Worker side: int and noise images of tiles (one, or the same tile of several frames); returns
     the noise overload count."""
-    import zarr
-
+    from .. import store as zstore
     from ..io.smv import int_image
     from ..physics.noise import noise_image
 
-    g = zarr.open_group(tasks[0].store, mode="r+")
+    g = zstore.opened(tasks[0].store)
     overloads = 0
     for task in tasks:
         t = task.tile
@@ -285,6 +315,7 @@ class _Run:
         workers = client.scheduler_info().get("workers", {}).values()
         n_threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
         self.threads = max(1, local_cores // n_threads) if device == "cpu" and local_cores else None
+        self.embedded = local_cores is not None
 
     def execute(self) -> DaskRunResult:
         from .. import store as zstore
@@ -331,11 +362,16 @@ class _Run:
                 out.update({(f.index, k): v for k, v in per.items()})
         return out
 
-    def _frames_per_task(self) -> int:
+    def _groups(self, items: list) -> list[list]:
+        """``(frame, tile)`` items grouped into tasks (:func:`task_groups`)."""
         n_threads = sum(int(w.get("nthreads", 1)) for w in self.client.scheduler_info().get("workers", {}).values())
         t = self.tiles[0]
-        return frames_per_task(len(self.frames), len(self.tiles), t.shape[0] * t.shape[1] * batch_points(self.sim),
-                               n_threads)
+        evals = t.shape[0] * t.shape[1] * batch_points(self.sim)
+        k = frames_per_task(len(self.frames), len(self.tiles), evals, n_threads)
+        # tiles of one frame share a task only on the embedded cluster: on a remote one a task per tile
+        # keeps the scheduling fine (workers that come and go, a client that stops: queued tiles drop)
+        m = tiles_per_task(len(items), evals, n_threads) if self.embedded else 1
+        return task_groups(items, k, m)
 
     def _simulate(self, sim_future, todo, seeds):
         from distributed import as_completed
@@ -345,19 +381,10 @@ class _Run:
         partial = {}
         image = None if self.store else np.zeros(self.sim.detector.shape, dtype=np.float32)
         futures = {}
-        k = self._frames_per_task()
-        by_tile: dict = {}
-        for f, t in todo:  # the same tile of consecutive frames together (same pixels: shared geometry)
-            by_tile.setdefault(t.index, []).append((f, t))
-        groups = [g[i : i + k] for g in by_tile.values() for i in range(0, len(g), k)]
-        groups.sort(key=lambda g: (g[0][0].index, g[0][1].index))  # frame order, as before
-        for group in groups:
+        for group in self._groups(todo):
             tasks = tuple(TileTask(tile=t, frame=f, store=self.store, device=self.device, dtype=self.dtype_name,
                                    parity=self.parity, seed=seeds.get((f.index, t.index))) for f, t in group)
-            (f0, t), f1 = group[0], group[-1][0]
-            key = f"simulate-tile-{self.tag}-fr{f0.index:05d}-s{t.index[0]:04d}-t{t.index[1]:04d}"
-            if f1.index != f0.index:
-                key += f"-to-fr{f1.index:05d}"
+            key = _group_key(f"simulate-tile-{self.tag}", group)
             fut = self.client.submit(_tile_task, sim_future, tasks, self.threads, key=key, retries=3, pure=False,
                                      resources=self.resources)
             futures[fut] = group
@@ -383,12 +410,10 @@ class _Run:
 
     def _reduce(self, partial) -> list[ImageStats]:
         """Per-frame statistics from every tile's partial sums, in tile order (reproducible)."""
-        import zarr
-
         from .. import store as zstore
 
         n_roi = roi_count(self.sim.detector)
-        rows = np.asarray(zarr.open_group(self.store, mode="r")["tile_stats"][...]) if self.store else None
+        rows = np.asarray(zstore.opened(self.store, "r")["tile_stats"][...]) if self.store else None
         out = []
         for f in self.frames:
             parts = []
@@ -397,32 +422,28 @@ class _Run:
                 parts.append(p if p is not None else zstore.stats_from_row(rows[f.index, t.index[0], t.index[1]]))
             out.append(combine(parts, n_roi))
         if self.store:
-            g = zarr.open_group(self.store, mode="r+")
+            g = zstore.opened(self.store)
             user = self.outputs.intfile_scale if self.outputs is not None else 0.0
             zstore.write_frames_stats(g, [f.index for f in self.frames], out, [_int_scale(st, user) for st in out])
         return out
 
     def _finish(self, sim_future, frame_stats) -> None:
-        import zarr
+        from .. import store as zstore
 
-        g = zarr.open_group(self.store, mode="r")
+        g = zstore.opened(self.store, "r")
         with_int, with_noise = "int" in g, "noise" in g
         if not (with_int or with_noise):
             return
         adc = self.outputs.adc if self.outputs is not None else 40.0
         user = self.outputs.intfile_scale if self.outputs is not None else 0.0
         futs = []
-        pairs = [(f, st) for f, st in zip(self.frames, frame_stats)]
-        k = self._frames_per_task()
-        for t in self.tiles:  # the same tile of k consecutive frames per task (small frames of a dataset)
-            for i in range(0, len(pairs), k):
-                group = pairs[i : i + k]
-                tasks = tuple(FinishTask(tile=t, frame=f, store=self.store, scale=_int_scale(st, user), adc=adc,
-                                         with_int=with_int, with_noise=with_noise) for f, st in group)
-                key = f"finish-tile-{self.tag}-fr{group[0][0].index:05d}-s{t.index[0]:04d}-t{t.index[1]:04d}"
-                if len(group) > 1:
-                    key += f"-to-fr{group[-1][0].index:05d}"
-                futs.append(self.client.submit(_finish_task, sim_future, tasks, key=key, retries=3, pure=False))
+        scale = {f.index: _int_scale(st, user) for f, st in zip(self.frames, frame_stats)}
+        for group in self._groups([(f, t) for f in self.frames for t in self.tiles]):
+            tasks = tuple(FinishTask(tile=t, frame=f, store=self.store, scale=scale[f.index], adc=adc,
+                                     with_int=with_int, with_noise=with_noise) for f, t in group)
+            futs.append(self.client.submit(_finish_task, sim_future, tasks, key=_group_key(f"finish-tile-{self.tag}",
+                                                                                             group),
+                                           retries=3, pure=False))
         overloads = sum(self.client.gather(futs))
         if with_noise:
             log.info("noise images written (%d overloads)", overloads)
