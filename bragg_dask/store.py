@@ -36,6 +36,7 @@ import ctypes
 import ctypes.util
 import datetime as _dt
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -431,12 +432,68 @@ def write_tile(path: str, frame: int, tile: TileSpec, image: np.ndarray, stats: 
 
 
 class OpenStore:
-    """A store's group opened once, and its arrays as they are first asked for (``store[name]``)."""
+    """A store's group opened once, and its arrays as they are first asked for (``store[name]``).
+
+    Whole chunks of this package's arrays (little-endian bytes through zstd, the layout
+    :func:`_init_arrays` makes) are written here straight to their files (:meth:`put_chunk`): zarr's
+    own write hands each chunk through its event-loop thread and a thread pool, several milliseconds a
+    chunk inside a busy in-process cluster against a fraction of one here.  Arrays of another layout
+    are written through zarr (:meth:`direct` is False).
+    """
 
     def __init__(self, path: str, mode: str):
+        self.path = path
         self.group = zarr.open_group(path, mode=mode)
         self._arrays: dict = {}
+        self._direct: dict = {}
         self._lock = threading.Lock()
+
+    def direct(self, name: str) -> bool:
+        """Whether whole chunks of ``name`` are written by :meth:`put_chunk` without zarr."""
+        hit = self._direct.get(name)
+        if hit is None:
+            hit = self._direct[name] = _zstd_level(self[name]) is not None
+        return hit
+
+    def put_chunk(self, name: str, coords: tuple[int, ...], block: np.ndarray, synced: set | None) -> None:
+        """Write chunk ``coords`` of array ``name`` from ``block`` (its data, the chunk's shape or, at the
+        array's far edges, less: padded with the fill value); a chunk all of fill values is removed
+        instead, as zarr does.
+
+        ``synced``: the chunk is made durable (unless ``BRAGG_DASK_FSYNC=0``) and its folder added to
+        this set, to be synced afterwards (:meth:`sync_folders`); None: not synced (the int and noise
+        images, which a re-run of an incomplete store writes again)."""
+        arr = self[name]
+        meta = arr.metadata
+        shape = meta.chunk_grid.chunk_shape
+        dtype = np.dtype(arr.dtype).newbyteorder("<")
+        data = np.asarray(block, dtype=dtype)
+        data = data.reshape((1,) * (len(shape) - data.ndim) + data.shape)  # a tile's image: (1, slow, fast)
+        if data.shape != tuple(shape):
+            if any(n > m for n, m in zip(data.shape, shape)):
+                raise ValueError(f"{name}: a block of {data.shape} does not fit a chunk of {tuple(shape)}")
+            full = np.full(shape, meta.fill_value, dtype=dtype)
+            full[tuple(slice(0, n) for n in data.shape)] = data
+            data = full
+        key = meta.encode_chunk_key(tuple(int(c) for c in coords))
+        target = os.path.join(self.path, arr.path, *key.split("/"))
+        if not np.any(data != meta.fill_value):  # as zarr: a chunk of fill values is no file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+                if synced is not None:
+                    synced.add(os.path.dirname(target))
+            return
+        _write_file(target, _zstd(_zstd_level(arr)).encode(np.ascontiguousarray(data)), durable=synced is not None)
+        if synced is not None:
+            synced.add(os.path.dirname(target))
+
+    @staticmethod
+    def sync_folders(folders: set) -> None:
+        """fsync each folder once (its entries: renamed chunk files); the set is emptied."""
+        if _fsync_enabled():
+            for folder in sorted(folders):
+                _fsync_path(folder)
+        folders.clear()
 
     def __getitem__(self, name: str):
         with self._lock:
@@ -449,6 +506,69 @@ class OpenStore:
 
     def __contains__(self, name: str) -> bool:
         return name in self.group
+
+
+def _zstd_level(array) -> int | None:
+    """The zstd level of an array whose chunks are plain little-endian bytes through zstd without a
+    checksum, else None."""
+    from zarr.codecs import BytesCodec, ZstdCodec
+
+    codecs = array.metadata.codecs
+    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], ZstdCodec):
+        return None
+    endian = codecs[0].endian
+    if (endian is not None and getattr(endian, "value", endian) != "little") or codecs[1].checksum:
+        return None
+    return int(codecs[1].level)
+
+
+@functools.lru_cache(maxsize=4)
+def _zstd(level: int):
+    from numcodecs import Zstd
+
+    return Zstd(level=level)
+
+
+def _fsync_enabled() -> bool:
+    return os.environ.get("BRAGG_DASK_FSYNC", "1") != "0"
+
+
+def _fsync_path(target: str) -> None:
+    """fsync a file or a folder; a folder that cannot be synced (EINVAL, EROFS) is skipped."""
+    try:
+        fd = os.open(target, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_file(target: str, data: bytes, durable: bool = True) -> None:
+    """``data`` under ``target`` by the rename of a complete temporary file beside it (synced first if
+    ``durable``); the temporary file (``*.partial``, swept on resume) is removed if the write fails."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.{uuid.uuid4().hex[:12]}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable and _fsync_enabled():
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 _OPEN: collections.OrderedDict = collections.OrderedDict()
@@ -485,19 +605,29 @@ def opened(path: str, mode: str = "r+") -> OpenStore:
 def write_tiles(path: str, items) -> None:
     """Write tiles ``(frame, tile, image, stats)``: chunks and statistics, made durable, then marked done.
 
-    zarr writes each chunk to a temporary file renamed into place, so a killed writer leaves no
+    Each chunk reaches its name by a rename of a complete, synced file, so a killed writer leaves no
     half chunk under the chunk's name; a crash before ``tiles_done`` only redoes the tile.  Several
     tiles (small frames of a dataset) share one opening of the store and one sync of each folder.
     """
     g = opened(path)
     fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
-    runs = _frame_runs(items)
-    for tile, frames, images, stats in runs:  # one write per array for a run of consecutive frames
+    synced: set = set()
+    if all(g.direct(name) for name in ("float", "tile_stats", "tiles_done")):
+        for frame, tile, image, stats in items:
+            i, j = tile.index
+            g.put_chunk("float", (frame, i, j), image, synced)
+            g.put_chunk("tile_stats", (frame, i, j, 0), stats_row(stats)[None, None, None, :], synced)
+        g.sync_folders(synced)
+        for frame, tile, _, _ in items:
+            g.put_chunk("tiles_done", (frame, *tile.index), np.ones((1, 1, 1), dtype=bool), synced)
+        g.sync_folders(synced)
+        return
+    runs = _frame_runs(items)  # zarr writes: one write per array for a run of consecutive frames
+    for tile, frames, images, stats in runs:
         i, j = tile.index
         a, b = frames[0], frames[-1] + 1
         fl[a:b, tile.s0 : tile.s1, tile.f0 : tile.f1] = np.stack(images)
         ts[a:b, i, j] = np.stack([stats_row(st) for st in stats])
-    synced: set = set()
     for tile, frames, _, _ in runs:
         i, j = tile.index
         for frame in frames:
@@ -508,6 +638,14 @@ def write_tiles(path: str, items) -> None:
     for tile, frames, _, _ in runs:
         for frame in frames:
             sync_chunk(path, done, (frame, tile.index[0], tile.index[1]), synced)
+
+
+def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray) -> None:
+    """One tile of a frame of image array ``name`` (``int``, ``noise``): its chunk."""
+    if g.direct(name):
+        g.put_chunk(name, (frame, *tile.index), image, None)
+    else:
+        g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
 
 
 def _frame_runs(items) -> list:
@@ -531,7 +669,7 @@ def sync_chunk(path: str, array, coords: tuple[int, ...], synced: set | None = N
     """``fsync`` one chunk file and its folder (a chunk that is all fill value has no file).
 
     ``synced``: paths already synced by this caller (a folder shared by several chunks once)."""
-    if os.environ.get("BRAGG_DASK_FSYNC", "1") == "0":
+    if not _fsync_enabled():
         return
     name = array.path if hasattr(array, "path") else array.name.strip("/")
     f = os.path.join(path, name, *array.metadata.encode_chunk_key(coords).split("/"))
@@ -540,17 +678,7 @@ def sync_chunk(path: str, array, coords: tuple[int, ...], synced: set | None = N
             if target in synced:
                 continue
             synced.add(target)
-        try:
-            fd = os.open(target, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EROFS):  # folders that cannot be synced
-                raise
-        finally:
-            os.close(fd)
+        _fsync_path(target)
 
 
 def write_frame_metadata(g: zarr.Group, frames) -> None:

@@ -181,6 +181,10 @@ def test_tiles_per_task_and_groups():
     assert tiles_per_task(16, 1000, 2) == 2  # small tiles: grouped, still four tasks per thread
     assert tiles_per_task(3, 10, 2) == 1
     assert tiles_per_task(1000, TASK_MIN_EVALS // 4, 1) == 4
+    assert tiles_per_task(1000, 10, 1, 625 * 625) == 5  # large tiles with little work: images bounded
+    from bragg_dask.executors.dask import frames_per_task
+
+    assert frames_per_task(1000, 1, 10, 1, 1024 * 1024) == 2
     frames = [NS(index=i) for i in range(3)]
     tiles = [NS(index=(0, j)) for j in range(5)]
     items = [(f, t) for f in frames for t in tiles]

@@ -126,25 +126,35 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
 
 #: evaluations a task should carry at least (datasets of small frames: several frames per task)
 TASK_MIN_EVALS = 1 << 22
+#: tile images a task of several tiles holds at most (float32 bytes): a large tile with little to
+#: compute (an ROI, a mask) is not grouped past this
+TASK_MAX_BYTES = 8 << 20
 
 
-def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, threads: int) -> int:
+def _cap(want: int, tile_pixels: int) -> int:
+    return max(1, min(want, TASK_MAX_BYTES // max(4 * tile_pixels, 1)))
+
+
+def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, threads: int,
+                    tile_pixels: int = 0) -> int:
     """How many frames' copies of a tile one task computes: one, unless frames are small.
 
     A task should carry at least :data:`TASK_MIN_EVALS` evaluations (below that, scheduling and
-    store round trips cost more than the physics), while every task thread still gets two tasks.
+    store round trips cost more than the physics), while every task thread still gets two tasks and
+    a task's images stay within :data:`TASK_MAX_BYTES`.
     """
     want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
     spread = max(1, (n_frames * tiles_per_frame) // (2 * max(threads, 1)))
-    return max(1, min(want, spread, n_frames))
+    return _cap(max(1, min(want, spread, n_frames)), tile_pixels)
 
 
-def tiles_per_task(n_items: int, evals_per_tile: int, threads: int) -> int:
+def tiles_per_task(n_items: int, evals_per_tile: int, threads: int, tile_pixels: int = 0) -> int:
     """How many tiles of a frame one task computes where frames are not grouped (one large frame of
     small tiles): enough for :data:`TASK_MIN_EVALS`, while every task thread still gets four tasks
-    (progress, and what an interrupted run leaves to finish, stay fine-grained)."""
+    (progress, and what an interrupted run leaves to finish, stay fine-grained) and a task's images
+    stay within :data:`TASK_MAX_BYTES`."""
     want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
-    return max(1, min(want, n_items // (4 * max(threads, 1))))
+    return _cap(max(1, min(want, n_items // (4 * max(threads, 1)))), tile_pixels)
 
 
 def task_groups(items: list, k_frames: int, k_tiles: int) -> list[list]:
@@ -184,11 +194,11 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
         img = np.asarray(g["float"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1])
         in_roi = roi_mask(base_sim.detector, t)
         if task.with_int:
-            g["int"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1] = int_image(img, in_roi, task.scale, task.adc)
+            zstore.write_tile_image(g, "int", task.frame.index, t, int_image(img, in_roi, task.scale, task.adc))
         if task.with_noise:
             noisy, n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
                                    fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
-            g["noise"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1] = noisy
+            zstore.write_tile_image(g, "noise", task.frame.index, t, noisy)
             overloads += n
     return overloads
 
@@ -367,10 +377,11 @@ class _Run:
         n_threads = sum(int(w.get("nthreads", 1)) for w in self.client.scheduler_info().get("workers", {}).values())
         t = self.tiles[0]
         evals = t.shape[0] * t.shape[1] * batch_points(self.sim)
-        k = frames_per_task(len(self.frames), len(self.tiles), evals, n_threads)
+        pixels = t.shape[0] * t.shape[1]
+        k = frames_per_task(len(self.frames), len(self.tiles), evals, n_threads, pixels)
         # tiles of one frame share a task only on the embedded cluster: on a remote one a task per tile
         # keeps the scheduling fine (workers that come and go, a client that stops: queued tiles drop)
-        m = tiles_per_task(len(items), evals, n_threads) if self.embedded else 1
+        m = tiles_per_task(len(items), evals, n_threads, pixels) if self.embedded else 1
         return task_groups(items, k, m)
 
     def _simulate(self, sim_future, todo, seeds):
