@@ -1,0 +1,93 @@
+"""Chunks written straight to their files (store.OpenStore.put_chunk) read back through zarr as written."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import zarr
+
+from bragg_dask import store as zstore
+
+
+def _store(tmp_path, **codec):
+    path = str(tmp_path / "s.zarr")
+    g = zarr.open_group(path, mode="a", zarr_format=3)
+    g.create_array("img", shape=(2, 10, 7), chunks=(1, 4, 4), dtype="float32", fill_value=0.0, **codec)
+    g.create_array("flag", shape=(2, 3, 2), chunks=(1, 1, 1), dtype="bool", fill_value=False, **codec)
+    g.create_array("stat", shape=(2, 3, 2, 5), chunks=(1, 1, 1, 5), dtype="float64", fill_value=0.0, **codec)
+    g.create_array("count", shape=(2, 10, 7), chunks=(1, 4, 4), dtype="uint16", fill_value=0, **codec)
+    return path
+
+
+def test_direct_chunks_read_back_through_zarr(tmp_path):
+    path = _store(tmp_path)
+    g = zstore.opened(path)
+    assert all(g.direct(n) for n in ("img", "flag", "stat", "count"))
+    rng = np.random.default_rng(3)
+    want = np.zeros((2, 10, 7), np.float32)
+    counts = np.zeros((2, 10, 7), np.uint16)
+    synced: set = set()
+    for f in range(2):
+        for i, s0 in enumerate(range(0, 10, 4)):
+            for j, f0 in enumerate(range(0, 7, 4)):
+                block = rng.random((min(4, 10 - s0), min(4, 7 - f0))).astype(np.float32)  # edges: smaller
+                want[f, s0 : s0 + 4, f0 : f0 + 4] = block
+                g.put_chunk("img", (f, i, j), block, synced)
+                c = (block * 1000).astype(np.uint16)
+                counts[f, s0 : s0 + 4, f0 : f0 + 4] = c
+                g.put_chunk("count", (f, i, j), c, None)
+                g.put_chunk("stat", (f, i, j, 0), np.arange(5.0)[None, None, None, :] + f, synced)
+                g.put_chunk("flag", (f, i, j), np.ones((1, 1, 1), bool), synced)
+    g.sync_folders(synced)
+    assert not synced
+    r = zarr.open_group(path, mode="r")
+    assert np.array_equal(np.asarray(r["img"][...]), want)
+    assert np.array_equal(np.asarray(r["count"][...]), counts)
+    assert np.asarray(r["flag"][...]).all()
+    assert np.array_equal(np.asarray(r["stat"][1, 2, 1]), np.arange(5.0) + 1)
+    assert not [p for p in os.listdir(os.path.join(path, "img", "c", "0", "0")) if p.endswith(".partial")]
+
+
+def test_a_chunk_of_fill_values_is_no_file(tmp_path):
+    path = _store(tmp_path)
+    g = zstore.opened(path)
+    g.put_chunk("img", (0, 1, 1), np.ones((4, 3), np.float32), None)
+    f = os.path.join(path, "img", "c", "0", "1", "1")
+    assert os.path.exists(f)
+    g.put_chunk("img", (0, 1, 1), np.zeros((4, 3), np.float32), None)  # rewritten as nothing: the old file goes
+    assert not os.path.exists(f)
+    assert not np.asarray(zarr.open_group(path, mode="r")["img"][0, 4:8, 4:7]).any()
+
+
+def test_a_block_larger_than_its_chunk_is_refused(tmp_path):
+    g = zstore.opened(_store(tmp_path))
+    with pytest.raises(ValueError, match="does not fit"):
+        g.put_chunk("img", (0, 0, 0), np.ones((5, 4), np.float32), None)
+
+
+def test_other_codecs_are_written_by_zarr(tmp_path):
+    from zarr.codecs import BytesCodec, GzipCodec
+
+    path = _store(tmp_path, compressors=GzipCodec(level=1), serializer=BytesCodec())
+    g = zstore.opened(path)
+    assert not g.direct("img")
+    from bragg_dask.plan import TileSpec
+
+    zstore.write_tile_image(g, "img", 1, TileSpec(4, 8, 4, 7, (1, 1)), np.full((4, 3), 2.0, np.float32))
+    assert np.asarray(zarr.open_group(path, mode="r")["img"][1, 4:8, 4:7]).min() == 2.0
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    g = zstore.opened(_store(tmp_path))
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError):
+        g.put_chunk("img", (0, 0, 0), np.ones((4, 4), np.float32), set())
+    monkeypatch.undo()
+    folder = os.path.join(str(tmp_path / "s.zarr"), "img", "c", "0", "0")
+    assert not os.path.isdir(folder) or not os.listdir(folder)
