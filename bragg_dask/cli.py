@@ -30,6 +30,7 @@ same command again computes only the rest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -172,12 +173,12 @@ def run(argv: list[str]) -> int:
         from .export import export_main
 
         for path in export_main(argv[1:]):
-            print(f"wrote {path}")
+            _out(f"wrote {path}")
         return 0
     service, c_args = split_argv(argv)
     opts = service_parser().parse_args(service)
     if opts.help:
-        print(SERVICE_FLAGS_HELP)
+        _out(SERVICE_FLAGS_HELP)
         return 0
     _check_service(opts)
     if opts.memory_limit is not None:  # the budget of a run holding a whole frame (see memory.py)
@@ -219,7 +220,7 @@ def run(argv: list[str]) -> int:
     dt = time.perf_counter() - t0
     check_image_finite(parsed, result.stats)  # before any file is written
     _report(sim, outputs, opts, dataset, result)
-    print(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
+    _out(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
     return 0
 
 
@@ -252,20 +253,20 @@ def _report(sim, outputs, opts, dataset, result) -> None:
     st = result.stats
     from .outputs import int_scale, max_position_m, write_outputs
 
-    print("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
-    print(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
-    print(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
+    _out("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
+    _out(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
+    _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
     if dataset.n == 1:
         image = result.source if hasattr(result, "source") else result.image  # a store frame: by bands
         for path in write_outputs(sim, image, st, outputs):
-            print(f"wrote {path}")
+            _out(f"wrote {path}")
     else:
-        print(f"{dataset.n} frames ({dataset.kind})")
+        _out(f"{dataset.n} frames ({dataset.kind})")
     if opts.zarr:
-        print(f"store: {os.path.abspath(opts.zarr)}")
+        _out(f"store: {os.path.abspath(opts.zarr)}")
     computed = getattr(result, "computed", None)
     if computed is not None:
-        print(f"tiles computed: {computed} of {result.total}")
+        _out(f"tiles computed: {computed} of {result.total}")
 
 
 def _describe(sim) -> None:
@@ -276,13 +277,30 @@ def _describe(sim) -> None:
              len(sim.beam.sources), cr.phisteps, cr.n_domains, det.oversample, cr.n_cells, sim.steps)
 
 
+class _StdoutError(Exception):
+    """Standard output could not be written (not a closed reader: that is BrokenPipeError)."""
+
+
+def _out(text: str) -> None:
+    """A line of the report on stdout (see :class:`_StdoutError`)."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _StdoutError(exc) from None
+
+
 class _StdoutHandler(logging.StreamHandler):
-    """Log lines on stdout; a closed stdout ends the run (see :func:`main`) instead of a logging traceback."""
+    """Log lines on stdout; a stdout that cannot be written ends the run (see :func:`main`) instead of a
+    logging traceback."""
 
     def handleError(self, record) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, BrokenPipeError):
             raise exc
+        if isinstance(exc, OSError):
+            raise _StdoutError(exc) from None
         super().handleError(record)
 
 
@@ -313,12 +331,23 @@ def quick_exit(status: int) -> None:
         atexit._run_exitfuncs()
         logging.shutdown()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed reader (`| head`) or a closed stream: nothing to add
-                pass
-        os._exit(status)
+        os._exit(_flushed(status))
+
+
+def _flushed(status: int) -> int:
+    """Flush the standard streams; the exit status of a run whose report could not all be written."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # a reader that stopped (`| head`): as the C program, quietly
+            status = status or 141
+        except (OSError, ValueError) as exc:  # a full disk behind `> file`, a closed stream
+            if stream is sys.stdout and status == 0:
+                status = 2
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.write(f"bragg-dask: error: standard output: {one_line(str(exc))}\n")
+                    sys.stderr.flush()
+    return status
 
 
 def _main(argv: list[str]) -> int:
@@ -337,9 +366,19 @@ def _main(argv: list[str]) -> int:
         print("bragg-dask: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout closed by its reader (`| head`): stop quietly, as the C program would
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail again
+        _silence_stdout()
         return 141
+    except _StdoutError as exc:  # `> /dev/full`, a full disk: one line, status 2
+        _silence_stdout()
+        print(f"bragg-dask: error: standard output: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered, and Python's flush at exit, must not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -442,11 +442,18 @@ class OpenStore:
     """
 
     def __init__(self, path: str, mode: str):
-        self.path = path
-        self.group = zarr.open_group(path, mode=mode)
+        self.path = os.path.abspath(path)  # chunk files go here whatever the working folder later is
+        self.group = zarr.open_group(self.path, mode=mode)
         self._arrays: dict = {}
         self._direct: dict = {}
         self._lock = threading.Lock()
+
+    def aligned(self, name: str, tile: TileSpec) -> bool:
+        """Whether ``tile`` is chunk ``(frame, *tile.index)`` of image array ``name`` exactly."""
+        cs, cf = self[name].metadata.chunk_grid.chunk_shape[1:]
+        i, j = tile.index
+        return (tile.s0, tile.f0) == (i * cs, j * cf) and tile.shape == (
+            min(cs, self[name].shape[1] - tile.s0), min(cf, self[name].shape[2] - tile.f0))
 
     def direct(self, name: str) -> bool:
         """Whether whole chunks of ``name`` are written by :meth:`put_chunk` without zarr."""
@@ -461,8 +468,7 @@ class OpenStore:
         instead, as zarr does.
 
         ``synced``: the chunk is made durable (unless ``BRAGG_DASK_FSYNC=0``) and its folder added to
-        this set, to be synced afterwards (:meth:`sync_folders`); None: not synced (the int and noise
-        images, which a re-run of an incomplete store writes again)."""
+        this set, to be synced afterwards (:meth:`sync_folders`); None: not synced."""
         arr = self[name]
         meta = arr.metadata
         shape = meta.chunk_grid.chunk_shape
@@ -470,13 +476,21 @@ class OpenStore:
         data = np.asarray(block, dtype=dtype)
         data = data.reshape((1,) * (len(shape) - data.ndim) + data.shape)  # a tile's image: (1, slow, fast)
         if data.shape != tuple(shape):
-            if any(n > m for n, m in zip(data.shape, shape)):
-                raise ValueError(f"{name}: a block of {data.shape} does not fit a chunk of {tuple(shape)}")
+            # only a chunk at the array's far edge is smaller, by exactly what lies beyond the array
+            if any(n != min(m, size - c * m) for n, m, size, c in zip(data.shape, shape, arr.shape, coords)):
+                raise ValueError(f"{name}: a block of {data.shape} is not chunk {tuple(coords)} of {tuple(shape)}")
             full = np.full(shape, meta.fill_value, dtype=dtype)
             full[tuple(slice(0, n) for n in data.shape)] = data
             data = full
         key = meta.encode_chunk_key(tuple(int(c) for c in coords))
-        target = os.path.join(self.path, arr.path, *key.split("/"))
+        root = os.path.join(self.path, arr.path)
+        target = os.path.join(root, *key.split("/"))
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):  # new folders: their entries in their parents are synced too
+            os.makedirs(folder, exist_ok=True)
+            while synced is not None and len(folder) > len(root):
+                folder = os.path.dirname(folder)
+                synced.add(folder)
         if not np.any(data != meta.fill_value):  # as zarr: a chunk of fill values is no file
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target)
@@ -560,8 +574,8 @@ def _write_file(target: str, data: bytes, durable: bool = True) -> None:
             view = view[os.write(fd, view):]
         if durable and _fsync_enabled():
             os.fsync(fd)
-        os.close(fd)
-        fd = -1
+        fd, closing = -1, fd
+        os.close(closing)
         os.replace(tmp, target)
     except BaseException:
         if fd >= 0:
@@ -612,7 +626,8 @@ def write_tiles(path: str, items) -> None:
     g = opened(path)
     fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
     synced: set = set()
-    if all(g.direct(name) for name in ("float", "tile_stats", "tiles_done")):
+    if (all(g.direct(name) for name in ("float", "tile_stats", "tiles_done"))
+            and all(g.aligned("float", tile) for _, tile, _, _ in items)):
         for frame, tile, image, stats in items:
             i, j = tile.index
             g.put_chunk("float", (frame, i, j), image, synced)
@@ -640,10 +655,12 @@ def write_tiles(path: str, items) -> None:
             sync_chunk(path, done, (frame, tile.index[0], tile.index[1]), synced)
 
 
-def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray) -> None:
-    """One tile of a frame of image array ``name`` (``int``, ``noise``): its chunk."""
-    if g.direct(name):
-        g.put_chunk(name, (frame, *tile.index), image, None)
+def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray,
+                     synced: set | None = None) -> None:
+    """One tile of a frame of image array ``name`` (``int``, ``noise``): its chunk (made durable, its
+    folder added to ``synced``, where that set is given)."""
+    if g.direct(name) and g.aligned(name, tile):
+        g.put_chunk(name, (frame, *tile.index), image, synced)
     else:
         g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
 
@@ -718,6 +735,20 @@ def mark_complete(path: str) -> None:
     attrs["completed"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
+    if _fsync_enabled():
+        _fsync_path(os.path.join(path, "zarr.json"))
+        _fsync_path(path)
+
+
+def stored_tile_shape(path: str) -> tuple[int, int] | None:
+    """The tile (chunk) shape of a bragg_dask store at ``path``, ``None`` where there is none: a run
+    that names no ``--tile`` resumes a store with its own tiles, whatever the device's default."""
+    if not os.path.isdir(path):
+        return None
+    shape = (_existing_attrs(path) or {}).get("tile_shape")
+    if isinstance(shape, list) and len(shape) == 2 and all(isinstance(x, int) and x > 0 for x in shape):
+        return int(shape[0]), int(shape[1])
+    return None
 
 
 def tiles_done(path: str) -> np.ndarray:

@@ -300,3 +300,20 @@ def test_process_ends_with_everything_written(tmp_path, quick):
     assert (tmp_path / "f.bin").stat().st_size == 16 * 16 * 4 and (tmp_path / "i.img").stat().st_size > 512
     bad = subprocess.run(CLI + BASE + ["-N", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("bragg-dask: error:") and len(bad.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_that_cannot_be_written_is_one_line_and_status_2(tmp_path):
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(CLI + BASE + ["-floatfile", "f.bin"], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["bragg-dask: error: standard output: [Errno 28] No space left on device"]
+
+
+def test_a_store_resumes_with_its_own_tiles_when_no_tile_is_given(tmp_path):
+    first = run_cli(BASE + ["--zarr", "s.zarr", "--tile", "8"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(BASE + ["--zarr", "s.zarr"], tmp_path)  # the default tile (256, or 2048 on a GPU) differs
+    assert again.returncode == 0, again.stderr
+    assert "tiles computed: 0 of 4" in again.stdout

@@ -63,7 +63,7 @@ def test_a_chunk_of_fill_values_is_no_file(tmp_path):
 
 def test_a_block_larger_than_its_chunk_is_refused(tmp_path):
     g = zstore.opened(_store(tmp_path))
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="is not chunk"):
         g.put_chunk("img", (0, 0, 0), np.ones((5, 4), np.float32), None)
 
 
@@ -91,3 +91,26 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     folder = os.path.join(str(tmp_path / "s.zarr"), "img", "c", "0", "0")
     assert not os.path.isdir(folder) or not os.listdir(folder)
+
+
+def test_a_block_that_is_not_its_chunk_is_refused(tmp_path):
+    g = zstore.opened(_store(tmp_path))
+    with pytest.raises(ValueError, match="is not chunk"):  # smaller, but not at the array's far edge
+        g.put_chunk("img", (0, 0, 0), np.ones((3, 4), np.float32), None)
+    g.put_chunk("img", (0, 2, 1), np.ones((2, 3), np.float32), None)  # the far corner: 10 = 2*4 + 2, 7 = 4 + 3
+    from bragg_dask.plan import TileSpec
+
+    assert g.aligned("img", TileSpec(8, 10, 4, 7, (2, 1)))
+    assert not g.aligned("img", TileSpec(7, 10, 4, 7, (2, 1)))
+
+
+def test_an_opened_store_keeps_its_folder_when_the_working_folder_changes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _store(tmp_path)
+    g = zstore.opened("s.zarr")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    g.put_chunk("img", (1, 0, 0), np.ones((4, 4), np.float32), None)
+    assert os.path.exists(tmp_path / "s.zarr" / "img" / "c" / "1" / "0" / "0")
+    assert not (other / "s.zarr").exists()

@@ -188,18 +188,21 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
     from ..physics.noise import noise_image
 
     g = zstore.opened(tasks[0].store)
+    synced: set = set()  # durable before the run marks the store complete
     overloads = 0
     for task in tasks:
         t = task.tile
         img = np.asarray(g["float"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1])
         in_roi = roi_mask(base_sim.detector, t)
         if task.with_int:
-            zstore.write_tile_image(g, "int", task.frame.index, t, int_image(img, in_roi, task.scale, task.adc))
+            zstore.write_tile_image(g, "int", task.frame.index, t, int_image(img, in_roi, task.scale, task.adc),
+                                    synced)
         if task.with_noise:
             noisy, n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
                                    fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
-            zstore.write_tile_image(g, "noise", task.frame.index, t, noisy)
+            zstore.write_tile_image(g, "noise", task.frame.index, t, noisy, synced)
             overloads += n
+    g.sync_folders(synced)
     return overloads
 
 
@@ -236,6 +239,10 @@ def run_dask(
     if client is None and cluster_options is not None and not (scheduler or scheduler_file):
         check_worker_processes(cluster_options)  # before a store is made: worker processes that cannot start
     det = sim.detector
+    if tile is None and store is not None and not overwrite:  # resume with the store's own tiles
+        from .. import store as zstore
+
+        tile = zstore.stored_tile_shape(store)
     plan = plan_tiles(det.spixels, det.fpixels, tile, device)
     with_noise = bool(store and outputs is not None and outputs.noisefile)
     seed = noise_seed(outputs) if with_noise else None

@@ -10,6 +10,8 @@ the C program.  ``TRITON_INTERPRET=1`` runs it on the CPU (the tests' oracle che
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 try:  # Triton ships with CUDA builds of torch; a CPU-only install has none
@@ -99,8 +101,11 @@ def orientation_sum(spec, sx: torch.Tensor, sy: torch.Tensor, sz: torch.Tensor, 
     oh, ok, ol = (float(x) for x in spec.offset)
     ma, mb, mc = (METHOD_CODE[m] for m in spec.methods)
     grid = (triton.cdiv(n, block),)
-    _osum_kernel[grid](sx, sy, sz, cells, table, out, n,
-                       oh, ok, ol, float(dh - 1), float(dk - 1), float(dl - 1), float(dk), float(dl), NA=spec.n_cells[0], NB=spec.n_cells[1], NC=spec.n_cells[2],
-                       MA=ma, MB=mb, MC=mc, TABLE=bool(spec.table), N_ORIENT=cells.shape[0], BLOCK_P=block, num_warps=num_warps,
-                       enable_fp_fusion=False)
+    # Triton launches on the current CUDA device: make it the one holding the tensors (cuda:1...)
+    where = torch.cuda.device(sx.device) if sx.device.type == "cuda" else contextlib.nullcontext()
+    with where:
+        _osum_kernel[grid](sx, sy, sz, cells, table, out, n, oh, ok, ol, float(dh - 1), float(dk - 1), float(dl - 1),
+                           float(dk), float(dl), NA=spec.n_cells[0], NB=spec.n_cells[1], NC=spec.n_cells[2],
+                           MA=ma, MB=mb, MC=mc, TABLE=bool(spec.table), N_ORIENT=cells.shape[0], BLOCK_P=block,
+                           num_warps=num_warps, enable_fp_fusion=False)
     return out
