@@ -236,7 +236,9 @@ def test_disk_full_or_read_only_mid_run_is_one_line_and_a_rerun_finishes(tmp_pat
                                                                          cli_on_threaded, code):
     store = tmp_path / "run.zarr"
     args = SMALL + ["--zarr", str(store), "--tile", "8"]  # 16 tiles, 2 to a task (2 task threads)
-    real_write, written = zstore._write_file, []
+    from bragg_dask.store import chunks
+
+    real_write, written = chunks._write_file, []
 
     def failing_write(target, data, durable=True):  # every chunk of a tile reaches the disk here
         if f"{os.sep}float{os.sep}c{os.sep}" in target:
@@ -246,7 +248,7 @@ def test_disk_full_or_read_only_mid_run_is_one_line_and_a_rerun_finishes(tmp_pat
         return real_write(target, data, durable)
 
     with monkeypatch.context() as m:
-        m.setattr(zstore, "_write_file", failing_write)
+        m.setattr(chunks, "_write_file", failing_write)
         assert cli_on_threaded(args) == 2
     line = _one_line(capsys.readouterr().err)
     assert os.strerror(code) in line and str(store) in line and "re-run" in line

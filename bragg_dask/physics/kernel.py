@@ -331,21 +331,7 @@ def simulate_tile(
     per_batch = prep.points_per_batch(budget) if fused_sum is None else prep.fused_points_per_batch(budget)
     batch = max(1, per_batch // pts_per_pixel)
     dev = prep.device
-    ss = ff = None
-    if full and parity == "spec":  # every pixel: indices made on the device, batch by batch
-
-        def pixel_range(b0: int, b1: int):
-            idx = torch.arange(b0, b1, device=dev)
-            s = torch.div(idx, tile.shape[1], rounding_mode="floor")
-            return idx - s * tile.shape[1] + tile.f0, s + tile.s0
-    else:
-        ss, ff = np.nonzero(rendered)
-        s_all = torch.as_tensor(ss + tile.s0, device=dev)
-        f_all = torch.as_tensor(ff + tile.f0, device=dev)
-
-        def pixel_range(b0: int, b1: int):
-            return f_all[b0:b1], s_all[b0:b1]
-
+    ss, ff, pixel_range = _rendered_pixels(tile, rendered, full and parity == "spec", dev)
     seeds = _pixel_seeds(seed, tile, ss, ff, dev) if parity == "c" else None
     out = torch.empty(n, dtype=torch.float32, device=dev)
     with torch.inference_mode():
@@ -376,6 +362,33 @@ def _to_host(values: torch.Tensor) -> np.ndarray:
         return values.cpu().numpy()
     host.copy_(values)
     return host.numpy()
+
+
+def _rendered_pixels(tile: TileSpec, rendered: np.ndarray, on_device: bool, dev: torch.device):
+    """``(ss, ff, pixel_range)``: the rendered pixels of ``tile`` in raster order.
+
+    ``pixel_range(b0, b1)`` gives the absolute ``(fast, slow)`` indices ``(b1 - b0,)`` of pixels
+    ``b0 .. b1`` on ``dev``.  ``on_device`` (every pixel rendered, nothing per pixel to carry):
+    they are made there batch by batch, and ``ss``, ``ff`` are None; else ``ss``, ``ff`` are the
+    tile-relative indices (numpy) of the rendered pixels.
+    """
+    if on_device:
+        width = tile.shape[1]
+
+        def pixel_range(b0: int, b1: int):
+            idx = torch.arange(b0, b1, device=dev)
+            s = torch.div(idx, width, rounding_mode="floor")
+            return idx - s * width + tile.f0, s + tile.s0
+
+        return None, None, pixel_range
+    ss, ff = np.nonzero(rendered)
+    s_all = torch.as_tensor(ss + tile.s0, device=dev)
+    f_all = torch.as_tensor(ff + tile.f0, device=dev)
+
+    def pixel_range(b0: int, b1: int):
+        return f_all[b0:b1], s_all[b0:b1]
+
+    return ss, ff, pixel_range
 
 
 def _device_stats(vals: torch.Tensor, tile: TileSpec, ss, ff) -> dict | None:

@@ -30,13 +30,11 @@ Safety (see :func:`open_store`):
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import ctypes.util
 import datetime as _dt
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -44,16 +42,16 @@ import os
 import re
 import shutil
 import socket
-import threading
 import uuid
 import warnings
 
 import numpy as np
 import zarr
 
-from .errors import BraggDaskError, ConfigError
-from .plan import TilePlan, TileSpec
-from .store_lock import LOCK_NAME, StoreLock, alive
+from ..errors import BraggDaskError, ConfigError
+from ..plan import TilePlan, TileSpec
+from ..store_lock import LOCK_NAME, StoreLock, alive
+from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +92,7 @@ def run_fingerprint(sim, plan: TilePlan, run: dict) -> str:
 
 
 def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
-    from . import __version__
+    from .. import __version__
 
     return {
         "format_version": FORMAT_VERSION,
@@ -431,191 +429,6 @@ def write_tile(path: str, frame: int, tile: TileSpec, image: np.ndarray, stats: 
     write_tiles(path, [(frame, tile, image, stats)])
 
 
-class OpenStore:
-    """A store's group opened once, and its arrays as they are first asked for (``store[name]``).
-
-    Whole chunks of this package's arrays (little-endian bytes through zstd, the layout
-    :func:`_init_arrays` makes) are written here straight to their files (:meth:`put_chunk`): zarr's
-    own write hands each chunk through its event-loop thread and a thread pool, several milliseconds a
-    chunk inside a busy in-process cluster against a fraction of one here.  Arrays of another layout
-    are written through zarr (:meth:`direct` is False).
-    """
-
-    def __init__(self, path: str, mode: str):
-        self.path = os.path.abspath(path)  # chunk files go here whatever the working folder later is
-        self.group = zarr.open_group(self.path, mode=mode)
-        self._arrays: dict = {}
-        self._direct: dict = {}
-        self._lock = threading.Lock()
-
-    def aligned(self, name: str, tile: TileSpec) -> bool:
-        """Whether ``tile`` is chunk ``(frame, *tile.index)`` of image array ``name`` exactly."""
-        cs, cf = self[name].metadata.chunk_grid.chunk_shape[1:]
-        i, j = tile.index
-        return (tile.s0, tile.f0) == (i * cs, j * cf) and tile.shape == (
-            min(cs, self[name].shape[1] - tile.s0), min(cf, self[name].shape[2] - tile.f0))
-
-    def direct(self, name: str) -> bool:
-        """Whether whole chunks of ``name`` are written by :meth:`put_chunk` without zarr."""
-        hit = self._direct.get(name)
-        if hit is None:
-            hit = self._direct[name] = _zstd_level(self[name]) is not None
-        return hit
-
-    def put_chunk(self, name: str, coords: tuple[int, ...], block: np.ndarray, synced: set | None) -> None:
-        """Write chunk ``coords`` of array ``name`` from ``block`` (its data, the chunk's shape or, at the
-        array's far edges, less: padded with the fill value); a chunk all of fill values is removed
-        instead, as zarr does.
-
-        ``synced``: the chunk is made durable (unless ``BRAGG_DASK_FSYNC=0``) and its folder added to
-        this set, to be synced afterwards (:meth:`sync_folders`); None: not synced."""
-        arr = self[name]
-        meta = arr.metadata
-        shape = meta.chunk_grid.chunk_shape
-        dtype = np.dtype(arr.dtype).newbyteorder("<")
-        data = np.asarray(block, dtype=dtype)
-        data = data.reshape((1,) * (len(shape) - data.ndim) + data.shape)  # a tile's image: (1, slow, fast)
-        if data.shape != tuple(shape):
-            # only a chunk at the array's far edge is smaller, by exactly what lies beyond the array
-            if any(n != min(m, size - c * m) for n, m, size, c in zip(data.shape, shape, arr.shape, coords)):
-                raise ValueError(f"{name}: a block of {data.shape} is not chunk {tuple(coords)} of {tuple(shape)}")
-            full = np.full(shape, meta.fill_value, dtype=dtype)
-            full[tuple(slice(0, n) for n in data.shape)] = data
-            data = full
-        key = meta.encode_chunk_key(tuple(int(c) for c in coords))
-        root = os.path.join(self.path, arr.path)
-        target = os.path.join(root, *key.split("/"))
-        folder = os.path.dirname(target)
-        if not os.path.isdir(folder):  # new folders: their entries in their parents are synced too
-            os.makedirs(folder, exist_ok=True)
-            while synced is not None and len(folder) > len(root):
-                folder = os.path.dirname(folder)
-                synced.add(folder)
-        if not np.any(data != meta.fill_value):  # as zarr: a chunk of fill values is no file
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
-                if synced is not None:
-                    synced.add(os.path.dirname(target))
-            return
-        _write_file(target, _zstd(_zstd_level(arr)).encode(np.ascontiguousarray(data)), durable=synced is not None)
-        if synced is not None:
-            synced.add(os.path.dirname(target))
-
-    @staticmethod
-    def sync_folders(folders: set) -> None:
-        """fsync each folder once (its entries: renamed chunk files); the set is emptied."""
-        if _fsync_enabled():
-            for folder in sorted(folders):
-                _fsync_path(folder)
-        folders.clear()
-
-    def __getitem__(self, name: str):
-        with self._lock:
-            a = self._arrays.get(name)
-        if a is None:
-            a = self.group[name]
-            with self._lock:
-                self._arrays[name] = a
-        return a
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.group
-
-
-def _zstd_level(array) -> int | None:
-    """The zstd level of an array whose chunks are plain little-endian bytes through zstd without a
-    checksum, else None."""
-    from zarr.codecs import BytesCodec, ZstdCodec
-
-    codecs = array.metadata.codecs
-    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], ZstdCodec):
-        return None
-    endian = codecs[0].endian
-    if (endian is not None and getattr(endian, "value", endian) != "little") or codecs[1].checksum:
-        return None
-    return int(codecs[1].level)
-
-
-@functools.lru_cache(maxsize=4)
-def _zstd(level: int):
-    from numcodecs import Zstd
-
-    return Zstd(level=level)
-
-
-def _fsync_enabled() -> bool:
-    return os.environ.get("BRAGG_DASK_FSYNC", "1") != "0"
-
-
-def _fsync_path(target: str) -> None:
-    """fsync a file or a folder; a folder that cannot be synced (EINVAL, EROFS) is skipped."""
-    try:
-        fd = os.open(target, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EROFS):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _write_file(target: str, data: bytes, durable: bool = True) -> None:
-    """``data`` under ``target`` by the rename of a complete temporary file beside it (synced first if
-    ``durable``); the temporary file (``*.partial``, swept on resume) is removed if the write fails."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = f"{target}.{uuid.uuid4().hex[:12]}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if durable and _fsync_enabled():
-            os.fsync(fd)
-        fd, closing = -1, fd
-        os.close(closing)
-        os.replace(tmp, target)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-_OPEN: collections.OrderedDict = collections.OrderedDict()
-_OPEN_LOCK = threading.Lock()
-_OPEN_MAX = 8
-
-
-def opened(path: str, mode: str = "r+") -> OpenStore:
-    """The store at ``path`` opened for ``mode``, shared by the tasks of a worker process.
-
-    Opening a group and each array reads their metadata from disk (about 9 ms a task on the
-    development machine, inside a busy cluster); a store's layout does not change during a run.  The
-    key holds the group's ``zarr.json`` identity (inode, time, size), so a store replaced or
-    rewritten (``--overwrite``, a run's attributes) is opened afresh.
-    """
-    try:
-        st = os.stat(os.path.join(path, "zarr.json"))
-        key = (os.path.abspath(path), mode, st.st_ino, st.st_mtime_ns, st.st_size)
-    except OSError:
-        return OpenStore(path, mode)  # zarr says what is wrong
-    with _OPEN_LOCK:
-        hit = _OPEN.get(key)
-        if hit is not None:
-            _OPEN.move_to_end(key)
-            return hit
-    store = OpenStore(path, mode)
-    with _OPEN_LOCK:
-        _OPEN[key] = store
-        while len(_OPEN) > _OPEN_MAX:
-            _OPEN.popitem(last=False)
-    return store
-
-
 def write_tiles(path: str, items) -> None:
     """Write tiles ``(frame, tile, image, stats)``: chunks and statistics, made durable, then marked done.
 
@@ -682,22 +495,6 @@ def _frame_runs(items) -> list:
     return runs
 
 
-def sync_chunk(path: str, array, coords: tuple[int, ...], synced: set | None = None) -> None:
-    """``fsync`` one chunk file and its folder (a chunk that is all fill value has no file).
-
-    ``synced``: paths already synced by this caller (a folder shared by several chunks once)."""
-    if not _fsync_enabled():
-        return
-    name = array.path if hasattr(array, "path") else array.name.strip("/")
-    f = os.path.join(path, name, *array.metadata.encode_chunk_key(coords).split("/"))
-    for target in (f, os.path.dirname(f)):
-        if synced is not None:
-            if target in synced:
-                continue
-            synced.add(target)
-        _fsync_path(target)
-
-
 def write_frame_metadata(g: zarr.Group, frames) -> None:
     n = len(frames)
     g["phi0_deg"][:] = np.degrees([f.phi0_rad for f in frames])
@@ -735,9 +532,9 @@ def mark_complete(path: str) -> None:
     attrs["completed"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
-    if _fsync_enabled():
-        _fsync_path(os.path.join(path, "zarr.json"))
-        _fsync_path(path)
+    if fsync_enabled():
+        fsync_path(os.path.join(path, "zarr.json"))
+        fsync_path(path)
 
 
 def stored_tile_shape(path: str) -> tuple[int, int] | None:
