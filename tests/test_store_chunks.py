@@ -114,3 +114,42 @@ def test_an_opened_store_keeps_its_folder_when_the_working_folder_changes(tmp_pa
     g.put_chunk("img", (1, 0, 0), np.ones((4, 4), np.float32), None)
     assert os.path.exists(tmp_path / "s.zarr" / "img" / "c" / "1" / "0" / "0")
     assert not (other / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("codec", [{}, {"compressors": None}])
+def test_chunks_and_bands_read_straight_equal_zarr(tmp_path, codec):
+    """get_chunk / read_band / read_tile_image (straight from the files, or through zarr for another
+    codec) give what zarr reads, missing chunks as the fill value included."""
+    from bragg_dask.plan import TileSpec
+
+    path = _store(tmp_path, **codec)
+    rng = np.random.default_rng(5)
+    w = zarr.open_group(path, mode="r+")
+    want = rng.random((2, 10, 7)).astype(np.float32)
+    want[1, 4:8, 4:7] = 0.0  # a chunk of fill values: no file
+    w["img"][...] = want
+    g = zstore.opened(path, "r")
+    assert g.direct("img") == (codec == {})
+    if g.direct("img"):
+        assert np.array_equal(g.get_chunk("img", (1, 1, 1)), np.zeros((1, 4, 4), np.float32))
+        assert np.array_equal(g.get_chunk("img", (0, 2, 1))[0, :2, :3], want[0, 8:10, 4:7])
+    for f in range(2):
+        for s0, s1 in ((0, 4), (4, 8), (8, 10), (5, 7)):
+            band = g.read_band("img", f, s0, s1)
+            assert band.shape == (s1 - s0, 7) and band.dtype == np.float32
+            assert np.array_equal(band, want[f, s0:s1])
+        tile = TileSpec(index=(2, 1), s0=8, s1=10, f0=4, f1=7)
+        assert np.array_equal(zstore.read_tile_image(g, "img", f, tile), want[f, 8:10, 4:7])
+    if g.direct("img"):
+        with pytest.raises(ValueError, match="cross a row of chunks"):
+            g.read_band("img", 0, 2, 6)
+
+
+def test_a_chunk_file_of_the_wrong_size_is_refused(tmp_path):
+    path = _store(tmp_path)
+    g = zstore.opened(path)
+    g.put_chunk("img", (0, 0, 0), np.ones((4, 4), np.float32), None)
+    g.put_chunk("stat", (0, 0, 0, 0), np.ones((1, 1, 1, 5)), None)  # 5 float64: 10 float32
+    os.replace(os.path.join(path, "stat", "c", "0", "0", "0", "0"), os.path.join(path, "img", "c", "0", "0", "0"))
+    with pytest.raises(ValueError, match="holds 10 values"):
+        g.get_chunk("img", (0, 0, 0))

@@ -192,7 +192,7 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
     overloads = 0
     for task in tasks:
         t = task.tile
-        img = np.asarray(g["float"][task.frame.index, t.s0 : t.s1, t.f0 : t.f1])
+        img = zstore.read_tile_image(g, "float", task.frame.index, t)
         in_roi = roi_mask(base_sim.detector, t)
         if task.with_int:
             zstore.write_tile_image(g, "int", task.frame.index, t, int_image(img, in_roi, task.scale, task.adc),

@@ -478,6 +478,14 @@ def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image:
         g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
 
 
+def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.ndarray:
+    """One tile of a frame of image array ``name``: straight from its chunk file where the tile is one
+    whole chunk, else through zarr."""
+    if g.direct(name) and g.aligned(name, tile):
+        return g.get_chunk(name, (frame, *tile.index))[0, : tile.shape[0], : tile.shape[1]]
+    return np.asarray(g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1])
+
+
 def _frame_runs(items) -> list:
     """``items`` grouped by tile into runs of consecutive frames: ``(tile, frames, images, stats)``."""
     by_tile: dict = {}
@@ -562,22 +570,22 @@ class StoreFrame:
 
     def __init__(self, path: str, frame: int = 0) -> None:
         self.path, self.frame = path, frame
-        g = zarr.open_group(path, mode="r")
+        g = opened(path, "r")
         a = g["float"]
         self.shape = tuple(a.shape[1:])
         self.tile_shape = tuple(a.chunks[1:])
-        self.arrays = set(g.array_keys())
+        self.arrays = set(g.group.array_keys())
 
     def has(self, array: str) -> bool:
         return array in self.arrays
 
     def bands(self, array: str = "float"):
         """``(s0, s1, band)`` for each row of tiles, top to bottom; ``band`` is ``(s1 - s0, fpixels)``."""
-        a = zarr.open_group(self.path, mode="r")[array]
+        g = opened(self.path, "r")
         ts = self.tile_shape[0]
         for s0 in range(0, self.shape[0], ts):
             s1 = min(s0 + ts, self.shape[0])
-            yield s0, s1, np.asarray(a[self.frame, s0:s1, :])
+            yield s0, s1, g.read_band(array, self.frame, s0, s1)
 
     def __array__(self, dtype=None, copy=None):
         img = read_frame(self.path, self.frame)

@@ -92,6 +92,38 @@ class OpenStore:
         if synced is not None:
             synced.add(os.path.dirname(target))
 
+    def get_chunk(self, name: str, coords: tuple[int, ...]) -> np.ndarray:
+        """Chunk ``coords`` of a :meth:`direct` array ``name``, whole (its chunk shape, native byte order),
+        read straight from its file; no file: the fill value."""
+        arr = self[name]
+        meta = arr.metadata
+        shape = tuple(meta.chunk_grid.chunk_shape)
+        dtype = np.dtype(arr.dtype).newbyteorder("<")
+        key = meta.encode_chunk_key(tuple(int(c) for c in coords))
+        try:
+            with open(os.path.join(self.path, arr.path, *key.split("/")), "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return np.full(shape, meta.fill_value, dtype=dtype.newbyteorder("="))
+        data = np.frombuffer(_zstd(_zstd_level(arr)).decode(raw), dtype=dtype)
+        if data.size != int(np.prod(shape)):
+            raise ValueError(f"{name}: chunk {tuple(coords)} holds {data.size} values, not {int(np.prod(shape))}")
+        return data.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+    def read_band(self, name: str, frame: int, s0: int, s1: int) -> np.ndarray:
+        """Rows ``s0:s1`` (within one row of chunks) of frame ``frame`` of image array ``name``, every
+        column; straight from the chunk files when the array is :meth:`direct`, else through zarr."""
+        arr = self[name]
+        if not self.direct(name):
+            return np.asarray(arr[frame, s0:s1, :])
+        _, cs, cf = arr.metadata.chunk_grid.chunk_shape
+        i, r0 = divmod(s0, cs)
+        if s1 - s0 > cs - r0:
+            raise ValueError(f"{name}: rows {s0}:{s1} cross a row of chunks of {cs}")
+        width = arr.shape[2]
+        parts = [self.get_chunk(name, (frame, i, j))[0, r0 : r0 + s1 - s0] for j in range(-(-width // cf))]
+        return np.concatenate(parts, axis=1)[:, :width]
+
     @staticmethod
     def sync_folders(folders: set) -> None:
         """fsync each folder once (its entries: renamed chunk files); the set is emptied."""
