@@ -241,7 +241,8 @@ def _int_max_diff(case, parsed, res) -> int:
     import numpy as np
 
     from bragg_dask.io.smv import int_image, read_smv
-    from bragg_dask.outputs import int_scale, roi_mask
+    from bragg_dask.physics.roi import roi_mask
+    from bragg_dask.stats import int_scale
 
     out = parsed.outputs
     got = int_image(res.image, roi_mask(parsed.simulation.detector), int_scale(res.stats, out.intfile_scale), out.adc)

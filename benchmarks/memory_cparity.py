@@ -31,8 +31,7 @@ from bragg_dask.plan import plan_tiles
 args, parity, tile, dtype, threads = json.loads(sys.argv[1])
 sim = parse_nanobragg_args(args).simulation
 t0 = time.perf_counter()
-run_serial(sim, plan_tiles(*sim.detector.shape, tile), parity=parity, c_threads=threads,
-           dtype=torch.float64 if dtype == "float64" else torch.float32)
+run_serial(sim, plan_tiles(*sim.detector.shape, tile), parity=parity, c_threads=threads, dtype=dtype)
 dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -65,11 +65,12 @@ def kernel_times(args: list[str], cwd: Path, dtype: str, repeat: int, modes: lis
     from bragg_dask.physics.fused import ENV
     from bragg_dask.physics.kernel import batch_points, simulate_tile
     from bragg_dask.plan import TileSpec, plan_tiles
+    from bragg_dask.settings import torch_dtype
 
     sim = parse_nanobragg_args(args, cwd=str(cwd)).simulation
     det = sim.detector
     plan = plan_tiles(det.spixels, det.fpixels, 512)
-    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    tdtype = torch_dtype(dtype)
     if crop:
         s0, f0 = max(0, det.spixels // 2 - crop // 2), max(0, det.fpixels // 2 - crop // 2)
         tile = TileSpec(index=(0, 0), s0=s0, s1=min(det.spixels, s0 + crop), f0=f0, f1=min(det.fpixels, f0 + crop))

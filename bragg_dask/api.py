@@ -2,82 +2,66 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
-from .config import Simulation
+from .executors import execute, executor_for
 from .plan import plan_tiles
+from .settings import RunSettings
+
+if TYPE_CHECKING:
+    from .config import Simulation
+    from .settings import ClusterOptions
 
 
-def simulate(
-    sim: Simulation,
-    *,
-    store: str | None = None,
-    client=None,
-    tile: int | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: str = "cpu",
-    overwrite: bool = False,
-    parity: str = "spec",
-    c_threads: int = 1,
-    cluster_options=None,
-) -> np.ndarray:
+def simulate(sim: Simulation, *, store: str | None = None, client=None, settings: RunSettings | None = None,
+             overwrite: bool = False, cluster_options: ClusterOptions | None = None, **choices) -> np.ndarray:
     """Float image ``(spixels, fpixels)`` float32 (photons/pixel) of ``sim``.
 
-    With ``store`` (or a ``distributed`` ``client``) the tiles run on Dask - on ``client`` if
-    given, else on a local cluster - and stream into a Zarr v3 store; otherwise in-process.
-    The local cluster's workers are threads of this process unless ``cluster_options``
-    (:class:`bragg_dask.cluster.ClusterOptions`) says otherwise, e.g. ``worker_processes=True``.
+    ``settings`` (:class:`bragg_dask.settings.RunSettings`), or its fields as keywords (``tile``,
+    ``dtype`` as ``torch.float32`` or ``"float32"``, ``device``, ``parity``, ``c_threads``), say how.
+    With ``store`` (or a ``distributed`` ``client``) the tiles run on Dask - on ``client`` if given,
+    else on a local cluster - and stream into a Zarr v3 store; otherwise in-process.  The local
+    cluster's workers are threads of this process unless ``cluster_options``
+    (:class:`bragg_dask.settings.ClusterOptions`) says otherwise, e.g. ``worker_processes=True``.
     """
-    if store is None and client is None:
-        from .executors.serial import run_serial
-
-        det = sim.detector
-        return run_serial(sim, plan_tiles(det.spixels, det.fpixels, tile, device), device=device, dtype=dtype,
-                          parity=parity, c_threads=c_threads).image
-    from .executors.dask import run_dask
-
-    return run_dask(sim, store=store, tile=tile, device=device, dtype=dtype, client=client,
-                    overwrite=overwrite, progress=False, parity=parity, c_threads=c_threads,
-                    cluster_options=cluster_options).image
+    settings = RunSettings.of(settings, **choices)
+    executor = executor_for(store=store, client=client, cluster=cluster_options, overwrite=overwrite)
+    return execute(sim, settings, executor).image
 
 
-def to_dask_array(
-    sim: Simulation,
-    *,
-    tile: int | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: str = "cpu",
-    parity: str = "spec",
-    c_threads: int = 1,
-):
+def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **choices):
     """A lazy ``dask.array`` ``(spixels, fpixels)`` float32 of the image, one block per tile.
 
     Nothing is simulated until it is computed; each block runs the tile kernel.  In the c-parity
-    mode the (cheap) seed pre-pass runs now, so that every block is independent.
+    mode the (cheap) seed pre-pass runs now, so that every block is independent.  ``settings`` as for
+    :func:`simulate`.
     """
     import dask
     import dask.array as da
 
+    settings = RunSettings.of(settings, **choices)
     det = sim.detector
-    plan = plan_tiles(det.spixels, det.fpixels, tile, device)
-    seeds = {}
-    if parity == "c":
-        from .executors.seeds import compute_seeds
+    plan = plan_tiles(det.spixels, det.fpixels, settings.tile, settings.device)
+    states = {}
+    if settings.parity == "c":
+        from .executors.states import compute_states
 
-        seeds = compute_seeds(sim, plan, threads=c_threads, device=device, dtype=dtype)
-    tiles = plan.tiles()
+        states = compute_states(sim, plan, threads=settings.threads, device=settings.device,
+                               dtype=settings.torch_dtype)
     gs, gf = plan.grid
     name = "simulate-tile-" + sim.fingerprint()[:10]
     blocks = [[None] * gf for _ in range(gs)]
-    for t in tiles:
+    for t in plan.tiles():
         d = dask.delayed(_tile_image, pure=True, name=f"{name}-s{t.index[0]}-t{t.index[1]}")(
-            sim, t, seeds.get(t.index), parity, device, dtype)
+            sim, t, states.get(t.index), settings)
         blocks[t.index[0]][t.index[1]] = da.from_delayed(d, shape=t.shape, dtype=np.float32)
     return da.block(blocks)
 
 
-def _tile_image(sim, tile, seed, parity, device, dtype) -> np.ndarray:
+def _tile_image(sim: Simulation, tile, state, settings: RunSettings) -> np.ndarray:
     from .physics.kernel import simulate_tile
 
-    return simulate_tile(sim, tile, seed, parity=parity, device=device, dtype=dtype).image
+    return simulate_tile(sim, tile, state, parity=settings.parity, device=settings.device,
+                         dtype=settings.torch_dtype).image

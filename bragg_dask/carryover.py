@@ -12,7 +12,9 @@ Both are functions of the pixels before, composing associatively, so the state e
 stretch of pixels is an exclusive scan of cheap summaries.  The unit here is a *run*: one row of
 one tile (tiles cut rows, and the C program visits whole rows).  A *segment* is what one C thread
 processes in order: the whole image serially, or one static OpenMP row block.  Everything in this
-module is pure arithmetic on summaries; the kernel computes the summaries and applies the seeds.
+module is pure arithmetic on summaries; the physics computes the summaries (:mod:`.physics.prepass`)
+and applies the states (:mod:`.physics.kernel`); the records both sides share live in
+:mod:`.physics.tiles`.
 """
 
 from __future__ import annotations
@@ -21,13 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .plan import TileSpec
+from .physics.tiles import InterpState, RowState, RunSummary, TileSpec, TileState
 
 T = TypeVar("T")
-
-INTERP_ON = 1  # every evaluation of the run may be tricubic (all are in range)
-INTERP_OFF = 0  # interpolation was switched off before the run
-INTERP_CUT = 2  # the switch happens inside the run, at RowSeed.cut
 
 
 @dataclass(frozen=True)
@@ -50,42 +48,6 @@ def segments(spixels: int, threads: int = 1) -> tuple[Segment, ...]:
         start = t * q + min(t, r)
         out.append(Segment(t, start, start + q + (1 if t < r else 0)))
     return tuple(out)
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What one run does to the state: its first executed pixel and first out-of-range evaluation.
-
-    ``first_executed``: column of the first executed pixel, or -1.  ``first_oor``: ``(column,
-    evaluation index in C loop order within that pixel)`` of the first out-of-range evaluation,
-    or ``None``.
-    """
-
-    row: int
-    f0: int
-    first_executed: int = -1
-    first_oor: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class RowSeed:
-    """The state entering one run, reduced to what the kernel needs.
-
-    ``fresh_col``: column of the pixel whose first evaluation sees the unrotated cell (the first
-    executed pixel of its segment), or -1.  ``interp``: INTERP_ON / INTERP_OFF / INTERP_CUT, with
-    ``cut = (column, evaluation index)`` for INTERP_CUT.
-    """
-
-    fresh_col: int = -1
-    interp: int = INTERP_ON
-    cut: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class TileSeed:
-    """Seeds of every row of a tile, top to bottom."""
-
-    rows: tuple[RowSeed, ...]
 
 
 # --- the state transformers and their composition -------------------------------------------
@@ -140,35 +102,35 @@ def interp_states(runs: Sequence[RunSummary]) -> dict[tuple[int, int], bool]:
     return {(r.row, r.f0): (st is None) for r, st in zip(ordered, entering)}
 
 
-def tile_seeds(
+def tile_states(
     tiles: Sequence[TileSpec],
     runs: Sequence[RunSummary],
     segs: Sequence[Segment],
     *,
     interpolation: bool = False,
-) -> dict[tuple[int, int], TileSeed]:
-    """Seed of every tile from the run summaries of all tiles."""
+) -> dict[tuple[int, int], TileState]:
+    """State entering every tile, from the run summaries of all tiles."""
     phi = phi_states(runs, segs)
     interp = interp_states(runs) if interpolation else None
     by_key = {(r.row, r.f0): r for r in runs}
-    seeds = {}
+    states = {}
     for t in tiles:
         rows = []
         for row in range(t.s0, t.s1):
             run = by_key.get((row, t.f0), RunSummary(row, t.f0))
             fresh = run.first_executed if phi.get((row, t.f0), PHI_FRESH) == PHI_FRESH else -1
             if interp is None:
-                rows.append(RowSeed(fresh_col=fresh))
+                rows.append(RowState(fresh_col=fresh))
             elif not interp[(row, t.f0)]:
-                rows.append(RowSeed(fresh_col=fresh, interp=INTERP_OFF))
+                rows.append(RowState(fresh_col=fresh, interp=InterpState.OFF))
             elif run.first_oor is not None:
-                rows.append(RowSeed(fresh_col=fresh, interp=INTERP_CUT, cut=run.first_oor))
+                rows.append(RowState(fresh_col=fresh, interp=InterpState.CUT, cut=run.first_oor))
             else:
-                rows.append(RowSeed(fresh_col=fresh, interp=INTERP_ON))
-        seeds[t.index] = TileSeed(tuple(rows))
-    return seeds
+                rows.append(RowState(fresh_col=fresh, interp=InterpState.ON))
+        states[t.index] = TileState(tuple(rows))
+    return states
 
 
-def phi_only_seeds(tiles: Sequence[TileSpec], runs: Sequence[RunSummary], segs: Sequence[Segment]):
-    """Seeds from the phi scan alone (the input of the interpolation pre-pass)."""
-    return tile_seeds(tiles, runs, segs, interpolation=False)
+def phi_only_states(tiles: Sequence[TileSpec], runs: Sequence[RunSummary], segs: Sequence[Segment]):
+    """States from the phi scan alone (the input of the interpolation pre-pass)."""
+    return tile_states(tiles, runs, segs, interpolation=False)

@@ -13,8 +13,15 @@ import math
 import os
 import stat
 import tempfile
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .resolve import ParsedArgs, RawParams
+    from .stats import ImageStats
 
 OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
                 ("noisefile", "-noisefile"))
@@ -22,6 +29,7 @@ INPUT_FLAGS = (("hklfile", "-hkl"), ("matfile", "-mat"), ("sourcefile", "-source
 
 
 def _key(path: str) -> str:
+    """What two names of one file have in common: the real, case-normalised path."""
     return os.path.normcase(os.path.realpath(path))
 
 
@@ -39,6 +47,7 @@ def _writable_folder(folder: str) -> bool:
 
 
 def _is_devnull(path: str) -> bool:
+    """Is ``path`` the null device (the one special file an output may name)?"""
     try:
         return os.path.samefile(path, os.devnull) and stat.S_ISCHR(os.stat(path).st_mode)
     except OSError:
@@ -46,6 +55,8 @@ def _is_devnull(path: str) -> bool:
 
 
 def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -> None:
+    """Can ``path`` be written (``folder_ok``: a store folder, existing or to be made)?  Else a
+    :class:`ConfigError` naming ``flag``."""
     if not name:
         raise ConfigError("empty file name", flag=flag)
     if os.path.isdir(path) and not folder_ok:
@@ -77,7 +88,7 @@ def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -
                           f"{name_max} the file system allows", flag=flag)
 
 
-def run_inputs(raw, cwd: str) -> list[tuple[str, str, str]]:
+def run_inputs(raw: RawParams, cwd: str) -> list[tuple[str, str, str]]:
     """``(flag, name, path)`` of each file the run reads."""
     out = []
     for attr, default in INPUT_FLAGS:
@@ -89,7 +100,7 @@ def run_inputs(raw, cwd: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def run_outputs(parsed) -> list[tuple[str, str]]:
+def run_outputs(parsed: ParsedArgs) -> list[tuple[str, str]]:
     """``(flag, name)`` of each file a single-frame run writes (default names included)."""
     outs, raw = parsed.outputs, parsed.raw
     out = []
@@ -100,14 +111,16 @@ def run_outputs(parsed) -> list[tuple[str, str]]:
     return out
 
 
-def check_outputs(parsed, *, zarr: str | None = None, write_files: bool = True, cwd: str | None = None) -> None:
+def check_outputs(parsed: ParsedArgs, *, zarr: str | None = None, write_files: bool = True,
+                  cwd: str | None = None) -> None:
     """Refuse, before computing anything, outputs that cannot be written or would clobber another file."""
     cwd = cwd or os.getcwd()
     files = run_outputs(parsed) if write_files else []
     check_paths(files, inputs=[(flag, name) for flag, name, _ in run_inputs(parsed.raw, cwd)], zarr=zarr, cwd=cwd)
 
 
-def check_paths(outputs, *, inputs=(), zarr: str | None = None, cwd: str | None = None) -> None:
+def check_paths(outputs: Iterable[tuple[str, str]], *, inputs: Iterable[tuple[str, str]] = (),
+                zarr: str | None = None, cwd: str | None = None) -> None:
     """The checks of :func:`check_outputs` on ``(flag, name)`` pairs (``bragg-dask export`` can use them too)."""
     cwd = cwd or os.getcwd()
     targets = [(flag, name, os.path.join(cwd, name)) for flag, name in outputs]
@@ -136,7 +149,7 @@ _SCALE_FLAGS = ("-fluence", "-flux", "-exposure", "-beamsize", "-default_F", "-h
                 "-img", "-mask")
 
 
-def check_image_finite(parsed, stats) -> None:
+def check_image_finite(parsed: ParsedArgs, stats: ImageStats) -> None:
     """Refuse, before any file is written, an image whose intensities overflowed (infinite or NaN pixels):
     the C program would write them; no file means anything with them."""
     if math.isfinite(stats.max_I) and math.isfinite(stats.mean) and math.isfinite(stats.rms):

@@ -38,6 +38,7 @@ import time
 
 from .checks import check_image_finite, check_outputs
 from .errors import BraggDaskError, UsageError, one_line
+from .settings import LOCALHOST, ClusterOptions, RunSettings
 
 log = logging.getLogger("bragg_dask")
 
@@ -146,9 +147,7 @@ def _check_cluster(opts) -> None:
                 raise UsageError("sets up the embedded cluster; it means nothing with a scheduler", flag=flag)
 
 
-def _cluster_options(opts):
-    from .cluster import LOCALHOST, ClusterOptions
-
+def _cluster_options(opts) -> ClusterOptions:
     return ClusterOptions(scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
                           device=opts.device, listen=opts.listen or LOCALHOST,
                           dashboard_address=opts.dashboard_address, tls_ca_file=opts.tls_ca_file,
@@ -210,13 +209,13 @@ def run(argv: list[str]) -> int:
     if outputs.noisefile:
         log.info("noise seed %d", outputs.seed)
     _describe(sim)
-    threads = opts.c_threads or 1
-    if opts.parity == "c":
-        from .executors.seeds import check_threads
+    settings = _settings(opts, outputs)
+    if settings.parity == "c":
+        from .executors.states import check_threads
 
-        check_threads(sim, threads)
+        check_threads(sim, settings.threads)
     t0 = time.perf_counter()
-    result = _execute(sim, outputs, opts, dataset, threads)
+    result = _execute(sim, outputs, opts, dataset, settings)
     dt = time.perf_counter() - t0
     check_image_finite(parsed, result.stats)  # before any file is written
     _report(sim, outputs, opts, dataset, result)
@@ -224,49 +223,42 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _execute(sim, outputs, opts, dataset, threads):
-    """Run on Dask (a store or a scheduler was given) or in-process."""
-    import torch
+def _settings(opts, outputs) -> RunSettings:
+    """The run's settings from the service flags (checked once, here)."""
+    return RunSettings(tile=opts.tile, parity=opts.parity, c_threads=opts.c_threads or 1, device=opts.device,
+                       dtype=opts.dtype, progress=outputs.progress and not opts.quiet)
 
-    dtype = torch.float64 if opts.dtype == "float64" else torch.float32
-    if opts.zarr or opts.scheduler or opts.scheduler_file:
-        from .executors.dask import run_dask
 
-        return run_dask(
-            sim, store=opts.zarr, tile=opts.tile, device=opts.device, dtype=dtype,
-            scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
-            overwrite=opts.overwrite, progress=outputs.progress and not opts.quiet, parity=opts.parity,
-            c_threads=threads, dataset=dataset, outputs=outputs, cluster_options=_cluster_options(opts),
-        )
-    from .executors.serial import run_serial
-    from .memory import check_frame_fits
-    from .plan import plan_tiles
+def _execute(sim, outputs, opts, dataset, settings: RunSettings):
+    """Run on Dask (a store or a scheduler was given) or in-process: :func:`executors.execute`."""
+    from .executors import execute, executor_for
 
-    check_frame_fits(sim, outputs)  # the frame and the output files are made in this process
-
-    plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, opts.tile, opts.device)
-    return run_serial(sim, plan, device=opts.device, dtype=dtype, parity=opts.parity, c_threads=threads)
+    on_dask = bool(opts.zarr or opts.scheduler or opts.scheduler_file)
+    executor = executor_for(store=opts.zarr, cluster=_cluster_options(opts) if on_dask else None,
+                            overwrite=opts.overwrite, dataset=dataset, outputs=outputs)
+    return execute(sim, settings, executor)
 
 
 def _report(sim, outputs, opts, dataset, result) -> None:
     """The C program's statistics lines, then the output files."""
     st = result.stats
-    from .outputs import int_scale, max_position_m, write_outputs
+    from .outputs import write_outputs
+    from .physics.geometry import max_position_m
+    from .stats import int_scale
 
     _out("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
     _out(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
     if dataset.n == 1:
-        image = result.source if hasattr(result, "source") else result.image  # a store frame: by bands
+        image = result.source  # the array, or a store frame written by bands
         for path in write_outputs(sim, image, st, outputs):
             _out(f"wrote {path}")
     else:
         _out(f"{dataset.n} frames ({dataset.kind})")
     if opts.zarr:
         _out(f"store: {os.path.abspath(opts.zarr)}")
-    computed = getattr(result, "computed", None)
-    if computed is not None:
-        _out(f"tiles computed: {computed} of {result.total}")
+    if opts.zarr or opts.scheduler or opts.scheduler_file:
+        _out(f"tiles computed: {result.computed} of {result.total}")
 
 
 def _describe(sim) -> None:
@@ -360,7 +352,7 @@ def _main(argv: list[str]) -> int:
         print(f"bragg-dask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from .cluster import silence
+        from .executors.cluster import silence
 
         silence()  # whatever is still closing says nothing more
         print("bragg-dask: interrupted", file=sys.stderr)

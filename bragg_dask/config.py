@@ -2,8 +2,11 @@
 
 The values here are the *resolved* ones: the C program's auto rules (oversample, phi steps,
 mosaic domains, divergence grid, beam centres ...) have been applied by whoever built the
-object (:mod:`bragg_dask.nanobragg_args` for the CLI).  ``Simulation`` is hashable; its
-:meth:`Simulation.fingerprint` identifies a store's configuration.
+object (:func:`bragg_dask.nanobragg_args.parse_nanobragg_args` for the C program's flags).
+``Simulation`` is hashable; its :meth:`Simulation.fingerprint` identifies a store's configuration.
+
+This module imports nothing from the parsing layer (``nanobragg_args``, ``resolve``): they build
+on it, not the other way round.
 """
 
 from __future__ import annotations
@@ -12,19 +15,23 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
+from .physics.constants import DEFAULT_FLUENCE
 from .physics.geometry import DetectorGeometry
 from .physics.structure_factors import StructureFactors
 from .physics.vectors import Vec3
 
-DEFAULT_FLUENCE = 125932015286227086360700780544.0  # photons/m^2: r_e^2 * fluence == 1
+__all__ = ["DEFAULT_FLUENCE", "SHAPES", "Beam", "Crystal", "Detector", "Simulation", "Source", "clip_roi"]
+
 SHAPES = ("square", "round", "gauss", "tophat")
 
 
 def _vec(v, name: str, flag: str | None) -> Vec3:
+    """Three finite floats (any unit: the caller's field says which)."""
     try:
         t = tuple(float(x) for x in v)
     except (TypeError, ValueError):
@@ -35,6 +42,7 @@ def _vec(v, name: str, flag: str | None) -> Vec3:
 
 
 def _direction(v, name: str, flag: str | None) -> Vec3:
+    """A non-zero 3-vector (not normalised here)."""
     t = _vec(v, name, flag)
     if not any(t):
         raise ConfigError("a direction cannot be the zero vector", flag=flag, field=name)
@@ -52,6 +60,7 @@ def _as_float(x, name: str, flag: str | None, what: str) -> float:
 
 
 def _number(x, name: str, flag: str | None) -> float:
+    """A finite float."""
     v = _as_float(x, name, flag, "a number")
     if not math.isfinite(v):
         raise ConfigError(f"must be a finite number, got {x!r}", flag=flag, field=name)
@@ -59,6 +68,7 @@ def _number(x, name: str, flag: str | None) -> float:
 
 
 def _positive(x: float, name: str, flag: str | None) -> float:
+    """A finite float > 0."""
     v = _number(x, name, flag)
     if not v > 0.0:
         raise ConfigError(f"must be a positive number, got {x!r}", flag=flag, field=name)
@@ -66,6 +76,7 @@ def _positive(x: float, name: str, flag: str | None) -> float:
 
 
 def _non_negative(x: float, name: str, flag: str | None) -> float:
+    """A finite float >= 0."""
     v = _number(x, name, flag)
     if not v >= 0.0:
         raise ConfigError(f"must be >= 0, got {x!r}", flag=flag, field=name)
@@ -83,6 +94,7 @@ def _count(n, name: str, flag: str | None, lo: int = 1) -> int:
 
 
 def _set(obj, name: str, value) -> None:
+    """Store a validated value on a frozen dataclass (from its ``__post_init__``)."""
     object.__setattr__(obj, name, value)
 
 
@@ -108,7 +120,11 @@ class Source:
 
 @dataclass(frozen=True)
 class Beam:
-    """Incident beam.  ``polarization`` is the Kahn factor K (``-polar``); ``nopolar`` forces 1."""
+    """Incident beam.  ``polarization`` is the Kahn factor K (``-polar``); ``nopolar`` forces 1.
+
+    ``wavelength_m``: metres; ``fluence``: photons/m^2; ``beam_vector`` (source -> sample) and
+    ``polar_vector``: lab-frame directions.
+    """
 
     wavelength_m: float
     sources: tuple[Source, ...]
@@ -144,7 +160,9 @@ class Beam:
 class Crystal:
     """The crystal: cell vectors (metres, lab frame, after misset), size, rotations, structure factors.
 
-    ``mosaic_umats``: one row-major 3x3 rotation per domain (domain 0 is the identity).
+    ``a_star_per_A`` ...: reciprocal vectors, 1/Angstrom; angles in radians.  ``mosaic_umats``: one
+    row-major 3x3 rotation per domain (domain 0 is the identity).  ``interpolate``: tricubic
+    interpolation of F, already resolved (the user's ``-interpolate`` setting after the auto rule).
     """
 
     a_m: Vec3
@@ -206,6 +224,7 @@ class Crystal:
 
     @property
     def n_domains(self) -> int:
+        """Mosaic domains (1: no mosaicity)."""
         return len(self.mosaic_umats)
 
 
@@ -315,6 +334,7 @@ class Simulation:
 
     @property
     def n_orientations(self) -> int:
+        """Crystal orientations per source and sub-pixel: mosaic domains x phi steps."""
         return self.crystal.n_domains * self.crystal.phisteps
 
     def to_dict(self) -> dict:
@@ -333,7 +353,7 @@ class Simulation:
                 return obj + 0.0 if math.isfinite(obj) else repr(obj)  # -0.0 -> 0.0
             return obj
 
-        d = {
+        d: dict[str, Any] = {
             "beam": asdict(self.beam),
             "crystal": {f.name: getattr(self.crystal, f.name) for f in fields(self.crystal)},
             "detector": {f.name: getattr(self.detector, f.name) for f in fields(self.detector)},
@@ -344,11 +364,6 @@ class Simulation:
         return conv(d)
 
     def fingerprint(self) -> str:
+        """SHA-256 (hex) of :meth:`to_dict` as sorted JSON: equal for equal configurations."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    @classmethod
-    def from_nanobragg_args(cls, argv: list[str], cwd: str | None = None) -> Simulation:
-        """Build from a nanoBragg argument list (the C program's flags and meanings)."""
-        from .nanobragg_args import parse_nanobragg_args
-
-        return parse_nanobragg_args(argv, cwd=cwd).simulation

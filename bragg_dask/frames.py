@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import Simulation
 from .errors import ConfigError
+from .physics.rotations import random_rotations, rotate_crystal
 
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
@@ -46,11 +47,12 @@ class Frame:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How frames are made: ``kind`` is "single", "series" or "orientations"."""
+    """How frames are made: ``kind`` is "single", "series" or "orientations"; ``n`` frames;
+    ``orientation_seed`` draws the random orientations (``--orientation-seed``)."""
 
     kind: str = "single"
     n: int = 1
-    seed: int = 0
+    orientation_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("single", "series", "orientations"):
@@ -60,42 +62,21 @@ class DatasetSpec:
             raise ConfigError(f"must be >= 1, got {self.n}", flag=flag)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def random_rotations(n: int, seed: int) -> np.ndarray:
-    """``(n, 3, 3)`` rotation matrices uniform on SO(3) (normalised Gaussian quaternions)."""
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], 1)
+        """As a store records it (its key ``seed`` kept, so stores made before the rename resume)."""
+        return {"kind": self.kind, "n": self.n, "seed": self.orientation_seed}
 
 
 def _rotate_crystal(sim: Simulation, u: np.ndarray) -> Simulation:
-    cr = sim.crystal
-
-    def rot(v):
-        return tuple(float(x) for x in u @ np.asarray(v, dtype=np.float64))
-
-    new = dataclasses.replace(
-        cr, a_m=rot(cr.a_m), b_m=rot(cr.b_m), c_m=rot(cr.c_m),
-        a_star_per_A=rot(cr.a_star_per_A), b_star_per_A=rot(cr.b_star_per_A), c_star_per_A=rot(cr.c_star_per_A),
-    )
-    return dataclasses.replace(sim, crystal=new)
+    return dataclasses.replace(sim, crystal=rotate_crystal(sim.crystal, u))
 
 
 def make_frames(sim: Simulation, spec: DatasetSpec, noise_seed: int | None = None) -> list[Frame]:
     """The frames of a dataset built on ``sim``."""
     cr = sim.crystal
-    seeds = [None if noise_seed is None else noise_seed + k for k in range(spec.n)]
+    noise_seeds = [None if noise_seed is None else noise_seed + k for k in range(spec.n)]
     if spec.kind == "orientations":
-        mats = random_rotations(spec.n, spec.seed)
-        return [Frame(k, cr.phi0_rad, tuple(tuple(r) for r in mats[k].tolist()), seeds[k]) for k in range(spec.n)]
+        mats = random_rotations(spec.n, spec.orientation_seed)
+        return [Frame(k, cr.phi0_rad, tuple(tuple(r) for r in mats[k].tolist()), noise_seeds[k]) for k in range(spec.n)]
     if spec.n > 1 and cr.osc_rad == 0.0:
         raise ConfigError("a rotation series needs an oscillation range per frame (-osc)", flag="--frames")
-    return [Frame(k, cr.phi0_rad + k * cr.osc_rad, IDENTITY, seeds[k]) for k in range(spec.n)]
+    return [Frame(k, cr.phi0_rad + k * cr.osc_rad, IDENTITY, noise_seeds[k]) for k in range(spec.n)]

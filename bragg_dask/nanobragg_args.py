@@ -10,7 +10,9 @@ below 1, a length, wavelength or energy that is not positive, NaN or an infinity
 not close, a zero direction vector ...), where C would divide by zero or quietly render nonsense.
 
 Parsing fills a :class:`RawParams` with the C program's variables (SI units) and
-:func:`bragg_dask.resolve.resolve` then applies its auto rules in its order.
+:func:`bragg_dask.resolve.resolve` then applies its auto rules in its order;
+:func:`parse_nanobragg_args` does both (``parse_nanobragg_args(argv).simulation`` is the
+:class:`~bragg_dask.config.Simulation`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, UsageError
 from .io.textfile import DECIMAL, INTEGER
-from .resolve import OutputOptions, ParsedArgs, RawParams, header_import, resolve
+from .physics.constants import C_INT_MAX, HC_EV_ANGSTROM, RTD
+from .resolve import Interpolation, OutputOptions, ParsedArgs, RawParams, header_import, resolve
 
-RTD = 180.0 / math.pi
+if TYPE_CHECKING:
+    from .config import Simulation
 
-__all__ = ["OutputOptions", "ParsedArgs", "RawParams", "parse_nanobragg_args", "parse_raw", "resolve"]
+__all__ = ["Interpolation", "OutputOptions", "ParsedArgs", "RawParams", "parse_nanobragg_args", "parse_raw",
+           "resolve", "simulation_from_args"]
 
 
 # ----------------------------------------------------------------------------- value parsing
@@ -95,16 +101,19 @@ class Limit:
 
 
 def _fmt(x: float) -> str:
+    """A bound as a message shows it: an integer without its '.0'."""
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 POSITIVE = Limit(0.0, lo_open=True)
 NON_NEGATIVE = Limit(0.0)
-COUNT = Limit(1, 2**31 - 1)
+COUNT = Limit(1, C_INT_MAX)
 SEED = Limit(-(2**63) + 1, 2**63 - 1)
 
 
 def _checked(conv: Callable, check: Limit | None) -> Callable:
+    """``conv`` (a token -> value converter) followed by the range check, if any."""
+
     def c(flag: str, tok: str):
         v = conv(flag, tok)
         if check is not None:
@@ -147,6 +156,8 @@ class Rule:
 
 def _set(attr: str, conv: Callable = _num, scale: float = 1.0, pivot: str | None = None,
          check: Limit | None = None, div: float = 1.0) -> Handler:
+    """Set ``attr`` to one value, converted to SI (``* scale / div``); optionally the pivot it implies."""
+
     # ``div`` divides where the C program divides (x/1000.0, x/RTD): x*1e-3 or x*(1/RTD) can differ
     # in the last bit, and e.g. a phi step of 3.5e-18 rad then becomes exactly 0 (or vice versa)
     def h(p: RawParams, flag: str, v: list) -> None:
@@ -160,6 +171,8 @@ def _set(attr: str, conv: Callable = _num, scale: float = 1.0, pivot: str | None
 
 
 def _flag(attr: str, value) -> Handler:
+    """A switch: set ``attr`` to ``value``."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         setattr(p, attr, value)
 
@@ -167,6 +180,8 @@ def _flag(attr: str, value) -> Handler:
 
 
 def _cells(axes: tuple[int, ...]) -> Handler:
+    """-N/-Na/-Nb/-Nc: unit cells along the given axes."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         n = _checked(_int, COUNT)(flag, v[0])
         for a in axes:
@@ -179,6 +194,7 @@ CELL_USAGE = "'a b c alpha beta gamma' (Angstrom, degrees)"
 
 
 def _cell(p: RawParams, flag: str, v: list) -> None:
+    """-cell a b c alpha beta gamma (Angstrom, degrees), kept as given."""
     vals = [_num(flag, tok) for tok in _take_until_flag(v)]
     if len(vals) != 6:
         raise UsageError(f"needs 6 values {CELL_USAGE}, got {len(vals)}", flag=flag)
@@ -212,6 +228,7 @@ def check_cell(vals, flag: str | None = "-cell", field: str | None = None) -> No
 
 
 def _misset(p: RawParams, flag: str, v: list) -> None:
+    """-misset rx ry rz (degrees -> radians); -misset_seed N a b reaches here too (C's substring match)."""
     if flag == "-misset":
         p.misset = tuple(_num(flag, t) / RTD for t in v)
     else:  # -misset_seed N a b: the C program's substring match also sets a misset, with atof()
@@ -224,13 +241,13 @@ def _misset(p: RawParams, flag: str, v: list) -> None:
 
 def _atof(tok: str) -> float:
     """C ``atof``: the longest numeric prefix, 0 when there is none."""
-    import re
-
     m = re.match(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", tok, re.I)
     return float(m.group(0)) if m else 0.0
 
 
 def _sample(axes: tuple[int, ...]) -> Handler:
+    """Crystal size (mm -> m) along the given lab axes."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         x = _checked(_num, Limit(0.0, lo_open=True, what="crystal size in mm"))(flag, v[0]) / 1000.0
         for a in axes:
@@ -240,6 +257,7 @@ def _sample(axes: tuple[int, ...]) -> Handler:
 
 
 def _pivot(p: RawParams, flag: str, v: list) -> None:
+    """-pivot sample|beam (by substring, as C)."""
     if "sample" in v[0]:
         p.pivot = "sample"
     if "beam" in v[0]:
@@ -249,6 +267,8 @@ def _pivot(p: RawParams, flag: str, v: list) -> None:
 
 
 def _convention(name: str, pivot: str) -> Handler:
+    """-mosflm, -xds ...: the detector convention and its default pivot."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         p.convention = name
         p.pivot = pivot
@@ -257,6 +277,8 @@ def _convention(name: str, pivot: str) -> Handler:
 
 
 def _vector(key: str) -> Handler:
+    """-fdet_vector x y z ...: a custom direction (any length; not zero), which makes the convention custom."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         vec = tuple(_num(flag, t) for t in v)
         if not any(vec):
@@ -268,12 +290,14 @@ def _vector(key: str) -> Handler:
 
 
 def _pix0(p: RawParams, flag: str, v: list) -> None:
+    """-pix0_vector: checked, then ignored but for the custom convention (as C)."""
     for t in v:
         _num(flag, t)
     p.convention = "custom"  # the values themselves are ignored by the C program
 
 
 def _detector_abs(p: RawParams, flag: str, v: list) -> None:
+    """-detector_abs: attenuation depth in microns -> mu (1/m); 'inf' or 0: no absorption."""
     tok = v[0]
     if not (_DECIMAL.fullmatch(tok) or re.fullmatch(r"\s*[+-]?inf(inity)?\s*", tok, re.IGNORECASE)):
         raise UsageError(f"expected an absorption depth in microns, 'inf' or 0, got {tok!r}", flag=flag)
@@ -289,11 +313,14 @@ def _detector_abs(p: RawParams, flag: str, v: list) -> None:
 
 
 def _twotheta(p: RawParams, flag: str, v: list) -> None:
+    """-twotheta: degrees -> radians; implies the sample pivot."""
     p.twotheta = _num(flag, v[0]) / RTD
     p.pivot = "sample"
 
 
 def _rot(axis: int) -> Handler:
+    """-detector_rotx/y/z: degrees -> radians."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         p.rot[axis] = _num(flag, v[0]) / RTD
 
@@ -301,6 +328,8 @@ def _rot(axis: int) -> Handler:
 
 
 def _detsize(which: str) -> Handler:
+    """-detsize, -detsize_f, -detsize_s (``which``: b, f, s): mm -> m."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         x = _checked(_num, POSITIVE)(flag, v[0]) / 1000.0
         if which in "fb":
@@ -312,6 +341,8 @@ def _detsize(which: str) -> Handler:
 
 
 def _detpixels(which: str) -> Handler:
+    """-detpixels, -detpixels_f/x, -detpixels_s/y (``which``: b, f, s): pixel counts."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         n = _checked(_int, COUNT)(flag, v[0])
         if which in "fb":
@@ -323,11 +354,13 @@ def _detpixels(which: str) -> Handler:
 
 
 def _polar(p: RawParams, flag: str, v: list) -> None:
+    """-polar K: the Kahn factor (-1..1); cancels an earlier -nopolar."""
     p.polarization = _checked(_num, Limit(-1.0, 1.0, what="the Kahn polarisation factor"))(flag, v[0])
     p.nopolar = False
 
 
 def _roi(p: RawParams, flag: str, v: list) -> None:
+    """-roi xmin xmax ymin ymax: pixels, 0-based, inclusive."""
     f0, f1, s0, s1 = (_int(flag, t) for t in v)
     if f0 > f1 or s0 > s1:
         raise UsageError(f"expected 'xmin xmax ymin ymax' with min <= max, got {' '.join(v)}", flag=flag)
@@ -335,25 +368,31 @@ def _roi(p: RawParams, flag: str, v: list) -> None:
 
 
 def _energy(p: RawParams, flag: str, v: list) -> None:
+    """-energy eV -> wavelength (m), divided as the C program divides."""
     e = _checked(_num, Limit(1e-250, 1e250, lo_open=True, hi_open=True, what="photon energy in eV"))(flag, v[0])
-    p.lambda0 = (12398.42 / e) / 1.0e10
+    p.lambda0 = (HC_EV_ANGSTROM / e) / 1.0e10
 
 
 def _divergence(p: RawParams, flag: str, v: list) -> None:
+    """-divergence: both ranges, mrad -> rad."""
     p.hdivrange = p.vdivrange = _checked(_num, NON_NEGATIVE)(flag, v[0]) / 1000.0
 
 
 def _divsteps(p: RawParams, flag: str, v: list) -> None:
+    """-divsteps: both step counts."""
     p.hdivsteps = p.vdivsteps = _checked(_int, COUNT)(flag, v[0])
 
 
 def _file_name(flag: str, tok: str) -> str:
+    """A file name (not empty, not a flag; a negative number is a name)."""
     if not tok or (tok.startswith("-") and len(tok) > 1 and not tok[1].isdigit()):
         raise UsageError(f"expected a file name, got {tok!r}", flag=flag)
     return tok
 
 
 def _path(attr: str) -> Handler:
+    """An input file's name, and the flag that gave it (for messages)."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         setattr(p, attr, _file_name(flag, v[0]))
         p.flag_of[attr] = flag
@@ -362,6 +401,8 @@ def _path(attr: str) -> Handler:
 
 
 def _outfile(attr: str, enable: str | None = None) -> Handler:
+    """An output file's name; ``enable``: the switch that naming the file turns on."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         setattr(p, attr, _file_name(flag, v[0]))
         p.given.add(attr)
@@ -373,11 +414,21 @@ def _outfile(attr: str, enable: str | None = None) -> Handler:
 
 
 def _pgmscale(p: RawParams, flag: str, v: list) -> None:
+    """-pgmscale: photons -> grey level; turns the PGM on."""
     p.pgm_scale = _checked(_num, POSITIVE)(flag, v[0])
     p.write_pgm = True
 
 
-def _seed(attr: str) -> Handler:
+def _noise_seed(p: RawParams, flag: str, v: list) -> None:
+    """``-seed N``: N, kept as given.  (C L1099-1101 stores -N, the negative seed that restarts its ran1;
+    the noise here (physics.noise) is a hash of the seed itself, so nothing negates it.)"""
+    p.noise_seed = _checked(_int, SEED)(flag, v[0])
+
+
+def _rng_seed(attr: str) -> Handler:
+    """``-mosaic_seed N`` / ``-misset_seed N``: ran1's seed, -N, as the C program stores it (L1103-1109)
+    and hands it to the generator (a negative seed restarts ran1's shuffle table)."""
+
     def h(p: RawParams, flag: str, v: list) -> None:
         setattr(p, attr, -_checked(_int, SEED)(flag, v[0]))
 
@@ -395,10 +446,12 @@ def _check_values(conv: Callable, check: Limit | None = None) -> Handler:
 
 
 def _ignore_file(p: RawParams, flag: str, v: list) -> None:
+    """A file flag read elsewhere (-img, -mask) or unused (-dump): only its name is checked."""
     _file_name(flag, v[0])
 
 
 def _ignore(p: RawParams, flag: str, v: list) -> None:
+    """A flag with no effect (-coherent, -printout)."""
     return None
 
 
@@ -523,17 +576,17 @@ RULES: tuple[Rule, ...] = (
     R(("-printout",), 0, _ignore),
     R(("-noprogress",), 0, _flag("progress", False)),
     R(("-progress",), 0, _flag("progress", True)),
-    R(("-interpolate",), 0, _flag("interpolate", 1)),
-    R(("-nointerpolate",), 0, _flag("interpolate", 0)),
+    R(("-interpolate",), 0, _flag("interpolate", Interpolation.ON)),
+    R(("-nointerpolate",), 0, _flag("interpolate", Interpolation.OFF)),
     R(("-round_xtal",), 0, _flag("shape", "round")),
     R(("-square_xtal",), 0, _flag("shape", "square")),
     R(("-gauss_xtal",), 0, _flag("shape", "gauss")),
     R(("-binary_spots", "-tophat_spots"), 0, _flag("shape", "tophat")),
     R(("-fudge",), 1, _set("fudge", check=POSITIVE)),
     R(("-printout_pixel",), 2, _check_values(_int, NON_NEGATIVE)),
-    R(("-seed",), 1, _seed("seed")),
-    R(("-mosaic_seed",), 1, _seed("mosaic_seed")),
-    R(("-misset_seed",), 1, _seed("misset_seed")),
+    R(("-seed",), 1, _noise_seed),
+    R(("-mosaic_seed",), 1, _rng_seed("mosaic_rng_seed")),
+    R(("-misset_seed",), 1, _rng_seed("misset_rng_seed")),
     R(("-water",), 1, _set("water", div=1e6, check=NON_NEGATIVE)),
 )
 
@@ -583,6 +636,7 @@ def parse_raw(argv: list[str], cwd: str = ".") -> RawParams:
 
 
 def _take_until_flag(vals: list[str]) -> list[str]:
+    """The values before the first one that starts with '-'."""
     out = []
     for v in vals:
         if v.startswith("-"):
@@ -595,3 +649,9 @@ def parse_nanobragg_args(argv: list[str], cwd: str | None = None) -> ParsedArgs:
     """Parse a nanoBragg argument list and resolve it; file names are relative to ``cwd``."""
     cwd = cwd or os.getcwd()
     return resolve(parse_raw(list(argv), cwd), cwd)
+
+
+def simulation_from_args(argv: list[str], cwd: str | None = None) -> Simulation:
+    """The :class:`~bragg_dask.config.Simulation` of a nanoBragg argument list (``bragg_dask.simulation_from_args``);
+    file names are relative to ``cwd`` (default: the working folder)."""
+    return parse_nanobragg_args(argv, cwd).simulation

@@ -20,23 +20,11 @@ from .io.pgm import pgm_bytes, write_pgm
 from .io.raw import write_float_image
 from .io.smv import int_image, smv_header, write_smv
 from .physics.noise import noise_image
-from .stats import ImageStats
+from .physics.roi import mask_from_bounds, roi_mask
+from .settings import noise_seed
+from .stats import ImageStats, int_scale, pgm_scale
 
 log = logging.getLogger(__name__)
-
-
-def roi_mask(det, tile=None) -> np.ndarray:
-    """Bool, pixels inside the ROI (mask ignored): the whole ``(spixels, fpixels)``, or one tile's."""
-    return mask_from_bounds(det.roi_bounds, (0, det.spixels, 0, det.fpixels) if tile is None else
-                            (tile.s0, tile.s1, tile.f0, tile.f1))
-
-
-def roi_count(det) -> int:
-    """Pixels inside the ROI (mask ignored), counted without a whole-detector mask."""
-    fmin, fmax, smin, smax = det.roi_bounds
-    nf = max(0, min(fmax, det.fpixels - 1) - max(fmin, 0) + 1)
-    ns = max(0, min(smax, det.spixels - 1) - max(smin, 0) + 1)
-    return nf * ns
 
 
 class OutputError(BraggDaskError):
@@ -49,42 +37,6 @@ def _writing(path: str):
         yield
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def mask_from_bounds(bounds, window) -> np.ndarray:
-    """Bool ``window`` ``(s0, s1, f0, f1)`` of the inclusive ROI ``bounds`` ``(fmin, fmax, smin, smax)``."""
-    fmin, fmax, smin, smax = bounds
-    s = np.arange(window[0], window[1])[:, None]
-    f = np.arange(window[2], window[3])[None, :]
-    return (f >= fmin) & (f <= fmax) & (s >= smin) & (s <= smax)
-
-
-def max_position_m(det, stats: ImageStats) -> tuple[float, float]:
-    """(Fdet, Sdet) in metres of the last sub-pixel of the brightest pixel, as the C program prints."""
-    if stats.max_pos is None:
-        return (0.0, 0.0)
-    s, f = stats.max_pos
-    os_ = det.oversample
-    sub = det.pixel_size_m / os_
-    return (sub * (f * os_ + os_ - 1) + sub / 2.0, sub * (s * os_ + os_ - 1) + sub / 2.0)
-
-
-def int_scale(stats: ImageStats, user_scale: float) -> float:
-    """``-scale`` if positive, else 55000/max_I (1 for an empty image)."""
-    if user_scale > 0.0:
-        return user_scale
-    return 55000.0 / stats.max_I if stats.max_I > 0.0 else 1.0
-
-
-def pgm_scale(stats: ImageStats, user_scale: float, int_file_scale: float) -> float:
-    if user_scale > 0.0:
-        return user_scale
-    return 250.0 / (5.0 * stats.rmsd) if stats.rmsd > 0.0 else int_file_scale
-
-
-def noise_seed(outputs) -> int:
-    """``-seed N`` if given, else a time-based seed (as the C program); the run reports it."""
-    return int(outputs.seed) if outputs.seed is not None else int(time.time())
 
 
 def write_outputs(sim, image, stats: ImageStats, outputs, cwd: str = ".") -> list[str]:
@@ -139,8 +91,8 @@ def _write_streamed(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[st
         written.append(path)
     if outputs.intfile:
         path = os.path.join(cwd, outputs.intfile)
-        if frame.has("int"):  # made by the run's second pass with this scale and ADC offset
-            write_streamed(path, frame, None, bounds, header=smv_header(sim), array="int")
+        if frame.has(frame.INT):  # made by the run's second pass with this scale and ADC offset
+            write_streamed(path, frame, None, bounds, header=smv_header(sim), array=frame.INT)
         else:
             write_streamed(path, frame, lambda band, roi, s0, f0: int_image(band, roi, scale, outputs.adc), bounds,
                            header=smv_header(sim))
@@ -155,8 +107,8 @@ def _write_streamed(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[st
     if outputs.noisefile:
         path = os.path.join(cwd, outputs.noisefile)
         seed = noise_seed(outputs)
-        if frame.has("noise"):
-            write_streamed(path, frame, None, bounds, header=smv_header(sim), array="noise")
+        if frame.has(frame.NOISE):
+            write_streamed(path, frame, None, bounds, header=smv_header(sim), array=frame.NOISE)
             log.info("noise seed %d", seed)
         else:
             fp = frame.shape[1]
@@ -173,14 +125,14 @@ def pgm_header(fpixels: int, spixels: int, scale: float) -> bytes:
     return f"P5\n{fpixels} {spixels}\n# pixels scaled by {scale:g}\n255\n".encode("ascii")
 
 
-def write_streamed(path: str, frame, convert, roi_bounds, *, header: bytes = b"", array: str = "float") -> None:
+def write_streamed(path: str, frame, convert, roi_bounds, *, header: bytes = b"", array: str | None = None) -> None:
     """Write ``header`` then ``convert(tile, in_roi, s0, f0)`` of every tile of ``frame``'s ``array``, a band
     of tiles at a time (``convert=None``: the stored pixels, little-endian), into a temporary file renamed
     to ``path`` at the end."""
     tf = frame.tile_shape[1]
     with _writing(path), atomic_write(path) as fh:
         fh.write(header)
-        for s0, s1, band in frame.bands(array):
+        for s0, s1, band in frame.bands(array or frame.FLOAT):
             if convert is None:
                 out = band.astype(band.dtype.newbyteorder("<"), copy=False)
             else:

@@ -2,6 +2,7 @@
 
 Tiles are listed in raster order (row of tiles by row of tiles), which is also the order in which
 the C program visits their pixels row by row *within* the tile; the carry-over scan relies on it.
+A tile is a :class:`~.physics.tiles.TileSpec` (the physics' own type, exported here too).
 """
 
 from __future__ import annotations
@@ -10,29 +11,9 @@ import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .physics.tiles import TileSpec
 
-
-@dataclass(frozen=True)
-class TileSpec:
-    """One tile: ``[s0, s1) x [f0, f1)`` pixels (slow, fast), index ``(tile_slow, tile_fast)``."""
-
-    s0: int
-    s1: int
-    f0: int
-    f1: int
-    index: tuple[int, int] = (0, 0)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.s1 - self.s0, self.f1 - self.f0)
-
-    @property
-    def n_pixels(self) -> int:
-        return (self.s1 - self.s0) * (self.f1 - self.f0)
-
-    @property
-    def name(self) -> str:
-        return f"tile-s{self.index[0]:04d}-f{self.index[1]:04d}"
+__all__ = ["DEFAULT_TILE", "DEFAULT_TILE_GPU", "TilePlan", "TileSpec", "default_tile", "plan_tiles"]
 
 
 @dataclass(frozen=True)

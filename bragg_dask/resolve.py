@@ -1,23 +1,27 @@
 """From the C program's parsed variables to a :class:`Simulation`: its auto rules, in its order.
 
 :class:`RawParams` holds nanoBragg's variables after its argument loop (SI units; -1/NaN mean
-"unset"), as :mod:`bragg_dask.nanobragg_args` fills them.  :func:`resolve` then applies the
-program's set-up: detector size, fluence, beam clip, phi/mosaic/divergence/sensor auto rules, the
-random misset and mosaic draws (one shared generator), geometry, cell, crystal size, structure
-factors, oversampling; and checks what the C program would silently get wrong.
+"unset"), as :mod:`bragg_dask.nanobragg_args` fills them; where a field is not the C variable, its
+name or type says so (``noise_seed``: ``-seed``'s value as given; ``interpolate``: an
+:class:`Interpolation`).  :func:`resolve` then applies the program's set-up: detector size, fluence,
+beam clip, phi/mosaic/divergence/sensor auto rules, the random misset and mosaic draws (one shared
+generator), geometry, cell, crystal size, structure factors, oversampling; and checks what the C
+program would silently get wrong.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import DEFAULT_FLUENCE, Beam, Crystal, Detector, Simulation, Source, clip_roi
+from .config import Beam, Crystal, Detector, Simulation, Source, clip_roi
 from .errors import ConfigError, InputFileError, UsageError, reading
 from .io.hkl import read_hkl
 from .io.mosflm import read_mat
@@ -26,15 +30,33 @@ from .io.sourcefile import read_sources
 from .io.stol import read_stol
 from .memory import fmt, memory_budget
 from .physics import crystal as xtal
+from .physics.constants import C_INT_MAX, DEFAULT_ADC_OFFSET, DEFAULT_FLUENCE, RTD
 from .physics.geometry import DetectorGeometryInput, resolve_detector_geometry
 from .physics.rng import Ran1, mosaic_rotation_umat, umat_to_misset
 from .physics.sources import auto_steps, divergence_sources
 from .physics.structure_factors import StructureFactors
 from .physics.vectors import cross, magnitude, unitize
 
-RTD = 180.0 / math.pi
+if TYPE_CHECKING:
+    from .physics.crystal import CellVectors
+    from .physics.geometry import DetectorGeometry
+
 NAN = float("nan")
+#: the C program's default ``mosaic_seed`` (L357): ran1's seed for the mosaic domains
+DEFAULT_MOSAIC_RNG_SEED = -12345678
 log = logging.getLogger(__name__)
+
+
+class Interpolation(enum.IntEnum):
+    """The user's ``-interpolate`` / ``-nointerpolate`` setting (the last flag wins; neither: AUTO).
+
+    AUTO turns tricubic interpolation on when any of Na, Nb, Nc is <= 2 (C L1778-1790).  An int
+    enum, so that it compares and serialises as the C program's 0/1/2.
+    """
+
+    OFF = 0
+    ON = 1
+    AUTO = 2
 
 
 @dataclass
@@ -92,7 +114,7 @@ class RawParams:
     hdivsteps: int = -1
     vdivsteps: int = -1
     round_div: bool = True
-    adc: float = 40.0
+    adc: float = DEFAULT_ADC_OFFSET
     phi0: float = 0.0
     osc: float = -1.0
     phistep: float = -1.0
@@ -112,12 +134,12 @@ class RawParams:
     intfile_scale: float = 0.0
     pgm_scale: float = 0.0
     progress: bool = True
-    interpolate: int = 2  # 2 = auto
+    interpolate: Interpolation = Interpolation.AUTO
     shape: str = "square"
     fudge: float = 1.0
-    seed: int | None = None
-    mosaic_seed: int = -12345678
-    misset_seed: int | None = None
+    noise_seed: int | None = None  # -seed N: N, as given (None: the run picks a time-based one)
+    mosaic_rng_seed: int = DEFAULT_MOSAIC_RNG_SEED  # ran1's seed, -N for -mosaic_seed N (C L1105)
+    misset_rng_seed: int | None = None  # ran1's seed, -N for -misset_seed N (C L1109); None: -time
     water: float = 0.0
     mask: np.ndarray | None = None
     mask_file: str | None = None
@@ -129,7 +151,11 @@ class RawParams:
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """What files to write and how (the C program's output flags)."""
+    """What files to write and how (the C program's output flags).
+
+    ``intfile_scale``/``pgm_scale``: photons -> ADU (0: automatic); ``adc``: offset, ADU;
+    ``seed``: the noise seed the user gave (``-seed N`` -> N; ``None``: not given).
+    """
 
     floatfile: str | None = "floatimage.bin"
     intfile: str | None = "intimage.img"
@@ -137,13 +163,15 @@ class OutputOptions:
     noisefile: str | None = None
     intfile_scale: float = 0.0
     pgm_scale: float = 0.0
-    adc: float = 40.0
+    adc: float = DEFAULT_ADC_OFFSET
     seed: int | None = None
     progress: bool = True
 
 
 @dataclass(frozen=True)
 class ParsedArgs:
+    """A parsed command line: the simulation, the output options and the raw variables (for messages)."""
+
     simulation: Simulation
     outputs: OutputOptions
     raw: RawParams
@@ -232,7 +260,7 @@ def _phi_sampling(p: RawParams) -> tuple[float, int]:
 
 
 def _mosaic(p: RawParams, rng: Ran1) -> tuple[float, tuple]:
-    """(spread, umats) after the domain auto rules (L1639-1673) and the domain draws (L2437-2456)."""
+    """(spread in radians, umats) after the domain auto rules (L1639-1673) and the domain draws (L2437-2456)."""
     spread, n = p.mosaic_spread, p.mosaic_domains
     if n < 0:
         if spread < 0.0:
@@ -247,7 +275,7 @@ def _mosaic(p: RawParams, rng: Ran1) -> tuple[float, tuple]:
         n = 1
     if n < 1:
         raise UsageError(f"must be >= 1, got {n}", flag="-mosaic_domains")
-    seed = p.mosaic_seed
+    seed = p.mosaic_rng_seed
     umats = []
     for m in range(n):
         u, seed = mosaic_rotation_umat(spread, rng, seed)
@@ -275,6 +303,7 @@ def _orientation(p: RawParams, cwd: str) -> tuple[tuple, tuple | None]:
 
 
 def _structure_factors(p: RawParams, cwd: str) -> StructureFactors:
+    """The -hkl table (missing entries: -default_F), or -default_F alone."""
     if p.hklfile is not None:
         with reading(p.flag_of.get("hklfile", "-hkl")):
             return read_hkl(os.path.join(cwd, p.hklfile), default_F=p.default_F)
@@ -291,8 +320,8 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     fluence, sample = _fluence_and_sample(p)
     phistep, phisteps = _phi_sampling(p)
     rng = Ran1()  # one shuffle table shared by the misset and mosaic streams, in that order
-    if p.misset_random:
-        seed = p.misset_seed if p.misset_seed is not None else -int(time.time())
+    if p.misset_random:  # C L355-358: unless -misset_seed, ran1's seed is -time
+        seed = p.misset_rng_seed if p.misset_rng_seed is not None else -int(time.time())
         u, _ = mosaic_rotation_umat(90.0, rng, seed)  # "90" passes as radians, as in C
         p.misset = umat_to_misset(u)
         log.info("random orientation misset angles: %f %f %f deg", *(a * RTD for a in p.misset))
@@ -304,16 +333,11 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         rot_rad=tuple(p.rot), twotheta_rad=p.twotheta, custom_vectors=tuple(sorted(p.vectors.items())),
     ))
     _check_geometry(p, geo)
-    interpolate = p.interpolate
-    if interpolate > 1:
-        interpolate = int(any(n <= 2 for n in p.n_cells))
     recip, user_cell = _orientation(p, cwd)
     cell = xtal.real_space_cell(recip, p.misset, user_cell)
     _check_crystal_sampling(p, cell, sample, geo)
-    n_cells = xtal.cells_from_sample_size(cell, tuple(p.n_cells), tuple(sample))
+    n_cells = xtal.cells_from_sample_size(cell, tuple(p.n_cells), sample)
     sf = _structure_factors(p, cwd)
-    if not sf.has_table:
-        interpolate = 0
     sources = _sources(p, geo, cwd)
     if p.stolfile is not None:
         with reading(p.flag_of.get("stolfile", "-stol")):
@@ -329,13 +353,23 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         b_star_per_A=cell.b_star_per_A, c_star_per_A=cell.c_star_per_A, n_cells=n_cells,
         structure_factors=sf, shape=p.shape, fudge=p.fudge, spindle_axis=geo.spindle,
         phi0_rad=p.phi0, phistep_rad=phistep, phisteps=phisteps, osc_rad=p.osc, mosaic_spread_rad=spread,
-        mosaic_umats=umats, interpolate=bool(interpolate),
+        mosaic_umats=umats, interpolate=_interpolate(p, sf),
     )
     detector = _detector(p, geo, fpixels, spixels, oversample)
     _check_reach(p, geo, fpixels, spixels)
     _check_dmin(p, geo, sources, fpixels, spixels)
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     return ParsedArgs(simulation=sim, outputs=_outputs(p), raw=p)
+
+
+def _interpolate(p: RawParams, sf: StructureFactors) -> bool:
+    """Tricubic interpolation on?  AUTO: when any of -Na/-Nb/-Nc is <= 2, counted before a crystal size
+    replaces them (C L1778-1790); always off without an HKL table (C L2246)."""
+    if not sf.has_table:
+        return False
+    if p.interpolate == Interpolation.AUTO:
+        return any(n <= 2 for n in p.n_cells)
+    return p.interpolate == Interpolation.ON
 
 
 def _nothing_to_render(p: RawParams, keys: tuple[str, ...], why: str, default: str = "-divergence") -> None:
@@ -350,7 +384,7 @@ _GEOMETRY_FLAGS = ("_vector", "_axis", "-detector_rot", "-twotheta", "-distance"
                    "-mosflm", "-xds", "-adxv", "-denzo", "-dials")
 
 
-def _check_geometry(p: RawParams, geo) -> None:
+def _check_geometry(p: RawParams, geo: DetectorGeometry) -> None:
     """A detector that cannot see the sample: its plane holds the sample, or its axes are parallel."""
     numbers = [geo.distance_m, geo.close_distance_m, geo.fbeam_m, geo.sbeam_m, *geo.pix0_m, *geo.fdet,
                *geo.sdet, *geo.odet, *geo.beam]
@@ -366,7 +400,7 @@ _PLACEMENT_FLAGS = ("-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX", "-ORGY", 
                     "-pixel", "-detsize", "-detpixels", "-img", "-mask")
 
 
-def _check_reach(p: RawParams, geo, fpixels: int, spixels: int) -> None:
+def _check_reach(p: RawParams, geo: DetectorGeometry, fpixels: int, spixels: int) -> None:
     """A detector so far from the sample (a beam centre 1e300 mm off ...) that even its nearest pixel's
     solid angle is 0 in floating point: every pixel renders 0, so refuse it."""
     if p.curved:
@@ -386,7 +420,8 @@ def _check_reach(p: RawParams, geo, fpixels: int, spixels: int) -> None:
                            f"{px * 1e3:g} mm wide) has a solid angle that is {what}", "-distance")
 
 
-def _check_dmin(p: RawParams, geo, sources, fpixels: int, spixels: int) -> None:
+def _check_dmin(p: RawParams, geo: DetectorGeometry, sources: tuple[Source, ...], fpixels: int,
+                spixels: int) -> None:
     """``-dmin`` culling every pixel for every source leaves an all-zero image: refuse it.
 
     The smallest scattering vector over a flat detector lies where the beam meets it, or on its edge;
@@ -416,10 +451,11 @@ def _check_dmin(p: RawParams, geo, sources, fpixels: int, spixels: int) -> None:
 
 
 POINT_BYTES = 256  # memory per sub-pixel point of one pixel (the kernel evaluates a pixel's points together)
-MAX_COUNT = 2**31 - 1
+MAX_COUNT = C_INT_MAX
 
 
-def _check_crystal_sampling(p: RawParams, cell, sample, geo) -> None:
+def _check_crystal_sampling(p: RawParams, cell: CellVectors, sample: tuple[float, float, float],
+                            geo: DetectorGeometry) -> None:
     """A crystal size or oversampling that no run can hold: refused before the arithmetic overflows.
 
     The unit cells a sample size gives must be a count (as -N); the sub-pixel points of one pixel
@@ -434,6 +470,7 @@ def _check_crystal_sampling(p: RawParams, cell, sample, geo) -> None:
                                f"{nn:.3g} unit cells of {length * 1e10:g} A along an axis, more than {MAX_COUNT}",
                                "-samplesize")
         n_cells.append(max(1.0, math.ceil(nn)))
+    flags: tuple[str, ...]
     if p.oversample > 0:
         oversample, why, flags = float(p.oversample), "", ("-oversample",)
     else:
@@ -461,7 +498,7 @@ def _detector_size(p: RawParams) -> tuple[float, float, int, int]:
     detsize_f = p.pixel_size * p.fpixels if p.fpixels else p.detsize_f
     detsize_s = p.pixel_size * p.spixels if p.spixels else p.detsize_s
     nf, ns = detsize_f / p.pixel_size, detsize_s / p.pixel_size
-    if not (math.isfinite(detsize_f) and math.isfinite(detsize_s) and nf < 2**31 and ns < 2**31):
+    if not (math.isfinite(detsize_f) and math.isfinite(detsize_s) and nf < C_INT_MAX + 1 and ns < C_INT_MAX + 1):
         raise ConfigError(f"a detector of {detsize_f * 1e3:g} x {detsize_s * 1e3:g} mm in pixels of "
                           f"{p.pixel_size * 1e3:g} mm is {nf:g} x {ns:g} pixels: too large", flag="-detsize/-pixel")
     fpixels = int(math.ceil(nf - 0.5))
@@ -471,21 +508,23 @@ def _detector_size(p: RawParams) -> tuple[float, float, int, int]:
     return detsize_f, detsize_s, fpixels, spixels
 
 
-def _fluence_and_sample(p: RawParams) -> tuple[float, list]:
-    """Fluence (from -flux/-exposure/-beamsize when given) and the crystal size clipped by the beam."""
+def _fluence_and_sample(p: RawParams) -> tuple[float, tuple[float, float, float]]:
+    """Fluence, photons/m^2 (from -flux/-exposure/-beamsize when given), and the crystal size x, y, z (m)
+    clipped by the beam."""
     fluence = p.fluence
     if p.flux != 0.0 and p.exposure > 0.0 and p.beamsize >= 0:
         if p.beamsize == 0:
             raise ConfigError("beam size 0 with -flux gives an infinite fluence", flag="-beamsize")
         fluence = p.flux * p.exposure / p.beamsize / p.beamsize
-    sample = list(p.sample_xyz)
+    x, y, z = p.sample_xyz
     if p.beamsize >= 0:  # the beam clips the crystal in lab y and z
-        sample[1] = min(sample[1], p.beamsize)
-        sample[2] = min(sample[2], p.beamsize)
-    return fluence, sample
+        y = min(y, p.beamsize)
+        z = min(z, p.beamsize)
+    return fluence, (x, y, z)
 
 
-def _detector(p: RawParams, geo, fpixels: int, spixels: int, oversample: int) -> Detector:
+def _detector(p: RawParams, geo: DetectorGeometry, fpixels: int, spixels: int, oversample: int) -> Detector:
+    """The :class:`Detector`, after refusing a sensor, ROI or mask that leaves nothing to render."""
     thick, thicksteps, thickstep, mu = _sensor(p)
     if p.oversample_thick and thick <= 0.0:
         _nothing_to_render(p, ("-oversample_thick", "-detector_thick", "-detector_abs", "thicksteps"),
@@ -515,15 +554,16 @@ def _detector(p: RawParams, geo, fpixels: int, spixels: int, oversample: int) ->
 
 
 def _outputs(p: RawParams) -> OutputOptions:
+    """The output flags; the noise seed as the user gave it."""
     return OutputOptions(
         floatfile=p.floatfile, intfile=p.intfile, pgmfile=p.pgmfile if p.write_pgm else None,
         noisefile=p.noisefile if p.write_noise else None, intfile_scale=p.intfile_scale,
-        pgm_scale=p.pgm_scale, adc=p.adc, seed=-p.seed if p.seed is not None else None, progress=p.progress,
+        pgm_scale=p.pgm_scale, adc=p.adc, seed=p.noise_seed, progress=p.progress,
     )
 
 
 def _sensor(p: RawParams) -> tuple[float, int, float, float]:
-    """(thickness, layers, layer step, mu) after the C program's rules (L1583-1636, L1691-1695).
+    """(thickness m, layers, layer step m, mu 1/m) after the C program's rules (L1583-1636, L1691-1695).
 
     There is no flag for the layer step, so it is always derived: n layers over T give a step
     of T/(n-1) (the layers reach T*n/(n-1)); an unset count gives 2 layers of T/2.
@@ -548,11 +588,13 @@ def _sensor(p: RawParams) -> tuple[float, int, float, float]:
     return thick, n, step, max(mu, 0.0)
 
 
-def _xtal_size_max(cell, n_cells) -> float:
+def _xtal_size_max(cell: CellVectors, n_cells: tuple[int, int, int]) -> float:
+    """The crystal's longest edge, metres."""
     return max(magnitude(v) * n for v, n in zip((cell.a_m, cell.b_m, cell.c_m), n_cells))
 
 
-def _sources(p: RawParams, geo, cwd: str) -> tuple[Source, ...]:
+def _sources(p: RawParams, geo: DetectorGeometry, cwd: str) -> tuple[Source, ...]:
+    """The -sourcefile's sources, or the divergence and dispersion grid (C L2319-2416)."""
     if p.sourcefile is not None:
         with reading(p.flag_of.get("sourcefile", "-sourcefile")):
             srcs = read_sources(os.path.join(cwd, p.sourcefile), geo.beam, p.lambda0)

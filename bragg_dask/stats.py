@@ -44,3 +44,18 @@ def combine(partials: list[dict], n_roi: int) -> ImageStats:
     dev = sumsq - 2.0 * mean * total + n * mean * mean + (n_roi - n) * mean * mean
     rmsd = math.sqrt(max(dev, 0.0) / max(n_roi - 1, 1))
     return ImageStats(max_I=max_i, max_pos=pos, mean=mean, rms=rms, rmsd=rmsd, n=n)
+
+
+def int_scale(stats: ImageStats, user_scale: float) -> float:
+    """The int image's scale: ``-scale`` if positive, else 55000/max_I (1 for an empty image)."""
+    if user_scale > 0.0:
+        return user_scale
+    return 55000.0 / stats.max_I if stats.max_I > 0.0 else 1.0
+
+
+def pgm_scale(stats: ImageStats, user_scale: float, int_file_scale: float) -> float:
+    """The PGM preview's scale: ``-pgmscale`` if positive, else 250/(5 rmsd) (the int scale for a flat
+    image)."""
+    if user_scale > 0.0:
+        return user_scale
+    return 250.0 / (5.0 * stats.rmsd) if stats.rmsd > 0.0 else int_file_scale

@@ -15,7 +15,7 @@ cluster = SLURMCluster(queue="normal", cores=1, processes=1, memory="4GB", wallt
 cluster.scale(jobs=32)
 client = Client(cluster)
 print("dashboard:", client.dashboard_link)
-sim = bragg_dask.Simulation.from_nanobragg_args(
+sim = bragg_dask.simulation_from_args(
     ["-hkl", "lyso.hkl", "-cell", "79.1", "79.1", "37.9", "90", "90", "90", "-N", "10", "-lambda", "1.0",
      "-distance", "200", "-pixel", "0.172", "-detpixels_x", "2463", "-detpixels_y", "2527", "-oversample", "1"])
 bragg_dask.simulate(sim, store="/shared/run.zarr", client=client, tile=256)

@@ -11,25 +11,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bragg_dask.carryover import (
-    INTERP_CUT,
-    INTERP_OFF,
-    INTERP_ON,
     PHI_CARRIED,
     PHI_FRESH,
-    RowSeed,
-    RunSummary,
-    TileSeed,
     compose_set,
     exclusive_scan,
     phi_states,
     segments,
-    tile_seeds,
+    tile_states,
 )
-from bragg_dask.executors.seeds import compute_seeds
+from bragg_dask.executors.states import compute_states
 from bragg_dask.executors.serial import run_serial
 from bragg_dask.nanobragg_args import parse_nanobragg_args
 from bragg_dask.physics.crystal import carryover_matters, zero_phi_rotations
 from bragg_dask.physics.kernel import simulate_tile
+from bragg_dask.physics.tiles import InterpState, RowState, RunSummary, TileState
 from bragg_dask.plan import plan_tiles
 
 from .conftest import CASES, case_by_id, rel_err
@@ -90,10 +85,10 @@ def test_phi_scan_equals_serial_walk_over_pixels(data):
             c = np.nonzero(executed[r, t.f0 : t.f1])[0]
             runs.append(RunSummary(r, t.f0, int(c[0]) + t.f0 if c.size else -1))
     segs = segments(rows, threads)
-    seeds = tile_seeds(tiles, runs, segs)
+    states = tile_states(tiles, runs, segs)
     got = np.zeros((rows, cols), bool)
     for t in tiles:
-        for k, rs in enumerate(seeds[t.index].rows):
+        for k, rs in enumerate(states[t.index].rows):
             if rs.fresh_col >= 0:
                 got[t.s0 + k, rs.fresh_col] = True
     expect = np.zeros((rows, cols), bool)
@@ -106,14 +101,15 @@ def test_phi_scan_equals_serial_walk_over_pixels(data):
     assert set(states.values()) <= {PHI_FRESH, PHI_CARRIED}
 
 
-def test_interpolation_seed_kinds():
+def test_interpolation_state_kinds():
     tiles = plan_tiles(2, 4, (1, 2)).tiles()
     runs = [RunSummary(0, 0, 0, None), RunSummary(0, 2, 2, (3, 17)), RunSummary(1, 0, 0, (0, 1)),
             RunSummary(1, 2, 2, None)]
-    seeds = tile_seeds(tiles, runs, segments(2, 1), interpolation=True)
-    kinds = [seeds[t.index].rows[0].interp for t in tiles]
-    assert kinds == [INTERP_ON, INTERP_CUT, INTERP_OFF, INTERP_OFF]
-    assert seeds[tiles[1].index].rows[0].cut == (3, 17)
+    states = tile_states(tiles, runs, segments(2, 1), interpolation=True)
+    kinds = [states[t.index].rows[0].interp for t in tiles]
+    assert kinds == [InterpState.ON, InterpState.CUT, InterpState.OFF, InterpState.OFF]
+    assert all(type(k) is InterpState for k in kinds)
+    assert states[tiles[1].index].rows[0].cut == (3, 17)
 
 
 @pytest.mark.parametrize("cid", ["mask_carryover_cparity", "mosaic_phi_carryover_cparity", "roi_carryover_cparity",
@@ -124,11 +120,11 @@ def test_first_executed_pixel_of_a_segment_is_special(cid):
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     threads = int(case.meta.get("omp_threads", 1))
     plan = plan_tiles(*sim.detector.shape, 16)
-    seeds = compute_seeds(sim, plan, threads=threads)
+    seeds = compute_states(sim, plan, threads=threads)
     ref = case.reference()
     right = np.zeros(ref.shape, np.float32)
     wrong = np.zeros(ref.shape, np.float32)
-    blind = {k: TileSeed(tuple(dataclasses.replace(r, fresh_col=-1) for r in v.rows)) for k, v in seeds.items()}
+    blind = {k: TileState(tuple(dataclasses.replace(r, fresh_col=-1) for r in v.rows)) for k, v in seeds.items()}
     for t in plan.tiles():
         right[t.s0 : t.s1, t.f0 : t.f1] = simulate_tile(sim, t, seeds[t.index], parity="c").image
         wrong[t.s0 : t.s1, t.f0 : t.f1] = simulate_tile(sim, t, blind[t.index], parity="c").image
@@ -195,5 +191,15 @@ def test_spec_mode_is_unchanged_by_the_c_machinery():
     assert rel_err(first, case.reference()) <= 1e-5
 
 
-def test_row_seed_defaults_are_neutral():
-    assert RowSeed() == RowSeed(fresh_col=-1, interp=INTERP_ON, cut=None)
+def test_row_state_defaults_are_neutral():
+    assert RowState() == RowState(fresh_col=-1, interp=InterpState.ON, cut=None)
+    tile = plan_tiles(5, 4, (3, 4)).tiles()[1]
+    assert TileState.neutral(tile) == TileState((RowState(), RowState()))
+
+
+def test_interp_state_values_are_what_the_tensors_hold():
+    """The integer values are stored in the kernel's per-pixel tensors: they must not change."""
+    assert [int(InterpState.OFF), int(InterpState.ON), int(InterpState.CUT)] == [0, 1, 2]
+    modes = torch.tensor([0, 1, 2, 1])
+    assert (modes == InterpState.ON).tolist() == [False, True, False, True]
+    assert InterpState(2) is InterpState.CUT

@@ -317,3 +317,26 @@ def test_a_store_resumes_with_its_own_tiles_when_no_tile_is_given(tmp_path):
     again = run_cli(BASE + ["--zarr", "s.zarr"], tmp_path)  # the default tile (256, or 2048 on a GPU) differs
     assert again.returncode == 0, again.stderr
     assert "tiles computed: 0 of 4" in again.stdout
+
+
+def test_a_store_runs_files_come_from_its_arrays_without_a_second_pass(tmp_path, monkeypatch):
+    """One frame into a store with the int and noise files asked for: the images are made once, per
+    tile in the store's second pass, and the files are those arrays (no conversion on the client)."""
+    import zarr
+
+    from bragg_dask import cli, outputs
+
+    def refuse(*a, **k):
+        raise AssertionError("the client made an int or noise image again")
+
+    args = [a for a in BASE if a not in ("-nonoise",)] + ["-seed", "7", "-intfile", "i.img", "-noisefile", "n.img",
+                                                          "--zarr", "s.zarr", "--tile", "8", "--quiet"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(outputs, "int_image", refuse)
+    monkeypatch.setattr(outputs, "noise_image", refuse)
+    assert cli.main(args) == 0
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    for name, f in (("int", "i.img"), ("noise", "n.img")):
+        raw = (tmp_path / f).read_bytes()
+        pixels = np.frombuffer(raw[len(raw) - 16 * 16 * 2 :], "<u2").reshape(16, 16)
+        assert np.array_equal(pixels, np.asarray(g[name][0]))

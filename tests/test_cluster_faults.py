@@ -28,7 +28,7 @@ import pytest
 import zarr
 
 from bragg_dask import cli
-from bragg_dask.cluster import ClusterOptions, connect, shutdown
+from bragg_dask.executors.cluster import ClusterOptions, connect, shutdown
 
 from .test_distributed import LONG, Cluster, _env, _wait_for_tiles
 
@@ -107,7 +107,7 @@ def test_cluster_failure_tells_the_cluster_from_a_task():
     from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
 
-    from bragg_dask.cluster import ClusterError, cluster_failure
+    from bragg_dask.executors.cluster import ClusterError, cluster_failure
 
     class Client:
         status = "running"

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import bragg_dask
 from bragg_dask import Beam, Crystal, Detector, Simulation, Source
 from bragg_dask.errors import ConfigError
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg_args import Interpolation, parse_nanobragg_args, parse_raw
 from bragg_dask.physics import crystal as xtal
 from bragg_dask.physics.geometry import DetectorGeometryInput, resolve_detector_geometry
 from bragg_dask.physics.kernel import simulate_tile
 from bragg_dask.physics.structure_factors import StructureFactors
 from bragg_dask.plan import TileSpec
+from bragg_dask.resolve import DEFAULT_MOSAIC_RNG_SEED
 
 from .conftest import case_by_id, rel_err, simulate_case
 
@@ -114,3 +119,115 @@ def test_source_and_beam_refuse_nan_and_name_the_field():
         Source((1.0, 0.0, 0.0), math.nan)
     with pytest.raises(ConfigError, match="polarization"):
         dataclasses.replace(python_built().beam, polarization=math.inf)
+
+
+# ----------------------------------------------------------------------------- the parsing layer's names
+
+def _hkl_file(tmp_path) -> str:
+    lines = [f"{h} {k} {l} 10.0" for h in range(-3, 4) for k in range(-3, 4) for l in range(-3, 4)]
+    (tmp_path / "t.hkl").write_text("\n".join(lines) + "\n")
+    return "t.hkl"
+
+
+def test_interpolation_setting_is_an_int_enum_that_round_trips():
+    for member, value in ((Interpolation.OFF, 0), (Interpolation.ON, 1), (Interpolation.AUTO, 2)):
+        assert member == value and Interpolation(value) is member and Interpolation(int(member)) is member
+        assert json.loads(json.dumps(member)) == value  # stored as the C program's 0/1/2
+    assert parse_raw([]).interpolate is Interpolation.AUTO
+    assert parse_raw(["-interpolate"]).interpolate is Interpolation.ON
+    assert parse_raw(["-nointerpolate"]).interpolate is Interpolation.OFF
+    assert parse_raw(["-interpolate", "-nointerpolate"]).interpolate is Interpolation.OFF  # the last flag wins
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["-N", "2"], True),  # auto: some N <= 2
+    (["-N", "5"], False),  # auto: every N > 2
+    (["-N", "5", "-interpolate"], True),
+    (["-N", "1", "-nointerpolate"], False),
+])
+def test_interpolation_setting_resolves_to_a_bool(tmp_path, extra, expect):
+    args = ["-cell", "50", "50", "50", "90", "90", "90", "-hkl", _hkl_file(tmp_path), "-detpixels", "8", *extra]
+    crystal = parse_nanobragg_args(args, cwd=str(tmp_path)).simulation.crystal
+    assert crystal.interpolate is expect  # a bool: the fingerprint stores true/false
+
+
+def test_interpolation_is_off_without_an_hkl_table():
+    sim = parse_nanobragg_args([*ARGS, "-interpolate"]).simulation
+    assert sim.crystal.interpolate is False
+    assert sim.fingerprint() == parse_nanobragg_args(ARGS).simulation.fingerprint()
+
+
+@pytest.mark.parametrize("n", [5, -5, 0, 2**40])
+def test_noise_seed_given_by_seed_reaches_the_outputs_unchanged(n):
+    parsed = parse_nanobragg_args([*ARGS, "-seed", str(n)])
+    assert parsed.raw.noise_seed == n
+    assert parsed.outputs.seed == n
+    assert parsed.raw.misset_rng_seed is None  # -seed leaves the misset's generator alone (C L358)
+    assert parse_nanobragg_args(ARGS).outputs.seed is None
+
+
+def test_mosaic_and_misset_seeds_are_the_c_generators_negated_seeds():
+    assert parse_raw([]).mosaic_rng_seed == DEFAULT_MOSAIC_RNG_SEED == -12345678
+    raw = parse_raw(["-mosaic_seed", "9", "-misset_seed", "7"])
+    assert (raw.mosaic_rng_seed, raw.misset_rng_seed, raw.noise_seed) == (-9, -7, None)
+    a = parse_nanobragg_args([*ARGS, "-mosaic_spread", "0.5", "-mosaic_domains", "3", "-mosaic_seed", "9"])
+    b = parse_nanobragg_args([*ARGS, "-mosaic_spread", "0.5", "-mosaic_domains", "3", "-mosaic_seed", "10"])
+    assert a.simulation.crystal.mosaic_umats != b.simulation.crystal.mosaic_umats
+    assert a.outputs.seed is None
+
+
+PARSING_LAYER = ("bragg_dask.config", "bragg_dask.nanobragg_args", "bragg_dask.resolve", "bragg_dask.checks",
+                 "bragg_dask.io")
+
+
+def _runtime_imports(path: Path, module: str, is_package: bool) -> set[str]:
+    """Modules of bragg_dask that ``module`` imports when it runs (inside functions too; not those under
+    ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)}
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]).rstrip(".") \
+                if node.level else node.module or ""
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in out if m.startswith("bragg_dask")}
+
+
+def test_no_import_cycle_runs_through_the_parsing_layer():
+    root = Path(bragg_dask.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = ["bragg_dask", *path.relative_to(root).with_suffix("").parts]
+        is_package = parts[-1] == "__init__"
+        modules[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    graph = {}
+    for name, (path, is_package) in modules.items():
+        targets = set()
+        for t in _runtime_imports(path, name, is_package):
+            while t and t not in modules:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                targets.add(t)
+        graph[name] = targets
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for t in graph[todo.pop()]:
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        return seen
+
+    layer = [m for m in graph if m.startswith(PARSING_LAYER)]
+    assert len(layer) >= 10 and "bragg_dask.resolve" in graph["bragg_dask.nanobragg_args"]
+    cycles = sorted(m for m in layer if m in reach(m))
+    assert not cycles, f"import cycles through {cycles}"

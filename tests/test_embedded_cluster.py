@@ -35,7 +35,8 @@ import zarr
 
 import bragg_dask
 from bragg_dask import cli
-from bragg_dask.cluster import ClusterOptions, _under_main_guard, connect, shutdown
+from bragg_dask.executors.cluster import ClusterOptions, _under_main_guard, connect, shutdown
+from bragg_dask.nanobragg_args import parse_nanobragg_args
 
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -178,14 +179,14 @@ WITH_PROCESSES = ('store="run.zarr")', 'store="run.zarr",\n    cluster_options=C
 
 def _with_processes(code: str) -> str:
     assert WITH_PROCESSES[0] in code
-    return "from bragg_dask.cluster import ClusterOptions\n" + code.replace(*WITH_PROCESSES)
+    return "from bragg_dask import ClusterOptions\n" + code.replace(*WITH_PROCESSES)
 
 
 def _one_line_refusal(p: subprocess.CompletedProcess) -> str:
     assert p.returncode == 1, p.stderr
     assert "Nanny" not in p.stderr and len(p.stderr.splitlines()) < 20, p.stderr
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("bragg_dask.cluster.ClusterError: --worker-processes: worker processes start by "
+    assert last.startswith("bragg_dask.executors.cluster.ClusterError: --worker-processes: worker processes start by "
                            "re-running"), last
     return last
 
@@ -255,8 +256,8 @@ def test_embedded_cluster_is_in_process_with_a_thread_per_core_and_a_dashboard()
 
 
 def test_in_process_run_leaves_torch_threads_as_they_were(tmp_path, readme_image):
-    sim = bragg_dask.Simulation.from_nanobragg_args(["-cell", "50", "50", "50", "90", "90", "90", "-default_F",
-                                                     "100", "-N", "5", "-detpixels", "256"])
+    sim = parse_nanobragg_args(["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5",
+                                "-detpixels", "256"]).simulation
     before = torch.get_num_threads()
     image = bragg_dask.simulate(sim, store=str(tmp_path / "run.zarr"), tile=64)
     assert torch.get_num_threads() == before

@@ -139,3 +139,51 @@ def test_failed_compile_falls_back(monkeypatch):
         got = fused.FusedSum(prep.model, compiled=True)(scatter)
     assert torch.equal(got, ref)
     assert fused.spec_of(prep.model) in fused._failed
+
+
+def test_spec_has_its_own_module_shared_by_the_backends():
+    """fused and native both read the spec from physics.spec (no import of each other)."""
+    from bragg_dask.physics import native, spec, triton_sum
+
+    assert fused.spec_of is spec.spec_of and fused.FusedSpec is spec.FusedSpec
+    assert native.spec_of is spec.spec_of and triton_sum.METHOD_CODE is spec.METHOD_CODE
+    prep = prepare(_sim("cubic_defaultF_N5"), "cpu", torch.float64, "spec")
+    s = spec.spec_of(prep.model)
+    assert s.methods == ("cheb", "cheb", "cheb") and s.n_cells == (5, 5, 5)
+
+
+@pytest.mark.parametrize("n_cells,table", [((1, 24, 25), False), ((262143, 7, 2), True), ((3, 1, 1000), True)])
+def test_triton_configuration_packing_decodes_as_the_kernel_does(n_cells, table):
+    """The kernel decodes LATTICE and LOOP with these literal divisions (physics/triton_sum.py)."""
+    from bragg_dask.physics import triton_sum
+    from bragg_dask.physics.spec import METHOD_CODE, FusedSpec
+
+    s = FusedSpec(torch.float64, "cuda", "square", n_cells, 1.0, (0.0,) * 9, 0.0, table, (0, 0, 0), (1, 1, 1))
+    lattice, loop = triton_sum.lattice_code(s), triton_sum.loop_code(1234567, 256)
+    assert lattice < 2**63 and loop < 2**63
+    axes = [lattice // 2 % 1048576, lattice // 2097152 % 1048576, lattice // 2199023255552 % 1048576]
+    assert lattice % 2 == int(table)
+    assert [a // 4 for a in axes] == list(n_cells) and [a % 4 for a in axes] == [METHOD_CODE[m] for m in s.methods]
+    assert (loop % 65536, loop // 65536) == (256, 1234567)
+    assert triton_sum.supports(s) == (triton_sum.available() and max(n_cells) < 2**18)
+    with pytest.raises(ValueError):
+        triton_sum.loop_code(3, 1 << 16)
+
+
+def test_triton_inputs_are_viewed_not_copied_where_they_can_be():
+    from bragg_dask.physics import triton_sum
+
+    block = torch.arange(30, dtype=torch.float64).reshape(3, 10)
+    rows = triton_sum._rows(block[0], block[1], block[2])
+    assert rows.data_ptr() == block.data_ptr() and torch.equal(rows, block)
+    apart = [torch.arange(10, dtype=torch.float64) + 10 * i for i in range(3)]
+    copied = triton_sum._rows(*apart)
+    assert torch.equal(copied, block) and copied.is_contiguous()
+    wide = torch.arange(36, dtype=torch.float64).reshape(3, 12)[:, :10]  # rows 12 apart: not (3, n)
+    assert torch.equal(triton_sum._rows(wide[0], wide[1], wide[2]), wide)
+    assert triton_sum._rows(wide[0], wide[1], wide[2]).data_ptr() != wide.data_ptr()
+    spec = fused.FusedSpec(torch.float32, "cpu", "square", (2, 2, 2), 1.0, (0.0,) * 9, 7.5, True, (-3, -2, -1),
+                           (7, 5, 3))
+    p = triton_sum.params(spec, torch.float32, torch.device("cpu"))
+    assert p.tolist() == [-3.0, -2.0, -1.0, 6.0, 4.0, 2.0, 5.0, 3.0, 7.5] and p.dtype == torch.float32
+    assert len(triton_sum.PARAMS) == p.numel()

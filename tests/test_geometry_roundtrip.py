@@ -10,7 +10,7 @@ import zarr
 from bragg_dask import store as zstore
 from bragg_dask.io.smv import read_smv, smv_header, write_smv
 from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.physics.geometry import subpixel_positions
+from bragg_dask.physics.geometry import PixelBasis, subpixel_positions
 from bragg_dask.physics.kernel import prepare
 from bragg_dask.plan import plan_tiles
 
@@ -24,9 +24,9 @@ def kernel_centres(sim) -> np.ndarray:
     prep = prepare(sim)
     s = torch.tensor([p[0] for p in PIXELS])
     f = torch.tensor([p[1] for p in PIXELS])
-    pos = subpixel_positions(f, s, pixel_size_m=sim.detector.pixel_size_m, oversample=1,
-                             layer_offsets_m=torch.zeros(1, dtype=torch.float64), fdet=prep.fdet, sdet=prep.sdet,
-                             odet=prep.odet, pix0=prep.pix0)
+    pos = subpixel_positions(f, s, PixelBasis(prep.fdet, prep.sdet, prep.odet, prep.pix0),
+                             pixel_size_m=sim.detector.pixel_size_m, oversample=1,
+                             layer_offsets_m=torch.zeros(1, dtype=torch.float64))
     return pos.reshape(len(PIXELS), 3).numpy()
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bragg_dask.io.smv import int_image, read_smv
-from bragg_dask.outputs import int_scale, roi_mask
+from bragg_dask.physics.roi import roi_mask
+from bragg_dask.stats import int_scale
 
 from .conftest import CASES, IMPLEMENTED, case_by_id, rel_err, simulate_case, spec_cases
 
@@ -54,7 +55,7 @@ def _stdout_stats(case) -> dict:
 
 @pytest.mark.parametrize("case", SPEC, ids=lambda c: c.id)
 def test_printed_statistics_match_c(case):
-    from bragg_dask.outputs import max_position_m
+    from bragg_dask.physics.geometry import max_position_m
 
     parsed, res = simulate_case(case)
     ref = _stdout_stats(case)

@@ -143,3 +143,68 @@ def test_misset_seed_after_random_sets_a_fixed_misset_as_in_c():
     raw = parse_raw(["-misset", "random", "-misset_seed", "42", "1", "2"])
     assert not raw.misset_random
     assert tuple(round(math.degrees(a), 9) for a in raw.misset) == (42.0, 1.0, 2.0)
+
+
+def test_random_rotations_are_proper_and_reproducible():
+    from bragg_dask import frames
+    from bragg_dask.physics.rotations import random_rotations
+
+    u = random_rotations(16, 7)
+    assert u.shape == (16, 3, 3) and frames.random_rotations is random_rotations
+    assert np.allclose(u @ u.transpose(0, 2, 1), np.eye(3), atol=1e-12)
+    assert np.allclose(np.linalg.det(u), 1.0)
+    assert np.array_equal(u, random_rotations(16, 7)) and not np.array_equal(u, random_rotations(16, 8))
+
+
+def test_rotate_crystal_turns_every_cell_vector_and_nothing_else():
+    import dataclasses
+
+    from bragg_dask.frames import DatasetSpec, make_frames
+    from bragg_dask.nanobragg_args import parse_nanobragg_args
+    from bragg_dask.physics.rotations import CELL_FIELDS, random_rotations, rotate_crystal
+
+    sim = parse_nanobragg_args("-cell 40 50 60 80 95 100 -misset 3 4 5 -default_F 1 -N 2".split()).simulation
+    u = random_rotations(1, 3)[0]
+    cr = rotate_crystal(sim.crystal, u)
+    for f in CELL_FIELDS:
+        want = tuple(float(x) for x in u @ np.asarray(getattr(sim.crystal, f)))
+        assert getattr(cr, f) == want and all(type(x) is float for x in getattr(cr, f))
+    assert dataclasses.replace(cr, **{f: getattr(sim.crystal, f) for f in CELL_FIELDS}) == sim.crystal
+    frame = make_frames(sim, DatasetSpec("orientations", 2, 3))[0]
+    assert frame.simulation(sim).crystal == cr
+
+
+def test_max_position_is_the_last_sub_pixel_of_the_brightest_pixel():
+    from types import SimpleNamespace
+
+    from bragg_dask.physics.geometry import max_position_m
+
+    det = SimpleNamespace(oversample=2, pixel_size_m=1e-4)
+    x, y = max_position_m(det, SimpleNamespace(max_pos=(3, 5)))  # (slow, fast)
+    assert math.isclose(x, 5e-4 + 0.75e-4) and math.isclose(y, 3e-4 + 0.75e-4)
+    assert max_position_m(det, SimpleNamespace(max_pos=None)) == (0.0, 0.0)
+
+
+def test_subpixel_positions_of_a_basis():
+    from bragg_dask.physics.geometry import PixelBasis, subpixel_positions
+
+    basis = PixelBasis(*(torch.tensor(v, dtype=torch.float64) for v in
+                         ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.1, 0.02, -0.03))))
+    f, s = torch.tensor([0, 3, 7]), torch.tensor([1, 1, 4])
+    kw = dict(pixel_size_m=1e-4, oversample=2, layer_offsets_m=torch.tensor([0.0, 1e-5], dtype=torch.float64))
+    pos = subpixel_positions(f, s, basis, **kw)
+    assert pos.shape == (3, 2, 2, 2, 3)
+    # pixel (s=1, f=0), layer 1, sub-pixel (1, 0): its centre along fdet (z) and sdet (-y), and the depth along x
+    assert torch.allclose(pos[0, 1, 1, 0], torch.tensor([0.1 + 1e-5, 0.02 - 1.75e-4, -0.03 + 0.25e-4],
+                                                        dtype=torch.float64))
+    with pytest.raises(TypeError):
+        subpixel_positions(f, s, **kw)
+
+
+def test_constants_are_defined_once():
+    from bragg_dask.physics import constants, crystal, kernel
+
+    assert kernel.R_E_SQR is constants.R_E_SQR and kernel.AVOGADRO is constants.AVOGADRO
+    assert constants.RTD == 180.0 / math.pi
+    assert not hasattr(crystal, "rtd")
+    assert constants.R_E_SQR * constants.DEFAULT_FLUENCE == pytest.approx(1.0, rel=1e-12)

@@ -1,1 +1,52 @@
-"""Executors run a tile plan: ``serial`` in-process (the oracle), ``dask`` on a cluster."""
+"""Executors: what runs a simulation's tiles, behind one interface.
+
+* :class:`Executor`: ``plan(sim, settings) -> TilePlan`` then ``run(sim, plan, settings) -> RunResult``.
+* :class:`~bragg_dask.executors.serial.SerialExecutor`: in this process, tiles over threads (the oracle).
+* :class:`~bragg_dask.executors.dask.DaskExecutor`: a ``distributed`` cluster (embedded or remote),
+  streaming into a Zarr store when given one; datasets of many frames.
+* :func:`executor_for` chooses between them and :func:`execute` runs one: the CLI and the Python
+  API both go through these two functions.
+
+This module imports neither dask nor distributed: the Dask executor loads only when chosen.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..settings import RunSettings
+from .base import Executor, RunResult
+
+__all__ = ["Executor", "RunResult", "execute", "executor_for"]
+
+if TYPE_CHECKING:
+    from ..config import Simulation
+    from ..frames import DatasetSpec
+    from ..resolve import OutputOptions
+    from ..settings import ClusterOptions
+
+
+def executor_for(*, store: str | None = None, client=None, cluster: ClusterOptions | None = None,
+                 overwrite: bool = False, dataset: DatasetSpec | None = None,
+                 outputs: OutputOptions | None = None) -> Executor:
+    """The serial executor for an in-process image; the Dask executor for a store, a client, a
+    scheduler's address or a dataset of several frames."""
+    remote = cluster is not None and cluster.remote
+    if store is None and client is None and not remote and (dataset is None or dataset.n == 1):
+        from .serial import SerialExecutor
+
+        return SerialExecutor(outputs=outputs)
+    from .dask import DaskExecutor
+
+    return DaskExecutor(store=store, client=client, cluster=cluster, overwrite=overwrite, dataset=dataset,
+                        outputs=outputs)
+
+
+def execute(sim: Simulation, settings: RunSettings | None = None, executor: Executor | None = None) -> RunResult:
+    """Run ``sim`` with ``settings`` on ``executor`` (default: in-process)."""
+    settings = settings or RunSettings()
+    if executor is None:
+        from .serial import SerialExecutor
+
+        executor = SerialExecutor()
+    return executor.run(sim, executor.plan(sim, settings), settings)

@@ -3,9 +3,9 @@
 Each ``simulate-tile`` task runs the tile kernel and writes its own chunk-aligned region of the
 Zarr store with the tile's partial statistics; only those small statistics travel back.  The base
 simulation is scattered to the workers once; a task carries only its tile, its frame's small
-record and (c-parity) its seed.  After the reductions, ``finish-tile`` tasks write the optional
+record and (c-parity) its carried state.  After the reductions, ``finish-tile`` tasks write the optional
 int and noise images.  Without an address an embedded ``LocalCluster`` sized to the machine is
-started (see :mod:`bragg_dask.cluster`: by default its workers are threads of this process, CPU a
+started (see :mod:`bragg_dask.executors.cluster`: by default its workers are threads of this process, CPU a
 thread per core, CUDA one worker per GPU; ``worker_processes`` for a process per worker).
 """
 
@@ -20,17 +20,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..carryover import TileSeed
-from ..cluster import ClusterOptions, check_worker_processes, cluster_failure, connect, shutdown  # noqa: F401
 from ..errors import ConfigError
 from ..frames import DatasetSpec, Frame, make_frames
-from ..outputs import int_scale as _int_scale
-from ..outputs import roi_count, roi_mask
+from ..physics.constants import DEFAULT_ADC_OFFSET
 from ..physics.kernel import batch_points
-from ..plan import TileSpec, plan_tiles
+from ..physics.roi import roi_count, roi_mask
+from ..physics.tiles import TileState
+from ..plan import TileSpec, TilePlan, plan_tiles
 from ..runtime import tune_allocator
+from ..settings import ClusterOptions, RunSettings, noise_seed, torch_dtype
 from ..stats import ImageStats, combine
-from .seeds import compute_seeds
+from ..stats import int_scale as _int_scale
+from .base import RunResult
+from .cluster import check_worker_processes, cluster_failure, connect, shutdown
+from .states import compute_states
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class TileTask:
     device: str
     dtype: str
     parity: str = "spec"
-    seed: TileSeed | None = None
+    state: TileState | None = None  # c-parity: the carried state entering the tile
 
 
 @dataclass(frozen=True)
@@ -59,31 +62,6 @@ class FinishTask:
     adc: float
     with_int: bool
     with_noise: bool
-
-
-@dataclass(frozen=True)
-class DaskRunResult:
-    """Every frame's statistics, how many tiles this run computed, and frame 0 (in the store, or
-    ``array`` without one)."""
-
-    stats: ImageStats
-    frame_stats: list
-    computed: int
-    total: int
-    array: np.ndarray | None = None
-    store: str | None = None
-
-    @property
-    def image(self) -> np.ndarray:
-        """Frame 0 in memory (read from the store on demand)."""
-        return self.array if self.array is not None else np.asarray(self.source)
-
-    @property
-    def source(self):
-        """Frame 0 for the file writers: the array, or a :class:`~bragg_dask.store.StoreFrame` read by bands."""
-        from ..store import StoreFrame
-
-        return self.array if self.array is not None else StoreFrame(self.store, 0)
 
 
 def _task_device(device: str) -> str:
@@ -110,8 +88,8 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
     out, written = [], []
     for task in tasks:
         sim = task.frame.simulation(base_sim)
-        dtype = torch.float64 if task.dtype == "float64" else torch.float32
-        res = simulate_tile(sim, task.tile, task.seed, parity=task.parity, device=_task_device(task.device),
+        dtype = torch_dtype(task.dtype)
+        res = simulate_tile(sim, task.tile, task.state, parity=task.parity, device=_task_device(task.device),
                             dtype=dtype)
         stats = res.stats()
         if task.store is not None:
@@ -192,118 +170,118 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
     overloads = 0
     for task in tasks:
         t = task.tile
-        img = zstore.read_tile_image(g, "float", task.frame.index, t)
+        img = zstore.read_tile_image(g, zstore.FLOAT, task.frame.index, t)
         in_roi = roi_mask(base_sim.detector, t)
         if task.with_int:
-            zstore.write_tile_image(g, "int", task.frame.index, t, int_image(img, in_roi, task.scale, task.adc),
+            zstore.write_tile_image(g, zstore.INT, task.frame.index, t, int_image(img, in_roi, task.scale, task.adc),
                                     synced)
         if task.with_noise:
             noisy, n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
                                    fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
-            zstore.write_tile_image(g, "noise", task.frame.index, t, noisy, synced)
+            zstore.write_tile_image(g, zstore.NOISE, task.frame.index, t, noisy, synced)
             overloads += n
     g.sync_folders(synced)
     return overloads
 
 
-def run_dask(
-    sim,
-    *,
-    store: str | None = None,
-    tile: int | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float64,
-    scheduler: str | None = None,
-    scheduler_file: str | None = None,
-    n_workers: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    client=None,
-    parity: str = "spec",
-    c_threads: int = 1,
-    dataset: DatasetSpec | None = None,
-    outputs=None,
-    cluster_options: ClusterOptions | None = None,
-) -> DaskRunResult:
-    """Run ``sim`` (or a dataset of frames built on it) on a cluster.
+class DaskExecutor:
+    """Runs a simulation (or a dataset of frames built on it) on a Dask cluster.
 
-    With ``store`` the tiles stream into a Zarr v3 group there; re-running on an existing store of
-    the same configuration computes only the tiles not done.  ``outputs`` (the C program's output
+    ``store``: a Zarr v3 store the tiles stream into (re-running on an existing store of the same
+    configuration computes only the tiles not done; ``overwrite`` replaces one); ``client``: a
+    ``distributed`` client to use, else ``cluster`` (:class:`~bragg_dask.settings.ClusterOptions`)
+    says which cluster to reach or start; ``dataset``: the frames; ``outputs`` (the C program's output
     options) decide the int/noise arrays and their scale, ADC offset and noise seed.
     """
-    from ..outputs import noise_seed
 
-    dataset = dataset or DatasetSpec()
-    if dataset.n > 1 and store is None:
-        raise ConfigError("a dataset of several frames needs a store", flag="--zarr")
-    if client is None and cluster_options is not None and not (scheduler or scheduler_file):
-        check_worker_processes(cluster_options)  # before a store is made: worker processes that cannot start
-    det = sim.detector
-    if tile is None and store is not None and not overwrite:  # resume with the store's own tiles
+    def __init__(self, *, store: str | None = None, client=None, cluster: ClusterOptions | None = None,
+                 overwrite: bool = False, dataset: DatasetSpec | None = None, outputs=None) -> None:
+        self.store, self.client, self.cluster, self.overwrite = store, client, cluster, overwrite
+        self.dataset = dataset or DatasetSpec()
+        self.outputs = outputs
+
+    def plan(self, sim, settings: RunSettings) -> TilePlan:
+        """The settings' tiles, or a resumed store's own where the settings leave the tile open."""
+        tile = settings.tile
+        if tile is None and self.store is not None and not self.overwrite:
+            from .. import store as zstore
+
+            tile = zstore.stored_tile_shape(self.store)
+        return plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile, settings.device)
+
+    def run(self, sim, plan: TilePlan, settings: RunSettings) -> RunResult:
+        if self.dataset.n > 1 and self.store is None:
+            raise ConfigError("a dataset of several frames needs a store", flag="--zarr")
+        if self.client is None and self.cluster is not None and not self.cluster.remote:
+            check_worker_processes(self.cluster)  # before a store is made: worker processes that cannot start
+        with_noise = bool(self.store and self.outputs is not None and self.outputs.noisefile)
+        frames = make_frames(sim, self.dataset, noise_seed(self.outputs) if with_noise else None)
+        session = None
+        if self.store is not None:
+            session = self._open_store(sim, plan, settings, frames, with_noise)
+        elif self.dataset.n == 1:
+            from ..memory import check_frame_fits
+
+            check_frame_fits(sim, self.outputs)  # the frame is assembled in this process
+        try:
+            return self._on_cluster(sim, plan, frames, settings, session)
+        finally:
+            if session is not None:
+                session.close()
+
+    def _open_store(self, sim, plan: TilePlan, settings: RunSettings, frames: list[Frame], with_noise: bool):
+        """The store's session, locked until the run ends (a replacement, ``overwrite``, is swapped in
+        once the run has started), with the frames' records written."""
         from .. import store as zstore
 
-        tile = zstore.stored_tile_shape(store)
-    plan = plan_tiles(det.spixels, det.fpixels, tile, device)
-    with_noise = bool(store and outputs is not None and outputs.noisefile)
-    seed = noise_seed(outputs) if with_noise else None
-    frames = make_frames(sim, dataset, seed)
-    dtype_name = "float64" if dtype == torch.float64 else "float32"
-    run = {"parity": parity, "c_threads": c_threads if parity == "c" else None, "dtype": dtype_name,
-           "dataset": dataset.to_dict(), "noise_seed": seed}
-    session = None
-    if store is not None:
-        from .. import store as zstore
-
-        # locked until the run ends; a replacement (--overwrite) is swapped in once the run has started
-        session = zstore.open_store(store, sim, plan, run=run, n_frames=len(frames),
-                                    with_int=outputs is not None and bool(outputs.intfile),
-                                    with_noise=with_noise, overwrite=overwrite)
+        run = zstore.run_record(settings, self.dataset, frames[0].noise_seed if with_noise else None)
+        session = zstore.open_store(self.store, sim, plan, run=run, n_frames=len(frames),
+                                    with_int=self.outputs is not None and bool(self.outputs.intfile),
+                                    with_noise=with_noise, overwrite=self.overwrite)
         try:
             zstore.write_frame_metadata(session.group, frames)
         except BaseException as exc:
             session.close()
-            raise zstore.store_fault(exc, store) or exc from None
+            raise zstore.store_fault(exc, self.store) or exc from None
         if session.resumed:
-            log.info("resuming %s", store)
-        store = session.path
-    elif dataset.n == 1:
-        from ..memory import check_frame_fits
+            log.info("resuming %s", self.store)
+        return session
 
-        check_frame_fits(sim, outputs)  # the frame is assembled in this process
-    try:
-        return _run_on_cluster(client, sim, plan, frames, store, session, device, dtype_name, parity, c_threads,
-                               outputs, progress, scheduler, scheduler_file, n_workers, cluster_options)
-    finally:
-        if session is not None:
-            session.close()
-
-
-def _run_on_cluster(client, sim, plan, frames, store, session, device, dtype_name, parity, c_threads, outputs,
-                    progress, scheduler, scheduler_file, n_workers, cluster_options) -> DaskRunResult:
-    own, made, quiet = None, client is None, False
-    torch_threads = torch.get_num_threads()  # in-process workers' tile tasks change torch's setting
-    if made:
-        client, own = connect(scheduler, scheduler_file, n_workers, device, options=cluster_options)
-        log.info("dask dashboard: %s", client.dashboard_link)
-    try:
-        _check_gpu_workers(client, device)
-        local = (os.cpu_count() or 1) if own is not None else None
-        return _Run(client, sim, plan, frames, store, device, dtype_name, parity, c_threads, outputs,
-                    progress, local, session).execute()
-    except (KeyboardInterrupt, SystemExit):
-        quiet = True
-        raise
-    except BaseException as exc:  # a lost scheduler cancels futures (asyncio.CancelledError: a BaseException)
-        failure = cluster_failure(exc, client, cluster_options or ClusterOptions(scheduler, scheduler_file), store)
-        if failure is None:
+    def _on_cluster(self, sim, plan: TilePlan, frames: list[Frame], settings: RunSettings, session) -> RunResult:
+        client, own, quiet = self.client, None, False
+        torch_threads = torch.get_num_threads()  # in-process workers' tile tasks change torch's setting
+        opts = self.cluster or ClusterOptions(device=settings.device)
+        if client is None:
+            client, own = connect(options=opts if self.cluster is not None else None, device=settings.device)
+            log.info("dask dashboard: %s", client.dashboard_link)
+        try:
+            _check_gpu_workers(client, settings.device)
+            local = (os.cpu_count() or 1) if own is not None else None
+            return _Run(client, sim, plan, frames, settings, self.outputs, session, local).execute()
+        except (KeyboardInterrupt, SystemExit):
+            quiet = True
             raise
-        quiet = True
-        raise failure from None
-    finally:
-        _end_bar()  # the CLI's last line starts on a line of its own
-        if made:
-            shutdown(client, own, quiet=quiet)
-            torch.set_num_threads(torch_threads)  # this process's setting again (a library user's session)
+        except BaseException as exc:  # a lost scheduler cancels futures (asyncio.CancelledError: a BaseException)
+            failure = cluster_failure(exc, client, opts, session.path if session is not None else None)
+            if failure is None:
+                raise
+            quiet = True
+            raise failure from None
+        finally:
+            _end_bar()  # the CLI's last line starts on a line of its own
+            if self.client is None:
+                shutdown(client, own, quiet=quiet)
+                torch.set_num_threads(torch_threads)  # this process's setting again (a library user's session)
+
+
+def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = None, **keywords) -> RunResult:
+    """Run ``sim`` on a :class:`DaskExecutor`: keywords are the executor's (``store``, ``client``,
+    ``cluster``, ``overwrite``, ``dataset``, ``outputs``) or the settings' fields (``tile``,
+    ``dtype``...); the executor's own plan unless ``plan`` is given."""
+    job_keys = ("store", "client", "cluster", "overwrite", "dataset", "outputs")
+    executor = DaskExecutor(**{k: v for k, v in keywords.items() if k in job_keys})
+    settings = RunSettings.of(settings, **{k: v for k, v in keywords.items() if k not in job_keys})
+    return executor.run(sim, plan or executor.plan(sim, settings), settings)
 
 
 def _check_gpu_workers(client, device: str) -> None:
@@ -316,25 +294,25 @@ def _check_gpu_workers(client, device: str) -> None:
 
 
 class _Run:
-    """One execution: pre-pass and seeds (c-parity), tile tasks, reductions, second pass."""
+    """One execution: pre-pass and tile states (c-parity), tile tasks, reductions, second pass."""
 
-    def __init__(self, client, sim, plan, frames, store, device, dtype_name, parity, c_threads, outputs, progress,
-                 local_cores: int | None = None, session=None):
+    def __init__(self, client, sim, plan: TilePlan, frames: list[Frame], settings: RunSettings, outputs, session,
+                 local_cores: int | None = None):
         self.client, self.sim, self.plan, self.frames = client, sim, plan, frames
-        self.store = os.path.abspath(store) if store else None
-        self.device, self.dtype_name, self.parity, self.c_threads = device, dtype_name, parity, c_threads
-        self.outputs, self.progress, self.session = outputs, progress, session
+        self.settings, self.outputs, self.session = settings, outputs, session
+        self.store = session.path if session is not None else None  # absolute
+        self.device = settings.device
         self.tag = sim.fingerprint()[:10]
         self.tiles = plan.tiles()
-        self.resources = {"GPU": 1} if device.startswith("cuda") else None
+        self.resources = {"GPU": 1} if self.device.startswith("cuda") else None
         # torch threads per task: the cores of a local cluster shared among its task threads (in-process
         # or not); on a remote cluster the workers' own settings (OMP_NUM_THREADS, --nthreads) decide
         workers = client.scheduler_info().get("workers", {}).values()
         n_threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
-        self.threads = max(1, local_cores // n_threads) if device == "cpu" and local_cores else None
+        self.threads = max(1, local_cores // n_threads) if self.device == "cpu" and local_cores else None
         self.embedded = local_cores is not None
 
-    def execute(self) -> DaskRunResult:
+    def execute(self) -> RunResult:
         from .. import store as zstore
 
         try:
@@ -348,7 +326,7 @@ class _Run:
             zstore.note_fault(self.store, str(fault))
             raise fault from None
 
-    def _execute(self) -> DaskRunResult:
+    def _execute(self) -> RunResult:
         from .. import store as zstore
 
         done = zstore.tiles_done(self.store) if self.store else np.zeros((len(self.frames),) + self.plan.grid, bool)
@@ -356,25 +334,25 @@ class _Run:
         total = len(self.frames) * len(self.tiles)
         log.info("computing %d of %d tiles (%d already done)", len(todo), total, total - len(todo))
         sim_future = self.client.scatter(self.sim, broadcast=True, hash=False)
-        seeds = self._seeds(sim_future, {f.index for f, _ in todo})
-        partial, images = self._simulate(sim_future, todo, seeds)
+        states = self._states(sim_future, {f.index for f, _ in todo})
+        partial, images = self._simulate(sim_future, todo, states)
         frame_stats = self._reduce(partial)
         if self.store:
             self._finish(sim_future, frame_stats)
             zstore.mark_complete(self.store)
-        return DaskRunResult(stats=frame_stats[0], frame_stats=frame_stats, computed=len(todo), total=total,
+        return RunResult(stats=frame_stats[0], frame_stats=tuple(frame_stats), computed=len(todo), total=total,
                              array=None if self.store else images, store=self.store)
 
-    def _seeds(self, sim_future, frame_ids) -> dict:
-        if self.parity != "c":
+    def _states(self, sim_future, frame_ids) -> dict:
+        if self.settings.parity != "c":
             return {}
-        dtype = torch.float64 if self.dtype_name == "float64" else torch.float32
+        dtype = self.settings.torch_dtype
         out = {}
         for f in self.frames:
             if f.index in frame_ids:
                 fsim = f.simulation(self.sim)
                 fut = sim_future if fsim is self.sim else self.client.scatter(fsim, hash=False)
-                per = compute_seeds(fsim, self.plan, threads=self.c_threads, device=self.device, dtype=dtype,
+                per = compute_states(fsim, self.plan, threads=self.settings.threads, device=self.device, dtype=dtype,
                                     mapper=_dask_mapper(self.client, fut, f"{self.tag}-fr{f.index}"))
                 out.update({(f.index, k): v for k, v in per.items()})
         return out
@@ -391,7 +369,7 @@ class _Run:
         m = tiles_per_task(len(items), evals, n_threads, pixels) if self.embedded else 1
         return task_groups(items, k, m)
 
-    def _simulate(self, sim_future, todo, seeds):
+    def _simulate(self, sim_future, todo, states):
         from distributed import as_completed
 
         from .. import store as zstore
@@ -400,8 +378,8 @@ class _Run:
         image = None if self.store else np.zeros(self.sim.detector.shape, dtype=np.float32)
         futures = {}
         for group in self._groups(todo):
-            tasks = tuple(TileTask(tile=t, frame=f, store=self.store, device=self.device, dtype=self.dtype_name,
-                                   parity=self.parity, seed=seeds.get((f.index, t.index))) for f, t in group)
+            tasks = tuple(TileTask(tile=t, frame=f, store=self.store, device=self.device, dtype=self.settings.dtype,
+                                   parity=self.settings.parity, state=states.get((f.index, t.index))) for f, t in group)
             key = _group_key(f"simulate-tile-{self.tag}", group)
             fut = self.client.submit(_tile_task, sim_future, tasks, self.threads, key=key, retries=3, pure=False,
                                      resources=self.resources)
@@ -420,9 +398,9 @@ class _Run:
                 if img is not None:
                     image[t.s0 : t.s1, t.f0 : t.f1] = img
             done += len(results)
-            if self.progress:
+            if self.settings.progress:
                 _bar(done, len(todo), futures[fut][-1][0].index + 1, len(self.frames))
-        if self.progress and futures:
+        if self.settings.progress and futures:
             sys.stderr.write("\n")
         return partial, image
 
@@ -431,7 +409,7 @@ class _Run:
         from .. import store as zstore
 
         n_roi = roi_count(self.sim.detector)
-        rows = np.asarray(zstore.opened(self.store, "r")["tile_stats"][...]) if self.store else None
+        rows = zstore.tile_stats_rows(self.store) if self.store else None
         out = []
         for f in self.frames:
             parts = []
@@ -448,11 +426,11 @@ class _Run:
     def _finish(self, sim_future, frame_stats) -> None:
         from .. import store as zstore
 
-        g = zstore.opened(self.store, "r")
-        with_int, with_noise = "int" in g, "noise" in g
+        arrays = zstore.image_arrays(self.store)
+        with_int, with_noise = zstore.INT in arrays, zstore.NOISE in arrays
         if not (with_int or with_noise):
             return
-        adc = self.outputs.adc if self.outputs is not None else 40.0
+        adc = self.outputs.adc if self.outputs is not None else DEFAULT_ADC_OFFSET
         user = self.outputs.intfile_scale if self.outputs is not None else 0.0
         futs = []
         scale = {f.index: _int_scale(st, user) for f, st in zip(self.frames, frame_stats)}

@@ -7,69 +7,74 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..outputs import roi_count
+from ..memory import check_frame_fits
 from ..physics.kernel import simulate_tile
+from ..physics.roi import roi_count
 from ..plan import TilePlan, plan_tiles
 from ..runtime import tune_allocator
-from ..stats import ImageStats, combine
-from ..memory import check_frame_fits
-from .seeds import compute_seeds
+from ..settings import RunSettings
+from ..stats import combine
+from .base import RunResult
+from .states import compute_states
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """A finished image: ``(spixels, fpixels)`` float32 and its statistics."""
+class SerialExecutor:
+    """In-process execution (see :func:`run_serial`); ``progress(done, total)`` is called per tile;
+    ``outputs`` (the files to be written from the frame) count in the memory check."""
 
-    image: np.ndarray
-    stats: ImageStats
+    def __init__(self, progress: Callable[[int, int], None] | None = None, outputs=None) -> None:
+        self.progress, self.outputs = progress, outputs
+
+    def plan(self, sim, settings: RunSettings) -> TilePlan:
+        det = sim.detector
+        return plan_tiles(det.spixels, det.fpixels, settings.tile, settings.device)
+
+    def run(self, sim, plan: TilePlan, settings: RunSettings) -> RunResult:
+        check_frame_fits(sim, self.outputs)  # the frame and the output files asked for are made here
+        return run_serial(sim, plan, settings, progress=self.progress)
 
 
-def run_serial(
-    sim,
-    plan: TilePlan | None = None,
-    *,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float64,
-    parity: str = "spec",
-    c_threads: int = 1,
-    progress: Callable[[int, int], None] | None = None,
-) -> RunResult:
-    """Simulate every tile of ``plan`` (default: one tile per 256 x 256 block).
+def run_serial(sim, plan: TilePlan | None = None, settings: RunSettings | None = None, *,
+               progress: Callable[[int, int], None] | None = None, **choices) -> RunResult:
+    """Simulate every tile of ``plan`` (default: the device's default tiles) with ``settings`` (or its
+    fields as keywords: ``dtype=torch.float32, parity="c"``...).
 
-    ``parity="c"`` reproduces the C program's carried-over state as a ``c_threads``-thread run.  On
-    CPU the tiles run on as many threads as torch may use (each tile single-threaded); the image and
-    its statistics are the same as in raster order.
+    In c-parity the C program's carried-over state is reproduced as a ``settings.c_threads``-thread
+    run.  On CPU the tiles run on as many threads as torch may use (each tile single-threaded); the
+    image and its statistics are the same as in raster order.
     """
+    settings = RunSettings.of(settings, **choices)
+    device, dtype, parity = settings.device, settings.torch_dtype, settings.parity
     tune_allocator()
     det = sim.detector
-    plan = plan or plan_tiles(det.spixels, det.fpixels, device=device)
+    plan = plan or plan_tiles(det.spixels, det.fpixels, settings.tile, device)
     check_frame_fits(sim)  # the whole frame is held here: refuse one larger than the memory budget
     image = np.zeros(det.shape, dtype=np.float32)
-    partials = []
     tiles = plan.tiles()
-    seeds = compute_seeds(sim, plan, threads=c_threads, device=device, dtype=dtype) if parity == "c" else {}
+    states = compute_states(sim, plan, threads=settings.threads, device=device, dtype=dtype) if parity == "c" else {}
 
     def one(tile):
-        res = simulate_tile(sim, tile, seeds.get(tile.index), parity=parity, device=device, dtype=dtype)
+        res = simulate_tile(sim, tile, states.get(tile.index), parity=parity, device=device, dtype=dtype)
         image[tile.s0 : tile.s1, tile.f0 : tile.f1] = res.image
         return res.stats()
 
     workers = min(len(tiles), torch.get_num_threads()) if device == "cpu" else 1
     if workers <= 1:
+        partials = []
         for k, tile in enumerate(tiles):
             partials.append(one(tile))
             if progress is not None:
                 progress(k + 1, len(tiles))
     else:
         partials = _tiles_in_threads(one, tiles, workers, progress)
-    return RunResult(image=image, stats=combine(partials, roi_count(det)))
+    stats = combine(partials, roi_count(det))
+    return RunResult(stats=stats, frame_stats=(stats,), computed=len(tiles), total=len(tiles), array=image)
 
 
 def _tiles_in_threads(one, tiles, workers: int, progress) -> list:

@@ -7,10 +7,12 @@ Here a malformed line is an error naming the file and line.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import InputFileError
+from ..physics.constants import C_INT_MAX
 from ..physics.structure_factors import StructureFactors
 from .textfile import PLAIN_NUMERIC, parse_integer, parse_number, read_text
 
@@ -78,7 +80,7 @@ def _parse_records_general(text: str, name: str) -> tuple[np.ndarray, np.ndarray
             arr = np.array(tokens, dtype=object).reshape(-1, 4)
             hkl = arr[:, :3].astype(np.int64)
             F = arr[:, 3].astype(np.float64)
-            if np.isfinite(F).all() and (np.abs(hkl) < 2**31).all():
+            if np.isfinite(F).all() and (np.abs(hkl) <= C_INT_MAX).all():
                 return hkl, F
         except (ValueError, OverflowError):
             pass
@@ -167,7 +169,7 @@ def _parse_plain(text: str) -> tuple[np.ndarray, np.ndarray] | None:
     the general path decides).
 
     Checks, on the bytes: only PLAIN_NUMERIC characters; each non-blank line holds 4 tokens; the first
-    three match INTEGER and the fourth DECIMAL; |index| < 2**31; F finite.  Values equal Python's
+    three match INTEGER and the fourth DECIMAL; |index| <= C_INT_MAX; F finite.  Values equal Python's
     ``int()``/``float()`` of each token: integers are summed exactly, and a decimal ``m * 10**e`` with
     ``m <= 2**53``, ``|e| <= 22`` is one correctly rounded product or quotient of exact doubles (Clinger's
     fast path); any other F token is read with ``float()``.
@@ -199,14 +201,43 @@ def _parse_plain(text: str) -> tuple[np.ndarray, np.ndarray] | None:
     return (hkl[:n], F[:n]) if n else None
 
 
+class _Marks(NamedTuple):
+    """Where the points and 'e's of the F tokens stand: their positions (sorted) and which tokens hold
+    one (``True``: every one, ``False``: none, else a bool per record)."""
+
+    point_at: np.ndarray
+    has_point: np.ndarray | bool
+    exp_at: np.ndarray
+    has_exp: np.ndarray | bool
+
+
 def _parse_block(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """`_parse_plain` of whole lines, ``raw``: ASCII bytes after ``_PAD`` blanks and before one."""
     byte = np.frombuffer(raw, dtype=np.uint8)
     cls = np.frombuffer(raw.translate(_CLASS), dtype=np.uint8)
     if not cls.all():
         return None
+    rec = _records(cls)
+    if rec is None:
+        return None
+    if len(rec) == 0:  # blank lines only
+        return np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.float64)
+    marks = _marks(cls, rec)
+    if marks is None:
+        return None
+    words = np.ndarray((len(raw) - 7,), dtype="<u8", buffer=raw, strides=(1,))  # words[p]: the 8 bytes from p
+    hkl = _miller_indices(byte, words, rec)
+    if hkl is None:
+        return None
+    F = _structure_factor_values(raw, byte, words, rec, marks)
+    if F is None:
+        return None
+    return hkl, F
 
-    # tokens: runs of non-blank bytes; rec[r] = (start, end) of the record's 4 tokens
+
+def _records(cls: np.ndarray) -> np.ndarray | None:
+    """Token edges of a block, ``(records, 8)``: (start, end) of each record's 4 tokens (runs of non-blank
+    bytes); ``None`` unless the tokens make whole records, one to a line."""
     in_token = cls >= _DIGIT
     change = np.empty(len(cls), dtype=bool)
     change[0] = False
@@ -214,13 +245,15 @@ def _parse_block(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     edges = np.flatnonzero(change)
     if len(edges) % 8:
         return None
-    if len(edges) == 0:  # blank lines only
-        return np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.float64)
     rec = edges.reshape(-1, 8)
-    if not _one_record_per_line(cls, rec):
+    if len(rec) and not _one_record_per_line(cls, rec):
         return None
+    return rec
 
-    # signs, points and 'e's: where they stand, and points and 'e's one at most per F token
+
+def _marks(cls: np.ndarray, rec: np.ndarray) -> _Marks | None:
+    """Signs, points and 'e's: each where it may stand, and points and 'e's one at most per F token
+    (``None`` otherwise)."""
     special = np.flatnonzero(cls >= _SIGN)
     kind = cls[special]
     code = cls[special - 1].astype(np.uint16)
@@ -237,9 +270,12 @@ def _parse_block(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     has_point = _one_per_token(point_at, s3, e3)
     if has_exp is None or has_point is None:
         return None
-    words = np.ndarray((len(raw) - 7,), dtype="<u8", buffer=raw, strides=(1,))
+    return _Marks(point_at, has_point, exp_at, has_exp)
 
-    # Miller indices: [+-]?digits
+
+def _miller_indices(byte: np.ndarray, words: np.ndarray, rec: np.ndarray) -> np.ndarray | None:
+    """``(records, 3)`` int64 h, k, l of tokens ``[+-]?digits``; ``None`` when one is too long for the fast
+    path or out of range (|index| > C_INT_MAX)."""
     s_i = rec[:, 0:6:2].ravel()  # h k l h k l ...
     e_i = rec[:, 1:6:2].ravel()
     lead = byte[s_i]  # a sign or a digit
@@ -249,65 +285,24 @@ def _parse_block(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     if width > _MAX_DIGITS:
         return None
     hkl = _digit_runs(words, e_i, n_i, width)
-    if hkl.max() >= 2**31:
+    if hkl.max() > C_INT_MAX:
         return None
     hkl *= _SIGN_INT[lead]
-    hkl = hkl.reshape(-1, 3)
+    return hkl.reshape(-1, 3)
 
-    # F: [+-] int-digits [. frac-digits] [e [+-] exp-digits]
-    n_rec = len(rec)
+
+def _structure_factor_values(raw: bytes, byte: np.ndarray, words: np.ndarray, rec: np.ndarray,
+                             marks: _Marks) -> np.ndarray | None:
+    """F of each record, tokens ``[+-] int-digits [. frac-digits] [e [+-] exp-digits]``, as ``float()``
+    reads them; ``None`` when one is not finite (or holds a point in its exponent)."""
+    s3 = rec[:, 6]
+    e3 = rec[:, 7]
     lead = byte[s3]
-    mant_end = e3
-    exponent = None
-    slow = None
-    if has_exp is not False:  # rare: handled with a mask
-        if has_exp is True:
-            has_exp = np.ones(n_rec, dtype=bool)
-        mant_end = e3.copy()
-        mant_end[has_exp] = exp_at
-        x_lo = exp_at + 1
-        x_sign = _SIGN_INT[byte[x_lo]]
-        x_lo += _SIGN_LENGTH[byte[x_lo]]
-        x_hi = e3[has_exp]
-        n_x = x_hi - x_lo
-        too_long = n_x > 4
-        slow = np.zeros(n_rec, dtype=bool)
-        slow[has_exp] = too_long
-        n_x[too_long] = 0
-        x = _digit_runs(words, x_hi, n_x, int(n_x.max()))
-        x *= x_sign
-        exponent = np.zeros(n_rec, dtype=np.int64)
-        exponent[has_exp] = x
-    if has_point is True:  # the usual: a point in each F
-        point = point_at
-        n_frac = mant_end - point
-        n_frac -= 1
-    elif has_point is False:
-        point = mant_end
-        n_frac = np.zeros(n_rec, dtype=np.int64)
-    else:
-        point = mant_end.copy()
-        point[has_point] = point_at
-        n_frac = mant_end - point
-        n_frac -= has_point
+    mant_end, exponent, slow = _exponents(byte, words, e3, marks)
+    point, n_frac = _fraction_digits(mant_end, marks)
     if (n_frac < 0).any():
         return None  # a point in the exponent
-    n_int = point - s3
-    n_int -= _SIGN_LENGTH[lead]
-    n_digits = n_int + n_frac
-    most = int(n_digits.max())
-    if most > _MAX_DIGITS:
-        too_long = n_digits > _MAX_DIGITS
-        slow = too_long if slow is None else slow | too_long
-        n_int[too_long] = 0
-        n_frac[too_long] = 0
-    mant = _digit_runs(words, point, n_int, int(n_int.max()))
-    if has_point is not False:
-        mant *= _POW10_INT[n_frac]
-        mant += _digit_runs(words, mant_end, n_frac, int(n_frac.max()))
-    if most > 15:  # may exceed 2**53
-        inexact = mant > _MAX_EXACT
-        slow = inexact if slow is None else slow | inexact
+    mant, slow = _mantissas(words, s3, lead, point, n_frac, mant_end, marks.has_point is not False, slow)
     F = mant.astype(np.float64)
     if exponent is None:  # 10**-n_frac: 0..16 places
         F /= _POW10_FLOAT[n_frac]
@@ -318,12 +313,83 @@ def _parse_block(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
         scale = _POW10_FLOAT[np.minimum(np.abs(exponent), 22)]
         F = np.where(exponent >= 0, F * scale, F / scale)
     F *= _SIGN_FLOAT[lead]
-    if slow is not None:
+    if slow is not None:  # beyond the exact fast path: Python's float() of the token
         for k in np.flatnonzero(slow).tolist():
             F[k] = float(raw[s3[k]:e3[k]])
     if not np.isfinite(F).all():
         return None
-    return hkl, F
+    return F
+
+
+def _exponents(byte: np.ndarray, words: np.ndarray, e3: np.ndarray,
+               marks: _Marks) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(mant_end, exponent, slow)``: where each F's mantissa ends, its decimal exponent (``None``: no 'e'
+    in any F) and the records whose exponent has more than 4 digits (``None``: no 'e')."""
+    has_exp, exp_at = marks.has_exp, marks.exp_at
+    if has_exp is False:
+        return e3, None, None
+    n_rec = len(e3)
+    if has_exp is True:
+        has_exp = np.ones(n_rec, dtype=bool)
+    mant_end = e3.copy()
+    mant_end[has_exp] = exp_at
+    x_lo = exp_at + 1
+    x_sign = _SIGN_INT[byte[x_lo]]
+    x_lo += _SIGN_LENGTH[byte[x_lo]]
+    x_hi = e3[has_exp]
+    n_x = x_hi - x_lo
+    too_long = n_x > 4
+    slow = np.zeros(n_rec, dtype=bool)
+    slow[has_exp] = too_long
+    n_x[too_long] = 0
+    x = _digit_runs(words, x_hi, n_x, int(n_x.max()))
+    x *= x_sign
+    exponent = np.zeros(n_rec, dtype=np.int64)
+    exponent[has_exp] = x
+    return mant_end, exponent, slow
+
+
+def _fraction_digits(mant_end: np.ndarray, marks: _Marks) -> tuple[np.ndarray, np.ndarray]:
+    """``(point, n_frac)``: where each mantissa's point stands (its end when it has none) and the digits
+    after it (negative: a point after the mantissa, in the exponent)."""
+    has_point = marks.has_point
+    if has_point is True:  # the usual: a point in each F
+        point = marks.point_at
+        n_frac = mant_end - point
+        n_frac -= 1
+    elif has_point is False:
+        point = mant_end
+        n_frac = np.zeros(len(mant_end), dtype=np.int64)
+    else:
+        point = mant_end.copy()
+        point[has_point] = marks.point_at
+        n_frac = mant_end - point
+        n_frac -= has_point
+    return point, n_frac
+
+
+def _mantissas(words: np.ndarray, s3: np.ndarray, lead: np.ndarray, point: np.ndarray, n_frac: np.ndarray,
+               mant_end: np.ndarray, any_point: bool, slow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(mant, slow)``: each F's digits, point dropped, as an int64, and ``slow`` with the records added
+    whose mantissa is too long (> 16 digits: their ``n_frac`` is set to 0 in place) or not exact in a
+    double (> 2**53)."""
+    n_int = point - s3
+    n_int -= _SIGN_LENGTH[lead]
+    n_digits = n_int + n_frac
+    most = int(n_digits.max())
+    if most > _MAX_DIGITS:
+        too_long = n_digits > _MAX_DIGITS
+        slow = too_long if slow is None else slow | too_long
+        n_int[too_long] = 0
+        n_frac[too_long] = 0
+    mant = _digit_runs(words, point, n_int, int(n_int.max()))
+    if any_point:
+        mant *= _POW10_INT[n_frac]
+        mant += _digit_runs(words, mant_end, n_frac, int(n_frac.max()))
+    if most > 15:  # may exceed 2**53
+        inexact = mant > _MAX_EXACT
+        slow = inexact if slow is None else slow | inexact
+    return mant, slow
 
 
 def _one_record_per_line(cls: np.ndarray, rec: np.ndarray) -> bool:
@@ -362,6 +428,7 @@ def _one_per_token(pos: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.nd
 
 
 def _raise_first_bad_line(lines: list[str], name: str) -> None:
+    """Raise the :class:`InputFileError` of the first line that is not a record (file and line named)."""
     for no, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
@@ -373,7 +440,7 @@ def _raise_first_bad_line(lines: list[str], name: str) -> None:
                 h = parse_integer(tok)
             except ValueError:
                 raise InputFileError(name, no, f"Miller index {tok!r} is not an integer") from None
-            if abs(h) >= 2**31:
+            if abs(h) > C_INT_MAX:
                 raise InputFileError(name, no, f"Miller index {tok!r} is out of range")
         try:
             f = parse_number(parts[3])

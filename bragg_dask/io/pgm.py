@@ -15,6 +15,8 @@ def pgm_bytes(image: np.ndarray, in_roi: np.ndarray, scale: float) -> np.ndarray
 
 
 def write_pgm(path: str, image: np.ndarray, in_roi: np.ndarray, scale: float) -> None:
+    """Write ``(spixels, fpixels)`` ``image`` (photons) as the C program's P5 preview, ``scale`` grey levels
+    per photon."""
     s, f = image.shape
     with atomic_write(path) as fh:
         fh.write(f"P5\n{f} {s}\n# pixels scaled by {scale:g}\n255\n".encode("ascii"))

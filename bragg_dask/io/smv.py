@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputFileError
+from ..physics.constants import RTD
 from .atomic import atomic_write
 from .textfile import read_bytes
 
-RTD = 180.0 / math.pi
+if TYPE_CHECKING:
+    from ..config import Simulation
 
 
 def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: float) -> np.ndarray:
@@ -39,7 +41,7 @@ def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: fl
     return out
 
 
-def header_fields(sim) -> dict:
+def header_fields(sim: Simulation) -> dict:
     """The values the C program writes in an SMV header (SI units), from a simulation."""
     det, geo, cr = sim.detector, sim.detector.geometry, sim.crystal
     return header_fields_from_config({
@@ -64,7 +66,7 @@ def header_fields_from_config(cfg: dict) -> dict:
     return out
 
 
-def smv_header(sim_or_fields, *, header_bytes: int = 512) -> bytes:
+def smv_header(sim_or_fields: Simulation | dict, *, header_bytes: int = 512) -> bytes:
     """The C program's SMV header (values in mm, Angstrom and degrees, ``%g``).
 
     Takes a simulation or :func:`header_fields`.  A header that does not fit in 512 bytes (long
@@ -80,6 +82,7 @@ def smv_header(sim_or_fields, *, header_bytes: int = 512) -> bytes:
 
 
 def _header_text(h: dict, header_bytes: int) -> bytes:
+    """The header's lines (``h``: :func:`header_fields`, SI units) in the C program's order and units."""
     px = h["pixel_size_m"]
     detsize_s = px * h["spixels"]
     lines = [
@@ -115,7 +118,7 @@ def _header_text(h: dict, header_bytes: int) -> bytes:
     return ("\n".join(lines) + "\n}\f").encode("ascii")
 
 
-def write_smv(path: str, sim, pixels: np.ndarray) -> None:
+def write_smv(path: str, sim: Simulation | dict, pixels: np.ndarray) -> None:
     """Write ``(spixels, fpixels)`` uint16 ``pixels`` with the C program's header (``sim``: a
     simulation or :func:`header_fields`)."""
     with atomic_write(path) as fh:
@@ -190,5 +193,6 @@ def value_of(header: str, key: str) -> float | None:
 
 
 def line_of(header: str, key: str) -> int | None:
+    """1-based line of the last occurrence of ``key`` (the one :func:`value_of` reads), or ``None``."""
     pos = header.rfind(key)
     return header.count("\n", 0, pos) + 1 if pos >= 0 else None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constants import RTD
 from .vectors import Vec3, cross, dot, magnitude, rescale, rotate_axis, rotate_umat, rotate_xyz, scale
 
 
@@ -38,10 +39,9 @@ def reciprocal_from_cell(cell_A_deg: tuple[float, ...]) -> tuple[tuple[Vec3, Vec
         b = a
     if c <= 0.0:
         c = a
-    rtd = 180.0 / math.pi
-    alpha = al / rtd if al > 0.0 else math.pi / 2
-    beta = be / rtd if be > 0.0 else math.pi / 2
-    gamma = ga / rtd if ga > 0.0 else math.pi / 2
+    alpha = al / RTD if al > 0.0 else math.pi / 2
+    beta = be / RTD if be > 0.0 else math.pi / 2
+    gamma = ga / RTD if ga > 0.0 else math.pi / 2
     aavg = (alpha + beta + gamma) / 2
     skew = abs(math.sin(aavg) * math.sin(aavg - alpha) * math.sin(aavg - beta) * math.sin(aavg - gamma))
     v_cell = 2.0 * a * b * c * math.sqrt(skew)

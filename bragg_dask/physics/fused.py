@@ -46,10 +46,14 @@ import os
 import platform
 import threading
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .spec import CHEBYSHEV_MAX_N, FusedSpec, spec_of
+
+__all__ = ["CHEBYSHEV_MAX_N", "FusedSpec", "FusedSum", "TritonSum", "fused_sum_for", "is_compiled", "resolve_mode",
+           "spec_of", "supports", "supports_native"]
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +62,6 @@ GPU_KERNEL_ENV = "BRAGG_DASK_GPU_KERNEL"
 MODES = ("auto", "on", "off")
 #: in ``auto`` mode a tile is compiled for when it has at least this many evaluations
 AUTO_MIN_EVALS = 1 << 23
-#: largest N for which ``sin(N x)/sin(x)`` is evaluated by the Chebyshev recurrence
-CHEBYSHEV_MAX_N = 24
 #: points per call of the compiled function (bounds its inputs; the work is one loop nest); a GPU
 #: wants far more per launch than a CPU core's cache holds
 MAX_POINTS = 1 << 16
@@ -99,63 +101,6 @@ def cache_dir() -> str:
     return d
 
 
-@dataclass(frozen=True)
-class FusedSpec:
-    """Everything the compiled code is specialised on (hashable: the key of a compiled kernel)."""
-
-    dtype: torch.dtype
-    device: str
-    shape: str  # square, round, gauss, tophat
-    n_cells: tuple[int, int, int]
-    fudge: float
-    recip: tuple[float, ...]  # a*, b*, c* rows (1/A), 9 numbers (gauss, tophat)
-    default_f2: float
-    table: bool  # nearest-neighbour lookup in a padded F^2 table
-    offset: tuple[int, int, int]
-    dims: tuple[int, int, int]
-    #: tricubic interpolation (the C library only: :func:`spec_of` with ``tricubic=True``), with the
-    #: amplitude table's first indices and sizes
-    tricubic: bool = False
-    tri_min: tuple[int, int, int] = (0, 0, 0)
-    tri_dims: tuple[int, int, int] = (1, 1, 1)
-
-    @property
-    def methods(self) -> tuple[str, str, str]:
-        """Per axis: ``one`` (N == 1), ``cheb`` (recurrence) or ``sin`` (sine form)."""
-        return tuple("one" if n == 1 else "cheb" if n <= CHEBYSHEV_MAX_N else "sin"  # type: ignore[return-value]
-                     for n in self.n_cells)
-
-
-def spec_of(model, tricubic: bool = False) -> FusedSpec | None:
-    """The :class:`FusedSpec` of an :class:`~.intensity.IntensityModel`, or None if unsupported.
-
-    Tricubic interpolation is unsupported unless ``tricubic`` (the C library covers it; the
-    compiled function does not).
-    """
-    tri = model.tricubic
-    if tri is not None and not tricubic:
-        return None
-    n = tuple(float(x) for x in model.n_cells.tolist())
-    if any(x != int(x) or x < 1 for x in n):
-        return None
-    nearest = model.nearest
-    if nearest is not None and model.cells.dtype != torch.float64 and math.prod(nearest.dims) > 1 << 24:
-        return None  # the flat table index is computed in the model's dtype: exact in float32 up to 2^24
-    # fields a configuration does not use are left at a fixed value: fewer distinct compilations
-    return FusedSpec(
-        dtype=model.cells.dtype, device=model.cells.device.type, shape=model.shape,
-        n_cells=tuple(int(x) for x in n),  # type: ignore[arg-type]
-        fudge=float(model.fudge) if model.shape != "square" else 1.0,
-        recip=(tuple(float(x) for x in model.recip.reshape(-1).tolist()) if model.shape in ("gauss", "tophat")
-               else (0.0,) * 9),
-        default_f2=float(model.default_f2) if nearest is None else 0.0, table=nearest is not None,
-        offset=tuple(nearest.offset) if nearest is not None else (0, 0, 0),
-        dims=tuple(nearest.dims) if nearest is not None else (1, 1, 1),
-        tricubic=tri is not None, tri_min=tuple(tri.hkl_min) if tri is not None else (0, 0, 0),
-        tri_dims=tuple(tri.table.shape) if tri is not None else (1, 1, 1),
-    )
-
-
 def supports(prep) -> bool:
     """The fused path reproduces the reference sum of this prepared simulation exactly.
 
@@ -178,7 +123,8 @@ def supports_native(prep) -> bool:
 
 
 def _axis_ratio(d: torch.Tensor, n: int, method: str) -> torch.Tensor | None:
-    """``sin(N pi d) / sin(pi d)`` of the fractional index ``d`` (``N`` at ``d == 0``); None for N == 1."""
+    """``sin(N pi d) / sin(pi d)`` of the fractional index ``d`` ``(P, O)`` (``N`` at ``d == 0``):
+    ``(P, O)`` dimensionless; None for N == 1."""
     if method == "one":
         return None
     x = d * math.pi
@@ -193,7 +139,7 @@ def _axis_ratio(d: torch.Tensor, n: int, method: str) -> torch.Tensor | None:
 
 
 def _lattice_sq(spec: FusedSpec, dh, dk, dl) -> torch.Tensor:
-    """``F_latt^2`` from the fractional parts of h, k, l (each ``(P, O)``)."""
+    """``F_latt^2`` ``(P, O)`` (dimensionless) from the fractional parts of h, k, l (each ``(P, O)``)."""
     na, nb, nc = (float(n) for n in spec.n_cells)
     if spec.shape == "square":
         f = None
@@ -224,7 +170,11 @@ def _lattice_sq(spec: FusedSpec, dh, dk, dl) -> torch.Tensor:
 
 
 def _f2(spec: FusedSpec, h0, k0, l0, table) -> torch.Tensor | float:
-    """Nearest-neighbour ``F^2`` (one gather from the padded table) or ``default_F^2``."""
+    """Nearest-neighbour ``F^2`` (one gather from the padded table) or ``default_F^2``, electrons^2.
+
+    ``h0, k0, l0``: ``(P, O)`` integer-valued Miller indices; ``table``: the flat padded ``F^2`` table.
+    Returns ``(P, O)`` (or the float ``default_F^2``).
+    """
     if not spec.table:
         return spec.default_f2
     dh, dk, dl = spec.dims
@@ -236,7 +186,8 @@ def _f2(spec: FusedSpec, h0, k0, l0, table) -> torch.Tensor | float:
 
 
 def _orientation_sum(spec: FusedSpec, sx, sy, sz, cells, table) -> torch.Tensor:
-    """``sum_o F_cell^2 F_latt^2`` per point: ``sx, sy, sz`` ``(P,)``, ``cells`` ``(O, 9)`` -> ``(P,)`` float64.
+    """``sum_o F_cell^2 F_latt^2`` per point: ``sx, sy, sz`` ``(P,)`` (1/m), ``cells`` ``(O, 9)`` (m),
+    ``table`` the flat padded ``F^2`` table -> ``(P,)`` float64, electrons^2.
 
     ``cells[o]`` holds the cell vectors a, b, c of orientation ``o`` (metres); h, k and l are
     three separate ``(P, O)`` expressions (broadcasts: the points stay contiguous in memory) so
@@ -257,6 +208,7 @@ def _make_function(spec: FusedSpec, index: int):
     """A fresh function object (own code object, so its own Dynamo cache) bound to ``spec``."""
 
     def fused_orientation_sum(sx, sy, sz, cells, table):
+        """:func:`_orientation_sum` of ``spec``: ``(P,)`` 1/m components -> ``(P,)`` float64."""
         return _orientation_sum(spec, sx, sy, sz, cells, table)
 
     code = fused_orientation_sum.__code__.replace(co_name=f"fused_orientation_sum_{index}")
@@ -353,9 +305,12 @@ class FusedSum:
         self._fallback = False
 
     def _eager(self, *args):
+        """:func:`_orientation_sum` uncompiled: ``(sx, sy, sz, cells, table)`` -> ``(P,)`` float64."""
         return _orientation_sum(self.spec, *args)
 
     def _call(self, *args):
+        """The function on ``(sx, sy, sz, cells, table)`` -> ``(P,)`` float64, or None where its compilation
+        failed (not strict)."""
         if self._tried:
             return self.fn(*args)
         try:  # torch.compile compiles on the first call: a missing compiler shows here
@@ -371,7 +326,8 @@ class FusedSum:
         return out
 
     def __call__(self, scatter: torch.Tensor, interp_ok=None) -> torch.Tensor:
-        """``(Q,)`` float64 sum over orientations of ``scatter`` ``(Q, 3)`` (the model's dtype)."""
+        """``(Q,)`` float64 (electrons^2) sum over orientations of ``scatter`` ``(Q, 3)`` (1/m, the model's
+        dtype)."""
         assert interp_ok is None
         q = scatter.shape[0]
         out = torch.empty(q, dtype=torch.float64, device=scatter.device)

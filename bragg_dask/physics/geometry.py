@@ -2,13 +2,15 @@
 
 :func:`resolve_detector_geometry` reproduces the C program's set-up (conventions L1172-1271,
 geometry pipeline L1709-1760) on Python floats, so the basis vectors and ``pix0`` are bit-identical.
-:func:`subpixel_positions` is the torch side: positions of every sub-pixel of a set of pixels.
+:func:`subpixel_positions` is the torch side: positions of every sub-pixel of a set of pixels;
+:func:`max_position_m` the position the C program reports for the brightest pixel.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -182,24 +184,33 @@ def resolve_detector_geometry(g: DetectorGeometryInput) -> DetectorGeometry:
     )
 
 
+class PixelBasis(NamedTuple):
+    """The detector's lab-frame basis as tensors: unit vectors ``fdet``, ``sdet``, ``odet`` ``(3,)`` and
+    the position ``pix0`` ``(3,)`` (metres) of pixel (0, 0)'s corner."""
+
+    fdet: torch.Tensor
+    sdet: torch.Tensor
+    odet: torch.Tensor
+    pix0: torch.Tensor
+
+
 def subpixel_positions(
     fpix: torch.Tensor,
     spix: torch.Tensor,
+    basis: PixelBasis,
     *,
     pixel_size_m: float,
     oversample: int,
     layer_offsets_m: torch.Tensor,
-    fdet: torch.Tensor,
-    sdet: torch.Tensor,
-    odet: torch.Tensor,
-    pix0: torch.Tensor,
 ) -> torch.Tensor:
     """Lab-frame positions of every sub-pixel of the given pixels.
 
     ``fpix``, ``spix``: ``(P,)`` integer pixel indices.  ``layer_offsets_m``: ``(L,)`` depth of each
-    sensor layer.  Basis vectors ``(3,)``.  Returns ``(P, L, os, os, 3)`` float, metres, lab frame,
+    sensor layer, metres.  ``basis``: :class:`PixelBasis` (``fdet``, ``sdet``, ``odet``: (3,) unit
+    vectors; ``pix0``: (3,) metres).  Returns ``(P, L, os, os, 3)`` float, metres, lab frame,
     indexed ``[pixel, layer, subS, subF]`` (the C loop order).
     """
+    fdet, sdet, odet, pix0 = basis
     dt = pix0.dtype
     sub = pixel_size_m / oversample
     k = torch.arange(oversample, dtype=dt, device=pix0.device)
@@ -214,3 +225,17 @@ def subpixel_positions(
         oo = layer_offsets_m[None, :, None, None] * os_[c]  # (1,L,1,1)
         out[..., c] = ((ff + ss) + oo) + p0[c]
     return out
+
+
+def max_position_m(det, stats) -> tuple[float, float]:
+    """(Fdet, Sdet) in metres of the last sub-pixel of the brightest pixel, as the C program prints.
+
+    ``stats``: the image's statistics (``ImageStats``): its ``max_pos``, ``(slow, fast)`` pixel indices
+    or None (no pixel: ``(0, 0)``).
+    """
+    if stats.max_pos is None:
+        return (0.0, 0.0)
+    s, f = stats.max_pos
+    os_ = det.oversample
+    sub = det.pixel_size_m / os_
+    return (sub * (f * os_ + os_ - 1) + sub / 2.0, sub * (s * os_ + os_ - 1) + sub / 2.0)

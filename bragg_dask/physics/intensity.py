@@ -48,6 +48,8 @@ class IntensityModel:
 
     def __init__(self, crystal, cells: torch.Tensor, water: bool, dtype: torch.dtype, device: torch.device,
                  share_tables: IntensityModel | None = None):
+        """``cells``: ``(3 O, 3)`` cell vectors (metres) of the ``O`` orientations in ``dtype`` on ``device``;
+        ``share_tables``: a model of the same crystal whose structure-factor tables this one reuses."""
         self.shape = crystal.shape
         self.fudge = crystal.fudge
         self.cells = cells  # (3 O, 3): row 3o+j is cell vector j of orientation o, metres
@@ -69,7 +71,7 @@ class IntensityModel:
     def f_latt_sq(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(F_latt^2, gate)``: the gate is the C program's ``F_latt != 0`` test, on ``F_latt`` itself
         (its square underflows to 0 for a tiny nonzero ``F_latt``, which C still counts); ``None``
-        where no gate is needed."""
+        where no gate is needed.  ``delta``: ``(..., 3)`` fractional Miller indices; both ``(...)``."""
         if self.shape == "square":
             return square_lattice_sq(delta, self.n_cells), None
         if self.shape == "round":
@@ -81,7 +83,9 @@ class IntensityModel:
         return f * f, (f != 0 if self.needs_gate else None)
 
     def f_cell_sq(self, hkl: torch.Tensor, hkl0: torch.Tensor, interp_ok: torch.Tensor | None):
-        """``(F^2, out_of_range)`` for ``(..., 3)`` indices; ``interp_ok`` masks tricubic use (c-parity)."""
+        """``(F^2, out_of_range)``, each ``(...)`` (electrons^2; bool), for ``(..., 3)`` indices ``hkl``
+        (fractional) and ``hkl0`` (nearest integers); ``interp_ok`` ``(...)`` masks tricubic use (c-parity).
+        ``(None, None)`` without a table (``default_F``)."""
         if self.tricubic is not None:
             shape = hkl.shape[:-1]
             flat, flat0 = hkl.reshape(-1, 3), hkl0.reshape(-1, 3)
@@ -93,15 +97,22 @@ class IntensityModel:
         return None, None
 
     def chunk_size(self, q: int) -> int:
+        """Orientations per chunk for ``q`` points (``q x chunk`` near :data:`CHUNK_ELEMENTS`)."""
         return max(1, min(self.n_orient, self.chunk_elements // max(q, 1)))
 
-    def terms(self, scatter: torch.Tensor, interp_ok: torch.Tensor | None = None) -> Iterator[Terms]:
-        """Per-evaluation terms of ``scatter`` ``(Q, 3)`` (1/m, lab frame), chunk by chunk of orientations."""
+    def chunks(self, scatter: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(o0, o1, hkl)`` chunk by chunk of orientations: the fractional Miller indices ``hkl``
+        ``(Q, o1 - o0, 3)`` (dimensionless, the model's dtype) of ``scatter`` ``(Q, 3)`` (1/m, lab frame)."""
         q = scatter.shape[0]
         step = self.chunk_size(q)
         for o0 in range(0, self.n_orient, step):
             o1 = min(o0 + step, self.n_orient)
-            hkl = (scatter @ self.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
+            yield o0, o1, (scatter @ self.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
+
+    def terms(self, scatter: torch.Tensor, interp_ok: torch.Tensor | None = None) -> Iterator[Terms]:
+        """Per-evaluation terms of ``scatter`` ``(Q, 3)`` (1/m, lab frame), chunk by chunk of orientations;
+        ``interp_ok``: ``(Q, O)`` bool or None (see :meth:`f_cell_sq`)."""
+        for o0, o1, hkl in self.chunks(scatter):
             hkl0 = torch.ceil(hkl - 0.5)
             latt, gate = self.f_latt_sq(hkl - hkl0)
             ok = None if interp_ok is None else interp_ok[:, o0:o1]
@@ -112,7 +123,8 @@ class IntensityModel:
             yield Terms(o0, o1, term, gate, oor)
 
     def sum(self, scatter: torch.Tensor, interp_ok: torch.Tensor | None = None) -> torch.Tensor:
-        """Sum over all orientations: ``(Q,)`` float64."""
+        """Sum over all orientations of ``F_cell^2 F_latt^2``: ``scatter`` ``(Q, 3)`` 1/m -> ``(Q,)`` float64
+        (electrons^2, before the per-pixel factors)."""
         out = torch.zeros(scatter.shape[0], dtype=torch.float64, device=scatter.device)
         for t in self.terms(scatter, interp_ok):
             # a single orientation needs no reduction (common for stills: skip a kernel launch)
@@ -120,17 +132,14 @@ class IntensityModel:
         return out
 
     def out_of_range(self, scatter: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """``(o0, o1, oor)``: evaluations whose tricubic stencil leaves the table (and pass the gate).
+        """``(o0, o1, oor)``: evaluations of ``scatter`` ``(Q, 3)`` (1/m) whose tricubic stencil leaves the
+        table (and pass the gate).
 
         The cheap pre-pass of the interpolation switch: Miller indices and the range test, with
         the lattice factor only where the gate needs it.  ``oor``: ``(Q, o1 - o0)`` bool.
         """
         assert self.tricubic is not None
-        q = scatter.shape[0]
-        step = self.chunk_size(q)
-        for o0 in range(0, self.n_orient, step):
-            o1 = min(o0 + step, self.n_orient)
-            hkl = (scatter @ self.cells[3 * o0 : 3 * o1].T).view(q, o1 - o0, 3)
+        for o0, o1, hkl in self.chunks(scatter):
             oor = ~self.tricubic.in_range(hkl)
             if self.needs_gate:
                 oor &= self.f_latt_sq(hkl - torch.ceil(hkl - 0.5))[1]

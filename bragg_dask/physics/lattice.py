@@ -18,7 +18,7 @@ def square_lattice_sq(delta: torch.Tensor, n_cells: torch.Tensor) -> torch.Tenso
     changes only sign between ``h`` and ``h - h0``, its square is the C program's
     ``sincg(pi h, N)^2`` and stays accurate in float32 far from the origin.  At ``delta == 0`` the
     value is ``N^2``; an axis with ``N == 1`` contributes exactly 1.
-    ``delta``: ``(..., 3)``; ``n_cells``: ``(3,)`` same dtype.  Returns ``(...)``.
+    ``delta``: ``(..., 3)``; ``n_cells``: ``(3,)`` same dtype.  Returns ``(...)``, dimensionless.
     """
     x = delta * math.pi
     ratio = torch.sin(x * n_cells).div_(torch.sin(x))
@@ -34,7 +34,10 @@ def square_lattice_sq(delta: torch.Tensor, n_cells: torch.Tensor) -> torch.Tenso
 
 
 def round_lattice(delta: torch.Tensor, n_cells: torch.Tensor, fudge: float) -> torch.Tensor:
-    """``F_latt`` (not squared) of the ellipsoidal crystal: ``NaNbNc * 0.7236 * sinc3(pi sqrt(r^2 fudge))``."""
+    """``F_latt`` (not squared) of the ellipsoidal crystal: ``NaNbNc * 0.7236 * sinc3(pi sqrt(r^2 fudge))``.
+
+    ``delta``: ``(..., 3)`` fractional Miller indices; ``n_cells``: ``(3,)``.  Returns ``(...)``, dimensionless.
+    """
     hrad_sqr = (delta.square() * n_cells.square()).sum(-1)
     x = math.pi * torch.sqrt(hrad_sqr * fudge)
     safe = torch.where(x == 0, torch.ones_like(x), x)
@@ -43,18 +46,24 @@ def round_lattice(delta: torch.Tensor, n_cells: torch.Tensor, fudge: float) -> t
 
 
 def reciprocal_radius_sq(delta: torch.Tensor, recip_per_A: torch.Tensor, n_cells: torch.Tensor) -> torch.Tensor:
-    """``|dh a* + dk b* + dl c*|^2 * Na^2 Nb^2 Nc^2`` (1/A^2); ``recip_per_A`` rows a*, b*, c*."""
+    """``|dh a* + dk b* + dl c*|^2 * Na^2 Nb^2 Nc^2``: ``(...)``, 1/A^2.
+
+    ``delta``: ``(..., 3)`` fractional Miller indices; ``recip_per_A``: ``(3, 3)``, rows a*, b*, c* in
+    1/A; ``n_cells``: ``(3,)``.
+    """
     d = delta @ recip_per_A  # (..., 3)
     return d.square().sum(-1) * n_cells.square().prod()
 
 
 def gauss_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
-    """``F_latt`` of the Gaussian spot shape: ``NaNbNc exp(-r^2 / 0.63 * fudge)``."""
+    """``F_latt`` of the Gaussian spot shape: ``NaNbNc exp(-r^2 / 0.63 * fudge)``; arguments as
+    :func:`reciprocal_radius_sq`, returns ``(...)`` dimensionless."""
     r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
     return n_cells.prod() * torch.exp(-(r2 / 0.63 * fudge))
 
 
 def tophat_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
-    """``F_latt`` of the flat-top spot: ``NaNbNc`` inside ``r^2 fudge < 0.3969``, else 0."""
+    """``F_latt`` of the flat-top spot: ``NaNbNc`` inside ``r^2 fudge < 0.3969``, else 0; arguments as
+    :func:`reciprocal_radius_sq`, returns ``(...)`` dimensionless."""
     r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
     return n_cells.prod() * (r2 * fudge < 0.3969).to(delta.dtype)

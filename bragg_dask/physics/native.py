@@ -6,8 +6,9 @@ one-image run cannot repay.  This module runs the same arithmetic (``native_osum
 compiled once per machine by the system C compiler into ``~/.cache/bragg_dask/native`` (one file
 per source, flags, compiler and CPU), then loaded with :mod:`ctypes` in milliseconds.  Each call
 splits the points over ``torch.get_num_threads()`` Python threads; ctypes releases the GIL, so
-they run in parallel.  Besides what :mod:`.fused` compiles, it covers tricubic interpolation
-(``-interpolate``, spec mode: :func:`.fused.supports_native`), bit for bit the reference's ``F^2``.
+they run in parallel.  It computes the sum a :class:`.spec.FusedSpec` describes; besides what
+:mod:`.fused` compiles, it covers tricubic interpolation (``-interpolate``, spec mode:
+:func:`.fused.supports_native`), bit for bit the reference's ``F^2``.
 
 Where no C compiler works the build fails once per process, quietly (logged at debug level), and
 the caller uses ``torch.compile`` or the eager path instead.  ``BRAGG_DASK_NATIVE=0`` turns this
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .spec import METHOD_CODE, SHAPE_CODE, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +155,6 @@ class NativeSum:
     planar_input = True  # give it (Q, 3) views of contiguous (3, Q) tensors: no copy at each call
 
     def __init__(self, model, lib: ctypes.CDLL):
-        from .fused import spec_of
-
         spec = spec_of(model, tricubic=True)
         assert spec is not None and model.cells.device.type == "cpu", "unsupported configuration"
         self.spec = spec
@@ -168,14 +169,13 @@ class NativeSum:
         tri = spec.tricubic and min(spec.tri_dims) >= 5
         self.amp = (model.tricubic.table.to(spec.dtype).contiguous() if tri
                     else torch.zeros(1, dtype=spec.dtype))
-        methods = {"one": 0, "cheb": 1, "sin": 2}
-        shapes = {"square": 0, "round": 1, "gauss": 2, "tophat": 3}
-        self.ip = np.array([0, n_o, shapes[spec.shape], *spec.n_cells, *(methods[m] for m in spec.methods),
+        self.ip = np.array([0, n_o, SHAPE_CODE[spec.shape], *spec.n_cells, *(METHOD_CODE[m] for m in spec.methods),
                             int(spec.table), *spec.offset, *spec.dims, int(tri), *spec.tri_min,
                             *spec.tri_dims], dtype=np.int64)
         self.dp = np.array([spec.fudge, *spec.recip, spec.default_f2], dtype=np.float64)
 
     def _run(self, s: torch.Tensor, out: torch.Tensor, p0: int, p1: int) -> None:
+        """Points ``p0 .. p1`` of ``s`` ``(3, Q)`` (1/m, rows sx, sy, sz) into ``out`` ``(Q,)`` float64."""
         ip = self.ip.copy()
         ip[0] = p1 - p0
         size = s.element_size()
@@ -185,7 +185,7 @@ class NativeSum:
                 self.cells.data_ptr(), self.table.data_ptr(), self.amp.data_ptr(), out.data_ptr() + p0 * 8)
 
     def __call__(self, scatter: torch.Tensor, interp_ok=None) -> torch.Tensor:
-        """``(Q,)`` float64 sum over orientations of ``scatter`` ``(Q, 3)``."""
+        """``(Q,)`` float64 (electrons^2) sum over orientations of ``scatter`` ``(Q, 3)`` (1/m)."""
         assert interp_ok is None
         q = scatter.shape[0]
         s = scatter.to(device="cpu", dtype=self.dtype).T.contiguous()  # (3, Q): sx, sy, sz rows

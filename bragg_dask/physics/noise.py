@@ -21,13 +21,17 @@ _MAX_ROUNDS = 10_000
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
+    """A 64-bit integer mixing function, element-wise: ``(...)`` uint64 -> ``(...)`` uint64."""
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
 
 
 def uniforms(seed: int, index: np.ndarray, draw: int | np.ndarray) -> np.ndarray:
-    """Uniform deviates in (0, 1), one per ``index``: a pure function of (seed, index, draw)."""
+    """Uniform deviates in (0, 1), one per ``index``: a pure function of (seed, index, draw).
+
+    ``index``: ``(...)`` int; ``draw``: an int or broadcast against it.  Returns ``(...)`` float64.
+    """
     with np.errstate(over="ignore"):
         key = _mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
         ctr = index.astype(np.uint64) * np.uint64(0x100000000) + np.asarray(draw, dtype=np.uint64)
@@ -36,7 +40,8 @@ def uniforms(seed: int, index: np.ndarray, draw: int | np.ndarray) -> np.ndarray
 
 
 def poisson(mean: np.ndarray, index: np.ndarray, seed: int) -> np.ndarray:
-    """Poisson counts (int64) with the given ``mean`` (>= 0) for pixels with global ``index``."""
+    """Poisson counts ``(...)`` int64 (photons) with the given ``mean`` ``(...)`` (photons, >= 0) for
+    pixels with global ``index`` ``(...)``."""
     mean = np.asarray(mean, dtype=np.float64)
     index = np.asarray(index, dtype=np.int64)
     out = np.zeros(mean.shape, dtype=np.int64)
@@ -50,7 +55,8 @@ def poisson(mean: np.ndarray, index: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _poisson_small(lam: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
-    """Count uniforms multiplied until the product falls to exp(-lam) or below, minus one."""
+    """Count uniforms multiplied until the product falls to exp(-lam) or below, minus one:
+    ``lam``, ``idx`` ``(N,)`` -> ``(N,)`` int64."""
     g = np.exp(-lam)
     t = np.ones_like(lam)
     k = np.full(lam.shape, -1, dtype=np.int64)
@@ -66,7 +72,8 @@ def _poisson_small(lam: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _poisson_ptrs(lam: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
-    """Hormann (1993) PTRS: transformed rejection with squeeze, exact for lam >= 10."""
+    """Hormann (1993) PTRS: transformed rejection with squeeze, exact for lam >= 10:
+    ``lam``, ``idx`` ``(N,)`` -> ``(N,)`` int64."""
     slam = np.sqrt(lam)
     loglam = np.log(lam)
     b = 0.931 + 2.53 * slam
@@ -94,7 +101,7 @@ def _poisson_ptrs(lam: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _lgamma1(x: np.ndarray) -> np.ndarray:
-    """``lgamma(x)`` for x >= 1 (vectorised Stirling series; x = k + 1 here, k >= 0)."""
+    """``lgamma(x)`` ``(N,)`` float64 for ``x`` ``(N,)`` >= 1 (vectorised Stirling series; x = k + 1 here)."""
     out = np.empty_like(x)
     small = x < 10
     if small.any():
@@ -114,6 +121,7 @@ def noise_image(image: np.ndarray, in_roi: np.ndarray, *, seed: int, adc: float,
     ``v = Poisson(float) + adc``, clipped to 65535 (counted as overloads) and truncated, inside the
     ROI; 0 outside.  Pixel ``(s, f)`` of the tile draws with global index
     ``first_index + (s0 + s) * fpixels + (f0 + f)``, so tiles of one image agree with the whole.
+    ``image``: ``(S, F)`` float photons; ``in_roi``: ``(S, F)`` bool; returns ``(S, F)`` uint16 ADU.
     """
     S, F = image.shape
     fp = fpixels if fpixels is not None else F

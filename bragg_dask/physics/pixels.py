@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry import subpixel_positions
+from .geometry import PixelBasis, subpixel_positions
 from .polarization import kahn_factor, solid_angle
 
 
@@ -28,12 +28,12 @@ class Points:
 
 
 def points(prep, fpix: torch.Tensor, spix: torch.Tensor) -> Points:
-    """Every sub-pixel point of pixels ``(fpix, spix)``: unit vectors from the sample and air paths."""
+    """Every sub-pixel point of pixels ``(fpix, spix)`` (each ``(P,)`` integer indices): unit vectors
+    from the sample ``(P, Q, 3)`` and air paths ``(P, Q)`` metres, points in C loop order."""
     det = prep.sim.detector
-    pos = subpixel_positions(
-        fpix, spix, pixel_size_m=det.pixel_size_m, oversample=det.oversample, layer_offsets_m=prep.layers,
-        fdet=prep.fdet, sdet=prep.sdet, odet=prep.odet, pix0=prep.pix0,
-    )  # (P, L, os, os, 3)
+    basis = PixelBasis(prep.fdet, prep.sdet, prep.odet, prep.pix0)
+    pos = subpixel_positions(fpix, spix, basis, pixel_size_m=det.pixel_size_m, oversample=det.oversample,
+                             layer_offsets_m=prep.layers)  # (P, L, os, os, 3)
     if det.curved:
         pos = _curved(prep, pos)
     pos = pos.reshape(fpix.shape[0], -1, 3)  # points in C loop order: layer, subS, subF
@@ -42,6 +42,27 @@ def points(prep, fpix: torch.Tensor, spix: torch.Tensor) -> Points:
     for c in range(3):  # per component: a broadcast over the last, 3-long axis is slow
         torch.div(pos[..., c], airpath, out=diffracted[..., c])
     return Points(diffracted, airpath)
+
+
+@dataclass
+class Geometry:
+    """A pixel batch's points and scattering vectors: what every evaluation of the batch needs.
+
+    ``points``: :class:`Points` ``(P, Q)``; ``scatters``: per source ``(P * Q, 3)`` float64 1/m (rows
+    in C loop order: pixel, then point); ``kept_all``: ``(P, n_src, Q)`` bool, the ``-dmin`` mask.
+    """
+
+    points: Points
+    scatters: list
+    kept_all: torch.Tensor
+
+
+def geometry(prep, fpix: torch.Tensor, spix: torch.Tensor) -> Geometry:
+    """The :class:`Geometry` of pixels ``(fpix, spix)`` (each ``(P,)`` integer indices), not cached."""
+    pts = points(prep, fpix, spix)
+    p, q = pts.airpath.shape
+    scatters, kept_all = scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
+    return Geometry(pts, scatters, kept_all)
 
 
 @dataclass
@@ -68,7 +89,7 @@ class Prologue:
         return 2 * n  # the float32 copies, if made
 
     def scatter_in(self, dtype: torch.dtype, s: int, dmin: bool, planar: bool = False):
-        """Source ``s``'s scattering vectors ``(Q, 3)`` in ``dtype`` (and the dmin-kept rows, or None);
+        """Source ``s``'s scattering vectors ``(Q, 3)`` (1/m) in ``dtype`` (and the dmin-kept rows, or None);
         ``planar``: laid out as a contiguous ``(3, Q)`` (what the C sum reads without a copy)."""
         per = self.cast.get((dtype, planar))
         if per is None:
@@ -123,7 +144,8 @@ CACHE = PrologueCache()
 
 def prologue(prep, fpix: torch.Tensor, spix: torch.Tensor, key) -> Prologue:
     """The batch's :class:`Prologue`, from the cache when ``key`` (the batch's pixels) was seen with
-    the same detector, beam and dmin cut; ``key`` None: not cached."""
+    the same detector, beam and dmin cut; ``key`` None: not cached.  ``fpix``, ``spix``: ``(P,)``
+    integer pixel indices."""
     sim = prep.sim
     full = None if key is None else (sim.detector, sim.beam, sim.dmin_m, str(fpix.device), key)
     if full is not None:
@@ -131,20 +153,24 @@ def prologue(prep, fpix: torch.Tensor, spix: torch.Tensor, key) -> Prologue:
         if hit is not None:
             return hit
     det = sim.detector
-    pts = points(prep, fpix, spix)
+    geo = geometry(prep, fpix, spix)
+    pts = geo.points
     p, q = pts.airpath.shape
     omega = solid_angle(pts.airpath[:, 0], det.pixel_size_m, det.geometry.close_distance_m, det.point_pixel)
     capture = capture_last_layer(prep, pts.diffracted)
-    scatters, kept_all = scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
-    polar = first_polar(prep, pts.diffracted, kept_all)
-    pro = Prologue(p, q, omega, capture, polar, scatters, kept_all, pts.diffracted, {})
+    polar = first_polar(prep, pts.diffracted, geo.kept_all)
+    pro = Prologue(p, q, omega, capture, polar, geo.scatters, geo.kept_all, pts.diffracted, {})
     if full is not None:
         CACHE.put(full, pro)
     return pro
 
 
 def scatter_and_kept(prep, d_flat: torch.Tensor, p: int, q: int):
-    """Scattering vectors ``S = (d - i)/lambda`` per source and the dmin mask ``(P, n_src, Q)``."""
+    """Scattering vectors ``S = (d - i)/lambda`` per source and the dmin mask ``(P, n_src, Q)`` bool.
+
+    ``d_flat``: ``(P * Q, 3)`` unit vectors.  Returns ``(scatters, kept_all)``: per source
+    ``(P * Q, 3)`` float64, 1/m.
+    """
     n_src = prep.incident.shape[0]
     kept_all = torch.ones(p, n_src, q, dtype=torch.bool, device=d_flat.device)
     scatters = []
@@ -162,7 +188,10 @@ def scatter_and_kept(prep, d_flat: torch.Tensor, p: int, q: int):
 
 
 def first_evaluation(kept_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per pixel: (has any, source, point) of its first evaluation in C loop order (point, then source)."""
+    """Per pixel: (has any, source, point) of its first evaluation in C loop order (point, then source).
+
+    ``kept_all``: ``(P, n_src, Q)`` bool.  Returns ``(P,)`` bool, ``(P,)`` int64, ``(P,)`` int64.
+    """
     p, n_src, q = kept_all.shape
     order = kept_all.transpose(1, 2).reshape(p, -1)
     first = torch.argmax(order.to(torch.uint8), dim=1)
@@ -170,7 +199,8 @@ def first_evaluation(kept_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _dmin_keep(dmin_m: float, scatter: torch.Tensor) -> torch.Tensor | None:
-    """Mask of (point, source) evaluations that pass the dmin cut; ``None`` when no cut."""
+    """Mask ``(N,)`` bool of the evaluations of ``scatter`` ``(N, 3)`` (1/m) that pass the dmin cut
+    (``dmin_m``, metres); ``None`` when no cut."""
     if not dmin_m > 0.0:
         return None
     stol = 0.5 * torch.linalg.vector_norm(scatter, dim=-1)
@@ -180,7 +210,8 @@ def _dmin_keep(dmin_m: float, scatter: torch.Tensor) -> torch.Tensor | None:
 def first_polar(prep, diffracted: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """Polarization factor per pixel from its first evaluated (point, source), C loop order.
 
-    ``diffracted``: ``(P, Q, 3)``.  ``kept``: ``(P, n_src, Q)`` dmin mask.  A pixel with no
+    ``diffracted``: ``(P, Q, 3)`` unit vectors.  ``kept``: ``(P, n_src, Q)`` dmin mask.  Returns
+    ``(P,)`` float64, dimensionless.  A pixel with no
     evaluation keeps the factor 0 and renders as 0, background included; with ``-nopolar`` the factor
     stays 1, so it keeps its background (as in C).
     """
@@ -201,7 +232,11 @@ def first_polar(prep, diffracted: torch.Tensor, kept: torch.Tensor) -> torch.Ten
 
 
 def _layer_capture(prep, diffracted: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
-    """Fraction of photons absorbed in sensor layer ``layer`` along ``diffracted`` (parallax-corrected)."""
+    """Fraction of photons absorbed in sensor layer ``layer`` along ``diffracted`` (parallax-corrected).
+
+    ``diffracted``: ``(..., 3)`` unit vectors; ``layer``: layer index (float), broadcast against
+    ``(...)``.  Returns ``(...)``, dimensionless.
+    """
     det = prep.sim.detector
     parallax = (diffracted * prep.odet).sum(-1)
     mu_dt = det.thickstep_m * det.mu_per_m
@@ -209,7 +244,8 @@ def _layer_capture(prep, diffracted: torch.Tensor, layer: torch.Tensor) -> torch
 
 
 def capture_last_layer(prep, diffracted: torch.Tensor) -> torch.Tensor:
-    """Capture fraction of the last sensor layer at its first sub-pixel (1 without a sensor model)."""
+    """Capture fraction ``(P,)`` of the last sensor layer at its first sub-pixel (1 without a sensor
+    model); ``diffracted``: ``(P, Q, 3)`` unit vectors."""
     det = prep.sim.detector
     if det.thickness_m == 0.0:
         return torch.ones(diffracted.shape[0], dtype=torch.float64, device=diffracted.device)
@@ -219,7 +255,8 @@ def capture_last_layer(prep, diffracted: torch.Tensor) -> torch.Tensor:
 
 
 def capture_per_point(prep, diffracted: torch.Tensor) -> torch.Tensor:
-    """Capture fraction of every point's own layer ``(P, Q)`` (``-oversample_thick``)."""
+    """Capture fraction of every point's own layer ``(P, Q)`` (``-oversample_thick``); ``diffracted``:
+    ``(P, Q, 3)`` unit vectors."""
     det = prep.sim.detector
     per_layer = det.oversample * det.oversample
     layer = torch.arange(diffracted.shape[1], device=diffracted.device) // per_layer
@@ -227,7 +264,10 @@ def capture_per_point(prep, diffracted: torch.Tensor) -> torch.Tensor:
 
 
 def _curved(prep, pos: torch.Tensor) -> torch.Tensor:
-    """Curved detector: every pixel at ``distance`` from the sample, lab y/z used as angles."""
+    """Curved detector: every pixel at ``distance`` from the sample, lab y/z used as angles.
+
+    ``pos``: ``(..., 3)`` flat-detector positions, metres -> ``(..., 3)`` metres.
+    """
     dist = prep.sim.detector.geometry.distance_m
     base = (dist * prep.beam_vec).expand_as(pos)
     first = _rotate_axis(base, prep.sdet, pos[..., 1] / dist)
@@ -235,6 +275,8 @@ def _curved(prep, pos: torch.Tensor) -> torch.Tensor:
 
 
 def _rotate_axis(v: torch.Tensor, axis: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Rodrigues rotation of ``v`` ``(..., 3)`` about the unit ``axis`` ``(3,)`` by ``phi`` ``(...)``
+    radians: ``(..., 3)``, ``v``'s unit."""
     s, c = torch.sin(phi)[..., None], torch.cos(phi)[..., None]
     d = (v * axis).sum(-1, keepdim=True) * (1.0 - c)
     return axis * d + v * c + torch.linalg.cross(axis.expand_as(v), v, dim=-1) * s

@@ -6,6 +6,7 @@ import torch
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
+    """``v`` ``(..., 3)`` over its length (any unit -> dimensionless); a zero vector stays zero."""
     n = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
     return torch.where(n != 0, v / torch.where(n != 0, n, torch.ones_like(n)), torch.zeros_like(v))
 
@@ -15,7 +16,8 @@ def kahn_factor(kahn: float, incident: torch.Tensor, diffracted: torch.Tensor, a
 
     ``incident``, ``diffracted``: ``(..., 3)`` unit vectors (lab frame); ``axis``: ``(3,)`` E-vector
     direction of the incident beam.  ``psi`` is the azimuth of the diffracted ray about the
-    incident beam, measured from the E-vector; with ``K == 0`` it is not needed.  Returns ``(...)``.
+    incident beam, measured from the E-vector; with ``K == 0`` it is not needed.  Returns ``(...)``,
+    dimensionless.
     """
     c = incident[..., 0] * diffracted[..., 0] + incident[..., 1] * diffracted[..., 1] \
         + incident[..., 2] * diffracted[..., 2]  # (a 3-long .sum(-1) is a slow reduction)
@@ -33,7 +35,8 @@ def solid_angle(airpath_m: torch.Tensor, pixel_size_m: float, close_distance_m: 
                 point_pixel: bool) -> torch.Tensor:
     """Solid angle of a pixel seen from the sample (sr): ``px^2/R^2 * close/R``, or ``1/R^2`` for a point pixel.
 
-    The full pixel size is used even when the pixel is oversampled, as in the C program.
+    ``airpath_m``: ``(...)`` distance from the sample, metres; returns ``(...)`` sr (1/m^2 for a point
+    pixel).  The full pixel size is used even when the pixel is oversampled, as in the C program.
     """
     if point_pixel:
         return 1.0 / airpath_m / airpath_m

@@ -4,6 +4,7 @@ Phase 1 (:func:`executed_runs`) finds the first executed pixel of every row of a
 arithmetic on the ROI and mask, plus the sub-pixel geometry when ``-dmin`` can cull a pixel.
 Phase 2 (:func:`out_of_range_runs`, only with tricubic interpolation) finds the first evaluation
 whose interpolation stencil leaves the HKL table: Miller indices and a range test, no intensities.
+Both walk a tile's pixels, sources and orientations as the kernel does (:mod:`.evaluation`).
 """
 
 from __future__ import annotations
@@ -11,19 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..carryover import RunSummary, TileSeed
-from ..plan import TileSpec
+from .evaluation import PixelBatch, TileWalk
 from .intensity import IntensityModel
-from .pixels import points, scatter_and_kept
-from .kernel import (
-    DEFAULT_BUDGET_BYTES,
-    PixelSeeds,
-    PreparedSimulation,
-    _fresh_rows,
-    _pixel_seeds,
-    prepare,
-    rendered_mask,
-)
+from .kernel import DEFAULT_BUDGET_BYTES, PreparedSimulation, prepare
+from .roi import rendered_mask
+from .tiles import RunSummary, TileSpec, TileState
 
 
 def executed_runs(sim, tile: TileSpec, *, device: str = "cpu") -> list[RunSummary]:
@@ -35,14 +28,14 @@ def executed_runs(sim, tile: TileSpec, *, device: str = "cpu") -> list[RunSummar
     rendered = rendered_mask(sim.detector, tile)
     if sim.dmin_m > 0.0 and rendered.any():
         prep = prepare(sim, device, torch.float64, "c")
-        ss, ff = np.nonzero(rendered)
-        dev = torch.device(device)
+        walk = TileWalk(tile, rendered, device)
+        kept = np.zeros(walk.n, dtype=bool)
         with torch.inference_mode():
-            pts = points(prep, torch.as_tensor(ff + tile.f0, device=dev), torch.as_tensor(ss + tile.s0, device=dev))
-            p, q = pts.airpath.shape
-            _, kept = scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), p, q)
+            for batch in walk.batches(_pixels_per_batch(prep)):
+                geo = batch.geometry(prep)
+                kept[batch.start : batch.stop] = geo.kept_all.reshape(batch.stop - batch.start, -1).any(1).cpu().numpy()
         rendered = rendered.copy()
-        rendered[ss, ff] = kept.reshape(p, -1).any(1).cpu().numpy()
+        rendered[walk.ss, walk.ff] = kept
     out = []
     for r in range(tile.shape[0]):
         cols = np.nonzero(rendered[r])[0]
@@ -50,26 +43,18 @@ def executed_runs(sim, tile: TileSpec, *, device: str = "cpu") -> list[RunSummar
     return out
 
 
-def out_of_range_runs(sim, tile: TileSpec, seed: TileSeed, *, device: str = "cpu",
+def out_of_range_runs(sim, tile: TileSpec, state: TileState, *, device: str = "cpu",
                       dtype: torch.dtype = torch.float64) -> list[RunSummary]:
     """Phase-2 pre-pass (c-parity with interpolation): the first out-of-range tricubic evaluation
-    of every row, in C loop order, using the phi seeds of phase 1.  Indices and range tests only."""
+    of every row, in C loop order, using the phi states of phase 1.  Indices and range tests only."""
     prep = prepare(sim, device, dtype, "c")
     first = executed_runs(sim, tile, device=device)
-    rendered = rendered_mask(sim.detector, tile)
-    ss, ff = np.nonzero(rendered)
-    idx = np.full(ss.size, -1, dtype=np.int64)
-    if ss.size:
-        dev = torch.device(device)
-        seeds = _pixel_seeds(seed, tile, ss, ff, dev)
-        batch = max(1, prep.points_per_batch(DEFAULT_BUDGET_BYTES) //
-                    (sim.detector.thicksteps * sim.detector.oversample ** 2))
-        with torch.inference_mode():
-            for b0 in range(0, ss.size, batch):
-                sl = slice(b0, b0 + batch)
-                f = torch.as_tensor(ff[sl] + tile.f0, device=dev)
-                s = torch.as_tensor(ss[sl] + tile.s0, device=dev)
-                idx[sl] = _first_oor_batch(prep, f, s, seeds.take(sl)).cpu().numpy()
+    walk = TileWalk(tile, rendered_mask(sim.detector, tile), device, state)
+    ss, ff = walk.ss, walk.ff
+    idx = np.full(walk.n, -1, dtype=np.int64)
+    with torch.inference_mode():
+        for batch in walk.batches(_pixels_per_batch(prep)):
+            idx[batch.start : batch.stop] = _first_oor_batch(prep, batch).cpu().numpy()
     out = []
     for r, run in enumerate(first):
         hit = np.nonzero((ss == r) & (idx >= 0))[0]
@@ -78,30 +63,36 @@ def out_of_range_runs(sim, tile: TileSpec, seed: TileSeed, *, device: str = "cpu
     return out
 
 
-def _first_oor_batch(prep: PreparedSimulation, fpix, spix, seeds: PixelSeeds) -> torch.Tensor:
-    """Per pixel, the C-loop-order index of its first out-of-range evaluation, or -1."""
-    pts = points(prep, fpix, spix)
-    p, q = pts.airpath.shape
-    d_flat = pts.diffracted.reshape(-1, 3)
-    scatters, kept_all = scatter_and_kept(prep, d_flat, p, q)
-    fresh_rows = _fresh_rows(prep, seeds, kept_all)
-    n_src, n_o = len(scatters), prep.n_orient
+def _pixels_per_batch(prep: PreparedSimulation) -> int:
+    """Pixels per batch of the pre-pass: the eager path's batch for the CPU budget."""
+    return prep.pixels_per_batch(prep.points_per_batch(DEFAULT_BUDGET_BYTES))
+
+
+def _first_oor_batch(prep: PreparedSimulation, batch: PixelBatch) -> torch.Tensor:
+    """Per pixel ``(P,)`` int64, the C-loop-order index of its first out-of-range evaluation, or -1."""
+    geo = batch.geometry(prep)
+    p, q = geo.points.airpath.shape
+    n_src, n_o = len(geo.scatters), prep.n_orient
     big = torch.iinfo(torch.int64).max
-    point = torch.arange(p * q, device=d_flat.device) % q
-    best = torch.full((p * q,), big, dtype=torch.int64, device=d_flat.device)
-    for s, scatter in enumerate(scatters):
-        first = _first_oor_orientation(prep.model, scatter.to(prep.dtype), big)
-        if fresh_rows is not None and fresh_rows[s].numel():
-            fr = fresh_rows[s]
-            first[fr] = _first_oor_orientation(prep.model_fresh, scatter[fr].to(prep.dtype), big)
-        hit = kept_all[:, s].reshape(-1) & (first < big)
-        best = torch.minimum(best, torch.where(hit, (point * n_src + s) * n_o + first, big))
+    dev = geo.kept_all.device
+    point = torch.arange(p * q, device=dev) % q
+    best = torch.full((p * q,), big, dtype=torch.int64, device=dev)
+
+    def first_oor(model: IntensityModel, scatter: torch.Tensor, interp_ok) -> torch.Tensor:
+        """:func:`_first_oor_orientation` as a :data:`.evaluation.Evaluate`: ``(R, 3)`` 1/m -> ``(R,)`` int64."""
+        return _first_oor_orientation(model, scatter, big)  # every evaluation counts (interp_ok ignored)
+
+    for src in batch.sources(prep, geo.scatters, geo.kept_all):
+        first = src.evaluate(prep, first_oor)
+        hit = geo.kept_all[:, src.index].reshape(-1) & (first < big)
+        best = torch.minimum(best, torch.where(hit, (point * n_src + src.index) * n_o + first, big))
     per_pixel = best.view(p, q).min(1).values
     return torch.where(per_pixel < big, per_pixel, -1)
 
 
 def _first_oor_orientation(model: IntensityModel, scatter: torch.Tensor, big: int) -> torch.Tensor:
-    """Per row of ``scatter``, the first orientation whose evaluation is out of range, or ``big``."""
+    """Per row of ``scatter`` ``(Q, 3)`` (1/m), the first orientation ``(Q,)`` int64 whose evaluation is out
+    of range, or ``big``."""
     first = torch.full((scatter.shape[0],), big, dtype=torch.int64, device=scatter.device)
     for o0, o1, oor in model.out_of_range(scatter):
         o = torch.arange(o0, o1, device=scatter.device)

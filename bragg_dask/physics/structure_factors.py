@@ -76,6 +76,7 @@ class F2Lookup:
 
     @classmethod
     def build(cls, sf: StructureFactors, dtype: torch.dtype, device: torch.device) -> F2Lookup:
+        """The padded table of ``sf`` (F in electrons): ``F^2`` flattened, in ``dtype`` on ``device``."""
         assert sf.values is not None
         nh, nk, nl = sf.values.shape
         pad = np.full((nh + 2, nk + 2, nl + 2), sf.default_F * sf.default_F, dtype=np.float64)
@@ -85,7 +86,8 @@ class F2Lookup:
         return cls(table=t, offset=off, dims=(nh + 2, nk + 2, nl + 2))  # type: ignore[arg-type]
 
     def __call__(self, h0: torch.Tensor, k0: torch.Tensor, l0: torch.Tensor) -> torch.Tensor:
-        """F^2 at integer-valued (float) indices ``h0, k0, l0`` of any common shape."""
+        """F^2 (electrons^2) at integer-valued (float) indices ``h0, k0, l0`` of any common shape ``(...)``:
+        ``(...)`` in the table's dtype."""
         dh, dk, dl = self.dims
         ih = (h0 - self.offset[0]).clamp_(0, dh - 1)
         ik = (k0 - self.offset[1]).clamp_(0, dk - 1)
@@ -109,12 +111,13 @@ class TricubicLookup:
 
     @classmethod
     def build(cls, sf: StructureFactors, dtype: torch.dtype, device: torch.device) -> TricubicLookup:
+        """The amplitude table of ``sf`` ``(n_h, n_k, n_l)`` (F, electrons) and its nearest-neighbour table."""
         assert sf.values is not None
         t = torch.tensor(sf.values, dtype=dtype, device=device)  # a copy: the table is read-only
         return cls(table=t, hkl_min=sf.hkl_min, nearest=F2Lookup.build(sf, dtype, device))
 
     def in_range(self, hkl: torch.Tensor) -> torch.Tensor:
-        """``(...)`` bool for fractional ``hkl`` ``(..., 3)``."""
+        """``(...)`` bool: the fractional Miller indices ``hkl`` ``(..., 3)`` are in range."""
         ok = torch.ones(hkl.shape[:-1], dtype=torch.bool, device=hkl.device)
         for ax in range(3):
             x = hkl[..., ax]
@@ -125,7 +128,8 @@ class TricubicLookup:
     def f_sq(self, hkl: torch.Tensor, hkl0: torch.Tensor, use_interp: torch.Tensor) -> torch.Tensor:
         """``F^2``: tricubic where ``use_interp`` (and in range), nearest neighbour elsewhere.
 
-        ``hkl``, ``hkl0``: ``(E, 3)``; ``use_interp``: ``(E,)`` bool.  Returns ``(E,)``.
+        ``hkl``, ``hkl0``: ``(E, 3)`` Miller indices; ``use_interp``: ``(E,)`` bool.  Returns ``(E,)``,
+        electrons^2.
         """
         out = self.nearest(hkl0[:, 0], hkl0[:, 1], hkl0[:, 2])
         sel = use_interp.nonzero().squeeze(1)
@@ -135,7 +139,8 @@ class TricubicLookup:
         return out
 
     def _polin3(self, x: torch.Tensor) -> torch.Tensor:
-        """Interpolated amplitude at ``x`` ``(E, 3)`` (all in range): along l, then k, then h."""
+        """Interpolated amplitude ``(E,)`` (electrons) at Miller indices ``x`` ``(E, 3)`` (all in range):
+        along l, then k, then h."""
         base = torch.floor(x) - 1.0  # stencil floor-1 .. floor+2
         idx = [(base[:, ax].to(torch.int64) - self.hkl_min[ax])[:, None] + torch.arange(4, device=x.device)
                for ax in range(3)]
@@ -152,7 +157,11 @@ _LAGRANGE_DEN = (-6.0, 2.0, -2.0, 6.0)
 
 
 def _polint(x0: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """C ``polint`` on nodes ``x0 + (0, 1, 2, 3)`` along the last axis of ``y``, term by term."""
+    """C ``polint`` on nodes ``x0 + (0, 1, 2, 3)`` along the last axis of ``y``, term by term.
+
+    ``y``: ``(..., 4)`` values at the nodes; ``x0``, ``x``: broadcast against ``(...)``.  Returns ``(...)``,
+    in ``y``'s unit.
+    """
     d = [x - (x0 + float(i)) for i in range(4)]
     terms = []
     for i in range(4):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import ctypes.util
 import datetime as _dt
 import errno
@@ -56,6 +57,8 @@ from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: the image arrays, ``(frame, slow, fast)``: float photons/pixel, and the int and noise ADU images
+FLOAT, INT, NOISE = "float", "int", "noise"
 STAT_FIELDS = ("sum", "sumsq", "n", "max", "argmax_slow", "argmax_fast")
 FRAME_STATS = ("max_I", "max_slow", "max_fast", "mean", "rms", "rmsd", "int_scale")
 # errors of the file system under the store (a store fault, reported in one line), not of the network
@@ -479,7 +482,7 @@ def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image:
 
 
 def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.ndarray:
-    """One tile of a frame of image array ``name``: straight from its chunk file where the tile is one
+    """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from its chunk file where the tile is one
     whole chunk, else through zarr."""
     if g.direct(name) and g.aligned(name, tile):
         return g.get_chunk(name, (frame, *tile.index))[0, : tile.shape[0], : tile.shape[1]]
@@ -556,6 +559,59 @@ def stored_tile_shape(path: str) -> tuple[int, int] | None:
     return None
 
 
+def run_record(settings, dataset, noise_seed: int | None) -> dict:
+    """The run options a store records (its fingerprint includes them): parity, emulated C threads,
+    dtype, the dataset and the noise seed."""
+    return {"parity": settings.parity, "c_threads": settings.c_threads if settings.parity == "c" else None,
+            "dtype": settings.dtype, "dataset": dataset.to_dict(), "noise_seed": noise_seed}
+
+
+def image_arrays(path: str) -> set[str]:
+    """Which image arrays (:data:`FLOAT`, :data:`INT`, :data:`NOISE`) the store holds."""
+    return set(opened(path, "r").group.array_keys()) & {FLOAT, INT, NOISE}
+
+
+def tile_stats_rows(path: str) -> np.ndarray:
+    """``(frames, tiles_slow, tiles_fast, len(STAT_FIELDS))`` float64: every tile's partial statistics
+    (:func:`stats_from_row` reads one)."""
+    return np.asarray(opened(path, "r")["tile_stats"][...])
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameRecord:
+    """What a store records of one frame: its run's configuration (``config``, as ``Simulation.to_dict``),
+    whether every tile is done, phi0 (deg), the int scale, the rmsd (photons) and the noise seed
+    (None: none recorded)."""
+
+    config: dict
+    n_frames: int
+    complete: bool
+    phi0_deg: float
+    int_scale: float
+    rmsd: float
+    noise_seed: int | None
+
+
+def frame_record(path: str, frame: int) -> FrameRecord:
+    """The record of ``frame`` of the store at ``path`` (a bad path or frame: a one-line error naming it)."""
+    from ..errors import UsageError
+
+    if not os.path.exists(path):
+        raise UsageError(f"no store at {path}", flag="export")
+    try:
+        g = zarr.open_group(path, mode="r")
+        meta = dict(g.attrs)["bragg_dask"]
+    except Exception:  # noqa: BLE001 - any unreadable store is reported the same way
+        raise ConfigError(f"{path} is not a bragg_dask store", flag="export") from None
+    n_frames = g[FLOAT].shape[0]
+    if not 0 <= frame < n_frames:
+        raise UsageError(f"frame {frame} not in store (0..{n_frames - 1})", flag="--frame")
+    seed = int(g["noise_seed"][frame])
+    return FrameRecord(config=meta["config"], n_frames=n_frames, complete=bool(np.asarray(g["tiles_done"][frame]).all()),
+                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]),
+                       rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
+
+
 def tiles_done(path: str) -> np.ndarray:
     return np.asarray(opened(path, "r")["tiles_done"][...])
 
@@ -566,7 +622,12 @@ def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:
 
 
 class StoreFrame:
-    """One frame of a store, read a band of tile rows at a time (never the whole frame)."""
+    """One frame of a store, read a band of tile rows at a time (never the whole frame).
+
+    Its image arrays are named by :attr:`FLOAT`, :attr:`INT` and :attr:`NOISE` (:meth:`has`, :meth:`bands`).
+    """
+
+    FLOAT, INT, NOISE = FLOAT, INT, NOISE
 
     def __init__(self, path: str, frame: int = 0) -> None:
         self.path, self.frame = path, frame
@@ -579,7 +640,7 @@ class StoreFrame:
     def has(self, array: str) -> bool:
         return array in self.arrays
 
-    def bands(self, array: str = "float"):
+    def bands(self, array: str = FLOAT):
         """``(s0, s1, band)`` for each row of tiles, top to bottom; ``band`` is ``(s1 - s0, fpixels)``."""
         g = opened(self.path, "r")
         ts = self.tile_shape[0]

@@ -42,11 +42,10 @@ import signal
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
 
-from .errors import BraggDaskError, ConfigError
+from ..errors import BraggDaskError, ConfigError
+from ..settings import LOCALHOST, ClusterOptions  # noqa: F401 - part of this module's face
 
-LOCALHOST = "127.0.0.1"
 NOISY_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")
 
 
@@ -56,35 +55,6 @@ class ClusterError(BraggDaskError):
     def __init__(self, message: str, flag: str | None = None) -> None:
         self.flag = flag
         super().__init__(f"{flag}: {message}" if flag else message)
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    """Where the cluster is (or how to start one) and how to talk to it."""
-
-    scheduler: str | None = None
-    scheduler_file: str | None = None
-    n_workers: int | None = None
-    device: str = "cpu"
-    listen: str = LOCALHOST  # interface of the embedded scheduler and workers
-    dashboard_address: str | None = None  # embedded dashboard; None: LISTEN:0 (a free port); "none": off
-    tls_ca_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    connect_timeout: float = 10.0
-    worker_processes: bool = False  # embedded cluster: a process per worker instead of threads of this one
-
-    @property
-    def remote(self) -> bool:
-        return bool(self.scheduler or self.scheduler_file)
-
-    @property
-    def flag(self) -> str | None:
-        return "--scheduler-file" if self.scheduler_file else ("--scheduler" if self.scheduler else None)
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.tls_ca_file or self.tls_cert or self.tls_key)
 
 
 def security(opts: ClusterOptions):

@@ -1,4 +1,5 @@
-"""Planning the c-parity seeds: the cheap pre-pass over tiles, then the scan.
+"""Planning the c-parity tile states (the :class:`~..physics.tiles.TileState` entering every tile): the cheap
+pre-pass over tiles, then the scan.
 
 Shared by the executors: the pre-pass functions run wherever the executor runs tasks (in-process or
 on Dask workers), through ``mapper(function, tiles, per_tile_args)``; the scan runs on the client.
@@ -10,11 +11,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..carryover import RowSeed, TileSeed, phi_only_seeds, segments, tile_seeds
+from ..carryover import phi_only_states, segments, tile_states
 from ..errors import ConfigError
 from ..physics.crystal import carryover_matters, phi_angles
 from ..physics.prepass import executed_runs, out_of_range_runs
-from ..plan import TilePlan, TileSpec
+from ..physics.tiles import TileSpec, TileState
+from ..plan import TilePlan
 
 Mapper = Callable[[Callable, Sequence[TileSpec], Sequence], list]
 
@@ -40,29 +42,29 @@ def check_threads(sim, threads: int) -> None:
             flag="--c-threads")
 
 
-def compute_seeds(sim, plan: TilePlan, *, threads: int = 1, mapper: Mapper | None = None,
-                  device: str = "cpu", dtype: torch.dtype = torch.float64) -> dict[tuple[int, int], TileSeed]:
-    """Seeds of every tile of ``plan`` for a C run with ``threads`` OpenMP threads (1 = serial)."""
+def compute_states(sim, plan: TilePlan, *, threads: int = 1, mapper: Mapper | None = None,
+                  device: str = "cpu", dtype: torch.dtype = torch.float64) -> dict[tuple[int, int], TileState]:
+    """State entering every tile of ``plan`` for a C run with ``threads`` OpenMP threads (1 = serial)."""
     check_threads(sim, threads)
     tiles = plan.tiles()
     cr = sim.crystal
     interp = interpolation_switch_active(sim)
     phi_matters = carryover_matters(phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps))
     if not phi_matters and not interp:
-        return {t.index: TileSeed(tuple(RowSeed() for _ in range(t.s0, t.s1))) for t in tiles}
+        return {t.index: TileState.neutral(t) for t in tiles}
     mapper = mapper or serial_mapper(sim)
     segs = segments(plan.spixels, threads)
     runs = [r for part in mapper(_executed, tiles, [(device,)] * len(tiles)) for r in part]
     if interp:
-        phi_seeds = phi_only_seeds(tiles, runs, segs)
-        extra = [(phi_seeds[t.index], device, dtype) for t in tiles]
+        phi = phi_only_states(tiles, runs, segs)
+        extra = [(phi[t.index], device, dtype) for t in tiles]
         runs = [r for part in mapper(_out_of_range, tiles, extra) for r in part]
-    return tile_seeds(tiles, runs, segs, interpolation=interp)
+    return tile_states(tiles, runs, segs, interpolation=interp)
 
 
 def _executed(sim, tile, device):
     return executed_runs(sim, tile, device=device)
 
 
-def _out_of_range(sim, tile, seed, device, dtype):
-    return out_of_range_runs(sim, tile, seed, device=device, dtype=dtype)
+def _out_of_range(sim, tile, state, device, dtype):
+    return out_of_range_runs(sim, tile, state, device=device, dtype=dtype)

@@ -1,0 +1,134 @@
+"""How a run is carried out, parsed once at the edge (the CLI's flags, the API's keywords).
+
+* :class:`RunSettings`: the per-run choices every executor and the kernel honour (tile size,
+  parity mode, emulated C threads, device, dtype, progress).
+* :class:`ClusterOptions`: where a Dask cluster is, or how to start the embedded one.
+* :func:`dtype_name` / :func:`torch_dtype`: the one conversion between ``"float64"``/``"float32"``
+  and torch's dtypes.
+* :func:`noise_seed`: the noise seed of a run's output options.
+
+Nothing here imports torch, dask or distributed at import time: the CLI reads its settings before
+the thread pools are configured and torch loads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .resolve import OutputOptions
+
+#: the dtypes a run computes in, by name
+DTYPE_NAMES = ("float64", "float32")
+PARITIES = ("spec", "c")
+LOCALHOST = "127.0.0.1"
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float64"`` or ``"float32"`` for a torch dtype or either name; anything else is refused."""
+    name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    if name not in DTYPE_NAMES:
+        raise ConfigError(f"unsupported dtype {dtype!r} (float64 or float32)", flag="--dtype")
+    return name
+
+
+def torch_dtype(dtype: Any) -> torch.dtype:
+    """The torch dtype for a name (or a torch dtype, returned as it is)."""
+    import torch
+
+    return torch.float64 if dtype_name(dtype) == "float64" else torch.float32
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Per-run choices, checked when made.
+
+    ``tile``: tile edge in pixels (or ``(slow, fast)``; None: the device's default, or a resumed
+    store's own); ``parity``: ``"spec"`` or ``"c"`` (bug-for-bug); ``c_threads``: the C program's
+    OpenMP thread count emulated in c-parity; ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``dtype``:
+    ``"float64"`` or ``"float32"`` (a torch dtype is accepted and stored by name); ``progress``: a
+    progress bar on stderr.
+    """
+
+    tile: int | tuple[int, int] | None = None
+    parity: str = "spec"
+    c_threads: int = 1
+    device: str = "cpu"
+    dtype: str = "float64"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.parity not in PARITIES:
+            raise ConfigError(f"unknown parity {self.parity!r} (spec or c)", flag="--parity")
+        if int(self.c_threads) < 1:
+            raise ConfigError(f"must be >= 1, got {self.c_threads}", flag="--c-threads")
+        tiles = self.tile if isinstance(self.tile, tuple) else (self.tile,)
+        if any(t is not None and int(t) < 1 for t in tiles):
+            raise ConfigError(f"tile size must be >= 1, got {self.tile}", flag="--tile")
+        if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"unknown device {self.device!r} (cpu, cuda, cuda:N)", flag="--device")
+
+    @classmethod
+    def of(cls, settings: RunSettings | None = None, **fields) -> RunSettings:
+        """``settings``, or new settings from its fields given as keywords (the API's convenience);
+        not both.  An unknown keyword is a ``TypeError`` naming it."""
+        if settings is not None:
+            if fields:
+                raise TypeError(f"give either settings or its fields ({', '.join(sorted(fields))}), not both")
+            return settings
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {unknown} (RunSettings fields: "
+                            f"{', '.join(cls.__dataclass_fields__)})")
+        return cls(**fields)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch_dtype(self.dtype)
+
+    @property
+    def threads(self) -> int:
+        """The emulated C thread count where it means something (c-parity), else 1."""
+        return int(self.c_threads) if self.parity == "c" else 1
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where the cluster is (or how to start one) and how to talk to it."""
+
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    n_workers: int | None = None
+    device: str = "cpu"
+    listen: str = LOCALHOST  # interface of the embedded scheduler and workers
+    dashboard_address: str | None = None  # embedded dashboard; None: LISTEN:0 (a free port); "none": off
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout: float = 10.0
+    worker_processes: bool = False  # embedded cluster: a process per worker instead of threads of this one
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.scheduler or self.scheduler_file)
+
+    @property
+    def flag(self) -> str | None:
+        return "--scheduler-file" if self.scheduler_file else ("--scheduler" if self.scheduler else None)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca_file or self.tls_cert or self.tls_key)
+
+
+def noise_seed(outputs: OutputOptions) -> int:
+    """The noise seed of ``outputs``: ``-seed N`` if given, else a time-based one (as the C program);
+    a run resolves it once and reports it."""
+    return int(outputs.seed) if outputs.seed is not None else int(time.time())

@@ -1,0 +1,103 @@
+"""Run settings parsed once, and one way to run: executor_for / execute behind the CLI and the API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bragg_dask
+from bragg_dask.errors import ConfigError
+from bragg_dask.executors import RunResult, execute, executor_for
+from bragg_dask.executors.serial import SerialExecutor, run_serial
+from bragg_dask.frames import DatasetSpec
+from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.plan import plan_tiles
+from bragg_dask.settings import ClusterOptions, RunSettings, dtype_name, torch_dtype
+
+ARGS = ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "5", "10", "15", "-default_F", "100", "-N", "6",
+        "-distance", "50", "-pixel", "0.25", "-detpixels", "24", "-oversample", "1", "-nonoise", "-nopgm"]
+
+
+def _sim():
+    return parse_nanobragg_args(ARGS, cwd=".").simulation
+
+
+@pytest.mark.parametrize("given, name", [(torch.float64, "float64"), (torch.float32, "float32"),
+                                         ("float32", "float32"), ("float64", "float64")])
+def test_one_dtype_conversion(given, name):
+    assert dtype_name(given) == name
+    assert torch_dtype(given) == (torch.float64 if name == "float64" else torch.float32)
+    s = RunSettings(dtype=given)
+    assert s.dtype == name and s.torch_dtype == torch_dtype(name)
+
+
+@pytest.mark.parametrize("fields, flag", [({"dtype": torch.float16}, "--dtype"), ({"dtype": "double"}, "--dtype"),
+                                          ({"parity": "exact"}, "--parity"), ({"c_threads": 0}, "--c-threads"),
+                                          ({"tile": 0}, "--tile"), ({"tile": (4, -1)}, "--tile"),
+                                          ({"device": "tpu"}, "--device")])
+def test_settings_are_checked_when_made(fields, flag):
+    with pytest.raises(ConfigError, match=flag):
+        RunSettings(**fields)
+
+
+def test_settings_are_frozen_and_threads_mean_something_in_c_parity_only():
+    s = RunSettings(parity="spec", c_threads=4)
+    assert s.threads == 1 and RunSettings(parity="c", c_threads=4).threads == 4
+    with pytest.raises(AttributeError):
+        s.tile = 8  # type: ignore[misc]
+
+
+def test_settings_of_keywords_or_an_object_not_both():
+    s = RunSettings(tile=8)
+    assert RunSettings.of(s) is s
+    assert RunSettings.of(tile=8, dtype=torch.float32) == RunSettings(tile=8, dtype="float32")
+    with pytest.raises(TypeError, match="not both"):
+        RunSettings.of(s, tile=4)
+    with pytest.raises(TypeError, match="tiel"):
+        RunSettings.of(tiel=4)
+
+
+def test_executor_for_chooses_serial_in_process_and_dask_otherwise():
+    assert isinstance(executor_for(), SerialExecutor)
+    from bragg_dask.executors.dask import DaskExecutor
+
+    assert isinstance(executor_for(store="x.zarr"), DaskExecutor)
+    assert isinstance(executor_for(cluster=ClusterOptions(scheduler="tcp://127.0.0.1:1")), DaskExecutor)
+    assert isinstance(executor_for(dataset=DatasetSpec("orientations", 3, 1)), DaskExecutor)
+    assert isinstance(executor_for(cluster=ClusterOptions()), SerialExecutor)  # options alone: nothing remote
+
+
+def test_execute_runs_the_serial_executor_with_its_plan():
+    sim = _sim()
+    res = execute(sim, RunSettings(tile=7))
+    assert isinstance(res, RunResult)
+    assert res.computed == res.total == 16  # 24 / 7 -> 4 x 4 tiles
+    ref = run_serial(sim, plan_tiles(24, 24, 24)).image
+    assert np.array_equal(res.image, ref)
+    assert res.frame_stats == (res.stats,)
+
+
+def test_the_api_takes_settings_or_their_fields():
+    sim = _sim()
+    a = bragg_dask.simulate(sim, settings=RunSettings(tile=5, dtype="float32"))
+    b = bragg_dask.simulate(sim, tile=5, dtype=torch.float32)
+    assert np.array_equal(a, b) and a.dtype == np.float32
+    with pytest.raises(TypeError):
+        bragg_dask.simulate(sim, tiles=5)
+
+
+def test_the_store_and_in_process_paths_agree(tmp_path):
+    sim = _sim()
+    executor = executor_for(store=str(tmp_path / "s.zarr"))
+    settings = RunSettings(tile=10)
+    res = execute(sim, settings, executor)
+    assert res.store is not None and res.array is None
+    assert np.array_equal(res.image, execute(sim, settings).image)
+    assert res.stats == execute(sim, settings).stats
+
+
+def test_the_package_face_makes_a_simulation_from_the_c_programs_flags():
+    sim = bragg_dask.simulation_from_args(ARGS)
+    assert sim.fingerprint() == _sim().fingerprint()
+    assert bragg_dask.RunSettings is RunSettings and bragg_dask.ClusterOptions is ClusterOptions
