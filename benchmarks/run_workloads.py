@@ -58,8 +58,6 @@ def kernel_times(args: list[str], cwd: Path, dtype: str, repeat: int, modes: lis
 
     ``crop``: time only the central ``crop x crop`` tile (the kernel alone, no executor).
     """
-    import torch
-
     from bragg_dask.executors.serial import run_serial
     from bragg_dask.nanobragg_args import parse_nanobragg_args
     from bragg_dask.physics.fused import ENV

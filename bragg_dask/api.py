@@ -21,10 +21,11 @@ def simulate(sim: Simulation, *, store: str | None = None, client=None, settings
 
     ``settings`` (:class:`bragg_dask.settings.RunSettings`), or its fields as keywords (``tile``,
     ``dtype`` as ``torch.float32`` or ``"float32"``, ``device``, ``parity``, ``c_threads``), say how.
-    With ``store`` (or a ``distributed`` ``client``) the tiles run on Dask - on ``client`` if given,
-    else on a local cluster - and stream into a Zarr v3 store; otherwise in-process.  The local
-    cluster's workers are threads of this process unless ``cluster_options``
-    (:class:`bragg_dask.settings.ClusterOptions`) says otherwise, e.g. ``worker_processes=True``.
+    With ``store``, a ``distributed`` ``client`` or the address of a scheduler in ``cluster_options``
+    (:class:`bragg_dask.settings.ClusterOptions`) the tiles run on Dask - on ``client`` if given, else on
+    that scheduler, else on a local cluster - and stream into a Zarr v3 store where one is given;
+    otherwise in-process.  The local cluster's workers are threads of this process unless
+    ``cluster_options`` says otherwise, e.g. ``worker_processes=True``.
     """
     settings = RunSettings.of(settings, **choices)
     executor = executor_for(store=store, client=client, cluster=cluster_options, overwrite=overwrite)
@@ -35,8 +36,8 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
     """A lazy ``dask.array`` ``(spixels, fpixels)`` float32 of the image, one block per tile.
 
     Nothing is simulated until it is computed; each block runs the tile kernel.  In the c-parity
-    mode the (cheap) seed pre-pass runs now, so that every block is independent.  ``settings`` as for
-    :func:`simulate`.
+    mode the (cheap) pre-pass and scan of the carried state run now, so that every block is
+    independent.  ``settings`` as for :func:`simulate`.
     """
     import dask
     import dask.array as da
@@ -49,7 +50,7 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
         from .executors.states import compute_states
 
         states = compute_states(sim, plan, threads=settings.threads, device=settings.device,
-                               dtype=settings.torch_dtype)
+                                dtype=settings.torch_dtype)
     gs, gf = plan.grid
     name = "simulate-tile-" + sim.fingerprint()[:10]
     blocks = [[None] * gf for _ in range(gs)]

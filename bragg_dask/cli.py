@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -106,12 +107,6 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def _check_service(opts) -> None:
     if opts.c_threads is not None and opts.parity != "c":
         raise UsageError("only means something with --parity c", flag="--c-threads")
-    if opts.c_threads is not None and opts.c_threads < 1:
-        raise UsageError(f"must be >= 1, got {opts.c_threads}", flag="--c-threads")
-    if opts.tile is not None and opts.tile < 1:
-        raise UsageError(f"tile size must be >= 1, got {opts.tile}", flag="--tile")
-    if opts.device not in ("cpu", "cuda") and not opts.device.startswith("cuda:"):
-        raise UsageError(f"unknown device {opts.device!r} (cpu, cuda, cuda:N)", flag="--device")
     if opts.device.startswith("cuda") and not (opts.scheduler or opts.scheduler_file):
         import torch
 
@@ -179,6 +174,7 @@ def run(argv: list[str]) -> int:
     if opts.help:
         _out(SERVICE_FLAGS_HELP)
         return 0
+    settings = _settings(opts)  # tile, parity, C threads, device, dtype: checked here, once
     _check_service(opts)
     if opts.memory_limit is not None:  # the budget of a run holding a whole frame (see memory.py)
         from .memory import ENV, parse_size
@@ -200,8 +196,6 @@ def run(argv: list[str]) -> int:
                              "'bragg-dask export STORE --frame K -floatfile ...'", flag="-" + sorted(named)[0])
     check_outputs(parsed, zarr=opts.zarr, write_files=dataset.n == 1)  # before any computation
     if outputs.noisefile and outputs.seed is None:  # one time-based seed for the whole run, reported
-        import dataclasses
-
         from .store import stored_noise_seed
 
         seed = stored_noise_seed(opts.zarr) if opts.zarr else None  # resuming a store: keep its seed
@@ -209,7 +203,7 @@ def run(argv: list[str]) -> int:
     if outputs.noisefile:
         log.info("noise seed %d", outputs.seed)
     _describe(sim)
-    settings = _settings(opts, outputs)
+    settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
     if settings.parity == "c":
         from .executors.states import check_threads
 
@@ -223,10 +217,10 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _settings(opts, outputs) -> RunSettings:
-    """The run's settings from the service flags (checked once, here)."""
-    return RunSettings(tile=opts.tile, parity=opts.parity, c_threads=opts.c_threads or 1, device=opts.device,
-                       dtype=opts.dtype, progress=outputs.progress and not opts.quiet)
+def _settings(opts) -> RunSettings:
+    """The run's settings from the service flags (a bad value: a one-line error naming its flag)."""
+    return RunSettings(tile=opts.tile, parity=opts.parity, c_threads=1 if opts.c_threads is None else opts.c_threads,
+                       device=opts.device, dtype=opts.dtype, progress=not opts.quiet)
 
 
 def _execute(sim, outputs, opts, dataset, settings: RunSettings):

@@ -1,7 +1,7 @@
 """How a run is carried out, parsed once at the edge (the CLI's flags, the API's keywords).
 
 * :class:`RunSettings`: the per-run choices every executor and the kernel honour (tile size,
-  parity mode, emulated C threads, device, dtype, progress).
+  parity mode, emulated C threads, device, dtype; ``progress``: the Dask executor's progress bar).
 * :class:`ClusterOptions`: where a Dask cluster is, or how to start the embedded one.
 * :func:`dtype_name` / :func:`torch_dtype`: the one conversion between ``"float64"``/``"float32"``
   and torch's dtypes.
@@ -13,6 +13,7 @@ the thread pools are configured and torch loads.
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,15 +66,16 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        object.__setattr__(self, "tile", _tile(self.tile))
         if self.parity not in PARITIES:
             raise ConfigError(f"unknown parity {self.parity!r} (spec or c)", flag="--parity")
-        if int(self.c_threads) < 1:
-            raise ConfigError(f"must be >= 1, got {self.c_threads}", flag="--c-threads")
-        tiles = self.tile if isinstance(self.tile, tuple) else (self.tile,)
-        if any(t is not None and int(t) < 1 for t in tiles):
-            raise ConfigError(f"tile size must be >= 1, got {self.tile}", flag="--tile")
-        if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
+        if not _is_int(self.c_threads) or self.c_threads < 1:
+            raise ConfigError(f"must be an integer >= 1, got {self.c_threads!r}", flag="--c-threads")
+        object.__setattr__(self, "c_threads", int(self.c_threads))
+        if not isinstance(self.device, str) or not (self.device in ("cpu", "cuda") or _cuda_n(self.device)):
             raise ConfigError(f"unknown device {self.device!r} (cpu, cuda, cuda:N)", flag="--device")
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"progress is True or False, got {self.progress!r}")
 
     @classmethod
     def of(cls, settings: RunSettings | None = None, **fields) -> RunSettings:
@@ -97,6 +99,25 @@ class RunSettings:
     def threads(self) -> int:
         """The emulated C thread count where it means something (c-parity), else 1."""
         return int(self.c_threads) if self.parity == "c" else 1
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _cuda_n(device: str) -> bool:
+    return device.startswith("cuda:") and device[5:].isdigit()
+
+
+def _tile(tile: Any) -> int | tuple[int, int] | None:
+    """A tile edge (int) or ``(slow, fast)`` pair, each >= 1; None: the default."""
+    if tile is None:
+        return None
+    edges = tuple(tile) if isinstance(tile, (tuple, list)) else (tile,)
+    if len(edges) not in (1, 2) or not all(_is_int(t) and t >= 1 for t in edges):
+        raise ConfigError(f"tile size must be an integer >= 1 (or a pair of them), got {tile!r}", flag="--tile")
+    edges = tuple(int(t) for t in edges)
+    return edges[0] if len(edges) == 1 and not isinstance(tile, (tuple, list)) else edges * (3 - len(edges))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,6 @@ shift
 n=$(nvidia-smi --list-gpus | wc -l)
 for ((i = 0; i < n; i++)); do
   CUDA_VISIBLE_DEVICES=$i dask worker "$scheduler" --nthreads 1 --nworkers 1 --resources "GPU=1" \
-    --name "gpu-$(hostname)-$i" "$@" &
+    --name "gpu-$(uname -n)-$i" "$@" &
 done
 wait

@@ -120,13 +120,13 @@ def test_first_executed_pixel_of_a_segment_is_special(cid):
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     threads = int(case.meta.get("omp_threads", 1))
     plan = plan_tiles(*sim.detector.shape, 16)
-    seeds = compute_states(sim, plan, threads=threads)
+    states = compute_states(sim, plan, threads=threads)
     ref = case.reference()
     right = np.zeros(ref.shape, np.float32)
     wrong = np.zeros(ref.shape, np.float32)
-    blind = {k: TileState(tuple(dataclasses.replace(r, fresh_col=-1) for r in v.rows)) for k, v in seeds.items()}
+    blind = {k: TileState(tuple(dataclasses.replace(r, fresh_col=-1) for r in v.rows)) for k, v in states.items()}
     for t in plan.tiles():
-        right[t.s0 : t.s1, t.f0 : t.f1] = simulate_tile(sim, t, seeds[t.index], parity="c").image
+        right[t.s0 : t.s1, t.f0 : t.f1] = simulate_tile(sim, t, states[t.index], parity="c").image
         wrong[t.s0 : t.s1, t.f0 : t.f1] = simulate_tile(sim, t, blind[t.index], parity="c").image
     assert rel_err(right, ref) <= 1e-5
     effect = case.meta.get("first_executed_pixel_effect", {}).get("pixels_slow_fast_relchange")

@@ -58,8 +58,9 @@ def _internal(name: str) -> set[str]:
 
 
 def _cycles() -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan), a package's own parent excluded:
-    importing ``a.b`` runs ``a/__init__`` first, which is no cycle of ``a`` with ``a.b``."""
+    """Strongly connected groups of more than one module (Tarjan).  Only the imports written in a
+    module count: importing ``a.b`` also runs ``a/__init__``, which is not an edge here (the package
+    face ``bragg_dask/__init__`` imports lazily, through ``importlib``)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

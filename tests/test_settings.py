@@ -101,3 +101,30 @@ def test_the_package_face_makes_a_simulation_from_the_c_programs_flags():
     sim = bragg_dask.simulation_from_args(ARGS)
     assert sim.fingerprint() == _sim().fingerprint()
     assert bragg_dask.RunSettings is RunSettings and bragg_dask.ClusterOptions is ClusterOptions
+
+
+@pytest.mark.parametrize("tile", ["64", (64,), (64, 64, 64), 2.5, True, (8, 0)])
+def test_a_tile_that_is_not_one_or_two_positive_integers_is_refused(tile):
+    if tile == (64,):  # one edge given as a sequence: both edges
+        assert RunSettings(tile=tile).tile == (64, 64)
+        return
+    with pytest.raises(ConfigError, match="--tile"):
+        RunSettings(tile=tile)
+
+
+@pytest.mark.parametrize("threads", ["3", 2.7, None, "a"])
+def test_c_threads_must_be_an_integer(threads):
+    with pytest.raises(ConfigError, match="--c-threads"):
+        RunSettings(parity="c", c_threads=threads)
+
+
+def test_integers_of_numpy_are_integers():
+    s = RunSettings(tile=np.int64(16), c_threads=np.int32(2), parity="c")
+    assert s.tile == 16 and type(s.tile) is int and s.c_threads == 2 and type(s.c_threads) is int
+
+
+def test_run_dask_names_both_kinds_of_keywords_when_one_is_unknown():
+    from bragg_dask.executors.dask import run_dask
+
+    with pytest.raises(TypeError, match="store, client"):
+        run_dask(_sim(), stor="x.zarr")

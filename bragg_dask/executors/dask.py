@@ -280,7 +280,10 @@ def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = N
     ``dtype``...); the executor's own plan unless ``plan`` is given."""
     job_keys = ("store", "client", "cluster", "overwrite", "dataset", "outputs")
     executor = DaskExecutor(**{k: v for k, v in keywords.items() if k in job_keys})
-    settings = RunSettings.of(settings, **{k: v for k, v in keywords.items() if k not in job_keys})
+    try:
+        settings = RunSettings.of(settings, **{k: v for k, v in keywords.items() if k not in job_keys})
+    except TypeError as exc:
+        raise TypeError(f"run_dask: {exc} (or the executor's: {', '.join(job_keys)})") from None
     return executor.run(sim, plan or executor.plan(sim, settings), settings)
 
 
@@ -341,7 +344,7 @@ class _Run:
             self._finish(sim_future, frame_stats)
             zstore.mark_complete(self.store)
         return RunResult(stats=frame_stats[0], frame_stats=tuple(frame_stats), computed=len(todo), total=total,
-                             array=None if self.store else images, store=self.store)
+                         array=None if self.store else images, store=self.store)
 
     def _states(self, sim_future, frame_ids) -> dict:
         if self.settings.parity != "c":
@@ -353,7 +356,7 @@ class _Run:
                 fsim = f.simulation(self.sim)
                 fut = sim_future if fsim is self.sim else self.client.scatter(fsim, hash=False)
                 per = compute_states(fsim, self.plan, threads=self.settings.threads, device=self.device, dtype=dtype,
-                                    mapper=_dask_mapper(self.client, fut, f"{self.tag}-fr{f.index}"))
+                                     mapper=_dask_mapper(self.client, fut, f"{self.tag}-fr{f.index}"))
                 out.update({(f.index, k): v for k, v in per.items()})
         return out
 

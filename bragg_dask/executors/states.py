@@ -43,7 +43,7 @@ def check_threads(sim, threads: int) -> None:
 
 
 def compute_states(sim, plan: TilePlan, *, threads: int = 1, mapper: Mapper | None = None,
-                  device: str = "cpu", dtype: torch.dtype = torch.float64) -> dict[tuple[int, int], TileState]:
+                   device: str = "cpu", dtype: torch.dtype = torch.float64) -> dict[tuple[int, int], TileState]:
     """State entering every tile of ``plan`` for a C run with ``threads`` OpenMP threads (1 = serial)."""
     check_threads(sim, threads)
     tiles = plan.tiles()

@@ -1,5 +1,5 @@
-"""Constants shared across the package, each defined once (the C program's values, with its line
-references in docs/nanobragg-spec.md).
+"""Constants shared across the package, each defined once (the C program's values; the project's
+nanoBragg specification gives their C line references).
 
 Physics modules import them from here; the rest of the package too (``physics`` imports nothing from
 outside itself, so this module lives inside it).
