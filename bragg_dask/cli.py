@@ -6,9 +6,16 @@
                [--scheduler ADDRESS | --scheduler-file FILE] [--connect-timeout S]
                [--tls-ca-file F --tls-cert F [--tls-key F]]
                [--workers N] [--worker-processes] [--listen HOST] [--dashboard-address ADDR|none]
+               [--quiet | -v]
 
-    bragg-dask export STORE [--frame K] [-floatfile F] [-intfile F] [-noisefile F] [-pgmfile F]
-               [-scale S] [-pgmscale S] [-adc A] [-seed N]
+    bragg-dask export STORE [--frame K | --all-frames] [-floatfile F] [-intfile F] [-noisefile F]
+               [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A] [-seed N]
+    bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png
+    bragg-dask --help | --version
+
+``--help`` lists every flag with its meaning, unit and default.  ``-v`` adds the Dask cluster's own
+log lines on stderr (otherwise only its warnings); progress is one line updated in place on a
+terminal, a few whole lines in a log.
 
 Single-dash flags have the C program's meaning.  Datasets: ``--frames N`` (a rotation series, frame k
 starting at phi0 + k*osc) or ``--orientations N --orientation-seed S`` (random crystal orientations),
@@ -43,7 +50,6 @@ from .settings import LOCALHOST, ClusterOptions, RunSettings
 
 log = logging.getLogger("bragg_dask")
 
-SERVICE_FLAGS_HELP = __doc__
 
 
 class _ArgParser(argparse.ArgumentParser):
@@ -53,30 +59,56 @@ class _ArgParser(argparse.ArgumentParser):
 
 def service_parser() -> argparse.ArgumentParser:
     ap = _ArgParser(prog="bragg-dask", add_help=False)
-    ap.add_argument("--parity", choices=("spec", "c"), default="spec")
-    ap.add_argument("--c-threads", type=int, default=None, dest="c_threads")
-    ap.add_argument("--tile", type=int, default=None)
-    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--zarr", default=None)
-    ap.add_argument("--scheduler", default=None)
-    ap.add_argument("--scheduler-file", default=None, dest="scheduler_file")
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--worker-processes", action="store_true", dest="worker_processes")
-    ap.add_argument("--listen", default=None)
-    ap.add_argument("--dashboard-address", default=None, dest="dashboard_address")
-    ap.add_argument("--tls-ca-file", default=None, dest="tls_ca_file")
-    ap.add_argument("--tls-cert", default=None, dest="tls_cert")
-    ap.add_argument("--tls-key", default=None, dest="tls_key")
-    ap.add_argument("--connect-timeout", type=float, default=10.0, dest="connect_timeout")
-    ap.add_argument("--frames", type=int, default=None)
-    ap.add_argument("--orientations", type=int, default=None)
-    ap.add_argument("--orientation-seed", type=int, default=0, dest="orientation_seed")
-    ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--memory-limit", default=None, dest="memory_limit")
-    ap.add_argument("--compile", choices=("auto", "on", "off"), default=None)
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--help", action="store_true")
+    ap.add_argument("--parity", choices=("spec", "c"), default="spec",
+                    help="spec: nanoBragg's physics; c: also its order-dependent quirks, bit for bit (default: spec)")
+    ap.add_argument("--c-threads", type=int, default=None, dest="c_threads", metavar="T",
+                    help="the C run's OpenMP threads to reproduce, with --parity c (default: 1)")
+    ap.add_argument("--tile", type=int, default=None, metavar="N",
+                    help="tile edge in pixels (default: 256 on CPU, 2048 on a GPU, a resumed store's own)")
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="precision of the computation; images are float32 (default: float64)")
+    ap.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N",
+                    help="where tiles are computed (default: cpu)")
+    ap.add_argument("--zarr", default=None, metavar="PATH",
+                    help="run on Dask, tiles into a Zarr v3 store; run again, it resumes (default: none, in-process)")
+    ap.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="a running Dask scheduler, tcp:// or tls:// (default: an embedded cluster)")
+    ap.add_argument("--scheduler-file", default=None, dest="scheduler_file", metavar="FILE",
+                    help="a running Dask scheduler's scheduler file (default: none)")
+    ap.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="embedded cluster's workers (default: one per core, or per GPU with cuda)")
+    ap.add_argument("--worker-processes", action="store_true", dest="worker_processes",
+                    help="embedded cluster: a process per worker, not threads (default: off)")
+    ap.add_argument("--listen", default=None, metavar="HOST",
+                    help=f"interface the embedded cluster listens on (default: {LOCALHOST})")
+    ap.add_argument("--dashboard-address", default=None, dest="dashboard_address", metavar="ADDR|none",
+                    help="embedded cluster's dashboard, or none (default: a free port on HOST)")
+    ap.add_argument("--tls-ca-file", default=None, dest="tls_ca_file", metavar="FILE",
+                    help="TLS: CA certificate, PEM (default: Dask's distributed.comm.tls.*)")
+    ap.add_argument("--tls-cert", default=None, dest="tls_cert", metavar="FILE",
+                    help="TLS: this client's certificate, PEM (default: Dask's settings)")
+    ap.add_argument("--tls-key", default=None, dest="tls_key", metavar="FILE",
+                    help="TLS: its private key, PEM (default: in --tls-cert)")
+    ap.add_argument("--connect-timeout", type=float, default=10.0, dest="connect_timeout", metavar="S",
+                    help="seconds to wait for the scheduler (default: 10)")
+    ap.add_argument("--frames", type=int, default=None, metavar="N",
+                    help="a rotation series into --zarr, frame k from phi0 + k*osc (default: 1)")
+    ap.add_argument("--orientations", type=int, default=None, metavar="N",
+                    help="N frames of random crystal orientations into --zarr (default: none)")
+    ap.add_argument("--orientation-seed", type=int, default=0, dest="orientation_seed", metavar="S",
+                    help="seed of the random orientations (default: 0)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --zarr store, not resume it (default: off)")
+    ap.add_argument("--memory-limit", default=None, dest="memory_limit", metavar="SIZE",
+                    help="budget of a run without --zarr: bytes, 8G, 512MiB (default: "
+                         "$BRAGG_DASK_MEMORY_LIMIT, else 80%% of free memory)")
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default=None,
+                    help="compile the fused kernel; auto: large tiles only (default: $BRAGG_DASK_COMPILE or auto)")
+    ap.add_argument("--quiet", action="store_true", help="warnings and errors only, no progress (default: off)")
+    ap.add_argument("--help", action="store_true", help="print this help and exit")
+    ap.add_argument("--version", action="store_true", help="print the version and exit")
+    ap.add_argument("--verbose", "-v", action="store_true",
+                    help="the Dask cluster's own log lines (INFO) on stderr too (default: warnings only)")
     return ap
 
 
@@ -90,7 +122,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a.startswith("--"):
+        if a.startswith("--") or a == "-v":
             name = a.split("=", 1)[0]
             service.append(a)
             if name in takes_value and "=" not in a:
@@ -147,7 +179,7 @@ def _cluster_options(opts) -> ClusterOptions:
                           device=opts.device, listen=opts.listen or LOCALHOST,
                           dashboard_address=opts.dashboard_address, tls_ca_file=opts.tls_ca_file,
                           tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout,
-                          worker_processes=opts.worker_processes)
+                          worker_processes=opts.worker_processes, verbose=opts.verbose)
 
 
 def _dataset(opts):
@@ -160,48 +192,27 @@ def _dataset(opts):
     return DatasetSpec()
 
 
+SUBCOMMANDS = {"export": ("export", "export_main"), "preview": ("preview", "preview_main")}
+
+
 def run(argv: list[str]) -> int:
-    from .nanobragg_args import parse_nanobragg_args
-
-    if argv and argv[0] == "export":
-        from .export import export_main
-
-        for path in export_main(argv[1:]):
-            _out(f"wrote {path}")
-        return 0
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
     service, c_args = split_argv(argv)
     opts = service_parser().parse_args(service)
-    if opts.help:
-        _out(SERVICE_FLAGS_HELP)
-        return 0
+    if opts.help:  # every flag, with its meaning, unit and default, from the parsers' tables
+        from .flaghelp import help_text
+
+        return _out(help_text(service_parser())) or 0
+    if opts.version:
+        from . import __version__
+
+        return _out(f"bragg-dask {__version__}") or 0
     settings = _settings(opts)  # tile, parity, C threads, device, dtype: checked here, once
     _check_service(opts)
-    if opts.memory_limit is not None:  # the budget of a run holding a whole frame (see memory.py)
-        from .memory import ENV, parse_size
-
-        parse_size(opts.memory_limit)
-        os.environ[ENV] = opts.memory_limit
-    if opts.compile is not None:  # the fused, compiled kernel (physics/fused.py); inherited by local workers
-        os.environ["BRAGG_DASK_COMPILE"] = opts.compile
-    # like the C program, progress and information go to stdout; errors alone go to stderr
-    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
-                        handlers=[_StdoutHandler(sys.stdout)])
-    parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
-    sim, outputs = parsed.simulation, parsed.outputs
-    dataset = _dataset(opts)
-    if dataset.n > 1:
-        named = {"floatfile", "intfile", "pgmfile", "noisefile"} & parsed.raw.given
-        if named:
-            raise UsageError("a dataset's frames stay in the store; write files for one frame with "
-                             "'bragg-dask export STORE --frame K -floatfile ...'", flag="-" + sorted(named)[0])
-    check_outputs(parsed, zarr=opts.zarr, write_files=dataset.n == 1)  # before any computation
-    if outputs.noisefile and outputs.seed is None:  # one time-based seed for the whole run, reported
-        from .store import stored_noise_seed
-
-        seed = stored_noise_seed(opts.zarr) if opts.zarr else None  # resuming a store: keep its seed
-        outputs = dataclasses.replace(outputs, seed=int(time.time()) if seed is None else seed)
-    if outputs.noisefile:
-        log.info("noise seed %d", outputs.seed)
+    _environment(opts)
+    parsed, dataset = _parse(c_args, opts)
+    sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
     if settings.parity == "c":
@@ -215,6 +226,57 @@ def run(argv: list[str]) -> int:
     _report(sim, outputs, opts, dataset, result)
     _out(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
     return 0
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    """``bragg-dask export ...`` / ``bragg-dask preview ...``: the files written, a line each."""
+    import importlib
+
+    module, func = SUBCOMMANDS[name]
+    for path in getattr(importlib.import_module(f".{module}", __package__), func)(argv):
+        _out(f"wrote {path}")
+    return 0
+
+
+def _environment(opts) -> None:
+    """What the service flags set for the whole process: memory budget, compilation, log levels."""
+    if opts.memory_limit is not None:  # the budget of a run holding a whole frame (see memory.py)
+        from .memory import ENV, parse_size
+
+        parse_size(opts.memory_limit)
+        os.environ[ENV] = opts.memory_limit
+    if opts.compile is not None:  # the fused, compiled kernel (physics/fused.py); inherited by local workers
+        os.environ["BRAGG_DASK_COMPILE"] = opts.compile
+    # like the C program, progress and information go to stdout; errors alone go to stderr
+    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
+                        handlers=[_StdoutHandler(sys.stdout)])
+
+
+def _parse(c_args: list[str], opts):
+    """The C program's flags -> ``(parsed, dataset)``, with the checks made before any computation."""
+    from .nanobragg_args import parse_nanobragg_args
+
+    parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
+    dataset = _dataset(opts)
+    if dataset.n > 1:
+        named = {"floatfile", "intfile", "pgmfile", "noisefile"} & parsed.raw.given
+        if named:
+            raise UsageError("a dataset's frames stay in the store; write files for one frame with "
+                             "'bragg-dask export STORE --frame K -floatfile ...'", flag="-" + sorted(named)[0])
+    check_outputs(parsed, zarr=opts.zarr, write_files=dataset.n == 1)
+    return parsed, dataset
+
+
+def _noise_seed(outputs, opts):
+    """``outputs`` with the run's one noise seed: ``-seed``, a resumed store's, or a time-based one (reported)."""
+    if outputs.noisefile and outputs.seed is None:
+        from .store import stored_noise_seed
+
+        seed = stored_noise_seed(opts.zarr) if opts.zarr else None  # resuming a store: keep its seed
+        outputs = dataclasses.replace(outputs, seed=int(time.time()) if seed is None else seed)
+    if outputs.noisefile:
+        log.info("noise seed %d", outputs.seed)
+    return outputs
 
 
 def _settings(opts) -> RunSettings:

@@ -5,6 +5,10 @@ so a store feeds ADXV / MOSFLM / DIALS workflows.  The SMV header is rebuilt fro
 recorded in the store; the int and noise images come from the store when it has them, otherwise
 they are made from the float image (int scale from the frame's statistics or ``-scale``).  The files
 are written a band of tiles at a time, so a frame larger than memory exports too.
+
+``--nxmx F.h5`` and ``--cbf F.cbf`` write the frame (or, with ``--all-frames``, every frame) for
+crystallographic processing programs: a NeXus/NXmx file, Pilatus-style miniCBF files
+(``export_mx.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="bragg-dask export", add_help=False)
     ap.add_argument("store")
-    ap.add_argument("--frame", type=int, default=0)
+    ap.add_argument("--frame", type=int, default=None)
+    ap.add_argument("--all-frames", action="store_true", dest="all_frames")
+    ap.add_argument("--nxmx", default=None)
+    ap.add_argument("--cbf", default=None)
     for name in ("floatfile", "intfile", "noisefile", "pgmfile"):
         ap.add_argument(f"-{name}", default=None)
     ap.add_argument("-scale", type=float, default=0.0)
@@ -42,8 +49,28 @@ def _parser() -> argparse.ArgumentParser:
 def export_main(argv: list[str]) -> list[str]:
     """Write the files asked for; returns their paths."""
     a = _parser().parse_args(argv)
-    if not any((a.floatfile, a.intfile, a.noisefile, a.pgmfile)):
-        raise UsageError("nothing to write: give -floatfile, -intfile, -noisefile and/or -pgmfile", flag="export")
+    c_files = any((a.floatfile, a.intfile, a.noisefile, a.pgmfile))
+    if not c_files and not (a.nxmx or a.cbf):
+        raise UsageError("nothing to write: give -floatfile, -intfile, -noisefile, -pgmfile, --nxmx and/or --cbf",
+                         flag="export")
+    if a.all_frames and a.frame is not None:
+        raise UsageError("give --frame K (one frame) or --all-frames, not both", flag="--all-frames")
+    if a.all_frames and c_files:
+        raise UsageError("the C program's files hold one frame: --all-frames is for --nxmx and --cbf; "
+                         "give --frame K for -floatfile, -intfile, -noisefile, -pgmfile", flag="--all-frames")
+    written: list[str] = []
+    if a.nxmx or a.cbf:
+        from .export_mx import export_mx
+
+        written += export_mx(a)
+    if c_files:
+        a.frame = a.frame or 0
+        written += _export_c_files(a)
+    return written
+
+
+def _export_c_files(a) -> list[str]:
+    """The C program's files of frame ``a.frame``."""
     rec = frame_record(a.store, a.frame)
     if not rec.complete:
         raise ConfigError(f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)",
@@ -54,13 +81,14 @@ def export_main(argv: list[str]) -> list[str]:
     fields["phi0_rad"] = math.radians(rec.phi0_deg)
     s, f = frame.shape
     bounds = clip_roi(rec.config["detector"].get("roi"), f, s)
-    stored_adc = a.adc == DEFAULT_ADC_OFFSET  # the store's int/noise images were made with the default offset
+    # no -adc of the export's own: the store's int/noise images as the run made them (with the run's -adc)
+    own_adc = a.adc != DEFAULT_ADC_OFFSET
     if a.floatfile:
         write_streamed(a.floatfile, frame, None, bounds)
         written.append(a.floatfile)
     scale = a.scale if a.scale > 0 else rec.int_scale
     if a.intfile:
-        if frame.has(frame.INT) and a.scale <= 0 and stored_adc:
+        if frame.has(frame.INT) and a.scale <= 0 and not own_adc:
             write_streamed(a.intfile, frame, None, bounds, header=smv_header(fields), array=frame.INT)
         else:
             write_streamed(a.intfile, frame, lambda band, roi, s0, f0: int_image(band, roi, scale, a.adc), bounds,

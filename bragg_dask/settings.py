@@ -135,6 +135,7 @@ class ClusterOptions:
     tls_key: str | None = None
     connect_timeout: float = 10.0
     worker_processes: bool = False  # embedded cluster: a process per worker instead of threads of this one
+    verbose: bool = False  # the cluster's own INFO log lines (scheduler, workers) on stderr
 
     @property
     def remote(self) -> bool:

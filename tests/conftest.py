@@ -107,3 +107,15 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def incomplete_copy(store, folder) -> Path:
+    """A copy of the store at ``store`` (a path) in ``folder`` whose frame 1 has a tile not done."""
+    import shutil
+
+    copy = Path(folder) / "incomplete.zarr"
+    shutil.copytree(store, copy)
+    chunk = copy / "tiles_done" / "c" / "1" / "0" / "0"
+    assert chunk.is_file()
+    chunk.unlink()
+    return copy

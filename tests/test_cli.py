@@ -340,3 +340,25 @@ def test_a_store_runs_files_come_from_its_arrays_without_a_second_pass(tmp_path,
         raw = (tmp_path / f).read_bytes()
         pixels = np.frombuffer(raw[len(raw) - 16 * 16 * 2 :], "<u2").reshape(16, 16)
         assert np.array_equal(pixels, np.asarray(g[name][0]))
+
+
+def test_version_and_quiet_cluster_unless_verbose(tmp_path):
+    import bragg_dask
+
+    v = run_cli(["--version"], tmp_path)
+    assert v.returncode == 0 and v.stdout.strip() == f"bragg-dask {bragg_dask.__version__}"
+    quiet = run_cli(BASE + ["--zarr", "q.zarr", "--workers", "1"], tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Scheduler at" not in quiet.stdout + quiet.stderr and "distributed." not in quiet.stdout + quiet.stderr
+    loud = run_cli(BASE + ["--zarr", "v.zarr", "--workers", "1", "-v"], tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert "Scheduler at" in loud.stderr and "Scheduler at" not in loud.stdout
+
+
+def test_a_non_terminal_gets_the_progress_as_a_few_whole_lines(tmp_path):
+    p = run_cli([a for a in BASE if a != "-noprogress"] + ["--zarr", "p.zarr", "--tile", "4", "--workers", "1"],
+                tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "\r" not in p.stderr + p.stdout
+    bars = [ln for ln in p.stderr.splitlines() if ln.startswith("frame ")]
+    assert 1 <= len(bars) <= 3 and "tiles 16/16" in bars[-1]

@@ -105,7 +105,14 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, n_w
     import distributed  # noqa: F401 - its import sets its loggers' levels: lower them after that
 
     chatter = logging.getLogger("distributed")
-    if chatter.getEffectiveLevel() < logging.WARNING:  # no INFO lines of the cluster's start and stop
+    if opts.verbose:  # -v: the cluster's INFO lines, on stderr (the run's own report stays on stdout)
+        chatter.setLevel(logging.INFO)
+        if not any(getattr(h, "bragg_dask", False) for h in chatter.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.bragg_dask = True
+            chatter.addHandler(handler)
+        chatter.propagate = False  # not also through the root logger (the CLI's report on stdout)
+    elif chatter.getEffectiveLevel() < logging.WARNING:  # no INFO lines of the cluster's start and stop
         chatter.setLevel(logging.WARNING)
     if opts.remote:
         return _connect_remote(opts), None
@@ -155,7 +162,7 @@ def _start_local(opts: ClusterOptions):
     # TCP even in-process (not inproc://): --listen, TLS and outside clients keep working
     kwargs = {"processes": processes, "protocol": "tls://" if opts.tls else "tcp://", "host": opts.listen,
               "dashboard_address": http, "scheduler_kwargs": {"dashboard": dashboard},
-              "silence_logs": logging.ERROR, "threads_per_worker": 1}
+              "silence_logs": logging.INFO if opts.verbose else logging.ERROR, "threads_per_worker": 1}
     if opts.device.startswith("cuda"):
         kwargs.update(n_workers=opts.n_workers or max(1, torch.cuda.device_count()), resources={"GPU": 1})
     elif processes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +26,7 @@ from ..physics.kernel import batch_points
 from ..physics.roi import roi_count, roi_mask
 from ..physics.tiles import TileState
 from ..plan import TileSpec, TilePlan, plan_tiles
+from ..progress import Progress
 from ..runtime import tune_allocator
 from ..settings import ClusterOptions, RunSettings, noise_seed, torch_dtype
 from ..stats import ImageStats, combine
@@ -268,7 +268,6 @@ class DaskExecutor:
             quiet = True
             raise failure from None
         finally:
-            _end_bar()  # the CLI's last line starts on a line of its own
             if self.client is None:
                 shutdown(client, own, quiet=quiet)
                 torch.set_num_threads(torch_threads)  # this process's setting again (a library user's session)
@@ -375,8 +374,6 @@ class _Run:
     def _simulate(self, sim_future, todo, states):
         from distributed import as_completed
 
-        from .. import store as zstore
-
         partial = {}
         image = None if self.store else np.zeros(self.sim.detector.shape, dtype=np.float32)
         futures = {}
@@ -387,25 +384,40 @@ class _Run:
             fut = self.client.submit(_tile_task, sim_future, tasks, self.threads, key=key, retries=3, pure=False,
                                      resources=self.resources)
             futures[fut] = group
-        done = 0
-        for fut in as_completed(futures):
-            try:
-                results = fut.result()
-            except OSError as exc:
-                if self.store and zstore.store_fault(exc, self.store) is not None:
-                    with contextlib.suppress(Exception):  # the store is failing: stop writing to it
-                        self.client.cancel(list(futures))
-                raise
-            for (f, t), (stats, img) in zip(futures[fut], results):
-                partial[(f.index, t.index)] = stats
-                if img is not None:
-                    image[t.s0 : t.s1, t.f0 : t.f1] = img
-            done += len(results)
-            if self.settings.progress:
-                _bar(done, len(todo), futures[fut][-1][0].index + 1, len(self.frames))
-        if self.settings.progress and futures:
-            sys.stderr.write("\n")
+        bar = self._progress(len(todo)) if futures else None
+        try:
+            done = 0
+            for fut in as_completed(futures):
+                results = self._result(fut, futures)
+                for (f, t), (stats, img) in zip(futures[fut], results):
+                    partial[(f.index, t.index)] = stats
+                    if img is not None:
+                        image[t.s0 : t.s1, t.f0 : t.f1] = img
+                done += len(results)
+                if bar is not None:
+                    bar.update(done, futures[fut][-1][0].index + 1)
+        finally:
+            if bar is not None:
+                bar.close()  # the CLI's next line starts on a line of its own
         return partial, image
+
+    def _result(self, fut, futures):
+        """A task's results; a failing store cancels the other tasks (it is no use writing to it)."""
+        from .. import store as zstore
+
+        try:
+            return fut.result()
+        except OSError as exc:
+            if self.store and zstore.store_fault(exc, self.store) is not None:
+                with contextlib.suppress(Exception):
+                    self.client.cancel(list(futures))
+            raise
+
+    def _progress(self, n_tiles: int) -> Progress | None:
+        if not self.settings.progress:
+            return None
+        t = self.tiles[0]
+        return Progress(n_tiles, len(self.frames), t.shape[0] * t.shape[1] * batch_points(self.sim))
 
     def _reduce(self, partial) -> list[ImageStats]:
         """Per-frame statistics from every tile's partial sums, in tile order (reproducible)."""
@@ -458,20 +470,3 @@ def _dask_mapper(client, sim_future, tag: str):
         return client.gather(futs)
 
     return run
-
-
-_BAR = {"open": False}  # a progress line without its newline yet (the run stopped part-way)
-
-
-def _bar(done: int, total: int, frame: int, frames: int, width: int = 40) -> None:
-    k = int(width * done / max(total, 1))
-    sys.stderr.write(f"\rframe {frame}/{frames} tiles [{'#' * k}{'.' * (width - k)}] {done}/{total}")
-    sys.stderr.flush()
-    _BAR["open"] = done < total
-
-
-def _end_bar() -> None:
-    if _BAR["open"]:
-        _BAR["open"] = False
-        sys.stderr.write("\n")
-        sys.stderr.flush()

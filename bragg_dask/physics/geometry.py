@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .vectors import Vec3, cross, dot, rotate_axis, rotate_xyz, unitize
@@ -239,3 +240,31 @@ def max_position_m(det, stats) -> tuple[float, float]:
     os_ = det.oversample
     sub = det.pixel_size_m / os_
     return (sub * (f * os_ + os_ - 1) + sub / 2.0, sub * (s * os_ + os_ - 1) + sub / 2.0)
+
+
+def pyfai_geometry(fdet, sdet, odet, beam, pix0_m) -> dict:
+    """The flat detector's geometry as pyFAI describes it (a PONI): ``dist`` (m, sample to detector
+    plane along its normal), ``poni1``/``poni2`` (m, the foot of that normal from the detector origin
+    along slow/fast), ``rot1``/``rot2``/``rot3`` (rad).
+
+    Vectors are (3,) in the C program's lab frame (unit ``fdet``, ``sdet``, ``odet``, ``beam``; the
+    detector origin ``pix0_m`` in metres, sample at the origin).  pyFAI places a pixel at
+    ``R (d1 - poni1, d2 - poni2, dist)`` with ``R = rot3 rot2 rot1`` (its ``rotation_matrix``) in a lab
+    frame whose third axis is the beam; here the first two lab axes are chosen (slow's direction across
+    the beam first) so that ``R`` maps pyFAI's axes 1, 2, 3 to ``sdet``, ``fdet`` and the plane's
+    normal, and every pixel's scattering angle 2theta is the C program's.
+    """
+    f, s, o, b, p0 = (np.asarray(v, dtype=np.float64) for v in (fdet, sdet, odet, beam, pix0_m))
+    b = b / np.linalg.norm(b)
+    height = float(p0 @ o)
+    normal = o if height >= 0 else -o  # from the sample towards the plane
+    cols = np.stack([s, f, normal], axis=1)  # R's columns in the C lab frame
+    across = s - (s @ b) * b
+    if np.linalg.norm(across) < 1e-9:  # slow along the beam: the plane edge-on to it; fast instead
+        across = f - (f @ b) * b
+    e1 = across / np.linalg.norm(across)
+    e2 = np.cross(b, e1) * (1.0 if np.linalg.det(cols) > 0 else -1.0)  # a mirror frame keeps 2theta
+    r = np.stack([e1, e2, b]) @ cols  # R in pyFAI's lab frame
+    return {"dist": abs(height), "poni1": float(-(p0 @ s)), "poni2": float(-(p0 @ f)),
+            "rot1": float(np.arctan2(-r[2, 1], r[2, 2])), "rot2": float(np.arcsin(np.clip(r[2, 0], -1.0, 1.0))),
+            "rot3": float(np.arctan2(r[1, 0], r[0, 0]))}

@@ -1,18 +1,20 @@
 """The Zarr v3 store of a run: one group, images chunked by tile, per-frame metadata and statistics.
 
-Layout (docs/architecture.md section 7)::
+Layout (docs/architecture.md section 6)::
 
     float        (frame, slow, fast) float32 photons/pixel, one chunk per tile
     int, noise   (frame, slow, fast) uint16, optional: the C program's int and noisy images
     tiles_done   (frame, tile_slow, tile_fast) bool, written by each tile's task after its chunk
     tile_stats   (frame, tile_slow, tile_fast, stat) float64 partial sums of each tile
+    frame, phi_deg; x_mm; y_mm   coordinates: (frame,); (fast,); (slow,) pixel centres in mm
     phi0_deg, orientation, noise_seed                    per-frame metadata
     max_I, max_slow, max_fast, mean, rms, rmsd, int_scale  per-frame statistics
     attrs        "bragg_dask": configuration (JSON), fingerprint, geometry, units, version, parity,
                  "complete" (false until the run has finished)
 
-Every array has ``dimension_names``, so ``xarray.open_zarr(path)`` gives labelled arrays; nothing
-from this package is needed to read a store.  All-zero chunks are legitimate data: completeness is
+Every array has ``dimension_names``, ``units`` and ``long_name`` (:data:`LABELS`), and the image
+arrays name their coordinates; the group records the detector as a pyFAI PONI (:func:`poni`).  So
+``xarray.open_zarr(path)`` gives labelled arrays; nothing from this package is needed to read a store.  All-zero chunks are legitimate data: completeness is
 ``tiles_done``, never the presence of a chunk.
 
 Safety (see :func:`open_store`):
@@ -32,8 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import ctypes.util
+import dataclasses
 import datetime as _dt
 import errno
 import hashlib
@@ -50,6 +52,7 @@ import numpy as np
 import zarr
 
 from ..errors import BraggDaskError, ConfigError
+from ..physics.geometry import pyfai_geometry
 from ..plan import TilePlan, TileSpec
 from ..store_lock import LOCK_NAME, StoreLock, alive
 from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
@@ -88,6 +91,21 @@ def _geometry_attrs(sim) -> dict:
     }
 
 
+def poni(sim) -> dict | None:
+    """The detector as pyFAI reads a PONI file (version 2 keys; lengths in metres, angles in radians),
+    so ``pyFAI.load(poni)`` or :func:`bragg_dask.azimuthal` integrates a frame; None for a curved
+    detector (``-curved_det``), which pyFAI's flat geometry cannot describe."""
+    det, geo = sim.detector, sim.detector.geometry
+    if det.curved:
+        return None
+    out = {"poni_version": 2, "detector": "Detector",
+           "detector_config": {"pixel1": det.pixel_size_m, "pixel2": det.pixel_size_m,
+                               "max_shape": [det.spixels, det.fpixels], "orientation": 3}}
+    out.update(pyfai_geometry(geo.fdet, geo.sdet, geo.odet, geo.beam, geo.pix0_m))
+    out["wavelength"] = sim.beam.wavelength_m
+    return out
+
+
 def run_fingerprint(sim, plan: TilePlan, run: dict) -> str:
     """Identity of what the store holds: configuration, tiling and run options (parity, dtype...)."""
     doc = {"sim": sim.fingerprint(), "tile_shape": list(plan.tile_shape), "run": run}
@@ -108,6 +126,7 @@ def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
         "units": {"float": "photons per pixel", "int": "ADU", "noise": "ADU", "lengths": "m", "angles": "rad",
                   "wavelength": "m", "phi0_deg": "deg"},
         "geometry": _geometry_attrs(sim),
+        "poni": poni(sim),
         "config": json.loads(json.dumps(sim.to_dict(), default=str)),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "complete": False,
@@ -304,28 +323,63 @@ def _build(path: str, plan: TilePlan, attrs: dict, *, n_frames: int, with_int: b
     return staged, lock
 
 
+#: every array's ``units`` and ``long_name`` attributes (CF conventions, read by xarray)
+LABELS = {
+    FLOAT: ("photons", "simulated photons per pixel (the -floatfile image)"),
+    INT: ("ADU", "integer image: photons x int_scale + ADC offset (the -intfile image)"),
+    NOISE: ("ADU", "integer image with Poisson noise (the -noisefile image)"),
+    "tiles_done": ("1", "tile written and durable"),
+    "tile_stats": ("1", "partial sums of each tile: " + ", ".join(STAT_FIELDS)),
+    "frame": ("1", "frame number"),
+    "phi_deg": ("degree", "spindle angle phi at the start of the frame"),
+    "phi0_deg": ("degree", "spindle angle phi at the start of the frame (the record phi_deg is made from)"),
+    "x_mm": ("mm", "pixel centre along the fast axis from the detector origin (the C program's Fdet)"),
+    "y_mm": ("mm", "pixel centre along the slow axis from the detector origin (the C program's Sdet)"),
+    "noise_seed": ("1", "noise seed of the frame (-1: none)"),
+    "orientation": ("1", "rotation applied to the crystal (row-major 3 x 3)"),
+    "max_I": ("photons", "brightest pixel"), "max_slow": ("pixel", "slow index of the brightest pixel"),
+    "max_fast": ("pixel", "fast index of the brightest pixel"), "mean": ("photons", "mean over rendered pixels"),
+    "rms": ("photons", "root mean square over rendered pixels"),
+    "rmsd": ("photons", "root mean square deviation from the mean over the ROI"),
+    "int_scale": ("ADU/photon", "scale of the integer images"),
+}
+#: the image arrays' coordinates other than their dimensions (the CF ``coordinates`` attribute)
+IMAGE_COORDS = "phi_deg y_mm x_mm"
+
+
+def _labelled(g, name: str, **spec):
+    units, long_name = LABELS[name]
+    extra = {"coordinates": IMAGE_COORDS} if name in (FLOAT, INT, NOISE) else {}
+    return g.create_array(name, attributes={"units": units, "long_name": long_name, **extra}, **spec)
+
+
 def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool) -> None:
     g = zarr.open_group(path, mode="a", zarr_format=3)
     gs, gf = plan.grid
     ts, tf = plan.tile_shape
     img = dict(shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf),
                dimension_names=("frame", "slow", "fast"))
-    g.create_array("float", dtype="float32", fill_value=0.0, **img)
-    if with_int:
-        g.create_array("int", dtype="uint16", fill_value=0, **img)
-    if with_noise:
-        g.create_array("noise", dtype="uint16", fill_value=0, **img)
-    g.create_array("tiles_done", shape=(n_frames, gs, gf), chunks=(1, 1, 1), dtype="bool", fill_value=False,
-                   dimension_names=("frame", "tile_slow", "tile_fast"))
-    g.create_array("tile_stats", shape=(n_frames, gs, gf, len(STAT_FIELDS)), chunks=(1, 1, 1, len(STAT_FIELDS)),
-                   dtype="float64", fill_value=0.0, dimension_names=("frame", "tile_slow", "tile_fast", "stat"))
-    per_frame = dict(chunks=(n_frames,), dimension_names=("frame",))
-    g.create_array("phi0_deg", shape=(n_frames,), dtype="float64", fill_value=0.0, **per_frame)
-    g.create_array("noise_seed", shape=(n_frames,), dtype="int64", fill_value=-1, **per_frame)
-    g.create_array("orientation", shape=(n_frames, 3, 3), chunks=(n_frames, 3, 3), dtype="float64",
-                   fill_value=0.0, dimension_names=("frame", "row", "col"))
+    _labelled(g, FLOAT, dtype="float32", fill_value=0.0, **img)
+    for name, wanted in ((INT, with_int), (NOISE, with_noise)):
+        if wanted:
+            _labelled(g, name, dtype="uint16", fill_value=0, **img)
+    _labelled(g, "tiles_done", shape=(n_frames, gs, gf), chunks=(1, 1, 1), dtype="bool", fill_value=False,
+              dimension_names=("frame", "tile_slow", "tile_fast"))
+    _labelled(g, "tile_stats", shape=(n_frames, gs, gf, len(STAT_FIELDS)), chunks=(1, 1, 1, len(STAT_FIELDS)),
+              dtype="float64", fill_value=0.0, dimension_names=("frame", "tile_slow", "tile_fast", "stat"))
+    per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
+    _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
+    for name in ("phi_deg", "phi0_deg"):
+        _labelled(g, name, dtype="float64", fill_value=0.0, **per_frame)
+    _labelled(g, "noise_seed", dtype="int64", fill_value=-1, **per_frame)
+    _labelled(g, "orientation", shape=(n_frames, 3, 3), chunks=(n_frames, 3, 3), dtype="float64",
+              fill_value=0.0, dimension_names=("frame", "row", "col"))
     for name in FRAME_STATS:
-        g.create_array(name, shape=(n_frames,), dtype="float64", fill_value=float("nan"), **per_frame)
+        _labelled(g, name, dtype="float64", fill_value=float("nan"), **per_frame)
+    pixel_mm = attrs["geometry"]["pixel_size_m"] * 1e3
+    for name, n, dim in (("x_mm", plan.fpixels, "fast"), ("y_mm", plan.spixels, "slow")):
+        _labelled(g, name, shape=(n,), chunks=(n,), dtype="float64", fill_value=0.0,
+                  dimension_names=(dim,))[:] = (np.arange(n) + 0.5) * pixel_mm
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
 
@@ -427,11 +481,6 @@ def stats_from_row(row: np.ndarray) -> dict:
     return {"sum": float(row[0]), "sumsq": float(row[1]), "n": int(row[2]), "max": float(row[3]), "argmax": am}
 
 
-def write_tile(path: str, frame: int, tile: TileSpec, image: np.ndarray, stats: dict) -> None:
-    """Write one tile's chunk and statistics, make them durable, then mark the tile done."""
-    write_tiles(path, [(frame, tile, image, stats)])
-
-
 def write_tiles(path: str, items) -> None:
     """Write tiles ``(frame, tile, image, stats)``: chunks and statistics, made durable, then marked done.
 
@@ -482,8 +531,8 @@ def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image:
 
 
 def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.ndarray:
-    """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from its chunk file where the tile is one
-    whole chunk, else through zarr."""
+    """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from
+    its chunk file where the tile is one whole chunk, else through zarr."""
     if g.direct(name) and g.aligned(name, tile):
         return g.get_chunk(name, (frame, *tile.index))[0, : tile.shape[0], : tile.shape[1]]
     return np.asarray(g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1])
@@ -509,12 +558,10 @@ def _frame_runs(items) -> list:
 def write_frame_metadata(g: zarr.Group, frames) -> None:
     n = len(frames)
     g["phi0_deg"][:] = np.degrees([f.phi0_rad for f in frames])
+    if "phi_deg" in g:  # the coordinate (stores made before it have only the record)
+        g["phi_deg"][:] = np.degrees([f.phi0_rad for f in frames])
     g["orientation"][:] = np.asarray([f.orientation for f in frames], dtype=np.float64).reshape(n, 3, 3)
     g["noise_seed"][:] = np.array([-1 if f.noise_seed is None else f.noise_seed for f in frames], dtype=np.int64)
-
-
-def write_frame_stats(g: zarr.Group, frame: int, stats, int_scale: float) -> None:
-    write_frames_stats(g, [frame], [stats], [int_scale])
 
 
 def write_frames_stats(g: zarr.Group, frames: list[int], stats: list, int_scales: list[float]) -> None:
@@ -607,9 +654,9 @@ def frame_record(path: str, frame: int) -> FrameRecord:
     if not 0 <= frame < n_frames:
         raise UsageError(f"frame {frame} not in store (0..{n_frames - 1})", flag="--frame")
     seed = int(g["noise_seed"][frame])
-    return FrameRecord(config=meta["config"], n_frames=n_frames, complete=bool(np.asarray(g["tiles_done"][frame]).all()),
-                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]),
-                       rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
+    complete = bool(np.asarray(g["tiles_done"][frame]).all())
+    return FrameRecord(config=meta["config"], n_frames=n_frames, complete=complete,
+                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]), rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
 
 
 def tiles_done(path: str) -> np.ndarray:
@@ -651,3 +698,13 @@ class StoreFrame:
     def __array__(self, dtype=None, copy=None):
         img = read_frame(self.path, self.frame)
         return img if dtype is None else img.astype(dtype)
+
+
+def store_metadata(path: str) -> dict:
+    """The store's ``bragg_dask`` attribute: ``config``, ``geometry``, ``units``, ``created``/``completed``..."""
+    return dict(dict(zarr.open_group(path, mode="r").attrs)["bragg_dask"])
+
+
+def frames_phi0_deg(path: str) -> np.ndarray:
+    """``(frames,)`` float64: every frame's phi0 (degrees), as recorded by the run."""
+    return np.asarray(zarr.open_group(path, mode="r")["phi0_deg"][...], dtype=np.float64)

@@ -1,0 +1,105 @@
+"""``bragg-dask export STORE --nxmx F.h5 / --cbf F.cbf [--frame K | --all-frames]``: a store's frames for
+crystallographic processing programs (DIALS, XDS, MOSFLM...).
+
+``--nxmx`` writes one NeXus/NXmx file holding the frames as a stack (``io/nexus.py``, needs h5py:
+``pip install bragg-dask[nexus]``); ``--cbf`` one Pilatus-style miniCBF per frame (``io/cbf.py``,
+needs fabio: ``bragg-dask[cbf]``).  Both carry counts: the store's int image where it holds one (and
+neither ``-scale`` nor ``-adc`` is given), otherwise the float image converted with the frame's int
+scale exactly as ``-intfile`` is.  Frames are read from the store one at a time, a band of tiles at
+a time.  Everything is checked before anything is written (outputs writable, frames in range and
+complete), and the files are written under a temporary folder beside them and renamed into place
+only once all are written.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .checks import check_paths
+from .config import clip_roi
+from .errors import ConfigError
+from .io.mx import mx_info, optional_module, staged
+from .io.smv import int_image
+from .outputs import OutputError
+from .physics.constants import DEFAULT_ADC_OFFSET
+from .physics.roi import mask_from_bounds
+from .store import StoreFrame, frame_record, frames_phi0_deg, store_metadata, tiles_done
+
+
+def export_mx(a) -> list[str]:
+    """Write ``a.nxmx`` and/or ``a.cbf`` (``a``: the parsed export flags); returns the paths written."""
+    from .io.cbf import numbered, series_template
+
+    if a.nxmx:
+        optional_module("h5py", "--nxmx", "nexus")
+    if a.cbf:
+        optional_module("fabio", "--cbf", "cbf")
+    first = frame_record(a.store, a.frame or 0)  # a missing store or a frame out of range: one line
+    indices = list(range(first.n_frames)) if a.all_frames else [a.frame or 0]
+    cbf_paths = []
+    if a.cbf and os.path.exists(a.cbf) and not os.path.isfile(a.cbf):  # the null device takes every frame
+        cbf_paths = [a.cbf] * len(indices)
+    elif a.cbf:
+        template = series_template(a.cbf) if a.all_frames else a.cbf
+        cbf_paths = [numbered(template, k + 1) for k in indices]
+    check_paths(([("--nxmx", a.nxmx)] if a.nxmx else []) + [("--cbf", p) for p in dict.fromkeys(cbf_paths)])
+    _check_complete(a.store, indices, "--all-frames" if a.all_frames else "--frame")
+    info = mx_info(store_metadata(a.store), frames_phi0_deg(a.store)[indices])
+    written: list[str] = []
+    if a.nxmx:
+        from .io.nexus import write_nxmx
+
+        with _writing(a.nxmx), staged([a.nxmx]) as (tmp,):
+            write_nxmx(tmp, info, (frame_counts(a.store, k, a.scale, a.adc) for k in indices))
+        written.append(a.nxmx)
+    if a.cbf:
+        from .io.cbf import pilatus_header, write_cbf
+
+        with _writing(a.cbf), staged(cbf_paths) as temps:
+            for j, (k, tmp) in enumerate(zip(indices, temps)):
+                write_cbf(tmp, frame_counts(a.store, k, a.scale, a.adc), pilatus_header(info, j))
+        written.extend(dict.fromkeys(cbf_paths))
+    return written
+
+
+def _check_complete(store: str, indices: list[int], flag: str) -> None:
+    done = tiles_done(store)
+    for k in indices:
+        if not bool(np.all(done[k])):
+            raise ConfigError(f"frame {k} of {store} is incomplete (re-run the simulation to finish it)", flag=flag)
+
+
+def frame_counts(store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_ADC_OFFSET) -> np.ndarray:
+    """Frame ``k``'s int image ``(spixels, fpixels)`` uint16, as ``export -intfile`` writes it: the store's
+    int array (no ``scale``, the default ``adc``), else the float image through :func:`int_image` with
+    ``scale`` or the frame's int scale.  Read a band of tiles at a time."""
+    frame = StoreFrame(store, k)
+    s, f = frame.shape
+    out = np.empty((s, f), dtype=np.uint16)
+    if frame.has(frame.INT) and scale <= 0 and adc == DEFAULT_ADC_OFFSET:
+        for s0, s1, band in frame.bands(frame.INT):
+            out[s0:s1] = band
+        return out
+    rec = frame_record(store, k)
+    use = scale if scale > 0 else rec.int_scale
+    bounds = clip_roi(rec.config["detector"].get("roi"), f, s)
+    for s0, s1, band in frame.bands(frame.FLOAT):
+        out[s0:s1] = int_image(band, mask_from_bounds(bounds, (s0, s1, 0, f)), use, adc)
+    return out
+
+
+class _writing:
+    """OSError while writing ``path`` -> a one-line :class:`OutputError`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        return False

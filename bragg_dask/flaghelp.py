@@ -1,0 +1,322 @@
+"""``bragg-dask --help``: every flag, with its meaning, unit and default, from the parsers' own tables.
+
+The nanoBragg flags are the rules of :data:`bragg_dask.nanobragg_args.RULES`, in table order; this
+module adds what the table does not say, for each rule (keyed by its first pattern): its section,
+the names of its values (one per value the rule takes), the unit, the C program's default ("-":
+none) and a short description (:data:`C_FLAGS`).  A rule without an entry is an error
+(:func:`missing_entries`; ``tests/test_help.py``), so the help cannot fall behind the table.  The
+service flags and the ``export`` subcommand's flags are rendered from their argparse parsers'
+actions (:func:`options_help`).
+
+Nothing here imports torch at import time; building the help imports the rule table (whose module
+does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import textwrap
+from dataclasses import dataclass
+
+CRYSTAL = "crystal"
+BEAM = "beam"
+GEOMETRY = "detector geometry"
+PIXELS = "detector pixels and ROI"
+SAMPLING = "sampling and steps"
+FILES = "structure factors and input files"
+OUTPUT = "output files and scales"
+NOISE = "noise and seeds"
+MISC = "miscellaneous and ignored"
+SECTIONS = (CRYSTAL, BEAM, GEOMETRY, PIXELS, SAMPLING, FILES, OUTPUT, NOISE, MISC)
+
+
+@dataclass(frozen=True)
+class FlagHelp:
+    """Help for one rule: ``values`` names its values (one word per value), ``unit`` and ``default``
+    ("-": none), ``text`` what it means."""
+
+    section: str
+    values: str
+    unit: str
+    default: str
+    text: str
+
+
+H = FlagHelp
+_SIZE = "crystal size along {} (sets N{}{})"
+_CONV = "{} convention: its axes, beam centre and pivot"
+_VEC = "{}; sets the custom convention"
+_IGNORED = "no effect (as in nanoBragg)"
+
+#: help for every rule of ``RULES``, keyed by the rule's first pattern
+C_FLAGS: dict[str, FlagHelp] = {
+    "-img": H(FILES, "FILE", "SMV", "-", "SMV image: its header sets detector, distance, beam centre, lambda, phi"),
+    "-mask": H(FILES, "FILE", "SMV", "-", "SMV image: its 0 pixels are skipped; its header as -img's"),
+    "-Na": H(CRYSTAL, "N", "cells", "1", "unit cells along a"),
+    "-Nb": H(CRYSTAL, "N", "cells", "1", "unit cells along b"),
+    "-Nc": H(CRYSTAL, "N", "cells", "1", "unit cells along c"),
+    "-N": H(CRYSTAL, "N", "cells", "1", "unit cells along a, b and c"),
+    "-cell": H(CRYSTAL, "A B C ALPHA BETA GAMMA", "Angstrom, deg", "-", "unit cell (or -mat)"),
+    "-misset": H(CRYSTAL, "RX RY RZ", "deg", "0 0 0",
+                 "rotation about x, y, then z; '-misset random': a random orientation"),
+    "-samplesize": H(CRYSTAL, "SIZE", "mm", "0 (-N)", "crystal size along x, y and z (sets the cell counts)"),
+    "-sample_thick": H(CRYSTAL, "X", "mm", "0", _SIZE.format("x", "a", "")),
+    "-sample_width": H(CRYSTAL, "Y", "mm", "0", _SIZE.format("y", "b", "; at most -beamsize")),
+    "-sample_heigh": H(CRYSTAL, "Z", "mm", "0", _SIZE.format("z", "c", "; at most -beamsize")),
+    "-xtalsize": H(CRYSTAL, "SIZE", "mm", "0 (-N)", "as -samplesize"),
+    "-xtal_thick": H(CRYSTAL, "X", "mm", "0", "as -sample_thick"),
+    "-xtal_width": H(CRYSTAL, "Y", "mm", "0", "as -sample_width"),
+    "-xtal_heigh": H(CRYSTAL, "Z", "mm", "0", "as -sample_height"),
+    "-density": H(MISC, "RHO", "g/cm^3", "-", "crystal density; " + _IGNORED),
+    "-molec": H(MISC, "N", "-", "-", "molecules per cell; " + _IGNORED),
+    "-MW": H(MISC, "MW", "g/mol", "-", "molecular weight; " + _IGNORED),
+    "-Xbeam": H(GEOMETRY, "X", "mm", "centre", "beam centre X, as the convention defines it"),
+    "-Ybeam": H(GEOMETRY, "Y", "mm", "centre", "beam centre Y, as the convention defines it"),
+    "-Xclose": H(GEOMETRY, "X", "mm", "centre", "X of the detector point nearest the sample"),
+    "-Yclose": H(GEOMETRY, "Y", "mm", "centre", "Y of the detector point nearest the sample"),
+    "-ORGX": H(GEOMETRY, "PX", "pixels", "centre", "XDS origin: fast pixel nearest the sample"),
+    "-ORGY": H(GEOMETRY, "PX", "pixels", "centre", "XDS origin: slow pixel nearest the sample"),
+    "-pivot": H(GEOMETRY, "sample|beam", "-", "convention",
+                "detector turns about the sample or the beam spot (custom convention)"),
+    "-mosflm": H(GEOMETRY, "", "-", "on", _CONV.format("MOSFLM")),
+    "-xds": H(GEOMETRY, "", "-", "off", _CONV.format("XDS")),
+    "-adxv": H(GEOMETRY, "", "-", "off", _CONV.format("ADXV")),
+    "-denzo": H(GEOMETRY, "", "-", "off", _CONV.format("DENZO")),
+    "-dials": H(GEOMETRY, "", "-", "off", _CONV.format("DIALS")),
+    "-fdet_vector": H(GEOMETRY, "X Y Z", "-", "convention", _VEC.format("detector fast axis")),
+    "-sdet_vector": H(GEOMETRY, "X Y Z", "-", "convention", _VEC.format("detector slow axis")),
+    "-odet_vector": H(GEOMETRY, "X Y Z", "-", "convention", _VEC.format("detector normal")),
+    "-beam_vector": H(GEOMETRY, "X Y Z", "-", "convention", _VEC.format("beam direction")),
+    "-polar_vector": H(BEAM, "X Y Z", "-", "convention", _VEC.format("polarisation axis")),
+    "-spindle_axis": H(GEOMETRY, "X Y Z", "-", "convention", _VEC.format("phi rotation axis")),
+    "-twotheta_axis": H(GEOMETRY, "X Y Z", "-", "convention",
+                        "two-theta axis; sets the custom convention and, as in C, -twotheta X"),
+    "-pix0_vector": H(GEOMETRY, "X Y Z", "m", "-", "ignored as in nanoBragg, but sets the custom convention"),
+    "-distance": H(GEOMETRY, "D", "mm", "100", "sample to beam spot distance (beam pivot)"),
+    "-close_distance": H(GEOMETRY, "D", "mm", "-", "sample to detector plane along its normal; beats -distance"),
+    "-detector_abs": H(PIXELS, "DEPTH|inf", "um", "thickness",
+                       "sensor attenuation depth; 'inf' or 0: none"),
+    "-detector_thick": H(PIXELS, "T", "um", "0", "sensor thickness"),
+    "-detector_thicksteps": H(SAMPLING, "N", "layers", "auto (2)", "sensor layers"),
+    "-thicksteps": H(SAMPLING, "N", "layers", "auto (2)", "as -detector_thicksteps"),
+    "-twotheta": H(GEOMETRY, "ANGLE", "deg", "0", "detector swing about the two-theta axis"),
+    "-detector_rotx": H(GEOMETRY, "ANGLE", "deg", "0", "detector rotation about x"),
+    "-detector_roty": H(GEOMETRY, "ANGLE", "deg", "0", "detector rotation about y"),
+    "-detector_rotz": H(GEOMETRY, "ANGLE", "deg", "0", "detector rotation about z"),
+    "-detsize": H(PIXELS, "SIZE", "mm", "102.4", "detector size, both directions (a pixel count wins)"),
+    "-detsize_f": H(PIXELS, "SIZE", "mm", "102.4", "detector size along the fast axis"),
+    "-detsize_s": H(PIXELS, "SIZE", "mm", "102.4", "detector size along the slow axis"),
+    "-detpixels": H(PIXELS, "N", "pixels", "1024", "detector pixels, both directions"),
+    "-detpixels_f": H(PIXELS, "N", "pixels", "1024", "detector pixels along the fast axis"),
+    "-detpixels_s": H(PIXELS, "N", "pixels", "1024", "detector pixels along the slow axis"),
+    "-curved_det": H(GEOMETRY, "", "-", "off", "pixels on a sphere about the sample (MOSFLM geometry)"),
+    "-pixel": H(PIXELS, "PX", "mm", "0.1", "pixel size"),
+    "-point_pixel": H(PIXELS, "", "-", "off", "solid angle 1/R^2 instead of the pixel's"),
+    "-polar": H(BEAM, "K", "-", "0", "Kahn polarisation factor, -1..1 (cancels -nopolar)"),
+    "-nopolar": H(BEAM, "", "-", "off", "no polarisation factor"),
+    "-oversample_thick": H(SAMPLING, "", "-", "off", "sensor absorption per sub-pixel (a running product)"),
+    "-oversample_polar": H(SAMPLING, "", "-", "off", "polarisation per source and sub-pixel (beats -nopolar)"),
+    "-oversample_omega": H(SAMPLING, "", "-", "off", "solid angle per sub-pixel (a running product)"),
+    "-oversample": H(SAMPLING, "N", "sub-pixels", "auto", "sub-pixels along each pixel edge"),
+    "-roi": H(PIXELS, "XMIN XMAX YMIN YMAX", "pixels", "all",
+              "render only these pixels (0-based, inclusive)"),
+    "-lambda": H(BEAM, "LAMBDA", "Angstrom", "1", "wavelength"),
+    "-energy": H(BEAM, "E", "eV", "12398.42 (1 A)", "photon energy, instead of -lambda"),
+    "-fluence": H(BEAM, "F", "photons/m^2", "1.25932e29", "fluence; the default makes r_e^2 x fluence = 1"),
+    "-flux": H(BEAM, "F", "photons/s", "0 (off)", "flux: fluence = flux x exposure / beamsize^2"),
+    "-exposure": H(BEAM, "T", "s", "1", "exposure time (with -flux)"),
+    "-beamsize": H(BEAM, "SIZE", "mm", "0.1", "beam size (with -flux); clips the crystal in y, z"),
+    "-mosaici": H(CRYSTAL, "ANGLE", "deg", "0", "mosaic spread"),
+    "-mosaic": H(CRYSTAL, "ANGLE", "deg", "0", "mosaic spread"),
+    "-mosaic_dom": H(SAMPLING, "N", "domains", "auto", "mosaic domains (10 with a spread, else 1)"),
+    "-dispersion": H(BEAM, "PCT", "percent", "0", "spectral width, full range"),
+    "-dispsteps": H(SAMPLING, "N", "wavelengths", "auto", "wavelength steps over the dispersion"),
+    "-divergence": H(BEAM, "R", "mrad", "0", "horizontal and vertical divergence range"),
+    "-hdivrange": H(BEAM, "R", "mrad", "0", "horizontal divergence range"),
+    "-vdivrange": H(BEAM, "R", "mrad", "0", "vertical divergence range"),
+    "-hdivstep": H(SAMPLING, "STEP", "mrad", "auto", "horizontal divergence step"),
+    "-hdivsteps": H(SAMPLING, "N", "steps", "auto", "horizontal divergence steps (alone: 1 rad)"),
+    "-vdivstep": H(SAMPLING, "STEP", "mrad", "auto", "vertical divergence step"),
+    "-vdivsteps": H(SAMPLING, "N", "steps", "auto", "vertical divergence steps (alone: 1 rad)"),
+    "-divsteps": H(SAMPLING, "N", "steps", "auto", "horizontal and vertical divergence steps"),
+    "-round_div": H(BEAM, "", "-", "on", "keep the divergence points inside an ellipse"),
+    "-square_div": H(BEAM, "", "-", "off", "keep the whole rectangular divergence grid"),
+    "-adc": H(OUTPUT, "OFFSET", "ADU", "40", "offset added to the int and noise images"),
+    "-phi": H(CRYSTAL, "PHI", "deg", "0", "spindle angle at the start"),
+    "-osc": H(CRYSTAL, "OSC", "deg", "0", "oscillation range (phi0 .. phi0 + osc)"),
+    "-phistep": H(SAMPLING, "STEP", "deg", "auto", "phi step"),
+    "-phisteps": H(SAMPLING, "N", "steps", "auto", "phi steps over the oscillation"),
+    "-dmin": H(SAMPLING, "D", "Angstrom", "0 (off)", "resolution limit: finer scattering is skipped"),
+    "-mat": H(FILES, "FILE", "-", "-", "MOSFLM orientation matrix (reciprocal axes x wavelength)"),
+    "-hkl": H(FILES, "FILE", "-", "-", "structure factors: lines of 'h k l F'"),
+    "-default_F": H(FILES, "F", "-", "0", "structure factor of reflections not in -hkl"),
+    "-dump": H(MISC, "FILE", "-", "-", "the C program's Fdump.bin cache: neither read nor written"),
+    "-stolout": H(MISC, "FILE", "-", "-", "sin(theta)/lambda output: never written (as in nanoBragg)"),
+    "-stol": H(FILES, "FILE", "-", "-", "sin(theta)/lambda table: read and checked, unused (as in C)"),
+    "-4stol": H(FILES, "FILE", "-", "-", "4 sin(theta)/lambda table: read and checked, unused (as in C)"),
+    "-Q": H(FILES, "FILE", "-", "-", "Q table: read and checked, unused (as in C)"),
+    "-sourcefile": H(BEAM, "FILE", "-", "-", "sources: lines of 'X Y Z weight lambda(m)' (no divergence grid)"),
+    "-floatfile": H(OUTPUT, "FILE", "-", "floatimage.bin", "raw float32 image, photons per pixel"),
+    "-intfile": H(OUTPUT, "FILE", "-", "intimage.img", "SMV image of scaled photons + -adc"),
+    "-pgmfile": H(OUTPUT, "FILE", "-", "image.pgm", "8-bit PGM preview"),
+    "-noisefile": H(OUTPUT, "FILE", "-", "noiseimage.img", "SMV image with Poisson noise"),
+    "-nonoise": H(OUTPUT, "", "-", "off", "do not write the noise image"),
+    "-nopgm": H(OUTPUT, "", "-", "off", "do not write the PGM image"),
+    "-scale": H(OUTPUT, "S", "ADU/photon", "auto", "int image scale (auto: 55000 / max_I)"),
+    "-pgmscale": H(OUTPUT, "S", "grey/photon", "auto", "PGM scale (auto: 250 / (5 rmsd)); as in C, also sets -scale"),
+    "-coherent": H(MISC, "", "-", "off", _IGNORED),
+    "-printout": H(MISC, "", "-", "off", _IGNORED),
+    "-noprogress": H(MISC, "", "-", "off", "no progress messages"),
+    "-progress": H(MISC, "", "-", "on", "progress messages"),
+    "-interpolate": H(FILES, "", "-", "auto", "tricubic F interpolation (auto: on when an N <= 2)"),
+    "-nointerpolate": H(FILES, "", "-", "auto", "nearest-neighbour F"),
+    "-round_xtal": H(CRYSTAL, "", "-", "off", "round crystal spot shape"),
+    "-square_xtal": H(CRYSTAL, "", "-", "on", "parallelepiped crystal spot shape"),
+    "-gauss_xtal": H(CRYSTAL, "", "-", "off", "Gaussian spot shape"),
+    "-binary_spots": H(CRYSTAL, "", "-", "off", "top-hat spot shape"),
+    "-fudge": H(CRYSTAL, "F", "-", "1", "spot width factor of the round, Gaussian and top-hat shapes"),
+    "-printout_pixel": H(MISC, "F S", "pixels", "-", _IGNORED),
+    "-seed": H(NOISE, "N", "-", "time", "seed of the Poisson noise (reported when not given)"),
+    "-mosaic_seed": H(NOISE, "N", "-", "12345678", "seed of the mosaic domain draws"),
+    "-misset_seed": H(NOISE, "N", "-", "time", "seed of '-misset random' (as in C, also read as -misset)"),
+    "-water": H(CRYSTAL, "W", "um", "0", "water background: a cube of side W"),
+}
+
+#: the usual full spelling of patterns that match by substring ("-mosaici" takes "-mosaicity")
+SPELLED = {"-sample_heigh": "t", "-xtal_heigh": "t", "-heigh": "t", "-sample_den": "sity", "-mosaici": "ty",
+           "-mosaic_spr": "ead", "-mosaic_dom": "ains", "-wave": "length"}
+
+#: what the export subcommand's arguments mean, where its parser gives no help of its own
+EXPORT_FLAGS = {
+    "store": "the Zarr store written by --zarr",
+    "--frame": "the frame to write the C program's files of (default: 0)",
+    "--all-frames": "every frame (with --nxmx and --cbf)",
+    "--nxmx": "write a NeXus/NXmx HDF5 file",
+    "--cbf": "write Pilatus-style miniCBF files",
+    "-scale": "int image scale (default: 0, auto: 55000 / max_I)",
+    "-pgmscale": "PGM scale (default: 0, auto: 250 / (5 rmsd))",
+    "-seed": "noise seed (default: the store's)",
+}
+
+USAGE = """\
+usage: bragg-dask <nanoBragg flags> [service flags]
+       bragg-dask export STORE [export flags]
+       bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png
+       bragg-dask --version
+
+Simulates X-ray diffraction images as nanoBragg does.  Single-dash flags are the C program's, with
+its meaning, units and defaults; double-dash service flags choose how and where the run is computed."""
+
+C_NOTE = ("Flags match by substring, as in nanoBragg: -mosaici[ty] takes any flag containing -mosaici, "
+          "-misset_seed is also read as -misset, -twotheta_axis as -twotheta, -pgmscale as -scale.  "
+          "Each line: flag, values, meaning (unit; default).")
+
+
+def missing_entries(rules=None) -> list[str]:
+    """First patterns of the rules without a help entry (or whose value names miss their count)."""
+    out = []
+    for rule in _rules(rules):
+        entry = C_FLAGS.get(rule.patterns[0])
+        if entry is None or len(entry.values.split()) != abs(rule.nargs) or entry.section not in SECTIONS:
+            out.append(rule.patterns[0])
+    return out
+
+
+def _rules(rules=None):
+    if rules is not None:
+        return rules
+    from .nanobragg_args import RULES
+
+    return RULES
+
+
+def _names(rule) -> str:
+    """The rule's patterns, with the usual completion of those that match by substring."""
+    return ", ".join(p + (f"[{SPELLED[p]}]" if p in SPELLED else "") for p in rule.patterns)
+
+
+def _line(head: str, text: str, width: int, col: int = 28) -> str:
+    """``head`` in a column of ``col`` characters, then ``text`` wrapped to ``width``."""
+    first = f"  {head}".ljust(col) + "  "
+    return textwrap.fill(text, width, initial_indent=first, subsequent_indent=" " * (col + 2),
+                         break_on_hyphens=False, break_long_words=False)
+
+
+def _c_flag(rule, width: int) -> str:
+    entry = C_FLAGS[rule.patterns[0]]
+    head = " ".join(x for x in (_names(rule), entry.values) if x)
+    facts = "; ".join(x for x in (entry.unit if entry.unit != "-" else "",
+                                  f"default: {entry.default}" if entry.default != "-" else "") if x)
+    return _line(head, f"{entry.text} ({facts})" if facts else entry.text, width)
+
+
+def c_flags_help(width: int = 100, rules=None) -> str:
+    """Every rule of ``RULES`` (or ``rules``), section by section, in table order within each."""
+    rules = _rules(rules)
+    unknown = missing_entries(rules)
+    if unknown:
+        raise KeyError(f"no help for nanoBragg flags {', '.join(unknown)} (add them to flaghelp.C_FLAGS)")
+    parts = [textwrap.fill(C_NOTE, width)]
+    for section in SECTIONS:
+        lines = [_c_flag(r, width) for r in rules if C_FLAGS[r.patterns[0]].section == section]
+        if lines:
+            parts.append(f"nanoBragg flags: {section}:\n" + "\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _metavar(action: argparse.Action) -> str:
+    if not action.option_strings:
+        return action.metavar or action.dest.upper()
+    if action.nargs == 0:
+        return ""
+    if action.metavar:
+        return str(action.metavar)
+    if action.choices:
+        return "|".join(str(c) for c in action.choices)
+    return action.dest.upper()
+
+
+def _action_help(action: argparse.Action, fallback: dict[str, str]) -> str:
+    """The action's own help, else ``fallback``'s text, else its default from the parser."""
+    if action.help and action.help != argparse.SUPPRESS:
+        return _expand(action)
+    name = action.option_strings[0] if action.option_strings else action.dest
+    text = fallback.get(name) or (C_FLAGS[name].text if name in C_FLAGS else "")
+    if action.option_strings and action.nargs != 0 and "default" not in text:
+        default = "none" if action.default is None else f"{action.default:g}" if isinstance(
+            action.default, float) else str(action.default)
+        text = f"{text} (default: {default})" if text else f"default: {default}"
+    return text
+
+
+def _expand(action: argparse.Action) -> str:
+    """The action's help with argparse's ``%(default)s`` style fields filled in, as argparse fills them."""
+    try:
+        return action.help % dict(vars(action), prog="bragg-dask")
+    except (KeyError, ValueError, TypeError):
+        return action.help
+
+
+def options_help(parser: argparse.ArgumentParser, width: int = 100, fallback: dict[str, str] | None = None) -> str:
+    """One entry per argument of ``parser``: its option strings and value, then its help."""
+    lines = []
+    for action in parser._actions:
+        head = " ".join(x for x in (", ".join(action.option_strings), _metavar(action)) if x)
+        lines.append(_line(head, _action_help(action, fallback or {}), width))
+    return "\n".join(lines)
+
+
+def help_text(service: argparse.ArgumentParser, width: int | None = None) -> str:
+    """The whole ``--help``: usage, the service flags, the nanoBragg flags, the export subcommand's."""
+    from .export import _parser as export_parser
+
+    if width is None:
+        width = min(100, max(70, shutil.get_terminal_size((100, 24)).columns - 1))
+    return "\n\n".join((
+        USAGE,
+        "service flags:\n" + options_help(service, width),
+        c_flags_help(width),
+        "export flags (bragg-dask export STORE ...; single-dash flags as above):\n"
+        + options_help(export_parser(), width, EXPORT_FLAGS),
+    ))
