@@ -9,11 +9,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["Beam", "ClusterOptions", "Crystal", "Detector", "RunSettings", "Simulation", "Source", "azimuthal",
-           "simulate", "simulation_from_args", "to_dask_array", "__version__"]
+           "DatasetSpec", "simulate", "simulate_dataset", "simulation_from_args", "to_dask_array", "__version__"]
 
 _WHERE = {"simulate": "api", "to_dask_array": "api", "Beam": "config", "Crystal": "config", "Detector": "config",
           "Simulation": "config", "Source": "config", "RunSettings": "settings", "ClusterOptions": "settings",
-          "simulation_from_args": "nanobragg_args", "azimuthal": "integrate"}
+          "simulation_from_args": "nanobragg_args", "azimuthal": "integrate",
+          "simulate_dataset": "api", "DatasetSpec": "frames"}
 
 
 def __getattr__(name: str):

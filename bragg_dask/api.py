@@ -12,6 +12,8 @@ from .settings import RunSettings
 
 if TYPE_CHECKING:
     from .config import Simulation
+    from .executors import RunResult
+    from .frames import DatasetSpec
     from .settings import ClusterOptions
 
 
@@ -30,6 +32,25 @@ def simulate(sim: Simulation, *, store: str | None = None, client=None, settings
     settings = RunSettings.of(settings, **choices)
     executor = executor_for(store=store, client=client, cluster=cluster_options, overwrite=overwrite)
     return execute(sim, settings, executor).image
+
+
+def simulate_dataset(sim: Simulation, store: str, dataset: DatasetSpec, *, settings: RunSettings | None = None,
+                     client=None, cluster_options: ClusterOptions | None = None, overwrite: bool = False,
+                     **choices) -> RunResult:
+    """A dataset of frames built on ``sim`` into the Zarr store ``store``: ``dataset`` is a
+    :class:`bragg_dask.DatasetSpec` (``DatasetSpec("series", n)``: a rotation series from ``-phi`` by
+    ``-osc``; ``DatasetSpec("orientations", n, orientation_seed=s)``: random crystal orientations).
+
+    As the command line's ``--frames``/``--orientations``: every frame's float image, statistics and
+    record in the store (read it with xarray or :class:`bragg_dask.store.StoreFrame`); an existing
+    store of the same configuration resumes.  ``settings``/``choices``, ``client`` and
+    ``cluster_options`` as for :func:`simulate`.  Returns the run's :class:`~bragg_dask.executors.RunResult`
+    (``frame_stats``: every frame's statistics).
+    """
+    settings = RunSettings.of(settings, **choices)
+    executor = executor_for(store=store, client=client, cluster=cluster_options, overwrite=overwrite,
+                            dataset=dataset)
+    return execute(sim, settings, executor)
 
 
 def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **choices):

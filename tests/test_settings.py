@@ -128,3 +128,18 @@ def test_run_dask_names_both_kinds_of_keywords_when_one_is_unknown():
 
     with pytest.raises(TypeError, match="store, client"):
         run_dask(_sim(), stor="x.zarr")
+
+
+def test_a_dataset_from_python_equals_its_frames_one_by_one(tmp_path):
+    sim = bragg_dask.simulation_from_args(ARGS + ["-phi", "0", "-osc", "2"])
+    spec = bragg_dask.DatasetSpec("orientations", 3, orientation_seed=4)
+    res = bragg_dask.simulate_dataset(sim, str(tmp_path / "d.zarr"), spec, tile=12)
+    assert res.total == res.computed == 3 * 4 and len(res.frame_stats) == 3
+    from bragg_dask.frames import make_frames
+    from bragg_dask.store import read_frame
+
+    for f in make_frames(sim, spec):
+        one = bragg_dask.simulate(f.simulation(sim), tile=12)
+        assert np.array_equal(read_frame(str(tmp_path / "d.zarr"), f.index), one)
+    again = bragg_dask.simulate_dataset(sim, str(tmp_path / "d.zarr"), spec, tile=12)  # resumed: nothing to do
+    assert again.computed == 0
