@@ -362,3 +362,20 @@ def test_a_non_terminal_gets_the_progress_as_a_few_whole_lines(tmp_path):
     assert "\r" not in p.stderr + p.stdout
     bars = [ln for ln in p.stderr.splitlines() if ln.startswith("frame ")]
     assert 1 <= len(bars) <= 3 and "tiles 16/16" in bars[-1]
+
+
+def test_the_main_jobs_output_is_short_in_a_log(tmp_path):
+    """``make run``'s command (smaller image) on a non-terminal: at most 15 lines, none of Dask's."""
+    import re
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    make = open(os.path.join(repo, "Makefile")).read()
+    cmd = re.search(r"bragg-dask (-hkl demo\.hkl.*?--overwrite)", make, re.S).group(1).replace("\\\n", " ").split()
+    cmd[cmd.index("-detpixels") + 1] = "128"
+    subprocess.run([sys.executable, os.path.join(repo, "examples", "make_demo_inputs.py"), str(tmp_path)],
+                   check=True, capture_output=True)
+    p = run_cli(cmd, tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = (p.stdout + p.stderr).splitlines()
+    assert 5 <= len(lines) <= 15, lines
+    assert not [ln for ln in lines if "distributed" in ln or "Scheduler" in ln or "Worker" in ln]

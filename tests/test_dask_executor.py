@@ -233,3 +233,52 @@ def test_small_frames_grouped_per_task_equal_single_frames(client, tmp_path):
     assert again.computed == 3
     assert np.array_equal(np.asarray(zarr.open_group(store, mode="r")["float"][...]), first)
     assert np.asarray(zarr.open_group(store, mode="r")["tiles_done"][...]).all()
+
+
+def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_path):
+    """200 frames of 4 tiles: a shard per frame for each image array and one chunk per frame of the done
+    flags and statistics; a frame with a tile not done is computed again whole, to the same bytes."""
+    import os
+
+    import zarr
+
+    from bragg_dask.frames import DatasetSpec
+
+    args = ["-cell", "40", "50", "60", "90", "90", "90", "-default_F", "100", "-N", "4", "-distance", "60",
+            "-pixel", "0.3", "-detpixels", "16", "-lambda", "1.0", "-nonoise", "-nopgm", "-phi", "0", "-osc", "1"]
+    sim = parse_nanobragg_args(args, cwd=".").simulation
+    store = str(tmp_path / "ds.zarr")
+    first = run_dask(sim, store=store, tile=8, dataset=DatasetSpec("series", 200))
+    assert first.computed == 800
+    files = sum(len(fs) for _, _, fs in os.walk(store))
+    assert files <= 3 * 200 + 40, files  # float, tiles_done, tile_stats: a file per frame each, + metadata
+    g = zarr.open_group(store, mode="r")
+    before = np.asarray(g["float"][57]).copy()
+    os.unlink(os.path.join(store, "float", "c", "57", "0", "0"))  # a crash between the shard and its flags
+    done = zarr.open_group(store, mode="r+")["tiles_done"]
+    done[57, 1, 0] = False
+    again = run_dask(sim, store=store, tile=8, dataset=DatasetSpec("series", 200))
+    assert again.computed == 4  # the whole frame, not the one tile
+    assert np.array_equal(np.asarray(zarr.open_group(store, mode="r")["float"][57]), before)
+    import bragg_dask
+    from bragg_dask.frames import make_frames
+
+    frame = make_frames(sim, DatasetSpec("series", 200))[57]
+    assert np.array_equal(before, bragg_dask.simulate(frame.simulation(sim), tile=8))
+
+
+def test_a_dataset_store_refuses_part_of_a_frame(tmp_path):
+    from bragg_dask import store as zstore
+    from bragg_dask.frames import DatasetSpec
+
+    sim = parse_nanobragg_args(["-cell", "40", "40", "40", "90", "90", "90", "-default_F", "10", "-N", "3",
+                                "-detpixels", "16", "-phi", "0", "-osc", "1", "-nonoise", "-nopgm"], cwd=".").simulation
+    plan = plan_tiles(16, 16, 8)
+    session = zstore.open_store(str(tmp_path / "p.zarr"), sim, plan, n_frames=3)
+    try:
+        tile = plan.tiles()[0]
+        stats = {"sum": 0.0, "sumsq": 0.0, "n": 0, "max": 0.0, "argmax": None}
+        with pytest.raises(ValueError, match="whole frame"):
+            zstore.write_tiles(session.path, [(0, tile, np.ones(tile.shape, np.float32), stats)])
+    finally:
+        session.close()

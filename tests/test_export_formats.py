@@ -291,6 +291,26 @@ def test_nexusformat_opens_the_file_where_installed(stores, tmp_path):
     assert root["entry/data/data"].shape == (3, *SHAPE)
 
 
+def test_dials_nxmx_reader_reads_the_file(stores, tmp_path):
+    """DIALS's own NXmx reader (the ``nxmx`` package) parses the file: definition, beam, module, and a
+    sample whose dependency chain is the rotation axis with every frame's angle."""
+    nxmx = pytest.importorskip("nxmx")
+    p = run_cli(["export", stores["series"], "--all-frames", "--nxmx", "s.h5"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    with h5py.File(tmp_path / "s.h5", "r") as fh:
+        entry = nxmx.NXmx(fh).entries[0]
+        assert entry.definition == "NXmx"
+        wavelength = entry.instruments[0].beams[0].incident_wavelength
+        assert wavelength.to("angstrom").magnitude == pytest.approx(float(zstore.store_metadata(
+            stores["series"])["geometry"]["wavelength_m"]) * 1e10)
+        module = entry.instruments[0].detectors[0].modules[0]
+        assert tuple(module.data_size) == SHAPE
+        chain = nxmx.get_dependency_chain(entry.samples[0].depends_on)
+        assert [c.transformation_type for c in chain] == ["rotation"]
+        angles = np.asarray(chain[0][()]).ravel()
+        np.testing.assert_allclose(angles, zstore.frames_phi0_deg(stores["series"]))
+
+
 def test_a_write_fault_mid_series_leaves_nothing(stores, tmp_path, monkeypatch, capsys):
     import errno
 

@@ -149,6 +149,16 @@ def task_groups(items: list, k_frames: int, k_tiles: int) -> list[list]:
     return [items[i : i + k_tiles] for i in range(0, len(items), k_tiles)]
 
 
+def frame_groups(items: list, k_frames: int) -> list[list]:
+    """``(frame, tile)`` items (frame order) into groups of every tile of ``k_frames`` consecutive frames
+    (a dataset's store is written a whole frame at a time)."""
+    frames: dict = {}
+    for f, t in items:
+        frames.setdefault(f.index, []).append((f, t))
+    runs = list(frames.values())
+    return [[item for run in runs[i : i + k_frames] for item in run] for i in range(0, len(runs), k_frames)]
+
+
 def _group_key(prefix: str, group: list) -> str:
     """A task's key: its first item, and its last where there are several."""
     (f0, t0), (f1, t1) = group[0], group[-1]
@@ -167,19 +177,28 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
 
     g = zstore.opened(tasks[0].store)
     synced: set = set()  # durable before the run marks the store complete
+    whole = zstore.whole_frames(g)  # a dataset's store: the task holds whole frames, written a shard each
+    frames: dict = {}
     overloads = 0
     for task in tasks:
-        t = task.tile
-        img = zstore.read_tile_image(g, zstore.FLOAT, task.frame.index, t)
+        t, k = task.tile, task.frame.index
+        img = zstore.read_tile_image(g, zstore.FLOAT, k, t)
         in_roi = roi_mask(base_sim.detector, t)
+        made = {}
         if task.with_int:
-            zstore.write_tile_image(g, zstore.INT, task.frame.index, t, int_image(img, in_roi, task.scale, task.adc),
-                                    synced)
+            made[zstore.INT] = int_image(img, in_roi, task.scale, task.adc)
         if task.with_noise:
-            noisy, n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
-                                   fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
-            zstore.write_tile_image(g, zstore.NOISE, task.frame.index, t, noisy, synced)
+            made[zstore.NOISE], n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
+                                                fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
             overloads += n
+        for name, tile_image in made.items():
+            if whole:
+                frame = frames.setdefault((name, k), np.zeros(base_sim.detector.shape, dtype=tile_image.dtype))
+                frame[t.s0 : t.s1, t.f0 : t.f1] = tile_image
+            else:
+                zstore.write_tile_image(g, name, k, t, tile_image, synced)
+    for (name, k), image in sorted(frames.items()):
+        zstore.write_frame_image(g, name, k, image, synced)
     g.sync_folders(synced)
     return overloads
 
@@ -286,6 +305,12 @@ def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = N
     return executor.run(sim, plan or executor.plan(sim, settings), settings)
 
 
+def _whole_frames(store: str) -> bool:
+    from .. import store as zstore
+
+    return zstore.whole_frames(zstore.opened(store, "r"))
+
+
 def _check_gpu_workers(client, device: str) -> None:
     if not device.startswith("cuda"):
         return
@@ -313,6 +338,7 @@ class _Run:
         n_threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
         self.threads = max(1, local_cores // n_threads) if self.device == "cpu" and local_cores else None
         self.embedded = local_cores is not None
+        self.whole_frames = bool(self.store) and _whole_frames(self.store)
 
     def execute(self) -> RunResult:
         from .. import store as zstore
@@ -332,6 +358,8 @@ class _Run:
         from .. import store as zstore
 
         done = zstore.tiles_done(self.store) if self.store else np.zeros((len(self.frames),) + self.plan.grid, bool)
+        if self.whole_frames:  # a frame is written whole: one not done is done again
+            done[~done.all(axis=(1, 2))] = False
         todo = [(f, t) for f in self.frames for t in self.tiles if not done[f.index, t.index[0], t.index[1]]]
         total = len(self.frames) * len(self.tiles)
         log.info("computing %d of %d tiles (%d already done)", len(todo), total, total - len(todo))
@@ -365,6 +393,10 @@ class _Run:
         t = self.tiles[0]
         evals = t.shape[0] * t.shape[1] * batch_points(self.sim)
         pixels = t.shape[0] * t.shape[1]
+        if self.whole_frames:  # whole frames per task, as many as small frames need
+            n = len(self.tiles)
+            k = frames_per_task(len(self.frames), 1, evals * n, n_threads, pixels * n)
+            return frame_groups(items, k)
         k = frames_per_task(len(self.frames), len(self.tiles), evals, n_threads, pixels)
         # tiles of one frame share a task only on the embedded cluster: on a remote one a task per tile
         # keeps the scheduling fine (workers that come and go, a client that stops: queued tiles drop)

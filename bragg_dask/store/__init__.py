@@ -2,7 +2,8 @@
 
 Layout (docs/architecture.md section 6)::
 
-    float        (frame, slow, fast) float32 photons/pixel, one chunk per tile
+    float        (frame, slow, fast) float32 photons/pixel, one chunk per tile (a dataset of frames of
+                 several tiles: a shard per frame, the tiles its inner chunks; see whole_frames)
     int, noise   (frame, slow, fast) uint16, optional: the C program's int and noisy images
     tiles_done   (frame, tile_slow, tile_fast) bool, written by each tile's task after its chunk
     tile_stats   (frame, tile_slow, tile_fast, stat) float64 partial sums of each tile
@@ -359,13 +360,19 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     ts, tf = plan.tile_shape
     img = dict(shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf),
                dimension_names=("frame", "slow", "fast"))
+    # a dataset of frames of several tiles: a shard per frame (inner chunks the tiles), its done flags and
+    # statistics a chunk each (frames of one tile have a chunk per frame already, written straight)
+    whole = n_frames > 1 and gs * gf > 1
+    if whole:
+        img["shards"] = (1, gs * ts, gf * tf)
+    per_tile = (1, gs, gf) if whole else (1, 1, 1)
     _labelled(g, FLOAT, dtype="float32", fill_value=0.0, **img)
     for name, wanted in ((INT, with_int), (NOISE, with_noise)):
         if wanted:
             _labelled(g, name, dtype="uint16", fill_value=0, **img)
-    _labelled(g, "tiles_done", shape=(n_frames, gs, gf), chunks=(1, 1, 1), dtype="bool", fill_value=False,
+    _labelled(g, "tiles_done", shape=(n_frames, gs, gf), chunks=per_tile, dtype="bool", fill_value=False,
               dimension_names=("frame", "tile_slow", "tile_fast"))
-    _labelled(g, "tile_stats", shape=(n_frames, gs, gf, len(STAT_FIELDS)), chunks=(1, 1, 1, len(STAT_FIELDS)),
+    _labelled(g, "tile_stats", shape=(n_frames, gs, gf, len(STAT_FIELDS)), chunks=(*per_tile, len(STAT_FIELDS)),
               dtype="float64", fill_value=0.0, dimension_names=("frame", "tile_slow", "tile_fast", "stat"))
     per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
     _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
@@ -489,6 +496,8 @@ def write_tiles(path: str, items) -> None:
     tiles (small frames of a dataset) share one opening of the store and one sync of each folder.
     """
     g = opened(path)
+    if whole_frames(g):
+        return _write_frames(path, g, items)
     fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
     synced: set = set()
     if (all(g.direct(name) for name in ("float", "tile_stats", "tiles_done"))
@@ -518,6 +527,49 @@ def write_tiles(path: str, items) -> None:
     for tile, frames, _, _ in runs:
         for frame in frames:
             sync_chunk(path, done, (frame, tile.index[0], tile.index[1]), synced)
+
+
+def whole_frames(g: OpenStore) -> bool:
+    """Whether the store is written a whole frame at a time: a dataset of frames of several tiles, whose
+    image arrays hold a shard per frame (Zarr v3 sharding, the tiles its inner chunks) and whose
+    ``tiles_done`` and ``tile_stats`` hold a chunk per frame, so a frame is a few files however many
+    tiles it has.  Tasks then carry whole frames (never two tasks one shard)."""
+    return g[FLOAT].shards is not None
+
+
+def _write_frames(path: str, g: OpenStore, items) -> None:
+    """Whole frames of a :func:`whole_frames` store from all their tiles ``(frame, tile, image, stats)``:
+    each frame's image shard and statistics written and synced, then its done flags, so a crash in
+    between redoes the frame."""
+    by_frame: dict = {}
+    for frame, tile, image, stats in items:
+        by_frame.setdefault(frame, []).append((tile, image, stats))
+    fl, ts, done = g[FLOAT], g["tile_stats"], g["tiles_done"]
+    gs, gf = done.shape[1:]
+    synced: set = set()
+    for frame, parts in sorted(by_frame.items()):
+        if len({t.index for t, _, _ in parts}) != gs * gf:
+            raise ValueError(f"frame {frame}: {len(parts)} of {gs * gf} tiles (a dataset's store is written a "
+                             "whole frame at a time)")
+        image = np.zeros(fl.shape[1:], dtype=np.float32)
+        rows = np.zeros((gs, gf, len(STAT_FIELDS)))
+        for tile, tile_image, stats in parts:
+            image[tile.s0 : tile.s1, tile.f0 : tile.f1] = tile_image
+            rows[tile.index] = stats_row(stats)
+        fl[frame] = image
+        ts[frame] = rows
+        sync_chunk(path, fl, (frame, 0, 0), synced)
+        sync_chunk(path, ts, (frame, 0, 0, 0), synced)
+    for frame in sorted(by_frame):
+        done[frame] = True
+        sync_chunk(path, done, (frame, 0, 0), synced)
+
+
+def write_frame_image(g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None) -> None:
+    """A whole frame ``(spixels, fpixels)`` of image array ``name`` (``int``, ``noise``) of a
+    :func:`whole_frames` store: its shard, made durable."""
+    g[name][frame] = image
+    sync_chunk(g.path, g[name], (frame, 0, 0), synced)
 
 
 def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray,
