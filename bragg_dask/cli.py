@@ -11,6 +11,7 @@
     bragg-dask export STORE [--frame K | --all-frames] [-floatfile F] [-intfile F] [-noisefile F]
                [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A] [-seed N]
     bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png
+    bragg-dask noisify <the companion program noisify's flags> [--parity spec|c] [--tile N]
     bragg-dask --help | --version
 
 ``--help`` lists every flag with its meaning, unit and default.  ``-v`` adds the Dask cluster's own
@@ -192,7 +193,8 @@ def _dataset(opts):
     return DatasetSpec()
 
 
-SUBCOMMANDS = {"export": ("export", "export_main"), "preview": ("preview", "preview_main")}
+SUBCOMMANDS = {"export": ("export", "export_main"), "preview": ("preview", "preview_main"),
+               "noisify": ("noisify", "noisify_main")}
 
 
 def run(argv: list[str]) -> int:

@@ -203,6 +203,7 @@ USAGE = """\
 usage: bragg-dask <nanoBragg flags> [service flags]
        bragg-dask export STORE [export flags]
        bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png
+       bragg-dask noisify <noisify flags> [--parity spec|c] [--tile N]
        bragg-dask --version
 
 Simulates X-ray diffraction images as nanoBragg does.  Single-dash flags are the C program's, with

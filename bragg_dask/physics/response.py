@@ -1,0 +1,57 @@
+"""Detector response (noisify): photons -> ADU, the noiseless image and the noisy one.
+
+Noiseless: ``photons * gain + adc``, clipped to [0, 65535] (for ``-bits 32`` too, as noisify), then
+truncated to integers.  Noisy (tiling-independent, counter-based: see ``noise.py``): per pixel
+``photons * (1 + flicker * N1) * (1 + calibration * Nc)``, Poisson, [the PSF], ``* gain + adc +
+readout * N2``, clipped to 65535 (16-bit) or 2^31 - 1 (32-bit).  ``N1``, ``N2`` are standard normal
+deviates of the run's seed, ``Nc`` of the calibration seed, so the calibration error of a pixel is the
+same from image to image.  Images are numpy ``(S, F)``; ``index`` the pixels' global raster indices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .noise import poisson, uniforms
+
+INT16_MAX = 65535.0
+INT32_MAX = 2147483647.0
+#: draw numbers of the Gaussian deviates (Box-Muller pairs), far from the Poisson sampler's draws
+FLICKER_DRAW, CALIBRATION_DRAW, READOUT_DRAW = 3_000_000_000, 3_100_000_000, 3_200_000_000
+
+
+def adu_noiseless(photons: np.ndarray, gain: float, adc: float, bits: int) -> np.ndarray:
+    """The noiseless int image ``(S, F)`` (uint16 or uint32 for ``bits``) of ``photons`` ``(S, F)``."""
+    adu = np.clip(np.asarray(photons, dtype=np.float64) * gain + adc, 0.0, INT16_MAX)
+    return adu.astype(np.uint16 if bits == 16 else np.uint32)
+
+
+def gaussian(seed: int, index: np.ndarray, draw: int) -> np.ndarray:
+    """Standard normal deviates, one per ``index`` ``(...)``: Box-Muller of two counter-based uniforms."""
+    u1 = uniforms(seed, index, draw)
+    u2 = uniforms(seed, index, draw + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def photon_counts(photons: np.ndarray, index: np.ndarray, *, seed: int, calib_seed: int,
+                  flicker: float, calibration: float) -> np.ndarray:
+    """Poisson photon counts ``(S, F)`` float64 of the mean ``photons`` ``(S, F)`` after flicker and
+    the per-pixel calibration error."""
+    mean = np.asarray(photons, dtype=np.float64)
+    if flicker > 0:
+        mean = mean * (1.0 + flicker * gaussian(seed, index, FLICKER_DRAW))
+    if calibration > 0:
+        mean = mean * (1.0 + calibration * gaussian(calib_seed, index, CALIBRATION_DRAW))
+    return poisson(np.clip(mean, 0.0, None), index, seed).astype(np.float64)
+
+
+def adu_noisy(photons: np.ndarray, index: np.ndarray, *, seed: int, gain: float, adc: float, readout: float,
+              bits: int) -> tuple[np.ndarray, int]:
+    """The noisy int image of (counted, blurred) ``photons`` ``(S, F)``: ``(uint16|uint32, overloads)``."""
+    adu = np.asarray(photons, dtype=np.float64) * gain + adc
+    if readout > 0:
+        adu = adu + readout * gaussian(seed, index, READOUT_DRAW)
+    top = INT16_MAX if bits == 16 else INT32_MAX
+    overloads = int(np.count_nonzero(adu > top))
+    adu = np.clip(adu, 0.0, top)
+    return adu.astype(np.uint16 if bits == 16 else np.uint32), overloads
