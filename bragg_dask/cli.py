@@ -12,6 +12,7 @@
                [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A] [-seed N]
     bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png
     bragg-dask noisify <the companion program noisify's flags> [--parity spec|c] [--tile N]
+    bragg-dask noisify STORE [--frame K | --all-frames] <noisify's flags> [--parity spec|c]
     bragg-dask --help | --version
 
 ``--help`` lists every flag with its meaning, unit and default.  ``-v`` adds the Dask cluster's own
@@ -194,7 +195,7 @@ def _dataset(opts):
 
 
 SUBCOMMANDS = {"export": ("export", "export_main"), "preview": ("preview", "preview_main"),
-               "noisify": ("noisify", "noisify_main")}
+               "noisify": ("noisify_store", "noisify_cli")}
 
 
 def run(argv: list[str]) -> int:

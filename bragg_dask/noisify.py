@@ -162,7 +162,7 @@ def import_header(o: dict) -> bytes | None:
     return raw
 
 
-def _psf(o: dict, shape: tuple[int, int]):
+def psf_of(o: dict, shape: tuple[int, int]):
     """The PSF of the flags, or None (no ``-psf``, or a zero FWHM: noisify skips it)."""
     from .physics.psf import PSF
 
@@ -206,7 +206,7 @@ def noisify(o: dict, raw: np.ndarray, shape: tuple[int, int]) -> Images:
     photons = raw.reshape(shape).astype(np.float64) * (o["fluence"] * R_E_SQR * o["scale"])
     if o["parity"] == "c":  # noisify's photon image is single precision
         photons = photons.astype(np.float32).astype(np.float64)
-    psf = _psf(o, shape)
+    psf = psf_of(o, shape)
     seed = int(o["seed"]) if "seed" in o else int(time.time())
     if o["nonoise"]:
         blurred = _blur(psf, photons, o) if psf else photons
@@ -269,6 +269,17 @@ def noisify_main(argv: list[str]) -> list[str]:
     imported = import_header(o)
     raw = read_float(o)
     shape = detector_shape(o, raw.size)
+    check_run(o)
+    for name in ("intfile", "pgmfile", "noisefile"):
+        d = os.path.dirname(os.path.abspath(o[name]))
+        if not os.path.isdir(d):
+            raise ConfigError(f"no such directory: {d}", flag="-" + name)
+    return write_outputs(o, shape, noisify(o, raw, shape), imported)
+
+
+def check_run(o: dict) -> None:
+    """What the flags ask of this machine and of the PSF: a CUDA device that is there, an explicit
+    radius in c parity."""
     if o["device"] != "cpu":
         import torch
 
@@ -278,8 +289,3 @@ def noisify_main(argv: list[str]) -> list[str]:
         raise ConfigError("--parity c needs an explicit radius: noisify's automatic radius is undefined "
                           "(the square root of a negative number for pixels under 0.01 photons)",
                           flag="-psf_radius")
-    for name in ("intfile", "pgmfile", "noisefile"):
-        d = os.path.dirname(os.path.abspath(o[name]))
-        if not os.path.isdir(d):
-            raise ConfigError(f"no such directory: {d}", flag="-" + name)
-    return write_outputs(o, shape, noisify(o, raw, shape), imported)

@@ -735,6 +735,7 @@ class StoreFrame:
         self.shape = tuple(a.shape[1:])
         self.tile_shape = tuple(a.chunks[1:])
         self.arrays = set(g.group.array_keys())
+        self._opened = g
 
     def has(self, array: str) -> bool:
         return array in self.arrays
@@ -746,6 +747,12 @@ class StoreFrame:
         for s0 in range(0, self.shape[0], ts):
             s1 = min(s0 + ts, self.shape[0])
             yield s0, s1, g.read_band(array, self.frame, s0, s1)
+
+    def window(self, s0: int, s1: int, f0: int, f1: int, array: str = FLOAT) -> np.ndarray:
+        """Pixels ``[s0, s1) x [f0, f1)`` of the frame (a tile's halo: any window, clipped to the frame)."""
+        S, F = self.shape
+        a = self._opened[array]
+        return np.asarray(a[self.frame, max(s0, 0) : min(s1, S), max(f0, 0) : min(f1, F)])
 
     def __array__(self, dtype=None, copy=None):
         img = read_frame(self.path, self.frame)
@@ -760,3 +767,42 @@ def store_metadata(path: str) -> dict:
 def frames_phi0_deg(path: str) -> np.ndarray:
     """``(frames,)`` float64: every frame's phi0 (degrees), as recorded by the run."""
     return np.asarray(zarr.open_group(path, mode="r")["phi0_deg"][...], dtype=np.float64)
+
+
+# ---- the detector response (``bragg-dask noisify STORE``) -------------------------------------------
+
+
+def is_store(path: str) -> bool:
+    """Whether ``path`` is a bragg_dask store (a folder holding the store's metadata)."""
+    return os.path.isdir(path) and (_existing_attrs(path) or {}).get("package") == "bragg_dask"
+
+
+def frame_tiles(path: str) -> list[TileSpec]:
+    """The tiles (chunks) of a frame of the store's image arrays, in raster order."""
+    a = opened(path, "r")[FLOAT]
+    return TilePlan(int(a.shape[1]), int(a.shape[2]), tuple(int(c) for c in a.chunks[1:])).tiles()
+
+
+def ensure_image_array(path: str, name: str) -> None:
+    """Create the image array ``name`` (:data:`INT`, :data:`NOISE`: uint16 ADU) where the store lacks it,
+    chunked (and sharded) as :data:`FLOAT`."""
+    if name not in (INT, NOISE):
+        raise ValueError(f"not an integer image array: {name!r}")
+    g = zarr.open_group(path, mode="r+")
+    if name in g:
+        return
+    fl = g[FLOAT]
+    extra = {"shards": fl.shards} if fl.shards is not None else {}
+    _labelled(g, name, shape=fl.shape, chunks=fl.chunks, dtype="uint16", fill_value=0,
+              dimension_names=("frame", "slow", "fast"), **extra)
+    consolidate(path)
+
+
+def record_response(path: str, response: dict) -> None:
+    """Record the detector model that made the store's int and noise images (``response`` in the
+    ``bragg_dask`` attribute: the noisify flags' values, the seeds, the frames)."""
+    g = zarr.open_group(path, mode="r+")
+    meta = dict(g.attrs["bragg_dask"])
+    meta["response"] = json.loads(json.dumps(response, default=str))
+    g.attrs["bragg_dask"] = meta
+    consolidate(path)

@@ -1,0 +1,212 @@
+"""``bragg-dask noisify STORE [--frame K | --all-frames] <noisify's flags>``: the detector response of a
+store's frames, written to the store's ``int`` and ``noise`` arrays a tile at a time.
+
+The same model as noisify's file mode (``noisify.py``): scale, PSF, gain, ADC, noise, 16-bit.  For each
+frame a first pass over its tiles sums the photons the PSF loses beyond its radius (and finds the
+largest value, for an automatic radius); a second pass blurs each tile from its halo read from the
+store (``physics.psf.psf_tile``), adds the lost photons evenly and writes the tile's ADU (a whole
+frame at a time for a dataset's sharded store).  The result is byte for byte that of
+``bragg-dask noisify -floatfile F.bin --tile T`` on the frame's exported float image, ``T`` the
+store's tile.  Frame ``k``'s noise seed is the seed + ``k``, as in the simulator's datasets; without
+``-seed`` the seed is time-based and printed.  The detector model is recorded in the store's
+attributes (``response``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import store
+from .errors import ConfigError, UsageError
+from .noisify import _VALUE, check_run, noisify_main, parse_args, psf_of
+from .physics.constants import R_E_SQR
+from .store_lock import StoreLock
+
+#: file-mode flags that mean nothing for a store (its frames are read and its arrays written)
+_FILE_FLAGS = ("floatfile", "intfile", "noisefile", "pgmfile", "header", "tile")
+
+
+def noisify_cli(argv: list[str]) -> list[str]:
+    """``bragg-dask noisify``: a store's frames when the first argument is a store, else the file mode."""
+    if argv and not argv[0].startswith("-") and store.is_store(argv[0]):
+        return noisify_store_main(argv[0], argv[1:])
+    return noisify_main(argv)
+
+
+def _store_flags(argv: list[str]) -> tuple[int | None, bool, list[str]]:
+    """``--frame K`` and ``--all-frames`` out of ``argv``: ``(frame, all_frames, the rest)``."""
+    frame, every, rest = None, False, []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--all-frames":
+            every = True
+        elif a == "--frame":
+            if i + 1 >= len(argv):
+                raise UsageError("needs a value", flag="--frame")
+            try:
+                frame = int(argv[i + 1], 10)
+            except ValueError:
+                raise UsageError(f"not an integer: {argv[i + 1]!r}", flag="--frame") from None
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    if every and frame is not None:
+        raise UsageError("give --frame K (one frame) or --all-frames, not both", flag="--all-frames")
+    return frame, every, rest
+
+
+def store_options(path: str, argv: list[str]) -> dict:
+    """noisify's flags for a store: no file flags, 16 bits, the store's pixel unless ``-pixel``."""
+    for name in _FILE_FLAGS:
+        for spelling in _VALUE[name][0]:
+            if spelling in argv:
+                raise UsageError(f"means nothing with a store (its float frames are read, its {store.INT} and "
+                                 f"{store.NOISE} arrays written)", flag=spelling)
+    o = parse_args(argv + ["-floatfile", path])
+    if o["bits"] != 16:
+        raise ConfigError(f"a store's {store.INT} and {store.NOISE} arrays are 16-bit: -bits {o['bits']} is for "
+                          "files", flag="-bits")
+    if "-pixel" not in argv:  # the PSF's scale: the store's own pixel
+        o["pixel"] = float(store.store_metadata(path)["geometry"]["pixel_size_m"]) * 1000.0
+    check_run(o)
+    return o
+
+
+def frames_of(path: str, frame: int | None, every: bool) -> list[int]:
+    """The frames to process (``--frame K``, ``--all-frames``, else frame 0), each complete."""
+    n = store.frame_record(path, 0).n_frames
+    frames = list(range(n)) if every else [0 if frame is None else frame]
+    for k in frames:
+        if not store.frame_record(path, k).complete:  # out of range: a one-line error naming --frame
+            raise ConfigError(f"frame {k} of {path} is incomplete (tiles not done): finish its run first",
+                              flag="--all-frames" if every else "--frame")
+    return frames
+
+
+class _FrameSource:
+    """One frame's images from the store, window by window: photons (``-scale``, fluence) and, with
+    noise, the counted photons (counter-based: any window, the same values)."""
+
+    def __init__(self, o: dict, frame: store.StoreFrame, seed: int) -> None:
+        self.o, self.frame, self.seed = o, frame, seed
+        self.fpixels = frame.shape[1]
+
+    def index(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+        return np.arange(s0, s1, dtype=np.int64)[:, None] * self.fpixels + np.arange(f0, f1, dtype=np.int64)[None, :]
+
+    def photons(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+        o = self.o
+        out = self.frame.window(s0, s1, f0, f1).astype(np.float64) * (o["fluence"] * R_E_SQR * o["scale"])
+        return out.astype(np.float32).astype(np.float64) if o["parity"] == "c" else out
+
+    def blurred_source(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+        """What the PSF blurs: the photons with ``-nonoise``, else the counted photons."""
+        from .physics.response import photon_counts
+
+        p = self.photons(s0, s1, f0, f1)
+        if self.o["nonoise"]:
+            return p
+        o = self.o
+        return photon_counts(p, self.index(s0, s1, f0, f1), seed=self.seed, calib_seed=int(o["calib_seed"]),
+                             flicker=o["flicker"], calibration=o["calibration"])
+
+    def tensor(self, s0: int, s1: int, f0: int, f1: int):
+        import torch
+
+        return torch.as_tensor(self.blurred_source(s0, s1, f0, f1), dtype=torch.float64, device=self.o["device"])
+
+
+def _lost_and_radius(psf, src: _FrameSource, tiles) -> tuple[float, int]:
+    """The first pass: the photons lost beyond the radius, summed over the frame in tile order, and the
+    halo radius (of the frame's largest value)."""
+    from .physics.psf import lost_photons
+
+    lost, top = 0.0, 0.0
+    for t in tiles:
+        x = src.tensor(t.s0, t.s1, t.f0, t.f1)
+        lost += lost_photons(psf, x)
+        top = max(top, float(x.max()))
+    return lost, psf.halo_radius(top)
+
+
+def _tile_images(o: dict, psf, src: _FrameSource, t, pass1) -> dict:
+    """One tile's ADU images ``{INT: ..., NOISE: ...}`` (uint16)."""
+    from .physics.psf import psf_tile
+    from .physics.response import adu_noiseless, adu_noisy
+
+    box = (t.s0, t.s1, t.f0, t.f1)
+    blurred = src.blurred_source(*box)
+    if psf is not None:
+        lost, radius = pass1
+        S, F = src.frame.shape
+        out = psf_tile(psf, src.tensor, box, (S, F), radius=radius, parity=o["parity"]) + lost / (S * F)
+        blurred = out.cpu().numpy()
+        if o["parity"] == "c":  # noisify's float image
+            blurred = blurred.astype(np.float32).astype(np.float64)
+    if o["nonoise"]:
+        return {store.INT: adu_noiseless(blurred, o["gain"], o["adc"], 16)}
+    noisy, _ = adu_noisy(blurred, src.index(*box), seed=src.seed, gain=o["gain"], adc=o["adc"],
+                         readout=o["readout"], bits=16)
+    return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: noisy}
+
+
+def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
+    """Frame ``k``'s int (and noise) images into the store, a tile at a time (a whole frame at a time for
+    a sharded dataset store)."""
+    frame = store.StoreFrame(path, k)
+    tiles = store.frame_tiles(path)
+    psf = psf_of(o, frame.shape)
+    src = _FrameSource(o, frame, seed)
+    pass1 = _lost_and_radius(psf, src, tiles) if psf is not None else None
+    g = store.opened(path)
+    whole = store.whole_frames(g)
+    names = [store.INT] if o["nonoise"] else [store.INT, store.NOISE]
+    images = {name: np.zeros(frame.shape, dtype=np.uint16) for name in names} if whole else {}
+    synced: set = set()
+    for t in tiles:
+        for name, img in _tile_images(o, psf, src, t, pass1).items():
+            if whole:
+                images[name][t.s0 : t.s1, t.f0 : t.f1] = img
+            else:
+                store.write_tile_image(g, name, k, t, img, synced)
+    for name, img in images.items():
+        store.write_frame_image(g, name, k, img, synced)
+    g.sync_folders(synced)
+
+
+def _model(o: dict) -> dict:
+    """The detector model's flags (what the response depends on)."""
+    keys = ("scale", "fluence", "gain", "adc", "bits", "psf", "psf_fwhm", "psf_radius", "pixel", "nonoise",
+            "readout", "flicker", "calibration", "calib_seed", "parity")
+    return {k: o[k] for k in keys if k in o}
+
+
+def noisify_store_main(path: str, argv: list[str]) -> list[str]:
+    """``bragg-dask noisify STORE ...``: the frames' int and noise arrays written; what was written."""
+    frame, every, rest = _store_flags(argv)
+    o = store_options(path, rest)
+    frames = frames_of(path, frame, every)
+    seed = int(o["seed"]) if "seed" in o else int(time.time())
+    if "seed" not in o and not o["nonoise"]:
+        print(f"noise seed {seed}", flush=True)
+    lock = StoreLock(path).acquire()
+    try:
+        names = [store.INT] if o["nonoise"] else [store.INT, store.NOISE]
+        for name in names:
+            store.ensure_image_array(path, name)
+        for k in frames:
+            noisify_frame(path, o, k, seed + k)
+        response = dict(store.store_metadata(path).get("response") or {})
+        done = dict(response.get("frames") or {})
+        for k in frames:
+            done[str(k)] = {"model": _model(o), "noise_seed": None if o["nonoise"] else seed + k,
+                            "arrays": names}
+        store.record_response(path, {"frames": done})
+    finally:
+        lock.release()
+    which = f"frames 0..{frames[-1]}" if every else f"frame {frames[0]}"
+    return [f"{path} ({', '.join(names)}: {which})"]
