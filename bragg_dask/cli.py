@@ -3,6 +3,8 @@
     bragg-dask <nanoBragg flags> [--parity spec|c] [--c-threads T] [--tile N]
                [--dtype float64|float32] [--device cpu|cuda] [--zarr PATH [--overwrite]]
                [--memory-limit SIZE] [--compile auto|on|off]
+               [--psf gauss|fiber] [--psf-fwhm UM] [--psf-radius PX] [--readout ADU] [--flicker F]
+               [--calibration F] [--gain G]
                [--scheduler ADDRESS | --scheduler-file FILE] [--connect-timeout S]
                [--tls-ca-file F --tls-cert F [--tls-key F]]
                [--workers N] [--worker-processes] [--listen HOST] [--dashboard-address ADDR|none]
@@ -34,6 +36,12 @@ use TLS.  ``--connect-timeout S`` (default 10) bounds the wait for a scheduler. 
 unreachable or lost scheduler end with a one-line ``bragg-dask: error: ...`` and exit status 2;
 Ctrl-C with ``bragg-dask: interrupted`` and 130.  A store keeps the tiles written before either: the
 same command again computes only the rest.
+
+The detector model (``--psf``, ``--psf-fwhm``, ``--psf-radius``, ``--readout``, ``--flicker``,
+``--calibration``, ``--gain``: noisify's ``-psf``, ``-psf_fwhm``, ... with ``-scale``, ``-adc``, ``-seed``
+and ``-nonoise`` as given to the simulation) needs ``--zarr``: once the store is complete, every frame
+goes through it as with ``bragg-dask noisify STORE --all-frames <noisify's flags>``, into the store's
+``int`` and ``noise`` arrays (the files the run wrote are the simulation's own).
 """
 
 from __future__ import annotations
@@ -106,6 +114,7 @@ def service_parser() -> argparse.ArgumentParser:
                          "$BRAGG_DASK_MEMORY_LIMIT, else 80%% of free memory)")
     ap.add_argument("--compile", choices=("auto", "on", "off"), default=None,
                     help="compile the fused kernel; auto: large tiles only (default: $BRAGG_DASK_COMPILE or auto)")
+    _model_flags(ap)
     ap.add_argument("--quiet", action="store_true", help="warnings and errors only, no progress (default: off)")
     ap.add_argument("--help", action="store_true", help="print this help and exit")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
@@ -114,12 +123,31 @@ def service_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _model_flags(ap: argparse.ArgumentParser) -> None:
+    """The detector model applied to a --zarr store's frames after the run (noisify's flags)."""
+    ap.add_argument("--psf", choices=("gauss", "fiber"), default=None,
+                    help="detector model (needs --zarr): point spread function, noisify's -psf (default: none)")
+    ap.add_argument("--psf-fwhm", type=float, default=None, dest="psf_fwhm", metavar="UM",
+                    help="detector model: the PSF's full width at half maximum, um (default: 46)")
+    ap.add_argument("--psf-radius", type=float, default=None, dest="psf_radius", metavar="PX",
+                    help="detector model: the PSF's radius, pixels; 0: automatic (default: 0)")
+    ap.add_argument("--readout", type=float, default=None, metavar="ADU",
+                    help="detector model: readout noise, ADU rms (default: 0)")
+    ap.add_argument("--flicker", type=float, default=None, metavar="F",
+                    help="detector model: beam flicker noise, a fraction of the photons (default: 0)")
+    ap.add_argument("--calibration", type=float, default=None, metavar="F",
+                    help="detector model: calibration error, a fraction rms per pixel (default: 0.03)")
+    ap.add_argument("--gain", type=float, default=None, metavar="G",
+                    help="detector model: gain, ADU per photon (default: 1)")
+
+
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``--service`` flags (and their values) from the nanoBragg flags."""
     takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
                    "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed",
                    "--memory-limit", "--listen", "--dashboard-address", "--tls-ca-file", "--tls-cert", "--tls-key",
-                   "--connect-timeout", "--compile"}
+                   "--connect-timeout", "--compile", "--psf", "--psf-fwhm", "--psf-radius", "--readout",
+                   "--flicker", "--calibration", "--gain"}
     service, c_args = [], []
     i = 0
     while i < len(argv):
@@ -150,6 +178,7 @@ def _check_service(opts) -> None:
     if opts.scheduler and opts.scheduler_file:
         raise UsageError("give either --scheduler or --scheduler-file, not both", flag="--scheduler")
     _check_cluster(opts)
+    _detector_model(opts, None, check=True)
     if opts.workers is not None and opts.workers < 1:
         raise UsageError(f"must be >= 1, got {opts.workers}", flag="--workers")
     for flag, v in (("--frames", opts.frames), ("--orientations", opts.orientations)):
@@ -227,8 +256,27 @@ def run(argv: list[str]) -> int:
     dt = time.perf_counter() - t0
     check_image_finite(parsed, result.stats)  # before any file is written
     _report(sim, outputs, opts, dataset, result)
+    _detector_model(opts, outputs)
     _out(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
     return 0
+
+
+def _detector_model(opts, outputs, check: bool = False) -> None:
+    """With the detector-model flags: check them (``check``), or apply the model to every frame of the
+    completed store, as ``bragg-dask noisify STORE --all-frames <noisify's flags>``."""
+    from .noisify import model_given
+
+    given = model_given(opts)
+    if not given:
+        return
+    if not opts.zarr:
+        raise UsageError("needs --zarr: the detector model is applied to the store's frames", flag=given[0])
+    from .noisify_store import check_model, model_args, noisify_store_main
+
+    if check:
+        return check_model(opts, outputs)
+    for line in noisify_store_main(opts.zarr, ["--all-frames"] + model_args(opts, outputs)):
+        _out(f"wrote {line}")
 
 
 def _subcommand(name: str, argv: list[str]) -> int:

@@ -55,6 +55,18 @@ _DEFAULTS = {"intfile": "intimage.img", "noisefile": "noiseimage.img", "pgmfile"
              "flicker": 0.0, "calibration": 0.03, "calib_seed": 123456789, "parity": "spec", "device": "cpu"}
 
 
+#: the simulation's detector-model service flags: (option, service flag, noisify's flag)
+MODEL_FLAGS = (("psf", "--psf", "-psf"), ("psf_fwhm", "--psf-fwhm", "-psf_fwhm"),
+               ("psf_radius", "--psf-radius", "-psf_radius"), ("readout", "--readout", "-readout"),
+               ("flicker", "--flicker", "-flicker"), ("calibration", "--calibration", "-calibration"),
+               ("gain", "--gain", "-gain"))
+
+
+def model_given(opts) -> list[str]:
+    """The detector-model service flags given (``--psf``, ``--readout``, ...), in table order."""
+    return [flag for attr, flag, _ in MODEL_FLAGS if getattr(opts, attr, None) is not None]
+
+
 def parse_args(argv: list[str]) -> dict:
     """noisify's flags (and ``--parity``, ``--device``) -> ``{name: value}`` with defaults."""
     out: dict = dict(_DEFAULTS, nonoise=False, nopgm=False)

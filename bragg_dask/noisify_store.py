@@ -20,12 +20,46 @@ import numpy as np
 
 from . import store
 from .errors import ConfigError, UsageError
-from .noisify import _VALUE, check_run, noisify_main, parse_args, psf_of
+from .noisify import _VALUE, MODEL_FLAGS, check_run, noisify_main, parse_args, psf_of
 from .physics.constants import R_E_SQR
 from .store_lock import StoreLock
 
 #: file-mode flags that mean nothing for a store (its frames are read and its arrays written)
 _FILE_FLAGS = ("floatfile", "intfile", "noisefile", "pgmfile", "header", "tile")
+
+
+def model_args(opts, outputs=None) -> list[str]:
+    """The simulation's detector-model service flags as noisify's flags, with what the simulation's own
+    flags mean for it (``outputs``, its OutputOptions): ``-scale`` (when given), ``-adc``, the run's noise
+    ``-seed`` (when it has one), ``-nonoise``; and ``--parity c``."""
+    args: list[str] = []
+    for attr, _, flag in MODEL_FLAGS:
+        v = getattr(opts, attr, None)
+        if v is not None:
+            args += [flag, repr(float(v)) if isinstance(v, float) else str(v)]
+    if outputs is not None:
+        if outputs.intfile_scale > 0:  # 0: nanoBragg's automatic scale, which noisify does not have
+            args += ["-scale", repr(float(outputs.intfile_scale))]
+        args += ["-adc", repr(float(outputs.adc))]
+        if outputs.seed is not None:
+            args += ["-seed", str(outputs.seed)]
+        if outputs.noisefile is None:
+            args.append("-nonoise")
+    if getattr(opts, "parity", "spec") == "c":
+        args += ["--parity", "c"]
+    return args
+
+
+def check_model(opts, outputs=None) -> None:
+    """The detector model's flags checked before the simulation runs, errors naming the service flag."""
+    try:
+        o = parse_args(model_args(opts, outputs) + ["-floatfile", "-"])
+        check_run(o)
+    except ConfigError as exc:
+        names = {noisify: service for _, service, noisify in MODEL_FLAGS}
+        if exc.flag not in names:
+            raise
+        raise type(exc)(exc.message, flag=names[exc.flag]) from None
 
 
 def noisify_cli(argv: list[str]) -> list[str]:
