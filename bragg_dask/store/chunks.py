@@ -121,8 +121,11 @@ class OpenStore:
         if s1 - s0 > cs - r0:
             raise ValueError(f"{name}: rows {s0}:{s1} cross a row of chunks of {cs}")
         width = arr.shape[2]
-        parts = [self.get_chunk(name, (frame, i, j))[0, r0 : r0 + s1 - s0] for j in range(-(-width // cf))]
-        return np.concatenate(parts, axis=1)[:, :width]
+        band = np.empty((s1 - s0, width), dtype=np.dtype(arr.dtype).newbyteorder("="))
+        for j in range(-(-width // cf)):  # a chunk at a time into the band: no list of parts held at once
+            f0, f1 = j * cf, min((j + 1) * cf, width)
+            band[:, f0:f1] = self.get_chunk(name, (frame, i, j))[0, r0 : r0 + s1 - s0, : f1 - f0]
+        return band
 
     @staticmethod
     def sync_folders(folders: set) -> None:
