@@ -262,8 +262,9 @@ def run(argv: list[str]) -> int:
 
 
 def _detector_model(opts, outputs, check: bool = False) -> None:
-    """With the detector-model flags: check them (``check``), or apply the model to every frame of the
-    completed store, as ``bragg-dask noisify STORE --all-frames <noisify's flags>``."""
+    """With the detector-model flags: check them (``check``), or report what the run's detector pass
+    (on the cluster, a task per frame once the store was complete: as ``bragg-dask noisify STORE
+    --all-frames <noisify's flags>``) wrote."""
     from .noisify import model_given
 
     given = model_given(opts)
@@ -271,19 +272,20 @@ def _detector_model(opts, outputs, check: bool = False) -> None:
         return
     if not opts.zarr:
         raise UsageError("needs --zarr: the detector model is applied to the store's frames", flag=given[0])
-    from .noisify_store import check_model, model_args, noisify_store_main
+    from .noisify_store import DetectorPass, check_model, frames_of, model_args
 
     if check:
         return check_model(opts, outputs)
-    for line in noisify_store_main(opts.zarr, ["--all-frames"] + model_args(opts, outputs)):
-        _out(f"wrote {line}")
+    _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames_of(opts.zarr, None, True), True)}")
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
-    """``bragg-dask export ...`` / ``bragg-dask preview ...``: the files written, a line each."""
+    """``bragg-dask export|preview|noisify ...``: the files written, a line each (and what the subcommand
+    logs at INFO: a time-based noise seed) on stdout."""
     import importlib
 
     module, func = SUBCOMMANDS[name]
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StdoutHandler(sys.stdout)])
     for path in getattr(importlib.import_module(f".{module}", __package__), func)(argv):
         _out(f"wrote {path}")
     return 0
@@ -343,6 +345,12 @@ def _execute(sim, outputs, opts, dataset, settings: RunSettings):
     on_dask = bool(opts.zarr or opts.scheduler or opts.scheduler_file)
     executor = executor_for(store=opts.zarr, cluster=_cluster_options(opts) if on_dask else None,
                             overwrite=opts.overwrite, dataset=dataset, outputs=outputs)
+    from .noisify import model_given
+
+    if model_given(opts) and opts.zarr:  # the detector model: on the cluster, a task per frame
+        from .noisify_store import model_args
+
+        executor.response = model_args(opts, outputs)
     return execute(sim, settings, executor)
 
 

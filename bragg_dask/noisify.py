@@ -21,6 +21,7 @@ detector size and pixel from an SMV image and writes its header on the outputs, 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 
@@ -29,6 +30,8 @@ import numpy as np
 from .errors import ConfigError, InputFileError, UsageError, reading
 from .io.atomic import atomic_write
 from .physics.constants import DEFAULT_FLUENCE, R_E_SQR
+
+log = logging.getLogger(__name__)
 
 _VALUE = {  # canonical name -> (spellings, type)
     "floatfile": (("-floatfile", "-floatimage", "-bin"), str), "intfile": (("-intfile", "-intimage"), str),
@@ -220,6 +223,8 @@ def noisify(o: dict, raw: np.ndarray, shape: tuple[int, int]) -> Images:
         photons = photons.astype(np.float32).astype(np.float64)
     psf = psf_of(o, shape)
     seed = int(o["seed"]) if "seed" in o else int(time.time())
+    if "seed" not in o and not o["nonoise"]:
+        log.info("noise seed %d", seed)  # time-based: reported, as the simulator does
     if o["nonoise"]:
         blurred = _blur(psf, photons, o) if psf else photons
         return Images(adu_noiseless(blurred, o["gain"], o["adc"], o["bits"]), None, 0, seed)

@@ -14,6 +14,7 @@ attributes (``response``).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -23,6 +24,8 @@ from .errors import ConfigError, UsageError
 from .noisify import _VALUE, MODEL_FLAGS, check_run, noisify_main, parse_args, psf_of
 from .physics.constants import R_E_SQR
 from .store_lock import StoreLock
+
+log = logging.getLogger(__name__)
 
 #: file-mode flags that mean nothing for a store (its frames are read and its arrays written)
 _FILE_FLAGS = ("floatfile", "intfile", "noisefile", "pgmfile", "header", "tile")
@@ -123,35 +126,85 @@ def frames_of(path: str, frame: int | None, every: bool) -> list[int]:
 
 class _FrameSource:
     """One frame's images from the store, window by window: photons (``-scale``, fluence) and, with
-    noise, the counted photons (counter-based: any window, the same values)."""
+    noise, the counted photons (counter-based: any window, the same values).
+
+    Each row of chunks is read from the store (straight from its chunk files), scaled and counted once
+    and kept while a window may need it: the whole frame when twice its float64 image fits in a quarter
+    of the memory budget (the first pass then costs the second nothing), else only the rows of chunks
+    from ``keep_from`` on (:meth:`release_below`; a row released is read and counted again if asked)."""
 
     def __init__(self, o: dict, frame: store.StoreFrame, seed: int) -> None:
+        from .memory import memory_budget
+
         self.o, self.frame, self.seed = o, frame, seed
+        self.shape = frame.shape
         self.fpixels = frame.shape[1]
+        self.band = frame.tile_shape[0]
+        self._opened = store.opened(frame.path, "r")
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row of chunks -> (photons, source)
+        self.keep_all = 2 * 8 * 2 * frame.shape[0] * frame.shape[1] <= memory_budget()[0] // 4
 
     def index(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
         return np.arange(s0, s1, dtype=np.int64)[:, None] * self.fpixels + np.arange(f0, f1, dtype=np.int64)[None, :]
 
-    def photons(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
-        o = self.o
-        out = self.frame.window(s0, s1, f0, f1).astype(np.float64) * (o["fluence"] * R_E_SQR * o["scale"])
-        return out.astype(np.float32).astype(np.float64) if o["parity"] == "c" else out
+    def _row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row of chunks ``i``: ``(photons, what the PSF blurs)``, each ``(rows, fpixels)`` float64."""
+        if i not in self._rows:
+            self._rows[i] = self._compute_row(i)
+        return self._rows[i]
 
-    def blurred_source(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+    def _compute_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        o = self.o
+        s0, s1 = i * self.band, min((i + 1) * self.band, self.shape[0])
+        raw = self._opened.read_band(store.FLOAT, self.frame.frame, s0, s1)
+        photons = raw.astype(np.float64) * (o["fluence"] * R_E_SQR * o["scale"])
+        if o["parity"] == "c":
+            photons = photons.astype(np.float32).astype(np.float64)
+        return photons, self._counted(photons, s0, s1)
+
+    def _counted(self, photons: np.ndarray, s0: int, s1: int) -> np.ndarray:
         """What the PSF blurs: the photons with ``-nonoise``, else the counted photons."""
         from .physics.response import photon_counts
 
-        p = self.photons(s0, s1, f0, f1)
-        if self.o["nonoise"]:
-            return p
         o = self.o
-        return photon_counts(p, self.index(s0, s1, f0, f1), seed=self.seed, calib_seed=int(o["calib_seed"]),
-                             flicker=o["flicker"], calibration=o["calibration"])
+        if o["nonoise"]:
+            return photons
+        return photon_counts(photons, s0 * self.fpixels, seed=self.seed,
+                             calib_seed=int(o["calib_seed"]), flicker=o["flicker"], calibration=o["calibration"])
+
+    def _window(self, which: int, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+        s0, s1 = max(s0, 0), min(s1, self.shape[0])
+        parts = [self._row(i)[which][max(s0 - i * self.band, 0) : s1 - i * self.band, f0:f1]
+                 for i in range(s0 // self.band, -(-s1 // self.band))]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    def photons(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+        return self._window(0, s0, s1, f0, f1)
+
+    def blurred_source(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+        return self._window(1, s0, s1, f0, f1)
 
     def tensor(self, s0: int, s1: int, f0: int, f1: int):
         import torch
 
         return torch.as_tensor(self.blurred_source(s0, s1, f0, f1), dtype=torch.float64, device=self.o["device"])
+
+    def release_below(self, s: int) -> None:
+        """Forget the rows of chunks wholly above row ``s`` (unless the whole frame is kept)."""
+        if not self.keep_all:
+            for i in [i for i in self._rows if (i + 1) * self.band <= s]:
+                del self._rows[i]
+
+
+    def prefetch(self, pool) -> None:
+        """Every row of chunks read and counted at once on ``pool``'s threads (the whole frame kept)."""
+        if self.keep_all:
+            n = -(-self.shape[0] // self.band)
+            for i, row in zip(range(n), pool.map(self._row_uncached, range(n))):
+                self._rows[i] = row
+
+    def _row_uncached(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._rows[i] if i in self._rows else self._compute_row(i)
 
 
 def _lost_and_radius(psf, src: _FrameSource, tiles) -> tuple[float, int]:
@@ -164,19 +217,23 @@ def _lost_and_radius(psf, src: _FrameSource, tiles) -> tuple[float, int]:
         x = src.tensor(t.s0, t.s1, t.f0, t.f1)
         lost += lost_photons(psf, x)
         top = max(top, float(x.max()))
+        if t.f1 == src.fpixels:
+            src.release_below(t.s1)
     return lost, psf.halo_radius(top)
 
 
-def _tile_images(o: dict, psf, src: _FrameSource, t, pass1) -> dict:
-    """One tile's ADU images ``{INT: ..., NOISE: ...}`` (uint16)."""
+def _band_images(o: dict, psf, src: _FrameSource, band: tuple[int, int], pass1) -> dict:
+    """One row of tiles' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): the PSF of
+    the whole row at once from its halo, which equals the PSF of each of its tiles from theirs
+    (``physics.psf``: the same gather per pixel)."""
     from .physics.psf import psf_tile
     from .physics.response import adu_noiseless, adu_noisy
 
-    box = (t.s0, t.s1, t.f0, t.f1)
+    S, F = src.shape
+    box = (band[0], band[1], 0, F)
     blurred = src.blurred_source(*box)
     if psf is not None:
         lost, radius = pass1
-        S, F = src.frame.shape
         out = psf_tile(psf, src.tensor, box, (S, F), radius=radius, parity=o["parity"]) + lost / (S * F)
         blurred = out.cpu().numpy()
         if o["parity"] == "c":  # noisify's float image
@@ -189,24 +246,44 @@ def _tile_images(o: dict, psf, src: _FrameSource, t, pass1) -> dict:
 
 
 def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
-    """Frame ``k``'s int (and noise) images into the store, a tile at a time (a whole frame at a time for
-    a sharded dataset store)."""
+    """Frame ``k``'s int (and noise) images into the store, a row of tiles at a time, each tile written
+    to its chunk (a whole frame at a time for a sharded dataset store).  When the whole frame's source is
+    kept (:class:`_FrameSource`), its rows of chunks and then its rows of tiles are computed and written
+    on ``torch.get_num_threads()`` threads (numpy, the C PSF and file writes release the GIL); the
+    result is the same as one at a time."""
+    import concurrent.futures
+
+    import torch
+
     frame = store.StoreFrame(path, k)
     tiles = store.frame_tiles(path)
     psf = psf_of(o, frame.shape)
     src = _FrameSource(o, frame, seed)
-    pass1 = _lost_and_radius(psf, src, tiles) if psf is not None else None
-    g = store.opened(path)
-    whole = store.whole_frames(g)
-    names = [store.INT] if o["nonoise"] else [store.INT, store.NOISE]
-    images = {name: np.zeros(frame.shape, dtype=np.uint16) for name in names} if whole else {}
-    synced: set = set()
+    threads = max(1, torch.get_num_threads()) if src.keep_all else 1
+    rows: dict = {}
     for t in tiles:
-        for name, img in _tile_images(o, psf, src, t, pass1).items():
-            if whole:
-                images[name][t.s0 : t.s1, t.f0 : t.f1] = img
-            else:
-                store.write_tile_image(g, name, k, t, img, synced)
+        rows.setdefault((t.s0, t.s1), []).append(t)
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="bragg-noisify") as pool:
+        src.prefetch(pool)
+        pass1 = _lost_and_radius(psf, src, tiles) if psf is not None else None
+        g = store.opened(path)
+        whole = store.whole_frames(g)
+        names = [store.INT] if o["nonoise"] else [store.INT, store.NOISE]
+        images = {name: np.zeros(frame.shape, dtype=np.uint16) for name in names} if whole else {}
+        synced: set = set()
+        halo = pass1[1] + 1 if pass1 is not None else 0  # rows above a tile its PSF reads (the c wrap: one more)
+
+        def one(band) -> None:
+            src.release_below(band[0] - halo)
+            for name, img in _band_images(o, psf, src, band, pass1).items():
+                if whole:
+                    images[name][band[0] : band[1]] = img
+                    continue
+                for t in rows[band]:
+                    store.write_tile_image(g, name, k, t, img[:, t.f0 : t.f1], synced)
+
+        for _ in pool.map(one, sorted(rows)):
+            pass
     for name, img in images.items():
         store.write_frame_image(g, name, k, img, synced)
     g.sync_folders(synced)
@@ -219,28 +296,52 @@ def _model(o: dict) -> dict:
     return {k: o[k] for k in keys if k in o}
 
 
+class DetectorPass:
+    """The detector model on frames of a store: :meth:`begin` (the options, the seed, the arrays made),
+    :func:`noisify_frame` for each frame (anywhere: in this process or as a Dask task; frames are
+    independent), :meth:`record` (the model and seeds in the store's attributes)."""
+
+    def __init__(self, path: str, argv: list[str]) -> None:
+        """``argv``: noisify's flags (no ``--frame``/``--all-frames``), checked against the store."""
+        self.path = path
+        self.o = store_options(path, argv)
+        self.seed = int(self.o["seed"]) if "seed" in self.o else int(time.time())
+        self.names = [store.INT] if self.o["nonoise"] else [store.INT, store.NOISE]
+
+    def begin(self) -> None:
+        if "seed" not in self.o and not self.o["nonoise"]:
+            log.info("noise seed %d", self.seed)  # time-based: reported (on stdout by the CLI), as the simulator does
+        for name in self.names:
+            store.ensure_image_array(self.path, name)
+
+    def frame_args(self, k: int) -> tuple:
+        """:func:`noisify_frame`'s arguments for frame ``k`` (its seed: the seed + ``k``)."""
+        return self.path, self.o, k, self.seed + k
+
+    def record(self, frames: list[int]) -> None:
+        response = dict(store.store_metadata(self.path).get("response") or {})
+        done = dict(response.get("frames") or {})
+        for k in frames:
+            done[str(k)] = {"model": _model(self.o), "noise_seed": None if self.o["nonoise"] else self.seed + k,
+                            "arrays": self.names}
+        store.record_response(self.path, {"frames": done})
+
+    def summary(self, frames: list[int], every: bool) -> str:
+        which = f"frames 0..{frames[-1]}" if every else f"frame {frames[0]}"
+        return f"{self.path} ({', '.join(self.names)}: {which})"
+
+
 def noisify_store_main(path: str, argv: list[str]) -> list[str]:
     """``bragg-dask noisify STORE ...``: the frames' int and noise arrays written; what was written."""
     frame, every, rest = _store_flags(argv)
-    o = store_options(path, rest)
+    job = DetectorPass(path, rest)
     frames = frames_of(path, frame, every)
-    seed = int(o["seed"]) if "seed" in o else int(time.time())
-    if "seed" not in o and not o["nonoise"]:
-        print(f"noise seed {seed}", flush=True)
     lock = StoreLock(path).acquire()
     try:
-        names = [store.INT] if o["nonoise"] else [store.INT, store.NOISE]
-        for name in names:
-            store.ensure_image_array(path, name)
+        job.begin()
         for k in frames:
-            noisify_frame(path, o, k, seed + k)
-        response = dict(store.store_metadata(path).get("response") or {})
-        done = dict(response.get("frames") or {})
-        for k in frames:
-            done[str(k)] = {"model": _model(o), "noise_seed": None if o["nonoise"] else seed + k,
-                            "arrays": names}
-        store.record_response(path, {"frames": done})
+            noisify_frame(*job.frame_args(k))
+        job.record(frames)
     finally:
         lock.release()
-    which = f"frames 0..{frames[-1]}" if every else f"frame {frames[0]}"
-    return [f"{path} ({', '.join(names)}: {which})"]
+    return [job.summary(frames, every)]

@@ -135,3 +135,39 @@ def test_help_lists_them_with_units():
         line = _entries(text)[flag]
         assert units[flag] in line and "default" in line, line
     assert {a.dest for a in service_parser()._actions} >= {attr for attr, _, _ in MODEL_FLAGS}
+
+
+def test_the_pass_runs_on_the_cluster_a_task_per_frame(tmp_path):
+    """Given to the Dask executor, the model runs as one task per frame on the cluster's workers, once
+    the store is complete: the same arrays as ``noisify STORE --all-frames`` on the plain run's store."""
+    import shutil
+
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from bragg_dask import simulation_from_args
+    from bragg_dask.executors import execute
+    from bragg_dask.executors.dask import DaskExecutor
+    from bragg_dask.frames import DatasetSpec
+    from bragg_dask.noisify_store import noisify_store_main
+    from bragg_dask.settings import RunSettings
+
+    sim = simulation_from_args(SIM[: SIM.index("-noprogress")])
+    flags = ["-psf", "gauss", "-psf_fwhm", "300", "-psf_radius", "5", "-readout", "2", "-seed", "3"]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        plain = DaskExecutor(store=str(tmp_path / "plain.zarr"), client=client, dataset=DatasetSpec("series", 3))
+        execute(sim, RunSettings(tile=16), plain)
+        shutil.copytree(tmp_path / "plain.zarr", tmp_path / "want.zarr")
+        noisify_store_main(str(tmp_path / "want.zarr"), ["--all-frames"] + flags)
+        ex = DaskExecutor(store=str(tmp_path / "model.zarr"), client=client, dataset=DatasetSpec("series", 3))
+        ex.response = flags
+        with get_task_stream(client) as stream:
+            execute(sim, RunSettings(tile=16), ex)
+    keys = [t["key"] for t in stream.data]
+    assert sorted(int(str(k).rsplit("-", 1)[1]) for k in keys if str(k).startswith("detector-frame-")) == [0, 1, 2]
+    for k in range(3):
+        for name in (zstore.INT, zstore.NOISE):
+            got = zstore.read_frame(str(tmp_path / "model.zarr"), k, name)
+            assert got.tobytes() == zstore.read_frame(str(tmp_path / "want.zarr"), k, name).tobytes()
+    rec = zstore.store_metadata(str(tmp_path / "model.zarr"))["response"]["frames"]
+    assert [rec[str(k)]["noise_seed"] for k in range(3)] == [3, 4, 5]

@@ -287,6 +287,22 @@ def test_noise_run_writes_noisify_files(tmp_path):
     assert (tmp_path / "image.pgm").read_bytes().startswith(b"P5\n30 20\n# pixels scaled by 1\n255\n")
 
 
+def test_a_time_based_seed_is_reported_and_reproduces_the_image(tmp_path):
+    """Without -seed the file mode reports its time-based seed on stdout; -seed N with it gives the same
+    noise image."""
+    img = np.full((12, 16), 50.0, dtype=np.float32)
+    img.tofile(tmp_path / "f.bin")
+    args = ["noisify", "-floatfile", "f.bin", "-detpixels_x", "16", "-detpixels_y", "12", "-nopgm"]
+    p = subprocess.run([sys.executable, "-m", "bragg_dask", *args], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    seeds = [int(ln.split()[-1]) for ln in p.stdout.splitlines() if ln.startswith("noise seed ")]
+    assert len(seeds) == 1
+    first = (tmp_path / "noiseimage.img").read_bytes()
+    run_in(tmp_path, args[1:] + ["-seed", str(seeds[0])])
+    assert (tmp_path / "noiseimage.img").read_bytes() == first
+
+
 def test_header_import_sets_the_detector_and_is_written_as_it_is(tmp_path):
     case = GOLDEN / "psf_fiber_r9_nonsquare"
     spec = json.loads((case / "case.json").read_text())

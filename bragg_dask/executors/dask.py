@@ -218,6 +218,9 @@ class DaskExecutor:
         self.store, self.client, self.cluster, self.overwrite = store, client, cluster, overwrite
         self.dataset = dataset or DatasetSpec()
         self.outputs = outputs
+        #: the detector model (noisify's flags: ``noisify_store.model_args``) applied to every frame once
+        #: the store is complete, a Dask task per frame (``noisify_store.DetectorPass``); None: none
+        self.response: list[str] | None = None
 
     def plan(self, sim, settings: RunSettings) -> TilePlan:
         """The settings' tiles, or a resumed store's own where the settings leave the tile open."""
@@ -276,7 +279,9 @@ class DaskExecutor:
         try:
             _check_gpu_workers(client, settings.device)
             local = (os.cpu_count() or 1) if own is not None else None
-            return _Run(client, sim, plan, frames, settings, self.outputs, session, local).execute()
+            run = _Run(client, sim, plan, frames, settings, self.outputs, session, local)
+            run.response = self.response if self.store is not None else None
+            return run.execute()
         except (KeyboardInterrupt, SystemExit):
             quiet = True
             raise
@@ -321,7 +326,10 @@ def _check_gpu_workers(client, device: str) -> None:
 
 
 class _Run:
-    """One execution: pre-pass and tile states (c-parity), tile tasks, reductions, second pass."""
+    """One execution: pre-pass and tile states (c-parity), tile tasks, reductions, second pass, and the
+    detector model's pass (``response``: noisify's flags, or None)."""
+
+    response: list[str] | None = None
 
     def __init__(self, client, sim, plan: TilePlan, frames: list[Frame], settings: RunSettings, outputs, session,
                  local_cores: int | None = None):
@@ -370,6 +378,7 @@ class _Run:
         if self.store:
             self._finish(sim_future, frame_stats)
             zstore.mark_complete(self.store)
+            self._detector()
         return RunResult(stats=frame_stats[0], frame_stats=tuple(frame_stats), computed=len(todo), total=total,
                          array=None if self.store else images, store=self.store)
 
@@ -490,6 +499,21 @@ class _Run:
         overloads = sum(self.client.gather(futs))
         if with_noise:
             log.info("noise images written (%d overloads)", overloads)
+
+
+    def _detector(self) -> None:
+        """The detector model on every frame of the complete store: a task per frame (frames are
+        independent; a frame's tiles use its worker's threads), then the model recorded."""
+        if not self.response:
+            return
+        from ..noisify_store import DetectorPass, noisify_frame
+
+        job = DetectorPass(self.store, self.response)
+        job.begin()
+        futs = [self.client.submit(noisify_frame, *job.frame_args(f.index), key=f"detector-frame-{self.tag}-{f.index}",
+                                   retries=3, pure=False, resources=self.resources) for f in self.frames]
+        self.client.gather(futs)
+        job.record([f.index for f in self.frames])
 
 
 def _dask_mapper(client, sim_future, tag: str):

@@ -13,6 +13,10 @@ they run in parallel.  It computes the sum a :class:`.spec.FusedSpec` describes;
 Where no C compiler works the build fails once per process, quietly (logged at debug level), and
 the caller uses ``torch.compile`` or the eager path instead.  ``BRAGG_DASK_NATIVE=0`` turns this
 backend off (to compare it with the others).
+
+A second library, built and cached the same way, holds the detector's point-spread function and the
+counter-based noise's hot loops (``native_detector.c``: :func:`detector_library`, used by :mod:`.psf`
+on CPU and by :mod:`.noise`, which give the same values without it).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from .spec import METHOD_CODE, SHAPE_CODE, spec_of
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native_osum.c")
+DETECTOR_SOURCE = Path(__file__).with_name("native_detector.c")
+DETECTOR_ABI = 2
 ENV = "BRAGG_DASK_NATIVE"
 ABI = 2
 BLOCK = 128  # points per block in the C code: thread slices are multiples of it
@@ -47,6 +53,8 @@ VARIANTS = (("-DUSE_LIBMVEC", "-lmvec", "-lm"), ("-lm",))
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
+_det_lib: ctypes.CDLL | None = None
+_det_tried = False
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -74,38 +82,72 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
-def _key(cc: str, flags: tuple[str, ...]) -> str:
+def _key(cc: str, flags: tuple[str, ...], source: Path = SOURCE) -> str:
     st = os.stat(os.path.realpath(cc))  # the compiler binary itself: another version is another file
     version = f"{os.path.realpath(cc)} {st.st_size} {st.st_mtime_ns}"
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode(), _cpu_id().encode(),
+    for part in (source.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode(), _cpu_id().encode(),
                  platform.machine().encode()):
         h.update(part)
         h.update(b"\0")
     return h.hexdigest()[:20]
 
 
-def _build(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
+def _compile(cc: str, variant: tuple[str, ...], source: Path, stem: str) -> ctypes.CDLL:
+    """``source`` built with ``variant`` into the cache (once per source, flags, compiler and CPU) and
+    loaded."""
     flags = CFLAGS + variant
-    path = cache_dir() / f"osum-{_key(cc, flags)}.so"
+    path = cache_dir() / f"{stem}-{_key(cc, flags, source)}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         defines = [f for f in variant if f.startswith("-D")]
         libs = [f for f in variant if f.startswith("-l")]
-        cmd = [cc, *CFLAGS, *defines, "-o", str(tmp), str(SOURCE), *libs]
+        cmd = [cc, *CFLAGS, *defines, "-o", str(tmp), str(source), *libs]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             tmp.unlink(missing_ok=True)
             raise OSError(f"{' '.join(cmd)}: {res.stderr.strip()[:500]}")
         os.replace(tmp, path)  # atomic: a concurrent process sees the whole library or none
-    lib = ctypes.CDLL(str(path))
+    return ctypes.CDLL(str(path))
+
+
+def _build(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
+    lib = _compile(cc, variant, SOURCE, "osum")
     if lib.osum_abi() != ABI:
-        raise OSError(f"{path}: interface {lib.osum_abi()} (expected {ABI})")
+        raise OSError(f"{SOURCE.name}: interface {lib.osum_abi()} (expected {ABI})")
     for name in ("osum_f64", "osum_f32"):
         getattr(lib, name).argtypes = [ctypes.c_void_p] * 9
         getattr(lib, name).restype = None
     return lib
+
+
+def _build_detector(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
+    lib = _compile(cc, variant, DETECTOR_SOURCE, "detector")
+    if lib.detector_abi() != DETECTOR_ABI:
+        raise OSError(f"{DETECTOR_SOURCE.name}: interface {lib.detector_abi()} (expected {DETECTOR_ABI})")
+    lib.psf_correlate.argtypes = [ctypes.c_void_p] * 4
+    lib.counter_uniforms.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
+                                     ctypes.c_void_p]
+    lib.poisson_small.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.c_void_p]
+    for name in ("psf_correlate", "counter_uniforms", "poisson_small"):
+        getattr(lib, name).restype = None
+    return lib
+
+
+def _first_build(build) -> tuple[ctypes.CDLL | None, list[str]]:
+    """The library ``build(cc, variant)`` makes with the first variant that compiles; errors otherwise."""
+    cc = _compiler()
+    if cc is None:
+        return None, ["no C compiler (set CC)"]
+    errors = []
+    for variant in VARIANTS:
+        try:
+            return build(cc, variant), errors
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(str(exc))
+    return None, errors
 
 
 def library() -> ctypes.CDLL | None:
@@ -116,21 +158,42 @@ def library() -> ctypes.CDLL | None:
     with _lock:
         if _tried:
             return _lib
-        cc = _compiler()
-        errors = []
-        if cc is None:
-            errors.append("no C compiler (set CC)")
-        else:
-            for variant in VARIANTS:
-                try:
-                    _lib = _build(cc, variant)
-                    break
-                except (OSError, subprocess.SubprocessError) as exc:
-                    errors.append(str(exc))
+        _lib, errors = _first_build(_build)
         if _lib is None:
             log.debug("native orientation sum unavailable: %s", "; ".join(errors))
         _tried = True
     return _lib
+
+
+def detector_library() -> ctypes.CDLL | None:
+    """The detector-response library (``native_detector.c``: the PSF), built if needed; None where it
+    cannot be built (tried once) or ``BRAGG_DASK_NATIVE=0``."""
+    global _det_lib, _det_tried
+    if not enabled():
+        return None
+    if _det_lib is not None or _det_tried:
+        return _det_lib
+    with _lock:
+        if _det_tried:
+            return _det_lib
+        _det_lib, errors = _first_build(_build_detector)
+        if _det_lib is None:
+            log.debug("native PSF unavailable: %s", "; ".join(errors))
+        _det_tried = True
+    return _det_lib
+
+
+def run_threaded(fn, n_items: int, min_per_thread: int) -> None:
+    """``fn(i0, i1)`` over ``0 .. n_items`` split into contiguous slices, one per thread
+    (``torch.get_num_threads()``, at most one per ``min_per_thread`` items); ctypes releases the GIL."""
+    threads = max(1, min(torch.get_num_threads(), n_items // max(min_per_thread, 1)))
+    if threads == 1:
+        fn(0, n_items)
+        return
+    step = -(-n_items // threads)
+    jobs = [_executor(threads).submit(fn, i0, min(n_items, i0 + step)) for i0 in range(0, n_items, step)]
+    for job in jobs:
+        job.result()
 
 
 def available() -> bool:

@@ -4,7 +4,9 @@ The C program draws one sequential ``ran1`` stream over the image, so its noise 
 order.  Here every random number is a hash of ``(seed, pixel index, draw number)`` (SplitMix64
 finaliser), so a pixel's noise is the same whichever tile or worker computes it.  The counts are
 exact Poisson deviates: multiplication of uniforms (as the C program) below a mean of 12, and
-Hormann's transformed rejection with squeeze (PTRS) above.
+Hormann's transformed rejection with squeeze (PTRS) above.  Where the C library builds
+(``native.detector_library``), the uniforms and the small-mean sampler run there, giving the same
+numbers (integer hashing, then the same IEEE multiplications and comparisons).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _SMALL_MEAN = 12.0
 _MAX_ROUNDS = 10_000
+_LGAMMA_TABLE = np.array([0.0] + [math.lgamma(v) for v in range(1, 10)])  # [x] = lgamma(x), x = 1 .. 9
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -34,9 +37,22 @@ def uniforms(seed: int, index: np.ndarray, draw: int | np.ndarray) -> np.ndarray
     """
     with np.errstate(over="ignore"):
         key = _mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+        lib = _native()
+        if lib is not None and np.ndim(draw) == 0:
+            idx = np.ascontiguousarray(index, dtype=np.int64)
+            out = np.empty(idx.shape, dtype=np.float64)
+            lib.counter_uniforms(idx.size, int(key), idx.ctypes.data, int(draw) & 0xFFFFFFFFFFFFFFFF, out.ctypes.data)
+            return out
         ctr = index.astype(np.uint64) * np.uint64(0x100000000) + np.asarray(draw, dtype=np.uint64)
         x = _mix(_mix(ctr * _GOLDEN) ^ key)
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+def _native():
+    """The C library's copies of the hot loops (``native_detector.c``: the same numbers), or None."""
+    from . import native
+
+    return native.detector_library()
 
 
 def poisson(mean: np.ndarray, index: np.ndarray, seed: int) -> np.ndarray:
@@ -58,6 +74,15 @@ def _poisson_small(lam: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
     """Count uniforms multiplied until the product falls to exp(-lam) or below, minus one:
     ``lam``, ``idx`` ``(N,)`` -> ``(N,)`` int64."""
     g = np.exp(-lam)
+    lib = _native()
+    if lib is not None:
+        with np.errstate(over="ignore"):
+            key = _mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        g = np.ascontiguousarray(g)
+        out = np.empty(lam.shape, dtype=np.int64)
+        lib.poisson_small(lam.size, int(key), idx.ctypes.data, g.ctypes.data, out.ctypes.data)
+        return out
     t = np.ones_like(lam)
     k = np.full(lam.shape, -1, dtype=np.int64)
     active = np.ones(lam.shape, dtype=bool)
@@ -105,7 +130,12 @@ def _lgamma1(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     small = x < 10
     if small.any():
-        out[small] = [math.lgamma(v) for v in x[small]]
+        xs = x[small]
+        whole = xs == np.floor(xs)  # x = k + 1 for integer k: a table of lgamma(1 .. 9)
+        vals = _LGAMMA_TABLE[np.where(whole, xs, 1.0).astype(np.int64)]
+        if not whole.all():
+            vals[~whole] = [math.lgamma(v) for v in xs[~whole]]
+        out[small] = vals
     z = x[~small]
     if z.size:
         zi = 1.0 / z

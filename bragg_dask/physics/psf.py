@@ -21,17 +21,20 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as tF
 
 from ..errors import ConfigError
+from . import native
 
 LN16 = math.log(16.0)
 #: fibre PSF g (pixels) per FWHM (pixels): g/(2 pi) (g^2 + r^2)^(-3/2) falls to half at r = FWHM/2
 FIBER_G_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 ** (2.0 / 3.0) - 1.0))
 _NOISE_FRACTION = 10.0  # the tail left beyond the automatic radius: sqrt(I) / this
 _AUTO_FLOOR = 0.01  # photons: below, the automatic radius is 1
-_CONV2D_MAX_RADIUS = 12  # larger kernels go through the FFT
+_CONV2D_MAX_RADIUS = 12  # larger kernels go through the FFT (off the C library's path)
+_NATIVE_MAX_RADIUS = 24  # the C library's gather up to this radius on CPU; the FFT is cheaper above
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +80,9 @@ def auto_radius(psf: PSF, photons: torch.Tensor) -> torch.Tensor:
 
 def kernel(psf: PSF, radius: int, device=None) -> torch.Tensor:
     """The PSF integrated over each pixel of the ``(2r+1, 2r+1)`` window (``[dy, dx]``), zero outside
-    the circle of radius ``r``: float64."""
-    d = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
+    the circle of radius ``r``: float64, computed from ``|dy|, |dx|`` so that it is symmetric in both
+    axes bit for bit (what the C library's gather relies on)."""
+    d = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device).abs()  # symmetric, bit for bit
     if psf.kind == "gauss":  # separable: the 1-D Gaussian's integral over [d - 1/2, d + 1/2]
         c = math.sqrt(LN16) / psf.fwhm_px
         one = 0.5 * (torch.erf(c * (d + 0.5)) - torch.erf(c * (d - 0.5)))
@@ -114,6 +118,8 @@ def lost_photons(psf: PSF, photons: torch.Tensor) -> float:
     """The photons of ``photons`` ``(S, F)`` (an image or a tile of one: the sums add up) that fall
     beyond their radius."""
     src = photons.to(torch.float64).clamp(min=0.0)
+    if psf.radius is not None:  # one radius: its tail fraction times the photons (the same sum)
+        return float((src * tail_fraction(psf, min(psf.radius, psf.max_radius))).sum())
     return float((src * tail_fraction(psf, radii(psf, photons))).sum())
 
 
@@ -122,14 +128,15 @@ def spread(psf: PSF, photons: torch.Tensor, pad: tuple[int, int, int, int]) -> t
     (left, right, top, bottom) pixels and shrunk by the halo radius: for a window holding the
     sources within ``R`` of an output region, ``pad = (-R, -R, -R, -R)`` gives that region."""
     src = photons.to(torch.float64).clamp(min=0.0)
-    r_of = radii(psf, photons)
+    r_of = radii(psf, photons) if psf.radius is None else None
     out = None
-    for r in torch.unique(r_of).tolist():
+    for r in torch.unique(r_of).tolist() if r_of is not None else [min(psf.radius, psf.max_radius)]:
         part = src if psf.radius is not None else torch.where(r_of == r, src, torch.zeros_like(src))
         if not bool((part > 0).any()):
             continue
         k = kernel(psf, int(r), src.device)
-        grown = tF.pad(part, tuple(int(p) + int(r) for p in pad))  # negative pads crop
+        grow = tuple(int(p) + int(r) for p in pad)
+        grown = tF.pad(part, grow) if any(grow) else part  # negative pads crop
         y = _correlate(grown, k)
         out = y if out is None else out + y
     if out is None:
@@ -144,11 +151,39 @@ def _correlate(image: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     h, w = image.shape
     if h < n or w < n:
         return image.new_zeros(max(h - n + 1, 0), max(w - n + 1, 0))
-    if (n - 1) // 2 <= _CONV2D_MAX_RADIUS:
+    r = (n - 1) // 2
+    if r <= _NATIVE_MAX_RADIUS and image.device.type == "cpu" and _symmetric(k):
+        lib = native.detector_library()
+        if lib is not None:
+            return _correlate_native(lib, image, k)
+    if r <= _CONV2D_MAX_RADIUS:
         return tF.conv2d(image[None, None], k[None, None])[0, 0]
     fh, fw = h, w  # circular FFT correlation of size (h, w); the valid part does not wrap
     spec = torch.fft.rfft2(image) * torch.fft.rfft2(torch.flip(k, (0, 1)), s=(fh, fw))
     return torch.fft.irfft2(spec, s=(fh, fw))[n - 1:, n - 1:]
+
+
+def _symmetric(k: torch.Tensor) -> bool:
+    """Whether ``k`` ``(n, n)`` is unchanged, bit for bit, by flipping either axis."""
+    return bool(torch.equal(k, torch.flip(k, (0,))) and torch.equal(k, torch.flip(k, (1,))))
+
+
+def _correlate_native(lib, image: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """:func:`_correlate` by the C library (``native_detector.c``), rows split over threads: each
+    output pixel a gather in a fixed order, so the same bits for any window holding its sources."""
+    n = k.shape[0]
+    r = (n - 1) // 2
+    src = image.to(dtype=torch.float64).contiguous()
+    quad = k[r:, r:].to(dtype=torch.float64).contiguous()  # the quadrant: the kernel is symmetric
+    h, w = src.shape
+    out = torch.empty(h - 2 * r, w - 2 * r, dtype=torch.float64)
+
+    def rows(y0: int, y1: int) -> None:
+        ip = np.array([h, w, r, y0, y1], dtype=np.int64)
+        lib.psf_correlate(ip.ctypes.data, src.data_ptr(), quad.data_ptr(), out.data_ptr())
+
+    native.run_threaded(rows, out.shape[0], max(1, 65536 // max(out.shape[1], 1)))
+    return out
 
 
 def apply_psf(psf: PSF, photons: torch.Tensor, parity: str = "spec") -> torch.Tensor:

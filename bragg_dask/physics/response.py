@@ -33,16 +33,23 @@ def gaussian(seed: int, index: np.ndarray, draw: int) -> np.ndarray:
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
-def photon_counts(photons: np.ndarray, index: np.ndarray, *, seed: int, calib_seed: int,
+def photon_counts(photons: np.ndarray, index: np.ndarray | int, *, seed: int, calib_seed: int,
                   flicker: float, calibration: float) -> np.ndarray:
     """Poisson photon counts ``(S, F)`` float64 of the mean ``photons`` ``(S, F)`` after flicker and
-    the per-pixel calibration error."""
+    the per-pixel calibration error.  ``index``: the pixels' global indices ``(S, F)``, or the first
+    pixel's where they run on in raster order (a band of whole rows).  Only pixels with photons draw
+    (a pixel of none counts none, whatever its flicker and calibration)."""
     mean = np.asarray(photons, dtype=np.float64)
+    lit = np.flatnonzero(mean)
+    at = lit + index if np.ndim(index) == 0 else np.asarray(index).ravel()[lit]
+    m = mean.ravel()[lit]
     if flicker > 0:
-        mean = mean * (1.0 + flicker * gaussian(seed, index, FLICKER_DRAW))
+        m = m * (1.0 + flicker * gaussian(seed, at, FLICKER_DRAW))
     if calibration > 0:
-        mean = mean * (1.0 + calibration * gaussian(calib_seed, index, CALIBRATION_DRAW))
-    return poisson(np.clip(mean, 0.0, None), index, seed).astype(np.float64)
+        m = m * (1.0 + calibration * gaussian(calib_seed, at, CALIBRATION_DRAW))
+    out = np.zeros(mean.shape)
+    out.ravel()[lit] = poisson(np.clip(m, 0.0, None), at, seed)
+    return out
 
 
 def adu_noisy(photons: np.ndarray, index: np.ndarray, *, seed: int, gain: float, adc: float, readout: float,
