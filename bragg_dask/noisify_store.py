@@ -142,6 +142,7 @@ class _FrameSource:
         self.band = frame.tile_shape[0]
         self._opened = store.opened(frame.path, "r")
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row of chunks -> (photons, source)
+        self.partials: dict = {}  # tile -> (lost photons, largest value): the first pass's shares
         self.keep_all = 2 * 8 * 2 * frame.shape[0] * frame.shape[1] <= memory_budget()[0] // 4
 
     def index(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
@@ -195,28 +196,41 @@ class _FrameSource:
             for i in [i for i in self._rows if (i + 1) * self.band <= s]:
                 del self._rows[i]
 
+    def prefetch(self, pool, psf=None, tiles=()) -> None:
+        """Every row of chunks read and counted at once on ``pool``'s threads (the whole frame kept),
+        with its tiles' :func:`_tile_partial` (given the ``psf`` and the frame's ``tiles``)."""
+        if not self.keep_all:
+            return
+        n = -(-self.shape[0] // self.band)
+        by_row: dict = {}
+        for t in tiles:
+            by_row.setdefault(t.s0 // self.band, []).append(t)
 
-    def prefetch(self, pool) -> None:
-        """Every row of chunks read and counted at once on ``pool``'s threads (the whole frame kept)."""
-        if self.keep_all:
-            n = -(-self.shape[0] // self.band)
-            for i, row in zip(range(n), pool.map(self._row_uncached, range(n))):
-                self._rows[i] = row
+        def row(i: int):
+            self._rows[i] = self._rows[i] if i in self._rows else self._compute_row(i)
+            return [(t, _tile_partial(psf, self, t)) for t in by_row.get(i, ())] if psf is not None else []
 
-    def _row_uncached(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._rows[i] if i in self._rows else self._compute_row(i)
+        for parts in pool.map(row, range(n)):
+            self.partials.update(parts)
+
+
+def _tile_partial(psf, src: _FrameSource, t) -> tuple[float, float]:
+    """A tile's share of the first pass: the photons it loses beyond the radius, its largest value."""
+    from .physics.psf import lost_photons
+
+    x = src.tensor(t.s0, t.s1, t.f0, t.f1)
+    return lost_photons(psf, x), float(x.max())
 
 
 def _lost_and_radius(psf, src: _FrameSource, tiles) -> tuple[float, int]:
-    """The first pass: the photons lost beyond the radius, summed over the frame in tile order, and the
-    halo radius (of the frame's largest value)."""
-    from .physics.psf import lost_photons
-
+    """The first pass: the photons lost beyond the radius, summed over the frame in tile order (the
+    tiles' shares from :meth:`_FrameSource.prefetch` where it made them), and the halo radius (of the
+    frame's largest value)."""
     lost, top = 0.0, 0.0
     for t in tiles:
-        x = src.tensor(t.s0, t.s1, t.f0, t.f1)
-        lost += lost_photons(psf, x)
-        top = max(top, float(x.max()))
+        part = src.partials.get(t) or _tile_partial(psf, src, t)
+        lost += part[0]
+        top = max(top, part[1])
         if t.f1 == src.fpixels:
             src.release_below(t.s1)
     return lost, psf.halo_radius(top)
@@ -240,8 +254,8 @@ def _band_images(o: dict, psf, src: _FrameSource, band: tuple[int, int], pass1) 
             blurred = blurred.astype(np.float32).astype(np.float64)
     if o["nonoise"]:
         return {store.INT: adu_noiseless(blurred, o["gain"], o["adc"], 16)}
-    noisy, _ = adu_noisy(blurred, src.index(*box), seed=src.seed, gain=o["gain"], adc=o["adc"],
-                         readout=o["readout"], bits=16)
+    index = src.index(*box) if o["readout"] > 0 else None  # only the readout noise draws here
+    noisy, _ = adu_noisy(blurred, index, seed=src.seed, gain=o["gain"], adc=o["adc"], readout=o["readout"], bits=16)
     return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: noisy}
 
 
@@ -251,6 +265,13 @@ def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     kept (:class:`_FrameSource`), its rows of chunks and then its rows of tiles are computed and written
     on ``torch.get_num_threads()`` threads (numpy, the C PSF and file writes release the GIL); the
     result is the same as one at a time."""
+    from .heap import reuse_large_blocks
+
+    with reuse_large_blocks():  # the rows' and bands' arrays: megabytes each, allocated again and again
+        _noisify_frame(path, o, k, seed)
+
+
+def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     import concurrent.futures
 
     import torch
@@ -264,7 +285,7 @@ def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     for t in tiles:
         rows.setdefault((t.s0, t.s1), []).append(t)
     with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="bragg-noisify") as pool:
-        src.prefetch(pool)
+        src.prefetch(pool, psf, tiles)
         pass1 = _lost_and_radius(psf, src, tiles) if psf is not None else None
         g = store.opened(path)
         whole = store.whole_frames(g)

@@ -149,6 +149,7 @@ EXPECTED = {
     "quickstart.ipynb": {"image": [96, 96], "tiled": [96, 96], "store": [1, 96, 96]},
     "datasets.ipynb": {"series": [4, 64, 64], "orient": [8, 64, 64]},
     "c_parity.ipynb": {"spec": [48, 48], "c1": [48, 48], "c4": [48, 48]},
+    "detector.ipynb": {"store": [1, 160, 160], "ideal": [160, 160], "blurred": [160, 160], "noisy": [160, 160]},
 }
 
 

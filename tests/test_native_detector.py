@@ -168,3 +168,30 @@ def test_store_frame_kept_whole_or_by_bands_gives_the_same_bytes(one_frame, tmp_
     assert arrays[0].keys() == arrays[1].keys() and store.INT in arrays[0]
     for name in arrays[0]:
         assert arrays[0][name].tobytes() == arrays[1][name].tobytes()
+
+
+def test_heap_reuse_is_scoped_and_nests(monkeypatch):
+    """The allocator's thresholds are raised once for nested users and set to glibc's ceilings after the
+    last; switched off by BRAGG_DASK_HEAP=0; the detector pass still gives the same values either way."""
+    from bragg_dask import heap
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append(("mallopt", param.value, value.value))
+
+        def malloc_trim(self, pad):
+            calls.append(("trim",))
+
+    monkeypatch.setattr(heap, "_glibc", lambda: FakeLibc())
+    with heap.reuse_large_blocks():
+        with heap.reuse_large_blocks():
+            pass
+        assert calls == [("mallopt", p, min(v, 2**31 - 1)) for p, v in heap._DURING.items()]
+    assert calls[2:] == [("mallopt", p, v) for p, v in heap._AFTER.items()] + [("trim",)]
+    calls.clear()
+    monkeypatch.setenv("BRAGG_DASK_HEAP", "0")
+    with heap.reuse_large_blocks():
+        pass
+    assert calls == []

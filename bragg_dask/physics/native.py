@@ -150,37 +150,32 @@ def _first_build(build) -> tuple[ctypes.CDLL | None, list[str]]:
     return None, errors
 
 
+def _load_once(lib_name: str, tried_name: str, build, what: str) -> ctypes.CDLL | None:
+    """The library held in the module global ``lib_name``, built by ``build`` on the first call (the
+    global ``tried_name`` marks that it was tried); None where it cannot be built."""
+    g = globals()
+    if g[lib_name] is not None or g[tried_name]:
+        return g[lib_name]
+    with _lock:
+        if not g[tried_name]:
+            g[lib_name], errors = _first_build(build)
+            if g[lib_name] is None:
+                log.debug("%s unavailable: %s", what, "; ".join(errors))
+            g[tried_name] = True
+    return g[lib_name]
+
+
 def library() -> ctypes.CDLL | None:
     """The loaded library, building it if needed; None where it cannot be built (tried once)."""
-    global _lib, _tried
-    if _lib is not None or _tried:
-        return _lib
-    with _lock:
-        if _tried:
-            return _lib
-        _lib, errors = _first_build(_build)
-        if _lib is None:
-            log.debug("native orientation sum unavailable: %s", "; ".join(errors))
-        _tried = True
-    return _lib
+    return _load_once("_lib", "_tried", _build, "native orientation sum")
 
 
 def detector_library() -> ctypes.CDLL | None:
-    """The detector-response library (``native_detector.c``: the PSF), built if needed; None where it
-    cannot be built (tried once) or ``BRAGG_DASK_NATIVE=0``."""
-    global _det_lib, _det_tried
+    """The detector-response library (``native_detector.c``: the PSF, the noise's loops), built if
+    needed; None where it cannot be built (tried once) or ``BRAGG_DASK_NATIVE=0``."""
     if not enabled():
         return None
-    if _det_lib is not None or _det_tried:
-        return _det_lib
-    with _lock:
-        if _det_tried:
-            return _det_lib
-        _det_lib, errors = _first_build(_build_detector)
-        if _det_lib is None:
-            log.debug("native PSF unavailable: %s", "; ".join(errors))
-        _det_tried = True
-    return _det_lib
+    return _load_once("_det_lib", "_det_tried", _build_detector, "native detector library")
 
 
 def run_threaded(fn, n_items: int, min_per_thread: int) -> None:

@@ -19,6 +19,7 @@ Shapes: images ``(S, F)`` (slow, fast), float64 tensors on any device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -78,10 +79,11 @@ def auto_radius(psf: PSF, photons: torch.Tensor) -> torch.Tensor:
     return r.clamp(1, psf.max_radius).to(torch.int64)
 
 
+@functools.lru_cache(maxsize=64)
 def kernel(psf: PSF, radius: int, device=None) -> torch.Tensor:
     """The PSF integrated over each pixel of the ``(2r+1, 2r+1)`` window (``[dy, dx]``), zero outside
     the circle of radius ``r``: float64, computed from ``|dy|, |dx|`` so that it is symmetric in both
-    axes bit for bit (what the C library's gather relies on)."""
+    axes bit for bit (what the C library's gather relies on).  Cached: do not modify it."""
     d = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device).abs()  # symmetric, bit for bit
     if psf.kind == "gauss":  # separable: the 1-D Gaussian's integral over [d - 1/2, d + 1/2]
         c = math.sqrt(LN16) / psf.fwhm_px
@@ -118,8 +120,8 @@ def lost_photons(psf: PSF, photons: torch.Tensor) -> float:
     """The photons of ``photons`` ``(S, F)`` (an image or a tile of one: the sums add up) that fall
     beyond their radius."""
     src = photons.to(torch.float64).clamp(min=0.0)
-    if psf.radius is not None:  # one radius: its tail fraction times the photons (the same sum)
-        return float((src * tail_fraction(psf, min(psf.radius, psf.max_radius))).sum())
+    if psf.radius is not None:  # one radius: its tail fraction times the photons
+        return float(src.sum()) * float(tail_fraction(psf, min(psf.radius, psf.max_radius)))
     return float((src * tail_fraction(psf, radii(psf, photons))).sum())
 
 

@@ -22,7 +22,9 @@ FLICKER_DRAW, CALIBRATION_DRAW, READOUT_DRAW = 3_000_000_000, 3_100_000_000, 3_2
 
 def adu_noiseless(photons: np.ndarray, gain: float, adc: float, bits: int) -> np.ndarray:
     """The noiseless int image ``(S, F)`` (uint16 or uint32 for ``bits``) of ``photons`` ``(S, F)``."""
-    adu = np.clip(np.asarray(photons, dtype=np.float64) * gain + adc, 0.0, INT16_MAX)
+    adu = np.asarray(photons, dtype=np.float64) * gain
+    adu += adc
+    np.clip(adu, 0.0, INT16_MAX, out=adu)
     return adu.astype(np.uint16 if bits == 16 else np.uint32)
 
 
@@ -52,13 +54,15 @@ def photon_counts(photons: np.ndarray, index: np.ndarray | int, *, seed: int, ca
     return out
 
 
-def adu_noisy(photons: np.ndarray, index: np.ndarray, *, seed: int, gain: float, adc: float, readout: float,
+def adu_noisy(photons: np.ndarray, index: np.ndarray | None, *, seed: int, gain: float, adc: float, readout: float,
               bits: int) -> tuple[np.ndarray, int]:
-    """The noisy int image of (counted, blurred) ``photons`` ``(S, F)``: ``(uint16|uint32, overloads)``."""
-    adu = np.asarray(photons, dtype=np.float64) * gain + adc
+    """The noisy int image of (counted, blurred) ``photons`` ``(S, F)``: ``(uint16|uint32, overloads)``;
+    ``index`` (the pixels' global indices) is read only for the readout noise."""
+    adu = np.asarray(photons, dtype=np.float64) * gain
+    adu += adc
     if readout > 0:
-        adu = adu + readout * gaussian(seed, index, READOUT_DRAW)
+        adu += readout * gaussian(seed, index, READOUT_DRAW)
     top = INT16_MAX if bits == 16 else INT32_MAX
     overloads = int(np.count_nonzero(adu > top))
-    adu = np.clip(adu, 0.0, top)
+    np.clip(adu, 0.0, top, out=adu)
     return adu.astype(np.uint16 if bits == 16 else np.uint32), overloads
