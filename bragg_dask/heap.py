@@ -6,7 +6,8 @@ on first touch, and returns freed heap tops to the kernel: on a Pilatus frame th
 large as the computation.  :func:`reuse_large_blocks` raises the mapping and trimming thresholds for the
 duration (``mallopt``), so freed blocks are reused from the heap; on leaving (the last of nested or
 concurrent users), it sets them to the ceilings glibc's own adjustment reaches with large blocks
-(32 MiB, 64 MiB) and gives the free heap back (``malloc_trim``).  Elsewhere (no glibc) it does nothing.
+(32 MiB, 64 MiB) and gives the free heap back (``malloc_trim``).  Those stay for the rest of the process:
+glibc's dynamic adjustment, once a threshold is set, is off for good.  Elsewhere (no glibc) it does nothing.
 ``BRAGG_DASK_HEAP=0`` turns it off.
 """
 
@@ -15,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import threading
+
+log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _DURING = {M_MMAP_THRESHOLD: 1 << 30, M_TRIM_THRESHOLD: 1 << 31}
@@ -44,7 +48,8 @@ def _glibc() -> ctypes.CDLL | None:
 def _set(values: dict) -> None:
     lib = _glibc()
     for param, value in values.items():
-        lib.mallopt(ctypes.c_int(param), ctypes.c_int(min(value, 2**31 - 1)))
+        if not lib.mallopt(ctypes.c_int(param), ctypes.c_int(min(value, 2**31 - 1))):
+            log.debug("mallopt(%d, %d) refused", param, value)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ attributes (``response``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -26,6 +27,8 @@ from .physics.constants import R_E_SQR
 from .store_lock import StoreLock
 
 log = logging.getLogger(__name__)
+_active_frames = 0  # frames in noisify_frame in this process (a worker's task threads): they share the budget
+_active_lock = threading.Lock()
 
 #: file-mode flags that mean nothing for a store (its frames are read and its arrays written)
 _FILE_FLAGS = ("floatfile", "intfile", "noisefile", "pgmfile", "header", "tile")
@@ -129,9 +132,10 @@ class _FrameSource:
     noise, the counted photons (counter-based: any window, the same values).
 
     Each row of chunks is read from the store (straight from its chunk files), scaled and counted once
-    and kept while a window may need it: the whole frame when twice its float64 image fits in a quarter
-    of the memory budget (the first pass then costs the second nothing), else only the rows of chunks
-    from ``keep_from`` on (:meth:`release_below`; a row released is read and counted again if asked)."""
+    and kept while a window may need it: the whole frame when twice its float64 image fits in its share
+    of a quarter of the memory budget (shared by the frames this process runs at once), so that the
+    first pass costs the second nothing; else only the rows a halo may still need (:meth:`release_below`;
+    a row released is read and counted again if asked)."""
 
     def __init__(self, o: dict, frame: store.StoreFrame, seed: int) -> None:
         from .memory import memory_budget
@@ -143,7 +147,8 @@ class _FrameSource:
         self._opened = store.opened(frame.path, "r")
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row of chunks -> (photons, source)
         self.partials: dict = {}  # tile -> (lost photons, largest value): the first pass's shares
-        self.keep_all = 2 * 8 * 2 * frame.shape[0] * frame.shape[1] <= memory_budget()[0] // 4
+        share = memory_budget()[0] // 4 // max(1, _active_frames)  # frames running in this process share it
+        self.keep_all = 2 * 8 * 2 * frame.shape[0] * frame.shape[1] <= share
 
     def index(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
         return np.arange(s0, s1, dtype=np.int64)[:, None] * self.fpixels + np.arange(f0, f1, dtype=np.int64)[None, :]
@@ -236,19 +241,26 @@ def _lost_and_radius(psf, src: _FrameSource, tiles) -> tuple[float, int]:
     return lost, psf.halo_radius(top)
 
 
-def _band_images(o: dict, psf, src: _FrameSource, band: tuple[int, int], pass1) -> dict:
-    """One row of tiles' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): the PSF of
-    the whole row at once from its halo, which equals the PSF of each of its tiles from theirs
-    (``physics.psf``: the same gather per pixel)."""
-    from .physics.psf import psf_tile
+def _band_images(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> dict:
+    """One row of ``tiles``' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): the PSF
+    of the whole row at once from its halo where that equals the PSF of each tile from its own bit for
+    bit (``physics.psf.tiling_exact``: the C library's gather), else tile by tile."""
+    import torch
+
+    from .physics.psf import psf_tile, tiling_exact
     from .physics.response import adu_noiseless, adu_noisy
+
+    band = (tiles[0].s0, tiles[0].s1)
 
     S, F = src.shape
     box = (band[0], band[1], 0, F)
     blurred = src.blurred_source(*box)
     if psf is not None:
         lost, radius = pass1
-        out = psf_tile(psf, src.tensor, box, (S, F), radius=radius, parity=o["parity"]) + lost / (S * F)
+        # the whole row at once where that is the tiles' PSF bit for bit, else each of its tiles
+        parts = [box] if tiling_exact(psf, radius, o["device"]) else [(t.s0, t.s1, t.f0, t.f1) for t in tiles]
+        out = torch.cat([psf_tile(psf, src.tensor, b, (S, F), radius=radius, parity=o["parity"]) for b in parts],
+                        dim=1) + lost / (S * F)
         blurred = out.cpu().numpy()
         if o["parity"] == "c":  # noisify's float image
             blurred = blurred.astype(np.float32).astype(np.float64)
@@ -265,10 +277,17 @@ def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     kept (:class:`_FrameSource`), its rows of chunks and then its rows of tiles are computed and written
     on ``torch.get_num_threads()`` threads (numpy, the C PSF and file writes release the GIL); the
     result is the same as one at a time."""
+    global _active_frames
     from .heap import reuse_large_blocks
 
-    with reuse_large_blocks():  # the rows' and bands' arrays: megabytes each, allocated again and again
-        _noisify_frame(path, o, k, seed)
+    with _active_lock:
+        _active_frames += 1
+    try:
+        with reuse_large_blocks():  # the rows' and bands' arrays: megabytes each, allocated again and again
+            _noisify_frame(path, o, k, seed)
+    finally:
+        with _active_lock:
+            _active_frames -= 1
 
 
 def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
@@ -296,7 +315,7 @@ def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
 
         def one(band) -> None:
             src.release_below(band[0] - halo)
-            for name, img in _band_images(o, psf, src, band, pass1).items():
+            for name, img in _band_images(o, psf, src, rows[band], pass1).items():
                 if whole:
                     images[name][band[0] : band[1]] = img
                     continue

@@ -195,3 +195,40 @@ def test_heap_reuse_is_scoped_and_nests(monkeypatch):
     with heap.reuse_large_blocks():
         pass
     assert calls == []
+
+
+def test_small_kernels_are_cached_large_ones_are_not():
+    p = psf.PSF("fiber", 2.0, None, 500)
+    assert psf.kernel(p, 5) is psf.kernel(p, 5)
+    big = psf._NATIVE_MAX_RADIUS + 6
+    assert psf.kernel(p, big) is not psf.kernel(p, big)
+    assert torch.equal(psf.kernel(p, big), psf.make_kernel(p, big))
+
+
+@pytest.mark.parametrize("library", [True, False])
+def test_store_rows_of_tiles_equal_the_file_mode_tile_by_tile(one_frame, tmp_path, monkeypatch, library):
+    """With the C gather a row of tiles is blurred at once, without it (conv2d, the FFT above radius 12)
+    tile by tile: either way the store's arrays are the file mode's with the store's tiles."""
+    import os
+    import shutil
+
+    from bragg_dask import store
+    from bragg_dask.noisify import noisify_main
+    from bragg_dask.noisify_store import noisify_store_main
+
+    if not library:
+        monkeypatch.setattr(native, "_det_lib", None)
+        monkeypatch.setattr(native, "_det_tried", True)
+    assert psf.tiling_exact(psf.PSF("gauss", 2.0, 20, 48), 20, "cpu") is library
+    path = str(shutil.copytree(one_frame, tmp_path / "s.zarr"))
+    flags = ["-psf", "fiber", "-psf_fwhm", "300", "-psf_radius", "20", "-seed", "4", "-readout", "1.5"]
+    noisify_store_main(path, flags)
+    img = store.read_frame(path, 0, store.FLOAT)
+    img.astype(np.float32).tofile(tmp_path / "f.bin")
+    monkeypatch.chdir(tmp_path)
+    noisify_main(["-floatfile", "f.bin", "-detpixels_x", str(img.shape[1]), "-detpixels_y", str(img.shape[0]),
+                  "-pixel", "0.2", "--tile", "16", "-nopgm", *flags])
+    for name, file in ((store.INT, "intimage.img"), (store.NOISE, "noiseimage.img")):
+        want = np.frombuffer((tmp_path / file).read_bytes()[512:], dtype="<u2").reshape(img.shape)
+        assert store.read_frame(path, 0, name).tobytes() == want.tobytes(), name
+    assert os.path.exists(tmp_path / "noiseimage.img")

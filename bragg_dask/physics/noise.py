@@ -42,7 +42,7 @@ def uniforms(seed: int, index: np.ndarray, draw: int | np.ndarray) -> np.ndarray
             idx = np.ascontiguousarray(index, dtype=np.int64)
             out = np.empty(idx.shape, dtype=np.float64)
             lib.counter_uniforms(idx.size, int(key), idx.ctypes.data, int(draw) & 0xFFFFFFFFFFFFFFFF, out.ctypes.data)
-            return out
+            return out.reshape(np.shape(index))
         ctr = index.astype(np.uint64) * np.uint64(0x100000000) + np.asarray(draw, dtype=np.uint64)
         x = _mix(_mix(ctr * _GOLDEN) ^ key)
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)

@@ -79,11 +79,32 @@ def auto_radius(psf: PSF, photons: torch.Tensor) -> torch.Tensor:
     return r.clamp(1, psf.max_radius).to(torch.int64)
 
 
-@functools.lru_cache(maxsize=64)
 def kernel(psf: PSF, radius: int, device=None) -> torch.Tensor:
+    """:func:`make_kernel`, cached for the radii of the C library's gather (small kernels, asked for
+    again for every tile); larger ones (up to the image's size) are made each time."""
+    if radius <= _NATIVE_MAX_RADIUS:
+        return _cached_kernel(psf, radius, device)
+    return make_kernel(psf, radius, device)
+
+
+def tiling_exact(psf: PSF, halo_radius: int, device) -> bool:
+    """Whether the spread of any window is, bit for bit, the same whatever window holds a pixel's
+    sources (the C library's gather: CPU, every radius up to ``halo_radius`` within its limit); else
+    the same up to rounding (conv2d, the FFT)."""
+    return torch.device(device).type == "cpu" and halo_radius <= _NATIVE_MAX_RADIUS and \
+        native.detector_library() is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_kernel(psf: PSF, radius: int, device=None) -> torch.Tensor:
+    return make_kernel(psf, radius, device)
+
+
+def make_kernel(psf: PSF, radius: int, device=None) -> torch.Tensor:
     """The PSF integrated over each pixel of the ``(2r+1, 2r+1)`` window (``[dy, dx]``), zero outside
     the circle of radius ``r``: float64, computed from ``|dy|, |dx|`` so that it is symmetric in both
-    axes bit for bit (what the C library's gather relies on).  Cached: do not modify it."""
+    axes bit for bit (what the C library's gather relies on).  :func:`kernel` caches small ones: do not
+    modify it."""
     d = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device).abs()  # symmetric, bit for bit
     if psf.kind == "gauss":  # separable: the 1-D Gaussian's integral over [d - 1/2, d + 1/2]
         c = math.sqrt(LN16) / psf.fwhm_px
