@@ -184,6 +184,13 @@ class _FrameSource:
                  for i in range(s0 // self.band, -(-s1 // self.band))]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
+    def fill_source(self, out: np.ndarray, s0: int, s1: int, f0: int, f1: int) -> None:
+        """That window of what the PSF blurs, clamped at zero, written into ``out`` (row by row of chunks:
+        no joined copy)."""
+        for i in range(s0 // self.band, -(-s1 // self.band)):
+            a, b = max(s0, i * self.band), min(s1, (i + 1) * self.band)
+            np.maximum(self._row(i)[1][a - i * self.band : b - i * self.band, f0:f1], 0.0, out=out[a - s0 : b - s0])
+
     def photons(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
         return self._window(0, s0, s1, f0, f1)
 
@@ -251,9 +258,11 @@ def _band_images(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> dict:
     from .physics.response import adu_noiseless, adu_noisy
 
     band = (tiles[0].s0, tiles[0].s1)
-
     S, F = src.shape
     box = (band[0], band[1], 0, F)
+    fused = _band_fused(o, psf, src, box, pass1)
+    if fused is not None:
+        return fused
     blurred = src.blurred_source(*box)
     if psf is not None:
         lost, radius = pass1
@@ -269,6 +278,25 @@ def _band_images(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> dict:
     index = src.index(*box) if o["readout"] > 0 else None  # only the readout noise draws here
     noisy, _ = adu_noisy(blurred, index, seed=src.seed, gain=o["gain"], adc=o["adc"], readout=o["readout"], bits=16)
     return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: noisy}
+
+
+def _band_fused(o: dict, psf, src: _FrameSource, box: tuple, pass1) -> dict | None:
+    """:func:`_band_images` by the C library in one pass from the source to 16-bit ADU (``physics.psf.
+    psf_tile_adu16``: the same bytes), where it applies: a PSF of fixed radius in spec parity, on CPU,
+    without readout noise; else None."""
+    from .physics.psf import psf_tile_adu16, tiling_exact
+    from .physics.response import adu_noiseless
+
+    if psf is None or o["parity"] != "spec" or o["readout"] > 0 or not tiling_exact(psf, pass1[1], o["device"]):
+        return None
+    S, F = src.shape
+    done = psf_tile_adu16(psf, src.fill_source, box, (S, F), radius=pass1[1], add=pass1[0] / (S * F),
+                          gain=o["gain"], adc=o["adc"])
+    if done is None:
+        return None
+    if o["nonoise"]:
+        return {store.INT: done[0]}
+    return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: done[0]}
 
 
 def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:

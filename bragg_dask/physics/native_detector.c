@@ -11,7 +11,8 @@
  *
  * psf_correlate(ip, src, q, out): ip[0] h, ip[1] w (the source window, row-major, doubles),
  * ip[2] r, ip[3] y0, ip[4] y1 (the output rows computed here); q (r+1) x (r+1) doubles;
- * out (h - 2r) x (w - 2r) doubles, rows y0 .. y1 - 1 written.
+ * out (h - 2r) x (w - 2r) doubles, rows y0 .. y1 - 1 written.  psf_adu16: the same values turned into
+ * 16-bit ADU on the way out (the noiseless or the noise image of a row of tiles, no float image kept).
  *
  * Also the counter-based uniforms and the small-mean Poisson sampler of noise.py, integer for integer
  * and double for double (no maths library: hashing, one multiplication and one comparison per draw).
@@ -20,34 +21,62 @@
 
 #define XBLOCK 512 /* output columns per block */
 
-void psf_correlate(const int64_t *ip, const double *src, const double *q, double *out) {
-    const int64_t h = ip[0], w = ip[1], r = ip[2], y0 = ip[3], y1 = ip[4];
-    const int64_t ow = w - 2 * r;
-    (void)h;
-    for (int64_t y = y0; y < y1; y++) {
-        for (int64_t x0 = 0; x0 < ow; x0 += XBLOCK) { /* a block of the row: its sources stay in L1 */
-            const int64_t n = ow - x0 < XBLOCK ? ow - x0 : XBLOCK;
-            double *o = out + y * ow + x0;
-            for (int64_t x = 0; x < n; x++) o[x] = 0.0;
-            for (int64_t dy = 0; dy <= r; dy++) {
-                const double *a = src + (y + r - dy) * w + r + x0; /* row above the centre */
-                const double *b = src + (y + r + dy) * w + r + x0; /* row below */
-                for (int64_t dx = 0; dx <= r; dx++) {
-                    const double k = q[dy * (r + 1) + dx];
-                    if (k == 0.0) continue;
-                    if (dy == 0 && dx == 0) {
-                        for (int64_t x = 0; x < n; x++) o[x] += k * a[x];
-                    } else if (dy == 0) {
-                        for (int64_t x = 0; x < n; x++) o[x] += k * (a[x - dx] + a[x + dx]);
-                    } else if (dx == 0) {
-                        for (int64_t x = 0; x < n; x++) o[x] += k * (a[x] + b[x]);
-                    } else {
-                        for (int64_t x = 0; x < n; x++) o[x] += k * ((a[x - dx] + a[x + dx]) + (b[x - dx] + b[x + dx]));
-                    }
-                }
+/* one block of output row y, columns x0 .. x0 + n - 1, into o: the gather described above */
+static void gather_block(const double *src, int64_t w, int64_t r, const double *q, int64_t y, int64_t x0,
+                         int64_t n, double *o) {
+    for (int64_t x = 0; x < n; x++) o[x] = 0.0;
+    for (int64_t dy = 0; dy <= r; dy++) {
+        const double *a = src + (y + r - dy) * w + r + x0; /* row above the centre */
+        const double *b = src + (y + r + dy) * w + r + x0; /* row below */
+        for (int64_t dx = 0; dx <= r; dx++) {
+            const double k = q[dy * (r + 1) + dx];
+            if (k == 0.0) continue;
+            if (dy == 0 && dx == 0) {
+                for (int64_t x = 0; x < n; x++) o[x] += k * a[x];
+            } else if (dy == 0) {
+                for (int64_t x = 0; x < n; x++) o[x] += k * (a[x - dx] + a[x + dx]);
+            } else if (dx == 0) {
+                for (int64_t x = 0; x < n; x++) o[x] += k * (a[x] + b[x]);
+            } else {
+                for (int64_t x = 0; x < n; x++) o[x] += k * ((a[x - dx] + a[x + dx]) + (b[x - dx] + b[x + dx]));
             }
         }
     }
+}
+
+void psf_correlate(const int64_t *ip, const double *src, const double *q, double *out) {
+    const int64_t w = ip[1], r = ip[2], y0 = ip[3], y1 = ip[4];
+    const int64_t ow = w - 2 * r;
+    for (int64_t y = y0; y < y1; y++)
+        for (int64_t x0 = 0; x0 < ow; x0 += XBLOCK) /* a block of the row: its sources stay in L1 */
+            gather_block(src, w, r, q, y, x0, ow - x0 < XBLOCK ? ow - x0 : XBLOCK, out + y * ow + x0);
+}
+
+/* psf_correlate's value v of each pixel, then its ADU as response.py makes them: a = (v + add) * gain,
+   a += adc, counted as an overload above 65535, clipped to [0, 65535] and truncated to 16 bits (NaN: 0).
+   dp: add, gain, adc.  out (h - 2r) x (w - 2r) uint16, rows y0 .. y1 - 1; *overloads: their count. */
+void psf_adu16(const int64_t *ip, const double *dp, const double *src, const double *q, uint16_t *out,
+               int64_t *overloads) {
+    const int64_t w = ip[1], r = ip[2], y0 = ip[3], y1 = ip[4];
+    const int64_t ow = w - 2 * r;
+    const double add = dp[0], gain = dp[1], adc = dp[2];
+    double o[XBLOCK];
+    int64_t over = 0;
+    for (int64_t y = y0; y < y1; y++) {
+        for (int64_t x0 = 0; x0 < ow; x0 += XBLOCK) {
+            const int64_t n = ow - x0 < XBLOCK ? ow - x0 : XBLOCK;
+            gather_block(src, w, r, q, y, x0, n, o);
+            uint16_t *u = out + y * ow + x0;
+            for (int64_t x = 0; x < n; x++) {
+                double a = (o[x] + add) * gain;
+                a += adc;
+                over += a > 65535.0;
+                a = a < 0.0 ? 0.0 : (a > 65535.0 ? 65535.0 : a);
+                u[x] = a == a ? (uint16_t)a : 0;
+            }
+        }
+    }
+    *overloads = over;
 }
 
 /* ---- counter-based random numbers (noise.py): the same integers and the same doubles ---------- */
@@ -103,4 +132,4 @@ void poisson_small(int64_t n, uint64_t key, const int64_t *index, const double *
 }
 
 /* the version of this file's interface: native.py refuses a library that reports another */
-int detector_abi(void) { return 2; }
+int detector_abi(void) { return 3; }

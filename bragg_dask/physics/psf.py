@@ -268,6 +268,40 @@ def psf_tile(psf: PSF, read, tile: tuple[int, int, int, int], shape: tuple[int, 
     return out
 
 
+def psf_tile_adu16(psf: PSF, fill, tile: tuple[int, int, int, int], shape: tuple[int, int], *, radius: int,
+                   add: float, gain: float, adc: float) -> tuple[np.ndarray, int] | None:
+    """``psf_tile`` (spec parity) ``+ add``, then ``(v * gain + adc)`` clipped to 16 bits as
+    ``response.adu_noiseless``/``adu_noisy`` (without readout noise) make it, in one pass of the C
+    library: ``(uint16 (rows, cols), overloads)`` bit for bit those, or None where the library does not
+    apply (an automatic radius, no library, a radius above its limit).
+
+    ``fill(out, s0, s1, f0, f1)`` writes that window of the photon image, clamped at zero, into the
+    float64 array ``out``."""
+    lib = native.detector_library()
+    if lib is None or psf.radius is None or radius > _NATIVE_MAX_RADIUS:
+        return None
+    r = min(psf.radius, psf.max_radius)
+    s0, s1, f0, f1 = tile
+    hs0, hs1, hf0, hf1 = halo(tile, radius, shape)
+    buf = np.zeros((s1 - s0 + 2 * r, f1 - f0 + 2 * r))
+    top, left = hs0 - (s0 - r), hf0 - (f0 - r)
+    fill(buf[top : top + hs1 - hs0, left : left + hf1 - hf0], hs0, hs1, hf0, hf1)
+    quad = kernel(psf, r)[r:, r:].contiguous()
+    out = np.empty((s1 - s0, f1 - f0), dtype=np.uint16)
+    dp = np.array([add, gain, adc], dtype=np.float64)
+    counts: list[int] = []
+
+    def rows(y0: int, y1: int) -> None:
+        ip = np.array([buf.shape[0], buf.shape[1], r, y0, y1], dtype=np.int64)
+        over = np.zeros(1, dtype=np.int64)
+        lib.psf_adu16(ip.ctypes.data, dp.ctypes.data, buf.ctypes.data, quad.data_ptr(), out.ctypes.data,
+                      over.ctypes.data)
+        counts.append(int(over[0]))
+
+    native.run_threaded(rows, out.shape[0], max(1, 65536 // max(out.shape[1], 1)))
+    return out, sum(counts)
+
+
 def apply_psf_tiled(psf: PSF, photons: torch.Tensor, tile: int, parity: str = "spec") -> torch.Tensor:
     """:func:`apply_psf` computed a ``tile`` x ``tile`` tile at a time from each tile's halo (the lost
     photons: the tiles' partial sums)."""
