@@ -241,3 +241,24 @@ def test_store_rows_of_tiles_equal_the_file_mode_tile_by_tile(one_frame, tmp_pat
         assert got.tobytes() == want.tobytes(), name
         assert len(np.unique(got)) > 5, name  # not a trivial image
     assert os.path.exists(tmp_path / "intimage.img")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_store_detector_pass_on_cuda_equals_cpu(one_frame, tmp_path):
+    """``noisify STORE --device cuda``: the PSF as conv2d on the device; the same ADU as the CPU's C
+    gather but where the two roundings straddle an integer (at most 1 ADU, on a handful of pixels)."""
+    import shutil
+
+    from bragg_dask import store
+    from bragg_dask.noisify_store import noisify_store_main
+
+    flags = ["-psf", "gauss", "-psf_fwhm", "400", "-psf_radius", "8", "-seed", "2"]
+    got = {}
+    for device in ("cpu", "cuda"):
+        path = str(shutil.copytree(one_frame, tmp_path / f"{device}.zarr"))
+        noisify_store_main(path, flags + ["--device", device])
+        got[device] = {n: store.read_frame(path, 0, n).astype(int) for n in (store.INT, store.NOISE)}
+    for name in (store.INT, store.NOISE):
+        diff = np.abs(got["cpu"][name] - got["cuda"][name])
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= max(2, diff.size // 10000), name
