@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The detector response of a Pilatus 6M frame, per frame, against the C program ``noisify``.
 
-usage: .venv/bin/python benchmarks/noisify_bench.py --noisify PATH [--rounds N] [--frames bragg,lit]
+usage: .venv/bin/python benchmarks/noisify_bench.py --noisify PATH [--rounds N] [--dataset-frames N] [--frames bragg,lit]
            [--cases r3,r10,r3-noise] [--workloads ../shared/bench/workloads.json] [--json OUT] [--markdown OUT]
 
 The frame is the shared ``pilatus-still`` workload (2463 x 2527 pixels of 172 um) simulated into a
@@ -10,10 +10,12 @@ thin water background (``-water 0.05``: every pixel lit, a few photons each).  C
 of one pixel FWHM (172 um) with radius 3 or 10 and ``-nonoise``, and radius 3 with noise (noisify's
 defaults: Poisson and a 3% calibration error).
 
-Ours: ``noisify_store.noisify_frame`` on the store's frame, in this process: what a dataset run with
-the detector model (``--psf gauss --psf-fwhm 172 --psf-radius 3 ...``) and ``bragg-dask noisify
-STORE --all-frames`` do for each frame (read the float frame from the store, PSF, noise, ADU, write
-the int and noise arrays).  C: the ``noisify`` executable you built (``--noisify``), a whole process
+Ours: ``noisify_store.noisify_frame`` on each frame of a dataset store (``--dataset-frames N``: a
+rotation series of N frames, 0.01 degree apart, a shard per frame), one after the other in this process,
+the time divided by N: what a dataset run with the detector model (``--psf gauss --psf-fwhm 172
+--psf-radius 3 ...``) and ``bragg-dask noisify STORE --all-frames`` do for each frame (read the float
+frame from the store, PSF, noise, ADU, write the int and noise arrays).  ``--dataset-frames 1``: a
+single-frame store (a chunk file per tile).  C: the ``noisify`` executable you built (``--noisify``), a whole process
 on the frame exported as a float file (read, PSF, noise, write its files; ``-nopgm``).  Each round
 times C and ours one after the other for every case, so that load from other processes affects both
 alike; the table gives medians over the rounds and the ratio C / ours (above 1: we are faster).
@@ -48,8 +50,9 @@ def _cli(args: list[str], cwd: Path) -> None:
         raise SystemExit(f"bragg-dask {' '.join(args)}: {p.stderr.strip()}")
 
 
-def make_frames(workloads: Path, names: list[str], work: Path) -> dict[str, Path]:
-    """Each frame simulated into a store (``NAME.zarr``) and exported as a float file (``NAME.bin``)."""
+def make_frames(workloads: Path, names: list[str], work: Path, n_frames: int) -> dict[str, Path]:
+    """Each frame simulated into a dataset store of ``n_frames`` frames (``NAME.zarr``: a rotation series,
+    a shard per frame) and its first frame exported as a float file (``NAME.bin``)."""
     subprocess.run([sys.executable, str(workloads.parent / "make_inputs.py"), str(work)], check=True,
                    capture_output=True)
     args = json.loads(workloads.read_text())["workloads"]["pilatus-still"]["args"]
@@ -57,8 +60,9 @@ def make_frames(workloads: Path, names: list[str], work: Path) -> dict[str, Path
     args = args[:i] + args[i + 2:]
     stores = {}
     for name in names:
-        _cli(args + FRAMES[name] + ["-noprogress", "--zarr", f"{name}.zarr"], work)
-        _cli(["export", f"{name}.zarr", "-floatfile", f"{name}.bin"], work)
+        frames = ["--frames", str(n_frames), "-osc", "0.01"] if n_frames > 1 else []
+        _cli(args + FRAMES[name] + frames + ["-noprogress", "--zarr", f"{name}.zarr"], work)
+        _cli(["export", f"{name}.zarr", "--frame", "0", "-floatfile", f"{name}.bin"], work)
         stores[name] = work / f"{name}.zarr"
     return stores
 
@@ -72,21 +76,25 @@ def time_c(noisify: str, work: Path, frame: str, case: str) -> float:
 
 
 def time_ours(store_path: Path, case: str) -> float:
+    """Seconds per frame: every frame of the store, one after the other, as a dataset run does."""
     from bragg_dask import store
     from bragg_dask.noisify_store import noisify_frame, store_options
 
     o = store_options(str(store_path), COMMON + CASES[case])
     for name in (store.INT, store.NOISE):
         store.ensure_image_array(str(store_path), name)
+    n = store.frame_record(str(store_path), 0).n_frames
     t = time.perf_counter()
-    noisify_frame(str(store_path), o, 0, int(o["seed"]))
-    return time.perf_counter() - t
+    for k in range(n):
+        noisify_frame(str(store_path), o, k, int(o["seed"]) + k)
+    return (time.perf_counter() - t) / n
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--noisify", required=True, help="the C noisify executable you built")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dataset-frames", type=int, default=3, help="frames of the store (a series), timed in turn")
     ap.add_argument("--frames", default="bragg,lit")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--workloads", type=Path, default=DEFAULT_WORKLOADS)
@@ -98,7 +106,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bragg-noisify-bench-"))
     try:
-        stores = make_frames(a.workloads, frames, work)
+        stores = make_frames(a.workloads, frames, work, a.dataset_frames)
         for frame in frames:  # warm-up: the C library built, files cached
             for case in cases:
                 time_ours(stores[frame], case)
@@ -112,7 +120,8 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-    lines = [f"Machine: {machine}; medians of {a.rounds} paired rounds; ratio = C / ours.", "",
+    lines = [f"Machine: {machine}; medians of {a.rounds} paired rounds; ours per frame over a {a.dataset_frames}-frame "
+             "dataset store; ratio = C / ours.", "",
              "| frame | case | C noisify | ours per frame | ratio |", "|---|---|---|---|---|"]
     rows = []
     for (f, c), r in runs.items():

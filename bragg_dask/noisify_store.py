@@ -352,8 +352,8 @@ def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
 
         for _ in pool.map(one, sorted(rows)):
             pass
-    for name, img in images.items():
-        store.write_frame_image(g, name, k, img, synced)
+        for name, img in images.items():
+            store.write_frame_image(g, name, k, img, synced, pool)
     g.sync_folders(synced)
 
 

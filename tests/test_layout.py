@@ -119,7 +119,7 @@ def _users(library: str) -> set[str]:
 
 
 def test_zarr_only_in_the_store():
-    assert _users("zarr") <= {"bragg_dask.store", "bragg_dask.store.chunks"}
+    assert _users("zarr") <= {"bragg_dask.store", "bragg_dask.store.chunks", "bragg_dask.store.shards"}
     assert "bragg_dask.store" in _users("zarr")
 
 

@@ -556,18 +556,26 @@ def _write_frames(path: str, g: OpenStore, items) -> None:
         for tile, tile_image, stats in parts:
             image[tile.s0 : tile.s1, tile.f0 : tile.f1] = tile_image
             rows[tile.index] = stats_row(stats)
-        fl[frame] = image
+        if g.sharded(FLOAT):  # the shard file straight (:mod:`.shards`), else through zarr
+            g.put_shard(FLOAT, frame, image, synced)
+        else:
+            fl[frame] = image
+            sync_chunk(path, fl, (frame, 0, 0), synced)
         ts[frame] = rows
-        sync_chunk(path, fl, (frame, 0, 0), synced)
         sync_chunk(path, ts, (frame, 0, 0, 0), synced)
     for frame in sorted(by_frame):
         done[frame] = True
         sync_chunk(path, done, (frame, 0, 0), synced)
 
 
-def write_frame_image(g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None) -> None:
+def write_frame_image(g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None,
+                      pool=None) -> None:
     """A whole frame ``(spixels, fpixels)`` of image array ``name`` (``int``, ``noise``) of a
-    :func:`whole_frames` store: its shard, made durable."""
+    :func:`whole_frames` store: its shard, made durable (its chunks compressed on ``pool``'s threads
+    where given: :mod:`.shards`)."""
+    if g.sharded(name):
+        g.put_shard(name, frame, image, synced if synced is not None else set(), pool)
+        return
     g[name][frame] = image
     sync_chunk(g.path, g[name], (frame, 0, 0), synced)
 

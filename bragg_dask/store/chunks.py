@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from ..plan import TileSpec
+from . import shards
 
 
 class OpenStore:
@@ -53,6 +54,37 @@ class OpenStore:
             hit = self._direct[name] = _zstd_level(self[name]) is not None
         return hit
 
+    def sharded(self, name: str) -> bool:
+        """Whether ``name`` holds a shard per frame in the layout :mod:`.shards` writes and reads."""
+        key = ("sharded", name)
+        hit = self._direct.get(key)
+        if hit is None:
+            hit = self._direct[key] = shards.layout(self[name]) is not None
+        return hit
+
+    def _shard_path(self, name: str, frame: int) -> str:
+        arr = self[name]
+        return os.path.join(self.path, arr.path, *arr.metadata.encode_chunk_key((frame, 0, 0)).split("/"))
+
+    def put_shard(self, name: str, frame: int, image: np.ndarray, synced: set | None, pool=None) -> None:
+        """Frame ``frame`` of the :meth:`sharded` array ``name`` from ``image`` ``(rows, cols)``: its shard
+        file (:func:`.shards.encode`, chunks compressed on ``pool``'s threads where given) by the rename
+        of a complete temporary file, made durable and its folder added to ``synced`` as
+        :meth:`put_chunk` does; all fill value: no file, as zarr."""
+        lay = shards.layout(self[name])
+        data = shards.encode(lay, image, _zstd(lay.level), pool)
+        target = self._shard_path(name, frame)
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+                if synced is not None:
+                    synced.add(os.path.dirname(target))
+            return
+        _make_folder(os.path.dirname(target), os.path.join(self.path, self[name].path), synced)
+        _write_file(target, data, durable=synced is not None)
+        if synced is not None:
+            synced.add(os.path.dirname(target))
+
     def put_chunk(self, name: str, coords: tuple[int, ...], block: np.ndarray, synced: set | None) -> None:
         """Write chunk ``coords`` of array ``name`` from ``block`` (its data, the chunk's shape or, at the
         array's far edges, less: padded with the fill value); a chunk all of fill values is removed
@@ -76,12 +108,7 @@ class OpenStore:
         key = meta.encode_chunk_key(tuple(int(c) for c in coords))
         root = os.path.join(self.path, arr.path)
         target = os.path.join(root, *key.split("/"))
-        folder = os.path.dirname(target)
-        if not os.path.isdir(folder):  # new folders: their entries in their parents are synced too
-            os.makedirs(folder, exist_ok=True)
-            while synced is not None and len(folder) > len(root):
-                folder = os.path.dirname(folder)
-                synced.add(folder)
+        _make_folder(os.path.dirname(target), root, synced)
         if not np.any(data != meta.fill_value):  # as zarr: a chunk of fill values is no file
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target)
@@ -112,9 +139,18 @@ class OpenStore:
 
     def read_band(self, name: str, frame: int, s0: int, s1: int) -> np.ndarray:
         """Rows ``s0:s1`` (within one row of chunks) of frame ``frame`` of image array ``name``, every
-        column; straight from the chunk files when the array is :meth:`direct`, else through zarr."""
+        column; straight from the chunk files when the array is :meth:`direct`, from the frame's shard
+        file when it is :meth:`sharded`, else through zarr."""
         arr = self[name]
         if not self.direct(name):
+            if self.sharded(name):
+                lay = shards.layout(arr)
+                try:
+                    with open(self._shard_path(name, frame), "rb") as fh:
+                        raw = fh.read()
+                except FileNotFoundError:
+                    raw = None
+                return shards.decode_band(lay, raw, _zstd(lay.level), int(arr.shape[2]), s0, s1)
             return np.asarray(arr[frame, s0:s1, :])
         _, cs, cf = arr.metadata.chunk_grid.chunk_shape
         i, r0 = divmod(s0, cs)
@@ -146,6 +182,16 @@ class OpenStore:
 
     def __contains__(self, name: str) -> bool:
         return name in self.group
+
+
+def _make_folder(folder: str, root: str, synced: set | None) -> None:
+    """``folder`` (below the array's ``root``) made where missing; the new folders' parents added to
+    ``synced``, so that their entries are synced too."""
+    if not os.path.isdir(folder):
+        os.makedirs(folder, exist_ok=True)
+        while synced is not None and len(folder) > len(root):
+            folder = os.path.dirname(folder)
+            synced.add(folder)
 
 
 def _zstd_level(array) -> int | None:

@@ -1,0 +1,105 @@
+"""A frame's shard file written and read without zarr's pipeline (``store/shards.py``,
+``OpenStore.put_shard`` / ``read_band``): zarr reads ours as its own, we read zarr's, for both dtypes,
+edge chunks, empty chunks and empty frames; a damaged index is refused; other layouts are left to zarr."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import numpy as np
+import pytest
+import zarr
+
+from bragg_dask.store import chunks, shards
+
+SHAPE = (3, 50, 70)  # frames, slow, fast: 4 x 5 chunks of 16, the last row and column partial
+
+
+def _array(path, dtype, **extra):
+    g = zarr.open_group(str(path), mode="w")
+    g.create_array("img", shape=SHAPE, chunks=(1, 16, 16), shards=(1, 64, 80), dtype=dtype, fill_value=0, **extra)
+    return chunks.OpenStore(str(path), "r+")
+
+
+def _image(dtype, seed):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 5000, size=SHAPE[1:]).astype(dtype)
+    img[:16, :32] = 0  # two empty chunks
+    img[40:, 60:] = 0  # the corner chunk, partial, empty
+    return img
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+@pytest.mark.parametrize("threads", [0, 2])
+def test_zarr_reads_our_shards_and_we_read_zarrs(tmp_path, dtype, threads):
+    g = _array(tmp_path / "s.zarr", dtype)
+    assert g.sharded("img") and shards.layout(g["img"]).grid == (4, 5)
+    ours, theirs = _image(dtype, 1), _image(dtype, 2)
+    pool = concurrent.futures.ThreadPoolExecutor(threads) if threads else None
+    try:
+        synced: set = set()
+        g.put_shard("img", 0, ours, synced, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    assert synced  # the shard's folder, to be synced
+    g["img"][2] = theirs
+    z = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["img"]
+    assert np.array_equal(z[0], ours)
+    for frame, want in ((0, ours), (2, theirs), (1, np.zeros(SHAPE[1:], dtype))):  # frame 1: no file
+        for s0 in range(0, SHAPE[1], 16):
+            s1 = min(s0 + 16, SHAPE[1])
+            band = g.read_band("img", frame, s0, s1)
+            assert band.dtype == np.dtype(dtype) and np.array_equal(band, want[s0:s1]), (frame, s0)
+    assert np.array_equal(g.read_band("img", 0, 20, 27), ours[20:27])  # part of a row of chunks
+
+
+def test_an_empty_frame_leaves_no_file_and_replaces_one(tmp_path):
+    g = _array(tmp_path / "s.zarr", "uint16")
+    g.put_shard("img", 1, _image("uint16", 3), None)
+    path = g._shard_path("img", 1)
+    assert path.endswith("c/1/0/0")
+    import os
+
+    assert os.path.exists(path)
+    g.put_shard("img", 1, np.zeros(SHAPE[1:], np.uint16), set())
+    assert not os.path.exists(path)
+    assert not np.any(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["img"][1])
+
+
+def test_a_damaged_index_is_refused(tmp_path):
+    g = _array(tmp_path / "s.zarr", "uint16")
+    g.put_shard("img", 0, _image("uint16", 4), None)
+    path = g._shard_path("img", 0)
+    raw = bytearray(open(path, "rb").read())
+    raw[-10] ^= 0xFF  # inside the index
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(ValueError, match="CRC-32C"):
+        g.read_band("img", 0, 0, 16)
+
+
+def test_other_layouts_are_zarrs(tmp_path):
+    from zarr.codecs import BloscCodec
+
+    g = _array(tmp_path / "s.zarr", "uint16", compressors=[BloscCodec()])
+    assert not g.sharded("img") and shards.layout(g["img"]) is None
+    g2 = zarr.open_group(str(tmp_path / "t.zarr"), mode="w")
+    g2.create_array("img", shape=SHAPE, chunks=(1, 16, 16), dtype="uint16", fill_value=0)
+    assert shards.layout(g2["img"]) is None  # chunks, not shards: put_chunk's files
+
+
+def test_a_dataset_store_uses_them(tmp_path):
+    """A dataset of frames of several tiles (a shard per frame): its float frames are written as shard
+    files here, and zarr reads them."""
+    from bragg_dask import store
+
+    from .test_noisify_store import SIM, run_cli
+
+    p = run_cli(SIM + ["-nonoise", "--frames", "2", "--zarr", "d.zarr"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    g = chunks.opened(str(tmp_path / "d.zarr"), "r")
+    assert store.whole_frames(g) and g.sharded(store.FLOAT)
+    z = zarr.open_group(str(tmp_path / "d.zarr"), mode="r")[store.FLOAT]
+    for k in range(2):
+        whole = np.concatenate([g.read_band(store.FLOAT, k, s, min(s + 16, 48)) for s in range(0, 48, 16)])
+        assert np.array_equal(whole, z[k]) and np.count_nonzero(whole) > 100
