@@ -262,3 +262,37 @@ def test_store_detector_pass_on_cuda_equals_cpu(one_frame, tmp_path):
     for name in (store.INT, store.NOISE):
         diff = np.abs(got["cpu"][name] - got["cuda"][name])
         assert diff.max() <= 1 and np.count_nonzero(diff) <= max(2, diff.size // 10000), name
+
+
+@needs_lib
+def test_native_adu16_is_numpys(monkeypatch):
+    from bragg_dask.physics import response
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(100.0, 3000.0, size=(300, 200))
+    x[0, :6] = [np.nan, np.inf, -np.inf, -0.0, 65535.2, 65494.999999]
+    for gain, adc in ((1.0, 40.0), (2.5, 10.0), (0.3, 0.0)):
+        got = response.adu_noiseless(x, gain, adc, 16)
+        monkeypatch.setattr(native, "_det_lib", None)
+        monkeypatch.setattr(native, "_det_tried", True)
+        want = response.adu_noiseless(x, gain, adc, 16)
+        monkeypatch.undo()
+        assert got.dtype == want.dtype == np.uint16 and np.array_equal(got[:, 1:], want[:, 1:])
+        assert got[0, 0] == 0  # NaN: 0 (numpy's cast of NaN is platform-defined)
+
+
+def test_cached_calibration_factors_are_the_drawn_ones():
+    """A band of whole rows (an int first index) takes its calibration factors from a per-process cache
+    of every pixel's, shared by the frames of a dataset: the same counts as drawing the lit pixels'."""
+    from bragg_dask.physics import response
+
+    rng = np.random.default_rng(8)
+    for first in (0, 123_457):
+        mean = rng.random((400, 700)) * 20.0
+        mean[rng.random(mean.shape) < 0.7] = 0.0
+        idx = np.arange(mean.size, dtype=np.int64).reshape(mean.shape) + first
+        want = photon_counts(mean, idx, seed=3, calib_seed=77, flicker=0.0, calibration=0.05)
+        response._CAL_CACHE.clear()
+        assert np.array_equal(photon_counts(mean, first, seed=3, calib_seed=77, flicker=0.0, calibration=0.05), want)
+        assert (77, 0.05, first, mean.size) in response._CAL_CACHE  # kept for the next frame
+        assert np.array_equal(photon_counts(mean, first, seed=3, calib_seed=77, flicker=0.0, calibration=0.05), want)

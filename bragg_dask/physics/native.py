@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native_osum.c")
 DETECTOR_SOURCE = Path(__file__).with_name("native_detector.c")
-DETECTOR_ABI = 3
+DETECTOR_ABI = 4
 ENV = "BRAGG_DASK_NATIVE"
 ABI = 2
 BLOCK = 128  # points per block in the C code: thread slices are multiples of it
@@ -132,7 +132,8 @@ def _build_detector(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
     lib.poisson_small.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
                                   ctypes.c_void_p]
     lib.psf_adu16.argtypes = [ctypes.c_void_p] * 6
-    for name in ("psf_correlate", "psf_adu16", "counter_uniforms", "poisson_small"):
+    lib.adu16.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    for name in ("psf_correlate", "psf_adu16", "adu16", "counter_uniforms", "poisson_small"):
         getattr(lib, name).restype = None
     return lib
 

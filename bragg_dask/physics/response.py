@@ -10,6 +10,9 @@ same from image to image.  Images are numpy ``(S, F)``; ``index`` the pixels' gl
 
 from __future__ import annotations
 
+import collections
+import threading
+
 import numpy as np
 
 from .noise import poisson, uniforms
@@ -21,7 +24,18 @@ FLICKER_DRAW, CALIBRATION_DRAW, READOUT_DRAW = 3_000_000_000, 3_100_000_000, 3_2
 
 
 def adu_noiseless(photons: np.ndarray, gain: float, adc: float, bits: int) -> np.ndarray:
-    """The noiseless int image ``(S, F)`` (uint16 or uint32 for ``bits``) of ``photons`` ``(S, F)``."""
+    """The noiseless int image ``(S, F)`` (uint16 or uint32 for ``bits``) of ``photons`` ``(S, F)`` (16 bits:
+    by the C library where it builds, the same values)."""
+    if bits == 16:
+        from . import native
+
+        lib = native.detector_library()
+        if lib is not None:
+            x = np.ascontiguousarray(photons, dtype=np.float64)
+            out = np.empty(x.shape, dtype=np.uint16)
+            dp = np.array([gain, adc], dtype=np.float64)
+            lib.adu16(x.size, dp.ctypes.data, x.ctypes.data, out.ctypes.data)
+            return out
     adu = np.asarray(photons, dtype=np.float64) * gain
     adu += adc
     np.clip(adu, 0.0, INT16_MAX, out=adu)
@@ -48,10 +62,36 @@ def photon_counts(photons: np.ndarray, index: np.ndarray | int, *, seed: int, ca
     if flicker > 0:
         m = m * (1.0 + flicker * gaussian(seed, at, FLICKER_DRAW))
     if calibration > 0:
-        m = m * (1.0 + calibration * gaussian(calib_seed, at, CALIBRATION_DRAW))
+        factor = _calibration_rows(calib_seed, calibration, index, mean.size) if np.ndim(index) == 0 else None
+        m = m * (factor[lit] if factor is not None else 1.0 + calibration * gaussian(calib_seed, at, CALIBRATION_DRAW))
     out = np.zeros(mean.shape)
     out.ravel()[lit] = poisson(np.clip(m, 0.0, None), at, seed)
     return out
+
+
+_CAL_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CAL_LOCK = threading.Lock()
+CAL_CACHE_VALUES = 1 << 24  # at most this many factors kept (128 MiB): a Pilatus 6M frame's, or an Eiger 9M's
+
+
+def _calibration_rows(calib_seed: int, calibration: float, first: int, n: int) -> np.ndarray | None:
+    """The calibration factors ``1 + calibration * N`` of pixels ``first .. first + n`` (every pixel),
+    kept for the next frame of a dataset (the error is the same in every frame): the same values as
+    drawn for the lit pixels alone.  None where they would not fit the cache."""
+    if n > CAL_CACHE_VALUES:
+        return None
+    key = (calib_seed, calibration, first, n)
+    with _CAL_LOCK:
+        hit = _CAL_CACHE.get(key)
+        if hit is not None:
+            _CAL_CACHE.move_to_end(key)
+            return hit
+    factor = 1.0 + calibration * gaussian(calib_seed, np.arange(first, first + n, dtype=np.int64), CALIBRATION_DRAW)
+    with _CAL_LOCK:
+        _CAL_CACHE[key] = factor
+        while sum(v.size for v in _CAL_CACHE.values()) > CAL_CACHE_VALUES:
+            _CAL_CACHE.popitem(last=False)
+    return factor
 
 
 def adu_noisy(photons: np.ndarray, index: np.ndarray | None, *, seed: int, gain: float, adc: float, readout: float,
