@@ -306,13 +306,13 @@ def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     on ``torch.get_num_threads()`` threads (numpy, the C PSF and file writes release the GIL); the
     result is the same as one at a time."""
     global _active_frames
-    from .heap import reuse_large_blocks
+    from .runtime import tune_allocator
 
+    tune_allocator()  # the rows' and bands' arrays, megabytes each, reused from the heap (as the kernel's)
     with _active_lock:
         _active_frames += 1
     try:
-        with reuse_large_blocks():  # the rows' and bands' arrays: megabytes each, allocated again and again
-            _noisify_frame(path, o, k, seed)
+        _noisify_frame(path, o, k, seed)
     finally:
         with _active_lock:
             _active_frames -= 1
