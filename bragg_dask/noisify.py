@@ -214,17 +214,30 @@ class Images:
     seed: int
 
 
+def photons_of(o: dict, raw: np.ndarray) -> np.ndarray:
+    """The photons (float64) of float-image values ``raw`` (``-fluence``, ``-scale``); in c parity rounded
+    to single precision, as noisify's photon image is."""
+    photons = raw.astype(np.float64) * (o["fluence"] * R_E_SQR * o["scale"])
+    return photons.astype(np.float32).astype(np.float64) if o["parity"] == "c" else photons
+
+
+def noise_seed_of(o: dict) -> int:
+    """``-seed``, else a time-based seed, reported (as the simulator does) when noise is drawn."""
+    if "seed" in o:
+        return int(o["seed"])
+    seed = int(time.time())
+    if not o["nonoise"]:
+        log.info("noise seed %d", seed)
+    return seed
+
+
 def noisify(o: dict, raw: np.ndarray, shape: tuple[int, int]) -> Images:
     """The images of the float image ``raw`` (flat, photons/pixel before ``-scale``), ``shape`` (S, F)."""
     from .physics.response import adu_noiseless, adu_noisy, photon_counts
 
-    photons = raw.reshape(shape).astype(np.float64) * (o["fluence"] * R_E_SQR * o["scale"])
-    if o["parity"] == "c":  # noisify's photon image is single precision
-        photons = photons.astype(np.float32).astype(np.float64)
+    photons = photons_of(o, raw.reshape(shape))
     psf = psf_of(o, shape)
-    seed = int(o["seed"]) if "seed" in o else int(time.time())
-    if "seed" not in o and not o["nonoise"]:
-        log.info("noise seed %d", seed)  # time-based: reported, as the simulator does
+    seed = noise_seed_of(o)
     if o["nonoise"]:
         blurred = _blur(psf, photons, o) if psf else photons
         return Images(adu_noiseless(blurred, o["gain"], o["adc"], o["bits"]), None, 0, seed)

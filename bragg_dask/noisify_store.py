@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import numpy as np
 
 from . import store
 from .errors import ConfigError, UsageError
-from .noisify import _VALUE, MODEL_FLAGS, check_run, noisify_main, parse_args, psf_of
-from .physics.constants import R_E_SQR
+from .noisify import _VALUE, MODEL_FLAGS, check_run, noise_seed_of, noisify_main, parse_args, photons_of, psf_of
 from .store_lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -148,7 +146,8 @@ class _FrameSource:
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row of chunks -> (photons, source)
         self.partials: dict = {}  # tile -> (lost photons, largest value): the first pass's shares
         share = memory_budget()[0] // 4 // max(1, _active_frames)  # frames running in this process share it
-        self.keep_all = 2 * 8 * 2 * frame.shape[0] * frame.shape[1] <= share
+        kept = 2 * 8 * frame.shape[0] * frame.shape[1]  # photons and counts, float64
+        self.keep_all = 2 * kept <= share
 
     def index(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
         return np.arange(s0, s1, dtype=np.int64)[:, None] * self.fpixels + np.arange(f0, f1, dtype=np.int64)[None, :]
@@ -160,12 +159,8 @@ class _FrameSource:
         return self._rows[i]
 
     def _compute_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        o = self.o
         s0, s1 = i * self.band, min((i + 1) * self.band, self.shape[0])
-        raw = self._opened.read_band(store.FLOAT, self.frame.frame, s0, s1)
-        photons = raw.astype(np.float64) * (o["fluence"] * R_E_SQR * o["scale"])
-        if o["parity"] == "c":
-            photons = photons.astype(np.float32).astype(np.float64)
+        photons = photons_of(self.o, self._opened.read_band(store.FLOAT, self.frame.frame, s0, s1))
         return photons, self._counted(photons, s0, s1)
 
     def _counted(self, photons: np.ndarray, s0: int, s1: int) -> np.ndarray:
@@ -178,18 +173,23 @@ class _FrameSource:
         return photon_counts(photons, s0 * self.fpixels, seed=self.seed,
                              calib_seed=int(o["calib_seed"]), flicker=o["flicker"], calibration=o["calibration"])
 
-    def _window(self, which: int, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+    def _pieces(self, which: int, s0: int, s1: int, f0: int, f1: int):
+        """Rows ``s0:s1`` (clipped to the frame), columns ``f0:f1`` of the photons (``which`` 0) or of what
+        the PSF blurs (1), a row of chunks at a time: ``(first row, that part)``."""
         s0, s1 = max(s0, 0), min(s1, self.shape[0])
-        parts = [self._row(i)[which][max(s0 - i * self.band, 0) : s1 - i * self.band, f0:f1]
-                 for i in range(s0 // self.band, -(-s1 // self.band))]
+        for i in range(s0 // self.band, -(-s1 // self.band)):
+            a, b = max(s0, i * self.band), min(s1, (i + 1) * self.band)
+            yield a, self._row(i)[which][a - i * self.band : b - i * self.band, f0:f1]
+
+    def _window(self, which: int, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
+        parts = [part for _, part in self._pieces(which, s0, s1, f0, f1)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     def fill_source(self, out: np.ndarray, s0: int, s1: int, f0: int, f1: int) -> None:
         """That window of what the PSF blurs, clamped at zero, written into ``out`` (row by row of chunks:
         no joined copy)."""
-        for i in range(s0 // self.band, -(-s1 // self.band)):
-            a, b = max(s0, i * self.band), min(s1, (i + 1) * self.band)
-            np.maximum(self._row(i)[1][a - i * self.band : b - i * self.band, f0:f1], 0.0, out=out[a - s0 : b - s0])
+        for a, part in self._pieces(1, s0, s1, f0, f1):
+            np.maximum(part, 0.0, out=out[a - s0 : a - s0 + part.shape[0]])
 
     def photons(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
         return self._window(0, s0, s1, f0, f1)
@@ -219,7 +219,7 @@ class _FrameSource:
             by_row.setdefault(t.s0 // self.band, []).append(t)
 
         def row(i: int):
-            self._rows[i] = self._rows[i] if i in self._rows else self._compute_row(i)
+            self._row(i)
             return [(t, _tile_partial(psf, self, t)) for t in by_row.get(i, ())] if psf is not None else []
 
         for parts in pool.map(row, range(n)):
@@ -249,54 +249,56 @@ def _lost_and_radius(psf, src: _FrameSource, tiles) -> tuple[float, int]:
 
 
 def _band_images(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> dict:
-    """One row of ``tiles``' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): the PSF
-    of the whole row at once from its halo where that equals the PSF of each tile from its own bit for
-    bit (``physics.psf.tiling_exact``: the C library's gather), else tile by tile."""
+    """One row of ``tiles``' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): what the
+    PSF blurs (the photons, or with noise the counted photons) as ADU, and with noise the noiseless int
+    image of the photons."""
+    from .physics.response import adu_noiseless, adu_noisy
+
+    box = (tiles[0].s0, tiles[0].s1, 0, src.shape[1])
+    adu = _band_fused(o, psf, src, box, pass1)
+    if adu is None:
+        blurred = _band_blurred(o, psf, src, tiles, pass1) if psf is not None else src.blurred_source(*box)
+        if o["nonoise"]:
+            adu = adu_noiseless(blurred, o["gain"], o["adc"], 16)
+        else:
+            index = src.index(*box) if o["readout"] > 0 else None  # only the readout noise draws here
+            adu, _ = adu_noisy(blurred, index, seed=src.seed, gain=o["gain"], adc=o["adc"], readout=o["readout"],
+                               bits=16)
+    if o["nonoise"]:
+        return {store.INT: adu}
+    return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: adu}
+
+
+def _band_blurred(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> np.ndarray:
+    """The row of ``tiles`` blurred, the lost photons added (float64): the whole row at once from its halo
+    where that is each tile's PSF from its own bit for bit (``physics.psf.tiling_exact``: the C library's
+    gather), else tile by tile."""
     import torch
 
     from .physics.psf import psf_tile, tiling_exact
-    from .physics.response import adu_noiseless, adu_noisy
 
-    band = (tiles[0].s0, tiles[0].s1)
     S, F = src.shape
-    box = (band[0], band[1], 0, F)
-    fused = _band_fused(o, psf, src, box, pass1)
-    if fused is not None:
-        return fused
-    blurred = src.blurred_source(*box)
-    if psf is not None:
-        lost, radius = pass1
-        # the whole row at once where that is the tiles' PSF bit for bit, else each of its tiles
-        parts = [box] if tiling_exact(psf, radius, o["device"]) else [(t.s0, t.s1, t.f0, t.f1) for t in tiles]
-        out = torch.cat([psf_tile(psf, src.tensor, b, (S, F), radius=radius, parity=o["parity"]) for b in parts],
-                        dim=1) + lost / (S * F)
-        blurred = out.cpu().numpy()
-        if o["parity"] == "c":  # noisify's float image
-            blurred = blurred.astype(np.float32).astype(np.float64)
-    if o["nonoise"]:
-        return {store.INT: adu_noiseless(blurred, o["gain"], o["adc"], 16)}
-    index = src.index(*box) if o["readout"] > 0 else None  # only the readout noise draws here
-    noisy, _ = adu_noisy(blurred, index, seed=src.seed, gain=o["gain"], adc=o["adc"], readout=o["readout"], bits=16)
-    return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: noisy}
+    lost, radius = pass1
+    boxes = ([(tiles[0].s0, tiles[0].s1, 0, F)] if tiling_exact(psf, radius, o["device"])
+             else [(t.s0, t.s1, t.f0, t.f1) for t in tiles])
+    out = torch.cat([psf_tile(psf, src.tensor, b, (S, F), radius=radius, parity=o["parity"]) for b in boxes],
+                    dim=1) + lost / (S * F)
+    blurred = out.cpu().numpy()
+    return blurred.astype(np.float32).astype(np.float64) if o["parity"] == "c" else blurred  # noisify's float
 
 
-def _band_fused(o: dict, psf, src: _FrameSource, box: tuple, pass1) -> dict | None:
-    """:func:`_band_images` by the C library in one pass from the source to 16-bit ADU (``physics.psf.
-    psf_tile_adu16``: the same bytes), where it applies: a PSF of fixed radius in spec parity, on CPU,
-    without readout noise; else None."""
+def _band_fused(o: dict, psf, src: _FrameSource, box: tuple, pass1) -> np.ndarray | None:
+    """The ADU of what the PSF blurs, by the C library in one pass (``physics.psf.psf_tile_adu16``: the
+    same bytes as :func:`_band_blurred` then the ADU), where it applies: a PSF of fixed radius in spec
+    parity, on CPU, without readout noise; else None."""
     from .physics.psf import psf_tile_adu16, tiling_exact
-    from .physics.response import adu_noiseless
 
     if psf is None or o["parity"] != "spec" or o["readout"] > 0 or not tiling_exact(psf, pass1[1], o["device"]):
         return None
     S, F = src.shape
     done = psf_tile_adu16(psf, src.fill_source, box, (S, F), radius=pass1[1], add=pass1[0] / (S * F),
                           gain=o["gain"], adc=o["adc"])
-    if done is None:
-        return None
-    if o["nonoise"]:
-        return {store.INT: done[0]}
-    return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: done[0]}
+    return None if done is None else done[0]
 
 
 def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
@@ -373,12 +375,10 @@ class DetectorPass:
         """``argv``: noisify's flags (no ``--frame``/``--all-frames``), checked against the store."""
         self.path = path
         self.o = store_options(path, argv)
-        self.seed = int(self.o["seed"]) if "seed" in self.o else int(time.time())
+        self.seed = noise_seed_of(self.o)  # a time-based one is reported here, once
         self.names = [store.INT] if self.o["nonoise"] else [store.INT, store.NOISE]
 
     def begin(self) -> None:
-        if "seed" not in self.o and not self.o["nonoise"]:
-            log.info("noise seed %d", self.seed)  # time-based: reported (on stdout by the CLI), as the simulator does
         for name in self.names:
             store.ensure_image_array(self.path, name)
 

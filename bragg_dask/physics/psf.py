@@ -87,12 +87,19 @@ def kernel(psf: PSF, radius: int, device=None) -> torch.Tensor:
     return make_kernel(psf, radius, device)
 
 
+def _gather_library(radius: int, device):
+    """The C library whose gather spreads with kernels up to ``radius`` on ``device``, or None (not
+    CPU, a radius above its limit, no library)."""
+    if torch.device(device).type != "cpu" or radius > _NATIVE_MAX_RADIUS:
+        return None
+    return native.detector_library()
+
+
 def tiling_exact(psf: PSF, halo_radius: int, device) -> bool:
     """Whether the spread of any window is, bit for bit, the same whatever window holds a pixel's
     sources (the C library's gather: CPU, every radius up to ``halo_radius`` within its limit); else
     the same up to rounding (conv2d, the FFT)."""
-    return torch.device(device).type == "cpu" and halo_radius <= _NATIVE_MAX_RADIUS and \
-        native.detector_library() is not None
+    return _gather_library(halo_radius, device) is not None
 
 
 @functools.lru_cache(maxsize=64)
@@ -175,10 +182,9 @@ def _correlate(image: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     if h < n or w < n:
         return image.new_zeros(max(h - n + 1, 0), max(w - n + 1, 0))
     r = (n - 1) // 2
-    if r <= _NATIVE_MAX_RADIUS and image.device.type == "cpu" and _symmetric(k):
-        lib = native.detector_library()
-        if lib is not None:
-            return _correlate_native(lib, image, k)
+    lib = _gather_library(r, image.device)
+    if lib is not None and _symmetric(k):
+        return _correlate_native(lib, image, k)
     if r <= _CONV2D_MAX_RADIUS:
         return tF.conv2d(image[None, None], k[None, None])[0, 0]
     fh, fw = h, w  # circular FFT correlation of size (h, w); the valid part does not wrap
@@ -277,8 +283,8 @@ def psf_tile_adu16(psf: PSF, fill, tile: tuple[int, int, int, int], shape: tuple
 
     ``fill(out, s0, s1, f0, f1)`` writes that window of the photon image, clamped at zero, into the
     float64 array ``out``."""
-    lib = native.detector_library()
-    if lib is None or psf.radius is None or radius > _NATIVE_MAX_RADIUS:
+    lib = _gather_library(radius, "cpu")
+    if lib is None or psf.radius is None:
         return None
     r = min(psf.radius, psf.max_radius)
     s0, s1, f0, f1 = tile
