@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import dataclasses
 import datetime as _dt
 import errno
 import hashlib
@@ -54,17 +53,29 @@ import zarr
 
 from ..errors import BraggDaskError, ConfigError
 from ..physics.geometry import pyfai_geometry
-from ..plan import TilePlan, TileSpec
+from ..plan import TilePlan
 from ..store_lock import LOCK_NAME, StoreLock, alive
 from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
+from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+from .reading import (FrameRecord, StoreFrame, frame_record, frame_tiles, frames_phi0_deg, image_arrays,
+                      read_frame, store_metadata, tile_stats_rows, tiles_done)
+from .writing import (read_tile_image, stats_from_row, stats_row, whole_frames, write_frame_image,
+                      write_frame_metadata, write_frames_stats, write_tile_image, write_tiles)
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "FLOAT", "FORMAT_VERSION", "FRAME_STATS", "FrameRecord", "IMAGE_COORDS", "INT", "LABELS", "LOCK_NAME",
+    "NOISE", "OpenStore", "STAT_FIELDS", "StoreError", "StoreFrame", "StoreSession", "consolidate",
+    "ensure_image_array", "frame_record", "frame_tiles", "frames_phi0_deg", "fsync_enabled", "fsync_path",
+    "image_arrays", "is_store", "mark_complete", "note_fault", "open_or_create", "open_store", "opened",
+    "poni", "read_frame", "read_tile_image", "record_response", "run_fingerprint", "run_record",
+    "stats_from_row", "stats_row", "store_attrs", "store_fault", "store_metadata", "stored_noise_seed",
+    "stored_tile_shape", "sync_chunk", "tile_stats_rows", "tiles_done", "whole_frames", "write_frame_image",
+    "write_frame_metadata", "write_frames_stats", "write_tile_image", "write_tiles",
+]
+
 FORMAT_VERSION = 1
-#: the image arrays, ``(frame, slow, fast)``: float photons/pixel, and the int and noise ADU images
-FLOAT, INT, NOISE = "float", "int", "noise"
-STAT_FIELDS = ("sum", "sumsq", "n", "max", "argmax_slow", "argmax_fast")
-FRAME_STATS = ("max_I", "max_slow", "max_fast", "mean", "rms", "rmsd", "int_scale")
 # errors of the file system under the store (a store fault, reported in one line), not of the network
 _FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
                  errno.ENOENT, errno.ESTALE}
@@ -477,171 +488,6 @@ def consolidate(path: str) -> None:
         zarr.consolidate_metadata(path)
 
 
-def stats_row(stats: dict) -> np.ndarray:
-    """A tile's partial statistics as the ``tile_stats`` row (argmax -1 when nothing rendered)."""
-    am = stats["argmax"] if stats["argmax"] is not None else (-1, -1)
-    return np.array([stats["sum"], stats["sumsq"], stats["n"], stats["max"], am[0], am[1]], dtype=np.float64)
-
-
-def stats_from_row(row: np.ndarray) -> dict:
-    am = None if row[4] < 0 else (int(row[4]), int(row[5]))
-    return {"sum": float(row[0]), "sumsq": float(row[1]), "n": int(row[2]), "max": float(row[3]), "argmax": am}
-
-
-def write_tiles(path: str, items) -> None:
-    """Write tiles ``(frame, tile, image, stats)``: chunks and statistics, made durable, then marked done.
-
-    Each chunk reaches its name by a rename of a complete, synced file, so a killed writer leaves no
-    half chunk under the chunk's name; a crash before ``tiles_done`` only redoes the tile.  Several
-    tiles (small frames of a dataset) share one opening of the store and one sync of each folder.
-    """
-    g = opened(path)
-    if whole_frames(g):
-        return _write_frames(path, g, items)
-    fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
-    synced: set = set()
-    if (all(g.direct(name) for name in ("float", "tile_stats", "tiles_done"))
-            and all(g.aligned("float", tile) for _, tile, _, _ in items)):
-        for frame, tile, image, stats in items:
-            i, j = tile.index
-            g.put_chunk("float", (frame, i, j), image, synced)
-            g.put_chunk("tile_stats", (frame, i, j, 0), stats_row(stats)[None, None, None, :], synced)
-        g.sync_folders(synced)
-        for frame, tile, _, _ in items:
-            g.put_chunk("tiles_done", (frame, *tile.index), np.ones((1, 1, 1), dtype=bool), synced)
-        g.sync_folders(synced)
-        return
-    runs = _frame_runs(items)  # zarr writes: one write per array for a run of consecutive frames
-    for tile, frames, images, stats in runs:
-        i, j = tile.index
-        a, b = frames[0], frames[-1] + 1
-        fl[a:b, tile.s0 : tile.s1, tile.f0 : tile.f1] = np.stack(images)
-        ts[a:b, i, j] = np.stack([stats_row(st) for st in stats])
-    for tile, frames, _, _ in runs:
-        i, j = tile.index
-        for frame in frames:
-            sync_chunk(path, fl, (frame, i, j), synced)
-            sync_chunk(path, ts, (frame, i, j, 0), synced)
-    for tile, frames, _, _ in runs:
-        done[frames[0] : frames[-1] + 1, tile.index[0], tile.index[1]] = True
-    for tile, frames, _, _ in runs:
-        for frame in frames:
-            sync_chunk(path, done, (frame, tile.index[0], tile.index[1]), synced)
-
-
-def whole_frames(g: OpenStore) -> bool:
-    """Whether the store is written a whole frame at a time: a dataset of frames of several tiles, whose
-    image arrays hold a shard per frame (Zarr v3 sharding, the tiles its inner chunks) and whose
-    ``tiles_done`` and ``tile_stats`` hold a chunk per frame, so a frame is a few files however many
-    tiles it has.  Tasks then carry whole frames (never two tasks one shard)."""
-    return g[FLOAT].shards is not None
-
-
-def _write_frames(path: str, g: OpenStore, items) -> None:
-    """Whole frames of a :func:`whole_frames` store from all their tiles ``(frame, tile, image, stats)``:
-    each frame's image shard and statistics written and synced, then its done flags, so a crash in
-    between redoes the frame."""
-    by_frame: dict = {}
-    for frame, tile, image, stats in items:
-        by_frame.setdefault(frame, []).append((tile, image, stats))
-    fl, ts, done = g[FLOAT], g["tile_stats"], g["tiles_done"]
-    gs, gf = done.shape[1:]
-    synced: set = set()
-    for frame, parts in sorted(by_frame.items()):
-        if len({t.index for t, _, _ in parts}) != gs * gf:
-            raise ValueError(f"frame {frame}: {len(parts)} of {gs * gf} tiles (a dataset's store is written a "
-                             "whole frame at a time)")
-        image = np.zeros(fl.shape[1:], dtype=np.float32)
-        rows = np.zeros((gs, gf, len(STAT_FIELDS)))
-        for tile, tile_image, stats in parts:
-            image[tile.s0 : tile.s1, tile.f0 : tile.f1] = tile_image
-            rows[tile.index] = stats_row(stats)
-        if g.sharded(FLOAT):  # the shard file straight (:mod:`.shards`), else through zarr
-            g.put_shard(FLOAT, frame, image, synced)
-        else:
-            fl[frame] = image
-            sync_chunk(path, fl, (frame, 0, 0), synced)
-        ts[frame] = rows
-        sync_chunk(path, ts, (frame, 0, 0, 0), synced)
-    for frame in sorted(by_frame):
-        done[frame] = True
-        sync_chunk(path, done, (frame, 0, 0), synced)
-
-
-def write_frame_image(g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None,
-                      pool=None) -> None:
-    """A whole frame ``(spixels, fpixels)`` of image array ``name`` (``int``, ``noise``) of a
-    :func:`whole_frames` store: its shard, made durable (its chunks compressed on ``pool``'s threads
-    where given: :mod:`.shards`)."""
-    if g.sharded(name):
-        g.put_shard(name, frame, image, synced if synced is not None else set(), pool)
-        return
-    g[name][frame] = image
-    sync_chunk(g.path, g[name], (frame, 0, 0), synced)
-
-
-def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray,
-                     synced: set | None = None) -> None:
-    """One tile of a frame of image array ``name`` (``int``, ``noise``): its chunk (made durable, its
-    folder added to ``synced``, where that set is given)."""
-    if g.direct(name) and g.aligned(name, tile):
-        g.put_chunk(name, (frame, *tile.index), image, synced)
-    else:
-        g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
-
-
-def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.ndarray:
-    """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from
-    its chunk file where the tile is one whole chunk, else through zarr."""
-    if g.direct(name) and g.aligned(name, tile):
-        return g.get_chunk(name, (frame, *tile.index))[0, : tile.shape[0], : tile.shape[1]]
-    return np.asarray(g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1])
-
-
-def _frame_runs(items) -> list:
-    """``items`` grouped by tile into runs of consecutive frames: ``(tile, frames, images, stats)``."""
-    by_tile: dict = {}
-    for frame, tile, image, stats in items:
-        by_tile.setdefault(tile, []).append((frame, image, stats))
-    runs = []
-    for tile, rows in by_tile.items():
-        rows.sort(key=lambda r: r[0])
-        start = 0
-        for k in range(1, len(rows) + 1):
-            if k == len(rows) or rows[k][0] != rows[k - 1][0] + 1:
-                part = rows[start:k]
-                runs.append((tile, [r[0] for r in part], [r[1] for r in part], [r[2] for r in part]))
-                start = k
-    return runs
-
-
-def write_frame_metadata(g: zarr.Group, frames) -> None:
-    n = len(frames)
-    g["phi0_deg"][:] = np.degrees([f.phi0_rad for f in frames])
-    if "phi_deg" in g:  # the coordinate (stores made before it have only the record)
-        g["phi_deg"][:] = np.degrees([f.phi0_rad for f in frames])
-    g["orientation"][:] = np.asarray([f.orientation for f in frames], dtype=np.float64).reshape(n, 3, 3)
-    g["noise_seed"][:] = np.array([-1 if f.noise_seed is None else f.noise_seed for f in frames], dtype=np.int64)
-
-
-def write_frames_stats(g: zarr.Group, frames: list[int], stats: list, int_scales: list[float]) -> None:
-    """Per-frame statistics of several frames: one write per statistic (a dataset's frames at once)."""
-    if not frames:
-        return
-    pos = [st.max_pos if st.max_pos is not None else (-1, -1) for st in stats]
-    columns = ([st.max_I for st in stats], [p[0] for p in pos], [p[1] for p in pos], [st.mean for st in stats],
-               [st.rms for st in stats], [st.rmsd for st in stats], list(int_scales))
-    idx = np.asarray(frames, dtype=np.int64)
-    contiguous = bool(np.all(np.diff(idx) == 1))
-    for name, values in zip(FRAME_STATS, columns):
-        arr = g[name]
-        v = np.asarray(values, dtype=arr.dtype)
-        if contiguous:
-            arr[int(idx[0]) : int(idx[-1]) + 1] = v
-        else:
-            arr.oindex[idx] = v
-
-
 def mark_complete(path: str) -> None:
     g = zarr.open_group(path, mode="r+")
     attrs = dict(g.attrs["bragg_dask"])
@@ -673,122 +519,12 @@ def run_record(settings, dataset, noise_seed: int | None) -> dict:
             "dtype": settings.dtype, "dataset": dataset.to_dict(), "noise_seed": noise_seed}
 
 
-def image_arrays(path: str) -> set[str]:
-    """Which image arrays (:data:`FLOAT`, :data:`INT`, :data:`NOISE`) the store holds."""
-    return set(opened(path, "r").group.array_keys()) & {FLOAT, INT, NOISE}
-
-
-def tile_stats_rows(path: str) -> np.ndarray:
-    """``(frames, tiles_slow, tiles_fast, len(STAT_FIELDS))`` float64: every tile's partial statistics
-    (:func:`stats_from_row` reads one)."""
-    return np.asarray(opened(path, "r")["tile_stats"][...])
-
-
-@dataclasses.dataclass(frozen=True)
-class FrameRecord:
-    """What a store records of one frame: its run's configuration (``config``, as ``Simulation.to_dict``),
-    whether every tile is done, phi0 (deg), the int scale, the rmsd (photons) and the noise seed
-    (None: none recorded)."""
-
-    config: dict
-    n_frames: int
-    complete: bool
-    phi0_deg: float
-    int_scale: float
-    rmsd: float
-    noise_seed: int | None
-
-
-def frame_record(path: str, frame: int) -> FrameRecord:
-    """The record of ``frame`` of the store at ``path`` (a bad path or frame: a one-line error naming it)."""
-    from ..errors import UsageError
-
-    if not os.path.exists(path):
-        raise UsageError(f"no store at {path}", flag="export")
-    try:
-        g = zarr.open_group(path, mode="r")
-        meta = dict(g.attrs)["bragg_dask"]
-    except Exception:  # noqa: BLE001 - any unreadable store is reported the same way
-        raise ConfigError(f"{path} is not a bragg_dask store", flag="export") from None
-    n_frames = g[FLOAT].shape[0]
-    if not 0 <= frame < n_frames:
-        raise UsageError(f"frame {frame} not in store (0..{n_frames - 1})", flag="--frame")
-    seed = int(g["noise_seed"][frame])
-    complete = bool(np.asarray(g["tiles_done"][frame]).all())
-    return FrameRecord(config=meta["config"], n_frames=n_frames, complete=complete,
-                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]), rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
-
-
-def tiles_done(path: str) -> np.ndarray:
-    return np.asarray(opened(path, "r")["tiles_done"][...])
-
-
-def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:
-    """A whole frame in memory (for small detectors; writers use :class:`StoreFrame`)."""
-    return np.asarray(zarr.open_group(path, mode="r")[array][frame])
-
-
-class StoreFrame:
-    """One frame of a store, read a band of tile rows at a time (never the whole frame).
-
-    Its image arrays are named by :attr:`FLOAT`, :attr:`INT` and :attr:`NOISE` (:meth:`has`, :meth:`bands`).
-    """
-
-    FLOAT, INT, NOISE = FLOAT, INT, NOISE
-
-    def __init__(self, path: str, frame: int = 0) -> None:
-        self.path, self.frame = path, frame
-        g = opened(path, "r")
-        a = g["float"]
-        self.shape = tuple(a.shape[1:])
-        self.tile_shape = tuple(a.chunks[1:])
-        self.arrays = set(g.group.array_keys())
-        self._opened = g
-
-    def has(self, array: str) -> bool:
-        return array in self.arrays
-
-    def bands(self, array: str = FLOAT):
-        """``(s0, s1, band)`` for each row of tiles, top to bottom; ``band`` is ``(s1 - s0, fpixels)``."""
-        g = opened(self.path, "r")
-        ts = self.tile_shape[0]
-        for s0 in range(0, self.shape[0], ts):
-            s1 = min(s0 + ts, self.shape[0])
-            yield s0, s1, g.read_band(array, self.frame, s0, s1)
-
-    def window(self, s0: int, s1: int, f0: int, f1: int, array: str = FLOAT) -> np.ndarray:
-        """Pixels ``[s0, s1) x [f0, f1)`` of the frame (a tile's halo: any window, clipped to the frame)."""
-        S, F = self.shape
-        a = self._opened[array]
-        return np.asarray(a[self.frame, max(s0, 0) : min(s1, S), max(f0, 0) : min(f1, F)])
-
-    def __array__(self, dtype=None, copy=None):
-        img = read_frame(self.path, self.frame)
-        return img if dtype is None else img.astype(dtype)
-
-
-def store_metadata(path: str) -> dict:
-    """The store's ``bragg_dask`` attribute: ``config``, ``geometry``, ``units``, ``created``/``completed``..."""
-    return dict(dict(zarr.open_group(path, mode="r").attrs)["bragg_dask"])
-
-
-def frames_phi0_deg(path: str) -> np.ndarray:
-    """``(frames,)`` float64: every frame's phi0 (degrees), as recorded by the run."""
-    return np.asarray(zarr.open_group(path, mode="r")["phi0_deg"][...], dtype=np.float64)
-
-
 # ---- the detector response (``bragg-dask noisify STORE``) -------------------------------------------
 
 
 def is_store(path: str) -> bool:
     """Whether ``path`` is a bragg_dask store (a folder holding the store's metadata)."""
     return os.path.isdir(path) and (_existing_attrs(path) or {}).get("package") == "bragg_dask"
-
-
-def frame_tiles(path: str) -> list[TileSpec]:
-    """The tiles (chunks) of a frame of the store's image arrays, in raster order."""
-    a = opened(path, "r")[FLOAT]
-    return TilePlan(int(a.shape[1]), int(a.shape[2]), tuple(int(c) for c in a.chunks[1:])).tiles()
 
 
 def ensure_image_array(path: str, name: str) -> None:

@@ -1,0 +1,119 @@
+"""Reading a store: which arrays it holds, each frame's record, a frame by bands, the metadata (part of
+:mod:`bragg_dask.store`, which re-exports these)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import zarr
+
+from ..errors import ConfigError
+from ..plan import TilePlan, TileSpec
+from .chunks import opened
+from .names import FLOAT, INT, NOISE
+
+
+def image_arrays(path: str) -> set[str]:
+    """Which image arrays (:data:`FLOAT`, :data:`INT`, :data:`NOISE`) the store holds."""
+    return set(opened(path, "r").group.array_keys()) & {FLOAT, INT, NOISE}
+
+
+def tile_stats_rows(path: str) -> np.ndarray:
+    """``(frames, tiles_slow, tiles_fast, len(STAT_FIELDS))`` float64: every tile's partial statistics
+    (:func:`stats_from_row` reads one)."""
+    return np.asarray(opened(path, "r")["tile_stats"][...])
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameRecord:
+    """What a store records of one frame: its run's configuration (``config``, as ``Simulation.to_dict``),
+    whether every tile is done, phi0 (deg), the int scale, the rmsd (photons) and the noise seed
+    (None: none recorded)."""
+
+    config: dict
+    n_frames: int
+    complete: bool
+    phi0_deg: float
+    int_scale: float
+    rmsd: float
+    noise_seed: int | None
+
+
+def frame_record(path: str, frame: int) -> FrameRecord:
+    """The record of ``frame`` of the store at ``path`` (a bad path or frame: a one-line error naming it)."""
+    from ..errors import UsageError
+
+    if not os.path.exists(path):
+        raise UsageError(f"no store at {path}", flag="export")
+    try:
+        g = zarr.open_group(path, mode="r")
+        meta = dict(g.attrs)["bragg_dask"]
+    except Exception:  # noqa: BLE001 - any unreadable store is reported the same way
+        raise ConfigError(f"{path} is not a bragg_dask store", flag="export") from None
+    n_frames = g[FLOAT].shape[0]
+    if not 0 <= frame < n_frames:
+        raise UsageError(f"frame {frame} not in store (0..{n_frames - 1})", flag="--frame")
+    seed = int(g["noise_seed"][frame])
+    complete = bool(np.asarray(g["tiles_done"][frame]).all())
+    return FrameRecord(config=meta["config"], n_frames=n_frames, complete=complete,
+                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]), rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
+
+
+def tiles_done(path: str) -> np.ndarray:
+    return np.asarray(opened(path, "r")["tiles_done"][...])
+
+
+def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:
+    """A whole frame in memory (for small detectors; writers use :class:`StoreFrame`)."""
+    return np.asarray(zarr.open_group(path, mode="r")[array][frame])
+
+
+class StoreFrame:
+    """One frame of a store, read a band of tile rows at a time (never the whole frame).
+
+    Its image arrays are named by :attr:`FLOAT`, :attr:`INT` and :attr:`NOISE` (:meth:`has`, :meth:`bands`).
+    """
+
+    FLOAT, INT, NOISE = FLOAT, INT, NOISE
+
+    def __init__(self, path: str, frame: int = 0) -> None:
+        self.path, self.frame = path, frame
+        g = opened(path, "r")
+        a = g["float"]
+        self.shape = tuple(a.shape[1:])
+        self.tile_shape = tuple(a.chunks[1:])
+        self.arrays = set(g.group.array_keys())
+        self._opened = g
+
+    def has(self, array: str) -> bool:
+        return array in self.arrays
+
+    def bands(self, array: str = FLOAT):
+        """``(s0, s1, band)`` for each row of tiles, top to bottom; ``band`` is ``(s1 - s0, fpixels)``."""
+        g = opened(self.path, "r")
+        ts = self.tile_shape[0]
+        for s0 in range(0, self.shape[0], ts):
+            s1 = min(s0 + ts, self.shape[0])
+            yield s0, s1, g.read_band(array, self.frame, s0, s1)
+
+    def __array__(self, dtype=None, copy=None):
+        img = read_frame(self.path, self.frame)
+        return img if dtype is None else img.astype(dtype)
+
+
+def store_metadata(path: str) -> dict:
+    """The store's ``bragg_dask`` attribute: ``config``, ``geometry``, ``units``, ``created``/``completed``..."""
+    return dict(dict(zarr.open_group(path, mode="r").attrs)["bragg_dask"])
+
+
+def frames_phi0_deg(path: str) -> np.ndarray:
+    """``(frames,)`` float64: every frame's phi0 (degrees), as recorded by the run."""
+    return np.asarray(zarr.open_group(path, mode="r")["phi0_deg"][...], dtype=np.float64)
+
+
+def frame_tiles(path: str) -> list[TileSpec]:
+    """The tiles (chunks) of a frame of the store's image arrays, in raster order."""
+    a = opened(path, "r")[FLOAT]
+    return TilePlan(int(a.shape[1]), int(a.shape[2]), tuple(int(c) for c in a.chunks[1:])).tiles()

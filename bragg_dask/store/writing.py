@@ -1,0 +1,177 @@
+"""Writing a run's tiles and frames into its store (part of :mod:`bragg_dask.store`, which re-exports
+these): tile chunks and statistics made durable before their tiles are marked done, whole frames of a
+dataset store as shard files, the int and noise images, per-frame records and statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from ..plan import TileSpec
+from .chunks import OpenStore, opened, sync_chunk
+from .names import FLOAT, FRAME_STATS, STAT_FIELDS
+
+
+def stats_row(stats: dict) -> np.ndarray:
+    """A tile's partial statistics as the ``tile_stats`` row (argmax -1 when nothing rendered)."""
+    am = stats["argmax"] if stats["argmax"] is not None else (-1, -1)
+    return np.array([stats["sum"], stats["sumsq"], stats["n"], stats["max"], am[0], am[1]], dtype=np.float64)
+
+
+def stats_from_row(row: np.ndarray) -> dict:
+    am = None if row[4] < 0 else (int(row[4]), int(row[5]))
+    return {"sum": float(row[0]), "sumsq": float(row[1]), "n": int(row[2]), "max": float(row[3]), "argmax": am}
+
+
+def write_tiles(path: str, items) -> None:
+    """Write tiles ``(frame, tile, image, stats)``: chunks and statistics, made durable, then marked done.
+
+    Each chunk reaches its name by a rename of a complete, synced file, so a killed writer leaves no
+    half chunk under the chunk's name; a crash before ``tiles_done`` only redoes the tile.  Several
+    tiles (small frames of a dataset) share one opening of the store and one sync of each folder.
+    """
+    g = opened(path)
+    if whole_frames(g):
+        return _write_frames(path, g, items)
+    fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
+    synced: set = set()
+    if (all(g.direct(name) for name in ("float", "tile_stats", "tiles_done"))
+            and all(g.aligned("float", tile) for _, tile, _, _ in items)):
+        for frame, tile, image, stats in items:
+            i, j = tile.index
+            g.put_chunk("float", (frame, i, j), image, synced)
+            g.put_chunk("tile_stats", (frame, i, j, 0), stats_row(stats)[None, None, None, :], synced)
+        g.sync_folders(synced)
+        for frame, tile, _, _ in items:
+            g.put_chunk("tiles_done", (frame, *tile.index), np.ones((1, 1, 1), dtype=bool), synced)
+        g.sync_folders(synced)
+        return
+    runs = _frame_runs(items)  # zarr writes: one write per array for a run of consecutive frames
+    for tile, frames, images, stats in runs:
+        i, j = tile.index
+        a, b = frames[0], frames[-1] + 1
+        fl[a:b, tile.s0 : tile.s1, tile.f0 : tile.f1] = np.stack(images)
+        ts[a:b, i, j] = np.stack([stats_row(st) for st in stats])
+    for tile, frames, _, _ in runs:
+        i, j = tile.index
+        for frame in frames:
+            sync_chunk(path, fl, (frame, i, j), synced)
+            sync_chunk(path, ts, (frame, i, j, 0), synced)
+    for tile, frames, _, _ in runs:
+        done[frames[0] : frames[-1] + 1, tile.index[0], tile.index[1]] = True
+    for tile, frames, _, _ in runs:
+        for frame in frames:
+            sync_chunk(path, done, (frame, tile.index[0], tile.index[1]), synced)
+
+
+def whole_frames(g: OpenStore) -> bool:
+    """Whether the store is written a whole frame at a time: a dataset of frames of several tiles, whose
+    image arrays hold a shard per frame (Zarr v3 sharding, the tiles its inner chunks) and whose
+    ``tiles_done`` and ``tile_stats`` hold a chunk per frame, so a frame is a few files however many
+    tiles it has.  Tasks then carry whole frames (never two tasks one shard)."""
+    return g[FLOAT].shards is not None
+
+
+def _write_frames(path: str, g: OpenStore, items) -> None:
+    """Whole frames of a :func:`whole_frames` store from all their tiles ``(frame, tile, image, stats)``:
+    each frame's image shard and statistics written and synced, then its done flags, so a crash in
+    between redoes the frame."""
+    by_frame: dict = {}
+    for frame, tile, image, stats in items:
+        by_frame.setdefault(frame, []).append((tile, image, stats))
+    fl, ts, done = g[FLOAT], g["tile_stats"], g["tiles_done"]
+    gs, gf = done.shape[1:]
+    synced: set = set()
+    for frame, parts in sorted(by_frame.items()):
+        if len({t.index for t, _, _ in parts}) != gs * gf:
+            raise ValueError(f"frame {frame}: {len(parts)} of {gs * gf} tiles (a dataset's store is written a "
+                             "whole frame at a time)")
+        image = np.zeros(fl.shape[1:], dtype=np.float32)
+        rows = np.zeros((gs, gf, len(STAT_FIELDS)))
+        for tile, tile_image, stats in parts:
+            image[tile.s0 : tile.s1, tile.f0 : tile.f1] = tile_image
+            rows[tile.index] = stats_row(stats)
+        if g.sharded(FLOAT):  # the shard file straight (:mod:`.shards`), else through zarr
+            g.put_shard(FLOAT, frame, image, synced)
+        else:
+            fl[frame] = image
+            sync_chunk(path, fl, (frame, 0, 0), synced)
+        ts[frame] = rows
+        sync_chunk(path, ts, (frame, 0, 0, 0), synced)
+    for frame in sorted(by_frame):
+        done[frame] = True
+        sync_chunk(path, done, (frame, 0, 0), synced)
+
+
+def write_frame_image(g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None,
+                      pool=None) -> None:
+    """A whole frame ``(spixels, fpixels)`` of image array ``name`` (``int``, ``noise``) of a
+    :func:`whole_frames` store: its shard, made durable (its chunks compressed on ``pool``'s threads
+    where given: :mod:`.shards`)."""
+    if g.sharded(name):
+        g.put_shard(name, frame, image, synced if synced is not None else set(), pool)
+        return
+    g[name][frame] = image
+    sync_chunk(g.path, g[name], (frame, 0, 0), synced)
+
+
+def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray,
+                     synced: set | None = None) -> None:
+    """One tile of a frame of image array ``name`` (``int``, ``noise``): its chunk (made durable, its
+    folder added to ``synced``, where that set is given)."""
+    if g.direct(name) and g.aligned(name, tile):
+        g.put_chunk(name, (frame, *tile.index), image, synced)
+    else:
+        g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
+
+
+def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.ndarray:
+    """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from
+    its chunk file where the tile is one whole chunk, else through zarr."""
+    if g.direct(name) and g.aligned(name, tile):
+        return g.get_chunk(name, (frame, *tile.index))[0, : tile.shape[0], : tile.shape[1]]
+    return np.asarray(g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1])
+
+
+def _frame_runs(items) -> list:
+    """``items`` grouped by tile into runs of consecutive frames: ``(tile, frames, images, stats)``."""
+    by_tile: dict = {}
+    for frame, tile, image, stats in items:
+        by_tile.setdefault(tile, []).append((frame, image, stats))
+    runs = []
+    for tile, rows in by_tile.items():
+        rows.sort(key=lambda r: r[0])
+        start = 0
+        for k in range(1, len(rows) + 1):
+            if k == len(rows) or rows[k][0] != rows[k - 1][0] + 1:
+                part = rows[start:k]
+                runs.append((tile, [r[0] for r in part], [r[1] for r in part], [r[2] for r in part]))
+                start = k
+    return runs
+
+
+def write_frame_metadata(g: zarr.Group, frames) -> None:
+    n = len(frames)
+    g["phi0_deg"][:] = np.degrees([f.phi0_rad for f in frames])
+    if "phi_deg" in g:  # the coordinate (stores made before it have only the record)
+        g["phi_deg"][:] = np.degrees([f.phi0_rad for f in frames])
+    g["orientation"][:] = np.asarray([f.orientation for f in frames], dtype=np.float64).reshape(n, 3, 3)
+    g["noise_seed"][:] = np.array([-1 if f.noise_seed is None else f.noise_seed for f in frames], dtype=np.int64)
+
+
+def write_frames_stats(g: zarr.Group, frames: list[int], stats: list, int_scales: list[float]) -> None:
+    """Per-frame statistics of several frames: one write per statistic (a dataset's frames at once)."""
+    if not frames:
+        return
+    pos = [st.max_pos if st.max_pos is not None else (-1, -1) for st in stats]
+    columns = ([st.max_I for st in stats], [p[0] for p in pos], [p[1] for p in pos], [st.mean for st in stats],
+               [st.rms for st in stats], [st.rmsd for st in stats], list(int_scales))
+    idx = np.asarray(frames, dtype=np.int64)
+    contiguous = bool(np.all(np.diff(idx) == 1))
+    for name, values in zip(FRAME_STATS, columns):
+        arr = g[name]
+        v = np.asarray(values, dtype=arr.dtype)
+        if contiguous:
+            arr[int(idx[0]) : int(idx[-1]) + 1] = v
+        else:
+            arr.oindex[idx] = v
