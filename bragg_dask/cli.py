@@ -29,7 +29,9 @@ local one unless an address is given) and streams tiles into a Zarr v3 store.  T
 workers are threads of this process (``--workers N``: N threads, default one per core), or with
 ``--worker-processes`` one process each.  It (scheduler, workers, dashboard) listens on 127.0.0.1
 only; ``--listen HOST`` binds it to HOST and ``--dashboard-address ADDR`` puts its dashboard at ADDR
-(``none``: no dashboard).  ``--scheduler tls://...`` encrypts the traffic with ``--tls-ca-file``,
+(``none``: no dashboard).  A run on a cluster prints the addresses of Dask's status page and of the
+bragg_dask page beside it (``/bragg``: the frame filling in, rate, time left; ``bragg_dask.dashboard``),
+each only where it serves.  ``--scheduler tls://...`` encrypts the traffic with ``--tls-ca-file``,
 ``--tls-cert`` and ``--tls-key`` (as for ``dask scheduler``/``dask worker``) or with Dask's
 ``distributed.comm.tls.*`` settings; the same flags without a scheduler make the embedded cluster
 use TLS.  ``--connect-timeout S`` (default 10) bounds the wait for a scheduler.  Bad input, an
@@ -92,7 +94,8 @@ def service_parser() -> argparse.ArgumentParser:
     ap.add_argument("--listen", default=None, metavar="HOST",
                     help=f"interface the embedded cluster listens on (default: {LOCALHOST})")
     ap.add_argument("--dashboard-address", default=None, dest="dashboard_address", metavar="ADDR|none",
-                    help="embedded cluster's dashboard, or none (default: a free port on HOST)")
+                    help="embedded cluster's dashboard (Dask's pages and the bragg_dask page /bragg), or none "
+                         "(default: a free port on HOST)")
     ap.add_argument("--tls-ca-file", default=None, dest="tls_ca_file", metavar="FILE",
                     help="TLS: CA certificate, PEM (default: Dask's distributed.comm.tls.*)")
     ap.add_argument("--tls-cert", default=None, dest="tls_cert", metavar="FILE",

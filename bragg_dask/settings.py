@@ -149,6 +149,12 @@ class ClusterOptions:
     def tls(self) -> bool:
         return bool(self.tls_ca_file or self.tls_cert or self.tls_key)
 
+    @property
+    def dashboard_off(self) -> bool:
+        """Whether the embedded cluster runs without a dashboard (``--dashboard-address none``)."""
+        addr = self.dashboard_address
+        return addr is not None and addr.strip().lower() in ("none", "off", "false", "")
+
 
 def noise_seed(outputs: OutputOptions) -> int:
     """The noise seed of ``outputs``: ``-seed N`` if given, else a time-based one (as the C program);

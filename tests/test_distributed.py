@@ -40,12 +40,15 @@ def _env():
 class Cluster:
     """A scheduler and workers as separate processes, found through a scheduler file."""
 
-    def __init__(self, tmp: Path, n_workers: int = 2):
+    def __init__(self, tmp: Path, n_workers: int = 2, dashboard: tuple[str, ...] = ("--no-dashboard",),
+                 scheduler_env: dict | None = None):
+        """``dashboard``: the scheduler's dashboard flags; ``scheduler_env``: its environment's additions."""
         self.tmp = tmp
         self.file = str(tmp / "scheduler.json")
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", self.file], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", *dashboard,
+             "--scheduler-file", self.file], env=dict(_env(), **(scheduler_env or {})), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
         self.workers = [self.start_worker(f"w{i}") for i in range(n_workers)]
         self.wait_for(n_workers)
 

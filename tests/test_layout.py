@@ -3,7 +3,8 @@
 * no import cycle between the package's modules (imports inside functions count);
 * ``bragg_dask/physics/`` imports nothing of the package outside itself but ``errors``;
 * zarr is imported only in ``bragg_dask/store/``; dask and distributed only in
-  ``bragg_dask/executors/`` and the API (``api.py``);
+  ``bragg_dask/executors/``, the API (``api.py``) and the dashboard page (``bragg_dask/dashboard/``, a
+  Dask extension);
 * the store alone names its arrays;
 * no function longer than 60 lines or with more than 8 parameters.
 """
@@ -124,9 +125,10 @@ def test_zarr_only_in_the_store():
 
 
 @pytest.mark.parametrize("library", ["dask", "distributed"])
-def test_dask_only_in_the_executors_and_the_api(library):
+def test_dask_only_in_the_executors_the_api_and_the_dashboard(library):
     users = _users(library)
-    assert all(u.startswith("bragg_dask.executors.") or u == "bragg_dask.api" for u in users), sorted(users)
+    assert all(u.startswith(("bragg_dask.executors.", "bragg_dask.dashboard")) or u == "bragg_dask.api"
+               for u in users), sorted(users)
 
 
 def test_only_the_store_names_its_arrays():

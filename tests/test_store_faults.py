@@ -115,6 +115,24 @@ def test_overwrite_refuses_anything_but_a_store(tmp_path, capsys, monkeypatch, k
     assert (target / "thesis.tex" if kind != "file" else target).read_text() == "years of work"
 
 
+def test_overwrite_with_another_layout_writes_the_new_layout(tmp_path, client):
+    """A single-frame store of 4 tiles replaced (--overwrite) by a dataset written a whole frame at a
+    time, and back: the tasks take the layout of the store being written, not the one it replaces."""
+    from bragg_dask.frames import DatasetSpec
+
+    store, fresh = tmp_path / "run.zarr", tmp_path / "fresh.zarr"
+    sim = _sim(SMALL)
+    series = DatasetSpec("series", 3)
+    dx.run_dask(sim, store=str(store), tile=16, client=client, progress=False)
+    res = dx.run_dask(sim, store=str(store), tile=16, client=client, progress=False, overwrite=True, dataset=series)
+    assert res.computed == res.total == 12 and _attrs(store)["complete"]
+    dx.run_dask(sim, store=str(fresh), tile=16, client=client, progress=False, dataset=series)
+    assert np.array_equal(zarr.open_group(str(store), mode="r")["float"][...],
+                          zarr.open_group(str(fresh), mode="r")["float"][...])
+    res = dx.run_dask(sim, store=str(store), tile=16, client=client, progress=False, overwrite=True)
+    assert res.computed == res.total == 4 and _done(store).shape == (1, 2, 2)
+
+
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_overwrite_replaces_a_store_only_once_the_new_run_has_started(tmp_path, client, monkeypatch, exchange):
     if not exchange:
@@ -300,7 +318,9 @@ def status(key):
 
 if __name__ == "__main__":
     import distributed, numpy, torch, zarr  # noqa: F401 - imported before the baseline is taken
-    import bragg_dask.cli, bragg_dask.executors.dask, bragg_dask.outputs, bragg_dask.store  # noqa: F401
+    import distributed.dashboard.scheduler  # noqa: F401 - the dashboard's pages (bokeh), loaded by the cluster
+    import bragg_dask.cli, bragg_dask.dashboard, bragg_dask.executors.dask, bragg_dask.outputs  # noqa: F401
+    import bragg_dask.store  # noqa: F401
     out = []
     for args in json.loads(sys.argv[1]):
         with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS

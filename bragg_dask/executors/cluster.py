@@ -144,7 +144,7 @@ def _dashboard(opts: ClusterOptions) -> tuple[str, bool]:
     """Where the embedded scheduler's HTTP server listens, and whether it serves the dashboard there
     (without it the server stays, for /health and /metrics, on the ``--listen`` host)."""
     addr = opts.dashboard_address
-    off = addr is not None and addr.strip().lower() in ("none", "off", "false", "")
+    off = opts.dashboard_off
     if addr is None or off:
         host = opts.listen
         return (f"[{host}]:0" if ":" in host else f"{host}:0"), not off

@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .. import dashboard
+from ..dashboard import report
 from ..errors import ConfigError
 from ..frames import DatasetSpec, Frame, make_frames
 from ..physics.constants import DEFAULT_ADC_OFFSET
@@ -49,6 +52,7 @@ class TileTask:
     dtype: str
     parity: str = "spec"
     state: TileState | None = None  # c-parity: the carried state entering the tile
+    board: tuple[str, int, int] | None = None  # the dashboard page's run id, preview factor, frames (None: no page)
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,17 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
     if torch_threads:
         torch.set_num_threads(torch_threads)
     out, written = [], []
+    page = report.TaskReport(tasks[0].board) if tasks[0].board is not None else None
     for task in tasks:
         sim = task.frame.simulation(base_sim)
         dtype = torch_dtype(task.dtype)
+        start = time.perf_counter()
         res = simulate_tile(sim, task.tile, task.state, parity=task.parity, device=_task_device(task.device),
                             dtype=dtype)
+        if page is not None:
+            t = task.tile
+            page.tile(task.frame.index, t.index, (t.s0, t.f0), res, time.perf_counter() - start,
+                      t.shape[0] * t.shape[1] * batch_points(sim))
         stats = res.stats()
         if task.store is not None:
             written.append((task.frame.index, task.tile, res.image, stats))
@@ -99,6 +109,8 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
             out.append((stats, res.image))
     if written:
         zstore.write_tiles(tasks[0].store, written)
+    if page is not None:
+        page.stored([(task.frame.index, task.tile.index) for task in tasks])
     return out
 
 
@@ -275,19 +287,24 @@ class DaskExecutor:
         opts = self.cluster or ClusterOptions(device=settings.device)
         if client is None:
             client, own = connect(options=opts if self.cluster is not None else None, device=settings.device)
-            log.info("dask dashboard: %s", client.dashboard_link)
+        reporter = dashboard.Reporter(None)
         try:
+            reporter = _announce(client, own is not None and opts.dashboard_off, opts.flag)
             _check_gpu_workers(client, settings.device)
             local = (os.cpu_count() or 1) if own is not None else None
             run = _Run(client, sim, plan, frames, settings, self.outputs, session, local)
             run.response = self.response if self.store is not None else None
+            run.reporter = reporter
             return run.execute()
         except (KeyboardInterrupt, SystemExit):
             quiet = True
+            reporter.phase("interrupted", timeout=2)
             raise
         except BaseException as exc:  # a lost scheduler cancels futures (asyncio.CancelledError: a BaseException)
             failure = cluster_failure(exc, client, opts, session.path if session is not None else None)
             if failure is None:
+                reporter.phase("failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                               timeout=2)
                 raise
             quiet = True
             raise failure from None
@@ -310,10 +327,21 @@ def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = N
     return executor.run(sim, plan or executor.plan(sim, settings), settings)
 
 
-def _whole_frames(store: str) -> bool:
+def _whole_frames(group) -> bool:
+    """Whether the store ``group`` is written a whole frame at a time (a dataset of frames of several tiles)."""
     from .. import store as zstore
 
-    return zstore.whole_frames(zstore.opened(store, "r"))
+    return zstore.whole_frames(group)
+
+
+def _announce(client, embedded_off: bool, flag: str | None) -> dashboard.Reporter:
+    """Put the bragg_dask page on the scheduler; log the addresses that serve (and why one does not)."""
+    links, reporter = dashboard.attach(client, embedded_off=embedded_off, flag=flag)
+    for line in links.lines():
+        log.info("%s", line)
+    for note in links.notes:
+        log.warning("%s", note)
+    return reporter
 
 
 def _check_gpu_workers(client, device: str) -> None:
@@ -330,6 +358,7 @@ class _Run:
     detector model's pass (``response``: noisify's flags, or None)."""
 
     response: list[str] | None = None
+    reporter: dashboard.Reporter = dashboard.Reporter(None)
 
     def __init__(self, client, sim, plan: TilePlan, frames: list[Frame], settings: RunSettings, outputs, session,
                  local_cores: int | None = None):
@@ -346,7 +375,8 @@ class _Run:
         n_threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
         self.threads = max(1, local_cores // n_threads) if self.device == "cpu" and local_cores else None
         self.embedded = local_cores is not None
-        self.whole_frames = bool(self.store) and _whole_frames(self.store)
+        # the session's group: a replacement (--overwrite) before it is swapped in, not the store it replaces
+        self.whole_frames = session is not None and _whole_frames(session.group)
 
     def execute(self) -> RunResult:
         from .. import store as zstore
@@ -371,20 +401,35 @@ class _Run:
         todo = [(f, t) for f in self.frames for t in self.tiles if not done[f.index, t.index[0], t.index[1]]]
         total = len(self.frames) * len(self.tiles)
         log.info("computing %d of %d tiles (%d already done)", len(todo), total, total - len(todo))
+        self._begin(done, len(todo))
         sim_future = self.client.scatter(self.sim, broadcast=True, hash=False)
         states = self._states(sim_future, {f.index for f, _ in todo})
+        self.reporter.phase("simulating")
         partial, images = self._simulate(sim_future, todo, states)
         frame_stats = self._reduce(partial)
         if self.store:
             self._finish(sim_future, frame_stats)
             zstore.mark_complete(self.store)
             self._detector()
+        self.reporter.phase("complete")
         return RunResult(stats=frame_stats[0], frame_stats=tuple(frame_stats), computed=len(todo), total=total,
                          array=None if self.store else images, store=self.store)
+
+    def _begin(self, done: np.ndarray, n_todo: int) -> None:
+        """The run's layout on the dashboard page (frames, tiles, those done before)."""
+        t = self.plan.tile_shape
+        first = self.tiles[0]
+        where = os.path.basename(self.store.rstrip(os.sep)) if self.store else "in memory"
+        title = f"{where}: {len(self.frames)} frame{'s' if len(self.frames) > 1 else ''}"
+        self.reporter.begin(shape=self.sim.detector.shape, tile=t, done=np.asarray(done, bool), todo=n_todo,
+                            evals_per_tile=first.shape[0] * first.shape[1] * batch_points(self.sim), title=title,
+                            extra={"store": self.store or "", "parity": self.settings.parity,
+                                   "dtype": self.settings.dtype, "device": self.device})
 
     def _states(self, sim_future, frame_ids) -> dict:
         if self.settings.parity != "c":
             return {}
+        self.reporter.phase("prepass")
         dtype = self.settings.torch_dtype
         out = {}
         for f in self.frames:
@@ -418,9 +463,11 @@ class _Run:
         partial = {}
         image = None if self.store else np.zeros(self.sim.detector.shape, dtype=np.float32)
         futures = {}
+        board = self.reporter.board
         for group in self._groups(todo):
             tasks = tuple(TileTask(tile=t, frame=f, store=self.store, device=self.device, dtype=self.settings.dtype,
-                                   parity=self.settings.parity, state=states.get((f.index, t.index))) for f, t in group)
+                                   parity=self.settings.parity, state=states.get((f.index, t.index)),
+                                   board=board) for f, t in group)
             key = _group_key(f"simulate-tile-{self.tag}", group)
             fut = self.client.submit(_tile_task, sim_future, tasks, self.threads, key=key, retries=3, pure=False,
                                      resources=self.resources)
@@ -486,6 +533,7 @@ class _Run:
         with_int, with_noise = zstore.INT in arrays, zstore.NOISE in arrays
         if not (with_int or with_noise):
             return
+        self.reporter.phase("finishing")
         adc = self.outputs.adc if self.outputs is not None else DEFAULT_ADC_OFFSET
         user = self.outputs.intfile_scale if self.outputs is not None else 0.0
         futs = []
@@ -508,6 +556,7 @@ class _Run:
             return
         from ..noisify_store import DetectorPass, noisify_frame
 
+        self.reporter.phase("detector")
         job = DetectorPass(self.store, self.response)
         job.begin()
         futs = [self.client.submit(noisify_frame, *job.frame_args(f.index), key=f"detector-frame-{self.tag}-{f.index}",
