@@ -102,13 +102,13 @@ def service_parser() -> argparse.ArgumentParser:
                     help="TLS: this client's certificate, PEM (default: Dask's settings)")
     ap.add_argument("--tls-key", default=None, dest="tls_key", metavar="FILE",
                     help="TLS: its private key, PEM (default: in --tls-cert)")
-    ap.add_argument("--connect-timeout", type=float, default=10.0, dest="connect_timeout", metavar="S",
+    ap.add_argument("--connect-timeout", type=float, default=None, dest="connect_timeout", metavar="S",
                     help="seconds to wait for the scheduler (default: 10)")
     ap.add_argument("--frames", type=int, default=None, metavar="N",
                     help="a rotation series into --zarr, frame k from phi0 + k*osc (default: 1)")
     ap.add_argument("--orientations", type=int, default=None, metavar="N",
                     help="N frames of random crystal orientations into --zarr (default: none)")
-    ap.add_argument("--orientation-seed", type=int, default=0, dest="orientation_seed", metavar="S",
+    ap.add_argument("--orientation-seed", type=int, default=None, dest="orientation_seed", metavar="S",
                     help="seed of the random orientations (default: 0)")
     ap.add_argument("--overwrite", action="store_true",
                     help="replace an existing --zarr store, not resume it (default: off)")
@@ -192,6 +192,32 @@ def _check_service(opts) -> None:
     if (opts.frames or opts.orientations or 1) > 1 and not opts.zarr:
         raise UsageError("a dataset of several frames is written to a store: add --zarr PATH",
                          flag="--frames" if opts.frames else "--orientations")
+    _check_applies(opts)
+
+
+def _check_applies(opts) -> None:
+    """Options that would apply to nothing in this run are refused, not ignored."""
+    if opts.overwrite and not opts.zarr:
+        raise UsageError("replaces a store: it means nothing without --zarr PATH", flag="--overwrite")
+    if opts.orientation_seed is not None and opts.orientations is None:
+        raise UsageError("draws the orientations of --orientations N: it means nothing without it",
+                         flag="--orientation-seed")
+    remote = bool(opts.scheduler or opts.scheduler_file)
+    cluster = remote or bool(opts.zarr)
+    for flag, given in (("--workers", opts.workers is not None), ("--worker-processes", opts.worker_processes),
+                        ("--listen", opts.listen is not None), ("--dashboard-address", opts.dashboard_address is not None),
+                        ("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
+                        ("--tls-key", opts.tls_key)):
+        if given and not cluster:
+            raise UsageError("sets up the Dask cluster of a --zarr or --scheduler run; this run computes in "
+                             "this process, without one", flag=flag)
+    if opts.connect_timeout is not None and not remote:
+        raise UsageError("bounds the wait for --scheduler/--scheduler-file; there is none", flag="--connect-timeout")
+    for flag, path in (("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
+                       ("--tls-key", opts.tls_key), ("--scheduler-file", opts.scheduler_file)):
+        if path and not os.path.isfile(path):
+            what = "scheduler file" if flag == "--scheduler-file" else "such file"
+            raise UsageError(f"{f'no {what}' if not os.path.exists(path) else 'not a file:'} {path}", flag=flag)
 
 
 def _check_cluster(opts) -> None:
@@ -199,8 +225,8 @@ def _check_cluster(opts) -> None:
                     ("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address)):
         if v is not None and not v.strip():
             raise UsageError("needs a value", flag=flag)
-    if not opts.connect_timeout > 0:
-        raise UsageError(f"must be > 0 seconds, got {opts.connect_timeout:g}", flag="--connect-timeout")
+    if opts.connect_timeout is not None and not 0 < opts.connect_timeout < 1e9:
+        raise UsageError(f"must be > 0 seconds (and finite), got {opts.connect_timeout:g}", flag="--connect-timeout")
     if opts.scheduler or opts.scheduler_file:
         for flag, v in (("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address),
                         ("--workers", opts.workers), ("--worker-processes", opts.worker_processes or None)):
@@ -212,7 +238,7 @@ def _cluster_options(opts) -> ClusterOptions:
     return ClusterOptions(scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
                           device=opts.device, listen=opts.listen or LOCALHOST,
                           dashboard_address=opts.dashboard_address, tls_ca_file=opts.tls_ca_file,
-                          tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout,
+                          tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout or 10.0,
                           worker_processes=opts.worker_processes, verbose=opts.verbose)
 
 
@@ -220,7 +246,7 @@ def _dataset(opts):
     from .frames import DatasetSpec
 
     if opts.orientations is not None:
-        return DatasetSpec("orientations", opts.orientations, opts.orientation_seed)
+        return DatasetSpec("orientations", opts.orientations, opts.orientation_seed or 0)
     if opts.frames is not None and opts.frames > 1:
         return DatasetSpec("series", opts.frames)
     return DatasetSpec()
@@ -288,6 +314,10 @@ def _subcommand(name: str, argv: list[str]) -> int:
     import importlib
 
     module, func = SUBCOMMANDS[name]
+    if any(a in ("-h", "--help") for a in argv):
+        from .flaghelp import subcommand_help
+
+        return _out(subcommand_help(name)) or 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StdoutHandler(sys.stdout)])
     for path in getattr(importlib.import_module(f".{module}", __package__), func)(argv):
         _out(f"wrote {path}")

@@ -57,7 +57,7 @@ C_FLAGS: dict[str, FlagHelp] = {
     "-Nb": H(CRYSTAL, "N", "cells", "1", "unit cells along b"),
     "-Nc": H(CRYSTAL, "N", "cells", "1", "unit cells along c"),
     "-N": H(CRYSTAL, "N", "cells", "1", "unit cells along a, b and c"),
-    "-cell": H(CRYSTAL, "A B C ALPHA BETA GAMMA", "Angstrom, deg", "-", "unit cell (or -mat)"),
+    "-cell": H(CRYSTAL, "A [B [C [ALPHA [BETA [GAMMA]]]]]", "Angstrom, deg", "-", "unit cell (or -mat); B, C default to A, angles to 90"),
     "-misset": H(CRYSTAL, "RX RY RZ", "deg", "0 0 0",
                  "rotation about x, y, then z; '-misset random': a random orientation"),
     "-samplesize": H(CRYSTAL, "SIZE", "mm", "0 (-N)", "crystal size along x, y and z (sets the cell counts)"),
@@ -199,6 +199,46 @@ EXPORT_FLAGS = {
     "-seed": "noise seed (default: the store's)",
 }
 
+#: what the preview subcommand's arguments mean
+PREVIEW_FLAGS = {
+    "store": "the Zarr store written by --zarr",
+    "--frame": "the frame to draw (default: 0)",
+    "-o": "the PNG file to write (required)",
+    "--rings": "draw resolution rings (from the store's geometry)",
+    "--max-px": "the long side of the picture in pixels, the frame max-pooled to it (default: 1024)",
+}
+
+#: noisify's flags: canonical name -> (values, meaning and unit)
+NOISIFY_FLAGS = {
+    "floatfile": ("FILE", "the float image to read (photons/pixel, raw float32), required"),
+    "intfile": ("FILE", "the noiseless int image (SMV)"),
+    "noisefile": ("FILE", "the noisy int image (SMV; not with -nonoise)"),
+    "pgmfile": ("FILE", "the int image as PGM (not with -nopgm)"),
+    "header": ("FILE.img", "take the detector from an SMV image and write its header"),
+    "scale": ("S", "photons are multiplied by S first"),
+    "fluence": ("F", "photons/m^2 (for the header)"),
+    "gain": ("G", "ADU per photon"),
+    "adc": ("A", "ADU offset added to every pixel"),
+    "bits": ("16|32", "bits per pixel of the int images"),
+    "psf": ("gauss|fiber", "point-spread function (none without it)"),
+    "psf_fwhm": ("UM", "the PSF's full width at half maximum (um)"),
+    "psf_radius": ("PX", "the PSF's radius in pixels (0: automatic)"),
+    "pixel": ("MM", "pixel size (mm)"),
+    "detpixels": ("N", "pixels along both sides"), "detpixels_x": ("N", "pixels along the fast side"),
+    "detpixels_y": ("N", "pixels along the slow side"), "detsize": ("MM", "detector size, both sides (mm)"),
+    "detsize_x": ("MM", "detector size along x (mm)"), "detsize_y": ("MM", "detector size along y (mm)"),
+    "distance": ("MM", "sample to detector distance, for the header (mm)"),
+    "lambda": ("A", "wavelength, for the header (Angstrom)"),
+    "Xbeam": ("MM", "beam centre x, for the header (mm)"), "Ybeam": ("MM", "beam centre y, for the header (mm)"),
+    "phi": ("DEG", "phi at the start, for the header (deg)"), "osc": ("DEG", "oscillation, for the header (deg)"),
+    "readout": ("ADU", "readout noise (rms ADU)"), "flicker": ("F", "fractional source flicker (rms)"),
+    "calibration": ("F", "fractional pixel calibration error (rms)"), "seed": ("N", "noise seed"),
+    "calib_seed": ("N", "seed of the calibration error"), "badpix_seed": ("N", "accepted, unused (as noisify)"),
+    "hotpix_seed": ("N", "accepted, unused (as noisify)"),
+    "parity": ("spec|c", "spec, or noisify's own quirks bit for bit"), "device": ("cpu|cuda", "where the PSF runs"),
+    "tile": ("N", "compute the PSF a tile of N pixels at a time (the same image)"),
+}
+
 USAGE = """\
 usage: bragg-dask <nanoBragg flags> [service flags]
        bragg-dask export STORE [export flags]
@@ -284,7 +324,7 @@ def _action_help(action: argparse.Action, fallback: dict[str, str]) -> str:
         return _expand(action)
     name = action.option_strings[0] if action.option_strings else action.dest
     text = fallback.get(name) or (C_FLAGS[name].text if name in C_FLAGS else "")
-    if action.option_strings and action.nargs != 0 and "default" not in text:
+    if action.option_strings and action.nargs != 0 and "default" not in text and not action.required:
         default = "none" if action.default is None else f"{action.default:g}" if isinstance(
             action.default, float) else str(action.default)
         text = f"{text} (default: {default})" if text else f"default: {default}"
@@ -321,3 +361,35 @@ def help_text(service: argparse.ArgumentParser, width: int | None = None) -> str
         "export flags (bragg-dask export STORE ...; single-dash flags as above):\n"
         + options_help(export_parser(), width, EXPORT_FLAGS),
     ))
+
+
+def subcommand_help(name: str, width: int | None = None) -> str:
+    """``bragg-dask export|preview|noisify --help``: the subcommand's usage and every flag it takes."""
+    if width is None:
+        width = min(100, max(70, shutil.get_terminal_size((100, 24)).columns - 1))
+    if name == "export":
+        from .export import _parser
+
+        return ("usage: bragg-dask export STORE [--frame K | --all-frames] [-floatfile F] [-intfile F] [-noisefile F]\n"
+                "                         [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A]\n"
+                "                         [-seed N]\n\nA store's frame as the C program's files, or its frames as "
+                "NXmx or CBF.\n\n" + options_help(_parser(), width, EXPORT_FLAGS))
+    if name == "preview":
+        from .preview import _parser
+
+        return ("usage: bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png\n\n"
+                "A store's frame as a picture (log scale).\n\n" + options_help(_parser(), width, PREVIEW_FLAGS))
+    from .noisify import _DEFAULTS, _SWITCH, _VALUE
+
+    lines = [_line(" ".join((", ".join(spellings), NOISIFY_FLAGS[key][0])),
+                   NOISIFY_FLAGS[key][1] + (f" (default: {_DEFAULTS[key]:g})" if isinstance(_DEFAULTS.get(key), float)
+                                            else f" (default: {_DEFAULTS[key]})" if key in _DEFAULTS else ""), width)
+             for key, (spellings, _) in _VALUE.items()]
+    lines += [_line(flag, {"nonoise": "no noise image", "nopgm": "no PGM image"}[key], width)
+              for flag, key in _SWITCH.items()]
+    return ("usage: bragg-dask noisify <noisify's flags> [--parity spec|c] [--device cpu|cuda] [--tile N]\n"
+            "       bragg-dask noisify STORE [--frame K | --all-frames] <noisify's flags> [--parity spec|c]\n\n"
+            "nanoBragg's companion program noisify: a float image through the detector (scale, PSF, gain, ADC,\n"
+            "noise) into SMV int images; with a store first, its frames into the store's int and noise arrays.\n\n"
+            "flags:\n" + "\n".join(lines) + "\n" + _line("--frame K, --all-frames",
+                                                         "with a store: one frame (default: 0) or every frame", width))

@@ -132,8 +132,7 @@ Handler = Callable[[RawParams, str, list], None]
 class Rule:
     """One C rule: substring patterns (any), optional exact length, value count, stop-after.
 
-    ``nargs``: how many values follow (``-cell`` takes exactly 6, as the C rule's count, though C
-    accepts fewer).
+    ``nargs``: how many values follow (``-cell``: at most 6, up to the next flag, as in C).
     """
 
     patterns: tuple[str, ...]
@@ -190,16 +189,19 @@ def _cells(axes: tuple[int, ...]) -> Handler:
     return h
 
 
-CELL_USAGE = "'a b c alpha beta gamma' (Angstrom, degrees)"
+CELL_USAGE = "'a [b [c [alpha [beta [gamma]]]]]' (Angstrom, degrees)"
 
 
-def _cell(p: RawParams, flag: str, v: list) -> None:
-    """-cell a b c alpha beta gamma (Angstrom, degrees), kept as given."""
+def _cell(p: RawParams, flag: str, v: list) -> int:
+    """-cell a b c alpha beta gamma (Angstrom, degrees).  As in the C program, the values stop at the next
+    flag and those not given default: b = a, c = a, each angle 90.  Returns how many values it took."""
     vals = [_num(flag, tok) for tok in _take_until_flag(v)]
-    if len(vals) != 6:
-        raise UsageError(f"needs 6 values {CELL_USAGE}, got {len(vals)}", flag=flag)
-    check_cell(vals, flag)
-    p.cell = vals
+    if not vals:
+        raise UsageError(f"needs 1 to 6 values {CELL_USAGE}, got none", flag=flag)
+    full = vals + [vals[0], vals[0], 90.0, 90.0, 90.0][len(vals) - 1 :]
+    check_cell(full, flag)
+    p.cell = full
+    return len(vals)
 
 
 def check_cell(vals, flag: str | None = "-cell", field: str | None = None) -> None:
@@ -619,9 +621,11 @@ def parse_raw(argv: list[str], cwd: str = ".") -> RawParams:
             vals = argv[i + 1 : i + 1 + n]
             if rule.handler is _misset and arg != "-misset" and len(vals) < n:
                 continue  # C: the substring match needs 3 more arguments, else it does nothing
-            if len(vals) < n:
+            if len(vals) < n and rule.handler is not _cell:
                 raise UsageError(f"needs {n} value{'s' if n > 1 else ''}, got {len(vals)}", flag=arg)
-            rule.handler(p, arg, vals)
+            used = rule.handler(p, arg, vals)
+            if isinstance(used, int):  # a rule of a variable count (-cell) says how many values it took
+                vals = vals[:used]
             p.flags.append((arg, tuple(vals)))
             consumed.update(j for j in range(i + 1, i + 1 + len(vals)) if not (
                 rule.handler is _misset and arg != "-misset" and argv[j].startswith("-")))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 
@@ -73,6 +74,7 @@ def model_given(opts) -> list[str]:
 def parse_args(argv: list[str]) -> dict:
     """noisify's flags (and ``--parity``, ``--device``) -> ``{name: value}`` with defaults."""
     out: dict = dict(_DEFAULTS, nonoise=False, nopgm=False)
+    typed: dict = {}  # canonical name -> the spelling given (errors name the flag as the user typed it)
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -83,13 +85,14 @@ def parse_args(argv: list[str]) -> dict:
             if i + 1 >= len(argv):
                 raise UsageError("needs a value", flag=a)
             out[name] = _value(a, argv[i + 1], typ)
+            typed[name] = a
             i += 1
         elif not a.startswith("-") and "floatimage.bin" in a:  # noisify takes such a name without a flag
             out["floatfile"] = a
         else:
-            raise UsageError(f"unknown flag or argument {a!r} (see noisify's flags)")
+            raise UsageError(f"unknown flag or argument {a!r} (see noisify's flags; bragg-dask noisify --help)")
         i += 1
-    _check(out)
+    _check(out, typed)
     return out
 
 
@@ -101,29 +104,41 @@ def _value(flag: str, text: str, typ):
                          flag=flag) from None
 
 
-def _check(o: dict) -> None:
+#: ranges of noisify's numbers: name -> (low, high, low included); every value must also be finite
+_RANGES = {"scale": (0.0, 1e30, False), "fluence": (0.0, 1e300, False), "gain": (0.0, 1e30, False),
+           "adc": (-1e9, 1e9, True), "psf_fwhm": (0.0, 1e9, True), "psf_radius": (0.0, 1e4, True),
+           "pixel": (0.0, 1e9, False), "detsize": (0.0, 1e12, False), "detsize_x": (0.0, 1e12, False),
+           "detsize_y": (0.0, 1e12, False), "distance": (0.0, 1e12, False), "lambda": (0.0, 1e12, False),
+           "Xbeam": (-1e12, 1e12, True), "Ybeam": (-1e12, 1e12, True), "phi": (-1e9, 1e9, True),
+           "osc": (-1e9, 1e9, True), "readout": (0.0, 1e9, True), "flicker": (0.0, 1e3, True),
+           "calibration": (0.0, 1e3, True), "detpixels": (0, 2**31 - 1, True), "detpixels_x": (0, 2**31 - 1, True),
+           "detpixels_y": (0, 2**31 - 1, True), "tile": (1, 2**31 - 1, True), "seed": (-(2**63) + 1, 2**63 - 1, True),
+           "calib_seed": (-(2**63) + 1, 2**63 - 1, True), "badpix_seed": (-(2**63) + 1, 2**63 - 1, True),
+           "hotpix_seed": (-(2**63) + 1, 2**63 - 1, True)}
+
+
+def _check(o: dict, typed: dict | None = None) -> None:
+    """Every value in its range (finite, the flag named as typed); the choices among theirs."""
+    typed = typed or {}
+
+    def flag(name: str) -> str:
+        return typed.get(name, "-" + name if not name.startswith("-") else name)
+
     if "floatfile" not in o:
         raise UsageError("noisify needs the float image to read: -floatfile F.bin", flag="-floatfile")
     if o["parity"] not in ("spec", "c"):
         raise UsageError(f"spec or c, got {o['parity']!r}", flag="--parity")
-    if o.get("tile") is not None and o["tile"] < 1:
-        raise UsageError(f"must be >= 1, got {o['tile']}", flag="--tile")
     if o["bits"] not in (16, 32):
-        raise ConfigError(f"16 or 32, got {o['bits']}", flag="-bits")
+        raise ConfigError(f"16 or 32, got {o['bits']}", flag=flag("bits"))
     if "psf" in o and o["psf"] not in ("gauss", "fiber"):
-        raise ConfigError(f"unknown PSF type {o['psf']!r} (gauss or fiber)", flag="-psf")
-    if o["psf_fwhm"] < 0:
-        raise ConfigError(f"must be >= 0 um, got {o['psf_fwhm']:g}", flag="-psf_fwhm")
-    if o["psf_radius"] < 0:
-        raise ConfigError(f"must be >= 0 pixels (0: automatic), got {o['psf_radius']:g}", flag="-psf_radius")
-    if not o["pixel"] > 0:
-        raise ConfigError(f"must be > 0 mm, got {o['pixel']:g}", flag="-pixel")
-    for flag in ("detpixels", "detpixels_x", "detpixels_y"):
-        if o.get(flag) is not None and o[flag] < 0:
-            raise ConfigError(f"must be >= 0, got {o[flag]}", flag="-" + flag)
-    for name in ("readout", "flicker", "calibration"):
-        if o[name] < 0:
-            raise ConfigError(f"must be >= 0, got {o[name]:g}", flag="-" + name)
+        raise ConfigError(f"unknown PSF type {o['psf']!r} (gauss or fiber)", flag=flag("psf"))
+    for name, (lo, hi, closed) in _RANGES.items():
+        v = o.get(name)
+        if v is None:
+            continue
+        if not (math.isfinite(v) and (lo <= v if closed else lo < v) and v <= hi):
+            where = f"{'>=' if closed else '>'} {lo:g}" if v < lo or not math.isfinite(v) or v == lo else f"<= {hi:g}"
+            raise ConfigError(f"must be finite and {where}, got {v:g}", flag=flag(name))
 
 
 def detector_shape(o: dict, pixels: int) -> tuple[int, int]:
@@ -156,7 +171,13 @@ def read_float(o: dict) -> np.ndarray:
         raise InputFileError(path, None, exc.strerror or str(exc), flag="-floatfile") from None
     if len(data) % 4:
         raise ConfigError(f"{path} is {len(data)} bytes, not a whole number of 4-byte floats", flag="-floatfile")
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    image = np.frombuffer(data, dtype="<f4").astype(np.float32)
+    bad = ~np.isfinite(image) | (image < 0)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ConfigError(f"{path} holds {int(bad.sum())} values that are not photon counts (NaN, infinite or "
+                          f"negative), the first at value {k} ({image[k]:g})", flag="-floatfile")
+    return image
 
 
 def import_header(o: dict) -> bytes | None:

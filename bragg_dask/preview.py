@@ -24,11 +24,11 @@ import contextlib
 import dataclasses
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from .errors import ConfigError, UsageError
+from .io.atomic import temp_file
 from .store import StoreFrame, frame_record, store_metadata
 
 #: the long side of the pooled image, in pixels, unless told otherwise
@@ -326,13 +326,12 @@ def save_png(fig, path: str) -> str:
     data = png_bytes(fig)
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        fd, tmp = temp_file(folder, f".{os.path.basename(path)}.", ".tmp")
     except OSError as exc:
         raise ConfigError(f"cannot write in {folder}: {exc.strerror}", flag="-o") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

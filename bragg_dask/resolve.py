@@ -193,7 +193,7 @@ def header_import(p: RawParams, argv: list[str], cwd: str) -> None:
         p.header_files[key] = files[key]
         path = os.path.join(cwd, files[key])
         with reading(key):
-            header, pixels = read_smv_frame(path)
+            header, pixels = read_smv_frame(path, typed=key == "-mask")  # a mask's pixels are used: their type
             for name in ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X",
                          "BEAM_CENTER_Y", "ORGX", "ORGY", "PHI", "OSC_RANGE"):
                 _check_header_value(header, path, name)
@@ -357,7 +357,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     )
     detector = _detector(p, geo, fpixels, spixels, oversample)
     _check_reach(p, geo, fpixels, spixels)
-    _check_dmin(p, geo, sources, fpixels, spixels)
+    _check_dmin(p, geo, sources, fpixels, spixels, detector)
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     return ParsedArgs(simulation=sim, outputs=_outputs(p), raw=p)
 
@@ -421,11 +421,13 @@ def _check_reach(p: RawParams, geo: DetectorGeometry, fpixels: int, spixels: int
 
 
 def _check_dmin(p: RawParams, geo: DetectorGeometry, sources: tuple[Source, ...], fpixels: int,
-                spixels: int) -> None:
+                spixels: int, detector=None) -> None:
     """``-dmin`` culling every pixel for every source leaves an all-zero image: refuse it.
 
     The smallest scattering vector over a flat detector lies where the beam meets it, or on its edge;
-    those points (and a coarse grid) are tested, with a margin for sub-pixels and sensor depth."""
+    those points (and a coarse grid) are tested.  Clearly above or below the cut (5%) decides; in
+    between, every point the kernel evaluates (each rendered pixel's sub-pixels and sensor layers, for
+    every source) goes through the kernel's own cut (:func:`_everything_culled`)."""
     if not p.dmin > 0 or p.curved:
         return
     px = p.pixel_size
@@ -444,10 +446,49 @@ def _check_dmin(p: RawParams, geo: DetectorGeometry, sources: tuple[Source, ...]
         pos = pix0 + fr[:, None, None] * f0 + sr[None, :, None] * s0
         d = pos / np.linalg.norm(pos, axis=-1, keepdims=True)
         smin = min(smin, float(np.linalg.norm(d - inc, axis=-1).min()) / src.wavelength_m)
-    if smin * p.dmin > 1.05:
+    clear = smin * p.dmin > 1.05
+    if clear or (smin * p.dmin > 0.95 and detector is not None and _everything_culled(p, geo, sources, detector)):
         _nothing_to_render(p, ("-dmin",), f"every pixel is finer than {p.dmin * 1e10:g} A (the best the detector "
-                           f"sees is {1e10 / smin:.3g} A), so every one is culled and the image is all zero",
+                           f"sees is {1e10 / smin:.4g} A), so every one is culled and the image is all zero",
                            "-dmin")
+
+
+def _everything_culled(p: RawParams, geo: DetectorGeometry, sources: tuple[Source, ...], detector,
+                       chunk: int = 1 << 16) -> bool:
+    """Whether the kernel's own ``-dmin`` cut (``physics.pixels``) removes every evaluation: each rendered
+    pixel's sub-pixel points, sensor layers and sources, a chunk of pixels at a time, nearest the beam first,
+    stopping at the first that is kept."""
+    import types
+
+    import torch
+
+    from .physics import pixels
+    from .physics.roi import rendered_mask
+    from .plan import TileSpec
+
+    f64 = {"dtype": torch.float64}
+    prep = types.SimpleNamespace(
+        sim=types.SimpleNamespace(detector=detector, dmin_m=p.dmin),
+        fdet=torch.as_tensor(geo.fdet, **f64), sdet=torch.as_tensor(geo.sdet, **f64),
+        odet=torch.as_tensor(geo.odet, **f64), pix0=torch.as_tensor(geo.pix0_m, **f64),
+        layers=torch.arange(detector.thicksteps, **f64) * detector.thickstep_m,
+        incident=torch.as_tensor([s.incident for s in sources], **f64),
+        wavelength=torch.as_tensor([s.wavelength_m for s in sources], **f64))
+    whole = TileSpec(0, detector.spixels, 0, detector.fpixels, (0, 0))
+    spix, fpix = np.nonzero(rendered_mask(detector, whole))
+    # nearest the direct beam's foot first: a pixel that renders is usually found in the first chunk
+    hit = np.asarray(geo.beam, dtype=np.float64) * float(np.dot(geo.pix0_m, geo.odet)) / max(
+        float(np.dot(geo.beam, geo.odet)), 1e-300) - np.asarray(geo.pix0_m)
+    px = p.pixel_size
+    order = np.argsort(np.hypot(fpix * px - float(hit @ np.asarray(geo.fdet)), spix * px - float(hit @ np.asarray(geo.sdet))))
+    per = max(1, chunk // max(1, detector.oversample ** 2 * detector.thicksteps * len(sources)))
+    for k in range(0, order.size, per):
+        idx = order[k : k + per]
+        pts = pixels.points(prep, torch.as_tensor(fpix[idx]), torch.as_tensor(spix[idx]))
+        _, kept = pixels.scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), idx.size, pts.airpath.shape[1])
+        if bool(kept.any()):
+            return False
+    return True
 
 
 POINT_BYTES = 256  # memory per sub-pixel point of one pixel (the kernel evaluates a pixel's points together)
@@ -477,15 +518,17 @@ def _check_crystal_sampling(p: RawParams, cell: CellVectors, sample: tuple[float
         xtal_size = max(length * n for length, n in zip(sizes, n_cells))
         limit = p.lambda0 * geo.distance_m / p.pixel_size
         oversample = 3 * xtal_size / limit if limit > 0 else math.inf
-        oversample = math.ceil(oversample) if math.isfinite(oversample) else math.inf
+        oversample = float(math.ceil(oversample)) if math.isfinite(oversample) else math.inf  # a float: no huge ints
         why = (f" (automatic: 3 x the crystal size {xtal_size * 1e3:.3g} mm over the pixel's diffraction "
-               "limit; give a smaller -oversample)")
-        flags = ("-N", "sample", "xtal", "-cell", "-width", "-heigh")
+               "limit, wavelength x distance / pixel; give a smaller -oversample)")
+        # what drives it: the crystal's size, and the diffraction limit's pixel, distance and wavelength
+        flags = ("-pixel", "-distance", "-lambda", "-wave", "-energy", "-N", "sample", "xtal", "-cell", "-width",
+                 "-heigh")
     layers = _sensor(p)[1]
     points = oversample * oversample * layers
     budget, source = memory_budget()
     if not points * POINT_BYTES <= budget:
-        given = [f for f, _ in p.flags if any(k in f for k in flags)]
+        given = [f for k in flags for f, _ in p.flags if k in f]  # in the order of ``flags``
         raise ConfigError(f"oversample {oversample:.3g}{why} gives {points:.3g} sub-pixel points per pixel, "
                           f"about {fmt(points * POINT_BYTES)} of memory for one pixel, more than the "
                           f"{fmt(budget)} budget ({source})", flag="/".join(dict.fromkeys(given)) or "-oversample")

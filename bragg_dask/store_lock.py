@@ -36,7 +36,7 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 held = self._try_lock(fd)
                 if held is not None:

@@ -270,9 +270,9 @@ def test_export_a_frame_as_the_c_programs_files(tmp_path):
 
 
 def test_bad_input_through_the_installed_entry_point(tmp_path):
-    """The checks run before any computation: a missing output folder, a short -cell, -distance 0."""
+    """The checks run before any computation: a missing output folder, an empty -cell, -distance 0."""
     assert_one_line_error(run_cli(BASE + ["-floatfile", "nowhere/f.bin"], tmp_path), "-floatfile", "does not exist")
-    assert_one_line_error(run_cli(BASE + ["-cell", "50", "50", "50", "90", "90"], tmp_path), "-cell", "6 values")
+    assert_one_line_error(run_cli(BASE + ["-cell", "-N", "3"], tmp_path), "-cell", "1 to 6 values")
     assert_one_line_error(run_cli(BASE + ["-distance", "0"], tmp_path), "-distance")
     assert not list(tmp_path.iterdir())
 

@@ -130,3 +130,27 @@ def test_help_command_exits_0():
 def test_narrow_width_wraps():
     text = flaghelp.c_flags_help(width=72)
     assert max(len(ln) for ln in text.splitlines()) <= 72
+
+
+@pytest.mark.parametrize("name", ["export", "preview", "noisify"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_subcommand_has_its_help(name, flag, capsys):
+    """``bragg-dask SUB --help``: exit 0, the usage, and every flag the subcommand takes with a meaning."""
+    import argparse
+
+    from bragg_dask.noisify import _SWITCH, _VALUE
+    from bragg_dask.preview import _parser as preview_parser
+
+    assert main([name, flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: bragg-dask {name} ")
+    if name == "noisify":
+        flags = [s for spellings, _ in _VALUE.values() for s in spellings] + list(_SWITCH) + ["--frame", "--all-frames"]
+    else:
+        parser = export_parser() if name == "export" else preview_parser()
+        flags = [o for a in parser._actions for o in a.option_strings]
+        assert all(isinstance(a, argparse.Action) for a in parser._actions)
+    for f in flags:
+        line = next((ln for ln in out.splitlines() if f" {f}" in f" {ln.strip()}" ), None)
+        assert line is not None, f
+    assert "default: none" not in out.split("-o, --output")[-1].splitlines()[0] if name == "preview" else True

@@ -150,10 +150,37 @@ def read_smv(path: str) -> tuple[dict[str, str], np.ndarray]:
     return keys, data[: s1 * s2].reshape(s2, s1)
 
 
-def read_smv_frame(path: str) -> tuple[str, np.ndarray]:
-    """Header text and ``(SIZE2, SIZE1)`` raw uint16 pixels, validated as the C program's ``GetFrame``.
+#: SMV pixel types read by :func:`read_smv_frame` (``TYPE=``): numpy's type, little-endian
+#: (SMV's own type names, written as one table: two of them are also the store's array names, which only
+#: the store spells out)
+SMV_TYPES = dict(item.split(":") for item in (
+    "unsigned_short:<u2 float:<f4 signed_short:<i2 unsigned_long:<u4 unsigned_int:<u4 signed_long:<i4 long:<i4 "
+    "long_integer:<u4 int:<i4").split())
 
-    The header must start with ``{`` and ``HEADER_BYTES=``; the pixels are read without byte swap.
+
+def _pixel_type(path: str, header: str) -> np.dtype:
+    """The pixels' type from ``TYPE=`` (absent: unsigned_short, as the C program reads every image) and
+    ``BYTE_ORDER=`` (big_endian swaps every type but unsigned_short, which C reads unswapped)."""
+    m = re.search(r"TYPE\s*=\s*([A-Za-z_ ]+?)\s*;", header)
+    if m is None:
+        return np.dtype("<u2")
+    name = m.group(1).strip().lower()
+    if name not in SMV_TYPES:
+        raise InputFileError(path, header.count("\n", 0, m.start()) + 1,
+                             f"TYPE={name}: pixels of that type cannot be read (read: {', '.join(SMV_TYPES)})")
+    dt = np.dtype(SMV_TYPES[name])
+    big = re.search(r"BYTE_ORDER\s*=\s*big_endian", header)
+    return dt.newbyteorder(">") if big and name != "unsigned_short" else dt
+
+
+def read_smv_frame(path: str, typed: bool = False) -> tuple[str, np.ndarray]:
+    """Header text and ``(SIZE2, SIZE1)`` pixels, validated as the C program's ``GetFrame``.
+
+    The header must start with ``{`` and ``HEADER_BYTES=``.  ``typed`` (where the pixels are used, a
+    mask): they are of the header's ``TYPE`` (unsigned_short, as C reads every image, when absent; float
+    and the integer types read as such, not as C misreads them), returned as float32 (integer types
+    exactly, to 2^24) or uint16, unsigned_short without byte swap, as C; otherwise (a header imported)
+    they are read as C reads them, unsigned shorts.
     """
     raw = read_bytes(path)
     if not raw.startswith(b"{\nHEADER_BYT"):
@@ -170,11 +197,18 @@ def read_smv_frame(path: str) -> tuple[str, np.ndarray]:
         if not v >= 1:
             raise InputFileError(path, line_of(header, key), f"{key}={v:g} is not a pixel count")
     w, h = int(width), int(height)
+    dt = _pixel_type(path, header) if typed else np.dtype("<u2")
     body = raw[int(size) :]
-    data = np.frombuffer(body[: len(body) // 2 * 2], dtype="<u2")  # a trailing odd byte is not a pixel
+    data = np.frombuffer(body[: len(body) // dt.itemsize * dt.itemsize], dtype=dt)  # no partial trailing pixel
     if data.size < w * h:
         raise InputFileError(path, None, f"has {data.size} pixels after the header, SIZE1 x SIZE2 = {w * h}")
-    return header, data[: w * h].reshape(h, w)
+    data = data[: w * h].reshape(h, w)
+    if dt == np.dtype("<u2"):
+        return header, data
+    values = data.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InputFileError(path, None, f"holds {int((~np.isfinite(values)).sum())} pixels that are NaN or infinite")
+    return header, values
 
 
 def value_of(header: str, key: str) -> float | None:

@@ -239,7 +239,7 @@ def _write_file(target: str, data: bytes, durable: bool = True) -> None:
     ``durable``); the temporary file (``*.partial``, swept on resume) is removed if the write fails."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = f"{target}.{uuid.uuid4().hex[:12]}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 less the umask, as zarr's own files
     try:
         view = memoryview(data)
         while view:
