@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--all-frames", action="store_true", dest="all_frames")
     ap.add_argument("--nxmx", default=None)
     ap.add_argument("--cbf", default=None)
+    ap.add_argument("--image", choices=("int", "noise"), default=None)
     for name in ("floatfile", "intfile", "noisefile", "pgmfile"):
         ap.add_argument(f"-{name}", default=None)
     ap.add_argument("-scale", type=float, default=0.0)
@@ -58,6 +59,9 @@ def export_main(argv: list[str]) -> list[str]:
     if a.all_frames and c_files:
         raise UsageError("the C program's files hold one frame: --all-frames is for --nxmx and --cbf; "
                          "give --frame K for -floatfile, -intfile, -noisefile, -pgmfile", flag="--all-frames")
+    if a.image is not None and not (a.nxmx or a.cbf):
+        raise UsageError("chooses the image of --nxmx and --cbf (the C program's files are named by their flags: "
+                         "-intfile, -noisefile)", flag="--image")
     written: list[str] = []
     if a.nxmx or a.cbf:
         from .export_mx import export_mx

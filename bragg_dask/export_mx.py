@@ -13,6 +13,7 @@ only once all are written.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -26,6 +27,8 @@ from .outputs import OutputError
 from .physics.constants import DEFAULT_ADC_OFFSET
 from .physics.roi import mask_from_bounds
 from .store import StoreFrame, frame_record, frames_phi0_deg, store_metadata, tiles_done
+
+log = logging.getLogger(__name__)
 
 
 def export_mx(a) -> list[str]:
@@ -46,22 +49,42 @@ def export_mx(a) -> list[str]:
         cbf_paths = [numbered(template, k + 1) for k in indices]
     check_paths(([("--nxmx", a.nxmx)] if a.nxmx else []) + [("--cbf", p) for p in dict.fromkeys(cbf_paths)])
     _check_complete(a.store, indices, "--all-frames" if a.all_frames else "--frame")
+    image = _image(a)
     info = mx_info(store_metadata(a.store), frames_phi0_deg(a.store)[indices])
     written: list[str] = []
     if a.nxmx:
         from .io.nexus import write_nxmx
 
         with _writing(a.nxmx), staged([a.nxmx]) as (tmp,):
-            write_nxmx(tmp, info, (frame_counts(a.store, k, a.scale, a.adc) for k in indices))
+            write_nxmx(tmp, info, (frame_counts(a.store, k, a.scale, a.adc, image) for k in indices))
         written.append(a.nxmx)
     if a.cbf:
         from .io.cbf import pilatus_header, write_cbf
 
         with _writing(a.cbf), staged(cbf_paths) as temps:
             for j, (k, tmp) in enumerate(zip(indices, temps)):
-                write_cbf(tmp, frame_counts(a.store, k, a.scale, a.adc), pilatus_header(info, j))
+                write_cbf(tmp, frame_counts(a.store, k, a.scale, a.adc, image), pilatus_header(info, j))
         written.extend(dict.fromkeys(cbf_paths))
     return written
+
+
+def _image(a) -> str:
+    """Which image the files carry (``--image``: int, the default, or noise), checked against the store
+    and the other flags, and said on the log."""
+    image = a.image or "int"
+    if image == "noise":
+        if a.scale > 0 or a.adc != DEFAULT_ADC_OFFSET:
+            raise ConfigError("-scale and -adc make the int image from the float image; the noise image is the "
+                              "store's as written", flag="--image")
+        if not StoreFrame(a.store, a.frame or 0).has(StoreFrame.NOISE):
+            raise ConfigError(f"{a.store} holds no noise image (a run with -noisefile, or bragg-dask noisify "
+                              "STORE, writes one)", flag="--image")
+        log.info("the frames carry the store's noise image: counts with the detector's noise (--image noise)")
+    else:
+        log.info("the frames carry the int image: noiseless counts%s (--image noise for the noisy image)",
+                 "" if StoreFrame(a.store, a.frame or 0).has(StoreFrame.INT) and a.scale <= 0
+                 and a.adc == DEFAULT_ADC_OFFSET else ", made from the float image with the frame's int scale")
+    return image
 
 
 def _check_complete(store: str, indices: list[int], flag: str) -> None:
@@ -71,15 +94,18 @@ def _check_complete(store: str, indices: list[int], flag: str) -> None:
             raise ConfigError(f"frame {k} of {store} is incomplete (re-run the simulation to finish it)", flag=flag)
 
 
-def frame_counts(store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_ADC_OFFSET) -> np.ndarray:
-    """Frame ``k``'s int image ``(spixels, fpixels)`` uint16, as ``export -intfile`` writes it: the store's
-    int array (no ``scale``, the default ``adc``), else the float image through :func:`int_image` with
-    ``scale`` or the frame's int scale.  Read a band of tiles at a time."""
+def frame_counts(store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_ADC_OFFSET,
+                 image: str = "int") -> np.ndarray:
+    """Frame ``k``'s counts ``(spixels, fpixels)`` uint16: ``image`` "noise", the store's noise array; "int",
+    the int image as ``export -intfile`` writes it: the store's int array (no ``scale``, the default
+    ``adc``), else the float image through :func:`int_image` with ``scale`` or the frame's int scale.
+    Read a band of tiles at a time."""
     frame = StoreFrame(store, k)
     s, f = frame.shape
     out = np.empty((s, f), dtype=np.uint16)
-    if frame.has(frame.INT) and scale <= 0 and adc == DEFAULT_ADC_OFFSET:
-        for s0, s1, band in frame.bands(frame.INT):
+    stored = frame.NOISE if image == "noise" else frame.INT
+    if image == "noise" or (frame.has(frame.INT) and scale <= 0 and adc == DEFAULT_ADC_OFFSET):
+        for s0, s1, band in frame.bands(stored):
             out[s0:s1] = band
         return out
     rec = frame_record(store, k)

@@ -194,6 +194,8 @@ EXPORT_FLAGS = {
     "--all-frames": "every frame (with --nxmx and --cbf)",
     "--nxmx": "write a NeXus/NXmx HDF5 file",
     "--cbf": "write Pilatus-style miniCBF files",
+    "--image": "the image --nxmx and --cbf carry: int (noiseless counts) or noise (the store's noise image) "
+               "(default: int)",
     "-scale": "int image scale (default: 0, auto: 55000 / max_I)",
     "-pgmscale": "PGM scale (default: 0, auto: 250 / (5 rmsd))",
     "-seed": "noise seed (default: the store's)",

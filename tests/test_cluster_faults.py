@@ -308,6 +308,7 @@ def test_tls_scheduler_without_certificates_is_one_line(tls_cluster, tmp_path, m
         assert cli.main([*SMALL, *flags, "--zarr", "x.zarr"]) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and err.startswith(f"bragg-dask: error: {needle}"), err
+        assert os.listdir(tmp_path) == []  # a TLS failure at connection leaves no empty store behind
 
 
 def test_embedded_cluster_over_tls(tmp_path):
@@ -346,6 +347,7 @@ def test_bad_scheduler_is_one_line_within_the_timeout(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(f"bragg-dask: error: {needle}"), err
     assert elapsed < 8
+    assert sorted(os.listdir(tmp_path)) == ["bad.json"]  # no store (nor a staged one) left behind
 
 
 def test_unreachable_scheduler_from_the_command_line(tmp_path):

@@ -275,6 +275,7 @@ def test_a_dataset_store_refuses_part_of_a_frame(tmp_path):
                                 "-detpixels", "16", "-phi", "0", "-osc", "1", "-nonoise", "-nopgm"], cwd=".").simulation
     plan = plan_tiles(16, 16, 8)
     session = zstore.open_store(str(tmp_path / "p.zarr"), sim, plan, n_frames=3)
+    session.commit()  # a new store is in place once committed (the run has started)
     try:
         tile = plan.tiles()[0]
         stats = {"sum": 0.0, "sumsq": 0.0, "n": 0, "max": 0.0, "argmax": None}

@@ -330,3 +330,35 @@ def test_a_write_fault_mid_series_leaves_nothing(stores, tmp_path, monkeypatch, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and "No space left on device" in lines[0], lines
     assert len(calls) == 2 and os.listdir(tmp_path) == []  # the first file was not renamed into place either
+
+
+def test_exports_say_which_image_they_carry_and_take_the_noise_image_when_asked(stores, tmp_path):
+    """``--image int`` (the default) carries the noiseless int image, ``--image noise`` the store's noise
+    image, frame for frame; the run says which on its log."""
+    store = stores["series"]  # made with noise (SIM has no -nonoise)
+    p = run_cli(["export", store, "--all-frames", "--nxmx", "int.h5"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "the frames carry the int image: noiseless counts" in p.stdout
+    p = run_cli(["export", store, "--all-frames", "--nxmx", "noise.h5", "--cbf", "n_#####.cbf", "--image", "noise"],
+                tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "the frames carry the store's noise image" in p.stdout
+    with h5py.File(tmp_path / "noise.h5", "r") as fh, h5py.File(tmp_path / "int.h5", "r") as fi:
+        for k in range(3):
+            noise = zstore.read_frame(str(store), k, zstore.NOISE)
+            np.testing.assert_array_equal(fh["/entry/data/data"][k], noise)
+            np.testing.assert_array_equal(fabio.open(str(tmp_path / f"n_{k + 1:05d}.cbf")).data, noise)
+            np.testing.assert_array_equal(fi["/entry/data/data"][k], zstore.read_frame(str(store), k, zstore.INT))
+            assert not np.array_equal(noise, zstore.read_frame(str(store), k, zstore.INT))
+
+
+def test_the_noise_image_refused_where_there_is_none_or_with_int_flags(stores, tmp_path):
+    assert_one_line_error(run_cli(["export", stores["xds"], "--nxmx", "x.h5", "--image", "noise"], tmp_path),
+                          "--image", "no noise image")
+    assert_one_line_error(run_cli(["export", stores["series"], "--nxmx", "x.h5", "--image", "noise", "-scale", "2"],
+                                  tmp_path), "--image", "-scale")
+    assert_one_line_error(run_cli(["export", stores["series"], "-intfile", "x.img", "--image", "noise"], tmp_path),
+                          "--image", "--nxmx and --cbf")
+    assert_one_line_error(run_cli(["export", stores["series"], "--nxmx", "x.h5", "--image", "photons"], tmp_path),
+                          "--image")
+    assert os.listdir(tmp_path) == []

@@ -146,13 +146,14 @@ def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
 
 
 class StoreSession:
-    """An opened store, locked for this run.  A replacement (``--overwrite``) waits beside the old
-    store until :meth:`commit`; :meth:`close` releases the lock and removes what was not committed."""
+    """An opened store, locked for this run.  A new store, or a replacement (``--overwrite``), waits
+    beside its path until :meth:`commit` (the run has reached its cluster); :meth:`close` releases the
+    lock and removes what was not committed, so a run that fails to start leaves nothing behind."""
 
     def __init__(self, path: str, resumed: bool, lock: StoreLock, *, staged: str | None = None,
-                 old_lock: StoreLock | None = None) -> None:
+                 old_lock: StoreLock | None = None, fresh: bool = False) -> None:
         self.path, self.resumed, self.lock = path, resumed, lock
-        self.staged, self.old_lock = staged, old_lock
+        self.staged, self.old_lock, self.fresh = staged, old_lock, fresh
 
     @property
     def group(self) -> zarr.Group:
@@ -160,9 +161,12 @@ class StoreSession:
         return zarr.open_group(self.staged or self.path, mode="r+")
 
     def commit(self) -> None:
-        """Put a staged replacement in place of the old store (atomically where the OS can)."""
+        """Put a staged store in place: a new one onto its path (nothing there, or an empty folder), a
+        replacement in place of the old store (atomically where the OS can)."""
         if self.staged is None:
             return
+        if self.fresh:
+            return self._place_new()
         aside = _sibling(self.path, "old")
         try:
             if _exchange(self.staged, self.path):
@@ -186,6 +190,17 @@ class StoreSession:
             self.old_lock = None
         log.info("replaced %s", self.path)
 
+    def _place_new(self) -> None:
+        try:
+            os.rename(self.staged, self.path)  # onto nothing, or onto an empty folder
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise ConfigError(f"{self.path} appeared while this run was starting (another run?); the same "
+                                  "command again resumes or refuses it", flag="--zarr") from None
+            raise store_fault(exc, self.path) or exc from None
+        self.lock.moved(self.path)
+        self.staged = None
+
     def close(self) -> None:
         if self.staged is not None:
             shutil.rmtree(self.staged, ignore_errors=True)
@@ -203,7 +218,8 @@ def open_store(path: str, sim, plan: TilePlan, *, run: dict | None = None, n_fra
     * an existing store of the same configuration is resumed (``overwrite``: replaced);
     * a store of another configuration is refused unless ``overwrite``; then a new store is staged
       beside it and swapped in by :meth:`StoreSession.commit`;
-    * a missing path or an empty folder becomes a new store;
+    * a missing path or an empty folder becomes a new store, built beside it and put in place by
+      :meth:`StoreSession.commit` (a run that never reaches its cluster leaves nothing);
     * anything else is refused, ``overwrite`` or not.
     """
     path = os.path.abspath(path)
@@ -213,22 +229,10 @@ def open_store(path: str, sim, plan: TilePlan, *, run: dict | None = None, n_fra
     attrs = store_attrs(sim, plan, run)
     layout = dict(n_frames=n_frames, with_int=with_int, with_noise=with_noise)
     try:
-        for _ in range(3):
-            kind = _classify(path)
-            if kind == "store":
-                return _open_existing(path, plan, attrs, layout, overwrite)
-            staged, lock = _build(path, plan, attrs, **layout)
-            try:
-                os.rename(staged, path)  # onto nothing, or onto an empty folder
-            except OSError as exc:
-                lock.release()
-                shutil.rmtree(staged, ignore_errors=True)
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                    continue  # someone else created it meanwhile: look again
-                raise
-            lock.moved(path)
-            return StoreSession(path, False, lock)
-        raise ConfigError(f"{path} keeps changing while it is opened", flag="--zarr")
+        if _classify(path) == "store":
+            return _open_existing(path, plan, attrs, layout, overwrite)
+        staged, lock = _build(path, plan, attrs, **layout)
+        return StoreSession(path, False, lock, staged=staged, fresh=True)  # put in place by commit()
     except OSError as exc:
         raise store_fault(exc, path) or exc from None
 
