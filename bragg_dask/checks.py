@@ -1,8 +1,9 @@
 """Checks made before any computation starts: every output can be written, and none clobbers another.
 
-An output (``-floatfile``, ``-intfile``, ``-noisefile``, ``-pgmfile``, the ``--zarr`` store) is
-refused when its folder does not exist or cannot be written, when it names a folder, when two
-outputs share a path, or when an output would overwrite one of the run's input files.  Each error
+An output (``-floatfile``, ``-intfile``, ``-noisefile``, ``-pgmfile``, the ``--zarr`` store, and the
+subcommands' outputs) is refused when its folder does not exist or cannot be written, when it names a
+folder, when it lies inside a Zarr store, when two outputs share a path, or when an output would
+overwrite one of the run's input files.  Each error
 names the flag; the C program would compute for minutes and then fail (or silently overwrite).
 """
 
@@ -130,6 +131,11 @@ def check_paths(outputs: Iterable[tuple[str, str]], *, inputs: Iterable[tuple[st
         zpath = os.path.join(cwd, zarr)
         _check_target("--zarr", zarr, zpath, folder_ok=True)
         targets.append(("--zarr", zarr, zpath))
+    for flag, name, path in targets:
+        store = _store_around(path)
+        if store is not None:
+            raise ConfigError(f"{name} is inside the Zarr store {store}: a store is user data, and a file written "
+                              "into it would damage it; write it outside the store", flag=flag)
     seen: dict[str, str] = {}
     for flag, name, path in targets:
         k = _key(path)
@@ -141,6 +147,19 @@ def check_paths(outputs: Iterable[tuple[str, str]], *, inputs: Iterable[tuple[st
         for flag, name, path in targets:
             if _key(path) == k or (flag == "--zarr" and k.startswith(_key(path) + os.sep)):
                 raise ConfigError(f"{name} would overwrite the input file {in_name} given to {in_flag}", flag=flag)
+
+
+def _store_around(path: str) -> str | None:
+    """The Zarr store (a folder holding ``zarr.json``) that ``path`` lies inside, if any (``path`` itself
+    excluded: a store given as ``--zarr`` is written as a store)."""
+    folder, found = os.path.dirname(os.path.realpath(path)), None
+    while True:  # up to the root: the outermost store (a group holds its arrays' folders, each with a zarr.json)
+        if os.path.isfile(os.path.join(folder, "zarr.json")):
+            found = folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return found
+        folder = parent
 
 
 # the flags that scale the intensities (or the scattering geometry) of a run, for a message about an overflow

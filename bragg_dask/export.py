@@ -62,6 +62,12 @@ def export_main(argv: list[str]) -> list[str]:
     if a.image is not None and not (a.nxmx or a.cbf):
         raise UsageError("chooses the image of --nxmx and --cbf (the C program's files are named by their flags: "
                          "-intfile, -noisefile)", flag="--image")
+    from .checks import check_paths
+
+    files = [(f"-{n}", getattr(a, n)) for n in ("floatfile", "intfile", "noisefile", "pgmfile") if getattr(a, n)]
+    # every output checked before anything is written (the series' CBF names again by export_mx, with them)
+    check_paths(files + ([("--nxmx", a.nxmx)] if a.nxmx else []) + ([("--cbf", a.cbf)] if a.cbf and not a.all_frames
+                                                                      else []), inputs=[("STORE", a.store)])
     written: list[str] = []
     if a.nxmx or a.cbf:
         from .export_mx import export_mx

@@ -321,10 +321,12 @@ def noisify_main(argv: list[str]) -> list[str]:
     raw = read_float(o)
     shape = detector_shape(o, raw.size)
     check_run(o)
-    for name in ("intfile", "pgmfile", "noisefile"):
-        d = os.path.dirname(os.path.abspath(o[name]))
-        if not os.path.isdir(d):
-            raise ConfigError(f"no such directory: {d}", flag="-" + name)
+    from .checks import check_paths
+
+    outputs = [("-intfile", o["intfile"])] + ([] if o["nopgm"] else [("-pgmfile", o["pgmfile"])]) + (
+        [] if o["nonoise"] else [("-noisefile", o["noisefile"])])
+    inputs = [("-floatfile", o["floatfile"])] + ([("-header", o["header"])] if "header" in o else [])
+    check_paths(outputs, inputs=inputs)  # writable, not into a store, not over an input or another output
     return write_outputs(o, shape, noisify(o, raw, shape), imported)
 
 

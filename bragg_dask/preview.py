@@ -350,6 +350,9 @@ def render(store, frame: int = 0, *, rings: bool = False, path: str | None = Non
     if path is not None:
         path = os.fspath(path)
         check_output(path)  # before reading anything
+        from .checks import check_paths
+
+        check_paths([("-o", path)], inputs=[("STORE", os.fspath(store))])  # never into a store
     if not isinstance(max_px, int) or isinstance(max_px, bool) or max_px < 16:
         raise UsageError(f"must be an integer >= 16, got {max_px!r}", flag="--max-px")
     fig = figure(load(store, frame, max_px), rings=rings)

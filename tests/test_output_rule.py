@@ -1,0 +1,82 @@
+"""One rule for every output of every command: never inside a store, never over an input, never two
+outputs on one path; refused in one line (exit 2) before any work, nothing on disk changed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bragg_dask.cli import main
+
+SIM = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
+       "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    d = tmp_path_factory.mktemp("made")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        assert main(SIM + ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img", "--zarr", "s.zarr"]) == 0
+    finally:
+        os.chdir(cwd)
+    np.ones(32 * 32, "<f4").tofile(d / "ones.bin")
+    return d
+
+
+def _state(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+INTO_STORE = [
+    ["preview", "s.zarr", "-o", "s.zarr/zarr.json"],
+    ["preview", "s.zarr", "-o", "s.zarr/float/c/0/0/0"],
+    ["preview", "s.zarr", "-o", "s.zarr/new.png"],
+    ["export", "s.zarr", "-floatfile", "s.zarr/zarr.json"],
+    ["export", "s.zarr", "-intfile", "s.zarr/int/zarr.json"],
+    ["export", "s.zarr", "--nxmx", "s.zarr/x.h5"],
+    ["export", "s.zarr", "--cbf", "s.zarr/x.cbf"],
+    ["export", "s.zarr", "--all-frames", "--cbf", "s.zarr/x_#####.cbf"],
+    ["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-intfile", "s.zarr/zarr.json"],
+    ["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-pgmfile", "s.zarr/p.pgm"],
+    SIM + ["-floatfile", "s.zarr/zarr.json", "-nopgm"],
+    SIM + ["-intfile", "s.zarr/float/zarr.json", "-nopgm"],
+    SIM + ["-nopgm", "-floatfile", "x.bin", "--zarr", "s.zarr/inner.zarr"],
+]
+OVER_INPUT = [
+    ["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-intfile", "f.bin"],
+    ["noisify", "-floatfile", "ones.bin", "-detpixels", "32", "-noisefile", "ones.bin"],
+    ["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-header", "i.img", "-pgmfile", "i.img"],
+]
+TWO_ON_ONE = [
+    ["export", "s.zarr", "-floatfile", "o.bin", "-intfile", "o.bin"],
+    ["export", "s.zarr", "-intfile", "o.img", "--nxmx", "o.img"],
+    ["export", "s.zarr", "-intfile", "o.cbf", "--cbf", "o.cbf"],
+    ["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-intfile", "o.img", "-noisefile", "o.img"],
+    ["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-intfile", "o.img", "-pgmfile", "o.img"],
+    SIM + ["-floatfile", "o.bin", "-intfile", "o.bin"],
+]
+
+
+@pytest.mark.parametrize("argv, why", [(a, "inside the Zarr store") for a in INTO_STORE]
+                         + [(a, "would overwrite the input") for a in OVER_INPUT]
+                         + [(a, "is also written by") for a in TWO_ON_ONE], ids=lambda v: " ".join(v)
+                         if isinstance(v, list) and v[0] in ("export", "preview", "noisify") else str(v)[:40])
+def test_an_output_into_a_store_over_an_input_or_over_another_output_is_refused(argv, why, made, tmp_path,
+                                                                                  monkeypatch, capsys):
+    work = tmp_path / "w"
+    shutil.copytree(made, work)
+    monkeypatch.chdir(work)
+    before = _state(work)
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bragg-dask: error: ") and why in lines[0], err
+    assert _state(work) == before  # nothing written, nothing changed
