@@ -387,6 +387,20 @@ def _execute(sim, outputs, opts, dataset, settings: RunSettings):
     return execute(sim, settings, executor)
 
 
+def _model_scale(result) -> str:
+    """Where the store's first frame is the detector model's (its response record), what its int image's
+    scale is instead of the C program's (the model's -scale x gain, as the store records it)."""
+    if not result.store:
+        return ""
+    from .store import frame_record, store_metadata
+
+    frames = (store_metadata(result.store).get("response") or {}).get("frames") or {}
+    if "0" not in frames:
+        return ""
+    return (f" (the C program's; the store's int image is the detector model's, of scale x gain "
+            f"{frame_record(result.store, 0).int_scale:g}, its records say)")
+
+
 def _report(sim, outputs, opts, dataset, result) -> None:
     """The C program's statistics lines, then the output files."""
     st = result.stats
@@ -396,7 +410,7 @@ def _report(sim, outputs, opts, dataset, result) -> None:
 
     _out("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
     _out(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
-    _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}")
+    _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}{_model_scale(result)}")
     if dataset.n == 1:
         image = result.source  # the array, or a store frame written by bands
         for path in write_outputs(sim, image, st, outputs):

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--all-frames", action="store_true", dest="all_frames")
     ap.add_argument("--nxmx", default=None)
     ap.add_argument("--cbf", default=None)
-    ap.add_argument("--image", choices=("int", "noise"), default=None)
+    ap.add_argument("--image", choices=(StoreFrame.INT, StoreFrame.NOISE), default=None)  # the arrays' own names
     for name in ("floatfile", "intfile", "noisefile", "pgmfile"):
         ap.add_argument(f"-{name}", default=None)
     ap.add_argument("-scale", type=float, default=0.0)

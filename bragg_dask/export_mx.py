@@ -71,8 +71,8 @@ def export_mx(a) -> list[str]:
 def _image(a) -> str:
     """Which image the files carry (``--image``: int, the default, or noise), checked against the store
     and the other flags, and said on the log."""
-    image = a.image or "int"
-    if image == "noise":
+    image = a.image or StoreFrame.INT
+    if image == StoreFrame.NOISE:
         if a.scale > 0 or a.adc != DEFAULT_ADC_OFFSET:
             raise ConfigError("-scale and -adc make the int image from the float image; the noise image is the "
                               "store's as written", flag="--image")
@@ -95,16 +95,16 @@ def _check_complete(store: str, indices: list[int], flag: str) -> None:
 
 
 def frame_counts(store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_ADC_OFFSET,
-                 image: str = "int") -> np.ndarray:
-    """Frame ``k``'s counts ``(spixels, fpixels)`` uint16: ``image`` "noise", the store's noise array; "int",
+                 image: str = StoreFrame.INT) -> np.ndarray:
+    """Frame ``k``'s counts ``(spixels, fpixels)`` uint16: ``image`` NOISE, the store's noise array; INT,
     the int image as ``export -intfile`` writes it: the store's int array (no ``scale``, the default
     ``adc``), else the float image through :func:`int_image` with ``scale`` or the frame's int scale.
     Read a band of tiles at a time."""
     frame = StoreFrame(store, k)
     s, f = frame.shape
     out = np.empty((s, f), dtype=np.uint16)
-    stored = frame.NOISE if image == "noise" else frame.INT
-    if image == "noise" or (frame.has(frame.INT) and scale <= 0 and adc == DEFAULT_ADC_OFFSET):
+    stored = frame.NOISE if image == frame.NOISE else frame.INT
+    if image == frame.NOISE or (frame.has(frame.INT) and scale <= 0 and adc == DEFAULT_ADC_OFFSET):
         for s0, s1, band in frame.bands(stored):
             out[s0:s1] = band
         return out

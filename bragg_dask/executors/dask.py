@@ -395,6 +395,9 @@ class _Run:
     def _execute(self) -> RunResult:
         from .. import store as zstore
 
+        # a store complete before this run keeps the int/noise images of the frames it does not compute again
+        # (they may be the detector model's); otherwise every frame's are written
+        self.was_complete = self.session is not None and self.session.was_complete
         done = zstore.tiles_done(self.store) if self.store else np.zeros((len(self.frames),) + self.plan.grid, bool)
         if self.whole_frames:  # a frame is written whole: one not done is done again
             done[~done.all(axis=(1, 2))] = False
@@ -408,7 +411,10 @@ class _Run:
         partial, images = self._simulate(sim_future, todo, states)
         frame_stats = self._reduce(partial)
         if self.store:
-            self._finish(sim_future, frame_stats)
+            finish = {f.index for f, _ in todo} if self.was_complete else {f.index for f in self.frames}
+            self._finish(sim_future, frame_stats, finish)
+            zstore.drop_response(self.store, sorted(finish))  # the model no longer describes those frames
+            zstore.sync_response(self.store)  # the others keep the model's records (int_scale, noise_seed)
             zstore.mark_complete(self.store)
             self._detector()
         self.reporter.phase("complete")
@@ -526,7 +532,8 @@ class _Run:
             zstore.write_frames_stats(g, [f.index for f in self.frames], out, [_int_scale(st, user) for st in out])
         return out
 
-    def _finish(self, sim_future, frame_stats) -> None:
+    def _finish(self, sim_future, frame_stats, finish: set) -> None:
+        """The int and noise images of the frames in ``finish``, from their float images."""
         from .. import store as zstore
 
         arrays = zstore.image_arrays(self.store)
@@ -538,7 +545,7 @@ class _Run:
         user = self.outputs.intfile_scale if self.outputs is not None else 0.0
         futs = []
         scale = {f.index: _int_scale(st, user) for f, st in zip(self.frames, frame_stats)}
-        for group in self._groups([(f, t) for f in self.frames for t in self.tiles]):
+        for group in self._groups([(f, t) for f in self.frames if f.index in finish for t in self.tiles]):
             tasks = tuple(FinishTask(tile=t, frame=f, store=self.store, scale=scale[f.index], adc=adc,
                                      with_int=with_int, with_noise=with_noise) for f, t in group)
             futs.append(self.client.submit(_finish_task, sim_future, tasks, key=_group_key(f"finish-tile-{self.tag}",

@@ -69,7 +69,8 @@ __all__ = [
     "NOISE", "OpenStore", "STAT_FIELDS", "StoreError", "StoreFrame", "StoreSession", "consolidate",
     "ensure_image_array", "frame_record", "frame_tiles", "frames_phi0_deg", "fsync_enabled", "fsync_path",
     "image_arrays", "is_store", "mark_complete", "note_fault", "open_or_create", "open_store", "opened",
-    "poni", "read_frame", "read_tile_image", "record_response", "run_fingerprint", "run_record",
+    "poni", "read_frame", "read_tile_image", "record_response", "drop_response", "sync_response",
+    "run_fingerprint", "run_record",
     "stats_from_row", "stats_row", "store_attrs", "store_fault", "store_metadata", "stored_noise_seed",
     "stored_tile_shape", "sync_chunk", "tile_stats_rows", "tiles_done", "whole_frames", "write_frame_image",
     "write_frame_metadata", "write_frames_stats", "write_tile_image", "write_tiles",
@@ -154,6 +155,7 @@ class StoreSession:
                  old_lock: StoreLock | None = None, fresh: bool = False) -> None:
         self.path, self.resumed, self.lock = path, resumed, lock
         self.staged, self.old_lock, self.fresh = staged, old_lock, fresh
+        self.was_complete = False  # a resumed store that a run had completed (its frames' images kept)
 
     @property
     def group(self) -> zarr.Group:
@@ -276,8 +278,9 @@ def _open_existing(path: str, plan: TilePlan, attrs: dict, layout: dict, overwri
         _sweep_siblings(path)
         existing = _existing_attrs(path) or {}
         if existing.get("fingerprint") == attrs["fingerprint"] and not overwrite:
-            _prepare_resume(path)
-            return StoreSession(path, True, lock)
+            session = StoreSession(path, True, lock)
+            session.was_complete = _prepare_resume(path)
+            return session
         if not overwrite:
             raise ConfigError(f"{path} exists with another configuration; pass --overwrite to replace it",
                               flag="--zarr")
@@ -292,8 +295,9 @@ def _open_existing(path: str, plan: TilePlan, attrs: dict, layout: dict, overwri
         raise
 
 
-def _prepare_resume(path: str) -> None:
-    """Before writing again: drop zarr's leftover temporary files, and say ``complete: false``."""
+def _prepare_resume(path: str) -> bool:
+    """Before writing again: drop zarr's leftover temporary files, and say ``complete: false``; returns
+    whether the store was complete."""
     for root, _, files in os.walk(path):
         for name in files:
             if name.endswith(".partial"):
@@ -301,10 +305,12 @@ def _prepare_resume(path: str) -> None:
                     os.unlink(os.path.join(root, name))
     g = zarr.open_group(path, mode="r+")
     meta = dict(g.attrs["bragg_dask"])
-    if meta.get("complete"):
+    was = bool(meta.get("complete"))
+    if was:
         meta["complete"] = False
         g.attrs["bragg_dask"] = meta
         consolidate(path)
+    return was
 
 
 def _sweep_siblings(path: str) -> None:
@@ -546,11 +552,58 @@ def ensure_image_array(path: str, name: str) -> None:
     consolidate(path)
 
 
+#: the image arrays' description while some of their frames are the detector model's
+MODEL_LABEL = {INT: "integer image, ADU: the frames listed in the store's response record went through the detector "
+                    "model (noisify: PSF, gain, ADC offset; int_scale = its scale x gain), the others are photons x "
+                    "int_scale + ADC offset (the -intfile image)",
+               NOISE: "integer image with noise, ADU: the frames listed in the store's response record are the "
+                      "detector model's noisy image (noise_seed: its seed), the others Poisson noise (the -noisefile "
+                      "image)"}
+
+
 def record_response(path: str, response: dict) -> None:
     """Record the detector model that made the store's int and noise images (``response`` in the
-    ``bragg_dask`` attribute: the noisify flags' values, the seeds, the frames)."""
+    ``bragg_dask`` attribute: per frame, the noisify flags' values, the seed, the arrays), and keep every
+    record of those frames with it (:func:`sync_response`)."""
     g = zarr.open_group(path, mode="r+")
     meta = dict(g.attrs["bragg_dask"])
     meta["response"] = json.loads(json.dumps(response, default=str))
     g.attrs["bragg_dask"] = meta
-    consolidate(path)
+    sync_response(path)
+
+
+def drop_response(path: str, frames) -> None:
+    """Frames whose int and noise images the simulation has just written again: the detector model no
+    longer describes them (their response entries removed, their records the simulation's)."""
+    meta = dict(zarr.open_group(path, mode="r").attrs["bragg_dask"])
+    done = dict((meta.get("response") or {}).get("frames") or {})
+    if not any(str(k) in done for k in frames):
+        return
+    for k in frames:
+        done.pop(str(k), None)
+    record_response(path, {"frames": done} if done else {})
+
+
+def sync_response(path: str) -> None:
+    """The records of the frames the detector model made, as the response record says: ``int_scale``
+    (the model's -scale x -gain), ``noise_seed`` (its seed, -1 without noise), and the image arrays'
+    descriptions (:data:`MODEL_LABEL` while any frame is the model's, else the simulation's)."""
+    g = zarr.open_group(path, mode="r+")
+    frames = ((dict(g.attrs["bragg_dask"]).get("response") or {}).get("frames")) or {}
+    changed = bool(frames)
+    if frames:  # the per-frame arrays are small: read whole, changed, written whole
+        scales, seeds = np.asarray(g["int_scale"][...]), np.asarray(g["noise_seed"][...])
+        for key, entry in frames.items():
+            model = entry.get("model") or {}
+            scales[int(key)] = float(model.get("scale", 1.0)) * float(model.get("gain", 1.0))
+            seeds[int(key)] = -1 if entry.get("noise_seed") is None else int(entry["noise_seed"])
+        g["int_scale"][...] = scales
+        g["noise_seed"][...] = seeds
+    for name in (INT, NOISE):
+        if name in g:
+            want = MODEL_LABEL[name] if frames else LABELS[name][1]
+            if g[name].attrs.get("long_name") != want:
+                g[name].attrs["long_name"] = want
+                changed = True
+    if changed:
+        consolidate(path)
