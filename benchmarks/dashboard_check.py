@@ -32,6 +32,8 @@ sys.path.insert(0, str(HERE))
 
 from browser import Browser  # noqa: E402
 
+from bragg_dask.dashboard import status_names  # noqa: E402
+
 DATASET = ["-hkl", "demo.hkl", "-cell", "79.1", "79.1", "37.9", "90", "90", "90", "-N", "10", "-lambda", "1.0",
            "-distance", "120", "-pixel", "0.172", "-detpixels", "512", "-oversample", "1", "-mosaic_spread", "0.2",
            "-mosaic_domains", "4", "-phi", "0", "-osc", "0.2", "-phisteps", "2", "-nonoise", "-nopgm",
@@ -41,19 +43,6 @@ DATASET = ["-hkl", "demo.hkl", "-cell", "79.1", "79.1", "37.9", "90", "90", "90"
 def _state(page: str) -> dict:
     with urllib.request.urlopen(page + "/state.json", timeout=20) as resp:
         return json.loads(resp.read())
-
-
-def _status_names(link: str) -> list[str]:
-    from bokeh.client import pull_session
-
-    names: set[str] = set()
-    with pull_session(url=link) as session:
-        for model in session.document.models:
-            data = getattr(model, "data", None)
-            if isinstance(data, dict):
-                for column in ("name", "names"):
-                    names.update(str(v) for v in data.get(column, ()))
-    return sorted(names)
 
 
 def main() -> int:
@@ -95,7 +84,7 @@ def main() -> int:
                                        for k in ("tiles", "frames", "rate-now", "eta", "frame-label")}
             seen["status_page_title"] = tabs["status"].evaluate("document.title")
             seen["state_at_screenshot"] = _state(page)["run"]
-            seen["status_task_names"] = _status_names(status)
+            seen["status_task_names"] = status_names(status)
             seen["seconds_into_run"] = round(time.perf_counter() - t0, 2)
         out, err = run.communicate()
         seen["returncode"] = run.returncode

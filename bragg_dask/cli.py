@@ -61,6 +61,7 @@ from .errors import BraggDaskError, UsageError, one_line
 from .settings import LOCALHOST, ClusterOptions, RunSettings
 
 log = logging.getLogger("bragg_dask")
+_CLUSTER_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")  # as executors.cluster.NOISY_LOGGERS
 
 
 
@@ -447,7 +448,13 @@ def _out(text: str) -> None:
 
 class _StdoutHandler(logging.StreamHandler):
     """Log lines on stdout; a stdout that cannot be written ends the run (see :func:`main`) instead of a
-    logging traceback."""
+    logging traceback.  The cluster's libraries' own records (distributed, tornado, asyncio, bokeh: their
+    tracebacks of a callback interrupted by Ctrl-C, say) are not the run's report: they stay off stdout
+    (``-v`` shows distributed's on stderr)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.addFilter(lambda record: record.name.split(".")[0] not in _CLUSTER_LOGGERS)
 
     def handleError(self, record) -> None:
         exc = sys.exc_info()[1]

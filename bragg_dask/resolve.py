@@ -259,8 +259,8 @@ def _phi_sampling(p: RawParams) -> tuple[float, int]:
     return step, n
 
 
-def _mosaic(p: RawParams, rng: Ran1) -> tuple[float, tuple]:
-    """(spread in radians, umats) after the domain auto rules (L1639-1673) and the domain draws (L2437-2456)."""
+def _domains(p: RawParams) -> tuple[float, int]:
+    """(spread in radians, mosaic domains) after the C program's auto rules (L1639-1673)."""
     spread, n = p.mosaic_spread, p.mosaic_domains
     if n < 0:
         if spread < 0.0:
@@ -275,6 +275,34 @@ def _mosaic(p: RawParams, rng: Ran1) -> tuple[float, tuple]:
         n = 1
     if n < 1:
         raise UsageError(f"must be >= 1, got {n}", flag="-mosaic_domains")
+    return spread, n
+
+
+#: memory each crystal orientation takes before and during a run (the domain's rotation held as numbers,
+#: the rotated cell vectors per orientation on the device and their copies); a generous round figure
+ORIENTATION_BYTES = 512
+
+
+def _check_orientations(p: RawParams, phisteps: int) -> None:
+    """Phi steps x mosaic domains: refused in one line, naming the flags that drive it and the figures,
+    before any table of that size is made (a count of 2^31 would otherwise take all memory or hours)."""
+    _, domains = _domains(p)
+    n = float(phisteps) * float(domains)
+    budget, source = memory_budget()
+    if n * ORIENTATION_BYTES <= budget:
+        return
+    drivers = (("-phisteps", "-phistep", "-osc") if phisteps >= domains else ()) + (
+        ("-mosaic_dom", "-mosaic_spr", "-mosaic") if domains > 1 else ())
+    given = [f for k in drivers for f, _ in p.flags if k in f]
+    raise ConfigError(f"{phisteps} phi step(s) x {domains} mosaic domain(s) = {n:.3g} crystal orientations, about "
+                      f"{fmt(n * ORIENTATION_BYTES)} of memory for their tables, more than the {fmt(budget)} budget "
+                      f"({source})", flag="/".join(dict.fromkeys(given)) or "-phisteps")
+
+
+def _mosaic(p: RawParams, rng: Ran1) -> tuple[float, tuple]:
+    """(spread in radians, umats) after the domain auto rules (:func:`_domains`) and the domain draws
+    (L2437-2456)."""
+    spread, n = _domains(p)
     seed = p.mosaic_rng_seed
     umats = []
     for m in range(n):
@@ -319,6 +347,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     detsize_f, detsize_s, fpixels, spixels = _detector_size(p)
     fluence, sample = _fluence_and_sample(p)
     phistep, phisteps = _phi_sampling(p)
+    _check_orientations(p, phisteps)
     rng = Ran1()  # one shuffle table shared by the misset and mosaic streams, in that order
     if p.misset_random:  # C L355-358: unless -misset_seed, ran1's seed is -time
         seed = p.misset_rng_seed if p.misset_rng_seed is not None else -int(time.time())
@@ -525,6 +554,8 @@ def _check_crystal_sampling(p: RawParams, cell: CellVectors, sample: tuple[float
         flags = ("-pixel", "-distance", "-lambda", "-wave", "-energy", "-N", "sample", "xtal", "-cell", "-width",
                  "-heigh")
     layers = _sensor(p)[1]
+    if layers > 2:  # the sensor's layers multiply the points too
+        flags = ("-detector_thicksteps", "-thicksteps") + flags
     points = oversample * oversample * layers
     budget, source = memory_budget()
     if not points * POINT_BYTES <= budget:
@@ -636,6 +667,27 @@ def _xtal_size_max(cell: CellVectors, n_cells: tuple[int, int, int]) -> float:
     return max(magnitude(v) * n for v, n in zip((cell.a_m, cell.b_m, cell.c_m), n_cells))
 
 
+#: memory a source takes while the grid is built and held (its direction and wavelength as Python numbers,
+#: then as tensors); a generous round figure
+SOURCE_BYTES = 512
+
+
+def _check_sources(p: RawParams, nh: int, nv: int, nd: int) -> None:
+    """Divergence x dispersion points: refused in one line naming the flags and the figures before the grid
+    is made (``-dispsteps 2^31`` would otherwise take all memory or hours)."""
+    n = float(nh) * float(nv) * float(nd)
+    budget, source = memory_budget()
+    if n * SOURCE_BYTES <= budget:
+        return
+    drivers = (("hdiv", "-divsteps", "-divergence") if nh > 1 else ()) + (("vdiv", "-divsteps", "-divergence")
+                                                                          if nv > 1 else ()) + (
+        ("-dispsteps", "-dispersion") if nd > 1 else ())
+    given = [f for k in drivers for f, _ in p.flags if k in f]
+    raise ConfigError(f"{nh} x {nv} divergence point(s) x {nd} wavelength(s) = {n:.3g} sources, about "
+                      f"{fmt(n * SOURCE_BYTES)} of memory, more than the {fmt(budget)} budget ({source})",
+                      flag="/".join(dict.fromkeys(given)) or "-dispsteps")
+
+
 def _sources(p: RawParams, geo: DetectorGeometry, cwd: str) -> tuple[Source, ...]:
     """The -sourcefile's sources, or the divergence and dispersion grid (C L2319-2416)."""
     if p.sourcefile is not None:
@@ -643,13 +695,11 @@ def _sources(p: RawParams, geo: DetectorGeometry, cwd: str) -> tuple[Source, ...
             srcs = read_sources(os.path.join(cwd, p.sourcefile), geo.beam, p.lambda0)
         return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)
     vert = unitize(cross(geo.beam, geo.polar))[0]
-    srcs = divergence_sources(
-        beam=geo.beam, polar=geo.polar, vert=vert, wavelength_m=p.lambda0,
-        hdiv=auto_steps(p.hdivsteps, p.hdivrange, p.hdivstep),
-        vdiv=auto_steps(p.vdivsteps, p.vdivrange, p.vdivstep),
-        disp=auto_steps(p.dispsteps, p.dispersion, -1.0),  # no flag sets the dispersion step
-        round_div=p.round_div,
-    )
+    hdiv, vdiv = auto_steps(p.hdivsteps, p.hdivrange, p.hdivstep), auto_steps(p.vdivsteps, p.vdivrange, p.vdivstep)
+    disp = auto_steps(p.dispsteps, p.dispersion, -1.0)  # no flag sets the dispersion step
+    _check_sources(p, hdiv.n, vdiv.n, disp.n)
+    srcs = divergence_sources(beam=geo.beam, polar=geo.polar, vert=vert, wavelength_m=p.lambda0, hdiv=hdiv,
+                              vdiv=vdiv, disp=disp, round_div=p.round_div)
     if not srcs:
         _nothing_to_render(p, ("div",), "every divergence point lies outside the round (elliptical) cut, so no "
                            "source is left: use -square_div, or a range with a smaller step")

@@ -659,3 +659,24 @@ def test_dmin_just_beyond_every_pixel_is_refused_and_just_within_renders(beam, c
     sim = parse_nanobragg_args(argv + ["-dmin", repr(d * 0.99 * 1e10)]).simulation
     image = run_serial(sim, plan_tiles(*sim.detector.shape, 8)).image
     assert np.count_nonzero(image) > 0
+
+
+@pytest.mark.parametrize("extra, flag, what", [
+    (["-phisteps", str(2**31 - 1)], "-phisteps", "crystal orientations"),
+    (["-mosaic_domains", str(2**31 - 1), "-mosaic_spread", "0.1"], "-mosaic_domains", "crystal orientations"),
+    (["-osc", "1", "-phistep", "1e-12"], "-phistep", "crystal orientations"),
+    (["-phisteps", "200000", "-mosaic_domains", "200000", "-mosaic_spread", "1"], "-phisteps", "crystal orientations"),
+    (["-dispersion", "10", "-dispsteps", str(2**31 - 1)], "-dispsteps", "sources"),
+    (["-divergence", "1", "-hdivsteps", "100000", "-vdivsteps", "100000"], "-hdivsteps", "sources"),
+    (["-detector_thick", "100", "-detector_thicksteps", str(2**31 - 1)], "-detector_thicksteps", "sub-pixel points"),
+    (["-oversample", str(2**31 - 1)], "-oversample", "sub-pixel points"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
+def test_counts_no_run_can_hold_are_refused_at_once_naming_their_flag(extra, flag, what, cli_error):
+    """Every count flag at 2^31 (and products of counts): one line naming the flag and the figures, within
+    seconds and before any table of that size is made (no MemoryError, no hang)."""
+    import time
+
+    t0 = time.perf_counter()
+    line = cli_error(BASE + extra, what, "budget")
+    assert flag in line.split(": ")[2].split("/"), line
+    assert time.perf_counter() - t0 < 10

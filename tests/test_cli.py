@@ -379,3 +379,21 @@ def test_the_main_jobs_output_is_short_in_a_log(tmp_path):
     lines = (p.stdout + p.stderr).splitlines()
     assert 5 <= len(lines) <= 15, lines
     assert not [ln for ln in lines if "distributed" in ln or "Scheduler" in ln or "Worker" in ln]
+
+
+def test_the_cluster_libraries_records_stay_off_the_runs_report(capsys):
+    """A tornado 'Exception in callback' traceback (distributed's sync interrupted by Ctrl-C logs one) or a
+    distributed warning is not printed on stdout by the CLI's handler; the run's own lines are."""
+    import logging
+
+    from bragg_dask.cli import _StdoutHandler
+
+    import io
+
+    buf = io.StringIO()
+    handler = _StdoutHandler(buf)
+    for name, text in (("tornado.application", "Exception in callback"), ("distributed.utils", "noise"),
+                       ("asyncio", "loop"), ("bokeh.server", "session"), ("bragg_dask.executors.dask", "ours"),
+                       ("bragg_dask", "ours too")):
+        handler.handle(logging.LogRecord(name, logging.ERROR, __file__, 1, text, None, None))
+    assert buf.getvalue().splitlines() == ["ours", "ours too"]

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bragg_dask.dashboard import image
+from bragg_dask.dashboard import image, status_names
 
 from .test_distributed import Cluster, _env
 
@@ -81,20 +81,6 @@ def _wait_state(page: str, ready, timeout: float = 120) -> dict:
     raise TimeoutError(f"the page never showed what was expected: {s}")
 
 
-def _task_names_on_status(link: str) -> set[str]:
-    """The names in the data of Dask's status page: its bokeh document, pulled as a browser would."""
-    from bokeh.client import pull_session
-
-    names: set[str] = set()
-    with pull_session(url=link) as session:
-        for model in session.document.models:
-            data = getattr(model, "data", None)
-            if isinstance(data, dict):
-                for column in ("name", "names"):
-                    names.update(str(v) for v in data.get(column, ()))
-    return names
-
-
 def _png(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
@@ -114,7 +100,7 @@ def test_the_cli_prints_both_pages_and_both_serve_during_a_run(tmp_path):
     # Dask's own status page: the real one, whose plots hold our tasks
     html = _get(dask_link).decode()
     assert HINT not in html and "bokeh" in html
-    assert "simulate-tile" in _task_names_on_status(dask_link)
+    assert "simulate-tile" in status_names(dask_link)
     # the bragg_dask page: its document, figures, tasks and the frame so far
     doc = _get(page).decode()
     assert '<img id="frame"' in doc and "state.json" in doc and "Last finished frames" in doc

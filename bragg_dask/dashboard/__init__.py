@@ -25,7 +25,7 @@ from .plugin import NAME, TOPIC, DashboardPlugin, scheduler_status
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Links", "Reporter", "attach", "NAME", "TOPIC"]
+__all__ = ["Links", "Reporter", "attach", "status_names", "NAME", "TOPIC"]
 
 
 @dataclass
@@ -81,6 +81,22 @@ def attach(client, *, embedded_off: bool = False, flag: str | None = None) -> tu
         links.bragg = link[: -len("status")] + "bragg" if link.endswith("/status") else link.rstrip("/") + "/bragg"
         return links, Reporter(client)
     return links, Reporter(None)
+
+
+def status_names(link: str) -> list[str]:
+    """The names in the data of Dask's status page at ``link`` (its bokeh document, pulled over the page's
+    websocket as a browser would): the task prefixes its plots show, ours among them.  For checks of a
+    running dashboard (tests, benchmarks/dashboard_check.py)."""
+    from bokeh.client import pull_session
+
+    names: set[str] = set()
+    with pull_session(url=link) as session:
+        for model in session.document.models:
+            data = getattr(model, "data", None)
+            if isinstance(data, dict):
+                for column in ("name", "names"):
+                    names.update(str(v) for v in data.get(column, ()))
+    return sorted(names)
 
 
 def _link(client) -> str | None:
