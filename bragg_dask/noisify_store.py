@@ -68,7 +68,8 @@ def check_model(opts, outputs=None) -> None:
 
 def noisify_cli(argv: list[str]) -> list[str]:
     """``bragg-dask noisify``: a store's frames when the first argument is a store, else the file mode."""
-    if argv and not argv[0].startswith("-") and store.is_store(argv[0]):
+    if argv and not argv[0].startswith("-") and store.looks_like_store(argv[0]):
+        store.check_metadata(argv[0], "noisify")  # a damaged store: one line naming the file
         return noisify_store_main(argv[0], argv[1:])
     return noisify_main(argv)
 

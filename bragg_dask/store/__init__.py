@@ -57,6 +57,7 @@ from ..plan import TilePlan
 from ..store_lock import LOCK_NAME, StoreLock, alive
 from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
 from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+from .integrity import check_metadata, looks_like_store
 from .reading import (FrameRecord, StoreFrame, frame_record, frame_tiles, frames_phi0_deg, image_arrays,
                       read_frame, store_metadata, tile_stats_rows, tiles_done)
 from .writing import (read_tile_image, stats_from_row, stats_row, whole_frames, write_frame_image,
@@ -68,7 +69,7 @@ __all__ = [
     "FLOAT", "FORMAT_VERSION", "FRAME_STATS", "FrameRecord", "IMAGE_COORDS", "INT", "LABELS", "LOCK_NAME",
     "NOISE", "OpenStore", "STAT_FIELDS", "StoreError", "StoreFrame", "StoreSession", "consolidate",
     "ensure_image_array", "frame_record", "frame_tiles", "frames_phi0_deg", "fsync_enabled", "fsync_path",
-    "image_arrays", "is_store", "mark_complete", "note_fault", "open_or_create", "open_store", "opened",
+    "image_arrays", "is_store", "check_metadata", "looks_like_store", "mark_complete", "note_fault", "open_or_create", "open_store", "opened",
     "poni", "read_frame", "read_tile_image", "record_response", "drop_response", "sync_response",
     "run_fingerprint", "run_record",
     "stats_from_row", "stats_row", "store_attrs", "store_fault", "store_metadata", "stored_noise_seed",
@@ -232,6 +233,8 @@ def open_store(path: str, sim, plan: TilePlan, *, run: dict | None = None, n_fra
     layout = dict(n_frames=n_frames, with_int=with_int, with_noise=with_noise)
     try:
         if _classify(path) == "store":
+            if not overwrite:  # a damaged store is never resumed (--overwrite replaces it)
+                check_metadata(path, "--zarr")
             return _open_existing(path, plan, attrs, layout, overwrite)
         staged, lock = _build(path, plan, attrs, **layout)
         return StoreSession(path, False, lock, staged=staged, fresh=True)  # put in place by commit()
@@ -250,6 +253,8 @@ def _classify(path: str) -> str:
     if not entries:
         return "empty"
     meta = _existing_attrs(path)
+    if meta is None and looks_like_store(path):
+        check_metadata(path, "--zarr")  # a store whose own record is damaged: said so, in one line
     if meta is None or meta.get("package") != "bragg_dask":
         raise ConfigError(f"{path} holds content that is not a bragg_dask store ({_sample(entries)}); refusing "
                           "to touch it, even with --overwrite: choose another path", flag="--zarr")

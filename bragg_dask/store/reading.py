@@ -12,6 +12,7 @@ import zarr
 from ..errors import ConfigError
 from ..plan import TilePlan, TileSpec
 from .chunks import opened
+from .integrity import check_metadata, looks_like_store
 from .names import FLOAT, INT, NOISE
 
 
@@ -47,6 +48,8 @@ def frame_record(path: str, frame: int) -> FrameRecord:
 
     if not os.path.exists(path):
         raise UsageError(f"no store at {path}", flag="export")
+    if looks_like_store(path):  # damaged metadata: one line naming the file, never a traceback
+        check_metadata(path, "export")
     try:
         g = zarr.open_group(path, mode="r")
         meta = dict(g.attrs)["bragg_dask"]
