@@ -119,3 +119,24 @@ def incomplete_copy(store, folder) -> Path:
     assert chunk.is_file()
     chunk.unlink()
     return copy
+
+
+def main_in(folder, argv) -> int:
+    """``bragg-dask argv`` in-process, run from ``folder`` (the working folder restored after)."""
+    from bragg_dask.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return main(list(argv))
+    finally:
+        os.chdir(cwd)
+
+
+def tree_state(root: Path, skip: tuple[str, ...] = (".bragg_dask.lock",)) -> dict:
+    """Every file below ``root`` (but ``skip``'s names) and the SHA-256 of its bytes: what "nothing on disk
+    changed" compares."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name not in skip}

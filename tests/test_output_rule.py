@@ -3,15 +3,14 @@ outputs on one path; refused in one line (exit 2) before any work, nothing on di
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bragg_dask.cli import main
+
+from .conftest import main_in, tree_state
 
 SIM = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
        "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-seed", "3"]
@@ -20,19 +19,9 @@ SIM = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     d = tmp_path_factory.mktemp("made")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        assert main(SIM + ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img", "--zarr", "s.zarr"]) == 0
-    finally:
-        os.chdir(cwd)
+    assert main_in(d, SIM + ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img", "--zarr", "s.zarr"]) == 0
     np.ones(32 * 32, "<f4").tofile(d / "ones.bin")
     return d
-
-
-def _state(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 INTO_STORE = [
@@ -74,9 +63,9 @@ def test_an_output_into_a_store_over_an_input_or_over_another_output_is_refused(
     work = tmp_path / "w"
     shutil.copytree(made, work)
     monkeypatch.chdir(work)
-    before = _state(work)
+    before = tree_state(work, ())
     assert main(list(argv)) == 2
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("bragg-dask: error: ") and why in lines[0], err
-    assert _state(work) == before  # nothing written, nothing changed
+    assert tree_state(work, ()) == before  # nothing written, nothing changed

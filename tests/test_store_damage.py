@@ -4,7 +4,6 @@ export, preview, noisify STORE and the simulation run on it end in one line nami
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from bragg_dask.cli import main
+
+from .conftest import main_in, tree_state
 
 RUN = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
        "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-nopgm", "-seed", "3", "-intfile", "i.img",
@@ -27,24 +28,12 @@ COMMANDS = {
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     d = tmp_path_factory.mktemp("damage")
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        assert main(RUN) == 0
-    finally:
-        os.chdir(cwd)
+    assert main_in(d, RUN) == 0
     return d / "s.zarr"
 
 
 def _arrays(store: Path) -> list[str]:
     return sorted(p.name for p in store.iterdir() if p.is_dir())
-
-
-def _state(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".bragg_dask.lock"}
 
 
 DAMAGE = {
@@ -58,13 +47,13 @@ DAMAGE = {
 
 def _check(argv, work: Path, monkeypatch, capsys, needle: str) -> None:
     monkeypatch.chdir(work)
-    before = _state(work / "s.zarr")
+    before = tree_state(work / "s.zarr")
     assert main(list(argv)) == 2
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "is a damaged store" in lines[0] and needle in lines[0], lines[0]
-    assert _state(work / "s.zarr") == before
+    assert tree_state(work / "s.zarr") == before
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -102,9 +102,9 @@ def http_prefix(app) -> str:
 
 def scheduler_status(dask_scheduler) -> dict:
     """Run on the scheduler (``client.run_on_scheduler``): what its HTTP server serves."""
-    plugin = dask_scheduler.plugins.get(NAME)
+    pages = dask_pages(dask_scheduler)
     app = getattr(dask_scheduler, "http_application", None)
-    return {"dask": dask_pages(dask_scheduler), "bragg": plugin is not None and dask_pages(dask_scheduler) != "off",
+    return {"dask": pages, "bragg": NAME in dask_scheduler.plugins and pages != "off",
             "prefix": http_prefix(app) if app is not None else "/"}
 
 

@@ -327,13 +327,6 @@ def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = N
     return executor.run(sim, plan or executor.plan(sim, settings), settings)
 
 
-def _whole_frames(group) -> bool:
-    """Whether the store ``group`` is written a whole frame at a time (a dataset of frames of several tiles)."""
-    from .. import store as zstore
-
-    return zstore.whole_frames(group)
-
-
 def _announce(client, embedded_off: bool, flag: str | None) -> dashboard.Reporter:
     """Put the bragg_dask page on the scheduler; log the addresses that serve (and why one does not)."""
     links, reporter = dashboard.attach(client, embedded_off=embedded_off, flag=flag)
@@ -375,8 +368,10 @@ class _Run:
         n_threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
         self.threads = max(1, local_cores // n_threads) if self.device == "cpu" and local_cores else None
         self.embedded = local_cores is not None
+        from .. import store as zstore
+
         # the session's group: a replacement (--overwrite) before it is swapped in, not the store it replaces
-        self.whole_frames = session is not None and _whole_frames(session.group)
+        self.whole_frames = session is not None and zstore.whole_frames(session.group)
 
     def execute(self) -> RunResult:
         from .. import store as zstore
