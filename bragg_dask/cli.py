@@ -13,6 +13,7 @@
     bragg-dask export STORE [--frame K | --all-frames] [-floatfile F] [-intfile F] [-noisefile F]
                [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A] [-seed N]
     bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png
+    bragg-dask verify STORE [--repair]
     bragg-dask noisify <the companion program noisify's flags> [--parity spec|c] [--tile N]
     bragg-dask noisify STORE [--frame K | --all-frames] <noisify's flags> [--parity spec|c]
     bragg-dask --help | --version
@@ -116,6 +117,9 @@ def service_parser() -> argparse.ArgumentParser:
     ap.add_argument("--memory-limit", default=None, dest="memory_limit", metavar="SIZE",
                     help="budget of a run without --zarr: bytes, 8G, 512MiB (default: "
                          "$BRAGG_DASK_MEMORY_LIMIT, else 80%% of free memory)")
+    ap.add_argument("--max-evaluations", default=None, dest="max_evaluations", metavar="N",
+                    help="refuse a run of more evaluations (pixels x sub-pixels x layers x sources x phi steps x "
+                         "mosaic domains x frames) than N (default: $BRAGG_DASK_MAX_EVALUATIONS, else 1e13)")
     ap.add_argument("--compile", choices=("auto", "on", "off"), default=None,
                     help="compile the fused kernel; auto: large tiles only (default: $BRAGG_DASK_COMPILE or auto)")
     _model_flags(ap)
@@ -150,7 +154,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
                    "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed",
                    "--memory-limit", "--listen", "--dashboard-address", "--tls-ca-file", "--tls-cert", "--tls-key",
-                   "--connect-timeout", "--compile", "--psf", "--psf-fwhm", "--psf-radius", "--readout",
+                   "--connect-timeout", "--compile", "--max-evaluations", "--psf", "--psf-fwhm", "--psf-radius", "--readout",
                    "--flicker", "--calibration", "--gain"}
     service, c_args = [], []
     i = 0
@@ -254,7 +258,7 @@ def _dataset(opts):
 
 
 SUBCOMMANDS = {"export": ("export", "export_main"), "preview": ("preview", "preview_main"),
-               "noisify": ("noisify_store", "noisify_cli")}
+               "noisify": ("noisify_store", "noisify_cli"), "verify": ("repair", "verify_main")}
 
 
 def run(argv: list[str]) -> int:
@@ -270,17 +274,8 @@ def run(argv: list[str]) -> int:
         from . import __version__
 
         return _out(f"bragg-dask {__version__}") or 0
-    settings = _settings(opts)  # tile, parity, C threads, device, dtype: checked here, once
-    _check_service(opts)
-    _environment(opts)
-    parsed, dataset = _parse(c_args, opts)
-    sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
-    _describe(sim)
-    settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
-    if settings.parity == "c":
-        from .executors.states import check_threads
-
-        check_threads(sim, settings.threads)
+    opts.command = {"argv": list(argv), "cwd": os.getcwd()}  # recorded in a store (``verify --repair``)
+    settings, parsed, dataset, sim, outputs = prepare(opts, c_args)
     t0 = time.perf_counter()
     result = _execute(sim, outputs, opts, dataset, settings)
     dt = time.perf_counter() - t0
@@ -289,6 +284,28 @@ def run(argv: list[str]) -> int:
     _detector_model(opts, outputs)
     _out(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
     return 0
+
+
+def prepare(opts, c_args: list[str]):
+    """Every check of a run, before any work: ``(settings, parsed, dataset, sim, outputs)``."""
+    settings = _settings(opts)  # tile, parity, C threads, device, dtype: checked here, once
+    _check_service(opts)
+    _environment(opts)
+    from .workload import check_evaluations, evaluation_budget
+
+    evaluation_budget(opts.max_evaluations)  # a bad --max-evaluations: said before the flags are read
+    parsed, dataset = _parse(c_args, opts)
+    check_evaluations(parsed.simulation, dataset.n, set(parsed.raw.given) | {k for k in ("--frames", "--orientations")
+                                                                          if getattr(opts, k[2:]) is not None},
+                      opts.max_evaluations)
+    sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
+    _describe(sim)
+    settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
+    if settings.parity == "c":
+        from .executors.states import check_threads
+
+        check_threads(sim, settings.threads)
+    return settings, parsed, dataset, sim, outputs
 
 
 def _detector_model(opts, outputs, check: bool = False) -> None:
@@ -306,7 +323,7 @@ def _detector_model(opts, outputs, check: bool = False) -> None:
 
     if check:
         return check_model(opts, outputs)
-    _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames_of(opts.zarr, None, True), True)}")
+    _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames_of(opts.zarr, None, True, check=False), True)}")
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
@@ -320,7 +337,10 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
         return _out(subcommand_help(name)) or 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StdoutHandler(sys.stdout)])
-    for path in getattr(importlib.import_module(f".{module}", __package__), func)(argv):
+    done = getattr(importlib.import_module(f".{module}", __package__), func)(argv)
+    if isinstance(done, int):  # a subcommand that writes no file (verify): its exit status
+        return done
+    for path in done:
         _out(f"wrote {path}")
     return 0
 
@@ -378,7 +398,8 @@ def _execute(sim, outputs, opts, dataset, settings: RunSettings):
 
     on_dask = bool(opts.zarr or opts.scheduler or opts.scheduler_file)
     executor = executor_for(store=opts.zarr, cluster=_cluster_options(opts) if on_dask else None,
-                            overwrite=opts.overwrite, dataset=dataset, outputs=outputs)
+                            overwrite=opts.overwrite, dataset=dataset, outputs=outputs,
+                            command=getattr(opts, "command", None) if opts.zarr else None)
     from .noisify import model_given
 
     if model_given(opts) and opts.zarr:  # the detector model: on the cluster, a task per frame
@@ -413,8 +434,12 @@ def _report(sim, outputs, opts, dataset, result) -> None:
     _out(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}{_model_scale(result)}")
     if dataset.n == 1:
+        from .io.atomic import batch
+
         image = result.source  # the array, or a store frame written by bands
-        for path in write_outputs(sim, image, st, outputs):
+        with batch():  # every output placed at the end, or none (a late failure leaves no earlier file)
+            written = write_outputs(sim, image, st, outputs)
+        for path in written:
             _out(f"wrote {path}")
     else:
         _out(f"{dataset.n} frames ({dataset.kind})")

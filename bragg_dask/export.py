@@ -22,7 +22,7 @@ from .io.pgm import pgm_bytes
 from .io.smv import header_fields_from_config, int_image, smv_header
 from .outputs import pgm_header, write_streamed
 from .physics.constants import DEFAULT_ADC_OFFSET
-from .store import FrameRecord, StoreFrame, frame_record
+from .store import FrameRecord, StoreFrame, check_frames, frame_record
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,14 +68,17 @@ def export_main(argv: list[str]) -> list[str]:
     # every output checked before anything is written (the series' CBF names again by export_mx, with them)
     check_paths(files + ([("--nxmx", a.nxmx)] if a.nxmx else []) + ([("--cbf", a.cbf)] if a.cbf and not a.all_frames
                                                                       else []), inputs=[("STORE", a.store)])
-    written: list[str] = []
-    if a.nxmx or a.cbf:
-        from .export_mx import export_mx
+    from .io.atomic import batch
 
-        written += export_mx(a)
-    if c_files:
-        a.frame = a.frame or 0
-        written += _export_c_files(a)
+    written: list[str] = []
+    with batch():  # every output placed at the end, or none: a late failure leaves nothing behind
+        if a.nxmx or a.cbf:
+            from .export_mx import export_mx
+
+            written += export_mx(a)
+        if c_files:
+            a.frame = a.frame or 0
+            written += _export_c_files(a)
     return written
 
 
@@ -85,8 +88,9 @@ def _export_c_files(a) -> list[str]:
     if not rec.complete:
         raise ConfigError(f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)",
                           flag="--frame")
+    check_frames(a.store, [a.frame], None, "export")  # a damaged frame: one line, before any file
     written: list[str] = []
-    frame = StoreFrame(a.store, a.frame)
+    frame = StoreFrame(a.store, a.frame, flag="export")
     fields = header_fields_from_config(rec.config)
     fields["phi0_rad"] = math.radians(rec.phi0_deg)
     s, f = frame.shape

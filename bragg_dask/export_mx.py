@@ -26,7 +26,7 @@ from .io.smv import int_image
 from .outputs import OutputError
 from .physics.constants import DEFAULT_ADC_OFFSET
 from .physics.roi import mask_from_bounds
-from .store import StoreFrame, frame_record, frames_phi0_deg, store_metadata, tiles_done
+from .store import StoreFrame, check_frames, frame_record, frames_phi0_deg, store_metadata
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def export_mx(a) -> list[str]:
         template = series_template(a.cbf) if a.all_frames else a.cbf
         cbf_paths = [numbered(template, k + 1) for k in indices]
     check_paths(([("--nxmx", a.nxmx)] if a.nxmx else []) + [("--cbf", p) for p in dict.fromkeys(cbf_paths)])
-    _check_complete(a.store, indices, "--all-frames" if a.all_frames else "--frame")
+    found = check_frames(a.store, indices, None, "export")  # a damaged frame: one line, before any file
+    _check_complete(a.store, found.done, indices, "--all-frames" if a.all_frames else "--frame")
     image = _image(a)
     info = mx_info(store_metadata(a.store), frames_phi0_deg(a.store)[indices])
     written: list[str] = []
@@ -87,8 +88,7 @@ def _image(a) -> str:
     return image
 
 
-def _check_complete(store: str, indices: list[int], flag: str) -> None:
-    done = tiles_done(store)
+def _check_complete(store: str, done, indices: list[int], flag: str) -> None:
     for k in indices:
         if not bool(np.all(done[k])):
             raise ConfigError(f"frame {k} of {store} is incomplete (re-run the simulation to finish it)", flag=flag)
@@ -100,7 +100,7 @@ def frame_counts(store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_AD
     the int image as ``export -intfile`` writes it: the store's int array (no ``scale``, the default
     ``adc``), else the float image through :func:`int_image` with ``scale`` or the frame's int scale.
     Read a band of tiles at a time."""
-    frame = StoreFrame(store, k)
+    frame = StoreFrame(store, k, flag="export")
     s, f = frame.shape
     out = np.empty((s, f), dtype=np.uint16)
     stored = frame.NOISE if image == frame.NOISE else frame.INT
@@ -108,7 +108,7 @@ def frame_counts(store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_AD
         for s0, s1, band in frame.bands(stored):
             out[s0:s1] = band
         return out
-    rec = frame_record(store, k)
+    rec = frame_record(store, k, check=False)
     use = scale if scale > 0 else rec.int_scale
     bounds = clip_roi(rec.config["detector"].get("roi"), f, s)
     for s0, s1, band in frame.bands(frame.FLOAT):

@@ -210,6 +210,27 @@ PREVIEW_FLAGS = {
     "--max-px": "the long side of the picture in pixels, the frame max-pooled to it (default: 1024)",
 }
 
+class _VerifyParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        from .errors import UsageError
+
+        raise UsageError(message, flag="verify")
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    """``bragg-dask verify``'s arguments (:mod:`bragg_dask.repair` runs it)."""
+    ap = _VerifyParser(prog="bragg-dask verify", add_help=False)
+    ap.add_argument("store")
+    ap.add_argument("--repair", action="store_true")
+    return ap
+
+
+VERIFY_FLAGS = {
+    "store": "the Zarr store written by --zarr",
+    "--repair": "run the store's recorded command again on it: the damaged tiles computed again, the detector "
+                "model's frames through it again (never its output files, cluster or --overwrite)",
+}
+
 #: noisify's flags: canonical name -> (values, meaning and unit)
 NOISIFY_FLAGS = {
     "floatfile": ("FILE", "the float image to read (photons/pixel, raw float32), required"),
@@ -246,6 +267,7 @@ usage: bragg-dask <nanoBragg flags> [service flags]
        bragg-dask export STORE [export flags]
        bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png
        bragg-dask noisify <noisify flags> [--parity spec|c] [--tile N]
+       bragg-dask verify STORE [--repair]
        bragg-dask --version
 
 Simulates X-ray diffraction images as nanoBragg does.  Single-dash flags are the C program's, with
@@ -366,7 +388,7 @@ def help_text(service: argparse.ArgumentParser, width: int | None = None) -> str
 
 
 def subcommand_help(name: str, width: int | None = None) -> str:
-    """``bragg-dask export|preview|noisify --help``: the subcommand's usage and every flag it takes."""
+    """``bragg-dask export|preview|noisify|verify --help``: the subcommand's usage and every flag it takes."""
     if width is None:
         width = min(100, max(70, shutil.get_terminal_size((100, 24)).columns - 1))
     if name == "export":
@@ -376,6 +398,12 @@ def subcommand_help(name: str, width: int | None = None) -> str:
                 "                         [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A]\n"
                 "                         [-seed N]\n\nA store's frame as the C program's files, or its frames as "
                 "NXmx or CBF.\n\n" + options_help(_parser(), width, EXPORT_FLAGS))
+    if name == "verify":
+        _parser = verify_parser
+        return ("usage: bragg-dask verify STORE [--repair]\n\n"
+                "A store checked file by file: every chunk against its checksum, every shard index and record;\n"
+                "one line per problem. Exit status 0: whole, 1: problems found, 2: bad input or no repair.\n\n"
+                + options_help(_parser(), width, VERIFY_FLAGS))
     if name == "preview":
         from .preview import _parser
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, UsageError
-from .store import StoreFrame, frame_record, store_metadata
+from .store import StoreFrame, check_frames, frame_record, store_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,6 +40,7 @@ def azimuthal(store: str, frame: int = 0, npt: int = 1000, unit: str = "q_A^-1")
     if not rec.complete:
         raise ConfigError(f"frame {frame} of {store} is incomplete (re-run the simulation to finish it)",
                           flag="azimuthal")
+    check_frames(store, [frame], None, "azimuthal")
     image = np.asarray(StoreFrame(store, frame), dtype=np.float32)
     result = integrator(store).integrate1d(image, npt, unit=unit)
     return np.asarray(result.radial), np.asarray(result.intensity)

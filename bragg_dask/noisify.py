@@ -326,7 +326,10 @@ def noisify_main(argv: list[str]) -> list[str]:
         [] if o["nonoise"] else [("-noisefile", o["noisefile"])])
     inputs = [("-floatfile", o["floatfile"])] + ([("-header", o["header"])] if "header" in o else [])
     check_paths(outputs, inputs=inputs)  # writable, not into a store, not over an input or another output
-    return write_outputs(o, shape, noisify(o, raw, shape), imported)
+    from .io.atomic import batch
+
+    with batch():  # every output placed at the end, or none
+        return write_outputs(o, shape, noisify(o, raw, shape), imported)
 
 
 def check_run(o: dict) -> None:

@@ -115,12 +115,17 @@ def store_options(path: str, argv: list[str]) -> dict:
     return o
 
 
-def frames_of(path: str, frame: int | None, every: bool) -> list[int]:
-    """The frames to process (``--frame K``, ``--all-frames``, else frame 0), each complete."""
-    n = store.frame_record(path, 0).n_frames
+def frames_of(path: str, frame: int | None, every: bool, check: bool = True) -> list[int]:
+    """The frames to process (``--frame K``, ``--all-frames``, else frame 0), each complete and (``check``)
+    their float images whole (:func:`store.check_frames`: damage is one line, before anything is written)."""
+    n = store.frame_count(path)
     frames = list(range(n)) if every else [0 if frame is None else frame]
+    if not every and not 0 <= frames[0] < n:
+        raise UsageError(f"frame {frames[0]} not in store (0..{n - 1})", flag="--frame")
+    # the frames' float images and done flags, and the records, checked before any is read
+    done = store.check_frames(path, frames, [store.FLOAT], "noisify").done if check else store.tiles_done(path)
     for k in frames:
-        if not store.frame_record(path, k).complete:  # out of range: a one-line error naming --frame
+        if not done[k].all():
             raise ConfigError(f"frame {k} of {path} is incomplete (tiles not done): finish its run first",
                               flag="--all-frames" if every else "--frame")
     return frames

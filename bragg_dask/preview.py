@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import ConfigError, UsageError
 from .io.atomic import temp_file
-from .store import StoreFrame, frame_record, store_metadata
+from .store import StoreFrame, check_frames, frame_record, store_metadata
 
 #: the long side of the pooled image, in pixels, unless told otherwise
 MAX_PX = 1024
@@ -173,8 +173,9 @@ def load(store: str, frame: int = 0, max_px: int = MAX_PX) -> FrameView:
     if not rec.complete:
         raise ConfigError(f"frame {frame} of {store} is incomplete (re-run the simulation to finish it)",
                           flag="--frame")
+    check_frames(store, [frame], None, "preview")  # a damaged frame: one line, before any file
     geometry = store_metadata(store)["geometry"]
-    view = StoreFrame(store, frame)
+    view = StoreFrame(store, frame, flag="preview")
     factor = pool_factor(view.shape, max_px)
     image = pool_bands(view.bands(view.FLOAT), view.shape[1], factor)
     return FrameView(image=image, factor=factor, shape=tuple(view.shape), geometry=geometry, frame=frame,

@@ -110,14 +110,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 def incomplete_copy(store, folder) -> Path:
-    """A copy of the store at ``store`` (a path) in ``folder`` whose frame 1 has a tile not done."""
+    """A copy of the store at ``store`` (a path) in ``folder`` whose frame 1 has a tile not done, as a
+    run stopped before that tile leaves it: no done flag, and the store not complete."""
     import shutil
+
+    import zarr
+
+    from bragg_dask.store import consolidate
 
     copy = Path(folder) / "incomplete.zarr"
     shutil.copytree(store, copy)
     chunk = copy / "tiles_done" / "c" / "1" / "0" / "0"
     assert chunk.is_file()
     chunk.unlink()
+    g = zarr.open_group(str(copy), mode="r+")
+    g.attrs["bragg_dask"] = dict(g.attrs["bragg_dask"], complete=False)
+    consolidate(str(copy))
     return copy
 
 

@@ -21,8 +21,15 @@ def _store(tmp_path, **codec):
     return path
 
 
-def test_direct_chunks_read_back_through_zarr(tmp_path):
-    path = _store(tmp_path)
+def _checked():
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": [ZstdCodec(level=0), Crc32cCodec()]}
+
+
+@pytest.mark.parametrize("checked", [False, True], ids=["zstd", "zstd+crc32c"])
+def test_direct_chunks_read_back_through_zarr(tmp_path, checked):
+    path = _store(tmp_path, **(_checked() if checked else {}))
     g = zstore.opened(path)
     assert all(g.direct(n) for n in ("img", "flag", "stat", "count"))
     rng = np.random.default_rng(3)
@@ -50,15 +57,65 @@ def test_direct_chunks_read_back_through_zarr(tmp_path):
     assert not [p for p in os.listdir(os.path.join(path, "img", "c", "0", "0")) if p.endswith(".partial")]
 
 
-def test_a_chunk_of_fill_values_is_no_file(tmp_path):
+@pytest.mark.parametrize("checked", [False, True], ids=["zstd", "zstd+crc32c"])
+def test_a_chunk_of_fill_values_is_a_file_too(tmp_path, checked):
+    """A done tile always has its file (a missing one is damage), all zeros or not."""
+    path = _store(tmp_path, **(_checked() if checked else {}))
+    g = zstore.opened(path)
+    f = os.path.join(path, "img", "c", "0", "1", "1")
+    g.put_chunk("img", (0, 1, 1), np.zeros((4, 3), np.float32), None)
+    assert os.path.exists(f)
+    assert not np.asarray(zarr.open_group(path, mode="r")["img"][0, 4:8, 4:7]).any()
+    assert not g.get_chunk("img", (0, 1, 1)).any()
+
+
+def _flip(file, at):
+    raw = bytearray(open(file, "rb").read())
+    raw[at] ^= 0x01
+    open(file, "wb").write(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip-data", "flip-crc", "empty"])
+def test_a_damaged_checksummed_chunk_is_never_data(tmp_path, damage):
+    """Every way a chunk file can be damaged raises DamagedChunk naming the file, from our reader; zarr's
+    own reader refuses the checksum too (the store's files are zarr's format)."""
+    from bragg_dask.store.integrity import DamagedChunk
+
+    path = _store(tmp_path, **_checked())
+    g = zstore.opened(path)
+    block = np.random.default_rng(1).random((4, 4)).astype(np.float32)
+    g.put_chunk("img", (1, 0, 1), block, None)
+    f = g.chunk_file("img", (1, 0, 1))
+    assert np.array_equal(g.get_chunk("img", (1, 0, 1))[0], block)
+    if damage == "delete":
+        os.unlink(f)
+    elif damage == "truncate":
+        os.truncate(f, os.path.getsize(f) - 7)
+    elif damage == "empty":
+        os.truncate(f, 0)
+    else:
+        _flip(f, 12 if damage == "flip-data" else -2)
+    with pytest.raises(DamagedChunk) as err:
+        g.get_chunk("img", (1, 0, 1))
+    assert err.value.file == f and err.value.why
+    if damage != "delete":
+        with pytest.raises(Exception):
+            zarr.open_group(path, mode="r")["img"][1, 0:4, 4:7]
+
+
+def test_an_unchecked_chunk_that_does_not_decode_is_never_data(tmp_path):
+    """A store made before checksums (format 1): a truncated chunk is still found (zstd cannot decode it),
+    and a missing one is the fill value, as it was written."""
+    from bragg_dask.store.integrity import DamagedChunk
+
     path = _store(tmp_path)
     g = zstore.opened(path)
-    g.put_chunk("img", (0, 1, 1), np.ones((4, 3), np.float32), None)
-    f = os.path.join(path, "img", "c", "0", "1", "1")
-    assert os.path.exists(f)
-    g.put_chunk("img", (0, 1, 1), np.zeros((4, 3), np.float32), None)  # rewritten as nothing: the old file goes
-    assert not os.path.exists(f)
-    assert not np.asarray(zarr.open_group(path, mode="r")["img"][0, 4:8, 4:7]).any()
+    g.put_chunk("img", (0, 0, 0), np.random.default_rng(2).random((4, 4)).astype(np.float32), None)
+    f = g.chunk_file("img", (0, 0, 0))
+    os.truncate(f, os.path.getsize(f) // 2)
+    with pytest.raises(DamagedChunk, match="zstd"):
+        g.get_chunk("img", (0, 0, 0))
+    assert not g.get_chunk("img", (1, 2, 1)).any()
 
 
 def test_a_block_larger_than_its_chunk_is_refused(tmp_path):
@@ -151,5 +208,7 @@ def test_a_chunk_file_of_the_wrong_size_is_refused(tmp_path):
     g.put_chunk("img", (0, 0, 0), np.ones((4, 4), np.float32), None)
     g.put_chunk("stat", (0, 0, 0, 0), np.ones((1, 1, 1, 5)), None)  # 5 float64: 10 float32
     os.replace(os.path.join(path, "stat", "c", "0", "0", "0", "0"), os.path.join(path, "img", "c", "0", "0", "0"))
-    with pytest.raises(ValueError, match="holds 10 values"):
+    from bragg_dask.store.integrity import DamagedChunk
+
+    with pytest.raises(DamagedChunk, match="holds 10 values"):
         g.get_chunk("img", (0, 0, 0))

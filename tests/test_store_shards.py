@@ -74,8 +74,73 @@ def test_a_damaged_index_is_refused(tmp_path):
     raw = bytearray(open(path, "rb").read())
     raw[-10] ^= 0xFF  # inside the index
     open(path, "wb").write(bytes(raw))
-    with pytest.raises(ValueError, match="CRC-32C"):
+    from bragg_dask.store.integrity import DamagedChunk
+
+    with pytest.raises(DamagedChunk, match="CRC-32C"):
         g.read_band("img", 0, 0, 16)
+
+
+def _checked():
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": [ZstdCodec(level=0), Crc32cCodec()]}
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_checksummed_shards_hold_every_chunk_and_zarr_reads_them(tmp_path, dtype):
+    """A checksummed layout (a store of format 2): every inner chunk stored, all fill value or not, each
+    with its CRC-32C; an all-zero frame is a file too; zarr reads ours and we read zarr's."""
+    g = _array(tmp_path / "s.zarr", dtype, **_checked())
+    lay = shards.layout(g["img"])
+    assert lay is not None and lay.codec.crc
+    ours = _image(dtype, 5)
+    g.put_shard("img", 0, ours, None)
+    g.put_shard("img", 2, np.zeros(SHAPE[1:], dtype), None)
+    raw = open(g._shard_path("img", 0), "rb").read()
+    index = shards.read_index(lay, raw, "f")
+    assert (index[:, 0] != shards._EMPTY).all()  # the empty chunks too
+    assert open(g._shard_path("img", 2), "rb")  # an empty frame: a file
+    z = chunks.writable(zarr.open_group(str(tmp_path / "s.zarr"), mode="r+")["img"])  # as the store writes
+    assert np.array_equal(z[0], ours) and not np.any(z[2])
+    theirs = _image(dtype, 6)
+    z[1] = theirs
+    assert np.array_equal(np.concatenate([g.read_band("img", 1, s, min(s + 16, 50)) for s in range(0, 50, 16)]),
+                          theirs)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip-chunk", "flip-index", "bad-offset"])
+def test_a_damaged_checksummed_shard_is_never_data(tmp_path, damage):
+    from bragg_dask.store.integrity import DamagedChunk
+
+    g = _array(tmp_path / "s.zarr", "float32", **_checked())
+    lay = shards.layout(g["img"])
+    g.put_shard("img", 0, _image("float32", 7), None)
+    path = g._shard_path("img", 0)
+    raw = bytearray(open(path, "rb").read())
+    n = lay.grid[0] * lay.grid[1]
+    if damage == "delete":
+        import os
+
+        os.unlink(path)
+    else:
+        if damage == "truncate":
+            raw = raw[: len(raw) // 2]
+        elif damage == "flip-chunk":
+            raw[20] ^= 0x04  # inside the first inner chunk
+        elif damage == "flip-index":
+            raw[-30] ^= 0x04
+        else:  # an index whose own checksum is right, pointing beyond the data
+            import numpy as np_
+
+            index = np_.frombuffer(bytes(raw[-4 - 16 * n : -4]), "<u8").reshape(n, 2).copy()
+            index[3, 0] = len(raw) * 4
+            body = index.tobytes()
+            raw[-4 - 16 * n :] = body + shards.crc32c(body)
+        open(path, "wb").write(bytes(raw))
+    with pytest.raises(DamagedChunk) as err:
+        for s in range(0, 50, 16):
+            g.read_band("img", 0, s, min(s + 16, 50))
+    assert err.value.file.startswith(path)
 
 
 def test_other_layouts_are_zarrs(tmp_path):

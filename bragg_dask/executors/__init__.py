@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 
 def executor_for(*, store: str | None = None, client=None, cluster: ClusterOptions | None = None,
                  overwrite: bool = False, dataset: DatasetSpec | None = None,
-                 outputs: OutputOptions | None = None) -> Executor:
+                 outputs: OutputOptions | None = None, command: dict | None = None) -> Executor:
     """The serial executor for an in-process image; the Dask executor for a store, a client, a
-    scheduler's address or a dataset of several frames."""
+    scheduler's address or a dataset of several frames (``command``: the command line, recorded in a
+    store)."""
     remote = cluster is not None and cluster.remote
     if store is None and client is None and not remote and (dataset is None or dataset.n == 1):
         from .serial import SerialExecutor
@@ -39,7 +40,7 @@ def executor_for(*, store: str | None = None, client=None, cluster: ClusterOptio
     from .dask import DaskExecutor
 
     return DaskExecutor(store=store, client=client, cluster=cluster, overwrite=overwrite, dataset=dataset,
-                        outputs=outputs)
+                        outputs=outputs, command=command)
 
 
 def execute(sim: Simulation, settings: RunSettings | None = None, executor: Executor | None = None) -> RunResult:

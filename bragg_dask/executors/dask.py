@@ -226,13 +226,17 @@ class DaskExecutor:
     """
 
     def __init__(self, *, store: str | None = None, client=None, cluster: ClusterOptions | None = None,
-                 overwrite: bool = False, dataset: DatasetSpec | None = None, outputs=None) -> None:
+                 overwrite: bool = False, dataset: DatasetSpec | None = None, outputs=None,
+                 command: dict | None = None) -> None:
         self.store, self.client, self.cluster, self.overwrite = store, client, cluster, overwrite
         self.dataset = dataset or DatasetSpec()
         self.outputs = outputs
         #: the detector model (noisify's flags: ``noisify_store.model_args``) applied to every frame once
         #: the store is complete, a Dask task per frame (``noisify_store.DetectorPass``); None: none
         self.response: list[str] | None = None
+        #: the command line that made the run (``{"argv": [...], "cwd": ...}``), recorded in the store for
+        #: ``bragg-dask verify --repair``; None: not recorded (the Python API)
+        self.command = command
 
     def plan(self, sim, settings: RunSettings) -> TilePlan:
         """The settings' tiles, or a resumed store's own where the settings leave the tile open."""
@@ -248,6 +252,11 @@ class DaskExecutor:
             raise ConfigError("a dataset of several frames needs a store", flag="--zarr")
         if self.client is None and self.cluster is not None and not self.cluster.remote:
             check_worker_processes(self.cluster)  # before a store is made: worker processes that cannot start
+        from ..workload import check_tasks
+
+        n = self.dataset.n
+        check_tasks(plan.grid, plan.tile_shape, n, n > 1 and plan.grid[0] * plan.grid[1] > 1,
+                    "--orientations" if self.dataset.kind == "orientations" else "--frames")
         with_noise = bool(self.store and self.outputs is not None and self.outputs.noisefile)
         frames = make_frames(sim, self.dataset, noise_seed(self.outputs) if with_noise else None)
         session = None
@@ -274,6 +283,7 @@ class DaskExecutor:
                                     with_noise=with_noise, overwrite=self.overwrite)
         try:
             zstore.write_frame_metadata(session.group, frames)
+            session.record_command(self.command)
         except BaseException as exc:
             session.close()
             raise zstore.store_fault(exc, self.store) or exc from None
@@ -393,7 +403,10 @@ class _Run:
         # a store complete before this run keeps the int/noise images of the frames it does not compute again
         # (they may be the detector model's); otherwise every frame's are written
         self.was_complete = self.session is not None and self.session.was_complete
-        done = zstore.tiles_done(self.store) if self.store else np.zeros((len(self.frames),) + self.plan.grid, bool)
+        if self.session is not None and self.session.resumed:  # whole (damaged ones not: store.usable_tiles)
+            done = self.session.done.copy()
+        else:
+            done = np.zeros((len(self.frames),) + self.plan.grid, bool)
         if self.whole_frames:  # a frame is written whole: one not done is done again
             done[~done.all(axis=(1, 2))] = False
         todo = [(f, t) for f in self.frames for t in self.tiles if not done[f.index, t.index[0], t.index[1]]]
@@ -540,9 +553,13 @@ class _Run:
         user = self.outputs.intfile_scale if self.outputs is not None else 0.0
         futs = []
         scale = {f.index: _int_scale(st, user) for f, st in zip(self.frames, frame_stats)}
+        if with_noise:  # frames without a noise seed (a noise array noisify added): their noise is no more
+            zstore.drop_frame_images(self.store, zstore.NOISE,
+                                     [f.index for f in self.frames if f.index in finish and f.noise_seed is None])
         for group in self._groups([(f, t) for f in self.frames if f.index in finish for t in self.tiles]):
             tasks = tuple(FinishTask(tile=t, frame=f, store=self.store, scale=scale[f.index], adc=adc,
-                                     with_int=with_int, with_noise=with_noise) for f, t in group)
+                                     with_int=with_int, with_noise=with_noise and f.noise_seed is not None)
+                          for f, t in group)
             futs.append(self.client.submit(_finish_task, sim_future, tasks, key=_group_key(f"finish-tile-{self.tag}",
                                                                                              group),
                                            retries=3, pure=False))

@@ -3,9 +3,85 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import secrets
+import shutil
 import stat
+
+_BATCH: contextvars.ContextVar = contextvars.ContextVar("bragg_dask_output_batch", default=None)
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.moves: list[tuple[str, str]] = []
+        self.folders: list[str] = []
+
+
+@contextlib.contextmanager
+def batch():
+    """The outputs written inside (:func:`atomic_write`, :func:`bragg_dask.io.mx.staged`) put in place
+    together when the block ends without error, else none of them: a command whose third output fails
+    leaves neither its first nor its second behind (nor changes what was on disk under their names)."""
+    b = _Batch()
+    token = _BATCH.set(b)
+    try:
+        yield
+        _place_all(b.moves)
+    finally:
+        _BATCH.reset(token)
+        for tmp, _ in b.moves:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        for folder in b.folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _place_all(moves: list[tuple[str, str]]) -> None:
+    """Rename every ``(tmp, final)``; a rename that fails puts back what was under the names before (set
+    aside first), removes what was placed, and ends in one line naming the file."""
+    from ..errors import BraggDaskError
+
+    aside: list[tuple[str, str]] = []
+    placed: list[str] = []
+    try:
+        for tmp, final in moves:
+            if os.path.isfile(final):
+                saved = f"{final}.{secrets.token_hex(4)}.aside"
+                os.rename(final, saved)
+                aside.append((final, saved))
+            os.replace(tmp, final)
+            placed.append(final)
+    except OSError as exc:
+        failed = final
+        for done in placed:
+            with contextlib.suppress(OSError):
+                os.unlink(done)
+        for back, saved in aside:
+            with contextlib.suppress(OSError):
+                os.replace(saved, back)
+        raise BraggDaskError(f"cannot write {failed}: {exc.strerror or exc}; nothing was "
+                             "written") from None
+    for _, saved in aside:
+        with contextlib.suppress(OSError):
+            os.unlink(saved)
+
+
+def place(tmp: str, final: str) -> None:
+    """Rename the complete file ``tmp`` onto ``final``: now, or at the end of the :func:`batch` it is in."""
+    b = _BATCH.get()
+    if b is None:
+        os.replace(tmp, final)
+    else:
+        b.moves.append((tmp, final))
+
+
+def defer_removal(folder: str) -> bool:
+    """Inside a :func:`batch`: ``folder`` (holding files it places) removed at its end; True.  Else False."""
+    b = _BATCH.get()
+    if b is not None:
+        b.folders.append(folder)
+    return b is not None
 
 
 def temp_file(folder: str, prefix: str, suffix: str = "") -> tuple[int, str]:
@@ -38,7 +114,7 @@ def atomic_write(path: str):
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
-        os.replace(tmp, path)
+        place(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from .atomic import defer_removal, place
 
 #: the C program's int images are uint16: a pixel at this value is saturated
 SATURATION = 65535
@@ -124,7 +125,9 @@ def staged(paths: list[str]):
         yield temps
         for tmp, final, sp in zip(temps, finals, special):
             if not sp:
-                os.replace(tmp, final)
+                place(tmp, final)  # now, or with the other outputs of its command (atomic.batch)
+        if all(defer_removal(d) for d in folders.values()):
+            folders = {}
     finally:
         for tmpdir in folders.values():
             shutil.rmtree(tmpdir, ignore_errors=True)

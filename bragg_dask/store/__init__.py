@@ -55,19 +55,24 @@ from ..errors import BraggDaskError, ConfigError
 from ..physics.geometry import pyfai_geometry
 from ..plan import TilePlan
 from ..store_lock import LOCK_NAME, StoreLock, alive
-from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
+from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk, writable
 from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
-from .integrity import check_metadata, looks_like_store
-from .reading import (FrameRecord, StoreFrame, frame_record, frame_tiles, frames_phi0_deg, image_arrays,
+from .integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
+from .verify import Problem, Scan, check_frames, scan, usable_tiles
+from .reading import (FrameRecord, StoreFrame, frame_count, frame_record, frame_tiles, frames_phi0_deg, image_arrays,
                       read_frame, store_metadata, tile_stats_rows, tiles_done)
-from .writing import (read_tile_image, stats_from_row, stats_row, whole_frames, write_frame_image,
+from .writing import (drop_frame_images, read_tile_image, stats_from_row, stats_row, whole_frames, write_frame_image,
                       write_frame_metadata, write_frames_stats, write_tile_image, write_tiles)
 
 log = logging.getLogger(__name__)
+# zarr lists a group's folder in its own event-loop thread (consolidating, listing arrays) and warns there
+# about the files beside the arrays that this package keeps (the lock): not for the user's eyes
+warnings.filterwarnings("ignore", message=r"Object at \.bragg_dask\.", category=UserWarning)
 
 __all__ = [
-    "FLOAT", "FORMAT_VERSION", "FRAME_STATS", "FrameRecord", "IMAGE_COORDS", "INT", "LABELS", "LOCK_NAME",
-    "NOISE", "OpenStore", "STAT_FIELDS", "StoreError", "StoreFrame", "StoreSession", "consolidate",
+    "DamagedChunk", "Problem", "Scan", "check_frames", "damage_error", "scan", "usable_tiles",
+    "FLOAT", "FORMAT_VERSION", "drop_frame_images", "frame_count", "FRAME_STATS", "FrameRecord", "IMAGE_COORDS", "INT", "LABELS", "LOCK_NAME",
+    "NOISE", "OpenStore", "OtherConfiguration", "STAT_FIELDS", "StoreError", "StoreFrame", "StoreSession", "consolidate",
     "ensure_image_array", "frame_record", "frame_tiles", "frames_phi0_deg", "fsync_enabled", "fsync_path",
     "image_arrays", "is_store", "check_metadata", "looks_like_store", "mark_complete", "note_fault", "open_or_create", "open_store", "opened",
     "poni", "read_frame", "read_tile_image", "record_response", "drop_response", "sync_response",
@@ -77,7 +82,8 @@ __all__ = [
     "write_frame_metadata", "write_frames_stats", "write_tile_image", "write_tiles",
 ]
 
-FORMAT_VERSION = 1
+#: 2: every chunk carries its CRC-32C and is written even when all fill value (1: neither)
+FORMAT_VERSION = 2
 # errors of the file system under the store (a store fault, reported in one line), not of the network
 _FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
                  errno.ENOENT, errno.ESTALE}
@@ -85,6 +91,10 @@ _FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 class StoreError(BraggDaskError):
     """Writing the store failed (disk full, read-only, ...); the store is left incomplete."""
+
+
+class OtherConfiguration(ConfigError):
+    """The store at the path holds a run of another configuration (and no --overwrite was given)."""
 
 
 def _geometry_attrs(sim) -> dict:
@@ -156,12 +166,27 @@ class StoreSession:
                  old_lock: StoreLock | None = None, fresh: bool = False) -> None:
         self.path, self.resumed, self.lock = path, resumed, lock
         self.staged, self.old_lock, self.fresh = staged, old_lock, fresh
+        _reserve(staged or path)
         self.was_complete = False  # a resumed store that a run had completed (its frames' images kept)
+        self.done = None  # a resumed store's tiles done and whole (store.usable_tiles), once checked
 
     @property
     def group(self) -> zarr.Group:
         """The group (the staged replacement until :meth:`commit`)."""
         return zarr.open_group(self.staged or self.path, mode="r+")
+
+    def record_command(self, command: dict | None) -> None:
+        """The command line that made the store (``{"argv": [...], "cwd": ...}``; not part of its identity),
+        what ``bragg-dask verify --repair`` runs again: recorded in a new store, or in one that has none."""
+        if not command:
+            return
+        g = self.group
+        meta = dict(g.attrs["bragg_dask"])
+        if meta.get("command") and self.resumed:
+            return
+        meta["command"] = command
+        g.attrs["bragg_dask"] = meta
+        consolidate(self.staged or self.path)
 
     def commit(self) -> None:
         """Put a staged store in place: a new one onto its path (nothing there, or an empty folder), a
@@ -208,6 +233,7 @@ class StoreSession:
         if self.staged is not None:
             shutil.rmtree(self.staged, ignore_errors=True)
             self.staged = None
+        _release_reserve(self.path)
         self.lock.release()
         if self.old_lock is not None:
             self.old_lock.release()
@@ -265,7 +291,7 @@ def _foreign_entries(path: str) -> list[str]:
     """What a bragg_dask store does not hold: anything but its metadata, arrays, lock, zarr's partial files."""
     def ours(e: str) -> bool:
         full = os.path.join(path, e)
-        if e in ("zarr.json", LOCK_NAME) or e.endswith(".partial"):
+        if e in ("zarr.json", LOCK_NAME, RESERVE_NAME) or e.endswith(".partial"):
             return True
         return os.path.isdir(full) and not os.path.islink(full) and os.path.exists(os.path.join(full, "zarr.json"))
 
@@ -284,11 +310,13 @@ def _open_existing(path: str, plan: TilePlan, attrs: dict, layout: dict, overwri
         existing = _existing_attrs(path) or {}
         if existing.get("fingerprint") == attrs["fingerprint"] and not overwrite:
             session = StoreSession(path, True, lock)
+            # every file checked while the store still says what it was: damaged tiles marked not done
+            session.done = usable_tiles(path, bool(existing.get("complete") or existing.get("was_complete")), log)
             session.was_complete = _prepare_resume(path)
             return session
         if not overwrite:
-            raise ConfigError(f"{path} exists with another configuration; pass --overwrite to replace it",
-                              flag="--zarr")
+            raise OtherConfiguration(f"{path} exists with another configuration; pass --overwrite to replace it",
+                                     flag="--zarr")
         foreign = _foreign_entries(path)
         if foreign:
             raise ConfigError(f"{path} is a bragg_dask store with other content in it ({_sample(foreign)}); "
@@ -310,9 +338,12 @@ def _prepare_resume(path: str) -> bool:
                     os.unlink(os.path.join(root, name))
     g = zarr.open_group(path, mode="r+")
     meta = dict(g.attrs["bragg_dask"])
-    was = bool(meta.get("complete"))
-    if was:
+    # a run that completed it once: kept until this run completes it again (a resume that fails on the way
+    # must not take the store for one never finished: its detector-model frames would be dropped)
+    was = bool(meta.get("complete") or meta.get("was_complete"))
+    if meta.get("complete"):
         meta["complete"] = False
+        meta["was_complete"] = True
         g.attrs["bragg_dask"] = meta
         consolidate(path)
     return was
@@ -375,9 +406,16 @@ IMAGE_COORDS = "phi_deg y_mm x_mm"
 
 
 def _labelled(g, name: str, **spec):
+    """Array ``name`` made with its labels: every chunk (or shard's inner chunk) zstd, then its CRC-32C
+    (Zarr v3's ``crc32c`` codec: the store's own readers check it on every read), every chunk written
+    even all fill value (a missing chunk is damage)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
     units, long_name = LABELS[name]
     extra = {"coordinates": IMAGE_COORDS} if name in (FLOAT, INT, NOISE) else {}
-    return g.create_array(name, attributes={"units": units, "long_name": long_name, **extra}, **spec)
+    spec.setdefault("compressors", [ZstdCodec(level=0), Crc32cCodec()])
+    return g.create_array(name, attributes={"units": units, "long_name": long_name, **extra},
+                          config={"write_empty_chunks": True}, **spec)
 
 
 def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool) -> None:
@@ -413,6 +451,7 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     for name, n, dim in (("x_mm", plan.fpixels, "fast"), ("y_mm", plan.spixels, "slow")):
         _labelled(g, name, shape=(n,), chunks=(n,), dtype="float64", fill_value=0.0,
                   dimension_names=(dim,))[:] = (np.arange(n) + 0.5) * pixel_mm
+    attrs["arrays"] = sorted(g.array_keys())  # the arrays the run writes (a frame's int/noise chunks expected)
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
 
@@ -465,8 +504,45 @@ def store_fault(exc: BaseException, path: str | None) -> StoreError | None:
                       "cause (free space, permissions) and re-run the same command to finish it")
 
 
+#: room kept in a store while a run writes it (:func:`_reserve`), so that a full disk can still take the
+#: fault's record
+RESERVE_NAME = ".bragg_dask.reserve"
+
+
+def _reserve(path: str) -> None:
+    """Best effort: a file of zeros in the store, four times its group record (at least 256 KiB), given
+    back on a fault (:func:`note_fault`) so that ``last_error`` can be written on a full disk, and
+    removed when the run ends."""
+    try:
+        size = max(256 << 10, 4 * os.path.getsize(os.path.join(path, "zarr.json")))
+    except OSError:
+        size = 256 << 10
+    target = os.path.join(path, RESERVE_NAME)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        return
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except (AttributeError, OSError):
+            os.write(fd, bytes(size))
+    except OSError:  # no room even for this: the run's first write says so
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+    finally:
+        os.close(fd)
+
+
+def _release_reserve(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(path, RESERVE_NAME))
+
+
 def note_fault(path: str, message: str) -> None:
-    """Best effort: record the fault in the store's attributes (``complete`` stays false)."""
+    """Best effort: record the fault in the store's attributes (``complete`` stays false), in the room
+    the run kept for it (:func:`_reserve`)."""
+    _release_reserve(path)
     with contextlib.suppress(Exception):
         g = zarr.open_group(path, mode="r+")
         meta = dict(g.attrs["bragg_dask"])
@@ -508,6 +584,7 @@ def mark_complete(path: str) -> None:
     attrs = dict(g.attrs["bragg_dask"])
     attrs["complete"] = True
     attrs.pop("last_error", None)
+    attrs.pop("was_complete", None)
     attrs["completed"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
@@ -552,9 +629,19 @@ def ensure_image_array(path: str, name: str) -> None:
         return
     fl = g[FLOAT]
     extra = {"shards": fl.shards} if fl.shards is not None else {}
+    if fl.metadata.codecs and not any(type(c).__name__ == "Crc32cCodec" for c in _inner_codecs(fl)):
+        extra["compressors"] = [c for c in _inner_codecs(fl)[1:]]  # an older store's: as its float array
     _labelled(g, name, shape=fl.shape, chunks=fl.chunks, dtype="uint16", fill_value=0,
               dimension_names=("frame", "slow", "fast"), **extra)
     consolidate(path)
+
+
+def _inner_codecs(array) -> list:
+    """An array's chunk codecs (a sharded array's inner chunks')."""
+    codecs = list(array.metadata.codecs)
+    if len(codecs) == 1 and hasattr(codecs[0], "index_codecs"):
+        return list(codecs[0].codecs)
+    return codecs
 
 
 #: the image arrays' description while some of their frames are the detector model's
@@ -602,8 +689,8 @@ def sync_response(path: str) -> None:
             model = entry.get("model") or {}
             scales[int(key)] = float(model.get("scale", 1.0)) * float(model.get("gain", 1.0))
             seeds[int(key)] = -1 if entry.get("noise_seed") is None else int(entry["noise_seed"])
-        g["int_scale"][...] = scales
-        g["noise_seed"][...] = seeds
+        writable(g["int_scale"])[...] = scales
+        writable(g["noise_seed"])[...] = seeds
     for name in (INT, NOISE):
         if name in g:
             want = MODEL_LABEL[name] if frames else LABELS[name][1]

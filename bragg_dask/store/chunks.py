@@ -2,8 +2,11 @@
 straight to their files, and the fsyncs that make them durable.
 
 Part of :mod:`bragg_dask.store` (which owns the layout); the chunk files written here are exactly
-what zarr reads back (the arrays' codecs: little-endian bytes through zstd), each reaching its name
-by the rename of a complete temporary file.
+what zarr reads back (the arrays' codecs: little-endian bytes through zstd, then a CRC-32C of the
+compressed bytes in stores of format 2), each reaching its name by the rename of a complete temporary
+file.  Every chunk read here is checked: a missing file where the store says there is one, a checksum
+that does not match, a frame zstd cannot decode or the wrong number of values raise
+:class:`~.integrity.DamagedChunk`, never data.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import functools
 import os
 import threading
 import uuid
@@ -21,6 +23,8 @@ import zarr
 
 from ..plan import TileSpec
 from . import shards
+from .codec import chunk_codec
+from .integrity import DamagedChunk
 
 
 class OpenStore:
@@ -51,7 +55,7 @@ class OpenStore:
         """Whether whole chunks of ``name`` are written by :meth:`put_chunk` without zarr."""
         hit = self._direct.get(name)
         if hit is None:
-            hit = self._direct[name] = _zstd_level(self[name]) is not None
+            hit = self._direct[name] = chunk_codec(self[name]) is not None
         return hit
 
     def sharded(self, name: str) -> bool:
@@ -70,9 +74,10 @@ class OpenStore:
         """Frame ``frame`` of the :meth:`sharded` array ``name`` from ``image`` ``(rows, cols)``: its shard
         file (:func:`.shards.encode`, chunks compressed on ``pool``'s threads where given) by the rename
         of a complete temporary file, made durable and its folder added to ``synced`` as
-        :meth:`put_chunk` does; all fill value: no file, as zarr."""
+        :meth:`put_chunk` does.  A checksummed layout always has its file (every inner chunk in it);
+        another, all fill value: no file, as zarr."""
         lay = shards.layout(self[name])
-        data = shards.encode(lay, image, _zstd(lay.level), pool)
+        data = shards.encode(lay, image, lay.codec, pool)
         target = self._shard_path(name, frame)
         if data is None:
             with contextlib.suppress(FileNotFoundError):
@@ -87,8 +92,8 @@ class OpenStore:
 
     def put_chunk(self, name: str, coords: tuple[int, ...], block: np.ndarray, synced: set | None) -> None:
         """Write chunk ``coords`` of array ``name`` from ``block`` (its data, the chunk's shape or, at the
-        array's far edges, less: padded with the fill value); a chunk all of fill values is removed
-        instead, as zarr does.
+        array's far edges, less: padded with the fill value).  A chunk all of fill values is written too:
+        in a checksummed store a done tile always has its file, so a missing one is damage.
 
         ``synced``: the chunk is made durable (unless ``BRAGG_DASK_FSYNC=0``) and its folder added to
         this set, to be synced afterwards (:meth:`sync_folders`); None: not synced."""
@@ -109,32 +114,35 @@ class OpenStore:
         root = os.path.join(self.path, arr.path)
         target = os.path.join(root, *key.split("/"))
         _make_folder(os.path.dirname(target), root, synced)
-        if not np.any(data != meta.fill_value):  # as zarr: a chunk of fill values is no file
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
-                if synced is not None:
-                    synced.add(os.path.dirname(target))
-            return
-        _write_file(target, _zstd(_zstd_level(arr)).encode(np.ascontiguousarray(data)), durable=synced is not None)
+        _write_file(target, chunk_codec(arr).encode(data), durable=synced is not None)
         if synced is not None:
             synced.add(os.path.dirname(target))
 
-    def get_chunk(self, name: str, coords: tuple[int, ...]) -> np.ndarray:
+    def chunk_file(self, name: str, coords: tuple[int, ...]) -> str:
+        """The file of chunk (or shard) ``coords`` of array ``name``."""
+        arr = self[name]
+        key = arr.metadata.encode_chunk_key(tuple(int(c) for c in coords))
+        return os.path.join(self.path, arr.path, *key.split("/"))
+
+    def get_chunk(self, name: str, coords: tuple[int, ...], missing_ok: bool = False) -> np.ndarray:
         """Chunk ``coords`` of a :meth:`direct` array ``name``, whole (its chunk shape, native byte order),
-        read straight from its file; no file: the fill value."""
+        read straight from its file and checked (:class:`DamagedChunk` where it is not whole).  No file:
+        damage in a checksummed store (a done tile always has its file) unless ``missing_ok``, else the
+        fill value."""
         arr = self[name]
         meta = arr.metadata
         shape = tuple(meta.chunk_grid.chunk_shape)
         dtype = np.dtype(arr.dtype).newbyteorder("<")
-        key = meta.encode_chunk_key(tuple(int(c) for c in coords))
-        try:
-            with open(os.path.join(self.path, arr.path, *key.split("/")), "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
+        codec = chunk_codec(arr)
+        file = self.chunk_file(name, coords)
+        raw = read_chunk_file(file)
+        if raw is None:
+            if codec.crc and not missing_ok:
+                raise DamagedChunk(file, "missing")
             return np.full(shape, meta.fill_value, dtype=dtype.newbyteorder("="))
-        data = np.frombuffer(_zstd(_zstd_level(arr)).decode(raw), dtype=dtype)
+        data = np.frombuffer(codec.decode(raw, file), dtype=dtype)
         if data.size != int(np.prod(shape)):
-            raise ValueError(f"{name}: chunk {tuple(coords)} holds {data.size} values, not {int(np.prod(shape))}")
+            raise DamagedChunk(file, f"holds {data.size} values, not {int(np.prod(shape))}")
         return data.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
     def read_band(self, name: str, frame: int, s0: int, s1: int) -> np.ndarray:
@@ -145,12 +153,11 @@ class OpenStore:
         if not self.direct(name):
             if self.sharded(name):
                 lay = shards.layout(arr)
-                try:
-                    with open(self._shard_path(name, frame), "rb") as fh:
-                        raw = fh.read()
-                except FileNotFoundError:
-                    raw = None
-                return shards.decode_band(lay, raw, _zstd(lay.level), int(arr.shape[2]), s0, s1)
+                file = self._shard_path(name, frame)
+                raw = read_chunk_file(file)
+                if raw is None and lay.codec.crc:
+                    raise DamagedChunk(file, "missing")
+                return shards.decode_band(lay, raw, int(arr.shape[2]), s0, s1, file)
             return np.asarray(arr[frame, s0:s1, :])
         _, cs, cf = arr.metadata.chunk_grid.chunk_shape
         i, r0 = divmod(s0, cs)
@@ -175,13 +182,25 @@ class OpenStore:
         with self._lock:
             a = self._arrays.get(name)
         if a is None:
-            a = self.group[name]
+            a = writable(self.group[name])
             with self._lock:
                 self._arrays[name] = a
         return a
 
     def __contains__(self, name: str) -> bool:
         return name in self.group
+
+
+def read_chunk_file(file: str) -> bytes | None:
+    """A chunk file's bytes; None where there is none; :class:`DamagedChunk` where it cannot be read (a
+    bad sector, a folder or a file in the way of its path, no permission)."""
+    try:
+        with open(file, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DamagedChunk(file, f"unreadable ({exc.strerror or type(exc).__name__})") from None
 
 
 def _make_folder(folder: str, root: str, synced: set | None) -> None:
@@ -194,25 +213,10 @@ def _make_folder(folder: str, root: str, synced: set | None) -> None:
             synced.add(folder)
 
 
-def _zstd_level(array) -> int | None:
-    """The zstd level of an array whose chunks are plain little-endian bytes through zstd without a
-    checksum, else None."""
-    from zarr.codecs import BytesCodec, ZstdCodec
-
-    codecs = array.metadata.codecs
-    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], ZstdCodec):
-        return None
-    endian = codecs[0].endian
-    if (endian is not None and getattr(endian, "value", endian) != "little") or codecs[1].checksum:
-        return None
-    return int(codecs[1].level)
-
-
-@functools.lru_cache(maxsize=4)
-def _zstd(level: int):
-    from numcodecs import Zstd
-
-    return Zstd(level=level)
+def writable(array):
+    """``array`` as this package writes it through zarr: every chunk written, a chunk all of fill values
+    too (zarr's default removes it), so that a chunk's file is missing only where nothing wrote it."""
+    return array.with_config({"write_empty_chunks": True})
 
 
 def fsync_enabled() -> bool:

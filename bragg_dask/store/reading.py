@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 import zarr
@@ -12,7 +13,7 @@ import zarr
 from ..errors import ConfigError
 from ..plan import TilePlan, TileSpec
 from .chunks import opened
-from .integrity import check_metadata, looks_like_store
+from .integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
 from .names import FLOAT, INT, NOISE
 
 
@@ -42,26 +43,36 @@ class FrameRecord:
     noise_seed: int | None
 
 
-def frame_record(path: str, frame: int) -> FrameRecord:
-    """The record of ``frame`` of the store at ``path`` (a bad path or frame: a one-line error naming it)."""
+def frame_record(path: str, frame: int, flag: str = "export", check: bool = True) -> FrameRecord:
+    """The record of ``frame`` of the store at ``path`` (a bad path or frame: a one-line error naming it).
+    ``check``: the store's records and the frame's tile records checked first (:func:`.verify.check_frames`:
+    damage is one line naming the file, never a traceback nor a wrong value)."""
     from ..errors import UsageError
+    from .verify import check_frames
 
     if not os.path.exists(path):
-        raise UsageError(f"no store at {path}", flag="export")
+        raise UsageError(f"no store at {path}", flag=flag)
     if looks_like_store(path):  # damaged metadata: one line naming the file, never a traceback
-        check_metadata(path, "export")
+        check_metadata(path, flag)
     try:
         g = zarr.open_group(path, mode="r")
         meta = dict(g.attrs)["bragg_dask"]
     except Exception:  # noqa: BLE001 - any unreadable store is reported the same way
-        raise ConfigError(f"{path} is not a bragg_dask store", flag="export") from None
+        raise ConfigError(f"{path} is not a bragg_dask store", flag=flag) from None
     n_frames = g[FLOAT].shape[0]
     if not 0 <= frame < n_frames:
         raise UsageError(f"frame {frame} not in store (0..{n_frames - 1})", flag="--frame")
+    if check:
+        check_frames(path, [frame], (), flag)
     seed = int(g["noise_seed"][frame])
     complete = bool(np.asarray(g["tiles_done"][frame]).all())
     return FrameRecord(config=meta["config"], n_frames=n_frames, complete=complete,
                        phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]), rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
+
+
+def frame_count(path: str) -> int:
+    """How many frames the store holds (from its metadata: no chunk read)."""
+    return int(opened(path, "r")[FLOAT].shape[0])
 
 
 def tiles_done(path: str) -> np.ndarray:
@@ -69,8 +80,9 @@ def tiles_done(path: str) -> np.ndarray:
 
 
 def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:
-    """A whole frame in memory (for small detectors; writers use :class:`StoreFrame`)."""
-    return np.asarray(zarr.open_group(path, mode="r")[array][frame])
+    """A whole frame in memory (for small detectors; writers use :class:`StoreFrame`), every chunk checked
+    as it is read."""
+    return np.concatenate([band for _, _, band in StoreFrame(path, frame).bands(array)])
 
 
 class StoreFrame:
@@ -81,28 +93,40 @@ class StoreFrame:
 
     FLOAT, INT, NOISE = FLOAT, INT, NOISE
 
-    def __init__(self, path: str, frame: int = 0) -> None:
-        self.path, self.frame = path, frame
+    def __init__(self, path: str, frame: int = 0, flag: str | None = None) -> None:
+        self.path, self.frame, self.flag = path, frame, flag
         g = opened(path, "r")
         a = g["float"]
         self.shape = tuple(a.shape[1:])
         self.tile_shape = tuple(a.chunks[1:])
-        self.arrays = set(g.group.array_keys())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr on the lock file beside the arrays
+            self.arrays = set(g.group.array_keys())
+        self.meta = dict(g.group.attrs.get("bragg_dask") or {})
         self._opened = g
 
     def has(self, array: str) -> bool:
-        return array in self.arrays
+        """Whether the frame holds an image in ``array`` (the store has the array, and the run or the
+        detector model wrote this frame's: :func:`.verify.image_written`)."""
+        from .verify import image_written
+
+        return array in self.arrays and image_written(self.meta, array, self.frame)
 
     def bands(self, array: str = FLOAT):
-        """``(s0, s1, band)`` for each row of tiles, top to bottom; ``band`` is ``(s1 - s0, fpixels)``."""
+        """``(s0, s1, band)`` for each row of tiles, top to bottom; ``band`` is ``(s1 - s0, fpixels)``.  Every
+        chunk is checked as it is read: a damaged one is a one-line error naming the frame, tile and file."""
         g = opened(self.path, "r")
         ts = self.tile_shape[0]
         for s0 in range(0, self.shape[0], ts):
             s1 = min(s0 + ts, self.shape[0])
-            yield s0, s1, g.read_band(array, self.frame, s0, s1)
+            try:
+                band = g.read_band(array, self.frame, s0, s1)
+            except DamagedChunk as exc:
+                raise damage_error(self.path, self.flag or "store", self.frame, None, exc.file, exc.why) from None
+            yield s0, s1, band
 
     def __array__(self, dtype=None, copy=None):
-        img = read_frame(self.path, self.frame)
+        img = np.concatenate([band for _, _, band in self.bands()])  # every chunk checked as it is read
         return img if dtype is None else img.astype(dtype)
 
 

@@ -2,10 +2,10 @@
 
 Part of :mod:`bragg_dask.store`.  A sharded image array (a dataset of frames of several tiles:
 :func:`~bragg_dask.store.whole_frames`) holds a frame in one file: its inner chunks (the tiles),
-each little-endian bytes through zstd, one after the other, then the shard's index (an
-``(offset, nbytes)`` pair of little-endian uint64 per inner chunk in C order; both all ones for a
-chunk that is all fill value, which is not stored) followed by the index's CRC-32C (little-endian
-uint32): Zarr v3's ``sharding_indexed`` codec with its index at the end, the layout
+each little-endian bytes through zstd (and, in stores of format 2, the CRC-32C of those bytes), one
+after the other, then the shard's index (an ``(offset, nbytes)`` pair of little-endian uint64 per
+inner chunk in C order; both all ones for a chunk not stored: in an older store, one all fill value;
+a checksummed shard stores every chunk) followed by the index's CRC-32C (little-endian uint32): Zarr v3's ``sharding_indexed`` codec with its index at the end, the layout
 :func:`~bragg_dask.store._init_arrays` makes (:func:`layout` says whether an array has it).  zarr
 encodes a shard's chunks one after the other in its event loop; here they are compressed on the
 caller's threads (``pool``), and a band of rows is read by decoding only its chunks.  This module is
@@ -19,17 +19,21 @@ import dataclasses
 
 import numpy as np
 
+from .codec import ChunkCodec, codec_of, crc32c
+from .integrity import DamagedChunk
+
 _EMPTY = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardLayout:
     """A sharded array's layout: ``shard`` (1, rows, cols) per file, ``inner`` (1, rows, cols) per chunk,
-    the inner chunks' zstd ``level``, the dtype (little-endian) and the fill value."""
+    the inner chunks' ``codec`` (zstd, and a CRC-32C where checksummed), the dtype (little-endian) and
+    the fill value."""
 
     shard: tuple[int, int, int]
     inner: tuple[int, int, int]
-    level: int
+    codec: ChunkCodec
     dtype: np.dtype
     fill: float
 
@@ -49,8 +53,8 @@ def layout(array) -> ShardLayout | None:
     sc = codecs[0]
     inner, index = sc.codecs, sc.index_codecs
     little = ("little", None)
-    if (len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], ZstdCodec)
-            or inner[1].checksum or getattr(inner[0].endian, "value", inner[0].endian) not in little):
+    codec = codec_of(inner, (BytesCodec, ZstdCodec, Crc32cCodec))
+    if codec is None:
         return None
     if (len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
             or getattr(index[0].endian, "value", index[0].endian) not in little):
@@ -61,15 +65,14 @@ def layout(array) -> ShardLayout | None:
     chunk = tuple(int(n) for n in sc.chunk_shape)
     if len(shard) != 3 or shard[0] != 1 or chunk[0] != 1 or shard[1] % chunk[1] or shard[2] % chunk[2]:
         return None
-    return ShardLayout(shard, chunk, int(inner[1].level), np.dtype(array.dtype).newbyteorder("<"),
-                       meta.fill_value)
+    return ShardLayout(shard, chunk, codec, np.dtype(array.dtype).newbyteorder("<"), meta.fill_value)
 
 
-def encode(lay: ShardLayout, image: np.ndarray, codec, pool=None) -> bytes | None:
+def encode(lay: ShardLayout, image: np.ndarray, codec: ChunkCodec, pool=None) -> bytes | None:
     """One frame's shard file: ``image`` ``(rows, cols)`` (the frame; at most the shard's size) cut into
-    inner chunks, each padded with the fill value and compressed by ``codec`` (zstd at the layout's
-    level; on ``pool``'s threads when given); None when every chunk is all fill value (zarr then keeps
-    no file)."""
+    inner chunks, each padded with the fill value and encoded by ``codec`` (the layout's; on ``pool``'s
+    threads when given).  A checksummed layout stores every chunk; another leaves out the chunks all of
+    fill value, and gives None when every chunk is (zarr then keeps no file)."""
     gs, gf = lay.grid
     _, cs, cf = lay.inner
     image = np.asarray(image, dtype=lay.dtype)
@@ -77,7 +80,7 @@ def encode(lay: ShardLayout, image: np.ndarray, codec, pool=None) -> bytes | Non
     def one(ij: tuple[int, int]) -> bytes | None:
         i, j = ij
         block = image[i * cs : (i + 1) * cs, j * cf : (j + 1) * cf]
-        if block.size == 0 or not np.any(block != lay.fill):
+        if not codec.crc and (block.size == 0 or not np.any(block != lay.fill)):
             return None
         full = np.full((cs, cf), lay.fill, dtype=lay.dtype)
         full[: block.shape[0], : block.shape[1]] = block
@@ -94,18 +97,50 @@ def encode(lay: ShardLayout, image: np.ndarray, codec, pool=None) -> bytes | Non
             index[k] = offset, len(p)
             offset += len(p)
     raw = index.tobytes()
-    return b"".join([p for p in parts if p is not None] + [raw, _crc32c(raw)])
+    return b"".join([p for p in parts if p is not None] + [raw, crc32c(raw)])
 
 
-def _crc32c(data: bytes) -> bytes:
-    import google_crc32c
+def read_index(lay: ShardLayout, raw: bytes, file: str) -> np.ndarray:
+    """The shard's index, ``(chunks, 2)`` (offset, nbytes), checked: its CRC-32C, and every stored chunk
+    within the file's data (:class:`DamagedChunk` naming ``file`` otherwise)."""
+    n = lay.grid[0] * lay.grid[1]
+    size = 16 * n + 4
+    if len(raw) < size:
+        raise DamagedChunk(file, f"truncated: {len(raw)} bytes, less than its index of {size}")
+    body = raw[len(raw) - size : len(raw) - 4]
+    if crc32c(body) != raw[len(raw) - 4 :]:
+        raise DamagedChunk(file, "its shard index fails its CRC-32C checksum (changed or truncated)")
+    index = np.frombuffer(body, dtype="<u8").reshape(n, 2)
+    data = len(raw) - size
+    for k, (off, nbytes) in enumerate(index.tolist()):
+        if off == _EMPTY and nbytes == _EMPTY:
+            continue
+        if off == _EMPTY or nbytes == _EMPTY or off + nbytes > data:
+            raise DamagedChunk(file, f"its shard index places inner chunk {k} at bytes {off}+{nbytes}, beyond the "
+                                     f"{data} bytes of chunks")
+    return index
 
-    return int(google_crc32c.value(data)).to_bytes(4, "little")
+
+def inner_chunk(lay: ShardLayout, raw: bytes, index: np.ndarray, k: int, file: str) -> np.ndarray | None:
+    """Inner chunk ``k`` (C order) of the shard ``raw``, ``(rows, cols)`` little-endian, checked; None
+    where it is not stored (an older store's chunk all of fill value; damage in a checksummed one)."""
+    off, nbytes = (int(v) for v in index[k])
+    _, cs, cf = lay.inner
+    where = f"{file} (inner chunk {divmod(k, lay.grid[1])})"
+    if off == _EMPTY:
+        if lay.codec.crc:
+            raise DamagedChunk(where, "missing from its shard")
+        return None
+    data = np.frombuffer(lay.codec.decode(raw[off : off + nbytes], where), dtype=lay.dtype)
+    if data.size != cs * cf:
+        raise DamagedChunk(where, f"holds {data.size} values, not {cs * cf}")
+    return data.reshape(cs, cf)
 
 
-def decode_band(lay: ShardLayout, raw: bytes | None, codec, width: int, s0: int, s1: int) -> np.ndarray:
+def decode_band(lay: ShardLayout, raw: bytes | None, width: int, s0: int, s1: int, file: str = "shard") -> np.ndarray:
     """Rows ``s0:s1`` (within one row of inner chunks) and columns ``0:width`` of the frame whose shard
-    file holds ``raw`` (None: no file, all fill value): only their chunks decoded (native byte order)."""
+    file ``file`` holds ``raw`` (None: no file, all fill value): only their chunks decoded and checked
+    (native byte order)."""
     _, cs, cf = lay.inner
     gs, gf = lay.grid
     i, r0 = divmod(s0, cs)
@@ -114,15 +149,11 @@ def decode_band(lay: ShardLayout, raw: bytes | None, codec, width: int, s0: int,
     band = np.full((s1 - s0, width), lay.fill, dtype=lay.dtype.newbyteorder("="))
     if raw is None:
         return band
-    n = gs * gf
-    index = np.frombuffer(raw[len(raw) - 4 - 16 * n : len(raw) - 4], dtype="<u8").reshape(n, 2)
-    if _crc32c(raw[len(raw) - 4 - 16 * n : len(raw) - 4]) != raw[len(raw) - 4 :]:
-        raise ValueError("a shard's index fails its CRC-32C")
+    index = read_index(lay, raw, file)
     for j in range(-(-width // cf)):
-        off, nbytes = (int(v) for v in index[i * gf + j])
-        if off == _EMPTY:
+        chunk = inner_chunk(lay, raw, index, i * gf + j, file)
+        if chunk is None:
             continue
-        chunk = np.frombuffer(codec.decode(raw[off : off + nbytes]), dtype=lay.dtype).reshape(cs, cf)
         f0, f1 = j * cf, min((j + 1) * cf, width)
         band[:, f0:f1] = chunk[r0 : r0 + s1 - s0, : f1 - f0]
     return band

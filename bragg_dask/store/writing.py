@@ -4,11 +4,13 @@ dataset store as shard files, the int and noise images, per-frame records and st
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import zarr
 
 from ..plan import TileSpec
-from .chunks import OpenStore, opened, sync_chunk
+from .chunks import OpenStore, opened, sync_chunk, writable
 from .names import FLOAT, FRAME_STATS, STAT_FIELDS
 
 
@@ -125,6 +127,22 @@ def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image:
         g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
 
 
+def drop_frame_images(path: str, name: str, frames) -> None:
+    """Remove every chunk (or the shard) of ``frames`` of image array ``name``: a frame whose image the
+    run no longer makes (its noise, where a run without noise computes the frame again)."""
+    import os
+    import shutil
+
+    g = opened(path)
+    for k in frames:
+        folder = os.path.dirname(g.chunk_file(name, (k, 0, 0)))
+        if g.sharded(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(g.chunk_file(name, (k, 0, 0)))
+        else:
+            shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+
+
 def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.ndarray:
     """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from
     its chunk file where the tile is one whole chunk, else through zarr."""
@@ -151,12 +169,21 @@ def _frame_runs(items) -> list:
 
 
 def write_frame_metadata(g: zarr.Group, frames) -> None:
+    """The frames' records (phi0, orientation, noise seed) and coordinates (frame number, phi, pixel
+    centres), written whole: at every start of a run, so a resume writes a damaged record again."""
     n = len(frames)
-    g["phi0_deg"][:] = np.degrees([f.phi0_rad for f in frames])
-    if "phi_deg" in g:  # the coordinate (stores made before it have only the record)
-        g["phi_deg"][:] = np.degrees([f.phi0_rad for f in frames])
-    g["orientation"][:] = np.asarray([f.orientation for f in frames], dtype=np.float64).reshape(n, 3, 3)
-    g["noise_seed"][:] = np.array([-1 if f.noise_seed is None else f.noise_seed for f in frames], dtype=np.int64)
+    w = {name: writable(g[name]) for name in ("phi0_deg", "orientation", "noise_seed", "phi_deg", "frame")
+         if name in g}  # phi_deg, frame: coordinates (stores made before them have only the records)
+    w["phi0_deg"][:] = np.degrees([f.phi0_rad for f in frames])
+    if "phi_deg" in w:
+        w["phi_deg"][:] = np.degrees([f.phi0_rad for f in frames])
+    if "frame" in w:
+        w["frame"][:] = np.arange(n)
+    w["orientation"][:] = np.asarray([f.orientation for f in frames], dtype=np.float64).reshape(n, 3, 3)
+    w["noise_seed"][:] = np.array([-1 if f.noise_seed is None else f.noise_seed for f in frames], dtype=np.int64)
+    pixel_mm = float(dict(g.attrs["bragg_dask"])["geometry"]["pixel_size_m"]) * 1e3
+    for name in ("x_mm", "y_mm"):
+        writable(g[name])[:] = (np.arange(g[name].shape[0]) + 0.5) * pixel_mm
 
 
 def write_frames_stats(g: zarr.Group, frames: list[int], stats: list, int_scales: list[float]) -> None:
