@@ -88,7 +88,21 @@ def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref| over the image, relative to the image's maximum (the parity criterion)."""
     return float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max() / max(np.abs(ref).max(), 1e-30))
+
+
+#: a float64 image against the C program's, pixel by pixel: one float32 rounding step (2^-23) relative to
+#: each pixel; an absolute floor of 1e-12 of the image's maximum, so that pixels near zero are compared too
+PIXEL_TOL, PIXEL_FLOOR = 2.0**-23, 1e-12
+
+
+def pixel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    """max over pixels of |got - ref| / (|ref| + floor): every pixel compared to itself, the faint ones
+    too (against the image's maximum, a pixel below 1e-5 of it could be anything)."""
+    g, r = got.astype(np.float64), ref.astype(np.float64)
+    floor = max(float(np.abs(r).max()), 1e-300) * PIXEL_FLOOR
+    return float((np.abs(g - r) / (np.abs(r) + floor)).max())
 
 
 def pytest_collection_modifyitems(config, items):

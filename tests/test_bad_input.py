@@ -3,6 +3,8 @@ exit status 2, no traceback, and nothing written.  The Python configuration clas
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import math
 import os
@@ -56,7 +58,7 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-Nb": (("3",), [*INT, "0", "-3"]),
     "-Nc": (("3",), [*INT, "0", "-3"]),
     "-N": (("3",), [*INT, "0", "-3", "1e30"]),
-    "-cell": (("50", "50", "50", "90", "90", "90"), [
+    "-cell": (("51", "52", "53", "90", "90", "90"), [
         ("50", "50", "50", "90", "90", "abc"), ("50", "50", "50", "90", "90", "nan"),
         ("0", "50", "50", "90", "90", "90"), ("50", "50", "50", "0", "90", "90"),
         ("50", "50", "50", "180", "90", "90"), ("50", "50", "50", "10", "10", "170"),
@@ -79,7 +81,7 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-Yclose": (("5",), [*NUM]),
     "-ORGX": (("5",), [*NUM]),
     "-ORGY": (("5",), [*NUM]),
-    "-pivot": (("beam",), ["sideways", ""]),
+    "-pivot": (("sample",), ["sideways", ""]),
     "-fdet_vector": (("0", "0", "1"), [("0", "0", "abc"), ("0", "nan", "1"), ("0", "0", "0")]),
     "-sdet_vector": (("0", "-1", "0"), [("0", "0", "inf"), ("0", "0", "0")]),
     "-odet_vector": (("1", "0", "0"), [("abc", "0", "0"), ("0", "0", "0")]),
@@ -88,8 +90,8 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-spindle_axis": (("0", "0", "1"), [("0", "x", "1"), ("0", "0", "0")]),
     "-twotheta_axis": (("0", "1", "0"), [("0", "nan", "0"), ("0", "0", "0")]),
     "-pix0_vector": (("0.1", "0", "0"), [("0.1", "abc", "0"), ("inf", "0", "0")]),
-    "-distance": (("50",), [*NUM, "0", "-50"]),
-    "-close_distance": (("50",), [*NUM, "0", "-50"]),
+    "-distance": (("60",), [*NUM, "0", "-50"]),
+    "-close_distance": (("60",), [*NUM, "0", "-50"]),
     "-detector_abs": (("300",), ["abc", "nan", "-5", "", "5e-324", "1_0"]),
     "-detector_thick": (("300",), [*NUM, "-1"]),
     "-detector_thicksteps": (("3",), [*INT, "0", "-2"]),
@@ -98,18 +100,18 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-detector_rotx": (("5",), [*NUM]),
     "-detector_roty": (("5",), [*NUM]),
     "-detector_rotz": (("5",), [*NUM]),
-    "-detsize": (("3.2",), [*NUM, "0", "-3"]),
-    "-detsize_f": (("3.2",), [*NUM, "0", "-3"]),
-    "-detsize_s": (("3.2",), [*NUM, "0", "-3"]),
-    "-detpixels": (("16",), [*INT, "0", "-16"]),
-    "-detpixels_f": (("16",), [*INT, "0", "-16"]),
-    "-detpixels_s": (("16",), [*INT, "0", "-16"]),
-    "-pixel": (("0.2",), [*NUM, "0", "-0.2"]),
+    "-detsize": (("4",), [*NUM, "0", "-3"]),
+    "-detsize_f": (("4",), [*NUM, "0", "-3"]),
+    "-detsize_s": (("4",), [*NUM, "0", "-3"]),
+    "-detpixels": (("20",), [*INT, "0", "-16"]),
+    "-detpixels_f": (("20",), [*INT, "0", "-16"]),
+    "-detpixels_s": (("20",), [*INT, "0", "-16"]),
+    "-pixel": (("0.25",), [*NUM, "0", "-0.2"]),
     "-polar": (("0.5",), [*NUM, "1.5", "-2"]),
     "-oversample": (("2",), [*INT, "0", "-1"]),
     "-roi": (("0", "7", "0", "7"), [("0", "7", "0", "x"), ("0", "nan", "0", "7"), ("7", "0", "0", "7"),
                                     ("0", "7", "9", "2"), ("100", "200", "100", "200"), ("-9", "-1", "0", "7")]),
-    "-lambda": (("1",), [*NUM, "0", "-1"]),
+    "-lambda": (("1.1",), [*NUM, "0", "-1"]),
     "-energy": (("12000",), [*NUM, "0", "-12000"]),
     "-fluence": (("1e24",), [*NUM, "0", "-1e24"]),
     "-flux": (("1e12",), [*NUM, "0", "-1e12"]),
@@ -128,7 +130,7 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-vdivstep": (("0.1",), [*NUM, "0", "-0.1"]),
     "-vdivsteps": (("3",), [*INT, "0", "-3"]),
     "-divsteps": (("3",), [*INT, "0", "-3"]),
-    "-adc": (("40",), [*NUM, "-1"]),
+    "-adc": (("30",), [*NUM, "-1"]),
     "-phi": (("5",), [*NUM]),
     "-osc": (("1",), [*NUM]),
     "-phistep": (("0.1",), [*NUM]),
@@ -149,7 +151,7 @@ TABLE: dict[str, tuple[tuple[str, ...], list]] = {
     "-noisefile": (("x",), [*FILE]),
     "-scale": (("1",), [*NUM, "0", "-1"]),
     "-pgmscale": (("1",), [*NUM, "0", "-1"]),
-    "-fudge": (("1",), [*NUM, "0", "-1"]),
+    "-fudge": (("2",), [*NUM, "0", "-1"]),
     "-printout_pixel": (("3", "4"), [("3", "x"), ("nan", "4"), ("-1", "4")]),
     "-seed": (("5",), [*INT, "1e30"]),
     "-mosaic_seed": (("5",), [*INT, "1e30"]),
@@ -187,7 +189,29 @@ def test_bad_value(flag, values, cli_error):
                                                        "-sourcefile")],
                          ids=lambda x: x if isinstance(x, str) else " ".join(x))
 def test_good_values_parse(flag, values, tmp_path):
-    parse_nanobragg_args(BASE + [flag, *values], cwd=str(tmp_path))
+    """A good value is read, not only taken: the run it makes differs from the run without it (its
+    simulation or its outputs), but for the flags that mean nothing in this run (``INERT``)."""
+    def made(argv):
+        p = parse_nanobragg_args(argv, cwd=str(tmp_path))
+        return json.dumps(p.simulation.to_dict(), sort_keys=True, default=str) + repr(p.outputs)
+
+    changed = made(BASE + [flag, *values]) != made(BASE)
+    assert changed == (flag not in INERT), (flag, values)
+
+
+#: flags whose good value changes nothing in BASE's run (what they act on is absent there)
+INERT = {
+    "-density", "-molec", "-MW",  # the crystal's size from its mass: only with -xtalsize/-flux-type options
+    "-Xclose", "-Yclose", "-ORGX", "-ORGY",  # the beam centre of other conventions (BASE: MOSFLM's)
+    "-detector_thicksteps", "-thicksteps",  # layers of a sensor with no thickness
+    "-exposure", "-beamsize",  # the fluence from -flux, not given
+    "-mosaic_dom", "-mosaic_seed",  # domains of a crystal without mosaic spread
+    "-dispsteps",  # wavelengths without -dispersion
+    "-misset_seed",  # without -misset random
+    "-dump", "-stolout", "-printout_pixel",  # the C program's debugging outputs, ignored
+    "-pivot",  # a detector not rotated sits at the same place about either pivot
+    "-detsize", "-detsize_f", "-detsize_s",  # BASE's -detpixels sets the size, as in C
+}
 
 
 @pytest.mark.parametrize("extra", [
@@ -395,9 +419,21 @@ def test_numbers_python_reads_but_c_does_not(flag, value, cli_error):
     cli_error(BASE + [flag, *value.split(" ")] if flag == "-roi" else BASE + [flag, value], flag)
 
 
-@pytest.mark.parametrize("value", ["+3", " 3", "3 ", ".5e1", "3.", "-0"])
-def test_c_style_numbers_are_read(value, tmp_path):
-    parse_nanobragg_args(BASE + ["-phi", value], cwd=str(tmp_path))
+@pytest.mark.parametrize("value, number", [("+3", 3.0), (" 3", 3.0), ("3 ", 3.0), (".5e1", 5.0), ("3.", 3.0),
+                                           ("-0", 0.0), ("1e1", 10.0), ("2.5E-1", 0.25)])
+def test_c_style_numbers_are_read(value, number, tmp_path):
+    """What C's atof reads, read as the same number: an angle, a length and a count."""
+    import math
+
+    sim = parse_nanobragg_args(BASE + ["-phi", value], cwd=str(tmp_path)).simulation
+    assert sim.crystal.phi0_rad == number / (180.0 / math.pi) and math.copysign(  # x/RTD, as C
+        1.0, sim.crystal.phi0_rad + 0.0) == 1.0
+    if number > 0:
+        sim = parse_nanobragg_args(BASE + ["-distance", value], cwd=str(tmp_path)).simulation
+        assert sim.detector.geometry.distance_m == pytest.approx(number / 1000.0, rel=1e-15)
+    if number >= 1 and number == int(number) and "." not in value and "e" not in value.lower():
+        sim = parse_nanobragg_args(BASE + ["-N", value], cwd=str(tmp_path)).simulation
+        assert tuple(sim.crystal.n_cells) == (int(number),) * 3
 
 
 @pytest.mark.parametrize("name", ["a\nb", "a\rb", "x\x1by"], ids=ascii)

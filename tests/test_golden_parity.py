@@ -10,7 +10,7 @@ from bragg_dask.io.smv import int_image, read_smv
 from bragg_dask.physics.roi import roi_mask
 from bragg_dask.stats import int_scale
 
-from .conftest import CASES, IMPLEMENTED, case_by_id, rel_err, simulate_case, spec_cases
+from .conftest import PIXEL_TOL, CASES, IMPLEMENTED, case_by_id, pixel_err, rel_err, simulate_case, spec_cases
 
 SPEC = spec_cases()
 
@@ -24,6 +24,7 @@ def test_issue_feature_set_is_covered():
 def test_spec_float64_matches_c(case):
     _, res = simulate_case(case, dtype=torch.float64)
     assert rel_err(res.image, case.reference()) <= 1e-5
+    assert pixel_err(res.image, case.reference()) <= PIXEL_TOL  # every pixel, the faint ones too
 
 
 @pytest.mark.parametrize("case", SPEC, ids=lambda c: c.id)
@@ -74,6 +75,7 @@ def test_c_parity_float64_matches_c(case):
     threads = int(case.meta.get("omp_threads", 1))
     _, res = simulate_case(case, parity="c", c_threads=threads)
     assert rel_err(res.image, case.reference()) <= 1e-5
+    assert pixel_err(res.image, case.reference()) <= PIXEL_TOL
 
 
 @pytest.mark.parametrize("case", [c for c in SPEC if c.meta["mode"] == "spec"], ids=lambda c: c.id)
