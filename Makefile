@@ -28,6 +28,7 @@ run: $(STAMP)
 		-nonoise -nopgm -floatfile demo.bin -intfile demo.img --zarr demo.zarr --overwrite
 
 test: $(STAMP)
+	$(BIN)/ruff check bragg_dask tests benchmarks
 	$(BIN)/python -m pytest -q
 
 clean:

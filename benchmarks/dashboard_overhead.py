@@ -184,7 +184,8 @@ def markdown(report: dict, arms: list[str]) -> str:
             x = w["arms"][arm]
             served = f"{x['compute_s_over_served']:.3f}" if "compute_s_over_served" in x else "-"
             lines.append(f"| {name} | {arm} | {x['median_wall_s']:.2f} s | {x['median_run_s']:.2f} s | "
-                         f"{x['median_compute_s']:.2f} s ({x['spread_compute_s'][0]:.2f}-{x['spread_compute_s'][1]:.2f})"
+                         f"{x['median_compute_s']:.2f} s "
+                         f"({x['spread_compute_s'][0]:.2f}-{x['spread_compute_s'][1]:.2f})"
                          f" | {served} | {x['compute_s_over_none']:.3f} | {x['run_s_over_none']:.3f} |")
     return "\n".join(lines)
 

@@ -556,7 +556,8 @@ def card_summary(doc: dict) -> dict | None:
                  "torch": (env.get("torch") or {}).get("version"), "triton": (env.get("triton") or {}).get("version"),
                  "cuda": env.get("torch_cuda"), "gpu": env.get("gpu"), "nvidia_smi": env.get("nvidia_smi")}
     big = "pilatus-mosaic-sweep"
-    out["kernel_gevals_per_s"] = {d: max((r["gevals_per_s"] for r in pick("image", workload=big, dtype=d)), default=None)
+    out["kernel_gevals_per_s"] = {d: max((r["gevals_per_s"] for r in pick("image", workload=big, dtype=d)),
+                                         default=None)
                                   for d in ("float32", "float64")}
     out["kernel_definition"] = (f"{big} (Pilatus 6M, 2463 x 2527 pixels, 100 orientations, 622.4 M evaluations): the "
                                 "whole image through the serial executor (per-pixel geometry, the fused orientation "

@@ -89,8 +89,8 @@ def _triton_rows(save, name, dname, prep, fs, sc, ev) -> None:
             try:
                 got = triton_sum.orientation_sum(fs.spec, sx, sy, sz, fs.cells, fs.table, block, warps)
                 err = float((got - ref).abs().max() / ref.abs().max())
-                med = _event_median(lambda: triton_sum.orientation_sum(fs.spec, sx, sy, sz, fs.cells, fs.table,
-                                                                        block, warps))
+                med = _event_median(lambda b=block, w=warps: triton_sum.orientation_sum(
+                    fs.spec, sx, sy, sz, fs.cells, fs.table, b, w))
                 save({"kind": "sum_triton", "workload": name, "dtype": dname, "block": block, "warps": warps,
                       "seconds": med, "gevals_per_s": round(ev / med / 1e9, 3), "vs_compiled_rel": err})
             except Exception as exc:  # noqa: BLE001 - recorded
@@ -107,13 +107,15 @@ def _process_rows(save, args, cwd: Path, dev: str, dtypes: list[str], t_end: flo
     save({"kind": "process", "what": "import torch", "seconds": round(time.perf_counter() - t0, 3)})
     if dev.startswith("cuda"):
         for what, code in (("import torch; CUDA context", "import torch; torch.zeros(1, device='cuda')"),
-                           ("import torch, triton; CUDA context", "import torch, triton; torch.zeros(1, device='cuda')")):
+                           ("import torch, triton; CUDA context",
+                            "import torch, triton; torch.zeros(1, device='cuda')")):
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True, env=env)
             save({"kind": "process", "what": what, "seconds": round(time.perf_counter() - t0, 3)})
     for dname in dtypes:
         with tempfile.TemporaryDirectory() as cache:
-            for label, device, e in (("cold", dev, {"TRITON_CACHE_DIR": cache}), ("warm", dev, {"TRITON_CACHE_DIR": cache}),
+            for label, device, e in (("cold", dev, {"TRITON_CACHE_DIR": cache}),
+                                     ("warm", dev, {"TRITON_CACHE_DIR": cache}),
                                      ("cpu", "cpu", {})):
                 if time.perf_counter() > t_end:
                     return

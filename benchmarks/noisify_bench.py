@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The detector response of a Pilatus 6M frame, per frame, against the C program ``noisify``.
 
-usage: .venv/bin/python benchmarks/noisify_bench.py --noisify PATH [--rounds N] [--dataset-frames N] [--frames bragg,lit]
+usage: .venv/bin/python benchmarks/noisify_bench.py --noisify PATH [--rounds N] [--dataset-frames N]
+       [--frames bragg,lit]
            [--cases r3,r10,r3-noise] [--workloads ../shared/bench/workloads.json] [--json OUT] [--markdown OUT]
 
 The frame is the shared ``pilatus-still`` workload (2463 x 2527 pixels of 172 um) simulated into a
@@ -119,7 +120,8 @@ def main() -> int:
                     runs[f, c]["ours"].append(time_ours(stores[f], c))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"torch threads {torch.get_num_threads()}")
     lines = [f"Machine: {machine}; medians of {a.rounds} paired rounds; ours per frame over a {a.dataset_frames}-frame "
              "dataset store; ratio = C / ours.", "",
              "| frame | case | C noisify | ours per frame | ratio |", "|---|---|---|---|---|"]

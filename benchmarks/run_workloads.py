@@ -243,7 +243,8 @@ def main() -> int:
                 load = statistics.median(loads)
                 for d in dtypes:
                     med = statistics.median(ours[d])
-                    rec = {"workload": name, "dtype": d, "compile": modes[0], "process_s": med, "process_runs_s": ours[d],
+                    rec = {"workload": name, "dtype": d, "compile": modes[0], "process_s": med,
+                           "process_runs_s": ours[d],
                            "c_process_s": c_med, "c_runs_s": c_runs, "speedup_vs_c": (c_med / med) if c_med else None,
                            "torch_import_s": imp, "beyond_import_s": med - imp, "torch_load_s": load,
                            "beyond_load_s": med - load}

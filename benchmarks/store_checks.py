@@ -61,7 +61,7 @@ def main() -> int:
         try:
             trees = {"base": base, "this": REPO}
             work = {k: tmp / f"run-{k}" for k in trees}
-            for k, d in work.items():
+            for d in work.values():
                 d.mkdir()
                 shutil.copy(REPO / "demo" / "demo.hkl", d / "demo.hkl")
             env = {k: dict(os.environ, PYTHONPATH=str(t), BRAGG_DASK_QUICK_EXIT="1") for k, t in trees.items()}

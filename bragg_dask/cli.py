@@ -154,7 +154,8 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
                    "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed",
                    "--memory-limit", "--listen", "--dashboard-address", "--tls-ca-file", "--tls-cert", "--tls-key",
-                   "--connect-timeout", "--compile", "--max-evaluations", "--psf", "--psf-fwhm", "--psf-radius", "--readout",
+                   "--connect-timeout", "--compile", "--max-evaluations", "--psf", "--psf-fwhm", "--psf-radius",
+                   "--readout",
                    "--flicker", "--calibration", "--gain"}
     service, c_args = [], []
     i = 0
@@ -210,7 +211,8 @@ def _check_applies(opts) -> None:
     remote = bool(opts.scheduler or opts.scheduler_file)
     cluster = remote or bool(opts.zarr)
     for flag, given in (("--workers", opts.workers is not None), ("--worker-processes", opts.worker_processes),
-                        ("--listen", opts.listen is not None), ("--dashboard-address", opts.dashboard_address is not None),
+                        ("--listen", opts.listen is not None),
+                        ("--dashboard-address", opts.dashboard_address is not None),
                         ("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
                         ("--tls-key", opts.tls_key)):
         if given and not cluster:
@@ -323,7 +325,8 @@ def _detector_model(opts, outputs, check: bool = False) -> None:
 
     if check:
         return check_model(opts, outputs)
-    _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames_of(opts.zarr, None, True, check=False), True)}")
+    frames = frames_of(opts.zarr, None, True, check=False)
+    _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames, True)}")
 
 
 def _subcommand(name: str, argv: list[str]) -> int:

@@ -110,7 +110,8 @@ def repair(path: str, found) -> str:
         try:
             settings, parsed, dataset, sim, outputs = cli.prepare(opts, c_args)
         except ConfigError as exc:
-            raise ConfigError(f"cannot repair {path}: its recorded command fails now ({exc})", flag="--repair") from None
+            raise ConfigError(f"cannot repair {path}: its recorded command fails now ({exc})",
+                              flag="--repair") from None
         executor = executor_for(store=opts.zarr, cluster=cli._cluster_options(opts), overwrite=False,
                                 dataset=dataset, outputs=outputs, command=command)
         if model_given(opts):
@@ -119,7 +120,8 @@ def repair(path: str, found) -> str:
             result = execute(sim, settings, executor)
         except store.OtherConfiguration:
             raise ConfigError(f"cannot repair {path}: its recorded command (in {command['cwd']}) now describes another "
-                              "configuration (its input files changed?); nothing was written", flag="--repair") from None
+                              "configuration (its input files changed?); nothing was written",
+                              flag="--repair") from None
     redone = _model_again(path, model_frames, found)
     what = f"{result.computed} tile{'s' if result.computed != 1 else ''} computed again"
     return what + (f", the detector model applied again to frame{'s' if len(redone) > 1 else ''} "

@@ -509,7 +509,8 @@ def _everything_culled(p: RawParams, geo: DetectorGeometry, sources: tuple[Sourc
     hit = np.asarray(geo.beam, dtype=np.float64) * float(np.dot(geo.pix0_m, geo.odet)) / max(
         float(np.dot(geo.beam, geo.odet)), 1e-300) - np.asarray(geo.pix0_m)
     px = p.pixel_size
-    order = np.argsort(np.hypot(fpix * px - float(hit @ np.asarray(geo.fdet)), spix * px - float(hit @ np.asarray(geo.sdet))))
+    order = np.argsort(np.hypot(fpix * px - float(hit @ np.asarray(geo.fdet)),
+                                spix * px - float(hit @ np.asarray(geo.sdet))))
     per = max(1, chunk // max(1, detector.oversample ** 2 * detector.thicksteps * len(sources)))
     for k in range(0, order.size, per):
         idx = order[k : k + per]

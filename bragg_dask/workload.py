@@ -110,7 +110,8 @@ def check_tasks(grid: tuple[int, int], tile: tuple[int, int], frames: int, whole
         return
     fix = "give fewer frames" if whole_frames or n_tiles * (ITEM_BYTES + TASK_BYTES) <= budget // 4 else \
         "give a larger --tile"
-    raise ConfigError(f"{n_tiles:,} tiles of {tile[0]} x {tile[1]} pixels x {frames:,} frame{'s' if frames > 1 else ''} "
+    plural = "s" if frames > 1 else ""
+    raise ConfigError(f"{n_tiles:,} tiles of {tile[0]} x {tile[1]} pixels x {frames:,} frame{plural} "
                       f"make {tasks:,} Dask tasks, about {fmt(need)} of the client's and scheduler's memory, more than "
                       f"the {fmt(budget)} budget ({source}): {fix}",
                       flag="--tile" if fix.endswith("--tile") else flag)

@@ -3,9 +3,8 @@ exit status 2, no traceback, and nothing written.  The Python configuration clas
 
 from __future__ import annotations
 
-import json
-
 import dataclasses
+import json
 import math
 import os
 
@@ -618,7 +617,8 @@ def test_a_mask_of_a_type_that_cannot_be_read_is_one_line(cli_error, tmp_path):
     (["--tls-ca-file", "ca.pem"], "--tls-ca-file", "computes in this process"),
     (["--connect-timeout", "3"], "--connect-timeout", "there is none"),
     (["--zarr", "s.zarr", "--connect-timeout", "3"], "--connect-timeout", "there is none"),
-    (["--zarr", "s.zarr", "--tls-ca-file", "nope.pem", "--tls-cert", "c.pem"], "--tls-ca-file", "no such file nope.pem"),
+    (["--zarr", "s.zarr", "--tls-ca-file", "nope.pem", "--tls-cert", "c.pem"], "--tls-ca-file",
+     "no such file nope.pem"),
     (["--zarr", "s.zarr", "--tls-ca-file", ".", "--tls-cert", "c.pem"], "--tls-ca-file", "not a file"),
     (["--scheduler-file", "nope.json"], "--scheduler-file", "no scheduler file nope.json"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))

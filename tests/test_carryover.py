@@ -19,8 +19,8 @@ from bragg_dask.carryover import (
     segments,
     tile_states,
 )
-from bragg_dask.executors.states import compute_states
 from bragg_dask.executors.serial import run_serial
+from bragg_dask.executors.states import compute_states
 from bragg_dask.nanobragg_args import parse_nanobragg_args
 from bragg_dask.physics.crystal import carryover_matters, zero_phi_rotations
 from bragg_dask.physics.kernel import simulate_tile

@@ -384,11 +384,10 @@ def test_the_main_jobs_output_is_short_in_a_log(tmp_path):
 def test_the_cluster_libraries_records_stay_off_the_runs_report(capsys):
     """A tornado 'Exception in callback' traceback (distributed's sync interrupted by Ctrl-C logs one) or a
     distributed warning is not printed on stdout by the CLI's handler; the run's own lines are."""
+    import io
     import logging
 
     from bragg_dask.cli import _StdoutHandler
-
-    import io
 
     buf = io.StringIO()
     handler = _StdoutHandler(buf)

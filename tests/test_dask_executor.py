@@ -269,7 +269,6 @@ def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_
 
 def test_a_dataset_store_refuses_part_of_a_frame(tmp_path):
     from bragg_dask import store as zstore
-    from bragg_dask.frames import DatasetSpec
 
     sim = parse_nanobragg_args(["-cell", "40", "40", "40", "90", "90", "90", "-default_F", "10", "-N", "3",
                                 "-detpixels", "16", "-phi", "0", "-osc", "1", "-nonoise", "-nopgm"], cwd=".").simulation

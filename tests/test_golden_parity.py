@@ -10,7 +10,7 @@ from bragg_dask.io.smv import int_image, read_smv
 from bragg_dask.physics.roi import roi_mask
 from bragg_dask.stats import int_scale
 
-from .conftest import PIXEL_TOL, CASES, IMPLEMENTED, case_by_id, pixel_err, rel_err, simulate_case, spec_cases
+from .conftest import CASES, IMPLEMENTED, PIXEL_TOL, case_by_id, pixel_err, rel_err, simulate_case, spec_cases
 
 SPEC = spec_cases()
 

@@ -16,7 +16,6 @@ from bragg_dask.errors import InputFileError
 from bragg_dask.io import hkl as H
 from bragg_dask.io.textfile import PLAIN_NUMERIC, parse_integer, parse_number
 
-
 # ----------------------------------------------------------------------------- the oracle (old code)
 
 def _old_parse_records(text: str, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -97,7 +97,8 @@ def test_native_uniforms_and_poisson_are_numpys(monkeypatch, seed):
     rng = np.random.default_rng(7)
     idx = rng.integers(0, 2**42, size=200_000)
     lam = rng.random(200_000) * noise._SMALL_MEAN
-    with_lib = (noise.uniforms(seed, idx, 5), noise.uniforms(seed, idx, 2**33 + 1), noise._poisson_small(lam, idx, seed))
+    with_lib = (noise.uniforms(seed, idx, 5), noise.uniforms(seed, idx, 2**33 + 1),
+                noise._poisson_small(lam, idx, seed))
     monkeypatch.setattr(native, "_det_lib", None)
     monkeypatch.setattr(native, "_det_tried", True)
     assert noise._native() is None
@@ -163,7 +164,8 @@ def test_store_frame_kept_whole_or_by_bands_gives_the_same_bytes(one_frame, tmp_
             monkeypatch.setenv("BRAGG_DASK_MEMORY_LIMIT", budget)
         path = str(shutil.copytree(one_frame, tmp_path / f"s{budget}.zarr"))
         noisify_store.noisify_store_main(path, flags)
-        arrays.append({n: store.read_frame(path, 0, n) for n in (store.INT, store.NOISE) if n in store.image_arrays(path)})
+        arrays.append({n: store.read_frame(path, 0, n) for n in (store.INT, store.NOISE)
+                       if n in store.image_arrays(path)})
     assert kept == [True, False]
     assert arrays[0].keys() == arrays[1].keys() and store.INT in arrays[0]
     for name in arrays[0]:

@@ -19,7 +19,8 @@ SIM = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     d = tmp_path_factory.mktemp("made")
-    assert main_in(d, SIM + ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img", "--zarr", "s.zarr"]) == 0
+    files = ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img"]
+    assert main_in(d, SIM + files + ["--zarr", "s.zarr"]) == 0
     np.ones(32 * 32, "<f4").tofile(d / "ones.bin")
     return d
 

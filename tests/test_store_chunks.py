@@ -99,7 +99,7 @@ def test_a_damaged_checksummed_chunk_is_never_data(tmp_path, damage):
         g.get_chunk("img", (1, 0, 1))
     assert err.value.file == f and err.value.why
     if damage != "delete":
-        with pytest.raises(Exception):
+        with pytest.raises((ValueError, RuntimeError)):  # zarr's checksum, or its decoder
             zarr.open_group(path, mode="r")["img"][1, 0:4, 4:7]
 
 

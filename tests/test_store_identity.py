@@ -45,7 +45,7 @@ CHANGES = {
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     out = {}
-    for name, (argv, _) in CHANGES.items():
+    for argv, _ in CHANGES.values():
         key = " ".join(argv)
         if key not in out:
             d = tmp_path_factory.mktemp("made")

@@ -13,7 +13,8 @@ from bragg_dask import store as zstore
 from bragg_dask.cli import main
 
 BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
-        "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-nopgm", "-seed", "11", "-osc", "1", "--tile", "16",
+        "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-nopgm", "-seed", "11", "-osc", "1",
+        "--tile", "16",
         "--zarr", "s.zarr"]
 SERIES = BASE + ["--frames", "3"]  # a dataset: its int and noise arrays are the model's
 SINGLE = BASE + ["-intfile", "i.img", "-noisefile", "n.img"]  # one frame, the simulation's int and noise too

@@ -350,7 +350,8 @@ def test_readers_take_a_frame_the_model_never_wrote_for_what_it_is(nonoise_model
     assert main_in(clean, ["export", "s.zarr", "--frame", "0", "-noisefile", str(tmp_path / "n.img")]) == 2
     err = capsys.readouterr().err
     assert "no noise seed" in err and "damaged" not in err, err
-    assert main_in(clean, ["export", "s.zarr", "--frame", "0", "-noisefile", str(tmp_path / "n.img"), "-seed", "4"]) == 0
+    out = str(tmp_path / "n.img")
+    assert main_in(clean, ["export", "s.zarr", "--frame", "0", "-noisefile", out, "-seed", "4"]) == 0
     assert main_in(clean, ["export", "s.zarr", "--frame", "1", "-noisefile", str(tmp_path / "m.img")]) == 0
 
 

@@ -28,7 +28,7 @@ from ..physics.constants import DEFAULT_ADC_OFFSET
 from ..physics.kernel import batch_points
 from ..physics.roi import roi_count, roi_mask
 from ..physics.tiles import TileState
-from ..plan import TileSpec, TilePlan, plan_tiles
+from ..plan import TilePlan, TileSpec, plan_tiles
 from ..progress import Progress
 from ..runtime import tune_allocator
 from ..settings import ClusterOptions, RunSettings, noise_seed, torch_dtype

@@ -15,7 +15,8 @@ Layout (docs/architecture.md section 6)::
 
 Every array has ``dimension_names``, ``units`` and ``long_name`` (:data:`LABELS`), and the image
 arrays name their coordinates; the group records the detector as a pyFAI PONI (:func:`poni`).  So
-``xarray.open_zarr(path)`` gives labelled arrays; nothing from this package is needed to read a store.  All-zero chunks are legitimate data: completeness is
+``xarray.open_zarr(path)`` gives labelled arrays; nothing from this package is needed to read a store.
+All-zero chunks are legitimate data: completeness is
 ``tiles_done``, never the presence of a chunk.
 
 Safety (see :func:`open_store`):
@@ -56,13 +57,34 @@ from ..physics.geometry import pyfai_geometry
 from ..plan import TilePlan
 from ..store_lock import LOCK_NAME, StoreLock, alive
 from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk, writable
-from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
 from .integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
+from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+from .reading import (
+    FrameRecord,
+    StoreFrame,
+    frame_count,
+    frame_record,
+    frame_tiles,
+    frames_phi0_deg,
+    image_arrays,
+    read_frame,
+    store_metadata,
+    tile_stats_rows,
+    tiles_done,
+)
 from .verify import Problem, Scan, check_frames, scan, usable_tiles
-from .reading import (FrameRecord, StoreFrame, frame_count, frame_record, frame_tiles, frames_phi0_deg, image_arrays,
-                      read_frame, store_metadata, tile_stats_rows, tiles_done)
-from .writing import (drop_frame_images, read_tile_image, stats_from_row, stats_row, whole_frames, write_frame_image,
-                      write_frame_metadata, write_frames_stats, write_tile_image, write_tiles)
+from .writing import (
+    drop_frame_images,
+    read_tile_image,
+    stats_from_row,
+    stats_row,
+    whole_frames,
+    write_frame_image,
+    write_frame_metadata,
+    write_frames_stats,
+    write_tile_image,
+    write_tiles,
+)
 
 log = logging.getLogger(__name__)
 # zarr lists a group's folder in its own event-loop thread (consolidating, listing arrays) and warns there
@@ -70,16 +92,16 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Object at \.bragg_dask\.", category=UserWarning)
 
 __all__ = [
-    "DamagedChunk", "Problem", "Scan", "check_frames", "damage_error", "scan", "usable_tiles",
-    "FLOAT", "FORMAT_VERSION", "drop_frame_images", "frame_count", "FRAME_STATS", "FrameRecord", "IMAGE_COORDS", "INT", "LABELS", "LOCK_NAME",
-    "NOISE", "OpenStore", "OtherConfiguration", "STAT_FIELDS", "StoreError", "StoreFrame", "StoreSession", "consolidate",
-    "ensure_image_array", "frame_record", "frame_tiles", "frames_phi0_deg", "fsync_enabled", "fsync_path",
-    "image_arrays", "is_store", "check_metadata", "looks_like_store", "mark_complete", "note_fault", "open_or_create", "open_store", "opened",
-    "poni", "read_frame", "read_tile_image", "record_response", "drop_response", "sync_response",
-    "run_fingerprint", "run_record",
+    "check_frames", "check_metadata", "consolidate", "damage_error", "DamagedChunk", "drop_frame_images",
+    "drop_response", "ensure_image_array", "FLOAT", "FORMAT_VERSION", "frame_count", "frame_record", "FRAME_STATS",
+    "frame_tiles", "FrameRecord", "frames_phi0_deg", "fsync_enabled", "fsync_path", "image_arrays", "IMAGE_COORDS",
+    "INT", "is_store", "LABELS", "LOCK_NAME", "looks_like_store", "mark_complete", "NOISE", "note_fault",
+    "open_or_create", "open_store", "opened", "OpenStore", "OtherConfiguration", "poni", "Problem", "read_frame",
+    "read_tile_image", "record_response", "run_fingerprint", "run_record", "scan", "Scan", "STAT_FIELDS",
     "stats_from_row", "stats_row", "store_attrs", "store_fault", "store_metadata", "stored_noise_seed",
-    "stored_tile_shape", "sync_chunk", "tile_stats_rows", "tiles_done", "whole_frames", "write_frame_image",
-    "write_frame_metadata", "write_frames_stats", "write_tile_image", "write_tiles",
+    "stored_tile_shape", "StoreError", "StoreFrame", "StoreSession", "sync_chunk", "sync_response", "tile_stats_rows",
+    "tiles_done", "usable_tiles", "whole_frames", "write_frame_image", "write_frame_metadata", "write_frames_stats",
+    "write_tile_image", "write_tiles",
 ]
 
 #: 2: every chunk carries its CRC-32C and is written even when all fill value (1: neither)

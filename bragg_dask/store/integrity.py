@@ -50,7 +50,8 @@ def metadata_problems(path: str) -> list[tuple[str, str]]:
             problems.append((file, "missing"))
             return None
         except (OSError, ValueError) as exc:
-            problems.append((file, f"not readable JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"))
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            problems.append((file, f"not readable JSON ({why})"))
             return None
         if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
             problems.append((file, "not Zarr v3 metadata"))
@@ -62,7 +63,7 @@ def metadata_problems(path: str) -> list[tuple[str, str]]:
         return problems
     if ((group.get("attributes") or {}).get("bragg_dask") or {}).get("package") != "bragg_dask":
         return [(os.path.join(path, "zarr.json"), "no bragg_dask record in its attributes")]
-    held = set((((group.get("consolidated_metadata") or {}).get("metadata")) or {}))
+    held = set(((group.get("consolidated_metadata") or {}).get("metadata")) or {})
     held |= {e for e in os.listdir(path) if os.path.isdir(os.path.join(path, e)) and not e.startswith(".")}
     for name in sorted(held | set(REQUIRED_ARRAYS)):
         meta = node(os.path.join(path, name))

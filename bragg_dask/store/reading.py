@@ -67,7 +67,8 @@ def frame_record(path: str, frame: int, flag: str = "export", check: bool = True
     seed = int(g["noise_seed"][frame])
     complete = bool(np.asarray(g["tiles_done"][frame]).all())
     return FrameRecord(config=meta["config"], n_frames=n_frames, complete=complete,
-                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]), rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
+                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]),
+                       rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
 
 
 def frame_count(path: str) -> int:

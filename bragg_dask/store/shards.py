@@ -5,7 +5,8 @@ Part of :mod:`bragg_dask.store`.  A sharded image array (a dataset of frames of 
 each little-endian bytes through zstd (and, in stores of format 2, the CRC-32C of those bytes), one
 after the other, then the shard's index (an ``(offset, nbytes)`` pair of little-endian uint64 per
 inner chunk in C order; both all ones for a chunk not stored: in an older store, one all fill value;
-a checksummed shard stores every chunk) followed by the index's CRC-32C (little-endian uint32): Zarr v3's ``sharding_indexed`` codec with its index at the end, the layout
+a checksummed shard stores every chunk) followed by the index's CRC-32C (little-endian uint32): Zarr
+v3's ``sharding_indexed`` codec with its index at the end, the layout
 :func:`~bragg_dask.store._init_arrays` makes (:func:`layout` says whether an array has it).  zarr
 encodes a shard's chunks one after the other in its event loop; here they are compressed on the
 caller's threads (``pool``), and a band of rows is read by decoding only its chunks.  This module is

@@ -26,11 +26,11 @@ import warnings
 
 import numpy as np
 
+from . import shards
 from .chunks import OpenStore, read_chunk_file
 from .codec import chunk_codec
 from .integrity import DamagedChunk, damage_error, metadata_problems
 from .names import FLOAT, INT, NOISE
-from . import shards
 
 IMAGES = (FLOAT, INT, NOISE)
 #: arrays whose chunks are per tile (checked per done tile), besides the images
@@ -223,6 +223,9 @@ class _Scanner:
         file = self.g.chunk_file(name, (k, 0, 0))
         required = want and bool(self.done[k].any())
 
+        def where(kk: int) -> str:
+            return f"{file} (inner chunk {divmod(kk, lay.grid[1])})"
+
         def run():
             raw = _read(file)
             if raw is None:
@@ -236,9 +239,9 @@ class _Scanner:
                     off = int(index[kk, 0])
                     if off == shards._EMPTY:
                         if lay.codec.crc:
-                            raise DamagedChunk(f"{file} (inner chunk {divmod(kk, lay.grid[1])})", "missing from its shard")
+                            raise DamagedChunk(where(kk), "missing from its shard")
                         continue
-                    lay.codec.check(raw[off : off + int(index[kk, 1])], f"{file} (inner chunk {divmod(kk, lay.grid[1])})",
+                    lay.codec.check(raw[off : off + int(index[kk, 1])], where(kk),
                                     lay.inner[1] * lay.inner[2] * lay.dtype.itemsize)
                 except DamagedChunk as exc:
                     bad.append(_At(exc, divmod(kk, lay.grid[1])))
