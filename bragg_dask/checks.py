@@ -21,7 +21,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .resolve import ParsedArgs, RawParams
+    from .nanobragg.params import ParsedArgs, RawParams
     from .stats import ImageStats
 
 OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),

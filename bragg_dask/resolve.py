@@ -5,18 +5,15 @@
 name or type says so (``noise_seed``: ``-seed``'s value as given; ``interpolate``: an
 :class:`Interpolation`).  :func:`resolve` then applies the program's set-up: detector size, fluence,
 beam clip, phi/mosaic/divergence/sensor auto rules, the random misset and mosaic draws (one shared
-generator), geometry, cell, crystal size, structure factors, oversampling; and checks what the C
-program would silently get wrong.
-"""
+generator), geometry, cell, crystal size, structure factors, oversampling; :mod:`.feasibility` checks
+what the C program would silently get wrong, or never finish."""
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,9 +25,10 @@ from .io.mosflm import read_mat
 from .io.smv import line_of, read_smv_frame, value_of
 from .io.sourcefile import read_sources
 from .io.stol import read_stol
-from .memory import fmt, memory_budget
+from .nanobragg import feasibility
+from .nanobragg.params import Interpolation, OutputOptions, ParsedArgs, RawParams
 from .physics import crystal as xtal
-from .physics.constants import C_INT_MAX, DEFAULT_ADC_OFFSET, DEFAULT_FLUENCE, RTD
+from .physics.constants import C_INT_MAX, RTD
 from .physics.geometry import DetectorGeometryInput, resolve_detector_geometry
 from .physics.rng import Ran1, mosaic_rotation_umat, umat_to_misset
 from .physics.sources import auto_steps, divergence_sources
@@ -41,140 +39,7 @@ if TYPE_CHECKING:
     from .physics.crystal import CellVectors
     from .physics.geometry import DetectorGeometry
 
-NAN = float("nan")
-#: the C program's default ``mosaic_seed`` (L357): ran1's seed for the mosaic domains
-DEFAULT_MOSAIC_RNG_SEED = -12345678
 log = logging.getLogger(__name__)
-
-
-class Interpolation(enum.IntEnum):
-    """The user's ``-interpolate`` / ``-nointerpolate`` setting (the last flag wins; neither: AUTO).
-
-    AUTO turns tricubic interpolation on when any of Na, Nb, Nc is <= 2 (C L1778-1790).  An int
-    enum, so that it compares and serialises as the C program's 0/1/2.
-    """
-
-    OFF = 0
-    ON = 1
-    AUTO = 2
-
-
-@dataclass
-class RawParams:
-    """The C program's variables after the argument loop (SI units; -1/NaN mean unset)."""
-
-    n_cells: list = field(default_factory=lambda: [1, 1, 1])
-    cell: list | None = None  # a, b, c (A), alpha, beta, gamma (deg); 0 = not given
-    misset: tuple | None = None  # radians
-    misset_random: bool = False
-    sample_xyz: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    xbeam: float = NAN
-    ybeam: float = NAN
-    xclose: float = NAN
-    yclose: float = NAN
-    orgx: float = NAN
-    orgy: float = NAN
-    pivot: str = "beam"
-    convention: str = "mosflm"
-    vectors: dict = field(default_factory=dict)
-    distance: float = 0.1
-    close_distance: float = NAN
-    detector_thick: float = 0.0
-    detector_mu: float = -1.0
-    detector_thicksteps: int = -1
-    twotheta: float = 0.0
-    rot: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    detsize_f: float = 0.1024
-    detsize_s: float = 0.1024
-    fpixels: int = 0
-    spixels: int = 0
-    curved: bool = False
-    pixel_size: float = 0.0001
-    point_pixel: bool = False
-    polarization: float = 0.0
-    nopolar: bool = False
-    oversample_thick: bool = False
-    oversample_polar: bool = False
-    oversample_omega: bool = False
-    oversample: int = -1
-    roi: list | None = None
-    lambda0: float = 1.0e-10
-    fluence: float = DEFAULT_FLUENCE
-    flux: float = 0.0
-    exposure: float = 1.0
-    beamsize: float = 1e-4
-    mosaic_spread: float = -1.0
-    mosaic_domains: int = -1
-    dispersion: float = 0.0
-    dispsteps: int = -1
-    hdivrange: float = -1.0
-    vdivrange: float = -1.0
-    hdivstep: float = -1.0
-    vdivstep: float = -1.0
-    hdivsteps: int = -1
-    vdivsteps: int = -1
-    round_div: bool = True
-    adc: float = DEFAULT_ADC_OFFSET
-    phi0: float = 0.0
-    osc: float = -1.0
-    phistep: float = -1.0
-    phisteps: int = -1
-    dmin: float = 0.0
-    matfile: str | None = None
-    hklfile: str | None = None
-    default_F: float = 0.0
-    sourcefile: str | None = None
-    stolfile: str | None = None
-    floatfile: str = "floatimage.bin"
-    intfile: str = "intimage.img"
-    pgmfile: str = "image.pgm"
-    noisefile: str = "noiseimage.img"
-    write_pgm: bool = True
-    write_noise: bool = True
-    intfile_scale: float = 0.0
-    pgm_scale: float = 0.0
-    progress: bool = True
-    interpolate: Interpolation = Interpolation.AUTO
-    shape: str = "square"
-    fudge: float = 1.0
-    noise_seed: int | None = None  # -seed N: N, as given (None: the run picks a time-based one)
-    mosaic_rng_seed: int = DEFAULT_MOSAIC_RNG_SEED  # ran1's seed, -N for -mosaic_seed N (C L1105)
-    misset_rng_seed: int | None = None  # ran1's seed, -N for -misset_seed N (C L1109); None: -time
-    water: float = 0.0
-    mask: np.ndarray | None = None
-    mask_file: str | None = None
-    given: set = field(default_factory=set)
-    flag_of: dict = field(default_factory=dict)  # attribute -> the flag that set it (for messages)
-    flags: list = field(default_factory=list)  # (flag, values) in command-line order
-    header_files: dict = field(default_factory=dict)  # -img/-mask -> file name
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """What files to write and how (the C program's output flags).
-
-    ``intfile_scale``/``pgm_scale``: photons -> ADU (0: automatic); ``adc``: offset, ADU;
-    ``seed``: the noise seed the user gave (``-seed N`` -> N; ``None``: not given).
-    """
-
-    floatfile: str | None = "floatimage.bin"
-    intfile: str | None = "intimage.img"
-    pgmfile: str | None = None
-    noisefile: str | None = None
-    intfile_scale: float = 0.0
-    pgm_scale: float = 0.0
-    adc: float = DEFAULT_ADC_OFFSET
-    seed: int | None = None
-    progress: bool = True
-
-
-@dataclass(frozen=True)
-class ParsedArgs:
-    """A parsed command line: the simulation, the output options and the raw variables (for messages)."""
-
-    simulation: Simulation
-    outputs: OutputOptions
-    raw: RawParams
 
 
 def header_import(p: RawParams, argv: list[str], cwd: str) -> None:
@@ -278,27 +143,6 @@ def _domains(p: RawParams) -> tuple[float, int]:
     return spread, n
 
 
-#: memory each crystal orientation takes before and during a run (the domain's rotation held as numbers,
-#: the rotated cell vectors per orientation on the device and their copies); a generous round figure
-ORIENTATION_BYTES = 512
-
-
-def _check_orientations(p: RawParams, phisteps: int) -> None:
-    """Phi steps x mosaic domains: refused in one line, naming the flags that drive it and the figures,
-    before any table of that size is made (a count of 2^31 would otherwise take all memory or hours)."""
-    _, domains = _domains(p)
-    n = float(phisteps) * float(domains)
-    budget, source = memory_budget()
-    if n * ORIENTATION_BYTES <= budget:
-        return
-    drivers = (("-phisteps", "-phistep", "-osc") if phisteps >= domains else ()) + (
-        ("-mosaic_dom", "-mosaic_spr", "-mosaic") if domains > 1 else ())
-    given = [f for k in drivers for f, _ in p.flags if k in f]
-    raise ConfigError(f"{phisteps} phi step(s) x {domains} mosaic domain(s) = {n:.3g} crystal orientations, about "
-                      f"{fmt(n * ORIENTATION_BYTES)} of memory for their tables, more than the {fmt(budget)} budget "
-                      f"({source})", flag="/".join(dict.fromkeys(given)) or "-phisteps")
-
-
 def _mosaic(p: RawParams, rng: Ran1) -> tuple[float, tuple]:
     """(spread in radians, umats) after the domain auto rules (:func:`_domains`) and the domain draws
     (L2437-2456)."""
@@ -347,7 +191,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     detsize_f, detsize_s, fpixels, spixels = _detector_size(p)
     fluence, sample = _fluence_and_sample(p)
     phistep, phisteps = _phi_sampling(p)
-    _check_orientations(p, phisteps)
+    feasibility.check_orientations(p, phisteps, _domains(p)[1])
     rng = Ran1()  # one shuffle table shared by the misset and mosaic streams, in that order
     if p.misset_random:  # C L355-358: unless -misset_seed, ran1's seed is -time
         seed = p.misset_rng_seed if p.misset_rng_seed is not None else -int(time.time())
@@ -361,10 +205,10 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         xclose_m=p.xclose, yclose_m=p.yclose, orgx_px=p.orgx, orgy_px=p.orgy, pivot=p.pivot,
         rot_rad=tuple(p.rot), twotheta_rad=p.twotheta, custom_vectors=tuple(sorted(p.vectors.items())),
     ))
-    _check_geometry(p, geo)
+    feasibility.check_geometry(p, geo)
     recip, user_cell = _orientation(p, cwd)
     cell = xtal.real_space_cell(recip, p.misset, user_cell)
-    _check_crystal_sampling(p, cell, sample, geo)
+    feasibility.check_crystal_sampling(p, cell, sample, geo, _sensor(p)[1])
     n_cells = xtal.cells_from_sample_size(cell, tuple(p.n_cells), sample)
     sf = _structure_factors(p, cwd)
     sources = _sources(p, geo, cwd)
@@ -385,8 +229,8 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         mosaic_umats=umats, interpolate=_interpolate(p, sf),
     )
     detector = _detector(p, geo, fpixels, spixels, oversample)
-    _check_reach(p, geo, fpixels, spixels)
-    _check_dmin(p, geo, sources, fpixels, spixels, detector)
+    feasibility.check_reach(p, geo, fpixels, spixels)
+    feasibility.check_dmin(p, geo, sources, fpixels, spixels, detector)
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     return ParsedArgs(simulation=sim, outputs=_outputs(p), raw=p)
 
@@ -399,171 +243,6 @@ def _interpolate(p: RawParams, sf: StructureFactors) -> bool:
     if p.interpolate == Interpolation.AUTO:
         return any(n <= 2 for n in p.n_cells)
     return p.interpolate == Interpolation.ON
-
-
-def _nothing_to_render(p: RawParams, keys: tuple[str, ...], why: str, default: str = "-divergence") -> None:
-    """Refuse a run whose image would be all zero because nothing can be evaluated; name the user's flags."""
-    given = [(f, v) for f, v in p.flags if any(k in f for k in keys)]
-    names = "/".join(dict.fromkeys(f for f, _ in given)) or default
-    args = " ".join(" ".join((f,) + tuple(v)) for f, v in given)
-    raise ConfigError(f"{why} (given: {args})" if args else why, flag=names)
-
-
-_GEOMETRY_FLAGS = ("_vector", "_axis", "-detector_rot", "-twotheta", "-distance", "-close_distance",
-                   "-mosflm", "-xds", "-adxv", "-denzo", "-dials")
-
-
-def _check_geometry(p: RawParams, geo: DetectorGeometry) -> None:
-    """A detector that cannot see the sample: its plane holds the sample, or its axes are parallel."""
-    numbers = [geo.distance_m, geo.close_distance_m, geo.fbeam_m, geo.sbeam_m, *geo.pix0_m, *geo.fdet,
-               *geo.sdet, *geo.odet, *geo.beam]
-    if not all(math.isfinite(x) for x in numbers) or abs(geo.close_distance_m) < 1e-9 or geo.distance_m == 0:
-        _nothing_to_render(p, _GEOMETRY_FLAGS, "the detector plane passes through the sample (the beam is "
-                           "parallel to the detector, beam . odet = 0): no pixel can be evaluated", "-distance")
-    if magnitude(cross(geo.fdet, geo.sdet)) < 1e-9:
-        _nothing_to_render(p, ("-fdet_vector", "-sdet_vector"), "the fast and slow detector axes are parallel: "
-                           "the pixels lie on a line", "-fdet_vector")
-
-
-_PLACEMENT_FLAGS = ("-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX", "-ORGY", "-distance", "-close_distance",
-                    "-pixel", "-detsize", "-detpixels", "-img", "-mask")
-
-
-def _check_reach(p: RawParams, geo: DetectorGeometry, fpixels: int, spixels: int) -> None:
-    """A detector so far from the sample (a beam centre 1e300 mm off ...) that even its nearest pixel's
-    solid angle is 0 in floating point: every pixel renders 0, so refuse it."""
-    if p.curved:
-        return
-    px = p.pixel_size
-    pix0, f0, s0 = (np.asarray(v, dtype=np.float64) for v in (geo.pix0_m, geo.fdet, geo.sdet))
-    with np.errstate(all="ignore"):
-        fmax, smax = (fpixels - 0.5) * px, (spixels - 0.5) * px  # pixel centres
-        fs = [(0.5 * px, 0.5 * px), (fmax, 0.5 * px), (0.5 * px, smax), (fmax, smax),
-              (min(max(float(-pix0 @ f0), 0.5 * px), fmax), min(max(float(-pix0 @ s0), 0.5 * px), smax))]
-        near = min(float(np.linalg.norm(pix0 + f * f0 + s * s0)) for f, s in fs)
-        omega = 1.0 / near / near if p.point_pixel else px * px / near / near * abs(geo.close_distance_m) / near
-    if not 0.0 < omega < math.inf:
-        far = f"{near:.3g} m away" if math.isfinite(near) else "further away than floating point reaches"
-        what = "0 in floating point, so the image is all zero" if not omega > 0.0 else "infinite"
-        _nothing_to_render(p, _PLACEMENT_FLAGS, f"seen from the sample, even the nearest pixel ({far}, "
-                           f"{px * 1e3:g} mm wide) has a solid angle that is {what}", "-distance")
-
-
-def _check_dmin(p: RawParams, geo: DetectorGeometry, sources: tuple[Source, ...], fpixels: int,
-                spixels: int, detector=None) -> None:
-    """``-dmin`` culling every pixel for every source leaves an all-zero image: refuse it.
-
-    The smallest scattering vector over a flat detector lies where the beam meets it, or on its edge;
-    those points (and a coarse grid) are tested.  Clearly above or below the cut (5%) decides; in
-    between, every point the kernel evaluates (each rendered pixel's sub-pixels and sensor layers, for
-    every source) goes through the kernel's own cut (:func:`_everything_culled`)."""
-    if not p.dmin > 0 or p.curved:
-        return
-    px = p.pixel_size
-    fr = np.concatenate([np.linspace(0, fpixels * px, min(fpixels, 256) + 1), np.zeros(1)])
-    sr = np.concatenate([np.linspace(0, spixels * px, min(spixels, 256) + 1), np.zeros(1)])
-    f0, s0, o = (np.asarray(v, dtype=np.float64) for v in (geo.fdet, geo.sdet, geo.odet))
-    pix0 = np.asarray(geo.pix0_m, dtype=np.float64)
-    smin = math.inf
-    for src in sources[:256]:
-        inc = np.asarray(src.incident, dtype=np.float64)
-        denom = float(inc @ o)
-        if denom > 0:  # where this source's beam meets the detector plane, clipped to the detector
-            hit = inc * float(pix0 @ o) / denom - pix0
-            fr[-1] = min(max(float(hit @ f0), 0.0), fpixels * px)
-            sr[-1] = min(max(float(hit @ s0), 0.0), spixels * px)
-        pos = pix0 + fr[:, None, None] * f0 + sr[None, :, None] * s0
-        d = pos / np.linalg.norm(pos, axis=-1, keepdims=True)
-        smin = min(smin, float(np.linalg.norm(d - inc, axis=-1).min()) / src.wavelength_m)
-    clear = smin * p.dmin > 1.05
-    if clear or (smin * p.dmin > 0.95 and detector is not None and _everything_culled(p, geo, sources, detector)):
-        _nothing_to_render(p, ("-dmin",), f"every pixel is finer than {p.dmin * 1e10:g} A (the best the detector "
-                           f"sees is {1e10 / smin:.4g} A), so every one is culled and the image is all zero",
-                           "-dmin")
-
-
-def _everything_culled(p: RawParams, geo: DetectorGeometry, sources: tuple[Source, ...], detector,
-                       chunk: int = 1 << 16) -> bool:
-    """Whether the kernel's own ``-dmin`` cut (``physics.pixels``) removes every evaluation: each rendered
-    pixel's sub-pixel points, sensor layers and sources, a chunk of pixels at a time, nearest the beam first,
-    stopping at the first that is kept."""
-    import types
-
-    import torch
-
-    from .physics import pixels
-    from .physics.roi import rendered_mask
-    from .plan import TileSpec
-
-    f64 = {"dtype": torch.float64}
-    prep = types.SimpleNamespace(
-        sim=types.SimpleNamespace(detector=detector, dmin_m=p.dmin),
-        fdet=torch.as_tensor(geo.fdet, **f64), sdet=torch.as_tensor(geo.sdet, **f64),
-        odet=torch.as_tensor(geo.odet, **f64), pix0=torch.as_tensor(geo.pix0_m, **f64),
-        layers=torch.arange(detector.thicksteps, **f64) * detector.thickstep_m,
-        incident=torch.as_tensor([s.incident for s in sources], **f64),
-        wavelength=torch.as_tensor([s.wavelength_m for s in sources], **f64))
-    whole = TileSpec(0, detector.spixels, 0, detector.fpixels, (0, 0))
-    spix, fpix = np.nonzero(rendered_mask(detector, whole))
-    # nearest the direct beam's foot first: a pixel that renders is usually found in the first chunk
-    hit = np.asarray(geo.beam, dtype=np.float64) * float(np.dot(geo.pix0_m, geo.odet)) / max(
-        float(np.dot(geo.beam, geo.odet)), 1e-300) - np.asarray(geo.pix0_m)
-    px = p.pixel_size
-    order = np.argsort(np.hypot(fpix * px - float(hit @ np.asarray(geo.fdet)),
-                                spix * px - float(hit @ np.asarray(geo.sdet))))
-    per = max(1, chunk // max(1, detector.oversample ** 2 * detector.thicksteps * len(sources)))
-    for k in range(0, order.size, per):
-        idx = order[k : k + per]
-        pts = pixels.points(prep, torch.as_tensor(fpix[idx]), torch.as_tensor(spix[idx]))
-        _, kept = pixels.scatter_and_kept(prep, pts.diffracted.reshape(-1, 3), idx.size, pts.airpath.shape[1])
-        if bool(kept.any()):
-            return False
-    return True
-
-
-POINT_BYTES = 256  # memory per sub-pixel point of one pixel (the kernel evaluates a pixel's points together)
-MAX_COUNT = C_INT_MAX
-
-
-def _check_crystal_sampling(p: RawParams, cell: CellVectors, sample: tuple[float, float, float],
-                            geo: DetectorGeometry) -> None:
-    """A crystal size or oversampling that no run can hold: refused before the arithmetic overflows.
-
-    The unit cells a sample size gives must be a count (as -N); the sub-pixel points of one pixel
-    (oversample^2 x sensor layers, the automatic oversample growing with the crystal) must fit the
-    memory budget."""
-    sizes = [magnitude(v) for v in (cell.a_m, cell.b_m, cell.c_m)]
-    n_cells = []
-    for n, size, length in zip(p.n_cells, sample, sizes):
-        nn = size / length if size > 0 else float(n)
-        if not nn <= MAX_COUNT:
-            _nothing_to_render(p, ("sample", "xtal", "-width", "-heigh"), f"a crystal of {size * 1e3:g} mm holds "
-                               f"{nn:.3g} unit cells of {length * 1e10:g} A along an axis, more than {MAX_COUNT}",
-                               "-samplesize")
-        n_cells.append(max(1.0, math.ceil(nn)))
-    flags: tuple[str, ...]
-    if p.oversample > 0:
-        oversample, why, flags = float(p.oversample), "", ("-oversample",)
-    else:
-        xtal_size = max(length * n for length, n in zip(sizes, n_cells))
-        limit = p.lambda0 * geo.distance_m / p.pixel_size
-        oversample = 3 * xtal_size / limit if limit > 0 else math.inf
-        oversample = float(math.ceil(oversample)) if math.isfinite(oversample) else math.inf  # a float: no huge ints
-        why = (f" (automatic: 3 x the crystal size {xtal_size * 1e3:.3g} mm over the pixel's diffraction "
-               "limit, wavelength x distance / pixel; give a smaller -oversample)")
-        # what drives it: the crystal's size, and the diffraction limit's pixel, distance and wavelength
-        flags = ("-pixel", "-distance", "-lambda", "-wave", "-energy", "-N", "sample", "xtal", "-cell", "-width",
-                 "-heigh")
-    layers = _sensor(p)[1]
-    if layers > 2:  # the sensor's layers multiply the points too
-        flags = ("-detector_thicksteps", "-thicksteps") + flags
-    points = oversample * oversample * layers
-    budget, source = memory_budget()
-    if not points * POINT_BYTES <= budget:
-        given = [f for k in flags for f, _ in p.flags if k in f]  # in the order of ``flags``
-        raise ConfigError(f"oversample {oversample:.3g}{why} gives {points:.3g} sub-pixel points per pixel, "
-                          f"about {fmt(points * POINT_BYTES)} of memory for one pixel, more than the "
-                          f"{fmt(budget)} budget ({source})", flag="/".join(dict.fromkeys(given)) or "-oversample")
 
 
 def _detector_size(p: RawParams) -> tuple[float, float, int, int]:
@@ -602,9 +281,10 @@ def _detector(p: RawParams, geo: DetectorGeometry, fpixels: int, spixels: int, o
     """The :class:`Detector`, after refusing a sensor, ROI or mask that leaves nothing to render."""
     thick, thicksteps, thickstep, mu = _sensor(p)
     if p.oversample_thick and thick <= 0.0:
-        _nothing_to_render(p, ("-oversample_thick", "-detector_thick", "-detector_abs", "thicksteps"),
-                           "with no sensor thickness the capture fraction is 0 in every pixel, so the image is "
-                           "all zero: give -detector_thick, or drop -oversample_thick", "-oversample_thick")
+        feasibility.nothing_to_render(
+            p, ("-oversample_thick", "-detector_thick", "-detector_abs", "thicksteps"), "with no sensor thickness the "
+            "capture fraction is 0 in every pixel, so the image is all zero: give -detector_thick, or drop "
+            "-oversample_thick", "-oversample_thick")
     if p.roi is not None:
         f0, f1, s0, s1 = p.roi
         if f1 < 0 or s1 < 0 or f0 > fpixels - 1 or s0 > spixels - 1:
@@ -668,27 +348,6 @@ def _xtal_size_max(cell: CellVectors, n_cells: tuple[int, int, int]) -> float:
     return max(magnitude(v) * n for v, n in zip((cell.a_m, cell.b_m, cell.c_m), n_cells))
 
 
-#: memory a source takes while the grid is built and held (its direction and wavelength as Python numbers,
-#: then as tensors); a generous round figure
-SOURCE_BYTES = 512
-
-
-def _check_sources(p: RawParams, nh: int, nv: int, nd: int) -> None:
-    """Divergence x dispersion points: refused in one line naming the flags and the figures before the grid
-    is made (``-dispsteps 2^31`` would otherwise take all memory or hours)."""
-    n = float(nh) * float(nv) * float(nd)
-    budget, source = memory_budget()
-    if n * SOURCE_BYTES <= budget:
-        return
-    drivers = (("hdiv", "-divsteps", "-divergence") if nh > 1 else ()) + (("vdiv", "-divsteps", "-divergence")
-                                                                          if nv > 1 else ()) + (
-        ("-dispsteps", "-dispersion") if nd > 1 else ())
-    given = [f for k in drivers for f, _ in p.flags if k in f]
-    raise ConfigError(f"{nh} x {nv} divergence point(s) x {nd} wavelength(s) = {n:.3g} sources, about "
-                      f"{fmt(n * SOURCE_BYTES)} of memory, more than the {fmt(budget)} budget ({source})",
-                      flag="/".join(dict.fromkeys(given)) or "-dispsteps")
-
-
 def _sources(p: RawParams, geo: DetectorGeometry, cwd: str) -> tuple[Source, ...]:
     """The -sourcefile's sources, or the divergence and dispersion grid (C L2319-2416)."""
     if p.sourcefile is not None:
@@ -698,10 +357,10 @@ def _sources(p: RawParams, geo: DetectorGeometry, cwd: str) -> tuple[Source, ...
     vert = unitize(cross(geo.beam, geo.polar))[0]
     hdiv, vdiv = auto_steps(p.hdivsteps, p.hdivrange, p.hdivstep), auto_steps(p.vdivsteps, p.vdivrange, p.vdivstep)
     disp = auto_steps(p.dispsteps, p.dispersion, -1.0)  # no flag sets the dispersion step
-    _check_sources(p, hdiv.n, vdiv.n, disp.n)
+    feasibility.check_sources(p, hdiv.n, vdiv.n, disp.n)
     srcs = divergence_sources(beam=geo.beam, polar=geo.polar, vert=vert, wavelength_m=p.lambda0, hdiv=hdiv,
                               vdiv=vdiv, disp=disp, round_div=p.round_div)
     if not srcs:
-        _nothing_to_render(p, ("div",), "every divergence point lies outside the round (elliptical) cut, so no "
-                           "source is left: use -square_div, or a range with a smaller step")
+        feasibility.nothing_to_render(p, ("div",), "every divergence point lies outside the round (elliptical) "
+                                      "cut, so no source is left: use -square_div, or a range with a smaller step")
     return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)

@@ -23,7 +23,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from .resolve import OutputOptions
+    from .nanobragg.params import OutputOptions
 
 #: the dtypes a run computes in, by name
 DTYPE_NAMES = ("float64", "float32")

@@ -44,7 +44,7 @@ MUTATIONS = {
                                ["tests/test_store_chunks.py"]),
     "fiber-psf-width": ([("bragg_dask/physics/psf.py", "2.0 ** (2.0 / 3.0) - 1.0", "2.0 ** (2.0 / 3.0) - 0.999")],
                         ["tests/test_noisify.py", "-k", "differential or golden"]),
-    "a-float-for-a-count": ([("bragg_dask/nanobragg_args.py", "if not math.isfinite(v) or v != int(v):",
+    "a-float-for-a-count": ([("bragg_dask/nanobragg/values.py", "if not math.isfinite(v) or v != int(v):",
                               "if not math.isfinite(v):")],
                             ["tests/test_bad_input.py", "-k", "bad_value"]),
 }

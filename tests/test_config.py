@@ -15,13 +15,13 @@ import torch
 import bragg_dask
 from bragg_dask import Beam, Crystal, Detector, Simulation, Source
 from bragg_dask.errors import ConfigError
+from bragg_dask.nanobragg.params import DEFAULT_MOSAIC_RNG_SEED
 from bragg_dask.nanobragg_args import Interpolation, parse_nanobragg_args, parse_raw
 from bragg_dask.physics import crystal as xtal
 from bragg_dask.physics.geometry import DetectorGeometryInput, resolve_detector_geometry
 from bragg_dask.physics.kernel import simulate_tile
 from bragg_dask.physics.structure_factors import StructureFactors
 from bragg_dask.plan import TileSpec
-from bragg_dask.resolve import DEFAULT_MOSAIC_RNG_SEED
 
 from .conftest import case_by_id, rel_err, simulate_case
 

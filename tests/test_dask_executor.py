@@ -163,7 +163,7 @@ def test_lazy_dask_array_view(client):
 
 
 def test_frames_per_task():
-    from bragg_dask.executors.dask import TASK_MIN_EVALS, frames_per_task
+    from bragg_dask.executors.tasks import TASK_MIN_EVALS, frames_per_task
 
     assert frames_per_task(1, 16, 10, 2) == 1  # one frame: one frame per task
     assert frames_per_task(100, 1, TASK_MIN_EVALS, 2) == 1  # big tiles: one frame per task
@@ -175,14 +175,14 @@ def test_frames_per_task():
 def test_tiles_per_task_and_groups():
     from types import SimpleNamespace as NS
 
-    from bragg_dask.executors.dask import TASK_MIN_EVALS, task_groups, tiles_per_task
+    from bragg_dask.executors.tasks import TASK_MIN_EVALS, task_groups, tiles_per_task
 
     assert tiles_per_task(16, TASK_MIN_EVALS, 2) == 1  # big tiles: one per task
     assert tiles_per_task(16, 1000, 2) == 2  # small tiles: grouped, still four tasks per thread
     assert tiles_per_task(3, 10, 2) == 1
     assert tiles_per_task(1000, TASK_MIN_EVALS // 4, 1) == 4
     assert tiles_per_task(1000, 10, 1, 625 * 625) == 5  # large tiles with little work: images bounded
-    from bragg_dask.executors.dask import frames_per_task
+    from bragg_dask.executors.tasks import frames_per_task
 
     assert frames_per_task(1000, 1, 10, 1, 1024 * 1024) == 2
     frames = [NS(index=i) for i in range(3)]

@@ -11,9 +11,9 @@ import pytest
 
 from bragg_dask import store as zstore
 from bragg_dask.cli import main, service_parser
+from bragg_dask.nanobragg.params import OutputOptions
 from bragg_dask.noisify import MODEL_FLAGS
 from bragg_dask.noisify_store import model_args
-from bragg_dask.resolve import OutputOptions
 
 from .test_cli import assert_one_line_error
 from .test_cli import run_cli as _run_cli

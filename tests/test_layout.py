@@ -6,7 +6,7 @@
   ``bragg_dask/executors/``, the API (``api.py``) and the dashboard page (``bragg_dask/dashboard/``, a
   Dask extension);
 * the store alone names its arrays;
-* no function longer than 60 lines or with more than 8 parameters.
+* no function longer than 60 lines or with more than 8 parameters, no module longer than 500 lines.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bragg_dask"
-MAX_LINES, MAX_PARAMS = 60, 8
+MAX_LINES, MAX_PARAMS, MAX_MODULE_LINES = 60, 8, 500
 
 
 def _modules() -> dict[str, Path]:
@@ -166,6 +166,11 @@ def test_functions_are_short():
 
 def test_functions_take_few_parameters():
     assert [(f, p) for f, _, p in _functions() if p > MAX_PARAMS] == []
+
+
+def test_modules_are_short():
+    assert [(name, n) for name, path in MODULES.items()
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES] == []
 
 
 def test_the_checks_see_the_whole_package():

@@ -22,7 +22,7 @@ __all__ = ["Executor", "RunResult", "execute", "executor_for"]
 if TYPE_CHECKING:
     from ..config import Simulation
     from ..frames import DatasetSpec
-    from ..resolve import OutputOptions
+    from ..nanobragg.params import OutputOptions
     from ..settings import ClusterOptions
 
 

@@ -14,205 +14,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import dashboard
-from ..dashboard import report
 from ..errors import ConfigError
 from ..frames import DatasetSpec, Frame, make_frames
 from ..physics.constants import DEFAULT_ADC_OFFSET
 from ..physics.kernel import batch_points
-from ..physics.roi import roi_count, roi_mask
-from ..physics.tiles import TileState
-from ..plan import TilePlan, TileSpec, plan_tiles
+from ..physics.roi import roi_count
+from ..plan import TilePlan, plan_tiles
 from ..progress import Progress
-from ..runtime import tune_allocator
-from ..settings import ClusterOptions, RunSettings, noise_seed, torch_dtype
+from ..settings import ClusterOptions, RunSettings, noise_seed
 from ..stats import ImageStats, combine
 from ..stats import int_scale as _int_scale
 from .base import RunResult
 from .cluster import check_worker_processes, cluster_failure, connect, shutdown
 from .states import compute_states
+from .tasks import (
+    FinishTask,
+    TileTask,
+    _finish_task,
+    _group_key,
+    _tile_task,
+    frame_groups,
+    frames_per_task,
+    task_groups,
+    tiles_per_task,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TileTask:
-    """What one ``simulate-tile`` task needs besides the (scattered) base simulation."""
-
-    tile: TileSpec
-    frame: Frame
-    store: str | None
-    device: str
-    dtype: str
-    parity: str = "spec"
-    state: TileState | None = None  # c-parity: the carried state entering the tile
-    board: tuple[str, int, int] | None = None  # the dashboard page's run id, preview factor, frames (None: no page)
-
-
-@dataclass(frozen=True)
-class FinishTask:
-    """Second pass of one tile: int and noise images from the stored float image."""
-
-    tile: TileSpec
-    frame: Frame
-    store: str
-    scale: float
-    adc: float
-    with_int: bool
-    with_noise: bool
-
-
-def _task_device(device: str) -> str:
-    """``cuda`` on a worker named by an integer picks GPU ``name % count`` (one worker per GPU)."""
-    if device != "cuda" or torch.cuda.device_count() <= 1:
-        return device
-    try:
-        from distributed import get_worker
-
-        return f"cuda:{int(get_worker().name) % torch.cuda.device_count()}"
-    except (ValueError, TypeError):
-        return device
-
-
-def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None = None):
-    """Worker side: simulate tiles (one, or the same tile of several small frames); write them (if a
-    store) in one go; return per tile its stats (and its image if not written)."""
-    from .. import store as zstore
-    from ..physics.kernel import simulate_tile
-
-    tune_allocator()
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    out, written = [], []
-    page = report.TaskReport(tasks[0].board) if tasks[0].board is not None else None
-    for task in tasks:
-        sim = task.frame.simulation(base_sim)
-        dtype = torch_dtype(task.dtype)
-        start = time.perf_counter()
-        res = simulate_tile(sim, task.tile, task.state, parity=task.parity, device=_task_device(task.device),
-                            dtype=dtype)
-        if page is not None:
-            t = task.tile
-            page.tile(task.frame.index, t.index, (t.s0, t.f0), res, time.perf_counter() - start,
-                      t.shape[0] * t.shape[1] * batch_points(sim))
-        stats = res.stats()
-        if task.store is not None:
-            written.append((task.frame.index, task.tile, res.image, stats))
-            out.append((stats, None))
-        else:
-            out.append((stats, res.image))
-    if written:
-        zstore.write_tiles(tasks[0].store, written)
-    if page is not None:
-        page.stored([(task.frame.index, task.tile.index) for task in tasks])
-    return out
-
-
-#: evaluations a task should carry at least (datasets of small frames: several frames per task)
-TASK_MIN_EVALS = 1 << 22
-#: tile images a task of several tiles holds at most (float32 bytes): a large tile with little to
-#: compute (an ROI, a mask) is not grouped past this
-TASK_MAX_BYTES = 8 << 20
-
-
-def _cap(want: int, tile_pixels: int) -> int:
-    return max(1, min(want, TASK_MAX_BYTES // max(4 * tile_pixels, 1)))
-
-
-def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, threads: int,
-                    tile_pixels: int = 0) -> int:
-    """How many frames' copies of a tile one task computes: one, unless frames are small.
-
-    A task should carry at least :data:`TASK_MIN_EVALS` evaluations (below that, scheduling and
-    store round trips cost more than the physics), while every task thread still gets two tasks and
-    a task's images stay within :data:`TASK_MAX_BYTES`.
-    """
-    want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
-    spread = max(1, (n_frames * tiles_per_frame) // (2 * max(threads, 1)))
-    return _cap(max(1, min(want, spread, n_frames)), tile_pixels)
-
-
-def tiles_per_task(n_items: int, evals_per_tile: int, threads: int, tile_pixels: int = 0) -> int:
-    """How many tiles of a frame one task computes where frames are not grouped (one large frame of
-    small tiles): enough for :data:`TASK_MIN_EVALS`, while every task thread still gets four tasks
-    (progress, and what an interrupted run leaves to finish, stay fine-grained) and a task's images
-    stay within :data:`TASK_MAX_BYTES`."""
-    want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
-    return _cap(max(1, min(want, n_items // (4 * max(threads, 1)))), tile_pixels)
-
-
-def task_groups(items: list, k_frames: int, k_tiles: int) -> list[list]:
-    """``(frame, tile)`` items (frame order, then tile order) into the groups one task each computes:
-    the same tile of ``k_frames`` consecutive frames (they share the per-pixel geometry), or, with
-    ``k_frames == 1``, ``k_tiles`` consecutive items."""
-    if k_frames > 1:
-        by_tile: dict = {}
-        for f, t in items:
-            by_tile.setdefault(t.index, []).append((f, t))
-        groups = [g[i : i + k_frames] for g in by_tile.values() for i in range(0, len(g), k_frames)]
-        groups.sort(key=lambda g: (g[0][0].index, g[0][1].index))  # frame order
-        return groups
-    return [items[i : i + k_tiles] for i in range(0, len(items), k_tiles)]
-
-
-def frame_groups(items: list, k_frames: int) -> list[list]:
-    """``(frame, tile)`` items (frame order) into groups of every tile of ``k_frames`` consecutive frames
-    (a dataset's store is written a whole frame at a time)."""
-    frames: dict = {}
-    for f, t in items:
-        frames.setdefault(f.index, []).append((f, t))
-    runs = list(frames.values())
-    return [[item for run in runs[i : i + k_frames] for item in run] for i in range(0, len(runs), k_frames)]
-
-
-def _group_key(prefix: str, group: list) -> str:
-    """A task's key: its first item, and its last where there are several."""
-    (f0, t0), (f1, t1) = group[0], group[-1]
-    key = f"{prefix}-fr{f0.index:05d}-s{t0.index[0]:04d}-t{t0.index[1]:04d}"
-    if len(group) > 1:
-        key += f"-to-fr{f1.index:05d}-s{t1.index[0]:04d}-t{t1.index[1]:04d}"
-    return key
-
-
-def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
-    """Worker side: int and noise images of tiles (one, or the same tile of several frames); returns
-    the noise overload count."""
-    from .. import store as zstore
-    from ..io.smv import int_image
-    from ..physics.noise import noise_image
-
-    g = zstore.opened(tasks[0].store)
-    synced: set = set()  # durable before the run marks the store complete
-    whole = zstore.whole_frames(g)  # a dataset's store: the task holds whole frames, written a shard each
-    frames: dict = {}
-    overloads = 0
-    for task in tasks:
-        t, k = task.tile, task.frame.index
-        img = zstore.read_tile_image(g, zstore.FLOAT, k, t)
-        in_roi = roi_mask(base_sim.detector, t)
-        made = {}
-        if task.with_int:
-            made[zstore.INT] = int_image(img, in_roi, task.scale, task.adc)
-        if task.with_noise:
-            made[zstore.NOISE], n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
-                                                fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
-            overloads += n
-        for name, tile_image in made.items():
-            if whole:
-                frame = frames.setdefault((name, k), np.zeros(base_sim.detector.shape, dtype=tile_image.dtype))
-                frame[t.s0 : t.s1, t.f0 : t.f1] = tile_image
-            else:
-                zstore.write_tile_image(g, name, k, t, tile_image, synced)
-    for (name, k), image in sorted(frames.items()):
-        zstore.write_frame_image(g, name, k, image, synced)
-    g.sync_folders(synced)
-    return overloads
 
 
 class DaskExecutor:

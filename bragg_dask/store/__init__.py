@@ -39,8 +39,6 @@ import ctypes
 import ctypes.util
 import datetime as _dt
 import errno
-import hashlib
-import json
 import logging
 import os
 import re
@@ -49,15 +47,26 @@ import socket
 import uuid
 import warnings
 
-import numpy as np
 import zarr
 
-from ..errors import BraggDaskError, ConfigError
-from ..physics.geometry import pyfai_geometry
+from ..errors import ConfigError
 from ..plan import TilePlan
 from ..store_lock import LOCK_NAME, StoreLock, alive
-from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk, writable
+from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
+from .faults import RESERVE_NAME, StoreError, _release_reserve, _reserve, note_fault, store_fault
 from .integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
+from .layout import (
+    FORMAT_VERSION,
+    IMAGE_COORDS,
+    LABELS,
+    _init_arrays,
+    consolidate,
+    ensure_image_array,
+    poni,
+    run_fingerprint,
+    run_record,
+    store_attrs,
+)
 from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
 from .reading import (
     FrameRecord,
@@ -72,6 +81,7 @@ from .reading import (
     tile_stats_rows,
     tiles_done,
 )
+from .response import MODEL_LABEL, drop_response, record_response, sync_response
 from .verify import Problem, Scan, check_frames, scan, usable_tiles
 from .writing import (
     drop_frame_images,
@@ -95,7 +105,7 @@ __all__ = [
     "check_frames", "check_metadata", "consolidate", "damage_error", "DamagedChunk", "drop_frame_images",
     "drop_response", "ensure_image_array", "FLOAT", "FORMAT_VERSION", "frame_count", "frame_record", "FRAME_STATS",
     "frame_tiles", "FrameRecord", "frames_phi0_deg", "fsync_enabled", "fsync_path", "image_arrays", "IMAGE_COORDS",
-    "INT", "is_store", "LABELS", "LOCK_NAME", "looks_like_store", "mark_complete", "NOISE", "note_fault",
+    "INT", "is_store", "LABELS", "LOCK_NAME", "MODEL_LABEL", "looks_like_store", "mark_complete", "NOISE", "note_fault",
     "open_or_create", "open_store", "opened", "OpenStore", "OtherConfiguration", "poni", "Problem", "read_frame",
     "read_tile_image", "record_response", "run_fingerprint", "run_record", "scan", "Scan", "STAT_FIELDS",
     "stats_from_row", "stats_row", "store_attrs", "store_fault", "store_metadata", "stored_noise_seed",
@@ -104,79 +114,9 @@ __all__ = [
     "write_tile_image", "write_tiles",
 ]
 
-#: 2: every chunk carries its CRC-32C and is written even when all fill value (1: neither)
-FORMAT_VERSION = 2
-# errors of the file system under the store (a store fault, reported in one line), not of the network
-_FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
-                 errno.ENOENT, errno.ESTALE}
-
-
-class StoreError(BraggDaskError):
-    """Writing the store failed (disk full, read-only, ...); the store is left incomplete."""
-
 
 class OtherConfiguration(ConfigError):
     """The store at the path holds a run of another configuration (and no --overwrite was given)."""
-
-
-def _geometry_attrs(sim) -> dict:
-    det, geo = sim.detector, sim.detector.geometry
-    return {
-        "convention": geo.convention,
-        "pivot": geo.pivot,
-        "fdet_vector": list(geo.fdet),
-        "sdet_vector": list(geo.sdet),
-        "odet_vector": list(geo.odet),
-        "beam_vector": list(geo.beam),
-        "pix0_vector_m": list(geo.pix0_m),
-        "beam_center_fast_slow_m": [geo.fbeam_m, geo.sbeam_m],
-        "distance_m": geo.distance_m,
-        "close_distance_m": geo.close_distance_m,
-        "pixel_size_m": det.pixel_size_m,
-        "wavelength_m": sim.beam.wavelength_m,
-    }
-
-
-def poni(sim) -> dict | None:
-    """The detector as pyFAI reads a PONI file (version 2 keys; lengths in metres, angles in radians),
-    so ``pyFAI.load(poni)`` or :func:`bragg_dask.azimuthal` integrates a frame; None for a curved
-    detector (``-curved_det``), which pyFAI's flat geometry cannot describe."""
-    det, geo = sim.detector, sim.detector.geometry
-    if det.curved:
-        return None
-    out = {"poni_version": 2, "detector": "Detector",
-           "detector_config": {"pixel1": det.pixel_size_m, "pixel2": det.pixel_size_m,
-                               "max_shape": [det.spixels, det.fpixels], "orientation": 3}}
-    out.update(pyfai_geometry(geo.fdet, geo.sdet, geo.odet, geo.beam, geo.pix0_m))
-    out["wavelength"] = sim.beam.wavelength_m
-    return out
-
-
-def run_fingerprint(sim, plan: TilePlan, run: dict) -> str:
-    """Identity of what the store holds: configuration, tiling and run options (parity, dtype...)."""
-    doc = {"sim": sim.fingerprint(), "tile_shape": list(plan.tile_shape), "run": run}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
-    from .. import __version__
-
-    return {
-        "format_version": FORMAT_VERSION,
-        "package": "bragg_dask",
-        "package_version": __version__,
-        "fingerprint": run_fingerprint(sim, plan, run),
-        "run": run,
-        "parity": run.get("parity", "spec"),
-        "tile_shape": list(plan.tile_shape),
-        "units": {"float": "photons per pixel", "int": "ADU", "noise": "ADU", "lengths": "m", "angles": "rad",
-                  "wavelength": "m", "phi0_deg": "deg"},
-        "geometry": _geometry_attrs(sim),
-        "poni": poni(sim),
-        "config": json.loads(json.dumps(sim.to_dict(), default=str)),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "complete": False,
-    }
 
 
 class StoreSession:
@@ -403,81 +343,6 @@ def _build(path: str, plan: TilePlan, attrs: dict, *, n_frames: int, with_int: b
     return staged, lock
 
 
-#: every array's ``units`` and ``long_name`` attributes (CF conventions, read by xarray)
-LABELS = {
-    FLOAT: ("photons", "simulated photons per pixel (the -floatfile image)"),
-    INT: ("ADU", "integer image: photons x int_scale + ADC offset (the -intfile image)"),
-    NOISE: ("ADU", "integer image with Poisson noise (the -noisefile image)"),
-    "tiles_done": ("1", "tile written and durable"),
-    "tile_stats": ("1", "partial sums of each tile: " + ", ".join(STAT_FIELDS)),
-    "frame": ("1", "frame number"),
-    "phi_deg": ("degree", "spindle angle phi at the start of the frame"),
-    "phi0_deg": ("degree", "spindle angle phi at the start of the frame (the record phi_deg is made from)"),
-    "x_mm": ("mm", "pixel centre along the fast axis from the detector origin (the C program's Fdet)"),
-    "y_mm": ("mm", "pixel centre along the slow axis from the detector origin (the C program's Sdet)"),
-    "noise_seed": ("1", "noise seed of the frame (-1: none)"),
-    "orientation": ("1", "rotation applied to the crystal (row-major 3 x 3)"),
-    "max_I": ("photons", "brightest pixel"), "max_slow": ("pixel", "slow index of the brightest pixel"),
-    "max_fast": ("pixel", "fast index of the brightest pixel"), "mean": ("photons", "mean over rendered pixels"),
-    "rms": ("photons", "root mean square over rendered pixels"),
-    "rmsd": ("photons", "root mean square deviation from the mean over the ROI"),
-    "int_scale": ("ADU/photon", "scale of the integer images"),
-}
-#: the image arrays' coordinates other than their dimensions (the CF ``coordinates`` attribute)
-IMAGE_COORDS = "phi_deg y_mm x_mm"
-
-
-def _labelled(g, name: str, **spec):
-    """Array ``name`` made with its labels: every chunk (or shard's inner chunk) zstd, then its CRC-32C
-    (Zarr v3's ``crc32c`` codec: the store's own readers check it on every read), every chunk written
-    even all fill value (a missing chunk is damage)."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
-    units, long_name = LABELS[name]
-    extra = {"coordinates": IMAGE_COORDS} if name in (FLOAT, INT, NOISE) else {}
-    spec.setdefault("compressors", [ZstdCodec(level=0), Crc32cCodec()])
-    return g.create_array(name, attributes={"units": units, "long_name": long_name, **extra},
-                          config={"write_empty_chunks": True}, **spec)
-
-
-def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool) -> None:
-    g = zarr.open_group(path, mode="a", zarr_format=3)
-    gs, gf = plan.grid
-    ts, tf = plan.tile_shape
-    img = dict(shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf),
-               dimension_names=("frame", "slow", "fast"))
-    # a dataset of frames of several tiles: a shard per frame (inner chunks the tiles), its done flags and
-    # statistics a chunk each (frames of one tile have a chunk per frame already, written straight)
-    whole = n_frames > 1 and gs * gf > 1
-    if whole:
-        img["shards"] = (1, gs * ts, gf * tf)
-    per_tile = (1, gs, gf) if whole else (1, 1, 1)
-    _labelled(g, FLOAT, dtype="float32", fill_value=0.0, **img)
-    for name, wanted in ((INT, with_int), (NOISE, with_noise)):
-        if wanted:
-            _labelled(g, name, dtype="uint16", fill_value=0, **img)
-    _labelled(g, "tiles_done", shape=(n_frames, gs, gf), chunks=per_tile, dtype="bool", fill_value=False,
-              dimension_names=("frame", "tile_slow", "tile_fast"))
-    _labelled(g, "tile_stats", shape=(n_frames, gs, gf, len(STAT_FIELDS)), chunks=(*per_tile, len(STAT_FIELDS)),
-              dtype="float64", fill_value=0.0, dimension_names=("frame", "tile_slow", "tile_fast", "stat"))
-    per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
-    _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
-    for name in ("phi_deg", "phi0_deg"):
-        _labelled(g, name, dtype="float64", fill_value=0.0, **per_frame)
-    _labelled(g, "noise_seed", dtype="int64", fill_value=-1, **per_frame)
-    _labelled(g, "orientation", shape=(n_frames, 3, 3), chunks=(n_frames, 3, 3), dtype="float64",
-              fill_value=0.0, dimension_names=("frame", "row", "col"))
-    for name in FRAME_STATS:
-        _labelled(g, name, dtype="float64", fill_value=float("nan"), **per_frame)
-    pixel_mm = attrs["geometry"]["pixel_size_m"] * 1e3
-    for name, n, dim in (("x_mm", plan.fpixels, "fast"), ("y_mm", plan.spixels, "slow")):
-        _labelled(g, name, shape=(n,), chunks=(n,), dtype="float64", fill_value=0.0,
-                  dimension_names=(dim,))[:] = (np.arange(n) + 0.5) * pixel_mm
-    attrs["arrays"] = sorted(g.array_keys())  # the arrays the run writes (a frame's int/noise chunks expected)
-    g.attrs["bragg_dask"] = attrs
-    consolidate(path)
-
-
 _RENAME_EXCHANGE = 2
 
 
@@ -511,69 +376,6 @@ def open_or_create(path: str, sim, plan: TilePlan, *, run: dict | None = None, n
         session.close()
 
 
-def store_fault(exc: BaseException, path: str | None) -> StoreError | None:
-    """A one-line :class:`StoreError` for a file-system error under the store, else ``None``."""
-    if path is None or not isinstance(exc, OSError) or exc.errno not in _FAULT_ERRNOS:
-        return None
-    path = os.path.abspath(path)
-    where = os.path.abspath(exc.filename) if isinstance(exc.filename, str) else path
-    d, name = os.path.split(path)
-    if not (where == path or where.startswith(path + os.sep) or where.startswith(os.path.join(d, f".{name}."))
-            or where == d):
-        return None
-    why = exc.strerror or str(exc)
-    return StoreError(f"--zarr: writing {path} failed: {why} ({where}); the store is left incomplete: fix the "
-                      "cause (free space, permissions) and re-run the same command to finish it")
-
-
-#: room kept in a store while a run writes it (:func:`_reserve`), so that a full disk can still take the
-#: fault's record
-RESERVE_NAME = ".bragg_dask.reserve"
-
-
-def _reserve(path: str) -> None:
-    """Best effort: a file of zeros in the store, four times its group record (at least 256 KiB), given
-    back on a fault (:func:`note_fault`) so that ``last_error`` can be written on a full disk, and
-    removed when the run ends."""
-    try:
-        size = max(256 << 10, 4 * os.path.getsize(os.path.join(path, "zarr.json")))
-    except OSError:
-        size = 256 << 10
-    target = os.path.join(path, RESERVE_NAME)
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError:
-        return
-    try:
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except (AttributeError, OSError):
-            os.write(fd, bytes(size))
-    except OSError:  # no room even for this: the run's first write says so
-        with contextlib.suppress(OSError):
-            os.unlink(target)
-    finally:
-        os.close(fd)
-
-
-def _release_reserve(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(os.path.join(path, RESERVE_NAME))
-
-
-def note_fault(path: str, message: str) -> None:
-    """Best effort: record the fault in the store's attributes (``complete`` stays false), in the room
-    the run kept for it (:func:`_reserve`)."""
-    _release_reserve(path)
-    with contextlib.suppress(Exception):
-        g = zarr.open_group(path, mode="r+")
-        meta = dict(g.attrs["bragg_dask"])
-        meta["complete"] = False
-        meta["last_error"] = message
-        g.attrs["bragg_dask"] = meta
-        consolidate(path)
-
-
 def _existing_attrs(path: str) -> dict | None:
     try:
         g = zarr.open_group(path, mode="r")
@@ -592,13 +394,6 @@ def stored_noise_seed(path: str) -> int | None:
         return None
     seed = ((_existing_attrs(path) or {}).get("run") or {}).get("noise_seed")
     return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None
-
-
-def consolidate(path: str) -> None:
-    """Consolidate metadata so ``xarray.open_zarr`` opens the store in one read."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zarr flags v3 consolidated metadata as not yet in the spec
-        zarr.consolidate_metadata(path)
 
 
 def mark_complete(path: str) -> None:
@@ -626,13 +421,6 @@ def stored_tile_shape(path: str) -> tuple[int, int] | None:
     return None
 
 
-def run_record(settings, dataset, noise_seed: int | None) -> dict:
-    """The run options a store records (its fingerprint includes them): parity, emulated C threads,
-    dtype, the dataset and the noise seed."""
-    return {"parity": settings.parity, "c_threads": settings.c_threads if settings.parity == "c" else None,
-            "dtype": settings.dtype, "dataset": dataset.to_dict(), "noise_seed": noise_seed}
-
-
 # ---- the detector response (``bragg-dask noisify STORE``) -------------------------------------------
 
 
@@ -641,83 +429,3 @@ def is_store(path: str) -> bool:
     return os.path.isdir(path) and (_existing_attrs(path) or {}).get("package") == "bragg_dask"
 
 
-def ensure_image_array(path: str, name: str) -> None:
-    """Create the image array ``name`` (:data:`INT`, :data:`NOISE`: uint16 ADU) where the store lacks it,
-    chunked (and sharded) as :data:`FLOAT`."""
-    if name not in (INT, NOISE):
-        raise ValueError(f"not an integer image array: {name!r}")
-    g = zarr.open_group(path, mode="r+")
-    if name in g:
-        return
-    fl = g[FLOAT]
-    extra = {"shards": fl.shards} if fl.shards is not None else {}
-    if fl.metadata.codecs and not any(type(c).__name__ == "Crc32cCodec" for c in _inner_codecs(fl)):
-        extra["compressors"] = [c for c in _inner_codecs(fl)[1:]]  # an older store's: as its float array
-    _labelled(g, name, shape=fl.shape, chunks=fl.chunks, dtype="uint16", fill_value=0,
-              dimension_names=("frame", "slow", "fast"), **extra)
-    consolidate(path)
-
-
-def _inner_codecs(array) -> list:
-    """An array's chunk codecs (a sharded array's inner chunks')."""
-    codecs = list(array.metadata.codecs)
-    if len(codecs) == 1 and hasattr(codecs[0], "index_codecs"):
-        return list(codecs[0].codecs)
-    return codecs
-
-
-#: the image arrays' description while some of their frames are the detector model's
-MODEL_LABEL = {INT: "integer image, ADU: the frames listed in the store's response record went through the detector "
-                    "model (noisify: PSF, gain, ADC offset; int_scale = its scale x gain), the others are photons x "
-                    "int_scale + ADC offset (the -intfile image)",
-               NOISE: "integer image with noise, ADU: the frames listed in the store's response record are the "
-                      "detector model's noisy image (noise_seed: its seed), the others Poisson noise (the -noisefile "
-                      "image)"}
-
-
-def record_response(path: str, response: dict) -> None:
-    """Record the detector model that made the store's int and noise images (``response`` in the
-    ``bragg_dask`` attribute: per frame, the noisify flags' values, the seed, the arrays), and keep every
-    record of those frames with it (:func:`sync_response`)."""
-    g = zarr.open_group(path, mode="r+")
-    meta = dict(g.attrs["bragg_dask"])
-    meta["response"] = json.loads(json.dumps(response, default=str))
-    g.attrs["bragg_dask"] = meta
-    sync_response(path)
-
-
-def drop_response(path: str, frames) -> None:
-    """Frames whose int and noise images the simulation has just written again: the detector model no
-    longer describes them (their response entries removed, their records the simulation's)."""
-    meta = dict(zarr.open_group(path, mode="r").attrs["bragg_dask"])
-    done = dict((meta.get("response") or {}).get("frames") or {})
-    if not any(str(k) in done for k in frames):
-        return
-    for k in frames:
-        done.pop(str(k), None)
-    record_response(path, {"frames": done} if done else {})
-
-
-def sync_response(path: str) -> None:
-    """The records of the frames the detector model made, as the response record says: ``int_scale``
-    (the model's -scale x -gain), ``noise_seed`` (its seed, -1 without noise), and the image arrays'
-    descriptions (:data:`MODEL_LABEL` while any frame is the model's, else the simulation's)."""
-    g = zarr.open_group(path, mode="r+")
-    frames = ((dict(g.attrs["bragg_dask"]).get("response") or {}).get("frames")) or {}
-    changed = bool(frames)
-    if frames:  # the per-frame arrays are small: read whole, changed, written whole
-        scales, seeds = np.asarray(g["int_scale"][...]), np.asarray(g["noise_seed"][...])
-        for key, entry in frames.items():
-            model = entry.get("model") or {}
-            scales[int(key)] = float(model.get("scale", 1.0)) * float(model.get("gain", 1.0))
-            seeds[int(key)] = -1 if entry.get("noise_seed") is None else int(entry["noise_seed"])
-        writable(g["int_scale"])[...] = scales
-        writable(g["noise_seed"])[...] = seeds
-    for name in (INT, NOISE):
-        if name in g:
-            want = MODEL_LABEL[name] if frames else LABELS[name][1]
-            if g[name].attrs.get("long_name") != want:
-                g[name].attrs["long_name"] = want
-                changed = True
-    if changed:
-        consolidate(path)

@@ -49,7 +49,6 @@ goes through it as with ``bragg-dask noisify STORE --all-frames <noisify's flags
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -57,206 +56,13 @@ import os
 import sys
 import time
 
-from .checks import check_image_finite, check_outputs
-from .errors import BraggDaskError, UsageError, one_line
-from .settings import LOCALHOST, ClusterOptions, RunSettings
+from ..checks import check_image_finite, check_outputs
+from ..errors import BraggDaskError, UsageError, one_line
+from ..settings import RunSettings
+from .options import _check_service, _cluster_options, _dataset, service_parser, split_argv
 
 log = logging.getLogger("bragg_dask")
 _CLUSTER_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")  # as executors.cluster.NOISY_LOGGERS
-
-
-
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        raise UsageError(message)
-
-
-def service_parser() -> argparse.ArgumentParser:
-    ap = _ArgParser(prog="bragg-dask", add_help=False)
-    ap.add_argument("--parity", choices=("spec", "c"), default="spec",
-                    help="spec: nanoBragg's physics; c: also its order-dependent quirks, bit for bit (default: spec)")
-    ap.add_argument("--c-threads", type=int, default=None, dest="c_threads", metavar="T",
-                    help="the C run's OpenMP threads to reproduce, with --parity c (default: 1)")
-    ap.add_argument("--tile", type=int, default=None, metavar="N",
-                    help="tile edge in pixels (default: 256 on CPU, 2048 on a GPU, a resumed store's own)")
-    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                    help="precision of the computation; images are float32 (default: float64)")
-    ap.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N",
-                    help="where tiles are computed (default: cpu)")
-    ap.add_argument("--zarr", default=None, metavar="PATH",
-                    help="run on Dask, tiles into a Zarr v3 store; run again, it resumes (default: none, in-process)")
-    ap.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                    help="a running Dask scheduler, tcp:// or tls:// (default: an embedded cluster)")
-    ap.add_argument("--scheduler-file", default=None, dest="scheduler_file", metavar="FILE",
-                    help="a running Dask scheduler's scheduler file (default: none)")
-    ap.add_argument("--workers", type=int, default=None, metavar="N",
-                    help="embedded cluster's workers (default: one per core, or per GPU with cuda)")
-    ap.add_argument("--worker-processes", action="store_true", dest="worker_processes",
-                    help="embedded cluster: a process per worker, not threads (default: off)")
-    ap.add_argument("--listen", default=None, metavar="HOST",
-                    help=f"interface the embedded cluster listens on (default: {LOCALHOST})")
-    ap.add_argument("--dashboard-address", default=None, dest="dashboard_address", metavar="ADDR|none",
-                    help="embedded cluster's dashboard (Dask's pages and the bragg_dask page /bragg), or none "
-                         "(default: a free port on HOST)")
-    ap.add_argument("--tls-ca-file", default=None, dest="tls_ca_file", metavar="FILE",
-                    help="TLS: CA certificate, PEM (default: Dask's distributed.comm.tls.*)")
-    ap.add_argument("--tls-cert", default=None, dest="tls_cert", metavar="FILE",
-                    help="TLS: this client's certificate, PEM (default: Dask's settings)")
-    ap.add_argument("--tls-key", default=None, dest="tls_key", metavar="FILE",
-                    help="TLS: its private key, PEM (default: in --tls-cert)")
-    ap.add_argument("--connect-timeout", type=float, default=None, dest="connect_timeout", metavar="S",
-                    help="seconds to wait for the scheduler (default: 10)")
-    ap.add_argument("--frames", type=int, default=None, metavar="N",
-                    help="a rotation series into --zarr, frame k from phi0 + k*osc (default: 1)")
-    ap.add_argument("--orientations", type=int, default=None, metavar="N",
-                    help="N frames of random crystal orientations into --zarr (default: none)")
-    ap.add_argument("--orientation-seed", type=int, default=None, dest="orientation_seed", metavar="S",
-                    help="seed of the random orientations (default: 0)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="replace an existing --zarr store, not resume it (default: off)")
-    ap.add_argument("--memory-limit", default=None, dest="memory_limit", metavar="SIZE",
-                    help="budget of a run without --zarr: bytes, 8G, 512MiB (default: "
-                         "$BRAGG_DASK_MEMORY_LIMIT, else 80%% of free memory)")
-    ap.add_argument("--max-evaluations", default=None, dest="max_evaluations", metavar="N",
-                    help="refuse a run of more evaluations (pixels x sub-pixels x layers x sources x phi steps x "
-                         "mosaic domains x frames) than N (default: $BRAGG_DASK_MAX_EVALUATIONS, else 1e13)")
-    ap.add_argument("--compile", choices=("auto", "on", "off"), default=None,
-                    help="compile the fused kernel; auto: large tiles only (default: $BRAGG_DASK_COMPILE or auto)")
-    _model_flags(ap)
-    ap.add_argument("--quiet", action="store_true", help="warnings and errors only, no progress (default: off)")
-    ap.add_argument("--help", action="store_true", help="print this help and exit")
-    ap.add_argument("--version", action="store_true", help="print the version and exit")
-    ap.add_argument("--verbose", "-v", action="store_true",
-                    help="the Dask cluster's own log lines (INFO) on stderr too (default: warnings only)")
-    return ap
-
-
-def _model_flags(ap: argparse.ArgumentParser) -> None:
-    """The detector model applied to a --zarr store's frames after the run (noisify's flags)."""
-    ap.add_argument("--psf", choices=("gauss", "fiber"), default=None,
-                    help="detector model (needs --zarr): point spread function, noisify's -psf (default: none)")
-    ap.add_argument("--psf-fwhm", type=float, default=None, dest="psf_fwhm", metavar="UM",
-                    help="detector model: the PSF's full width at half maximum, um (default: 46)")
-    ap.add_argument("--psf-radius", type=float, default=None, dest="psf_radius", metavar="PX",
-                    help="detector model: the PSF's radius, pixels; 0: automatic (default: 0)")
-    ap.add_argument("--readout", type=float, default=None, metavar="ADU",
-                    help="detector model: readout noise, ADU rms (default: 0)")
-    ap.add_argument("--flicker", type=float, default=None, metavar="F",
-                    help="detector model: beam flicker noise, a fraction of the photons (default: 0)")
-    ap.add_argument("--calibration", type=float, default=None, metavar="F",
-                    help="detector model: calibration error, a fraction rms per pixel (default: 0.03)")
-    ap.add_argument("--gain", type=float, default=None, metavar="G",
-                    help="detector model: gain, ADU per photon (default: 1)")
-
-
-def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``--service`` flags (and their values) from the nanoBragg flags."""
-    takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
-                   "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed",
-                   "--memory-limit", "--listen", "--dashboard-address", "--tls-ca-file", "--tls-cert", "--tls-key",
-                   "--connect-timeout", "--compile", "--max-evaluations", "--psf", "--psf-fwhm", "--psf-radius",
-                   "--readout",
-                   "--flicker", "--calibration", "--gain"}
-    service, c_args = [], []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a.startswith("--") or a == "-v":
-            name = a.split("=", 1)[0]
-            service.append(a)
-            if name in takes_value and "=" not in a:
-                if i + 1 >= len(argv):
-                    raise UsageError("needs a value", flag=name)
-                service.append(argv[i + 1])
-                i += 1
-        else:
-            c_args.append(a)
-        i += 1
-    return service, c_args
-
-
-def _check_service(opts) -> None:
-    if opts.c_threads is not None and opts.parity != "c":
-        raise UsageError("only means something with --parity c", flag="--c-threads")
-    if opts.device.startswith("cuda") and not (opts.scheduler or opts.scheduler_file):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("CUDA was asked for but torch sees no CUDA device here (for remote GPU workers "
-                             "give --scheduler)", flag="--device")
-    if opts.scheduler and opts.scheduler_file:
-        raise UsageError("give either --scheduler or --scheduler-file, not both", flag="--scheduler")
-    _check_cluster(opts)
-    _detector_model(opts, None, check=True)
-    if opts.workers is not None and opts.workers < 1:
-        raise UsageError(f"must be >= 1, got {opts.workers}", flag="--workers")
-    for flag, v in (("--frames", opts.frames), ("--orientations", opts.orientations)):
-        if v is not None and v < 1:
-            raise UsageError(f"must be >= 1, got {v}", flag=flag)
-    if opts.frames is not None and opts.orientations is not None:
-        raise UsageError("give either --frames (a rotation series) or --orientations, not both", flag="--frames")
-    if (opts.frames or opts.orientations or 1) > 1 and not opts.zarr:
-        raise UsageError("a dataset of several frames is written to a store: add --zarr PATH",
-                         flag="--frames" if opts.frames else "--orientations")
-    _check_applies(opts)
-
-
-def _check_applies(opts) -> None:
-    """Options that would apply to nothing in this run are refused, not ignored."""
-    if opts.overwrite and not opts.zarr:
-        raise UsageError("replaces a store: it means nothing without --zarr PATH", flag="--overwrite")
-    if opts.orientation_seed is not None and opts.orientations is None:
-        raise UsageError("draws the orientations of --orientations N: it means nothing without it",
-                         flag="--orientation-seed")
-    remote = bool(opts.scheduler or opts.scheduler_file)
-    cluster = remote or bool(opts.zarr)
-    for flag, given in (("--workers", opts.workers is not None), ("--worker-processes", opts.worker_processes),
-                        ("--listen", opts.listen is not None),
-                        ("--dashboard-address", opts.dashboard_address is not None),
-                        ("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
-                        ("--tls-key", opts.tls_key)):
-        if given and not cluster:
-            raise UsageError("sets up the Dask cluster of a --zarr or --scheduler run; this run computes in "
-                             "this process, without one", flag=flag)
-    if opts.connect_timeout is not None and not remote:
-        raise UsageError("bounds the wait for --scheduler/--scheduler-file; there is none", flag="--connect-timeout")
-    for flag, path in (("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
-                       ("--tls-key", opts.tls_key), ("--scheduler-file", opts.scheduler_file)):
-        if path and not os.path.isfile(path):
-            what = "scheduler file" if flag == "--scheduler-file" else "such file"
-            raise UsageError(f"{f'no {what}' if not os.path.exists(path) else 'not a file:'} {path}", flag=flag)
-
-
-def _check_cluster(opts) -> None:
-    for flag, v in (("--scheduler", opts.scheduler), ("--scheduler-file", opts.scheduler_file),
-                    ("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address)):
-        if v is not None and not v.strip():
-            raise UsageError("needs a value", flag=flag)
-    if opts.connect_timeout is not None and not 0 < opts.connect_timeout < 1e9:
-        raise UsageError(f"must be > 0 seconds (and finite), got {opts.connect_timeout:g}", flag="--connect-timeout")
-    if opts.scheduler or opts.scheduler_file:
-        for flag, v in (("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address),
-                        ("--workers", opts.workers), ("--worker-processes", opts.worker_processes or None)):
-            if v is not None:
-                raise UsageError("sets up the embedded cluster; it means nothing with a scheduler", flag=flag)
-
-
-def _cluster_options(opts) -> ClusterOptions:
-    return ClusterOptions(scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
-                          device=opts.device, listen=opts.listen or LOCALHOST,
-                          dashboard_address=opts.dashboard_address, tls_ca_file=opts.tls_ca_file,
-                          tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout or 10.0,
-                          worker_processes=opts.worker_processes, verbose=opts.verbose)
-
-
-def _dataset(opts):
-    from .frames import DatasetSpec
-
-    if opts.orientations is not None:
-        return DatasetSpec("orientations", opts.orientations, opts.orientation_seed or 0)
-    if opts.frames is not None and opts.frames > 1:
-        return DatasetSpec("series", opts.frames)
-    return DatasetSpec()
 
 
 SUBCOMMANDS = {"export": ("export", "export_main"), "preview": ("preview", "preview_main"),
@@ -269,11 +75,11 @@ def run(argv: list[str]) -> int:
     service, c_args = split_argv(argv)
     opts = service_parser().parse_args(service)
     if opts.help:  # every flag, with its meaning, unit and default, from the parsers' tables
-        from .flaghelp import help_text
+        from ..flaghelp import help_text
 
         return _out(help_text(service_parser())) or 0
     if opts.version:
-        from . import __version__
+        from .. import __version__
 
         return _out(f"bragg-dask {__version__}") or 0
     opts.command = {"argv": list(argv), "cwd": os.getcwd()}  # recorded in a store (``verify --repair``)
@@ -293,7 +99,7 @@ def prepare(opts, c_args: list[str]):
     settings = _settings(opts)  # tile, parity, C threads, device, dtype: checked here, once
     _check_service(opts)
     _environment(opts)
-    from .workload import check_evaluations, evaluation_budget
+    from ..workload import check_evaluations, evaluation_budget
 
     evaluation_budget(opts.max_evaluations)  # a bad --max-evaluations: said before the flags are read
     parsed, dataset = _parse(c_args, opts)
@@ -304,27 +110,22 @@ def prepare(opts, c_args: list[str]):
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
     if settings.parity == "c":
-        from .executors.states import check_threads
+        from ..executors.states import check_threads
 
         check_threads(sim, settings.threads)
     return settings, parsed, dataset, sim, outputs
 
 
-def _detector_model(opts, outputs, check: bool = False) -> None:
-    """With the detector-model flags: check them (``check``), or report what the run's detector pass
-    (on the cluster, a task per frame once the store was complete: as ``bragg-dask noisify STORE
-    --all-frames <noisify's flags>``) wrote."""
-    from .noisify import model_given
+def _detector_model(opts, outputs) -> None:
+    """With the detector-model flags: report what the run's detector pass (on the cluster, a task per
+    frame once the store was complete: as ``bragg-dask noisify STORE --all-frames <noisify's flags>``)
+    wrote."""
+    from ..noisify import model_given
 
-    given = model_given(opts)
-    if not given:
+    if not model_given(opts):
         return
-    if not opts.zarr:
-        raise UsageError("needs --zarr: the detector model is applied to the store's frames", flag=given[0])
-    from .noisify_store import DetectorPass, check_model, frames_of, model_args
+    from ..noisify_store import DetectorPass, frames_of, model_args
 
-    if check:
-        return check_model(opts, outputs)
     frames = frames_of(opts.zarr, None, True, check=False)
     _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames, True)}")
 
@@ -336,11 +137,11 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
     module, func = SUBCOMMANDS[name]
     if any(a in ("-h", "--help") for a in argv):
-        from .flaghelp import subcommand_help
+        from ..flaghelp import subcommand_help
 
         return _out(subcommand_help(name)) or 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StdoutHandler(sys.stdout)])
-    done = getattr(importlib.import_module(f".{module}", __package__), func)(argv)
+    done = getattr(importlib.import_module(f"..{module}", __package__), func)(argv)
     if isinstance(done, int):  # a subcommand that writes no file (verify): its exit status
         return done
     for path in done:
@@ -351,7 +152,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
 def _environment(opts) -> None:
     """What the service flags set for the whole process: memory budget, compilation, log levels."""
     if opts.memory_limit is not None:  # the budget of a run holding a whole frame (see memory.py)
-        from .memory import ENV, parse_size
+        from ..memory import ENV, parse_size
 
         parse_size(opts.memory_limit)
         os.environ[ENV] = opts.memory_limit
@@ -364,7 +165,7 @@ def _environment(opts) -> None:
 
 def _parse(c_args: list[str], opts):
     """The C program's flags -> ``(parsed, dataset)``, with the checks made before any computation."""
-    from .nanobragg_args import parse_nanobragg_args
+    from ..nanobragg_args import parse_nanobragg_args
 
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     dataset = _dataset(opts)
@@ -380,7 +181,7 @@ def _parse(c_args: list[str], opts):
 def _noise_seed(outputs, opts):
     """``outputs`` with the run's one noise seed: ``-seed``, a resumed store's, or a time-based one (reported)."""
     if outputs.noisefile and outputs.seed is None:
-        from .store import stored_noise_seed
+        from ..store import stored_noise_seed
 
         seed = stored_noise_seed(opts.zarr) if opts.zarr else None  # resuming a store: keep its seed
         outputs = dataclasses.replace(outputs, seed=int(time.time()) if seed is None else seed)
@@ -397,16 +198,16 @@ def _settings(opts) -> RunSettings:
 
 def _execute(sim, outputs, opts, dataset, settings: RunSettings):
     """Run on Dask (a store or a scheduler was given) or in-process: :func:`executors.execute`."""
-    from .executors import execute, executor_for
+    from ..executors import execute, executor_for
 
     on_dask = bool(opts.zarr or opts.scheduler or opts.scheduler_file)
     executor = executor_for(store=opts.zarr, cluster=_cluster_options(opts) if on_dask else None,
                             overwrite=opts.overwrite, dataset=dataset, outputs=outputs,
                             command=getattr(opts, "command", None) if opts.zarr else None)
-    from .noisify import model_given
+    from ..noisify import model_given
 
     if model_given(opts) and opts.zarr:  # the detector model: on the cluster, a task per frame
-        from .noisify_store import model_args
+        from ..noisify_store import model_args
 
         executor.response = model_args(opts, outputs)
     return execute(sim, settings, executor)
@@ -417,7 +218,7 @@ def _model_scale(result) -> str:
     scale is instead of the C program's (the model's -scale x gain, as the store records it)."""
     if not result.store:
         return ""
-    from .store import frame_record, store_metadata
+    from ..store import frame_record, store_metadata
 
     frames = (store_metadata(result.store).get("response") or {}).get("frames") or {}
     if "0" not in frames:
@@ -429,15 +230,15 @@ def _model_scale(result) -> str:
 def _report(sim, outputs, opts, dataset, result) -> None:
     """The C program's statistics lines, then the output files."""
     st = result.stats
-    from .outputs import write_outputs
-    from .physics.geometry import max_position_m
-    from .stats import int_scale
+    from ..outputs import write_outputs
+    from ..physics.geometry import max_position_m
+    from ..stats import int_scale
 
     _out("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
     _out(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}{_model_scale(result)}")
     if dataset.n == 1:
-        from .io.atomic import batch
+        from ..io.atomic import batch
 
         image = result.source  # the array, or a store frame written by bands
         with batch():  # every output placed at the end, or none (a late failure leaves no earlier file)
@@ -540,7 +341,7 @@ def _flushed(status: int) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from .runtime import configure_threads
+    from ..runtime import configure_threads
 
     configure_threads()  # before torch and numpy load
     try:
@@ -549,7 +350,7 @@ def _main(argv: list[str]) -> int:
         print(f"bragg-dask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from .executors.cluster import silence
+        from ..executors.cluster import silence
 
         silence()  # whatever is still closing says nothing more
         print("bragg-dask: interrupted", file=sys.stderr)

@@ -1,0 +1,87 @@
+"""A store's faults: file-system errors under it said in one line (:class:`StoreError`), and recorded in
+it (``last_error``) in the room a run keeps for that while it writes.
+
+Part of :mod:`bragg_dask.store` (which re-exports these).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+
+import zarr
+
+from ..errors import BraggDaskError
+from .layout import consolidate
+
+# errors of the file system under the store (a store fault, reported in one line), not of the network
+_FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                 errno.ENOENT, errno.ESTALE}
+
+
+class StoreError(BraggDaskError):
+    """Writing the store failed (disk full, read-only, ...); the store is left incomplete."""
+
+
+def store_fault(exc: BaseException, path: str | None) -> StoreError | None:
+    """A one-line :class:`StoreError` for a file-system error under the store, else ``None``."""
+    if path is None or not isinstance(exc, OSError) or exc.errno not in _FAULT_ERRNOS:
+        return None
+    path = os.path.abspath(path)
+    where = os.path.abspath(exc.filename) if isinstance(exc.filename, str) else path
+    d, name = os.path.split(path)
+    if not (where == path or where.startswith(path + os.sep) or where.startswith(os.path.join(d, f".{name}."))
+            or where == d):
+        return None
+    why = exc.strerror or str(exc)
+    return StoreError(f"--zarr: writing {path} failed: {why} ({where}); the store is left incomplete: fix the "
+                      "cause (free space, permissions) and re-run the same command to finish it")
+
+
+#: room kept in a store while a run writes it (:func:`_reserve`), so that a full disk can still take the
+#: fault's record
+RESERVE_NAME = ".bragg_dask.reserve"
+
+
+def _reserve(path: str) -> None:
+    """Best effort: a file of zeros in the store, four times its group record (at least 256 KiB), given
+    back on a fault (:func:`note_fault`) so that ``last_error`` can be written on a full disk, and
+    removed when the run ends."""
+    try:
+        size = max(256 << 10, 4 * os.path.getsize(os.path.join(path, "zarr.json")))
+    except OSError:
+        size = 256 << 10
+    target = os.path.join(path, RESERVE_NAME)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        return
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except (AttributeError, OSError):
+            os.write(fd, bytes(size))
+    except OSError:  # no room even for this: the run's first write says so
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+    finally:
+        os.close(fd)
+
+
+def _release_reserve(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(path, RESERVE_NAME))
+
+
+def note_fault(path: str, message: str) -> None:
+    """Best effort: record the fault in the store's attributes (``complete`` stays false), in the room
+    the run kept for it (:func:`_reserve`)."""
+    _release_reserve(path)
+    with contextlib.suppress(Exception):
+        g = zarr.open_group(path, mode="r+")
+        meta = dict(g.attrs["bragg_dask"])
+        meta["complete"] = False
+        meta["last_error"] = message
+        g.attrs["bragg_dask"] = meta
+        consolidate(path)

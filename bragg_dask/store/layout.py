@@ -1,0 +1,198 @@
+"""A store's layout: its arrays (names, labels, chunks and codecs) made, the group's record (configuration,
+fingerprint, geometry, PONI), and consolidated metadata.
+
+Part of :mod:`bragg_dask.store` (which re-exports these).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import warnings
+
+import numpy as np
+import zarr
+
+from ..physics.geometry import pyfai_geometry
+from ..plan import TilePlan
+from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+
+#: 2: every chunk carries its CRC-32C and is written even when all fill value (1: neither)
+FORMAT_VERSION = 2
+
+
+def _geometry_attrs(sim) -> dict:
+    det, geo = sim.detector, sim.detector.geometry
+    return {
+        "convention": geo.convention,
+        "pivot": geo.pivot,
+        "fdet_vector": list(geo.fdet),
+        "sdet_vector": list(geo.sdet),
+        "odet_vector": list(geo.odet),
+        "beam_vector": list(geo.beam),
+        "pix0_vector_m": list(geo.pix0_m),
+        "beam_center_fast_slow_m": [geo.fbeam_m, geo.sbeam_m],
+        "distance_m": geo.distance_m,
+        "close_distance_m": geo.close_distance_m,
+        "pixel_size_m": det.pixel_size_m,
+        "wavelength_m": sim.beam.wavelength_m,
+    }
+
+
+def poni(sim) -> dict | None:
+    """The detector as pyFAI reads a PONI file (version 2 keys; lengths in metres, angles in radians),
+    so ``pyFAI.load(poni)`` or :func:`bragg_dask.azimuthal` integrates a frame; None for a curved
+    detector (``-curved_det``), which pyFAI's flat geometry cannot describe."""
+    det, geo = sim.detector, sim.detector.geometry
+    if det.curved:
+        return None
+    out = {"poni_version": 2, "detector": "Detector",
+           "detector_config": {"pixel1": det.pixel_size_m, "pixel2": det.pixel_size_m,
+                               "max_shape": [det.spixels, det.fpixels], "orientation": 3}}
+    out.update(pyfai_geometry(geo.fdet, geo.sdet, geo.odet, geo.beam, geo.pix0_m))
+    out["wavelength"] = sim.beam.wavelength_m
+    return out
+
+
+def run_fingerprint(sim, plan: TilePlan, run: dict) -> str:
+    """Identity of what the store holds: configuration, tiling and run options (parity, dtype...)."""
+    doc = {"sim": sim.fingerprint(), "tile_shape": list(plan.tile_shape), "run": run}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
+    from .. import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "package": "bragg_dask",
+        "package_version": __version__,
+        "fingerprint": run_fingerprint(sim, plan, run),
+        "run": run,
+        "parity": run.get("parity", "spec"),
+        "tile_shape": list(plan.tile_shape),
+        "units": {"float": "photons per pixel", "int": "ADU", "noise": "ADU", "lengths": "m", "angles": "rad",
+                  "wavelength": "m", "phi0_deg": "deg"},
+        "geometry": _geometry_attrs(sim),
+        "poni": poni(sim),
+        "config": json.loads(json.dumps(sim.to_dict(), default=str)),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "complete": False,
+    }
+
+
+#: every array's ``units`` and ``long_name`` attributes (CF conventions, read by xarray)
+LABELS = {
+    FLOAT: ("photons", "simulated photons per pixel (the -floatfile image)"),
+    INT: ("ADU", "integer image: photons x int_scale + ADC offset (the -intfile image)"),
+    NOISE: ("ADU", "integer image with Poisson noise (the -noisefile image)"),
+    "tiles_done": ("1", "tile written and durable"),
+    "tile_stats": ("1", "partial sums of each tile: " + ", ".join(STAT_FIELDS)),
+    "frame": ("1", "frame number"),
+    "phi_deg": ("degree", "spindle angle phi at the start of the frame"),
+    "phi0_deg": ("degree", "spindle angle phi at the start of the frame (the record phi_deg is made from)"),
+    "x_mm": ("mm", "pixel centre along the fast axis from the detector origin (the C program's Fdet)"),
+    "y_mm": ("mm", "pixel centre along the slow axis from the detector origin (the C program's Sdet)"),
+    "noise_seed": ("1", "noise seed of the frame (-1: none)"),
+    "orientation": ("1", "rotation applied to the crystal (row-major 3 x 3)"),
+    "max_I": ("photons", "brightest pixel"), "max_slow": ("pixel", "slow index of the brightest pixel"),
+    "max_fast": ("pixel", "fast index of the brightest pixel"), "mean": ("photons", "mean over rendered pixels"),
+    "rms": ("photons", "root mean square over rendered pixels"),
+    "rmsd": ("photons", "root mean square deviation from the mean over the ROI"),
+    "int_scale": ("ADU/photon", "scale of the integer images"),
+}
+
+
+#: the image arrays' coordinates other than their dimensions (the CF ``coordinates`` attribute)
+IMAGE_COORDS = "phi_deg y_mm x_mm"
+
+
+def _labelled(g, name: str, **spec):
+    """Array ``name`` made with its labels: every chunk (or shard's inner chunk) zstd, then its CRC-32C
+    (Zarr v3's ``crc32c`` codec: the store's own readers check it on every read), every chunk written
+    even all fill value (a missing chunk is damage)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    units, long_name = LABELS[name]
+    extra = {"coordinates": IMAGE_COORDS} if name in (FLOAT, INT, NOISE) else {}
+    spec.setdefault("compressors", [ZstdCodec(level=0), Crc32cCodec()])
+    return g.create_array(name, attributes={"units": units, "long_name": long_name, **extra},
+                          config={"write_empty_chunks": True}, **spec)
+
+
+def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool) -> None:
+    g = zarr.open_group(path, mode="a", zarr_format=3)
+    gs, gf = plan.grid
+    ts, tf = plan.tile_shape
+    img = dict(shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf),
+               dimension_names=("frame", "slow", "fast"))
+    # a dataset of frames of several tiles: a shard per frame (inner chunks the tiles), its done flags and
+    # statistics a chunk each (frames of one tile have a chunk per frame already, written straight)
+    whole = n_frames > 1 and gs * gf > 1
+    if whole:
+        img["shards"] = (1, gs * ts, gf * tf)
+    per_tile = (1, gs, gf) if whole else (1, 1, 1)
+    _labelled(g, FLOAT, dtype="float32", fill_value=0.0, **img)
+    for name, wanted in ((INT, with_int), (NOISE, with_noise)):
+        if wanted:
+            _labelled(g, name, dtype="uint16", fill_value=0, **img)
+    _labelled(g, "tiles_done", shape=(n_frames, gs, gf), chunks=per_tile, dtype="bool", fill_value=False,
+              dimension_names=("frame", "tile_slow", "tile_fast"))
+    _labelled(g, "tile_stats", shape=(n_frames, gs, gf, len(STAT_FIELDS)), chunks=(*per_tile, len(STAT_FIELDS)),
+              dtype="float64", fill_value=0.0, dimension_names=("frame", "tile_slow", "tile_fast", "stat"))
+    per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
+    _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
+    for name in ("phi_deg", "phi0_deg"):
+        _labelled(g, name, dtype="float64", fill_value=0.0, **per_frame)
+    _labelled(g, "noise_seed", dtype="int64", fill_value=-1, **per_frame)
+    _labelled(g, "orientation", shape=(n_frames, 3, 3), chunks=(n_frames, 3, 3), dtype="float64",
+              fill_value=0.0, dimension_names=("frame", "row", "col"))
+    for name in FRAME_STATS:
+        _labelled(g, name, dtype="float64", fill_value=float("nan"), **per_frame)
+    pixel_mm = attrs["geometry"]["pixel_size_m"] * 1e3
+    for name, n, dim in (("x_mm", plan.fpixels, "fast"), ("y_mm", plan.spixels, "slow")):
+        _labelled(g, name, shape=(n,), chunks=(n,), dtype="float64", fill_value=0.0,
+                  dimension_names=(dim,))[:] = (np.arange(n) + 0.5) * pixel_mm
+    attrs["arrays"] = sorted(g.array_keys())  # the arrays the run writes (a frame's int/noise chunks expected)
+    g.attrs["bragg_dask"] = attrs
+    consolidate(path)
+
+
+def consolidate(path: str) -> None:
+    """Consolidate metadata so ``xarray.open_zarr`` opens the store in one read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr flags v3 consolidated metadata as not yet in the spec
+        zarr.consolidate_metadata(path)
+
+
+def run_record(settings, dataset, noise_seed: int | None) -> dict:
+    """The run options a store records (its fingerprint includes them): parity, emulated C threads,
+    dtype, the dataset and the noise seed."""
+    return {"parity": settings.parity, "c_threads": settings.c_threads if settings.parity == "c" else None,
+            "dtype": settings.dtype, "dataset": dataset.to_dict(), "noise_seed": noise_seed}
+
+
+def ensure_image_array(path: str, name: str) -> None:
+    """Create the image array ``name`` (:data:`INT`, :data:`NOISE`: uint16 ADU) where the store lacks it,
+    chunked (and sharded) as :data:`FLOAT`."""
+    if name not in (INT, NOISE):
+        raise ValueError(f"not an integer image array: {name!r}")
+    g = zarr.open_group(path, mode="r+")
+    if name in g:
+        return
+    fl = g[FLOAT]
+    extra = {"shards": fl.shards} if fl.shards is not None else {}
+    if fl.metadata.codecs and not any(type(c).__name__ == "Crc32cCodec" for c in _inner_codecs(fl)):
+        extra["compressors"] = [c for c in _inner_codecs(fl)[1:]]  # an older store's: as its float array
+    _labelled(g, name, shape=fl.shape, chunks=fl.chunks, dtype="uint16", fill_value=0,
+              dimension_names=("frame", "slow", "fast"), **extra)
+    consolidate(path)
+
+
+def _inner_codecs(array) -> list:
+    """An array's chunk codecs (a sharded array's inner chunks')."""
+    codecs = list(array.metadata.codecs)
+    if len(codecs) == 1 and hasattr(codecs[0], "index_codecs"):
+        return list(codecs[0].codecs)
+    return codecs
