@@ -25,8 +25,11 @@ from .noisify import _VALUE, MODEL_FLAGS, check_run, noise_seed_of, noisify_main
 from .store_lock import StoreLock
 
 log = logging.getLogger(__name__)
-_active_frames = 0  # frames in noisify_frame in this process (a worker's task threads): they share the budget
-_active_lock = threading.Lock()
+class _Active:
+    """Frames in :func:`noisify_frame` in this process (a worker's task threads): they share the budget."""
+
+    frames = 0
+    lock = threading.Lock()
 
 #: file-mode flags that mean nothing for a store (its frames are read and its arrays written)
 _FILE_FLAGS = ("floatfile", "intfile", "noisefile", "pgmfile", "header", "tile")
@@ -151,7 +154,7 @@ class _FrameSource:
         self._opened = store.opened(frame.path, "r")
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row of chunks -> (photons, source)
         self.partials: dict = {}  # tile -> (lost photons, largest value): the first pass's shares
-        share = memory_budget()[0] // 4 // max(1, _active_frames)  # frames running in this process share it
+        share = memory_budget()[0] // 4 // max(1, _Active.frames)  # frames running in this process share it
         kept = 2 * 8 * frame.shape[0] * frame.shape[1]  # photons and counts, float64
         self.keep_all = 2 * kept <= share
 
@@ -313,17 +316,16 @@ def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     kept (:class:`_FrameSource`), its rows of chunks and then its rows of tiles are computed and written
     on ``torch.get_num_threads()`` threads (numpy, the C PSF and file writes release the GIL); the
     result is the same as one at a time."""
-    global _active_frames
     from .runtime import tune_allocator
 
     tune_allocator()  # the rows' and bands' arrays, megabytes each, reused from the heap (as the kernel's)
-    with _active_lock:
-        _active_frames += 1
+    with _Active.lock:
+        _Active.frames += 1
     try:
         _noisify_frame(path, o, k, seed)
     finally:
-        with _active_lock:
-            _active_frames -= 1
+        with _Active.lock:
+            _Active.frames -= 1
 
 
 def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:

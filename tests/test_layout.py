@@ -168,6 +168,20 @@ def test_functions_take_few_parameters():
     assert [(f, p) for f, _, p in _functions() if p > MAX_PARAMS] == []
 
 
+def test_no_global_state_written_through_global_or_globals():
+    """Module state lives in objects (a class's attributes, a holder), never rebound by ``global`` nor
+    written through ``globals()`` (the package face's lazy loading aside: ``bragg_dask/__init__.py``)."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Global):
+                found.append((name, node.lineno, "global"))
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "globals"
+                    and name != "bragg_dask"):
+                found.append((name, node.lineno, "globals()"))
+    assert found == []
+
+
 def test_modules_are_short():
     assert [(name, n) for name, path in MODULES.items()
             if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES] == []

@@ -136,14 +136,14 @@ def test_threads_split_alike(cid):
 def test_cached_on_disk(monkeypatch, tmp_path):
     """Built once into the cache; a later process (here: a reset module) loads it without compiling."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native.OSUM, "lib", None)
+    monkeypatch.setattr(native.OSUM, "tried", False)
     assert native.library() is not None
     built = list((tmp_path / "bragg_dask" / "native").glob("osum-*.so"))
     assert len(built) == 1
     stamp = built[0].stat().st_mtime_ns
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native.OSUM, "lib", None)
+    monkeypatch.setattr(native.OSUM, "tried", False)
     compiles = []
     real_run = native.subprocess.run
 
@@ -162,8 +162,8 @@ def test_no_compiler_falls_back(monkeypatch, tmp_path):
     """No C compiler: no library, no error; the orientation sum is the eager (or torch.compile) one."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native.OSUM, "lib", None)
+    monkeypatch.setattr(native.OSUM, "tried", False)
     assert native.library() is None
     assert not native.available()
     prep = prepare(_sim_args("-N 4"), "cpu", torch.float64, "spec")
@@ -344,3 +344,22 @@ def test_float32_table_index_limit():
         model.nearest = types.SimpleNamespace(dims=(300, 300, 300), offset=(0, 0, 0), table=model.nearest.table)
         got = fused.spec_of(model)
         assert (got is None) if expect is None else (got is not None and got.dims == (300, 300, 300))
+
+
+@pytest.mark.parametrize("slot, load", [("OSUM", "library"), ("DETECTOR", "detector_library")])
+def test_a_library_that_cannot_be_built_is_said_once_at_warning(slot, load, monkeypatch, caplog):
+    """No compiler: one WARNING per process naming the library, why, and the slower path used instead;
+    never a silent fallback."""
+    import logging
+
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setattr(getattr(native, slot), "lib", None)
+    monkeypatch.setattr(getattr(native, slot), "tried", False)
+    monkeypatch.setenv("BRAGG_DASK_NATIVE", "1")
+    with caplog.at_level(logging.WARNING, logger=native.log.name):
+        assert getattr(native, load)() is None
+        assert getattr(native, load)() is None
+    said = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    text = said[0].getMessage()
+    assert "unavailable" in text and "no C compiler" in text and "instead" in text and "slower" in text

@@ -31,8 +31,8 @@ def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture
 def no_library(monkeypatch):
-    monkeypatch.setattr(native, "_det_lib", None)
-    monkeypatch.setattr(native, "_det_tried", True)
+    monkeypatch.setattr(native.DETECTOR, "lib", None)
+    monkeypatch.setattr(native.DETECTOR, "tried", True)
 
 
 @pytest.mark.parametrize("kind", ["gauss", "fiber"])
@@ -99,8 +99,8 @@ def test_native_uniforms_and_poisson_are_numpys(monkeypatch, seed):
     lam = rng.random(200_000) * noise._SMALL_MEAN
     with_lib = (noise.uniforms(seed, idx, 5), noise.uniforms(seed, idx, 2**33 + 1),
                 noise._poisson_small(lam, idx, seed))
-    monkeypatch.setattr(native, "_det_lib", None)
-    monkeypatch.setattr(native, "_det_tried", True)
+    monkeypatch.setattr(native.DETECTOR, "lib", None)
+    monkeypatch.setattr(native.DETECTOR, "tried", True)
     assert noise._native() is None
     without = (noise.uniforms(seed, idx, 5), noise.uniforms(seed, idx, 2**33 + 1), noise._poisson_small(lam, idx, seed))
     for a, b in zip(with_lib, without):
@@ -202,8 +202,8 @@ def test_native_adu16_is_numpys(monkeypatch):
     x[0, :6] = [np.nan, np.inf, -np.inf, -0.0, 65535.2, 65494.999999]
     for gain, adc in ((1.0, 40.0), (2.5, 10.0), (0.3, 0.0)):
         got = response.adu_noiseless(x, gain, adc, 16)
-        monkeypatch.setattr(native, "_det_lib", None)
-        monkeypatch.setattr(native, "_det_tried", True)
+        monkeypatch.setattr(native.DETECTOR, "lib", None)
+        monkeypatch.setattr(native.DETECTOR, "tried", True)
         want = response.adu_noiseless(x, gain, adc, 16)
         monkeypatch.undo()
         assert got.dtype == want.dtype == np.uint16 and np.array_equal(got[:, 1:], want[:, 1:])

@@ -51,11 +51,32 @@ CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-fno-ma
 VARIANTS = (("-DUSE_LIBMVEC", "-lmvec", "-lm"), ("-lm",))
 
 _lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
-_det_lib: ctypes.CDLL | None = None
-_det_tried = False
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+class _Library:
+    """A library of this process: built and loaded on first use (``lib``), tried once (``tried``)."""
+
+    def __init__(self, what: str, fallback: str) -> None:
+        self.what, self.fallback = what, fallback
+        self.lib: ctypes.CDLL | None = None
+        self.tried = False
+
+
+#: the orientation sum and the detector response's loops; where one cannot be built, a WARNING says so
+#: once per process, naming the slower path used instead
+OSUM = _Library("the native orientation sum (C library)", "using torch's kernel instead (Inductor where it "
+                "compiles, else the eager kernel: about 10x slower on CPU)")
+DETECTOR = _Library("the native detector library (PSF, noise)", "using torch's PSF and noise loops instead "
+                    "(slower)")
+
+
+class _Pool:
+    """The threads the libraries' calls are split over (grown to the largest count asked)."""
+
+    executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+_POOL = _Pool()
 
 
 def enabled() -> bool:
@@ -152,24 +173,23 @@ def _first_build(build) -> tuple[ctypes.CDLL | None, list[str]]:
     return None, errors
 
 
-def _load_once(lib_name: str, tried_name: str, build, what: str) -> ctypes.CDLL | None:
-    """The library held in the module global ``lib_name``, built by ``build`` on the first call (the
-    global ``tried_name`` marks that it was tried); None where it cannot be built."""
-    g = globals()
-    if g[lib_name] is not None or g[tried_name]:
-        return g[lib_name]
+def _load_once(slot: _Library, build) -> ctypes.CDLL | None:
+    """``slot``'s library, built by ``build`` on the first call (tried once); None where it cannot be
+    built: said once, at WARNING, with the path used instead."""
+    if slot.lib is not None or slot.tried:
+        return slot.lib
     with _lock:
-        if not g[tried_name]:
-            g[lib_name], errors = _first_build(build)
-            if g[lib_name] is None:
-                log.debug("%s unavailable: %s", what, "; ".join(errors))
-            g[tried_name] = True
-    return g[lib_name]
+        if not slot.tried:
+            slot.lib, errors = _first_build(build)
+            if slot.lib is None:
+                log.warning("%s unavailable (%s); %s", slot.what, "; ".join(errors)[:300], slot.fallback)
+            slot.tried = True
+    return slot.lib
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded library, building it if needed; None where it cannot be built (tried once)."""
-    return _load_once("_lib", "_tried", _build, "native orientation sum")
+    return _load_once(OSUM, _build)
 
 
 def detector_library() -> ctypes.CDLL | None:
@@ -177,7 +197,7 @@ def detector_library() -> ctypes.CDLL | None:
     needed; None where it cannot be built (tried once) or ``BRAGG_DASK_NATIVE=0``."""
     if not enabled():
         return None
-    return _load_once("_det_lib", "_det_tried", _build_detector, "native detector library")
+    return _load_once(DETECTOR, _build_detector)
 
 
 def run_threaded(fn, n_items: int, min_per_thread: int) -> None:
@@ -198,11 +218,10 @@ def available() -> bool:
 
 
 def _executor(n: int) -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
     with _lock:
-        if _pool is None or _pool._max_workers < n:
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="bragg-osum")
-        return _pool
+        if _POOL.executor is None or _POOL.executor._max_workers < n:
+            _POOL.executor = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="bragg-osum")
+        return _POOL.executor
 
 
 class NativeSum:
