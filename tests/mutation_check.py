@@ -26,8 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: name -> ([(file, text, replacement)], tests that must kill it)
 MUTATIONS = {
     "lattice-constant": ([(f, "0.723601254558268", "0.723603787262749")  # 3.5e-6 relative
-                          for f in ("bragg_dask/physics/lattice.py", "bragg_dask/physics/fused.py",
-                                    "bragg_dask/physics/native_osum.c")],
+                          for f in ("bragg_dask/physics/lattice.py", "bragg_dask/physics/native_osum.c")],
                          ["tests/test_golden_parity.py", "-k", "float64 and round"]),
     "scan-composition": ([("bragg_dask/carryover.py", "return then if then is not None else first",
                            "return first if first is not None else then")],

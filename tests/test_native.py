@@ -363,3 +363,21 @@ def test_a_library_that_cannot_be_built_is_said_once_at_warning(slot, load, monk
     assert len(said) == 1, [r.getMessage() for r in said]
     text = said[0].getMessage()
     assert "unavailable" in text and "no C compiler" in text and "instead" in text and "slower" in text
+
+
+def test_the_c_source_spells_the_lattice_constants_of_the_table():
+    """Each lattice-shape constant is written once in Python (physics/lattice.py's table, which the eager,
+    Inductor and Triton paths read); the C library's source holds exactly those values, and no other
+    Python module spells them."""
+    import re
+    from pathlib import Path
+
+    from bragg_dask.physics.lattice import SHAPE_CONSTANTS
+
+    src = (Path(native.__file__).parent / "native_osum.c").read_text()
+    for value in SHAPE_CONSTANTS.values():
+        assert re.search(rf"(?<![\d.]){re.escape(repr(value))}(?!\d)", src), value
+    package = Path(native.__file__).parent.parent
+    spelled = [str(p.relative_to(package)) for p in package.rglob("*.py") for v in SHAPE_CONSTANTS.values()
+               if re.search(rf"(?<![\d.]){re.escape(repr(v))}(?!\d)", p.read_text())]
+    assert sorted(set(spelled)) == ["physics/lattice.py"], spelled

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 
+from .lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
 from .spec import CHEBYSHEV_MAX_N, FusedSpec, spec_of
 
 __all__ = ["CHEBYSHEV_MAX_N", "FusedSpec", "FusedSum", "TritonSum", "fused_sum_for", "is_compiled", "resolve_mode",
@@ -155,7 +156,7 @@ def _lattice_sq(spec: FusedSpec, dh, dk, dl) -> torch.Tensor:
         x = math.pi * torch.sqrt(hrad * spec.fudge)
         safe = torch.where(x == 0, 1.0, x)
         sinc3 = torch.where(x == 0, 1.0, 3.0 * (torch.sin(safe) / safe - torch.cos(safe)) / (safe * safe))
-        f = (na * nb * nc) * 0.723601254558268 * sinc3
+        f = (na * nb * nc) * ROUND_NORM * sinc3
         return f * f
     r = spec.recip  # d = (dh, dk, dl) @ recip, recip rows a*, b*, c*
     x = dh * r[0] + dk * r[3] + dl * r[6]
@@ -163,9 +164,9 @@ def _lattice_sq(spec: FusedSpec, dh, dk, dl) -> torch.Tensor:
     z = dh * r[2] + dk * r[5] + dl * r[8]
     r2 = (x * x + y * y + z * z) * (na * na * nb * nb * nc * nc)
     if spec.shape == "gauss":
-        f = (na * nb * nc) * torch.exp(-(r2 / 0.63 * spec.fudge))
+        f = (na * nb * nc) * torch.exp(-(r2 / GAUSS_WIDTH * spec.fudge))
     else:
-        f = torch.where(r2 * spec.fudge < 0.3969, na * nb * nc, 0.0)
+        f = torch.where(r2 * spec.fudge < TOPHAT_R2, na * nb * nc, 0.0)
     return f * f
 
 

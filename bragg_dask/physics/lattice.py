@@ -10,6 +10,13 @@ import math
 
 import torch
 
+#: the lattice shapes' constants, as the C program writes them: the round crystal's normalisation of
+#: ``NaNbNc sinc3``, the Gaussian spot's width (``exp(-r^2 / 0.63 fudge)``) and the flat-top spot's
+#: squared radius.  The eager path, the Inductor path (``fused.py``) and the Triton kernel read them
+#: here; ``native_osum.c`` spells them in C, held to this table by ``tests/test_native.py``.
+SHAPE_CONSTANTS = {"ROUND_NORM": 0.723601254558268, "GAUSS_WIDTH": 0.63, "TOPHAT_R2": 0.3969}
+ROUND_NORM, GAUSS_WIDTH, TOPHAT_R2 = (SHAPE_CONSTANTS[k] for k in ("ROUND_NORM", "GAUSS_WIDTH", "TOPHAT_R2"))
+
 
 def square_lattice_sq(delta: torch.Tensor, n_cells: torch.Tensor) -> torch.Tensor:
     """``prod_axes (sin(N pi d) / sin(pi d))^2`` for the parallelepiped crystal.
@@ -42,7 +49,7 @@ def round_lattice(delta: torch.Tensor, n_cells: torch.Tensor, fudge: float) -> t
     x = math.pi * torch.sqrt(hrad_sqr * fudge)
     safe = torch.where(x == 0, torch.ones_like(x), x)
     sinc3 = torch.where(x == 0, torch.ones_like(x), 3.0 * (torch.sin(safe) / safe - torch.cos(safe)) / safe.square())
-    return n_cells.prod() * 0.723601254558268 * sinc3
+    return n_cells.prod() * ROUND_NORM * sinc3
 
 
 def reciprocal_radius_sq(delta: torch.Tensor, recip_per_A: torch.Tensor, n_cells: torch.Tensor) -> torch.Tensor:
@@ -59,11 +66,11 @@ def gauss_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
     """``F_latt`` of the Gaussian spot shape: ``NaNbNc exp(-r^2 / 0.63 * fudge)``; arguments as
     :func:`reciprocal_radius_sq`, returns ``(...)`` dimensionless."""
     r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
-    return n_cells.prod() * torch.exp(-(r2 / 0.63 * fudge))
+    return n_cells.prod() * torch.exp(-(r2 / GAUSS_WIDTH * fudge))
 
 
 def tophat_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
     """``F_latt`` of the flat-top spot: ``NaNbNc`` inside ``r^2 fudge < 0.3969``, else 0; arguments as
     :func:`reciprocal_radius_sq`, returns ``(...)`` dimensionless."""
     r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
-    return n_cells.prod() * (r2 * fudge < 0.3969).to(delta.dtype)
+    return n_cells.prod() * (r2 * fudge < TOPHAT_R2).to(delta.dtype)
