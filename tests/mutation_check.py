@@ -34,7 +34,7 @@ MUTATIONS = {
     "openmp-partition": ([("bragg_dask/carryover.py", "start + q + (1 if t < r else 0)",
                            "start + q + (1 if t <= r else 0)")],
                          ["tests/test_carryover.py"]),
-    "fingerprint-without-dtype": ([("bragg_dask/store/__init__.py", '"dtype": settings.dtype, "dataset"', '"dataset"')],
+    "fingerprint-without-dtype": ([("bragg_dask/store/layout.py", '"dtype": settings.dtype, "dataset"', '"dataset"')],
                                   ["tests/test_store_identity.py"]),
     "checksum-not-checked": ([("bragg_dask/store/codec.py", "if len(raw) < 4 or crc32c(raw[:-4]) != raw[-4:]:",
                                "if len(raw) < 4:")],
