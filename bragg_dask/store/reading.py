@@ -125,6 +125,7 @@ class StoreFrame:
             except DamagedChunk as exc:
                 raise damage_error(self.path, self.flag or "store", self.frame, None, exc.file, exc.why) from None
             yield s0, s1, band
+            del band  # no second band alive while the next is read: a band at a time is the budget
 
     def __array__(self, dtype=None, copy=None):
         img = np.concatenate([band for _, _, band in self.bands()])  # every chunk checked as it is read
