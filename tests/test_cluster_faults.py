@@ -142,7 +142,10 @@ def _group_gone(pgid: int, timeout: float = 20) -> bool:
 @pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
 def test_ctrl_c_is_one_line_exit_130_and_the_store_resumes(tmp_path, processes):
     store = tmp_path / "run.zarr"
-    args = [*FAULT, "--zarr", str(store), "--tile", "16", "--workers", "2"] + ["--worker-processes"] * processes
+    # three times FAULT's domains (the last -mosaic_domains wins): the tiles left after the first tenth take
+    # long enough for the interrupt to land among them, however fast the machine's first tiles were
+    args = [*FAULT, "-mosaic_domains", "18", "--zarr", str(store), "--tile", "16", "--workers", "2"] + [
+        "--worker-processes"] * processes
     proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *args], cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
