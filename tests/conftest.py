@@ -162,3 +162,26 @@ def tree_state(root: Path, skip: tuple[str, ...] = (".bragg_dask.lock",)) -> dic
 
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name not in skip}
+
+
+@pytest.fixture
+def cli_error(tmp_path, monkeypatch, capsys):
+    """Run the CLI in ``tmp_path``; assert exit 2, one line naming every needle, and no new file."""
+    monkeypatch.chdir(tmp_path)
+
+    def check(argv, *needles):
+        before = set(os.listdir(tmp_path))
+        from bragg_dask.cli import main
+
+        rc = main(list(argv))
+        captured = capsys.readouterr()
+        lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+        assert rc == 2, captured.err
+        assert len(lines) == 1, captured.err
+        assert lines[0].startswith("bragg-dask: error: ") and "Traceback" not in captured.err
+        for n in needles:
+            assert n in lines[0], lines[0]
+        assert set(os.listdir(tmp_path)) == before, "an output was written"
+        return lines[0]
+
+    return check

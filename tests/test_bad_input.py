@@ -21,25 +21,6 @@ BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", 
 OUTPUTS = ("floatimage.bin", "intimage.img", "image.pgm", "noiseimage.img")
 
 
-@pytest.fixture
-def cli_error(tmp_path, monkeypatch, capsys):
-    """Run the CLI in ``tmp_path``; assert exit 2, one line naming every needle, and no new file."""
-    monkeypatch.chdir(tmp_path)
-
-    def check(argv, *needles):
-        before = set(os.listdir(tmp_path))
-        rc = main(list(argv))
-        captured = capsys.readouterr()
-        lines = [ln for ln in captured.err.splitlines() if ln.strip()]
-        assert rc == 2, captured.err
-        assert len(lines) == 1, captured.err
-        assert lines[0].startswith("bragg-dask: error: ") and "Traceback" not in captured.err
-        for n in needles:
-            assert n in lines[0], lines[0]
-        assert set(os.listdir(tmp_path)) == before, "an output was written"
-        return lines[0]
-
-    return check
 
 
 # ----------------------------------------------------------------------------- every flag's values

@@ -6,7 +6,6 @@ whatever flag that is, with nothing written."""
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 
@@ -16,25 +15,6 @@ from bragg_dask.nanobragg_args import parse_nanobragg_args
 
 BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
         "-pixel", "0.2", "-detpixels", "16", "-lambda", "1.0", "-oversample", "1", "-noprogress"]
-
-
-@pytest.fixture
-def cli_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-
-    def check(argv, *needles):
-        before = set(os.listdir(tmp_path))
-        rc = main(list(argv))
-        captured = capsys.readouterr()
-        lines = [ln for ln in captured.err.splitlines() if ln.strip()]
-        assert rc == 2 and len(lines) == 1, captured.err
-        assert lines[0].startswith("bragg-dask: error: ") and "Traceback" not in captured.err
-        for n in needles:
-            assert n in lines[0], lines[0]
-        assert set(os.listdir(tmp_path)) == before, "something was written"
-        return lines[0]
-
-    return check
 
 
 @pytest.mark.parametrize("extra, flag, what", [
