@@ -227,8 +227,8 @@ def cmd_env(a) -> int:
 def run_case(case, *, device: str, dtype, parity: str = "spec", c_threads: int = 1, tile=None):
     """``tests.conftest.simulate_case`` on a device: flag parser, then the serial executor."""
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
-    from bragg_dask.plan import plan_tiles
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.planning.plan import plan_tiles
 
     parsed = parse_nanobragg_args(case.args, cwd=str(case.path))
     sim = parsed.simulation
@@ -241,8 +241,8 @@ def _int_max_diff(case, parsed, res) -> int:
     import numpy as np
 
     from bragg_dask.io.smv import int_image, read_smv
+    from bragg_dask.nanobragg.stats import int_scale
     from bragg_dask.physics.roi import roi_mask
-    from bragg_dask.stats import int_scale
 
     out = parsed.outputs
     got = int_image(res.image, roi_mask(parsed.simulation.detector), int_scale(res.stats, out.intfile_scale), out.adc)
@@ -347,8 +347,8 @@ def cmd_golden(a) -> int:
 
 def cmd_fused(a) -> int:
     _repo_on_path()
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
-    from bragg_dask.physics import fused
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.physics.backends import inductor as fused
     from bragg_dask.physics.kernel import prepare
     from tests.conftest import case_by_id, rel_err
 

@@ -76,7 +76,7 @@ def _triton_rows(save, name, dname, prep, fs, sc, ev) -> None:
     """Our own Triton kernel (physics/triton_sum.py) on the same batch, by block size and warps."""
     import torch
 
-    from bragg_dask.physics import triton_sum
+    from bragg_dask.physics.backends import triton as triton_sum
 
     if not triton_sum.supports(fs.spec):
         save({"kind": "sum_triton", "workload": name, "dtype": dname, "error": "unsupported"})
@@ -149,10 +149,11 @@ def main() -> int:
     import torch
 
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
-    from bragg_dask.physics import fused, pixels
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.physics import pixels
+    from bragg_dask.physics.backends import inductor as fused
     from bragg_dask.physics.kernel import batch_points, prepare
-    from bragg_dask.plan import default_tile, plan_tiles
+    from bragg_dask.planning.plan import default_tile, plan_tiles
 
     dev = a.device
     cuda = dev.startswith("cuda")

@@ -25,9 +25,9 @@ DEFAULT_WORKLOADS = HERE.parent.parent / "shared" / "bench" / "workloads.json"
 
 CHILD = r"""
 import json, resource, sys, time, torch
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg.args import parse_nanobragg_args
 from bragg_dask.executors.serial import run_serial
-from bragg_dask.plan import plan_tiles
+from bragg_dask.planning.plan import plan_tiles
 args, parity, tile, dtype, threads = json.loads(sys.argv[1])
 sim = parse_nanobragg_args(args).simulation
 t0 = time.perf_counter()

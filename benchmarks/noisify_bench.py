@@ -79,7 +79,7 @@ def time_c(noisify: str, work: Path, frame: str, case: str) -> float:
 def time_ours(store_path: Path, case: str) -> float:
     """Seconds per frame: every frame of the store, one after the other, as a dataset run does."""
     from bragg_dask import store
-    from bragg_dask.noisify_store import noisify_frame, store_options
+    from bragg_dask.detector.store_pass import noisify_frame, store_options
 
     o = store_options(str(store_path), COMMON + CASES[case])
     for name in (store.INT, store.NOISE):

@@ -59,10 +59,10 @@ def kernel_times(args: list[str], cwd: Path, dtype: str, repeat: int, modes: lis
     ``crop``: time only the central ``crop x crop`` tile (the kernel alone, no executor).
     """
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
-    from bragg_dask.physics.fused import ENV
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.physics.backends.inductor import ENV
     from bragg_dask.physics.kernel import batch_points, simulate_tile
-    from bragg_dask.plan import TileSpec, plan_tiles
+    from bragg_dask.planning.plan import TileSpec, plan_tiles
     from bragg_dask.settings import torch_dtype
 
     sim = parse_nanobragg_args(args, cwd=str(cwd)).simulation
@@ -77,7 +77,7 @@ def kernel_times(args: list[str], cwd: Path, dtype: str, repeat: int, modes: lis
         def work():
             simulate_tile(sim, tile, dtype=tdtype, device=device)
     elif dataset is not None:  # every frame of the dataset, one after the other
-        from bragg_dask.frames import DatasetSpec, make_frames
+        from bragg_dask.planning.frames import DatasetSpec, make_frames
 
         frames = make_frames(sim, DatasetSpec("orientations", dataset[0], dataset[1]))
         pixels = det.spixels * det.fpixels * len(frames)

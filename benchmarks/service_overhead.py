@@ -41,8 +41,8 @@ def main() -> int:
 
     from bragg_dask.executors.dask import run_dask
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
-    from bragg_dask.plan import plan_tiles
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.planning.plan import plan_tiles
 
     spec = json.loads(a.workloads.read_text())["workloads"][a.workload]
     cores = os.cpu_count() or 1

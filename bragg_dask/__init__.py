@@ -11,17 +11,17 @@ __version__ = "0.1.0"
 __all__ = ["Beam", "ClusterOptions", "Crystal", "Detector", "RunSettings", "Simulation", "Source", "azimuthal",
            "DatasetSpec", "simulate", "simulate_dataset", "simulation_from_args", "to_dask_array", "__version__"]
 
-_WHERE = {"simulate": "api", "to_dask_array": "api", "Beam": "config", "Crystal": "config", "Detector": "config",
-          "Simulation": "config", "Source": "config", "RunSettings": "settings", "ClusterOptions": "settings",
-          "simulation_from_args": "nanobragg_args", "azimuthal": "integrate",
-          "simulate_dataset": "api", "DatasetSpec": "frames"}
+_WHERE = {"simulate": "bragg_dask.api", "to_dask_array": "bragg_dask.api", "Beam": "bragg_dask.config", "Crystal": "bragg_dask.config", "Detector": "bragg_dask.config",
+          "Simulation": "bragg_dask.config", "Source": "bragg_dask.config", "RunSettings": "bragg_dask.settings", "ClusterOptions": "bragg_dask.settings",
+          "simulation_from_args": "bragg_dask.nanobragg.args", "azimuthal": "bragg_dask.io.integrate",
+          "simulate_dataset": "bragg_dask.api", "DatasetSpec": "bragg_dask.planning.frames"}
 
 
 def __getattr__(name: str):
     if name in _WHERE:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        value = getattr(importlib.import_module(_WHERE[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

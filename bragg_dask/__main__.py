@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from bragg_dask.cli import main
 
 sys.exit(main())

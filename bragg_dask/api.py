@@ -6,15 +6,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .executors import execute, executor_for
-from .plan import plan_tiles
-from .settings import RunSettings
+from bragg_dask.executors import execute, executor_for
+from bragg_dask.planning.plan import plan_tiles
+from bragg_dask.settings import RunSettings
 
 if TYPE_CHECKING:
-    from .config import Simulation
-    from .executors import RunResult
-    from .frames import DatasetSpec
-    from .settings import ClusterOptions
+    from bragg_dask.config import Simulation
+    from bragg_dask.executors import RunResult
+    from bragg_dask.planning.frames import DatasetSpec
+    from bragg_dask.settings import ClusterOptions
 
 
 def simulate(sim: Simulation, *, store: str | None = None, client=None, settings: RunSettings | None = None,
@@ -68,7 +68,7 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
     plan = plan_tiles(det.spixels, det.fpixels, settings.tile, settings.device)
     states = {}
     if settings.parity == "c":
-        from .executors.states import compute_states
+        from bragg_dask.planning.states import compute_states
 
         states = compute_states(sim, plan, threads=settings.threads, device=settings.device,
                                 dtype=settings.torch_dtype)
@@ -83,7 +83,7 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
 
 
 def _tile_image(sim: Simulation, tile, state, settings: RunSettings) -> np.ndarray:
-    from .physics.kernel import simulate_tile
+    from bragg_dask.physics.kernel import simulate_tile
 
     return simulate_tile(sim, tile, state, parity=settings.parity, device=settings.device,
                          dtype=settings.torch_dtype).image

@@ -2,7 +2,7 @@
 
 The values here are the *resolved* ones: the C program's auto rules (oversample, phi steps,
 mosaic domains, divergence grid, beam centres ...) have been applied by whoever built the
-object (:func:`bragg_dask.nanobragg_args.parse_nanobragg_args` for the C program's flags).
+object (:func:`bragg_dask.nanobragg.args.parse_nanobragg_args` for the C program's flags).
 ``Simulation`` is hashable; its :meth:`Simulation.fingerprint` identifies a store's configuration.
 
 This module imports nothing from the parsing layer (``nanobragg_args``, ``resolve``): they build
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .physics.constants import DEFAULT_FLUENCE
-from .physics.geometry import DetectorGeometry
-from .physics.structure_factors import StructureFactors
-from .physics.vectors import Vec3
+from bragg_dask.errors import ConfigError
+from bragg_dask.physics.constants import DEFAULT_FLUENCE
+from bragg_dask.physics.geometry import DetectorGeometry
+from bragg_dask.physics.structure_factors import StructureFactors
+from bragg_dask.physics.vectors import Vec3
 
 __all__ = ["DEFAULT_FLUENCE", "SHAPES", "Beam", "Crystal", "Detector", "Simulation", "Source", "clip_roi"]
 

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from bragg_dask.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from .nanobragg.params import OutputOptions
+    from bragg_dask.nanobragg.params import OutputOptions
 
 #: the dtypes a run computes in, by name
 DTYPE_NAMES = ("float64", "float32")

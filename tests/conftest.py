@@ -78,8 +78,8 @@ def case_by_id(cid: str) -> Case:
 def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "spec", c_threads: int = 1):
     """Run a golden case in-process through the flag parser and the serial executor."""
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
-    from bragg_dask.plan import plan_tiles
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.planning.plan import plan_tiles
 
     parsed = parse_nanobragg_args(case.args, cwd=str(case.path))
     sim = parsed.simulation

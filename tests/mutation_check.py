@@ -26,12 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 #: name -> ([(file, text, replacement)], tests that must kill it)
 MUTATIONS = {
     "lattice-constant": ([(f, "0.723601254558268", "0.723603787262749")  # 3.5e-6 relative
-                          for f in ("bragg_dask/physics/lattice.py", "bragg_dask/physics/native_osum.c")],
+                          for f in ("bragg_dask/physics/lattice.py", "bragg_dask/physics/backends/native_osum.c")],
                          ["tests/test_golden_parity.py", "-k", "float64 and round"]),
-    "scan-composition": ([("bragg_dask/carryover.py", "return then if then is not None else first",
+    "scan-composition": ([("bragg_dask/planning/carryover.py", "return then if then is not None else first",
                            "return first if first is not None else then")],
                          ["tests/test_carryover.py"]),
-    "openmp-partition": ([("bragg_dask/carryover.py", "start + q + (1 if t < r else 0)",
+    "openmp-partition": ([("bragg_dask/planning/carryover.py", "start + q + (1 if t < r else 0)",
                            "start + q + (1 if t <= r else 0)")],
                          ["tests/test_carryover.py"]),
     "fingerprint-without-dtype": ([("bragg_dask/store/layout.py", '"dtype": settings.dtype, "dataset"', '"dataset"')],
@@ -41,7 +41,7 @@ MUTATIONS = {
                              ["tests/test_store_verify.py", "-k", "every_damage"]),
     "missing-chunk-is-zeros": ([("bragg_dask/store/chunks.py", "if codec.crc and not missing_ok:", "if False:")],
                                ["tests/test_store_chunks.py"]),
-    "fiber-psf-width": ([("bragg_dask/physics/psf.py", "2.0 ** (2.0 / 3.0) - 1.0", "2.0 ** (2.0 / 3.0) - 0.999")],
+    "fiber-psf-width": ([("bragg_dask/detector/psf.py", "2.0 ** (2.0 / 3.0) - 1.0", "2.0 ** (2.0 / 3.0) - 0.999")],
                         ["tests/test_noisify.py", "-k", "differential or golden"]),
     "a-float-for-a-count": ([("bragg_dask/nanobragg/values.py", "if not math.isfinite(v) or v != int(v):",
                               "if not math.isfinite(v):")],

@@ -14,7 +14,7 @@ import pytest
 from bragg_dask import Source
 from bragg_dask.cli import main
 from bragg_dask.errors import ConfigError
-from bragg_dask.nanobragg_args import RULES, parse_nanobragg_args
+from bragg_dask.nanobragg.args import RULES, parse_nanobragg_args
 
 BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
         "-pixel", "0.2", "-detpixels", "16", "-lambda", "1.0", "-oversample", "1", "-noprogress"]
@@ -668,7 +668,7 @@ def test_dmin_just_beyond_every_pixel_is_refused_and_just_within_renders(beam, c
     the kernel's own cut.  1% beyond every pixel centre: refused (not an all-zero image); 1% within: the
     run renders the pixels that pass."""
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.plan import plan_tiles
+    from bragg_dask.planning.plan import plan_tiles
 
     argv = BASE + beam
     d = _finest_pixel_d(argv)

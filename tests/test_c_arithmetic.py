@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from bragg_dask.executors.serial import run_serial
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg.args import parse_nanobragg_args
 from bragg_dask.physics.crystal import phi_angles, zero_phi_rotations
 from bragg_dask.physics.rng import Ran1, mosaic_rotation_umat, powf, umat_to_misset
-from bragg_dask.plan import plan_tiles
+from bragg_dask.planning.plan import plan_tiles
 
 from .conftest import rel_err
 

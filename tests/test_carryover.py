@@ -10,7 +10,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bragg_dask.carryover import (
+from bragg_dask.executors.serial import run_serial
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics.crystal import carryover_matters, zero_phi_rotations
+from bragg_dask.physics.kernel import simulate_tile
+from bragg_dask.physics.tiles import InterpState, RowState, RunSummary, TileState
+from bragg_dask.planning.carryover import (
     PHI_CARRIED,
     PHI_FRESH,
     compose_set,
@@ -19,13 +24,8 @@ from bragg_dask.carryover import (
     segments,
     tile_states,
 )
-from bragg_dask.executors.serial import run_serial
-from bragg_dask.executors.states import compute_states
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.physics.crystal import carryover_matters, zero_phi_rotations
-from bragg_dask.physics.kernel import simulate_tile
-from bragg_dask.physics.tiles import InterpState, RowState, RunSummary, TileState
-from bragg_dask.plan import plan_tiles
+from bragg_dask.planning.plan import plan_tiles
+from bragg_dask.planning.states import compute_states
 
 from .conftest import CASES, case_by_id, rel_err
 

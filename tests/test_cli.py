@@ -324,7 +324,8 @@ def test_a_store_runs_files_come_from_its_arrays_without_a_second_pass(tmp_path,
     tile in the store's second pass, and the files are those arrays (no conversion on the client)."""
     import zarr
 
-    from bragg_dask import cli, outputs
+    from bragg_dask import cli
+    from bragg_dask.nanobragg import outputs
 
     def refuse(*a, **k):
         raise AssertionError("the client made an int or noise image again")

@@ -15,13 +15,13 @@ import torch
 import bragg_dask
 from bragg_dask import Beam, Crystal, Detector, Simulation, Source
 from bragg_dask.errors import ConfigError
+from bragg_dask.nanobragg.args import Interpolation, parse_nanobragg_args, parse_raw
 from bragg_dask.nanobragg.params import DEFAULT_MOSAIC_RNG_SEED
-from bragg_dask.nanobragg_args import Interpolation, parse_nanobragg_args, parse_raw
 from bragg_dask.physics import crystal as xtal
 from bragg_dask.physics.geometry import DetectorGeometryInput, resolve_detector_geometry
 from bragg_dask.physics.kernel import simulate_tile
 from bragg_dask.physics.structure_factors import StructureFactors
-from bragg_dask.plan import TileSpec
+from bragg_dask.planning.plan import TileSpec
 
 from .conftest import case_by_id, rel_err, simulate_case
 
@@ -176,7 +176,7 @@ def test_mosaic_and_misset_seeds_are_the_c_generators_negated_seeds():
     assert a.outputs.seed is None
 
 
-PARSING_LAYER = ("bragg_dask.config", "bragg_dask.nanobragg_args", "bragg_dask.resolve", "bragg_dask.checks",
+PARSING_LAYER = ("bragg_dask.config", "bragg_dask.nanobragg.args", "bragg_dask.nanobragg.resolve", "bragg_dask.nanobragg.checks",
                  "bragg_dask.io")
 
 
@@ -228,6 +228,6 @@ def test_no_import_cycle_runs_through_the_parsing_layer():
         return seen
 
     layer = [m for m in graph if m.startswith(PARSING_LAYER)]
-    assert len(layer) >= 10 and "bragg_dask.resolve" in graph["bragg_dask.nanobragg_args"]
+    assert len(layer) >= 10 and "bragg_dask.nanobragg.resolve" in graph["bragg_dask.nanobragg.args"]
     cycles = sorted(m for m in layer if m in reach(m))
     assert not cycles, f"import cycles through {cycles}"

@@ -9,8 +9,8 @@ import zarr
 
 from bragg_dask import store as zstore
 from bragg_dask.executors.dask import run_dask
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.plan import plan_tiles
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.planning.plan import plan_tiles
 
 from .conftest import case_by_id, rel_err, simulate_case
 
@@ -96,8 +96,8 @@ def _series_args():
 def test_rotation_series_opens_in_xarray_with_per_frame_metadata(client, tmp_path):
     import xarray as xr
 
-    from bragg_dask.frames import DatasetSpec
-    from bragg_dask.nanobragg_args import parse_nanobragg_args as parse
+    from bragg_dask.nanobragg.args import parse_nanobragg_args as parse
+    from bragg_dask.planning.frames import DatasetSpec
 
     parsed = parse(_series_args() + ["-seed", "11"])
     store = str(tmp_path / "series.zarr")
@@ -120,7 +120,7 @@ def test_rotation_series_opens_in_xarray_with_per_frame_metadata(client, tmp_pat
 def test_random_orientation_dataset_records_each_orientation(client, tmp_path):
     import xarray as xr
 
-    from bragg_dask.frames import DatasetSpec, random_rotations
+    from bragg_dask.planning.frames import DatasetSpec, random_rotations
 
     sim = parse_nanobragg_args(_series_args()).simulation
     store = str(tmp_path / "orient.zarr")
@@ -213,7 +213,7 @@ def test_one_frame_of_small_tiles_grouped_equals_serial(tmp_path):
 def test_small_frames_grouped_per_task_equal_single_frames(client, tmp_path):
     """Frames computed several to a task (and resumed with holes) equal frames computed one by one."""
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.frames import DatasetSpec, make_frames
+    from bragg_dask.planning.frames import DatasetSpec, make_frames
 
     sim = parse_nanobragg_args(_series_args()).simulation
     spec = DatasetSpec("orientations", 12, 3)
@@ -242,7 +242,7 @@ def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_
 
     import zarr
 
-    from bragg_dask.frames import DatasetSpec
+    from bragg_dask.planning.frames import DatasetSpec
 
     args = ["-cell", "40", "50", "60", "90", "90", "90", "-default_F", "100", "-N", "4", "-distance", "60",
             "-pixel", "0.3", "-detpixels", "16", "-lambda", "1.0", "-nonoise", "-nopgm", "-phi", "0", "-osc", "1"]
@@ -261,7 +261,7 @@ def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_
     assert again.computed == 4  # the whole frame, not the one tile
     assert np.array_equal(np.asarray(zarr.open_group(store, mode="r")["float"][57]), before)
     import bragg_dask
-    from bragg_dask.frames import make_frames
+    from bragg_dask.planning.frames import make_frames
 
     frame = make_frames(sim, DatasetSpec("series", 200))[57]
     assert np.array_equal(before, bragg_dask.simulate(frame.simulation(sim), tile=8))

@@ -11,9 +11,9 @@ import pytest
 
 from bragg_dask import store as zstore
 from bragg_dask.cli import main, service_parser
+from bragg_dask.detector.noisify import MODEL_FLAGS
+from bragg_dask.detector.store_pass import model_args
 from bragg_dask.nanobragg.params import OutputOptions
-from bragg_dask.noisify import MODEL_FLAGS
-from bragg_dask.noisify_store import model_args
 
 from .test_cli import assert_one_line_error
 from .test_cli import run_cli as _run_cli
@@ -145,10 +145,10 @@ def test_the_pass_runs_on_the_cluster_a_task_per_frame(tmp_path):
     from distributed import Client, LocalCluster, get_task_stream
 
     from bragg_dask import simulation_from_args
+    from bragg_dask.detector.store_pass import noisify_store_main
     from bragg_dask.executors import execute
     from bragg_dask.executors.dask import DaskExecutor
-    from bragg_dask.frames import DatasetSpec
-    from bragg_dask.noisify_store import noisify_store_main
+    from bragg_dask.planning.frames import DatasetSpec
     from bragg_dask.settings import RunSettings
 
     sim = simulation_from_args(SIM[: SIM.index("-noprogress")])

@@ -20,8 +20,8 @@ import pytest
 import zarr
 
 from bragg_dask.executors.serial import run_serial
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.plan import plan_tiles
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.planning.plan import plan_tiles
 
 from .conftest import case_by_id, rel_err
 

@@ -36,7 +36,7 @@ import zarr
 import bragg_dask
 from bragg_dask import cli
 from bragg_dask.executors.cluster import ClusterOptions, _under_main_guard, connect, shutdown
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg.args import parse_nanobragg_args
 
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

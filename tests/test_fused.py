@@ -1,4 +1,4 @@
-"""The fused, compiled orientation sum (bragg_dask.physics.fused) against the eager reference.
+"""The fused, compiled orientation sum (bragg_dask.physics.backends.inductor) against the eager reference.
 
 (The C library that runs the same sum on CPU first is tested in test_native.py.)
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.physics import fused
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics.backends import inductor as fused
 from bragg_dask.physics.kernel import prepare
 
 from .conftest import case_by_id, rel_err, simulate_case
@@ -143,7 +143,9 @@ def test_failed_compile_falls_back(monkeypatch):
 
 def test_spec_has_its_own_module_shared_by_the_backends():
     """fused and native both read the spec from physics.spec (no import of each other)."""
-    from bragg_dask.physics import native, spec, triton_sum
+    from bragg_dask.physics import spec
+    from bragg_dask.physics.backends import native
+    from bragg_dask.physics.backends import triton as triton_sum
 
     assert fused.spec_of is spec.spec_of and fused.FusedSpec is spec.FusedSpec
     assert native.spec_of is spec.spec_of and triton_sum.METHOD_CODE is spec.METHOD_CODE
@@ -155,7 +157,7 @@ def test_spec_has_its_own_module_shared_by_the_backends():
 @pytest.mark.parametrize("n_cells,table", [((1, 24, 25), False), ((262143, 7, 2), True), ((3, 1, 1000), True)])
 def test_triton_configuration_packing_decodes_as_the_kernel_does(n_cells, table):
     """The kernel decodes LATTICE and LOOP with these literal divisions (physics/triton_sum.py)."""
-    from bragg_dask.physics import triton_sum
+    from bragg_dask.physics.backends import triton as triton_sum
     from bragg_dask.physics.spec import METHOD_CODE, FusedSpec
 
     s = FusedSpec(torch.float64, "cuda", "square", n_cells, 1.0, (0.0,) * 9, 0.0, table, (0, 0, 0), (1, 1, 1))
@@ -171,7 +173,7 @@ def test_triton_configuration_packing_decodes_as_the_kernel_does(n_cells, table)
 
 
 def test_triton_inputs_are_viewed_not_copied_where_they_can_be():
-    from bragg_dask.physics import triton_sum
+    from bragg_dask.physics.backends import triton as triton_sum
 
     block = torch.arange(30, dtype=torch.float64).reshape(3, 10)
     rows = triton_sum._rows(block[0], block[1], block[2])

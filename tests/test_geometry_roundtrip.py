@@ -9,10 +9,10 @@ import zarr
 
 from bragg_dask import store as zstore
 from bragg_dask.io.smv import read_smv, smv_header, write_smv
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg.args import parse_nanobragg_args
 from bragg_dask.physics.geometry import PixelBasis, subpixel_positions
 from bragg_dask.physics.kernel import prepare
-from bragg_dask.plan import plan_tiles
+from bragg_dask.planning.plan import plan_tiles
 
 from .conftest import case_by_id
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bragg_dask.io.smv import int_image, read_smv
+from bragg_dask.nanobragg.stats import int_scale
 from bragg_dask.physics.roi import roi_mask
-from bragg_dask.stats import int_scale
 
 from .conftest import CASES, IMPLEMENTED, PIXEL_TOL, case_by_id, pixel_err, rel_err, simulate_case, spec_cases
 

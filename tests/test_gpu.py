@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg.args import parse_nanobragg_args
 from bragg_dask.physics.kernel import simulate_tile
-from bragg_dask.plan import TileSpec
+from bragg_dask.planning.plan import TileSpec
 
 from .conftest import case_by_id, rel_err
 
@@ -38,7 +38,7 @@ def test_cuda_float32_within_1e3():
                                            ("mosaic_domains", torch.float32, 1e-5)])
 def test_cuda_fused_sum_matches_eager(cid, dtype, tol, monkeypatch):
     """The compiled (Triton) orientation sum against the eager path, both on the GPU."""
-    from bragg_dask.physics import fused
+    from bragg_dask.physics.backends import inductor as fused
 
     case = case_by_id(cid)
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
@@ -57,7 +57,7 @@ def test_cuda_fused_sum_matches_eager(cid, dtype, tol, monkeypatch):
 def test_cuda_tiles_equal_untiled():
     """Any tile size gives the same image on the GPU (the GPU's default tile is the whole of this one)."""
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.plan import default_tile, plan_tiles
+    from bragg_dask.planning.plan import default_tile, plan_tiles
 
     case = case_by_id("mosaic_phi_carryover_spec")
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
@@ -72,7 +72,7 @@ def test_cuda_cparity_matches_golden():
 
     case = case_by_id("omp3_roi_carryover")
     from bragg_dask.executors.serial import run_serial
-    from bragg_dask.plan import plan_tiles
+    from bragg_dask.planning.plan import plan_tiles
 
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     det = sim.detector
@@ -116,7 +116,7 @@ def test_dask_gpu_worker_writes_store(tmp_path):
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     store = str(tmp_path / "gpu.zarr")
     res = run_dask(sim, store=store, tile=32, device="cuda", progress=False)
-    from bragg_dask.plan import plan_tiles
+    from bragg_dask.planning.plan import plan_tiles
 
     serial = run_serial(sim, plan_tiles(64, 64, 32), device="cuda").image
     assert np.array_equal(res.image, serial)
@@ -130,7 +130,7 @@ def test_dask_gpu_worker_writes_store(tmp_path):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 def test_cuda_triton_kernel_every_axis_form(nabc, dtype, tol, monkeypatch):
     """Our Triton kernel: N == 1, the recurrence and the sine form, default_F, against the eager sum."""
-    from bragg_dask.physics import fused
+    from bragg_dask.physics.backends import inductor as fused
     from bragg_dask.physics.kernel import prepare
 
     args = ["-cell", "40", "50", "60", "80", "95", "100", "-default_F", "7.3", "-misset", "3", "4", "5",
@@ -148,7 +148,7 @@ def test_cuda_triton_kernel_every_axis_form(nabc, dtype, tol, monkeypatch):
 
 def test_cuda_inductor_kernel_on_request(monkeypatch):
     """BRAGG_DASK_GPU_KERNEL=inductor: Inductor's Triton code instead of ours, same image."""
-    from bragg_dask.physics import fused
+    from bragg_dask.physics.backends import inductor as fused
     from bragg_dask.physics.kernel import prepare
 
     case = case_by_id("hkl_nearest")

@@ -10,10 +10,9 @@ import sys
 
 import pytest
 
-from bragg_dask import flaghelp
-from bragg_dask.cli import main, service_parser
-from bragg_dask.export import _parser as export_parser
-from bragg_dask.nanobragg_args import RULES, RawParams, Rule, parse_raw
+from bragg_dask.cli import flaghelp, main, service_parser
+from bragg_dask.cli.export import _parser as export_parser
+from bragg_dask.nanobragg.args import RULES, RawParams, Rule, parse_raw
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +137,8 @@ def test_every_subcommand_has_its_help(name, flag, capsys):
     """``bragg-dask SUB --help``: exit 0, the usage, and every flag the subcommand takes with a meaning."""
     import argparse
 
-    from bragg_dask.noisify import _SWITCH, _VALUE
-    from bragg_dask.preview import _parser as preview_parser
+    from bragg_dask.cli.preview import _parser as preview_parser
+    from bragg_dask.detector.noisify import _SWITCH, _VALUE
 
     assert main([name, flag]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The C orientation sum (bragg_dask.physics.native) against the eager reference.
+"""The C orientation sum (bragg_dask.physics.backends.native) against the eager reference.
 
 Parity: max|native - eager| / max|eager| <= 1e-12 in float64 and <= 1e-5 in float32 (images and
 raw sums), for every lattice shape, every N (the recurrence for each N up to 24, the sine form
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.physics import fused, native
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics.backends import inductor as fused
+from bragg_dask.physics.backends import native
 from bragg_dask.physics.kernel import prepare
 
 from .conftest import case_by_id, rel_err, simulate_case
@@ -377,7 +378,7 @@ def test_the_c_source_spells_the_lattice_constants_of_the_table():
     src = (Path(native.__file__).parent / "native_osum.c").read_text()
     for value in SHAPE_CONSTANTS.values():
         assert re.search(rf"(?<![\d.]){re.escape(repr(value))}(?!\d)", src), value
-    package = Path(native.__file__).parent.parent
+    package = Path(native.__file__).parents[2]
     spelled = [str(p.relative_to(package)) for p in package.rglob("*.py") for v in SHAPE_CONSTANTS.values()
                if re.search(rf"(?<![\d.]){re.escape(repr(v))}(?!\d)", p.read_text())]
     assert sorted(set(spelled)) == ["physics/lattice.py"], spelled

@@ -16,8 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as tF
 
-from bragg_dask.physics import native, noise, psf
-from bragg_dask.physics.response import CALIBRATION_DRAW, FLICKER_DRAW, gaussian, photon_counts
+from bragg_dask.detector import noise, psf
+from bragg_dask.detector.adu import CALIBRATION_DRAW, FLICKER_DRAW, gaussian, photon_counts
+from bragg_dask.physics.backends import native
 
 needs_lib = pytest.mark.skipif(native.detector_library() is None, reason="the C library does not build here")
 
@@ -147,7 +148,8 @@ def test_store_frame_kept_whole_or_by_bands_gives_the_same_bytes(one_frame, tmp_
     """A frame too large to keep (a tiny memory budget) is read a band at a time: the same arrays."""
     import shutil
 
-    from bragg_dask import noisify_store, store
+    from bragg_dask import store
+    from bragg_dask.detector import store_pass as noisify_store
 
     flags = ["-psf", "gauss", "-psf_fwhm", "500", "-psf_radius", "20", "-seed", "4"]
     flags += ["-nonoise"] if nonoise else ["-readout", "2", "-flicker", "0.1"]
@@ -180,7 +182,7 @@ def test_store_detector_pass_on_cuda_equals_cpu(one_frame, tmp_path):
     import shutil
 
     from bragg_dask import store
-    from bragg_dask.noisify_store import noisify_store_main
+    from bragg_dask.detector.store_pass import noisify_store_main
 
     flags = ["-psf", "gauss", "-psf_fwhm", "400", "-psf_radius", "8", "-seed", "2"]
     got = {}
@@ -195,7 +197,7 @@ def test_store_detector_pass_on_cuda_equals_cpu(one_frame, tmp_path):
 
 @needs_lib
 def test_native_adu16_is_numpys(monkeypatch):
-    from bragg_dask.physics import response
+    from bragg_dask.detector import adu as response
 
     rng = np.random.default_rng(5)
     x = rng.normal(100.0, 3000.0, size=(300, 200))
@@ -213,7 +215,7 @@ def test_native_adu16_is_numpys(monkeypatch):
 def test_cached_calibration_factors_are_the_drawn_ones():
     """A band of whole rows (an int first index) takes its calibration factors from a per-process cache
     of every pixel's, shared by the frames of a dataset: the same counts as drawing the lit pixels'."""
-    from bragg_dask.physics import response
+    from bragg_dask.detector import adu as response
 
     rng = np.random.default_rng(8)
     for first in (0, 123_457):

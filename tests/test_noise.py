@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bragg_dask.detector.noise import noise_image, poisson, uniforms
 from bragg_dask.io.smv import read_smv
-from bragg_dask.physics.noise import noise_image, poisson, uniforms
 from bragg_dask.physics.roi import roi_mask
 
 from .conftest import case_by_id, simulate_case

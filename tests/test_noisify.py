@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from bragg_dask.detector import psf as P
+from bragg_dask.detector.adu import adu_noiseless, adu_noisy, gaussian, photon_counts
+from bragg_dask.detector.noisify import noisify_main, parse_args
 from bragg_dask.errors import ConfigError, UsageError
-from bragg_dask.noisify import noisify_main, parse_args
-from bragg_dask.physics import psf as P
-from bragg_dask.physics.response import adu_noiseless, adu_noisy, gaussian, photon_counts
 
 GOLDEN = Path(__file__).parent / "data" / "golden_noisify"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "case.json").is_file())
@@ -335,7 +335,7 @@ def test_flag_spellings_and_positional_float_file():
 
 
 def test_detector_shape_as_noisify_finds_it():
-    from bragg_dask.noisify import detector_shape
+    from bragg_dask.detector.noisify import detector_shape
 
     o = {"floatfile": "f.bin"}
     assert detector_shape(o, 12) == (4, 3)  # the most square factorisation, (slow, fast)

@@ -74,11 +74,11 @@ def test_an_output_into_a_store_over_an_input_or_over_another_output_is_refused(
 
 LATE = {  # a command of several outputs, and the writer of its last one, made to fail
     "export": (["export", "s.zarr", "-floatfile", "o.bin", "-intfile", "o.img", "-pgmfile", "o.pgm"],
-               "bragg_dask.export.pgm_bytes"),
+               "bragg_dask.cli.export.pgm_bytes"),
     "export-mx": (["export", "s.zarr", "--nxmx", "o.h5", "--cbf", "o.cbf", "-floatfile", "o.bin"],
-                  "bragg_dask.export.write_streamed"),
+                  "bragg_dask.cli.export.write_streamed"),
     "noisify": (["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-intfile", "o.img", "-noisefile", "n2.img",
-                 "-pgmfile", "o.pgm"], "bragg_dask.noisify._write"),
+                 "-pgmfile", "o.pgm"], "bragg_dask.detector.noisify._write"),
     "simulation": (SIM + ["-floatfile", "o.bin", "-intfile", "o.img", "-pgmfile", "o.pgm"],
                    "bragg_dask.io.pgm.pgm_bytes"),
 }
@@ -99,7 +99,7 @@ def test_a_late_failure_leaves_no_earlier_output_behind(command, made, tmp_path,
     before = tree_state(work)
     module, name = target.rsplit(".", 1)
 
-    from bragg_dask.outputs import _writing
+    from bragg_dask.nanobragg.outputs import _writing
 
     holder = __import__(module, fromlist=[name])
     original = getattr(holder, name)

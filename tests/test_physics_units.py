@@ -131,7 +131,7 @@ def test_mosaic_rotation_is_orthonormal_and_small():
 def test_random_misset_reproduces_the_c_programs_angles():
     # angles printed by nanoBragg (bl831, 455534a) for "-cell 50 60 70 90 90 90 -misset_seed 7 -misset random"
     # and for "-misset_seed 42 -misset random -mosaic_spread 0.3 -mosaic_domains 3"
-    from bragg_dask.nanobragg_args import parse_raw, resolve
+    from bragg_dask.nanobragg.args import parse_raw, resolve
 
     base = ["-cell", "50", "60", "70", "90", "90", "90", "-default_F", "1", "-detpixels", "8"]
     for extra, expect in (
@@ -145,7 +145,7 @@ def test_random_misset_reproduces_the_c_programs_angles():
 
 
 def test_misset_seed_after_random_sets_a_fixed_misset_as_in_c():
-    from bragg_dask.nanobragg_args import parse_raw
+    from bragg_dask.nanobragg.args import parse_raw
 
     raw = parse_raw(["-misset", "random", "-misset_seed", "42", "1", "2"])
     assert not raw.misset_random
@@ -153,8 +153,8 @@ def test_misset_seed_after_random_sets_a_fixed_misset_as_in_c():
 
 
 def test_random_rotations_are_proper_and_reproducible():
-    from bragg_dask import frames
     from bragg_dask.physics.rotations import random_rotations
+    from bragg_dask.planning import frames
 
     u = random_rotations(16, 7)
     assert u.shape == (16, 3, 3) and frames.random_rotations is random_rotations
@@ -166,9 +166,9 @@ def test_random_rotations_are_proper_and_reproducible():
 def test_rotate_crystal_turns_every_cell_vector_and_nothing_else():
     import dataclasses
 
-    from bragg_dask.frames import DatasetSpec, make_frames
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
     from bragg_dask.physics.rotations import CELL_FIELDS, random_rotations, rotate_crystal
+    from bragg_dask.planning.frames import DatasetSpec, make_frames
 
     sim = parse_nanobragg_args("-cell 40 50 60 80 95 100 -misset 3 4 5 -default_F 1 -N 2".split()).simulation
     u = random_rotations(1, 3)[0]

@@ -1,4 +1,4 @@
-"""``bragg-dask preview STORE [--frame K] -o F.png [--rings]`` and ``bragg_dask.preview.render``: a frame's
+"""``bragg-dask preview STORE [--frame K] -o F.png [--rings]`` and ``bragg_dask.cli.preview.render``: a frame's
 picture, its direct beam, its resolution rings, the band-wise max-pool, and bad input."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bragg_dask import preview
+from bragg_dask.cli import preview
 from bragg_dask.store import StoreFrame, read_frame, store_metadata
 
 from .conftest import incomplete_copy
@@ -207,7 +207,7 @@ def test_an_incomplete_frame_through_the_process(stores, tmp_path):
 
 
 def test_matplotlib_loads_only_for_a_picture():
-    code = ("import sys, bragg_dask, bragg_dask.cli, bragg_dask.preview; "
+    code = ("import sys, bragg_dask, bragg_dask.cli, bragg_dask.cli.preview; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from bragg_dask.progress import SPARSE_S, Progress
+from bragg_dask.executors.progress import SPARSE_S, Progress
 
 
 class Clock:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bragg_dask.frames import DatasetSpec, make_frames
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg.args import parse_nanobragg_args
 from bragg_dask.physics import kernel, pixels
-from bragg_dask.plan import plan_tiles
+from bragg_dask.planning.frames import DatasetSpec, make_frames
+from bragg_dask.planning.plan import plan_tiles
 
 ARGS = ("-cell 40 50 60 90 90 90 -default_F 100 -N 6 -distance 50 -pixel 0.25 -detpixels 32 -oversample 2 "
         "-mosaic_spread 0.3 -mosaic_domains 2 -dispersion 0.1 -dispsteps 2 -polar 0.5 -nopgm").split()

@@ -10,9 +10,9 @@ import bragg_dask
 from bragg_dask.errors import ConfigError
 from bragg_dask.executors import RunResult, execute, executor_for
 from bragg_dask.executors.serial import SerialExecutor, run_serial
-from bragg_dask.frames import DatasetSpec
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.plan import plan_tiles
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.planning.frames import DatasetSpec
+from bragg_dask.planning.plan import plan_tiles
 from bragg_dask.settings import ClusterOptions, RunSettings, dtype_name, torch_dtype
 
 ARGS = ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "5", "10", "15", "-default_F", "100", "-N", "6",
@@ -135,7 +135,7 @@ def test_a_dataset_from_python_equals_its_frames_one_by_one(tmp_path):
     spec = bragg_dask.DatasetSpec("orientations", 3, orientation_seed=4)
     res = bragg_dask.simulate_dataset(sim, str(tmp_path / "d.zarr"), spec, tile=12)
     assert res.total == res.computed == 3 * 4 and len(res.frame_stats) == 3
-    from bragg_dask.frames import make_frames
+    from bragg_dask.planning.frames import make_frames
     from bragg_dask.store import read_frame
 
     for f in make_frames(sim, spec):

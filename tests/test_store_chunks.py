@@ -130,7 +130,7 @@ def test_other_codecs_are_written_by_zarr(tmp_path):
     path = _store(tmp_path, compressors=GzipCodec(level=1), serializer=BytesCodec())
     g = zstore.opened(path)
     assert not g.direct("img")
-    from bragg_dask.plan import TileSpec
+    from bragg_dask.planning.plan import TileSpec
 
     zstore.write_tile_image(g, "img", 1, TileSpec(4, 8, 4, 7, (1, 1)), np.full((4, 3), 2.0, np.float32))
     assert np.asarray(zarr.open_group(path, mode="r")["img"][1, 4:8, 4:7]).min() == 2.0
@@ -155,7 +155,7 @@ def test_a_block_that_is_not_its_chunk_is_refused(tmp_path):
     with pytest.raises(ValueError, match="is not chunk"):  # smaller, but not at the array's far edge
         g.put_chunk("img", (0, 0, 0), np.ones((3, 4), np.float32), None)
     g.put_chunk("img", (0, 2, 1), np.ones((2, 3), np.float32), None)  # the far corner: 10 = 2*4 + 2, 7 = 4 + 3
-    from bragg_dask.plan import TileSpec
+    from bragg_dask.planning.plan import TileSpec
 
     assert g.aligned("img", TileSpec(8, 10, 4, 7, (2, 1)))
     assert not g.aligned("img", TileSpec(7, 10, 4, 7, (2, 1)))
@@ -177,7 +177,7 @@ def test_an_opened_store_keeps_its_folder_when_the_working_folder_changes(tmp_pa
 def test_chunks_and_bands_read_straight_equal_zarr(tmp_path, codec):
     """get_chunk / read_band / read_tile_image (straight from the files, or through zarr for another
     codec) give what zarr reads, missing chunks as the fill value included."""
-    from bragg_dask.plan import TileSpec
+    from bragg_dask.planning.plan import TileSpec
 
     path = _store(tmp_path, **codec)
     rng = np.random.default_rng(5)

@@ -26,9 +26,9 @@ from bragg_dask import store as zstore
 from bragg_dask.errors import ConfigError
 from bragg_dask.executors import dask as dx
 from bragg_dask.executors.serial import run_serial
-from bragg_dask.memory import ENV
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.plan import plan_tiles
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.planning.memory import ENV
+from bragg_dask.planning.plan import plan_tiles
 
 # a 32 x 32 detector: a few hundred milliseconds on the threaded cluster
 SMALL = ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "5", "10", "15", "-default_F", "100", "-N", "6",
@@ -117,7 +117,7 @@ def test_overwrite_refuses_anything_but_a_store(tmp_path, capsys, monkeypatch, k
 def test_overwrite_with_another_layout_writes_the_new_layout(tmp_path, client):
     """A single-frame store of 4 tiles replaced (--overwrite) by a dataset written a whole frame at a
     time, and back: the tasks take the layout of the store being written, not the one it replaces."""
-    from bragg_dask.frames import DatasetSpec
+    from bragg_dask.planning.frames import DatasetSpec
 
     store, fresh = tmp_path / "run.zarr", tmp_path / "fresh.zarr"
     sim = _sim(SMALL)
@@ -318,7 +318,7 @@ def status(key):
 if __name__ == "__main__":
     import distributed, numpy, torch, zarr  # noqa: F401 - imported before the baseline is taken
     import distributed.dashboard.scheduler  # noqa: F401 - the dashboard's pages (bokeh), loaded by the cluster
-    import bragg_dask.cli, bragg_dask.dashboard, bragg_dask.executors.dask, bragg_dask.outputs  # noqa: F401
+    import bragg_dask.cli, bragg_dask.dashboard, bragg_dask.executors.dask, bragg_dask.nanobragg.outputs  # noqa: F401
     import bragg_dask.store  # noqa: F401
     out = []
     for args in json.loads(sys.argv[1]):

@@ -59,7 +59,7 @@ def test_xarray_opens_a_store_with_coordinates_and_units(tmp_path):
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_the_poni_gives_every_pixel_the_simulations_scattering_angle(tmp_path, name):
     pytest.importorskip("pyFAI")
-    from bragg_dask.integrate import integrator
+    from bragg_dask.io.integrate import integrator
 
     path = _store(tmp_path, GEOMETRIES[name])
     geo = zstore.store_metadata(path)["geometry"]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bragg_dask.physics.roi import rendered_mask
-from bragg_dask.plan import plan_tiles
+from bragg_dask.planning.plan import plan_tiles
 
 from .conftest import case_by_id, simulate_case
 
@@ -54,14 +54,14 @@ WALK_ARGS = ("-cell 40 50 60 90 90 90 -misset 10 -20 30 -default_F 100 -N 5 -dis
 
 
 def _walk_sim(extra=()):
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
 
     return parse_nanobragg_args(WALK_ARGS + list(extra)).simulation
 
 
 def test_tile_spec_is_the_physics_type():
-    from bragg_dask import plan
     from bragg_dask.physics import tiles
+    from bragg_dask.planning import plan
 
     assert plan.TileSpec is tiles.TileSpec
     t = plan.TileSpec(2, 5, 3, 9, (1, 2))
@@ -98,9 +98,9 @@ def test_walk_visits_the_rendered_pixels_in_raster_order():
 @pytest.mark.parametrize("extra", [[], ["-oversample_polar", "-oversample_omega"]])
 def test_walk_in_any_batches_gives_the_kernel_image_bit_for_bit(parity, extra):
     """pixel_values over the shared walk: the same values whatever the batches, and simulate_tile's image."""
-    from bragg_dask.executors.states import compute_states
     from bragg_dask.physics import kernel
     from bragg_dask.physics.evaluation import TileWalk
+    from bragg_dask.planning.states import compute_states
 
     sim = _walk_sim(extra)
     plan = plan_tiles(11, 11, (6, 11))
@@ -156,7 +156,7 @@ def test_source_rows_evaluate_the_fresh_cell_on_fresh_rows_only():
                                    "-dispersion 0.3 -dispsteps 3"])  # ... after a few orientations
 def test_first_out_of_range_evaluation_matches_a_plain_search(extra, tmp_path):
     """The pre-pass's chunked search over the walk equals a search over every evaluation's terms."""
-    from bragg_dask.nanobragg_args import parse_nanobragg_args
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
     from bragg_dask.physics import kernel, prepass
     from bragg_dask.physics.evaluation import TileWalk
     from bragg_dask.physics.tiles import TileSpec, TileState

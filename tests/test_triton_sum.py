@@ -17,8 +17,10 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 
 SCRIPT = r"""
 import sys, torch
-from bragg_dask.nanobragg_args import parse_nanobragg_args
-from bragg_dask.physics import fused, pixels, triton_sum
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics import pixels
+from bragg_dask.physics.backends import inductor as fused
+from bragg_dask.physics.backends import triton as triton_sum
 from bragg_dask.physics.kernel import prepare
 
 args = sys.argv[1].split()

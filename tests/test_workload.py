@@ -1,4 +1,4 @@
-"""Work a run could not finish is refused before it starts (bragg_dask/workload.py): its evaluations over
+"""Work a run could not finish is refused before it starts (bragg_dask/planning/workload.py): its evaluations over
 the budget (``--max-evaluations``, ``$BRAGG_DASK_MAX_EVALUATIONS``, 1e13 by default), or more Dask tasks
 than the memory budget can hold; in one line naming the flag that drives the count and the figures,
 whatever flag that is, with nothing written."""
@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from bragg_dask import workload
 from bragg_dask.cli import main
-from bragg_dask.nanobragg_args import parse_nanobragg_args
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.planning import workload
 
 BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
         "-pixel", "0.2", "-detpixels", "16", "-lambda", "1.0", "-oversample", "1", "-noprogress"]

@@ -56,17 +56,18 @@ import os
 import sys
 import time
 
-from ..checks import check_image_finite, check_outputs
-from ..errors import BraggDaskError, UsageError, one_line
-from ..settings import RunSettings
-from .options import _check_service, _cluster_options, _dataset, service_parser, split_argv
+from bragg_dask.cli.options import _check_service, _cluster_options, _dataset, service_parser, split_argv
+from bragg_dask.errors import BraggDaskError, UsageError, one_line
+from bragg_dask.nanobragg.checks import check_image_finite, check_outputs
+from bragg_dask.settings import RunSettings
 
 log = logging.getLogger("bragg_dask")
 _CLUSTER_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")  # as executors.cluster.NOISY_LOGGERS
 
 
-SUBCOMMANDS = {"export": ("export", "export_main"), "preview": ("preview", "preview_main"),
-               "noisify": ("noisify_store", "noisify_cli"), "verify": ("repair", "verify_main")}
+SUBCOMMANDS = {"export": ("bragg_dask.cli.export", "export_main"), "preview": ("bragg_dask.cli.preview", "preview_main"),
+               "noisify": ("bragg_dask.detector.store_pass", "noisify_cli"),
+               "verify": ("bragg_dask.cli.verify", "verify_main")}
 
 
 def run(argv: list[str]) -> int:
@@ -75,11 +76,11 @@ def run(argv: list[str]) -> int:
     service, c_args = split_argv(argv)
     opts = service_parser().parse_args(service)
     if opts.help:  # every flag, with its meaning, unit and default, from the parsers' tables
-        from ..flaghelp import help_text
+        from bragg_dask.cli.flaghelp import help_text
 
         return _out(help_text(service_parser())) or 0
     if opts.version:
-        from .. import __version__
+        from bragg_dask import __version__
 
         return _out(f"bragg-dask {__version__}") or 0
     opts.command = {"argv": list(argv), "cwd": os.getcwd()}  # recorded in a store (``verify --repair``)
@@ -99,7 +100,7 @@ def prepare(opts, c_args: list[str]):
     settings = _settings(opts)  # tile, parity, C threads, device, dtype: checked here, once
     _check_service(opts)
     _environment(opts)
-    from ..workload import check_evaluations, evaluation_budget
+    from bragg_dask.planning.workload import check_evaluations, evaluation_budget
 
     evaluation_budget(opts.max_evaluations)  # a bad --max-evaluations: said before the flags are read
     parsed, dataset = _parse(c_args, opts)
@@ -110,7 +111,7 @@ def prepare(opts, c_args: list[str]):
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
     if settings.parity == "c":
-        from ..executors.states import check_threads
+        from bragg_dask.planning.states import check_threads
 
         check_threads(sim, settings.threads)
     return settings, parsed, dataset, sim, outputs
@@ -120,11 +121,11 @@ def _detector_model(opts, outputs) -> None:
     """With the detector-model flags: report what the run's detector pass (on the cluster, a task per
     frame once the store was complete: as ``bragg-dask noisify STORE --all-frames <noisify's flags>``)
     wrote."""
-    from ..noisify import model_given
+    from bragg_dask.detector.noisify import model_given
 
     if not model_given(opts):
         return
-    from ..noisify_store import DetectorPass, frames_of, model_args
+    from bragg_dask.detector.store_pass import DetectorPass, frames_of, model_args
 
     frames = frames_of(opts.zarr, None, True, check=False)
     _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames, True)}")
@@ -137,11 +138,11 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
     module, func = SUBCOMMANDS[name]
     if any(a in ("-h", "--help") for a in argv):
-        from ..flaghelp import subcommand_help
+        from bragg_dask.cli.flaghelp import subcommand_help
 
         return _out(subcommand_help(name)) or 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StdoutHandler(sys.stdout)])
-    done = getattr(importlib.import_module(f"..{module}", __package__), func)(argv)
+    done = getattr(importlib.import_module(module), func)(argv)
     if isinstance(done, int):  # a subcommand that writes no file (verify): its exit status
         return done
     for path in done:
@@ -152,7 +153,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
 def _environment(opts) -> None:
     """What the service flags set for the whole process: memory budget, compilation, log levels."""
     if opts.memory_limit is not None:  # the budget of a run holding a whole frame (see memory.py)
-        from ..memory import ENV, parse_size
+        from bragg_dask.planning.memory import ENV, parse_size
 
         parse_size(opts.memory_limit)
         os.environ[ENV] = opts.memory_limit
@@ -165,7 +166,7 @@ def _environment(opts) -> None:
 
 def _parse(c_args: list[str], opts):
     """The C program's flags -> ``(parsed, dataset)``, with the checks made before any computation."""
-    from ..nanobragg_args import parse_nanobragg_args
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
 
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     dataset = _dataset(opts)
@@ -181,7 +182,7 @@ def _parse(c_args: list[str], opts):
 def _noise_seed(outputs, opts):
     """``outputs`` with the run's one noise seed: ``-seed``, a resumed store's, or a time-based one (reported)."""
     if outputs.noisefile and outputs.seed is None:
-        from ..store import stored_noise_seed
+        from bragg_dask.store import stored_noise_seed
 
         seed = stored_noise_seed(opts.zarr) if opts.zarr else None  # resuming a store: keep its seed
         outputs = dataclasses.replace(outputs, seed=int(time.time()) if seed is None else seed)
@@ -198,16 +199,16 @@ def _settings(opts) -> RunSettings:
 
 def _execute(sim, outputs, opts, dataset, settings: RunSettings):
     """Run on Dask (a store or a scheduler was given) or in-process: :func:`executors.execute`."""
-    from ..executors import execute, executor_for
+    from bragg_dask.executors import execute, executor_for
 
     on_dask = bool(opts.zarr or opts.scheduler or opts.scheduler_file)
     executor = executor_for(store=opts.zarr, cluster=_cluster_options(opts) if on_dask else None,
                             overwrite=opts.overwrite, dataset=dataset, outputs=outputs,
                             command=getattr(opts, "command", None) if opts.zarr else None)
-    from ..noisify import model_given
+    from bragg_dask.detector.noisify import model_given
 
     if model_given(opts) and opts.zarr:  # the detector model: on the cluster, a task per frame
-        from ..noisify_store import model_args
+        from bragg_dask.detector.store_pass import model_args
 
         executor.response = model_args(opts, outputs)
     return execute(sim, settings, executor)
@@ -218,7 +219,7 @@ def _model_scale(result) -> str:
     scale is instead of the C program's (the model's -scale x gain, as the store records it)."""
     if not result.store:
         return ""
-    from ..store import frame_record, store_metadata
+    from bragg_dask.store import frame_record, store_metadata
 
     frames = (store_metadata(result.store).get("response") or {}).get("frames") or {}
     if "0" not in frames:
@@ -230,15 +231,15 @@ def _model_scale(result) -> str:
 def _report(sim, outputs, opts, dataset, result) -> None:
     """The C program's statistics lines, then the output files."""
     st = result.stats
-    from ..outputs import write_outputs
-    from ..physics.geometry import max_position_m
-    from ..stats import int_scale
+    from bragg_dask.nanobragg.outputs import write_outputs
+    from bragg_dask.nanobragg.stats import int_scale
+    from bragg_dask.physics.geometry import max_position_m
 
     _out("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
     _out(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}{_model_scale(result)}")
     if dataset.n == 1:
-        from ..io.atomic import batch
+        from bragg_dask.io.atomic import batch
 
         image = result.source  # the array, or a store frame written by bands
         with batch():  # every output placed at the end, or none (a late failure leaves no earlier file)
@@ -341,7 +342,7 @@ def _flushed(status: int) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from ..runtime import configure_threads
+    from bragg_dask.runtime import configure_threads
 
     configure_threads()  # before torch and numpy load
     try:
@@ -350,7 +351,7 @@ def _main(argv: list[str]) -> int:
         print(f"bragg-dask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from ..executors.cluster import silence
+        from bragg_dask.executors.cluster import silence
 
         silence()  # whatever is still closing says nothing more
         print("bragg-dask: interrupted", file=sys.stderr)

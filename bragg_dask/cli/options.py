@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import UsageError
-from ..settings import LOCALHOST, ClusterOptions
+from bragg_dask.errors import UsageError
+from bragg_dask.settings import LOCALHOST, ClusterOptions
 
 
 class _ArgParser(argparse.ArgumentParser):
@@ -151,14 +151,14 @@ def _check_service(opts) -> None:
 
 def _check_model(opts) -> None:
     """The detector-model flags (``--psf`` ...): with ``--zarr``, and each value in its range."""
-    from ..noisify import model_given
+    from bragg_dask.detector.noisify import model_given
 
     given = model_given(opts)
     if not given:
         return
     if not opts.zarr:
         raise UsageError("needs --zarr: the detector model is applied to the store's frames", flag=given[0])
-    from ..noisify_store import check_model
+    from bragg_dask.detector.store_pass import check_model
 
     check_model(opts, None)
 
@@ -212,7 +212,7 @@ def _cluster_options(opts) -> ClusterOptions:
 
 
 def _dataset(opts):
-    from ..frames import DatasetSpec
+    from bragg_dask.planning.frames import DatasetSpec
 
     if opts.orientations is not None:
         return DatasetSpec("orientations", opts.orientations, opts.orientation_seed or 0)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import image
-from .plugin import NAME, TOPIC, DashboardPlugin, scheduler_status
+from bragg_dask.dashboard import image
+from bragg_dask.dashboard.plugin import NAME, TOPIC, DashboardPlugin, scheduler_status
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def attach(client, *, embedded_off: bool = False, flag: str | None = None) -> tu
     except Exception as exc:  # noqa: BLE001 - a scheduler without bragg_dask, or an old distributed
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ImportError):
-            from ..executors.cluster import ClusterError
+            from bragg_dask.executors.cluster import ClusterError
 
             raise ClusterError(f"the scheduler cannot load bragg_dask ({text}): install bragg-dask, the version "
                                "used here, where the scheduler runs (it unpickles the tasks)", flag=flag) from None

@@ -17,7 +17,7 @@ from collections import OrderedDict, deque
 
 import numpy as np
 
-from . import image
+from bragg_dask.dashboard import image
 
 RUNS = 4
 THUMBS = 8

@@ -23,8 +23,8 @@ try:
 except ImportError:  # pragma: no cover - distributed is a dependency
     SchedulerPlugin = object
 
-from .board import Board
-from .page import PAGE
+from bragg_dask.dashboard.board import Board
+from bragg_dask.dashboard.page import PAGE
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 
-from . import image
-from .plugin import TOPIC
+from bragg_dask.dashboard import image
+from bragg_dask.dashboard.plugin import TOPIC
 
 log = logging.getLogger(__name__)
 

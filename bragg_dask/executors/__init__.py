@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..settings import RunSettings
-from .base import Executor, RunResult
+from bragg_dask.executors.base import Executor, RunResult
+from bragg_dask.settings import RunSettings
 
 __all__ = ["Executor", "RunResult", "execute", "executor_for"]
 
 if TYPE_CHECKING:
-    from ..config import Simulation
-    from ..frames import DatasetSpec
-    from ..nanobragg.params import OutputOptions
-    from ..settings import ClusterOptions
+    from bragg_dask.config import Simulation
+    from bragg_dask.nanobragg.params import OutputOptions
+    from bragg_dask.planning.frames import DatasetSpec
+    from bragg_dask.settings import ClusterOptions
 
 
 def executor_for(*, store: str | None = None, client=None, cluster: ClusterOptions | None = None,
@@ -34,10 +34,10 @@ def executor_for(*, store: str | None = None, client=None, cluster: ClusterOptio
     store)."""
     remote = cluster is not None and cluster.remote
     if store is None and client is None and not remote and (dataset is None or dataset.n == 1):
-        from .serial import SerialExecutor
+        from bragg_dask.executors.serial import SerialExecutor
 
         return SerialExecutor(outputs=outputs)
-    from .dask import DaskExecutor
+    from bragg_dask.executors.dask import DaskExecutor
 
     return DaskExecutor(store=store, client=client, cluster=cluster, overwrite=overwrite, dataset=dataset,
                         outputs=outputs, command=command)
@@ -47,7 +47,7 @@ def execute(sim: Simulation, settings: RunSettings | None = None, executor: Exec
     """Run ``sim`` with ``settings`` on ``executor`` (default: in-process)."""
     settings = settings or RunSettings()
     if executor is None:
-        from .serial import SerialExecutor
+        from bragg_dask.executors.serial import SerialExecutor
 
         executor = SerialExecutor()
     return executor.run(sim, executor.plan(sim, settings), settings)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..config import Simulation
-    from ..plan import TilePlan
-    from ..settings import RunSettings
-    from ..stats import ImageStats
+    from bragg_dask.config import Simulation
+    from bragg_dask.nanobragg.stats import ImageStats
+    from bragg_dask.planning.plan import TilePlan
+    from bragg_dask.settings import RunSettings
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class RunResult:
         """Frame 0 for the file writers: the array, or a store frame read by bands."""
         if self.array is not None:
             return self.array
-        from ..store import StoreFrame
+        from bragg_dask.store import StoreFrame
 
         return StoreFrame(self.store, 0)
 

@@ -43,8 +43,8 @@ import sys
 import threading
 import warnings
 
-from ..errors import BraggDaskError, ConfigError
-from ..settings import LOCALHOST, ClusterOptions  # noqa: F401 - part of this module's face
+from bragg_dask.errors import BraggDaskError, ConfigError
+from bragg_dask.settings import LOCALHOST, ClusterOptions  # noqa: F401 - part of this module's face
 
 NOISY_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")
 

@@ -18,21 +18,12 @@ import os
 import numpy as np
 import torch
 
-from .. import dashboard
-from ..errors import ConfigError
-from ..frames import DatasetSpec, Frame, make_frames
-from ..physics.constants import DEFAULT_ADC_OFFSET
-from ..physics.kernel import batch_points
-from ..physics.roi import roi_count
-from ..plan import TilePlan, plan_tiles
-from ..progress import Progress
-from ..settings import ClusterOptions, RunSettings, noise_seed
-from ..stats import ImageStats, combine
-from ..stats import int_scale as _int_scale
-from .base import RunResult
-from .cluster import check_worker_processes, cluster_failure, connect, shutdown
-from .states import compute_states
-from .tasks import (
+from bragg_dask import dashboard
+from bragg_dask.errors import ConfigError
+from bragg_dask.executors.base import RunResult
+from bragg_dask.executors.cluster import check_worker_processes, cluster_failure, connect, shutdown
+from bragg_dask.executors.progress import Progress
+from bragg_dask.executors.tasks import (
     FinishTask,
     TileTask,
     _finish_task,
@@ -43,6 +34,15 @@ from .tasks import (
     task_groups,
     tiles_per_task,
 )
+from bragg_dask.nanobragg.stats import ImageStats, combine
+from bragg_dask.nanobragg.stats import int_scale as _int_scale
+from bragg_dask.physics.constants import DEFAULT_ADC_OFFSET
+from bragg_dask.physics.kernel import batch_points
+from bragg_dask.physics.roi import roi_count
+from bragg_dask.planning.frames import DatasetSpec, Frame, make_frames
+from bragg_dask.planning.plan import TilePlan, plan_tiles
+from bragg_dask.planning.states import compute_states
+from bragg_dask.settings import ClusterOptions, RunSettings, noise_seed
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class DaskExecutor:
         """The settings' tiles, or a resumed store's own where the settings leave the tile open."""
         tile = settings.tile
         if tile is None and self.store is not None and not self.overwrite:
-            from .. import store as zstore
+            from bragg_dask import store as zstore
 
             tile = zstore.stored_tile_shape(self.store)
         return plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile, settings.device)
@@ -84,7 +84,7 @@ class DaskExecutor:
             raise ConfigError("a dataset of several frames needs a store", flag="--zarr")
         if self.client is None and self.cluster is not None and not self.cluster.remote:
             check_worker_processes(self.cluster)  # before a store is made: worker processes that cannot start
-        from ..workload import check_tasks
+        from bragg_dask.planning.workload import check_tasks
 
         n = self.dataset.n
         check_tasks(plan.grid, plan.tile_shape, n, n > 1 and plan.grid[0] * plan.grid[1] > 1,
@@ -95,7 +95,7 @@ class DaskExecutor:
         if self.store is not None:
             session = self._open_store(sim, plan, settings, frames, with_noise)
         elif self.dataset.n == 1:
-            from ..memory import check_frame_fits
+            from bragg_dask.planning.memory import check_frame_fits
 
             check_frame_fits(sim, self.outputs)  # the frame is assembled in this process
         try:
@@ -107,7 +107,7 @@ class DaskExecutor:
     def _open_store(self, sim, plan: TilePlan, settings: RunSettings, frames: list[Frame], with_noise: bool):
         """The store's session, locked until the run ends (a replacement, ``overwrite``, is swapped in
         once the run has started), with the frames' records written."""
-        from .. import store as zstore
+        from bragg_dask import store as zstore
 
         run = zstore.run_record(settings, self.dataset, frames[0].noise_seed if with_noise else None)
         session = zstore.open_store(self.store, sim, plan, run=run, n_frames=len(frames),
@@ -210,13 +210,13 @@ class _Run:
         n_threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
         self.threads = max(1, local_cores // n_threads) if self.device == "cpu" and local_cores else None
         self.embedded = local_cores is not None
-        from .. import store as zstore
+        from bragg_dask import store as zstore
 
         # the session's group: a replacement (--overwrite) before it is swapped in, not the store it replaces
         self.whole_frames = session is not None and zstore.whole_frames(session.group)
 
     def execute(self) -> RunResult:
-        from .. import store as zstore
+        from bragg_dask import store as zstore
 
         try:
             if self.session is not None:
@@ -230,7 +230,7 @@ class _Run:
             raise fault from None
 
     def _execute(self) -> RunResult:
-        from .. import store as zstore
+        from bragg_dask import store as zstore
 
         # a store complete before this run keeps the int/noise images of the frames it does not compute again
         # (they may be the detector model's); otherwise every frame's are written
@@ -337,7 +337,7 @@ class _Run:
 
     def _result(self, fut, futures):
         """A task's results; a failing store cancels the other tasks (it is no use writing to it)."""
-        from .. import store as zstore
+        from bragg_dask import store as zstore
 
         try:
             return fut.result()
@@ -355,7 +355,7 @@ class _Run:
 
     def _reduce(self, partial) -> list[ImageStats]:
         """Per-frame statistics from every tile's partial sums, in tile order (reproducible)."""
-        from .. import store as zstore
+        from bragg_dask import store as zstore
 
         n_roi = roi_count(self.sim.detector)
         rows = zstore.tile_stats_rows(self.store) if self.store else None
@@ -374,7 +374,7 @@ class _Run:
 
     def _finish(self, sim_future, frame_stats, finish: set) -> None:
         """The int and noise images of the frames in ``finish``, from their float images."""
-        from .. import store as zstore
+        from bragg_dask import store as zstore
 
         arrays = zstore.image_arrays(self.store)
         with_int, with_noise = zstore.INT in arrays, zstore.NOISE in arrays
@@ -405,7 +405,7 @@ class _Run:
         independent; a frame's tiles use its worker's threads), then the model recorded."""
         if not self.response:
             return
-        from ..noisify_store import DetectorPass, noisify_frame
+        from bragg_dask.detector.store_pass import DetectorPass, noisify_frame
 
         self.reporter.phase("detector")
         job = DetectorPass(self.store, self.response)

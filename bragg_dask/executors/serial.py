@@ -11,15 +11,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..memory import check_frame_fits
-from ..physics.kernel import simulate_tile
-from ..physics.roi import roi_count
-from ..plan import TilePlan, plan_tiles
-from ..runtime import tune_allocator
-from ..settings import RunSettings
-from ..stats import combine
-from .base import RunResult
-from .states import compute_states
+from bragg_dask.executors.base import RunResult
+from bragg_dask.nanobragg.stats import combine
+from bragg_dask.physics.kernel import simulate_tile
+from bragg_dask.physics.roi import roi_count
+from bragg_dask.planning.memory import check_frame_fits
+from bragg_dask.planning.plan import TilePlan, plan_tiles
+from bragg_dask.planning.states import compute_states
+from bragg_dask.runtime import tune_allocator
+from bragg_dask.settings import RunSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..dashboard import report
-from ..frames import Frame
-from ..physics.kernel import batch_points
-from ..physics.roi import roi_mask
-from ..physics.tiles import TileState
-from ..plan import TileSpec
-from ..runtime import tune_allocator
-from ..settings import torch_dtype
+from bragg_dask.dashboard import report
+from bragg_dask.physics.kernel import batch_points
+from bragg_dask.physics.roi import roi_mask
+from bragg_dask.physics.tiles import TileState
+from bragg_dask.planning.frames import Frame
+from bragg_dask.planning.plan import TileSpec
+from bragg_dask.runtime import tune_allocator
+from bragg_dask.settings import torch_dtype
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def _task_device(device: str) -> str:
 def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None = None):
     """Worker side: simulate tiles (one, or the same tile of several small frames); write them (if a
     store) in one go; return per tile its stats (and its image if not written)."""
-    from .. import store as zstore
-    from ..physics.kernel import simulate_tile
+    from bragg_dask import store as zstore
+    from bragg_dask.physics.kernel import simulate_tile
 
     tune_allocator()
     if torch_threads:
@@ -167,9 +167,9 @@ def _group_key(prefix: str, group: list) -> str:
 def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
     """Worker side: int and noise images of tiles (one, or the same tile of several frames); returns
     the noise overload count."""
-    from .. import store as zstore
-    from ..io.smv import int_image
-    from ..physics.noise import noise_image
+    from bragg_dask import store as zstore
+    from bragg_dask.detector.noise import noise_image
+    from bragg_dask.io.smv import int_image
 
     g = zstore.opened(tasks[0].store)
     synced: set = set()  # durable before the run marks the store complete

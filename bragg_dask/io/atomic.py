@@ -40,7 +40,7 @@ def batch():
 def _place_all(moves: list[tuple[str, str]]) -> None:
     """Rename every ``(tmp, final)``; a rename that fails puts back what was under the names before (set
     aside first), removes what was placed, and ends in one line naming the file."""
-    from ..errors import BraggDaskError
+    from bragg_dask.errors import BraggDaskError
 
     aside: list[tuple[str, str]] = []
     placed: list[str] = []

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from .mx import SATURATION, MxInfo, optional_module
+from bragg_dask.io.mx import SATURATION, MxInfo, optional_module
 
 _HASHES = re.compile(r"#+")
 

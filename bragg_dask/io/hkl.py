@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import InputFileError
-from ..physics.constants import C_INT_MAX
-from ..physics.structure_factors import StructureFactors
-from .textfile import PLAIN_NUMERIC, parse_integer, parse_number, read_text
+from bragg_dask.errors import InputFileError
+from bragg_dask.io.textfile import PLAIN_NUMERIC, parse_integer, parse_number, read_text
+from bragg_dask.physics.constants import C_INT_MAX
+from bragg_dask.physics.structure_factors import StructureFactors
 
 MAX_TABLE = 2**28  # structure-factor table entries (2 GiB of float64)
 

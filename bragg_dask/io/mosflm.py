@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from ..errors import InputFileError
-from .textfile import parse_number, read_text
+from bragg_dask.errors import InputFileError
+from bragg_dask.io.textfile import parse_number, read_text
 
 
 def read_mat(path: str) -> np.ndarray:

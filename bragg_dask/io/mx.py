@@ -19,8 +19,8 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
-from ..errors import UsageError
-from .atomic import defer_removal, place
+from bragg_dask.errors import UsageError
+from bragg_dask.io.atomic import defer_removal, place
 
 #: the C program's int images are uint16: a pixel at this value is saturated
 SATURATION = 65535

@@ -54,7 +54,7 @@ import os
 
 import numpy as np
 
-from .mx import SATURATION, SENSOR_MATERIAL, MxInfo, optional_module
+from bragg_dask.io.mx import SATURATION, SENSOR_MATERIAL, MxInfo, optional_module
 
 DET = "/entry/instrument/detector"
 SAMPLE_AXIS = "/entry/sample/transformations/omega"
@@ -179,7 +179,7 @@ def _group(parent, name: str, nx_class: str, **attrs):
 def _root_attrs(fh, file_name: str) -> None:
     import h5py
 
-    from .. import __version__
+    from bragg_dask import __version__
 
     fh.attrs["NX_class"] = _s("NXroot")
     fh.attrs["default"] = _s("entry")

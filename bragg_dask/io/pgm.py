@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .atomic import atomic_write
+from bragg_dask.io.atomic import atomic_write
 
 
 def pgm_bytes(image: np.ndarray, in_roi: np.ndarray, scale: float) -> np.ndarray:

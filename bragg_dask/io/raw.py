@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .atomic import atomic_write
+from bragg_dask.io.atomic import atomic_write
 
 
 def write_float_image(path: str, image: np.ndarray) -> None:

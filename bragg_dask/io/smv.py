@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import InputFileError
-from ..physics.constants import RTD
-from .atomic import atomic_write
-from .textfile import read_bytes
+from bragg_dask.errors import InputFileError
+from bragg_dask.io.atomic import atomic_write
+from bragg_dask.io.textfile import read_bytes
+from bragg_dask.physics.constants import RTD
 
 if TYPE_CHECKING:
-    from ..config import Simulation
+    from bragg_dask.config import Simulation
 
 
 def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: float) -> np.ndarray:

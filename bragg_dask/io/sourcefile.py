@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputFileError
-from ..physics.sources import SOURCE_DISTANCE_M
-from ..physics.vectors import Vec3, unitize
-from .textcols import read_columns
+from bragg_dask.errors import InputFileError
+from bragg_dask.io.textcols import read_columns
+from bragg_dask.physics.sources import SOURCE_DISTANCE_M
+from bragg_dask.physics.vectors import Vec3, unitize
 
 
 def read_sources(path: str, beam: Vec3, wavelength_m: float) -> tuple[tuple[Vec3, float], ...]:

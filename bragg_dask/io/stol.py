@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .textcols import read_columns
+from bragg_dask.io.textcols import read_columns
 
 
 def read_stol(path: str) -> np.ndarray:

@@ -13,8 +13,8 @@ import re
 
 import numpy as np
 
-from ..errors import InputFileError
-from .textfile import parse_number, read_text
+from bragg_dask.errors import InputFileError
+from bragg_dask.io.textfile import parse_number, read_text
 
 _DELIMS = re.compile(r"[ \t,;:!]+")
 

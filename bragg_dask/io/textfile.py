@@ -6,7 +6,7 @@ import os
 import re
 import stat
 
-from ..errors import InputFileError
+from bragg_dask.errors import InputFileError
 
 
 def read_bytes(path: str) -> bytes:

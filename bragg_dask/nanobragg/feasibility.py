@@ -1,7 +1,7 @@
 """Runs the C program would get silently wrong, or never finish, refused before any work: the
 geometry that cannot see the sample, a detector beyond the beam's reach, a ``-dmin`` beyond every pixel,
 divergence that culls everything, and counts (orientations, sources, sub-pixel points and layers) whose
-tables would not fit the memory budget.  :func:`bragg_dask.resolve.resolve` calls these as it derives
+tables would not fit the memory budget.  :func:`bragg_dask.nanobragg.resolve.resolve` calls these as it derives
 the simulation; each refusal is one line naming the flags that drive it and the figures.
 """
 
@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import Source
-from ..errors import ConfigError
-from ..memory import fmt, memory_budget
-from ..physics.constants import C_INT_MAX
-from ..physics.vectors import cross, magnitude
+from bragg_dask.config import Source
+from bragg_dask.errors import ConfigError
+from bragg_dask.physics.constants import C_INT_MAX
+from bragg_dask.physics.vectors import cross, magnitude
+from bragg_dask.planning.memory import fmt, memory_budget
 
 if TYPE_CHECKING:
-    from ..physics.crystal import CellVectors
-    from ..physics.geometry import DetectorGeometry
-    from .params import RawParams
+    from bragg_dask.nanobragg.params import RawParams
+    from bragg_dask.physics.crystal import CellVectors
+    from bragg_dask.physics.geometry import DetectorGeometry
 
 
 #: memory each crystal orientation takes before and during a run (the domain's rotation held as numbers,
@@ -134,9 +134,9 @@ def everything_culled(p: RawParams, geo: DetectorGeometry, sources: tuple[Source
 
     import torch
 
-    from ..physics import pixels
-    from ..physics.roi import rendered_mask
-    from ..plan import TileSpec
+    from bragg_dask.physics import pixels
+    from bragg_dask.physics.roi import rendered_mask
+    from bragg_dask.planning.plan import TileSpec
 
     f64 = {"dtype": torch.float64}
     prep = types.SimpleNamespace(

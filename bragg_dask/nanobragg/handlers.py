@@ -1,6 +1,6 @@
 """What each of the C program's flags does with its values (a handler per kind of rule: set a variable in
 SI units, a switch, the cell, vectors, conventions, detector size, files, seeds...), as the rule table
-of :mod:`bragg_dask.nanobragg_args` calls them.
+of :mod:`bragg_dask.nanobragg.args` calls them.
 """
 
 from __future__ import annotations
@@ -9,10 +9,21 @@ import math
 import re
 from collections.abc import Callable
 
-from ..errors import ConfigError, UsageError
-from ..physics.constants import HC_EV_ANGSTROM, RTD
-from .params import RawParams
-from .values import _DECIMAL, COUNT, NON_NEGATIVE, POSITIVE, SEED, Limit, _checked, _int, _num, _take_until_flag
+from bragg_dask.errors import ConfigError, UsageError
+from bragg_dask.nanobragg.params import RawParams
+from bragg_dask.nanobragg.values import (
+    _DECIMAL,
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    Limit,
+    _checked,
+    _int,
+    _num,
+    _take_until_flag,
+)
+from bragg_dask.physics.constants import HC_EV_ANGSTROM, RTD
 
 Handler = Callable[[RawParams, str, list], None]
 

@@ -1,6 +1,6 @@
 """The C program's variables after its argument loop (:class:`RawParams`, SI units; -1/NaN mean unset),
-its output options and a parsed command line: what :mod:`bragg_dask.nanobragg_args` fills and
-:func:`bragg_dask.resolve.resolve` derives the simulation from.
+its output options and a parsed command line: what :mod:`bragg_dask.nanobragg.args` fills and
+:func:`bragg_dask.nanobragg.resolve.resolve` derives the simulation from.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import Simulation
-from ..physics.constants import DEFAULT_ADC_OFFSET, DEFAULT_FLUENCE
+from bragg_dask.config import Simulation
+from bragg_dask.physics.constants import DEFAULT_ADC_OFFSET, DEFAULT_FLUENCE
 
 #: the C program's default ``mosaic_seed`` (L357): ran1's seed for the mosaic domains
 DEFAULT_MOSAIC_RNG_SEED = -12345678

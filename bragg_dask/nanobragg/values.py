@@ -9,9 +9,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import UsageError
-from ..io.textfile import DECIMAL, INTEGER
-from ..physics.constants import C_INT_MAX
+from bragg_dask.errors import UsageError
+from bragg_dask.io.textfile import DECIMAL, INTEGER
+from bragg_dask.physics.constants import C_INT_MAX
 
 # a number as the C program writes and reads one (io.textfile's grammar), here with the spaces a
 # quoted argument may carry around it

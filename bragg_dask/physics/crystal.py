@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import RTD
-from .vectors import Vec3, cross, dot, magnitude, rescale, rotate_axis, rotate_umat, rotate_xyz, scale
+from bragg_dask.physics.constants import RTD
+from bragg_dask.physics.vectors import Vec3, cross, dot, magnitude, rescale, rotate_axis, rotate_umat, rotate_xyz, scale
 
 
 @dataclass(frozen=True)

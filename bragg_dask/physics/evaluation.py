@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import pixels
-from .tiles import InterpState, TileSpec, TileState
+from bragg_dask.physics import pixels
+from bragg_dask.physics.tiles import InterpState, TileSpec, TileState
 
 
 @dataclass(frozen=True)

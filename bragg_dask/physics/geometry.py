@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .vectors import Vec3, cross, dot, rotate_axis, rotate_xyz, unitize
+from bragg_dask.physics.vectors import Vec3, cross, dot, rotate_axis, rotate_xyz, unitize
 
 NAN = float("nan")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .lattice import gauss_lattice, round_lattice, square_lattice_sq, tophat_lattice
-from .structure_factors import F2Lookup, TricubicLookup
+from bragg_dask.physics.lattice import gauss_lattice, round_lattice, square_lattice_sq, tophat_lattice
+from bragg_dask.physics.structure_factors import F2Lookup, TricubicLookup
 
 # elements (points x orientations) per inner chunk: big enough to amortise op overhead,
 # small enough for the temporaries to stay in cache (CPU); on a GPU, big enough to fill the card

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import fused, pixels
-from .constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
-from .crystal import carryover_matters, phi_angles, rotated_cells
-from .evaluation import PixelBatch, TileWalk
-from .intensity import IntensityModel
-from .polarization import kahn_factor, solid_angle
-from .roi import rendered_mask
-from .tiles import TileSpec, TileState
+from bragg_dask.physics import pixels
+from bragg_dask.physics.backends import inductor as fused
+from bragg_dask.physics.constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
+from bragg_dask.physics.crystal import carryover_matters, phi_angles, rotated_cells
+from bragg_dask.physics.evaluation import PixelBatch, TileWalk
+from bragg_dask.physics.intensity import IntensityModel
+from bragg_dask.physics.polarization import kahn_factor, solid_angle
+from bragg_dask.physics.roi import rendered_mask
+from bragg_dask.physics.tiles import TileSpec, TileState
 
 __all__ = ["AVOGADRO", "DEFAULT_BUDGET_BYTES", "R_E_SQR", "WATER_F", "WATER_MW", "PreparedSimulation", "TileResult",
            "batch_points", "device_budget", "pixel_values", "prepare", "simulate_tile"]
@@ -268,7 +269,7 @@ def simulate_tile(
     """Float image of ``tile``: ``TileResult.image`` is ``(n_slow, n_fast)`` float32, photons per pixel.
 
     ``parity="c"`` reproduces the C program's carried-over state; ``state`` (from
-    :mod:`bragg_dask.carryover`) is then the state entering each row of the tile.  Memory is bounded
+    :mod:`bragg_dask.planning.carryover`) is then the state entering each row of the tile.  Memory is bounded
     by ``budget_bytes`` (pixel batches x orientation chunks; default :func:`device_budget`), not by
     the tile size.  On a GPU the tile's values stay on the card until one copy at the end.
 
@@ -279,7 +280,7 @@ def simulate_tile(
     if parity not in ("spec", "c"):
         raise ValueError(f"unknown parity {parity!r}")
     if parity == "c" and state is None:
-        raise ValueError("the c-parity mode needs the tile's state (see bragg_dask.carryover)")
+        raise ValueError("the c-parity mode needs the tile's state (see bragg_dask.planning.carryover)")
     prep = prepare(sim, device, dtype, parity)
     rendered = rendered_mask(sim.detector, tile)
     full = bool(rendered.all())

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry import PixelBasis, subpixel_positions
-from .polarization import kahn_factor, solid_angle
+from bragg_dask.physics.geometry import PixelBasis, subpixel_positions
+from bragg_dask.physics.polarization import kahn_factor, solid_angle
 
 
 @dataclass

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .evaluation import PixelBatch, TileWalk
-from .intensity import IntensityModel
-from .kernel import DEFAULT_BUDGET_BYTES, PreparedSimulation, prepare
-from .roi import rendered_mask
-from .tiles import RunSummary, TileSpec, TileState
+from bragg_dask.physics.evaluation import PixelBatch, TileWalk
+from bragg_dask.physics.intensity import IntensityModel
+from bragg_dask.physics.kernel import DEFAULT_BUDGET_BYTES, PreparedSimulation, prepare
+from bragg_dask.physics.roi import rendered_mask
+from bragg_dask.physics.tiles import RunSummary, TileSpec, TileState
 
 
 def executed_runs(sim, tile: TileSpec, *, device: str = "cpu") -> list[RunSummary]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .vectors import Vec3, rotate_axis, unitize
+from bragg_dask.physics.vectors import Vec3, rotate_axis, unitize
 
 SOURCE_DISTANCE_M = 10.0
 

@@ -3,7 +3,7 @@
 A tile is a rectangle of detector pixels (:class:`TileSpec`).  In the c-parity mode the C
 program's order-dependent state (nanobragg-spec section 8) enters each row of a tile from the
 pixels before it: the pre-pass (:mod:`.prepass`) summarises every run (one row of one tile) as a
-:class:`RunSummary`; the carry-over scan (``bragg_dask.carryover``) turns the summaries into the
+:class:`RunSummary`; the carry-over scan (``bragg_dask.planning.carryover``) turns the summaries into the
 state entering every row (:class:`RowState`, gathered per tile in :class:`TileState`); the kernel
 applies it.  This module only defines the records: no physics, no scan.
 """

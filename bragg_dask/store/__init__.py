@@ -49,13 +49,12 @@ import warnings
 
 import zarr
 
-from ..errors import ConfigError
-from ..plan import TilePlan
-from ..store_lock import LOCK_NAME, StoreLock, alive
-from .chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
-from .faults import RESERVE_NAME, StoreError, _release_reserve, _reserve, note_fault, store_fault
-from .integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
-from .layout import (
+from bragg_dask.errors import ConfigError
+from bragg_dask.planning.plan import TilePlan
+from bragg_dask.store.chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
+from bragg_dask.store.faults import RESERVE_NAME, StoreError, _release_reserve, _reserve, note_fault, store_fault
+from bragg_dask.store.integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
+from bragg_dask.store.layout import (
     FORMAT_VERSION,
     IMAGE_COORDS,
     LABELS,
@@ -67,8 +66,9 @@ from .layout import (
     run_record,
     store_attrs,
 )
-from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
-from .reading import (
+from bragg_dask.store.lock import LOCK_NAME, StoreLock, alive
+from bragg_dask.store.names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+from bragg_dask.store.reading import (
     FrameRecord,
     StoreFrame,
     frame_count,
@@ -81,9 +81,9 @@ from .reading import (
     tile_stats_rows,
     tiles_done,
 )
-from .response import MODEL_LABEL, drop_response, record_response, sync_response
-from .verify import Problem, Scan, check_frames, scan, usable_tiles
-from .writing import (
+from bragg_dask.store.response import MODEL_LABEL, drop_response, record_response, sync_response
+from bragg_dask.store.verify import Problem, Scan, check_frames, scan, usable_tiles
+from bragg_dask.store.writing import (
     drop_frame_images,
     read_tile_image,
     stats_from_row,

@@ -21,10 +21,10 @@ import uuid
 import numpy as np
 import zarr
 
-from ..plan import TileSpec
-from . import shards
-from .codec import chunk_codec
-from .integrity import DamagedChunk
+from bragg_dask.planning.plan import TileSpec
+from bragg_dask.store import shards
+from bragg_dask.store.codec import chunk_codec
+from bragg_dask.store.integrity import DamagedChunk
 
 
 class OpenStore:

@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from .integrity import DamagedChunk
+from bragg_dask.store.integrity import DamagedChunk
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,8 +12,8 @@ import os
 
 import zarr
 
-from ..errors import BraggDaskError
-from .layout import consolidate
+from bragg_dask.errors import BraggDaskError
+from bragg_dask.store.layout import consolidate
 
 # errors of the file system under the store (a store fault, reported in one line), not of the network
 _FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from ..errors import BraggDaskError, ConfigError
-from .names import FLOAT
+from bragg_dask.errors import BraggDaskError, ConfigError
+from bragg_dask.store.names import FLOAT
 
 #: the arrays every bragg_dask store holds (the int and noise arrays come and go with the options)
 REQUIRED_ARRAYS = (FLOAT, "tiles_done", "tile_stats", "noise_seed", "int_scale", "phi0_deg")

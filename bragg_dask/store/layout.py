@@ -14,9 +14,9 @@ import warnings
 import numpy as np
 import zarr
 
-from ..physics.geometry import pyfai_geometry
-from ..plan import TilePlan
-from .names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+from bragg_dask.physics.geometry import pyfai_geometry
+from bragg_dask.planning.plan import TilePlan
+from bragg_dask.store.names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
 
 #: 2: every chunk carries its CRC-32C and is written even when all fill value (1: neither)
 FORMAT_VERSION = 2
@@ -62,7 +62,7 @@ def run_fingerprint(sim, plan: TilePlan, run: dict) -> str:
 
 
 def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
-    from .. import __version__
+    from bragg_dask import __version__
 
     return {
         "format_version": FORMAT_VERSION,

@@ -10,11 +10,11 @@ import warnings
 import numpy as np
 import zarr
 
-from ..errors import ConfigError
-from ..plan import TilePlan, TileSpec
-from .chunks import opened
-from .integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
-from .names import FLOAT, INT, NOISE
+from bragg_dask.errors import ConfigError
+from bragg_dask.planning.plan import TilePlan, TileSpec
+from bragg_dask.store.chunks import opened
+from bragg_dask.store.integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
+from bragg_dask.store.names import FLOAT, INT, NOISE
 
 
 def image_arrays(path: str) -> set[str]:
@@ -47,8 +47,8 @@ def frame_record(path: str, frame: int, flag: str = "export", check: bool = True
     """The record of ``frame`` of the store at ``path`` (a bad path or frame: a one-line error naming it).
     ``check``: the store's records and the frame's tile records checked first (:func:`.verify.check_frames`:
     damage is one line naming the file, never a traceback nor a wrong value)."""
-    from ..errors import UsageError
-    from .verify import check_frames
+    from bragg_dask.errors import UsageError
+    from bragg_dask.store.verify import check_frames
 
     if not os.path.exists(path):
         raise UsageError(f"no store at {path}", flag=flag)
@@ -109,7 +109,7 @@ class StoreFrame:
     def has(self, array: str) -> bool:
         """Whether the frame holds an image in ``array`` (the store has the array, and the run or the
         detector model wrote this frame's: :func:`.verify.image_written`)."""
-        from .verify import image_written
+        from bragg_dask.store.verify import image_written
 
         return array in self.arrays and image_written(self.meta, array, self.frame)
 

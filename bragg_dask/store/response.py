@@ -11,9 +11,9 @@ import json
 import numpy as np
 import zarr
 
-from .chunks import writable
-from .layout import LABELS, consolidate
-from .names import INT, NOISE
+from bragg_dask.store.chunks import writable
+from bragg_dask.store.layout import LABELS, consolidate
+from bragg_dask.store.names import INT, NOISE
 
 #: the image arrays' description while some of their frames are the detector model's
 MODEL_LABEL = {INT: "integer image, ADU: the frames listed in the store's response record went through the detector "

@@ -20,8 +20,8 @@ import dataclasses
 
 import numpy as np
 
-from .codec import ChunkCodec, codec_of, crc32c
-from .integrity import DamagedChunk
+from bragg_dask.store.codec import ChunkCodec, codec_of, crc32c
+from bragg_dask.store.integrity import DamagedChunk
 
 _EMPTY = 0xFFFFFFFFFFFFFFFF
 

@@ -26,11 +26,11 @@ import warnings
 
 import numpy as np
 
-from . import shards
-from .chunks import OpenStore, read_chunk_file
-from .codec import chunk_codec
-from .integrity import DamagedChunk, damage_error, metadata_problems
-from .names import FLOAT, INT, NOISE
+from bragg_dask.store import shards
+from bragg_dask.store.chunks import OpenStore, read_chunk_file
+from bragg_dask.store.codec import chunk_codec
+from bragg_dask.store.integrity import DamagedChunk, damage_error, metadata_problems
+from bragg_dask.store.names import FLOAT, INT, NOISE
 
 IMAGES = (FLOAT, INT, NOISE)
 #: arrays whose chunks are per tile (checked per done tile), besides the images
@@ -364,7 +364,7 @@ def _clear(path: str, found: Scan) -> None:
     """The damaged tiles marked not done: each ``tiles_done`` chunk holding one written whole again."""
     import zarr
 
-    from .chunks import writable
+    from bragg_dask.store.chunks import writable
 
     arr = writable(zarr.open_group(path, mode="r+")["tiles_done"])
     cs = tuple(int(c) for c in arr.metadata.chunk_grid.chunk_shape)

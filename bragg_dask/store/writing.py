@@ -9,9 +9,9 @@ import contextlib
 import numpy as np
 import zarr
 
-from ..plan import TileSpec
-from .chunks import OpenStore, opened, sync_chunk, writable
-from .names import FLOAT, FRAME_STATS, STAT_FIELDS
+from bragg_dask.planning.plan import TileSpec
+from bragg_dask.store.chunks import OpenStore, opened, sync_chunk, writable
+from bragg_dask.store.names import FLOAT, FRAME_STATS, STAT_FIELDS
 
 
 def stats_row(stats: dict) -> np.ndarray:

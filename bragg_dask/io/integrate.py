@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, UsageError
-from .store import StoreFrame, check_frames, frame_record, store_metadata
+from bragg_dask.errors import ConfigError, UsageError
+from bragg_dask.store import StoreFrame, check_frames, frame_record, store_metadata
 
 if TYPE_CHECKING:
     import numpy as np

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as tF
 
-from ..errors import ConfigError
-from . import native
+from bragg_dask.errors import ConfigError
+from bragg_dask.physics.backends import native
 
 LN16 = math.log(16.0)
 #: fibre PSF g (pixels) per FWHM (pixels): g/(2 pi) (g^2 + r^2)^(-3/2) falls to half at r = FWHM/2

@@ -18,22 +18,22 @@ import os
 
 import numpy as np
 
-from .checks import check_paths
-from .config import clip_roi
-from .errors import ConfigError
-from .io.mx import mx_info, optional_module, staged
-from .io.smv import int_image
-from .outputs import OutputError
-from .physics.constants import DEFAULT_ADC_OFFSET
-from .physics.roi import mask_from_bounds
-from .store import StoreFrame, check_frames, frame_record, frames_phi0_deg, store_metadata
+from bragg_dask.config import clip_roi
+from bragg_dask.errors import ConfigError
+from bragg_dask.io.mx import mx_info, optional_module, staged
+from bragg_dask.io.smv import int_image
+from bragg_dask.nanobragg.checks import check_paths
+from bragg_dask.nanobragg.outputs import OutputError
+from bragg_dask.physics.constants import DEFAULT_ADC_OFFSET
+from bragg_dask.physics.roi import mask_from_bounds
+from bragg_dask.store import StoreFrame, check_frames, frame_record, frames_phi0_deg, store_metadata
 
 log = logging.getLogger(__name__)
 
 
 def export_mx(a) -> list[str]:
     """Write ``a.nxmx`` and/or ``a.cbf`` (``a``: the parsed export flags); returns the paths written."""
-    from .io.cbf import numbered, series_template
+    from bragg_dask.io.cbf import numbered, series_template
 
     if a.nxmx:
         optional_module("h5py", "--nxmx", "nexus")
@@ -54,13 +54,13 @@ def export_mx(a) -> list[str]:
     info = mx_info(store_metadata(a.store), frames_phi0_deg(a.store)[indices])
     written: list[str] = []
     if a.nxmx:
-        from .io.nexus import write_nxmx
+        from bragg_dask.io.nexus import write_nxmx
 
         with _writing(a.nxmx), staged([a.nxmx]) as (tmp,):
             write_nxmx(tmp, info, (frame_counts(a.store, k, a.scale, a.adc, image) for k in indices))
         written.append(a.nxmx)
     if a.cbf:
-        from .io.cbf import pilatus_header, write_cbf
+        from bragg_dask.io.cbf import pilatus_header, write_cbf
 
         with _writing(a.cbf), staged(cbf_paths) as temps:
             for j, (k, tmp) in enumerate(zip(indices, temps)):

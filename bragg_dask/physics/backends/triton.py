@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from .spec import METHOD_CODE
+from bragg_dask.physics.spec import METHOD_CODE
 
 try:  # Triton ships with CUDA builds of torch; a CPU-only install has none
     import triton

@@ -50,7 +50,7 @@ def uniforms(seed: int, index: np.ndarray, draw: int | np.ndarray) -> np.ndarray
 
 def _native():
     """The C library's copies of the hot loops (``native_detector.c``: the same numbers), or None."""
-    from . import native
+    from bragg_dask.physics.backends import native
 
     return native.detector_library()
 

@@ -27,9 +27,9 @@ import time
 
 import numpy as np
 
-from .errors import ConfigError, InputFileError, UsageError, reading
-from .io.atomic import atomic_write
-from .physics.constants import DEFAULT_FLUENCE, R_E_SQR
+from bragg_dask.errors import ConfigError, InputFileError, UsageError, reading
+from bragg_dask.io.atomic import atomic_write
+from bragg_dask.physics.constants import DEFAULT_FLUENCE, R_E_SQR
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,8 @@ def import_header(o: dict) -> bytes | None:
     and its PIXEL_SIZE (mm) the pixel (the PSF's scale), as noisify does."""
     if "header" not in o:
         return None
-    from .io.smv import read_smv_frame, value_of
-    from .io.textfile import read_bytes
+    from bragg_dask.io.smv import read_smv_frame, value_of
+    from bragg_dask.io.textfile import read_bytes
 
     with reading("-header"):
         header, pixels = read_smv_frame(o["header"])
@@ -199,7 +199,7 @@ def import_header(o: dict) -> bytes | None:
 
 def psf_of(o: dict, shape: tuple[int, int]):
     """The PSF of the flags, or None (no ``-psf``, or a zero FWHM: noisify skips it)."""
-    from .physics.psf import PSF
+    from bragg_dask.detector.psf import PSF
 
     if "psf" not in o or o["psf_fwhm"] <= 0:
         return None
@@ -213,7 +213,7 @@ def psf_of(o: dict, shape: tuple[int, int]):
 def _blur(psf, photons: np.ndarray, o: dict) -> np.ndarray:
     import torch
 
-    from .physics.psf import apply_psf, apply_psf_tiled
+    from bragg_dask.detector.psf import apply_psf, apply_psf_tiled
 
     parity = o["parity"]
     t = torch.as_tensor(photons, dtype=torch.float64, device=o["device"])
@@ -253,7 +253,7 @@ def noise_seed_of(o: dict) -> int:
 
 def noisify(o: dict, raw: np.ndarray, shape: tuple[int, int]) -> Images:
     """The images of the float image ``raw`` (flat, photons/pixel before ``-scale``), ``shape`` (S, F)."""
-    from .physics.response import adu_noiseless, adu_noisy, photon_counts
+    from bragg_dask.detector.adu import adu_noiseless, adu_noisy, photon_counts
 
     photons = photons_of(o, raw.reshape(shape))
     psf = psf_of(o, shape)
@@ -320,13 +320,13 @@ def noisify_main(argv: list[str]) -> list[str]:
     raw = read_float(o)
     shape = detector_shape(o, raw.size)
     check_run(o)
-    from .checks import check_paths
+    from bragg_dask.nanobragg.checks import check_paths
 
     outputs = [("-intfile", o["intfile"])] + ([] if o["nopgm"] else [("-pgmfile", o["pgmfile"])]) + (
         [] if o["nonoise"] else [("-noisefile", o["noisefile"])])
     inputs = [("-floatfile", o["floatfile"])] + ([("-header", o["header"])] if "header" in o else [])
     check_paths(outputs, inputs=inputs)  # writable, not into a store, not over an input or another output
-    from .io.atomic import batch
+    from bragg_dask.io.atomic import batch
 
     with batch():  # every output placed at the end, or none
         return write_outputs(o, shape, noisify(o, raw, shape), imported)

@@ -19,10 +19,19 @@ import threading
 
 import numpy as np
 
-from . import store
-from .errors import ConfigError, UsageError
-from .noisify import _VALUE, MODEL_FLAGS, check_run, noise_seed_of, noisify_main, parse_args, photons_of, psf_of
-from .store_lock import StoreLock
+from bragg_dask import store
+from bragg_dask.detector.noisify import (
+    _VALUE,
+    MODEL_FLAGS,
+    check_run,
+    noise_seed_of,
+    noisify_main,
+    parse_args,
+    photons_of,
+    psf_of,
+)
+from bragg_dask.errors import ConfigError, UsageError
+from bragg_dask.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
 class _Active:
@@ -145,7 +154,7 @@ class _FrameSource:
     a row released is read and counted again if asked)."""
 
     def __init__(self, o: dict, frame: store.StoreFrame, seed: int) -> None:
-        from .memory import memory_budget
+        from bragg_dask.planning.memory import memory_budget
 
         self.o, self.frame, self.seed = o, frame, seed
         self.shape = frame.shape
@@ -174,7 +183,7 @@ class _FrameSource:
 
     def _counted(self, photons: np.ndarray, s0: int, s1: int) -> np.ndarray:
         """What the PSF blurs: the photons with ``-nonoise``, else the counted photons."""
-        from .physics.response import photon_counts
+        from bragg_dask.detector.adu import photon_counts
 
         o = self.o
         if o["nonoise"]:
@@ -237,7 +246,7 @@ class _FrameSource:
 
 def _tile_partial(psf, src: _FrameSource, t) -> tuple[float, float]:
     """A tile's share of the first pass: the photons it loses beyond the radius, its largest value."""
-    from .physics.psf import lost_photons
+    from bragg_dask.detector.psf import lost_photons
 
     x = src.tensor(t.s0, t.s1, t.f0, t.f1)
     return lost_photons(psf, x), float(x.max())
@@ -261,7 +270,7 @@ def _band_images(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> dict:
     """One row of ``tiles``' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): what the
     PSF blurs (the photons, or with noise the counted photons) as ADU, and with noise the noiseless int
     image of the photons."""
-    from .physics.response import adu_noiseless, adu_noisy
+    from bragg_dask.detector.adu import adu_noiseless, adu_noisy
 
     box = (tiles[0].s0, tiles[0].s1, 0, src.shape[1])
     adu = _band_fused(o, psf, src, box, pass1)
@@ -284,7 +293,7 @@ def _band_blurred(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> np.nda
     gather), else tile by tile."""
     import torch
 
-    from .physics.psf import psf_tile, tiling_exact
+    from bragg_dask.detector.psf import psf_tile, tiling_exact
 
     S, F = src.shape
     lost, radius = pass1
@@ -300,7 +309,7 @@ def _band_fused(o: dict, psf, src: _FrameSource, box: tuple, pass1) -> np.ndarra
     """The ADU of what the PSF blurs, by the C library in one pass (``physics.psf.psf_tile_adu16``: the
     same bytes as :func:`_band_blurred` then the ADU), where it applies: a PSF of fixed radius in spec
     parity, on CPU, without readout noise; else None."""
-    from .physics.psf import psf_tile_adu16, tiling_exact
+    from bragg_dask.detector.psf import psf_tile_adu16, tiling_exact
 
     if psf is None or o["parity"] != "spec" or o["readout"] > 0 or not tiling_exact(psf, pass1[1], o["device"]):
         return None
@@ -316,7 +325,7 @@ def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     kept (:class:`_FrameSource`), its rows of chunks and then its rows of tiles are computed and written
     on ``torch.get_num_threads()`` threads (numpy, the C PSF and file writes release the GIL); the
     result is the same as one at a time."""
-    from .runtime import tune_allocator
+    from bragg_dask.runtime import tune_allocator
 
     tune_allocator()  # the rows' and bands' arrays, megabytes each, reused from the heap (as the kernel's)
     with _Active.lock:

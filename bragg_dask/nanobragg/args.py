@@ -10,7 +10,7 @@ below 1, a length, wavelength or energy that is not positive, NaN or an infinity
 not close, a zero direction vector ...), where C would divide by zero or quietly render nonsense.
 
 Parsing fills a :class:`RawParams` with the C program's variables (SI units) and
-:func:`bragg_dask.resolve.resolve` then applies its auto rules in its order;
+:func:`bragg_dask.nanobragg.resolve.resolve` then applies its auto rules in its order;
 :func:`parse_nanobragg_args` does both (``parse_nanobragg_args(argv).simulation`` is the
 :class:`~bragg_dask.config.Simulation`).
 """
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
-from .nanobragg.handlers import (
+from bragg_dask.errors import UsageError
+from bragg_dask.nanobragg.handlers import (
     _cell,
     _cells,
     _check_values,
@@ -53,13 +53,13 @@ from .nanobragg.handlers import (
     _twotheta,
     _vector,
 )
-from .nanobragg.params import Interpolation, OutputOptions, ParsedArgs, RawParams
-from .nanobragg.values import COUNT, MM, MOSAIC, NON_NEGATIVE, POSITIVE, WAVELENGTH, Limit, _int, _num
-from .physics.constants import RTD
-from .resolve import header_import, resolve
+from bragg_dask.nanobragg.params import Interpolation, OutputOptions, ParsedArgs, RawParams
+from bragg_dask.nanobragg.resolve import header_import, resolve
+from bragg_dask.nanobragg.values import COUNT, MM, MOSAIC, NON_NEGATIVE, POSITIVE, WAVELENGTH, Limit, _int, _num
+from bragg_dask.physics.constants import RTD
 
 if TYPE_CHECKING:
-    from .config import Simulation
+    from bragg_dask.config import Simulation
 
 __all__ = ["Interpolation", "OutputOptions", "ParsedArgs", "RawParams", "parse_nanobragg_args", "parse_raw",
            "resolve", "simulation_from_args"]

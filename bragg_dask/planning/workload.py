@@ -8,7 +8,7 @@ allocation.  The budget is ``--max-evaluations N`` or ``$BRAGG_DASK_MAX_EVALUATI
 :data:`DEFAULT` (1e13: about 28 hours on the 2-core development machine at its 100 million
 evaluations a second, about 17 minutes on one H100 GPU at 10 billion): beyond a day's work on a
 workstation, and far short of the absurd counts (``-phisteps 2000000000``) that would never end.
-Memory is bounded separately (:mod:`bragg_dask.memory`, and the count checks of the tables).
+Memory is bounded separately (:mod:`bragg_dask.planning.memory`, and the count checks of the tables).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 
-from .errors import ConfigError, UsageError
+from bragg_dask.errors import ConfigError, UsageError
 
 ENV = "BRAGG_DASK_MAX_EVALUATIONS"
 DEFAULT = 1e13
@@ -55,7 +55,7 @@ def _duration(seconds: float) -> str:
 
 def factors(sim, frames: int = 1) -> list[tuple[str, int]]:
     """The run's count, factor by factor: ``(what, how many)``."""
-    from .physics.roi import roi_count
+    from bragg_dask.physics.roi import roi_count
 
     det = sim.detector
     return [("pixels", roi_count(det)), ("sub-pixel points", det.oversample ** 2), ("detector layers", det.thicksteps),
@@ -99,7 +99,7 @@ def check_tasks(grid: tuple[int, int], tile: tuple[int, int], frames: int, whole
     """A run on Dask of ``frames`` frames of ``grid`` tiles of ``tile`` pixels (``whole_frames``: a task per
     frame): the tasks' cost to the client and the scheduler within the memory budget, else one line naming
     ``flag`` (the dataset's, or ``--tile``) and the figures."""
-    from .memory import fmt, memory_budget
+    from bragg_dask.planning.memory import fmt, memory_budget
 
     n_tiles = grid[0] * grid[1]
     items = n_tiles * frames

@@ -1,7 +1,7 @@
 """From the C program's parsed variables to a :class:`Simulation`: its auto rules, in its order.
 
 :class:`RawParams` holds nanoBragg's variables after its argument loop (SI units; -1/NaN mean
-"unset"), as :mod:`bragg_dask.nanobragg_args` fills them; where a field is not the C variable, its
+"unset"), as :mod:`bragg_dask.nanobragg.args` fills them; where a field is not the C variable, its
 name or type says so (``noise_seed``: ``-seed``'s value as given; ``interpolate``: an
 :class:`Interpolation`).  :func:`resolve` then applies the program's set-up: detector size, fluence,
 beam clip, phi/mosaic/divergence/sensor auto rules, the random misset and mosaic draws (one shared
@@ -18,26 +18,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import Beam, Crystal, Detector, Simulation, Source, clip_roi
-from .errors import ConfigError, InputFileError, UsageError, reading
-from .io.hkl import read_hkl
-from .io.mosflm import read_mat
-from .io.smv import line_of, read_smv_frame, value_of
-from .io.sourcefile import read_sources
-from .io.stol import read_stol
-from .nanobragg import feasibility
-from .nanobragg.params import Interpolation, OutputOptions, ParsedArgs, RawParams
-from .physics import crystal as xtal
-from .physics.constants import C_INT_MAX, RTD
-from .physics.geometry import DetectorGeometryInput, resolve_detector_geometry
-from .physics.rng import Ran1, mosaic_rotation_umat, umat_to_misset
-from .physics.sources import auto_steps, divergence_sources
-from .physics.structure_factors import StructureFactors
-from .physics.vectors import cross, magnitude, unitize
+from bragg_dask.config import Beam, Crystal, Detector, Simulation, Source, clip_roi
+from bragg_dask.errors import ConfigError, InputFileError, UsageError, reading
+from bragg_dask.io.hkl import read_hkl
+from bragg_dask.io.mosflm import read_mat
+from bragg_dask.io.smv import line_of, read_smv_frame, value_of
+from bragg_dask.io.sourcefile import read_sources
+from bragg_dask.io.stol import read_stol
+from bragg_dask.nanobragg import feasibility
+from bragg_dask.nanobragg.params import Interpolation, OutputOptions, ParsedArgs, RawParams
+from bragg_dask.physics import crystal as xtal
+from bragg_dask.physics.constants import C_INT_MAX, RTD
+from bragg_dask.physics.geometry import DetectorGeometryInput, resolve_detector_geometry
+from bragg_dask.physics.rng import Ran1, mosaic_rotation_umat, umat_to_misset
+from bragg_dask.physics.sources import auto_steps, divergence_sources
+from bragg_dask.physics.structure_factors import StructureFactors
+from bragg_dask.physics.vectors import cross, magnitude, unitize
 
 if TYPE_CHECKING:
-    from .physics.crystal import CellVectors
-    from .physics.geometry import DetectorGeometry
+    from bragg_dask.physics.crystal import CellVectors
+    from bragg_dask.physics.geometry import DetectorGeometry
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from bragg_dask.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .nanobragg.params import ParsedArgs, RawParams
-    from .stats import ImageStats
+    from bragg_dask.nanobragg.params import ParsedArgs, RawParams
+    from bragg_dask.nanobragg.stats import ImageStats
 
 OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
                 ("noisefile", "-noisefile"))

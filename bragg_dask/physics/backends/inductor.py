@@ -50,8 +50,8 @@ from pathlib import Path
 
 import torch
 
-from .lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
-from .spec import CHEBYSHEV_MAX_N, FusedSpec, spec_of
+from bragg_dask.physics.lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
+from bragg_dask.physics.spec import CHEBYSHEV_MAX_N, FusedSpec, spec_of
 
 __all__ = ["CHEBYSHEV_MAX_N", "FusedSpec", "FusedSum", "TritonSum", "fused_sum_for", "is_compiled", "resolve_mode",
            "spec_of", "supports", "supports_native"]
@@ -358,7 +358,7 @@ class TritonSum(FusedSum):
     and falls back to the eager reference, as a failed Inductor compilation does (``strict``: raise)."""
 
     def __init__(self, model, strict: bool = False):
-        from . import triton_sum
+        from bragg_dask.physics.backends import triton as triton_sum
 
         super().__init__(model, compiled=False, strict=strict)
         self.fn = functools.partial(triton_sum.orientation_sum, self.spec)
@@ -369,7 +369,7 @@ class TritonSum(FusedSum):
 def _use_triton(prep, spec) -> bool:
     if prep.device.type != "cuda" or os.environ.get(GPU_KERNEL_ENV, "triton") == "inductor":
         return False
-    from . import triton_sum
+    from bragg_dask.physics.backends import triton as triton_sum
 
     return triton_sum.supports(spec)
 
@@ -413,7 +413,7 @@ def fused_sum_for(prep, tile_evals: int, mode: str | None = None) -> FusedSum | 
 
 def _native_sum(prep):
     """The prepared simulation's :class:`.native.NativeSum`, or None where the C library is unavailable."""
-    from . import native
+    from bragg_dask.physics.backends import native
 
     if not native.enabled():  # checked per call: a preparation (cached) may hold one from before
         return None

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Simulation
-from .errors import ConfigError
-from .physics.rotations import random_rotations, rotate_crystal
+from bragg_dask.config import Simulation
+from bragg_dask.errors import ConfigError
+from bragg_dask.physics.rotations import random_rotations, rotate_crystal
 
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 

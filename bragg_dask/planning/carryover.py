@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .physics.tiles import InterpState, RowState, RunSummary, TileSpec, TileState
+from bragg_dask.physics.tiles import InterpState, RowState, RunSummary, TileSpec, TileState
 
 T = TypeVar("T")
 

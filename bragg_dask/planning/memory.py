@@ -15,7 +15,7 @@ import os
 import re
 import resource
 
-from .errors import ConfigError
+from bragg_dask.errors import ConfigError
 
 ENV = "BRAGG_DASK_MEMORY_LIMIT"
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 
-from .errors import ConfigError
+from bragg_dask.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import os
 
 import numpy as np
 
-from .errors import ConfigError, UsageError
-from .io.atomic import temp_file
-from .store import StoreFrame, check_frames, frame_record, store_metadata
+from bragg_dask.errors import ConfigError, UsageError
+from bragg_dask.io.atomic import temp_file
+from bragg_dask.store import StoreFrame, check_frames, frame_record, store_metadata
 
 #: the long side of the pooled image, in pixels, unless told otherwise
 MAX_PX = 1024
@@ -351,7 +351,7 @@ def render(store, frame: int = 0, *, rings: bool = False, path: str | None = Non
     if path is not None:
         path = os.fspath(path)
         check_output(path)  # before reading anything
-        from .checks import check_paths
+        from bragg_dask.nanobragg.checks import check_paths
 
         check_paths([("-o", path)], inputs=[("STORE", os.fspath(store))])  # never into a store
     if not isinstance(max_px, int) or isinstance(max_px, bool) or max_px < 16:

@@ -1,6 +1,6 @@
 """``bragg-dask --help``: every flag, with its meaning, unit and default, from the parsers' own tables.
 
-The nanoBragg flags are the rules of :data:`bragg_dask.nanobragg_args.RULES`, in table order; this
+The nanoBragg flags are the rules of :data:`bragg_dask.nanobragg.args.RULES`, in table order; this
 module adds what the table does not say, for each rule (keyed by its first pattern): its section,
 the names of its values (one per value the rule takes), the unit, the C program's default ("-":
 none) and a short description (:data:`C_FLAGS`).  A rule without an entry is an error
@@ -213,13 +213,13 @@ PREVIEW_FLAGS = {
 
 class _VerifyParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        from .errors import UsageError
+        from bragg_dask.errors import UsageError
 
         raise UsageError(message, flag="verify")
 
 
 def verify_parser() -> argparse.ArgumentParser:
-    """``bragg-dask verify``'s arguments (:mod:`bragg_dask.repair` runs it)."""
+    """``bragg-dask verify``'s arguments (:mod:`bragg_dask.cli.verify` runs it)."""
     ap = _VerifyParser(prog="bragg-dask verify", add_help=False)
     ap.add_argument("store")
     ap.add_argument("--repair", action="store_true")
@@ -292,7 +292,7 @@ def missing_entries(rules=None) -> list[str]:
 def _rules(rules=None):
     if rules is not None:
         return rules
-    from .nanobragg_args import RULES
+    from bragg_dask.nanobragg.args import RULES
 
     return RULES
 
@@ -375,7 +375,7 @@ def options_help(parser: argparse.ArgumentParser, width: int = 100, fallback: di
 
 def help_text(service: argparse.ArgumentParser, width: int | None = None) -> str:
     """The whole ``--help``: usage, the service flags, the nanoBragg flags, the export subcommand's."""
-    from .export import _parser as export_parser
+    from bragg_dask.cli.export import _parser as export_parser
 
     if width is None:
         width = min(100, max(70, shutil.get_terminal_size((100, 24)).columns - 1))
@@ -393,7 +393,7 @@ def subcommand_help(name: str, width: int | None = None) -> str:
     if width is None:
         width = min(100, max(70, shutil.get_terminal_size((100, 24)).columns - 1))
     if name == "export":
-        from .export import _parser
+        from bragg_dask.cli.export import _parser
 
         return ("usage: bragg-dask export STORE [--frame K | --all-frames] [-floatfile F] [-intfile F] [-noisefile F]\n"
                 "                         [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A]\n"
@@ -406,11 +406,11 @@ def subcommand_help(name: str, width: int | None = None) -> str:
                 "one line per problem. Exit status 0: whole, 1: problems found, 2: bad input or no repair.\n\n"
                 + options_help(_parser(), width, VERIFY_FLAGS))
     if name == "preview":
-        from .preview import _parser
+        from bragg_dask.cli.preview import _parser
 
         return ("usage: bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png\n\n"
                 "A store's frame as a picture (log scale).\n\n" + options_help(_parser(), width, PREVIEW_FLAGS))
-    from .noisify import _DEFAULTS, _SWITCH, _VALUE
+    from bragg_dask.detector.noisify import _DEFAULTS, _SWITCH, _VALUE
 
     lines = [_line(" ".join((", ".join(spellings), NOISIFY_FLAGS[key][0])),
                    NOISIFY_FLAGS[key][1] + (f" (default: {_DEFAULTS[key]:g})" if isinstance(_DEFAULTS.get(key), float)

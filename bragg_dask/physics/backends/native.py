@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .spec import METHOD_CODE, SHAPE_CODE, spec_of
+from bragg_dask.physics.spec import METHOD_CODE, SHAPE_CODE, spec_of
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native_osum.c")
-DETECTOR_SOURCE = Path(__file__).with_name("native_detector.c")
+DETECTOR_SOURCE = Path(__file__).parents[2] / "detector" / "native_detector.c"
 DETECTOR_ABI = 4
 ENV = "BRAGG_DASK_NATIVE"
 ABI = 2

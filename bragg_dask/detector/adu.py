@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from .noise import poisson, uniforms
+from bragg_dask.detector.noise import poisson, uniforms
 
 INT16_MAX = 65535.0
 INT32_MAX = 2147483647.0
@@ -27,7 +27,7 @@ def adu_noiseless(photons: np.ndarray, gain: float, adc: float, bits: int) -> np
     """The noiseless int image ``(S, F)`` (uint16 or uint32 for ``bits``) of ``photons`` ``(S, F)`` (16 bits:
     by the C library where it builds, the same values)."""
     if bits == 16:
-        from . import native
+        from bragg_dask.physics.backends import native
 
         lib = native.detector_library()
         if lib is not None:

@@ -13,15 +13,15 @@ import sys
 
 import numpy as np
 
-from .errors import BraggDaskError
-from .io.atomic import atomic_write
-from .io.pgm import pgm_bytes, write_pgm
-from .io.raw import write_float_image
-from .io.smv import int_image, smv_header, write_smv
-from .physics.noise import noise_image
-from .physics.roi import mask_from_bounds, roi_mask
-from .settings import noise_seed
-from .stats import ImageStats, int_scale, pgm_scale
+from bragg_dask.detector.noise import noise_image
+from bragg_dask.errors import BraggDaskError
+from bragg_dask.io.atomic import atomic_write
+from bragg_dask.io.pgm import pgm_bytes, write_pgm
+from bragg_dask.io.raw import write_float_image
+from bragg_dask.io.smv import int_image, smv_header, write_smv
+from bragg_dask.nanobragg.stats import ImageStats, int_scale, pgm_scale
+from bragg_dask.physics.roi import mask_from_bounds, roi_mask
+from bragg_dask.settings import noise_seed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def write_outputs(sim, image, stats: ImageStats, outputs, cwd: str = ".") -> lis
     """
     import os
 
-    store = sys.modules.get(__package__ + ".store")  # a store frame exists only if the store module is loaded
+    store = sys.modules.get("bragg_dask.store")  # a store frame exists only if the store module is loaded
     if store is not None and isinstance(image, store.StoreFrame):  # (zarr is not imported for a plain run)
         return _write_streamed(sim, image, stats, outputs, cwd)
     written = []

@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..carryover import phi_only_states, segments, tile_states
-from ..errors import ConfigError
-from ..physics.crystal import carryover_matters, phi_angles
-from ..physics.prepass import executed_runs, out_of_range_runs
-from ..physics.tiles import TileSpec, TileState
-from ..plan import TilePlan
+from bragg_dask.errors import ConfigError
+from bragg_dask.physics.crystal import carryover_matters, phi_angles
+from bragg_dask.physics.prepass import executed_runs, out_of_range_runs
+from bragg_dask.physics.tiles import TileSpec, TileState
+from bragg_dask.planning.carryover import phi_only_states, segments, tile_states
+from bragg_dask.planning.plan import TilePlan
 
 Mapper = Callable[[Callable, Sequence[TileSpec], Sequence], list]
 

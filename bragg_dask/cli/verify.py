@@ -20,8 +20,8 @@ import contextlib
 import logging
 import os
 
-from .errors import ConfigError, UsageError
-from .flaghelp import verify_parser
+from bragg_dask.cli.flaghelp import verify_parser
+from bragg_dask.errors import ConfigError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _REPAIR_OPTIONS = {"scheduler": None, "scheduler_file": None, "connect_timeout":
 
 def verify_main(argv: list[str]) -> int:
     """Check (and with ``--repair`` mend) the store; the exit status (see the module notes)."""
-    from . import store
+    from bragg_dask import store
 
     a = verify_parser().parse_args(argv)
     path = a.store
@@ -80,7 +80,7 @@ def _whole(path: str, found) -> str:
 
 def recorded_command(path: str) -> dict:
     """The store's record of the command that made it, else one line saying why it cannot be repaired."""
-    from .store import store_metadata
+    from bragg_dask.store import store_metadata
 
     meta = store_metadata(path)
     command = meta.get("command")
@@ -94,10 +94,10 @@ def recorded_command(path: str) -> dict:
 
 def repair(path: str, found) -> str:
     """Run the store's recorded command again on it (see the module notes); what was done, in words."""
-    from . import cli, store
-    from .executors import execute, executor_for
-    from .noisify import model_given
-    from .noisify_store import model_args
+    from bragg_dask import cli, store
+    from bragg_dask.detector.noisify import model_given
+    from bragg_dask.detector.store_pass import model_args
+    from bragg_dask.executors import execute, executor_for
 
     command = recorded_command(path)
     model_frames = _model_frames(path)
@@ -144,7 +144,7 @@ def _folder(cwd: str, path: str):
 
 
 def _model_frames(path: str) -> dict:
-    from .store import store_metadata
+    from bragg_dask.store import store_metadata
 
     return dict(((store_metadata(path).get("response") or {}).get("frames")) or {})
 
@@ -152,8 +152,8 @@ def _model_frames(path: str) -> dict:
 def _model_again(path: str, before: dict, found) -> list[int]:
     """Frames the detector model had made whose tiles were computed again (their images are the
     simulation's now): through the model again, with its recorded flags and seed."""
-    from . import store
-    from .noisify_store import DetectorPass, noisify_frame
+    from bragg_dask import store
+    from bragg_dask.detector.store_pass import DetectorPass, noisify_frame
 
     now = _model_frames(path)
     again = sorted(int(k) for k in before if k not in now and found.redo[int(k)].any())

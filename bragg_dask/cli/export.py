@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import math
 
-from .config import clip_roi
-from .errors import ConfigError, UsageError
-from .io.pgm import pgm_bytes
-from .io.smv import header_fields_from_config, int_image, smv_header
-from .outputs import pgm_header, write_streamed
-from .physics.constants import DEFAULT_ADC_OFFSET
-from .store import FrameRecord, StoreFrame, check_frames, frame_record
+from bragg_dask.config import clip_roi
+from bragg_dask.errors import ConfigError, UsageError
+from bragg_dask.io.pgm import pgm_bytes
+from bragg_dask.io.smv import header_fields_from_config, int_image, smv_header
+from bragg_dask.nanobragg.outputs import pgm_header, write_streamed
+from bragg_dask.physics.constants import DEFAULT_ADC_OFFSET
+from bragg_dask.store import FrameRecord, StoreFrame, check_frames, frame_record
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,18 +62,18 @@ def export_main(argv: list[str]) -> list[str]:
     if a.image is not None and not (a.nxmx or a.cbf):
         raise UsageError("chooses the image of --nxmx and --cbf (the C program's files are named by their flags: "
                          "-intfile, -noisefile)", flag="--image")
-    from .checks import check_paths
+    from bragg_dask.nanobragg.checks import check_paths
 
     files = [(f"-{n}", getattr(a, n)) for n in ("floatfile", "intfile", "noisefile", "pgmfile") if getattr(a, n)]
     # every output checked before anything is written (the series' CBF names again by export_mx, with them)
     check_paths(files + ([("--nxmx", a.nxmx)] if a.nxmx else []) + ([("--cbf", a.cbf)] if a.cbf and not a.all_frames
                                                                       else []), inputs=[("STORE", a.store)])
-    from .io.atomic import batch
+    from bragg_dask.io.atomic import batch
 
     written: list[str] = []
     with batch():  # every output placed at the end, or none: a late failure leaves nothing behind
         if a.nxmx or a.cbf:
-            from .export_mx import export_mx
+            from bragg_dask.cli.export_mx import export_mx
 
             written += export_mx(a)
         if c_files:
@@ -120,7 +120,7 @@ def _export_c_files(a) -> list[str]:
 
 
 def _write_noise(rec: FrameRecord, a, frame: StoreFrame, bounds, header: bytes) -> None:
-    from .physics.noise import noise_image
+    from bragg_dask.detector.noise import noise_image
 
     if frame.has(frame.NOISE) and a.seed is None and a.adc == DEFAULT_ADC_OFFSET:
         write_streamed(a.noisefile, frame, None, bounds, header=header, array=frame.NOISE)

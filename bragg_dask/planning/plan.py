@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
-from .physics.tiles import TileSpec
+from bragg_dask.errors import ConfigError
+from bragg_dask.physics.tiles import TileSpec
 
 __all__ = ["DEFAULT_TILE", "DEFAULT_TILE_GPU", "TilePlan", "TileSpec", "default_tile", "plan_tiles"]
 
