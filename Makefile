@@ -29,6 +29,8 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check bragg_dask tests benchmarks
+	$(BIN)/ruff format --check bragg_dask tests benchmarks
+	$(BIN)/mypy bragg_dask
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -31,10 +31,22 @@ class Browser:
     def __init__(self, width: int = 1400, height: int = 1000) -> None:
         self.width, self.height = width, height
         self.profile = tempfile.mkdtemp(prefix="bragg-chromium-")
-        self.proc = subprocess.Popen([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                                      "--remote-debugging-port=0", f"--user-data-dir={self.profile}",
-                                      f"--window-size={width},{height}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.port = None
         for line in self.proc.stderr:
             m = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
@@ -99,9 +111,18 @@ class Tab:
 
         ws = await websocket_connect(self.ws_url, max_message_size=256 << 20)
         try:
-            calls = [("Emulation.setDeviceMetricsOverride", {"width": self.browser.width, "height": self.browser.height,
-                                                            "deviceScaleFactor": 1, "mobile": False}),
-                     ("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False})]
+            calls = [
+                (
+                    "Emulation.setDeviceMetricsOverride",
+                    {
+                        "width": self.browser.width,
+                        "height": self.browser.height,
+                        "deviceScaleFactor": 1,
+                        "mobile": False,
+                    },
+                ),
+                ("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False}),
+            ]
             result = None
             for i, (method, params) in enumerate(calls, 1):
                 await ws.write_message(json.dumps({"id": i, "method": method, "params": params}))

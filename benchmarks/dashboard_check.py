@@ -34,10 +34,45 @@ from browser import Browser  # noqa: E402
 
 from bragg_dask.dashboard import status_names  # noqa: E402
 
-DATASET = ["-hkl", "demo.hkl", "-cell", "79.1", "79.1", "37.9", "90", "90", "90", "-N", "10", "-lambda", "1.0",
-           "-distance", "120", "-pixel", "0.172", "-detpixels", "512", "-oversample", "1", "-mosaic_spread", "0.2",
-           "-mosaic_domains", "4", "-phi", "0", "-osc", "0.2", "-phisteps", "2", "-nonoise", "-nopgm",
-           "--tile", "128", "--orientation-seed", "1"]
+DATASET = [
+    "-hkl",
+    "demo.hkl",
+    "-cell",
+    "79.1",
+    "79.1",
+    "37.9",
+    "90",
+    "90",
+    "90",
+    "-N",
+    "10",
+    "-lambda",
+    "1.0",
+    "-distance",
+    "120",
+    "-pixel",
+    "0.172",
+    "-detpixels",
+    "512",
+    "-oversample",
+    "1",
+    "-mosaic_spread",
+    "0.2",
+    "-mosaic_domains",
+    "4",
+    "-phi",
+    "0",
+    "-osc",
+    "0.2",
+    "-phisteps",
+    "2",
+    "-nonoise",
+    "-nopgm",
+    "--tile",
+    "128",
+    "--orientation-seed",
+    "1",
+]
 
 
 def _state(page: str) -> dict:
@@ -80,8 +115,10 @@ def main() -> int:
             time.sleep(a.settle)
             for name, tab in tabs.items():
                 tab.screenshot(str(a.out / f"dashboard-{name}.png"))
-            seen["bragg_page_text"] = {k: tabs["bragg"].evaluate(f"document.getElementById('{k}').textContent")
-                                       for k in ("tiles", "frames", "rate-now", "eta", "frame-label")}
+            seen["bragg_page_text"] = {
+                k: tabs["bragg"].evaluate(f"document.getElementById('{k}').textContent")
+                for k in ("tiles", "frames", "rate-now", "eta", "frame-label")
+            }
             seen["status_page_title"] = tabs["status"].evaluate("document.title")
             seen["state_at_screenshot"] = _state(page)["run"]
             seen["status_task_names"] = status_names(status)
@@ -91,13 +128,17 @@ def main() -> int:
         seen["run_seconds"] = round(time.perf_counter() - t0, 2)
         seen["stdout_tail"] = out.strip().splitlines()[-4:]
     summary = {k: v for k, v in seen.items() if k != "state_at_screenshot"}
-    summary["state_at_screenshot"] = {k: seen["state_at_screenshot"][k] for k in
-                                      ("phase", "tiles_complete", "tiles_total", "frames_done", "frames_total", "rate",
-                                       "eta", "thumbs")}
+    summary["state_at_screenshot"] = {
+        k: seen["state_at_screenshot"][k]
+        for k in ("phase", "tiles_complete", "tiles_total", "frames_done", "frames_total", "rate", "eta", "thumbs")
+    }
     a.json.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
-    ok = (run.returncode == 0 and "simulate-tile" in seen["status_task_names"]
-          and seen["state_at_screenshot"]["phase"] == "simulating")
+    ok = (
+        run.returncode == 0
+        and "simulate-tile" in seen["status_task_names"]
+        and seen["state_at_screenshot"]["phase"] == "simulating"
+    )
     return 0 if ok else 1
 
 

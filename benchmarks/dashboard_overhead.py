@@ -45,9 +45,45 @@ sys.path.insert(0, str(HERE))
 
 from dashboard_check import DATASET  # noqa: E402
 
-MOSAIC = ["-cell", "50", "60", "70", "90", "90", "90", "-misset", "10", "20", "30", "-default_F", "100", "-N", "8",
-          "-distance", "60", "-pixel", "0.1", "-detpixels", "1024", "-oversample", "2", "-mosaic_spread", "0.4",
-          "-mosaic_domains", "12", "-phi", "0", "-osc", "0.5", "-phisteps", "16", "-nonoise", "-nopgm", "--tile", "64"]
+MOSAIC = [
+    "-cell",
+    "50",
+    "60",
+    "70",
+    "90",
+    "90",
+    "90",
+    "-misset",
+    "10",
+    "20",
+    "30",
+    "-default_F",
+    "100",
+    "-N",
+    "8",
+    "-distance",
+    "60",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "1024",
+    "-oversample",
+    "2",
+    "-mosaic_spread",
+    "0.4",
+    "-mosaic_domains",
+    "12",
+    "-phi",
+    "0",
+    "-osc",
+    "0.5",
+    "-phisteps",
+    "16",
+    "-nonoise",
+    "-nopgm",
+    "--tile",
+    "64",
+]
 WORKLOADS = {"mosaic": MOSAIC, "dataset": DATASET + ["--orientations", "400"]}
 ARMS = ("none", "served", "polled", "browser")
 
@@ -85,8 +121,13 @@ def one(args: list[str], arm: str, cwd: str, browser) -> dict:
     store = os.path.join(cwd, f"{arm}.zarr")
     extra = ["--dashboard-address", "none"] if arm == "none" else []
     t0 = time.perf_counter()
-    proc = subprocess.Popen([bragg_dask, *args, "-noprogress", "--zarr", store, "--overwrite", *extra], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [bragg_dask, *args, "-noprogress", "--zarr", store, "--overwrite", *extra],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watcher, tab, lines, stamps = None, None, [], []
     for line in proc.stdout:
         lines.append(line)
@@ -111,8 +152,12 @@ def one(args: list[str], arm: str, cwd: str, browser) -> dict:
     run_s = float(re.search(r"simulated .* in ([0-9.]+) s", out).group(1))
     start = next(i for i, line in enumerate(lines) if line.startswith("computing "))
     compute_s = stamps[start + 1] - stamps[start]  # from "computing N of M tiles" to the next line: the tiles
-    return {"wall_s": wall, "run_s": run_s, "compute_s": compute_s,
-            "requests": watcher.requests if watcher is not None else None}
+    return {
+        "wall_s": wall,
+        "run_s": run_s,
+        "compute_s": compute_s,
+        "requests": watcher.requests if watcher is not None else None,
+    }
 
 
 def main() -> int:
@@ -139,7 +184,7 @@ def main() -> int:
                 one(WORKLOADS[name], "served", tmp, browser)  # warm: the C library, the page cache
                 rows = results.setdefault(name, {arm: [] for arm in arms})
                 for r in range(a.rounds):
-                    order = arms[r % len(arms):] + arms[: r % len(arms)]
+                    order = arms[r % len(arms) :] + arms[: r % len(arms)]
                     for arm in order:
                         rows[arm].append(one(WORKLOADS[name], arm, tmp, browser))
                         print(name, r, arm, rows[arm][-1], flush=True)
@@ -155,8 +200,12 @@ def main() -> int:
 
 
 def summarise(results: dict, arms: list[str], rounds: int) -> dict:
-    out = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-           "command": " ".join(sys.argv), "rounds": rounds, "workloads": {}}
+    out = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(sys.argv),
+        "rounds": rounds,
+        "workloads": {},
+    }
     for name, rows in results.items():
         w = out["workloads"][name] = {"args": " ".join(WORKLOADS[name]), "arms": {}}
         for arm in arms:
@@ -174,19 +223,24 @@ def summarise(results: dict, arms: list[str], rounds: int) -> dict:
 
 
 def markdown(report: dict, arms: list[str]) -> str:
-    lines = [f"Machine: {report['machine']}; {report['rounds']} paired rounds, arms rotated; medians; "
-             "ratios: medians of the round-by-round ratios.", "",
-             "| workload | arm | whole process | run (CLI's figure) | tiles (computing ... to the next line) | "
-             "tiles / served | tiles / none | run / none |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {report['machine']}; {report['rounds']} paired rounds, arms rotated; medians; "
+        "ratios: medians of the round-by-round ratios.",
+        "",
+        "| workload | arm | whole process | run (CLI's figure) | tiles (computing ... to the next line) | "
+        "tiles / served | tiles / none | run / none |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, w in report["workloads"].items():
         for arm in arms:
             x = w["arms"][arm]
             served = f"{x['compute_s_over_served']:.3f}" if "compute_s_over_served" in x else "-"
-            lines.append(f"| {name} | {arm} | {x['median_wall_s']:.2f} s | {x['median_run_s']:.2f} s | "
-                         f"{x['median_compute_s']:.2f} s "
-                         f"({x['spread_compute_s'][0]:.2f}-{x['spread_compute_s'][1]:.2f})"
-                         f" | {served} | {x['compute_s_over_none']:.3f} | {x['run_s_over_none']:.3f} |")
+            lines.append(
+                f"| {name} | {arm} | {x['median_wall_s']:.2f} s | {x['median_run_s']:.2f} s | "
+                f"{x['median_compute_s']:.2f} s "
+                f"({x['spread_compute_s'][0]:.2f}-{x['spread_compute_s'][1]:.2f})"
+                f" | {served} | {x['compute_s_over_none']:.3f} | {x['run_s_over_none']:.3f} |"
+            )
     return "\n".join(lines)
 
 

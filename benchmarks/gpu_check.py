@@ -44,11 +44,20 @@ REPO = HERE.parent
 TOL = {"float64": 1e-5, "float32": 1e-3}  # golden acceptance: max|diff| / max|ref|
 FUSED_TOL = {"float64": 1e-12, "float32": 1e-5}  # fused vs eager, as tests/test_fused.py
 # (case, dtype, tile) of tests/test_fused.py::test_fused_matches_eager
-FUSED_CASES = [("hkl_nearest", "float64", 23), ("hkl_nearest", "float32", None),
-               ("mosaic_phi_carryover_spec", "float64", 64), ("dmin_cut", "float64", 17),
-               ("gauss_xtal", "float64", None)]
-QUICK_GOLDEN = ["cubic_defaultF_N5", "hkl_nearest", "mosaic_phi_carryover_spec", "phi_carryover_cparity",
-                "omp2_mask_carryover"]
+FUSED_CASES = [
+    ("hkl_nearest", "float64", 23),
+    ("hkl_nearest", "float32", None),
+    ("mosaic_phi_carryover_spec", "float64", 64),
+    ("dmin_cut", "float64", 17),
+    ("gauss_xtal", "float64", None),
+]
+QUICK_GOLDEN = [
+    "cubic_defaultF_N5",
+    "hkl_nearest",
+    "mosaic_phi_carryover_spec",
+    "phi_carryover_cparity",
+    "omp2_mask_carryover",
+]
 CLI_CASE = "int_autoscale_pgm"  # float, int and pgm outputs
 
 
@@ -135,8 +144,17 @@ def cmd_install(a) -> int:
         print(f"no {req}: run benchmarks/gpu_wheels.sh here and carry .whl")
         write(a.out, {"error": f"no {req}"})
         return 1
-    pip = ["install", "--no-index", "--find-links", str(wheels), "--no-cache-dir", "--progress-bar", "off",
-           "-r", str(req)]
+    pip = [
+        "install",
+        "--no-index",
+        "--find-links",
+        str(wheels),
+        "--no-cache-dir",
+        "--progress-bar",
+        "off",
+        "-r",
+        str(req),
+    ]
     info: dict = {"wheels": sorted(p.name for p in wheels.glob("*.whl")), "requirements": req.read_text()}
     if a.target:
         _run([sys.executable, "-m", "pip", *pip, "--target", str(dest)])
@@ -158,15 +176,17 @@ def cmd_install(a) -> int:
     env = dict(os.environ)
     if a.target:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(dest), env.get("PYTHONPATH")]))
-    probe = ("import json, importlib\n"
-             "out = {}\n"
-             "for m in ('torch', 'triton', 'numpy', 'dask', 'distributed', 'zarr', 'pytest'):\n"
-             "    try:\n"
-             "        mod = importlib.import_module(m)\n"
-             "        out[m] = [mod.__version__, mod.__file__]\n"
-             "    except Exception as exc:\n"
-             "        out[m] = ['missing', repr(exc)]\n"
-             "print(json.dumps(out))")
+    probe = (
+        "import json, importlib\n"
+        "out = {}\n"
+        "for m in ('torch', 'triton', 'numpy', 'dask', 'distributed', 'zarr', 'pytest'):\n"
+        "    try:\n"
+        "        mod = importlib.import_module(m)\n"
+        "        out[m] = [mod.__version__, mod.__file__]\n"
+        "    except Exception as exc:\n"
+        "        out[m] = ['missing', repr(exc)]\n"
+        "print(json.dumps(out))"
+    )
     p = subprocess.run([vpy, "-c", probe], text=True, capture_output=True, env=env)
     info["imports"] = json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr[-1000:]}
     print(json.dumps(info["imports"], indent=1))
@@ -198,24 +218,35 @@ def cmd_env(a) -> int:
         info["cuda_available"] = torch.cuda.is_available()
         if torch.cuda.is_available():
             p = torch.cuda.get_device_properties(0)
-            info["gpu"] = {"name": p.name, "capability": f"{p.major}.{p.minor}", "sms": p.multi_processor_count,
-                           "memory_gib": round(p.total_memory / 2**30, 1), "count": torch.cuda.device_count()}
+            info["gpu"] = {
+                "name": p.name,
+                "capability": f"{p.major}.{p.minor}",
+                "sms": p.multi_processor_count,
+                "memory_gib": round(p.total_memory / 2**30, 1),
+                "count": torch.cuda.device_count(),
+            }
             x = torch.randn(1000, device="cuda", dtype=torch.float64)  # a kernel runs at all
             info["gpu"]["smoke"] = float((x * x).sum().item()) > 0
     except Exception as exc:  # noqa: BLE001
         info["torch_error"] = f"{type(exc).__name__}: {exc}"
     if shutil.which("nvidia-smi"):
         try:
-            p = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm",
-                                "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+            p = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             info["nvidia_smi"] = p.stdout.strip() or p.stderr.strip()
         except Exception as exc:  # noqa: BLE001
             info["nvidia_smi"] = f"{type(exc).__name__}: {exc}"
     for k in ("torch", "triton", "dask", "distributed", "zarr"):
         v = info.get(k, {})
         print(f"{k:12s} {v.get('version', v.get('error'))}  {v.get('file') or ''}")
-    print(f"cuda: torch built with {info.get('torch_cuda')}, available {info.get('cuda_available')}, "
-          f"gpu {info.get('gpu', {}).get('name')}")
+    print(
+        f"cuda: torch built with {info.get('torch_cuda')}, available {info.get('cuda_available')}, "
+        f"gpu {info.get('gpu', {}).get('name')}"
+    )
     write(a.out, info)
     ok = _check_device(a.device) is None and all("version" in info.get(m, {}) for m in ("torch", "dask", "zarr"))
     return 0 if ok else 1
@@ -224,7 +255,7 @@ def cmd_env(a) -> int:
 # --------------------------------------------------------------------------------------- golden
 
 
-def run_case(case, *, device: str, dtype, parity: str = "spec", c_threads: int = 1, tile=None):
+def run_case(case, *, device: str, dtype, parity: str = "spec", c_threads: int = 1, tile=None, compile="auto"):
     """``tests.conftest.simulate_case`` on a device: flag parser, then the serial executor."""
     from bragg_dask.executors.serial import run_serial
     from bragg_dask.nanobragg.args import parse_nanobragg_args
@@ -233,7 +264,9 @@ def run_case(case, *, device: str, dtype, parity: str = "spec", c_threads: int =
     parsed = parse_nanobragg_args(case.args, cwd=str(case.path))
     sim = parsed.simulation
     plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile)
-    return parsed, run_serial(sim, plan, device=device, dtype=dtype, parity=parity, c_threads=c_threads)
+    return parsed, run_serial(
+        sim, plan, device=device, dtype=dtype, parity=parity, c_threads=c_threads, compile=compile
+    )
 
 
 def _int_max_diff(case, parsed, res) -> int:
@@ -302,8 +335,13 @@ def cmd_golden(a) -> int:
             rec = {"id": case.id, "parity": parity, "dtype": dtype, "tol": TOL[dtype]}
             t0 = time.perf_counter()
             try:
-                parsed, res = run_case(case, device=a.device, dtype=_torch_dtype(dtype), parity=parity,
-                                       c_threads=int(case.meta.get("omp_threads", 1)) if parity == "c" else 1)
+                parsed, res = run_case(
+                    case,
+                    device=a.device,
+                    dtype=_torch_dtype(dtype),
+                    parity=parity,
+                    c_threads=int(case.meta.get("omp_threads", 1)) if parity == "c" else 1,
+                )
                 _sync(a.device)
                 rec["err"] = rel_err(res.image, case.reference())
                 rec["ok"] = bool(rec["err"] <= TOL[dtype])  # NaN fails
@@ -311,8 +349,7 @@ def cmd_golden(a) -> int:
                     rec["int_max_diff"] = _int_max_diff(case, parsed, res)
                     rec["ok"] = rec["ok"] and rec["int_max_diff"] <= 1
             except Exception as exc:  # noqa: BLE001 - recorded per case
-                rec.update(ok=False, error=f"{type(exc).__name__}: {exc}",
-                           trace=traceback.format_exc(limit=4)[-1500:])
+                rec.update(ok=False, error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc(limit=4)[-1500:])
             rec["seconds"] = round(time.perf_counter() - t0, 3)
             s = summary[dtype]
             s["pass" if rec["ok"] else "fail"] += 1
@@ -321,8 +358,9 @@ def cmd_golden(a) -> int:
                 s["worst_err"], s["worst_case"] = err, f"{case.id} ({parity})"
             part["results"].append(rec)
             if not rec["ok"]:
-                print(f"golden FAIL {case.id} {parity} {dtype}: err {rec.get('err')} {rec.get('error', '')}",
-                      flush=True)
+                print(
+                    f"golden FAIL {case.id} {parity} {dtype}: err {rec.get('err')} {rec.get('error', '')}", flush=True
+                )
             part["seconds"] = round(time.perf_counter() - t_start, 1)
             write(a.out, part)
     if not a.no_cli:
@@ -336,8 +374,10 @@ def cmd_golden(a) -> int:
     part["done"] = True
     write(a.out, part)
     for d, s in summary.items():
-        print(f"golden {a.device} {d}: {s['pass']}/{s['pass'] + s['fail']} pass, worst err {s['worst_err']:.3g} "
-              f"({s['worst_case']})")
+        print(
+            f"golden {a.device} {d}: {s['pass']}/{s['pass'] + s['fail']} pass, worst err {s['worst_err']:.3g} "
+            f"({s['worst_case']})"
+        )
     ok = all(s["fail"] == 0 for s in summary.values()) and part.get("cli", {"ok": True}).get("ok")
     return 0 if ok else 1
 
@@ -348,7 +388,9 @@ def cmd_golden(a) -> int:
 def cmd_fused(a) -> int:
     _repo_on_path()
     from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.physics.backends import REGISTRY, BackendChoice
     from bragg_dask.physics.backends import inductor as fused
+    from bragg_dask.physics.backends.native import NativeSum
     from bragg_dask.physics.kernel import prepare
     from tests.conftest import case_by_id, rel_err
 
@@ -367,31 +409,40 @@ def cmd_fused(a) -> int:
             rec["supported"] = fused.supports(prep)
             images, times = {}, {}
             for mode in ("off", "on", "on"):  # the second "on" is the compiled kernel's warm time
-                os.environ[fused.ENV] = mode
                 t0 = time.perf_counter()
-                images[mode] = run_case(case, device=a.device, dtype=td, tile=tile)[1].image
+                images[mode] = run_case(case, device=a.device, dtype=td, tile=tile, compile=mode)[1].image
                 _sync(a.device)
                 times.setdefault(mode, []).append(round(time.perf_counter() - t0, 3))
-            rec["compiled"] = fused.is_compiled(prep.model)
+            rec["compiled"] = REGISTRY.is_compiled(prep.model)
             # what "on" ran: the compiled sum, or (CPU only, where present) another fused implementation
-            rec["path"] = ("compiled" if rec["compiled"] else
-                           "native" if getattr(prep, "_native_sum", None) is not None else "eager")
+            rec["path"] = (
+                "compiled"
+                if rec["compiled"]
+                else "native"
+                if isinstance(REGISTRY.sum_for(prep, 10, BackendChoice("native")), NativeSum)
+                else "eager"
+            )
             rec["eager_s"], rec["first_fused_s"], rec["fused_s"] = times["off"][0], times["on"][0], times["on"][1]
             rec["err_vs_eager"] = rel_err(images["on"], images["off"])
             rec["err_vs_golden"] = rel_err(images["on"], case.reference())
             # on a GPU the compiled kernel must have run; the CPU self-check accepts any fused path
             used = rec["compiled"] or (a.device == "cpu" and rec["path"] != "eager")
-            rec["ok"] = bool(rec["supported"] and used and rec["err_vs_eager"] <= FUSED_TOL[dtype]
-                             and rec["err_vs_golden"] <= TOL[dtype])
+            rec["ok"] = bool(
+                rec["supported"]
+                and used
+                and rec["err_vs_eager"] <= FUSED_TOL[dtype]
+                and rec["err_vs_golden"] <= TOL[dtype]
+            )
         except Exception as exc:  # noqa: BLE001
             rec.update(ok=False, error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc(limit=6)[-2000:])
-        finally:
-            os.environ.pop(fused.ENV, None)
         part["results"].append(rec)
-        print(f"fused {cid} {dtype}: {'ok' if rec['ok'] else 'FAIL'} ({rec.get('path')}) "
-              f"err vs eager {rec.get('err_vs_eager')} "
-              f"vs golden {rec.get('err_vs_golden')} compile+run {rec.get('first_fused_s')} s "
-              f"{rec.get('error', '')}", flush=True)
+        print(
+            f"fused {cid} {dtype}: {'ok' if rec['ok'] else 'FAIL'} ({rec.get('path')}) "
+            f"err vs eager {rec.get('err_vs_eager')} "
+            f"vs golden {rec.get('err_vs_golden')} compile+run {rec.get('first_fused_s')} s "
+            f"{rec.get('error', '')}",
+            flush=True,
+        )
         part["seconds"] = round(time.perf_counter() - t_start, 1)
         write(a.out, part)
     n_ok = sum(r["ok"] for r in part["results"])
@@ -403,8 +454,10 @@ def cmd_fused(a) -> int:
 
 # ---------------------------------------------------------------------------------------- bench
 
-ROW = re.compile(r"^(?P<workload>\S+)\s+(?P<dtype>float\d\d)\s+(?P<compile>auto|on|off)\s+(?P<evals>\d+)\s+"
-                 r"(?P<first_s>[\d.]+)\s+(?P<kernel_s>[\d.]+)\s+(?P<mevals_per_s>[\d.]+)\s+(?P<ns_per_eval>[\d.]+)")
+ROW = re.compile(
+    r"^(?P<workload>\S+)\s+(?P<dtype>float\d\d)\s+(?P<compile>auto|on|off)\s+(?P<evals>\d+)\s+"
+    r"(?P<first_s>[\d.]+)\s+(?P<kernel_s>[\d.]+)\s+(?P<mevals_per_s>[\d.]+)\s+(?P<ns_per_eval>[\d.]+)"
+)
 
 
 def _rows_from_stdout(text: str) -> list[dict]:
@@ -425,8 +478,16 @@ def cmd_bench(a) -> int:
     names.sort(key=lambda n: int(spec[n].get("evals", 0)))  # cheapest first: a cut-off run keeps most
     if a.quick:
         names = names[:1]
-    part: dict = {"device": a.device, "workloads_file": str(a.workloads), "compile": a.compile, "dtypes": a.dtypes,
-                  "crop": a.crop, "rows": [], "runs": [], "fused_speedup": []}
+    part: dict = {
+        "device": a.device,
+        "workloads_file": str(a.workloads),
+        "compile": a.compile,
+        "dtypes": a.dtypes,
+        "crop": a.crop,
+        "rows": [],
+        "runs": [],
+        "fused_speedup": [],
+    }
     status = 0
     for name in names:
         left = deadline - time.perf_counter()
@@ -437,9 +498,24 @@ def cmd_bench(a) -> int:
         repeat = a.repeat if int(spec[name].get("evals", 0)) <= a.big_evals else 1
         with tempfile.TemporaryDirectory() as tmp:
             jpath = Path(tmp) / "rows.json"
-            cmd = [sys.executable, str(HERE / "run_workloads.py"), "--workloads", str(a.workloads), "--only", name,
-                   "--device", a.device, "--compile", a.compile, "--dtype", a.dtypes, "--repeat", str(repeat),
-                   "--json", str(jpath)]
+            cmd = [
+                sys.executable,
+                str(HERE / "run_workloads.py"),
+                "--workloads",
+                str(a.workloads),
+                "--only",
+                name,
+                "--device",
+                a.device,
+                "--compile",
+                a.compile,
+                "--dtype",
+                a.dtypes,
+                "--repeat",
+                str(repeat),
+                "--json",
+                str(jpath),
+            ]
             if a.crop:
                 cmd += ["--crop", str(a.crop)]
             print("bench:", " ".join(cmd[1:]), flush=True)
@@ -472,9 +548,15 @@ def cmd_bench(a) -> int:
     for (w, d, c), r in by.items():
         if c == "on" and (w, d, "off") in by:
             off = by[(w, d, "off")]
-            part["fused_speedup"].append({"workload": w, "dtype": d, "on_mevals_per_s": r["mevals_per_s"],
-                                          "off_mevals_per_s": off["mevals_per_s"],
-                                          "speedup": off["kernel_s"] / r["kernel_s"] if r["kernel_s"] else None})
+            part["fused_speedup"].append(
+                {
+                    "workload": w,
+                    "dtype": d,
+                    "on_mevals_per_s": r["mevals_per_s"],
+                    "off_mevals_per_s": off["mevals_per_s"],
+                    "speedup": off["kernel_s"] / r["kernel_s"] if r["kernel_s"] else None,
+                }
+            )
     part["seconds"] = round(time.perf_counter() - t_start, 1)
     part["done"] = True
     write(a.out, part)
@@ -551,33 +633,60 @@ def card_summary(doc: dict) -> dict | None:
     def pick(kind, **match):
         return [r for r in rows if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items())]
 
-    out: dict = {"device": name, "card": _slug(name), "command": doc.get("command"), "commit": doc.get("commit"),
-                 "dirty": doc.get("dirty"), "finished": doc.get("finished"),
-                 "torch": (env.get("torch") or {}).get("version"), "triton": (env.get("triton") or {}).get("version"),
-                 "cuda": env.get("torch_cuda"), "gpu": env.get("gpu"), "nvidia_smi": env.get("nvidia_smi")}
+    out: dict = {
+        "device": name,
+        "card": _slug(name),
+        "command": doc.get("command"),
+        "commit": doc.get("commit"),
+        "dirty": doc.get("dirty"),
+        "finished": doc.get("finished"),
+        "torch": (env.get("torch") or {}).get("version"),
+        "triton": (env.get("triton") or {}).get("version"),
+        "cuda": env.get("torch_cuda"),
+        "gpu": env.get("gpu"),
+        "nvidia_smi": env.get("nvidia_smi"),
+    }
     big = "pilatus-mosaic-sweep"
-    out["kernel_gevals_per_s"] = {d: max((r["gevals_per_s"] for r in pick("image", workload=big, dtype=d)),
-                                         default=None)
-                                  for d in ("float32", "float64")}
-    out["kernel_definition"] = (f"{big} (Pilatus 6M, 2463 x 2527 pixels, 100 orientations, 622.4 M evaluations): the "
-                                "whole image through the serial executor (per-pixel geometry, the fused orientation "
-                                "sum, statistics, the copy back to the host), best tile side, median of 3 runs")
+    out["kernel_gevals_per_s"] = {
+        d: max((r["gevals_per_s"] for r in pick("image", workload=big, dtype=d)), default=None)
+        for d in ("float32", "float64")
+    }
+    out["kernel_definition"] = (
+        f"{big} (Pilatus 6M, 2463 x 2527 pixels, 100 orientations, 622.4 M evaluations): the "
+        "whole image through the serial executor (per-pixel geometry, the fused orientation "
+        "sum, statistics, the copy back to the host), best tile side, median of 3 runs"
+    )
     out["orientation_sum_gevals_per_s"] = {
-        d: {"ours_triton": max((r["gevals_per_s"] for r in pick("sum_triton", workload=big, dtype=d)
-                                if "gevals_per_s" in r), default=None),
-            "inductor": max((r["gevals_per_s"] for r in pick("sum_inductor", workload=big, dtype=d)), default=None)}
-        for d in ("float32", "float64")}
-    out["per_workload"] = {f"{r['workload']} {r['dtype']}": {k: r.get(k) for k in ("kind", "tile", "seconds",
-                                                                                   "gevals_per_s", "peak_gpu_mib")}
-                           for r in rows if r.get("kind") == "image"}
-    out["image_rows"] = [r for r in rows if r.get("kind") in ("image", "image_inductor", "eager", "cpu", "first",
-                                                             "eiger16m", "process")]
+        d: {
+            "ours_triton": max(
+                (r["gevals_per_s"] for r in pick("sum_triton", workload=big, dtype=d) if "gevals_per_s" in r),
+                default=None,
+            ),
+            "inductor": max((r["gevals_per_s"] for r in pick("sum_inductor", workload=big, dtype=d)), default=None),
+        }
+        for d in ("float32", "float64")
+    }
+    out["per_workload"] = {
+        f"{r['workload']} {r['dtype']}": {
+            k: r.get(k) for k in ("kind", "tile", "seconds", "gevals_per_s", "peak_gpu_mib")
+        }
+        for r in rows
+        if r.get("kind") == "image"
+    }
+    out["image_rows"] = [
+        r for r in rows if r.get("kind") in ("image", "image_inductor", "eager", "cpu", "first", "eiger16m", "process")
+    ]
     golden = res.get("golden", {})
     out["parity"] = {
-        "golden": {"tolerance": golden.get("tolerance"), "summary": golden.get("summary"),
-                   "cli": {k: (golden.get("cli") or {}).get(k) for k in ("id", "err", "ok")}},
-        "fused_vs_eager": [{k: r.get(k) for k in ("id", "dtype", "path", "err_vs_eager", "err_vs_golden", "ok")}
-                           for r in res.get("fused", {}).get("results", [])],
+        "golden": {
+            "tolerance": golden.get("tolerance"),
+            "summary": golden.get("summary"),
+            "cli": {k: (golden.get("cli") or {}).get(k) for k in ("id", "err", "ok")},
+        },
+        "fused_vs_eager": [
+            {k: r.get(k) for k in ("id", "dtype", "path", "err_vs_eager", "err_vs_golden", "ok")}
+            for r in res.get("fused", {}).get("results", [])
+        ],
         "gpu_vs_cpu_rel": {f"{r['workload']} {r['dtype']}": r.get("gpu_vs_cpu_rel") for r in pick("cpu")},
         "pytest_gpu": {k: res.get("pytest_gpu", {}).get(k) for k in ("passed", "failed", "errors", "skipped")},
     }
@@ -590,7 +699,7 @@ def cmd_merge(a) -> int:
     meta = _load(work / "meta.json")
     stages: dict = {}
     tsv = work / "stages.tsv"
-    for line in (tsv.read_text().splitlines() if tsv.exists() else []):
+    for line in tsv.read_text().splitlines() if tsv.exists() else []:
         name, rc, secs, limit, status = line.split("\t")
         st = {"status": status, "rc": None if rc == "" else int(rc), "seconds": float(secs), "limit_s": int(limit)}
         part = work / f"{name}.json"
@@ -617,11 +726,14 @@ def cmd_merge(a) -> int:
         r = s.get("result", {}) if isinstance(s.get("result"), dict) else {}
         extra = ""
         if name == "pytest_gpu":
-            extra = (f"passed {r.get('passed')} failed {r.get('failed')} errors {r.get('errors')} "
-                     f"skipped {r.get('skipped')}")
+            extra = (
+                f"passed {r.get('passed')} failed {r.get('failed')} errors {r.get('errors')} skipped {r.get('skipped')}"
+            )
         elif name == "golden":
-            extra = "; ".join(f"{d} {v['pass']}/{v['pass'] + v['fail']} worst {v['worst_err']:.2g}"
-                              for d, v in r.get("summary", {}).items())
+            extra = "; ".join(
+                f"{d} {v['pass']}/{v['pass'] + v['fail']} worst {v['worst_err']:.2g}"
+                for d, v in r.get("summary", {}).items()
+            )
             if "cli" in r:
                 extra += f"; cli {'ok' if r['cli'].get('ok') else 'FAIL'}"
         elif name == "fused":
@@ -635,15 +747,19 @@ def cmd_merge(a) -> int:
             for row in r.get("rows", []):
                 print(f"  {json.dumps(row)[:300]}")
         elif name == "env":
-            extra = f"torch {r.get('torch', {}).get('version')} cuda {r.get('torch_cuda')} gpu " \
-                    f"{r.get('gpu', {}).get('name')}"
+            extra = (
+                f"torch {r.get('torch', {}).get('version')} cuda {r.get('torch_cuda')} gpu "
+                f"{r.get('gpu', {}).get('name')}"
+            )
         elif name == "install":
             extra = r.get("mode", "") if r else ""
         print(f"{name:11s} {s['status']:8s} {s['seconds']:6.1f}s/{s['limit_s']}s  {extra}")
     bench = stages.get("bench", {}).get("result", {})
     for row in bench.get("rows", []) if isinstance(bench, dict) else []:
-        print(f"  {row['workload']:26s} {row['dtype']:8s} {row['compile']:4s} {row['mevals_per_s']:10.1f} Mevals/s "
-              f"(first {row['first_s']:.2f} s)")
+        print(
+            f"  {row['workload']:26s} {row['dtype']:8s} {row['compile']:4s} {row['mevals_per_s']:10.1f} Mevals/s "
+            f"(first {row['first_s']:.2f} s)"
+        )
     print(f"json: {a.out}  total {doc.get('total_seconds')} s  all ok: {doc['ok']}")
     return 0
 
@@ -684,8 +800,15 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--card-dir", default=None, help="also write gpu-<card>.json (the card's summary) there")
     a = ap.parse_args()
-    return {"install": cmd_install, "env": cmd_env, "golden": cmd_golden, "fused": cmd_fused, "bench": cmd_bench,
-            "junit": cmd_junit, "merge": cmd_merge}[a.cmd](a)
+    return {
+        "install": cmd_install,
+        "env": cmd_env,
+        "golden": cmd_golden,
+        "fused": cmd_fused,
+        "bench": cmd_bench,
+        "junit": cmd_junit,
+        "merge": cmd_merge,
+    }[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -89,13 +89,32 @@ def _triton_rows(save, name, dname, prep, fs, sc, ev) -> None:
             try:
                 got = triton_sum.orientation_sum(fs.spec, sx, sy, sz, fs.cells, fs.table, block, warps)
                 err = float((got - ref).abs().max() / ref.abs().max())
-                med = _event_median(lambda b=block, w=warps: triton_sum.orientation_sum(
-                    fs.spec, sx, sy, sz, fs.cells, fs.table, b, w))
-                save({"kind": "sum_triton", "workload": name, "dtype": dname, "block": block, "warps": warps,
-                      "seconds": med, "gevals_per_s": round(ev / med / 1e9, 3), "vs_compiled_rel": err})
+                med = _event_median(
+                    lambda b=block, w=warps: triton_sum.orientation_sum(fs.spec, sx, sy, sz, fs.cells, fs.table, b, w)
+                )
+                save(
+                    {
+                        "kind": "sum_triton",
+                        "workload": name,
+                        "dtype": dname,
+                        "block": block,
+                        "warps": warps,
+                        "seconds": med,
+                        "gevals_per_s": round(ev / med / 1e9, 3),
+                        "vs_compiled_rel": err,
+                    }
+                )
             except Exception as exc:  # noqa: BLE001 - recorded
-                save({"kind": "sum_triton", "workload": name, "dtype": dname, "block": block, "warps": warps,
-                      "error": f"{type(exc).__name__}: {exc}"[:500]})
+                save(
+                    {
+                        "kind": "sum_triton",
+                        "workload": name,
+                        "dtype": dname,
+                        "block": block,
+                        "warps": warps,
+                        "error": f"{type(exc).__name__}: {exc}"[:500],
+                    }
+                )
 
 
 def _process_rows(save, args, cwd: Path, dev: str, dtypes: list[str], t_end: float) -> None:
@@ -106,25 +125,37 @@ def _process_rows(save, args, cwd: Path, dev: str, dtypes: list[str], t_end: flo
     subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env)
     save({"kind": "process", "what": "import torch", "seconds": round(time.perf_counter() - t0, 3)})
     if dev.startswith("cuda"):
-        for what, code in (("import torch; CUDA context", "import torch; torch.zeros(1, device='cuda')"),
-                           ("import torch, triton; CUDA context",
-                            "import torch, triton; torch.zeros(1, device='cuda')")):
+        for what, code in (
+            ("import torch; CUDA context", "import torch; torch.zeros(1, device='cuda')"),
+            ("import torch, triton; CUDA context", "import torch, triton; torch.zeros(1, device='cuda')"),
+        ):
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True, env=env)
             save({"kind": "process", "what": what, "seconds": round(time.perf_counter() - t0, 3)})
     for dname in dtypes:
         with tempfile.TemporaryDirectory() as cache:
-            for label, device, e in (("cold", dev, {"TRITON_CACHE_DIR": cache}),
-                                     ("warm", dev, {"TRITON_CACHE_DIR": cache}),
-                                     ("cpu", "cpu", {})):
+            for label, device, e in (
+                ("cold", dev, {"TRITON_CACHE_DIR": cache}),
+                ("warm", dev, {"TRITON_CACHE_DIR": cache}),
+                ("cpu", "cpu", {}),
+            ):
                 if time.perf_counter() > t_end:
                     return
                 cmd = [sys.executable, "-m", "bragg_dask", *args, "--device", device, "--dtype", dname, "--quiet"]
                 t0 = time.perf_counter()
                 p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**env, **e})
-                save({"kind": "process", "workload": "pilatus-mosaic-sweep", "dtype": dname, "device": device,
-                      "cache": label, "seconds": round(time.perf_counter() - t0, 3), "rc": p.returncode,
-                      "stderr": p.stderr[-300:] if p.returncode else ""})
+                save(
+                    {
+                        "kind": "process",
+                        "workload": "pilatus-mosaic-sweep",
+                        "dtype": dname,
+                        "device": device,
+                        "cache": label,
+                        "seconds": round(time.perf_counter() - t0, 3),
+                        "rc": p.returncode,
+                        "stderr": p.stderr[-300:] if p.returncode else "",
+                    }
+                )
 
 
 def main() -> int:
@@ -152,14 +183,20 @@ def main() -> int:
     from bragg_dask.nanobragg.args import parse_nanobragg_args
     from bragg_dask.physics import pixels
     from bragg_dask.physics.backends import inductor as fused
+    from bragg_dask.physics.backends.toolchain import Toolchain
     from bragg_dask.physics.kernel import batch_points, prepare
     from bragg_dask.planning.plan import default_tile, plan_tiles
 
     dev = a.device
     cuda = dev.startswith("cuda")
-    doc: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
-                 "cpu_threads": torch.get_num_threads(), "default_tile": default_tile(dev),
-                 "command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": []}
+    doc: dict = {
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "default_tile": default_tile(dev),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "rows": [],
+    }
     if cuda:
         p = torch.cuda.get_device_properties(0)
         doc["gpu"] = {"name": p.name, "sms": p.multi_processor_count, "memory_gib": round(p.total_memory / 2**30, 1)}
@@ -175,14 +212,13 @@ def main() -> int:
             print(json.dumps(row), flush=True)
         Path(a.out).write_text(json.dumps(doc, indent=1))
 
-    def image_run(sim, tile, dtype, device=dev, compile_mode="on"):
-        os.environ[fused.ENV] = compile_mode
+    def image_run(sim, tile, dtype, device=dev, compile_mode="on", backend="auto"):
         plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile, device)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         sync()
         t0 = time.perf_counter()
-        res = run_serial(sim, plan, device=device, dtype=dtype)
+        res = run_serial(sim, plan, device=device, dtype=dtype, compile=compile_mode, backend=backend)
         sync()
         dt = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
@@ -192,8 +228,7 @@ def main() -> int:
         det = sim.detector
         dtype = getattr(torch, dname)
         first, _, ref = image_run(sim, None, dtype)  # compiles (cold cache) and warms up
-        save({"kind": "first", "workload": name, "dtype": dname, "tile": default_tile(dev),
-              "first_s": round(first, 3)})
+        save({"kind": "first", "workload": name, "dtype": dname, "tile": default_tile(dev), "first_s": round(first, 3)})
         best = None
         for tile in [int(t) for t in a.tiles.split(",")]:
             if time.perf_counter() > t_end:
@@ -205,10 +240,18 @@ def main() -> int:
                 peak = max(peak, pk or 0.0)
             med = statistics.median(times)
             diff = float(abs(res.image - ref.image).max() / max(abs(ref.image).max(), 1e-300))
-            row = {"kind": "image", "workload": name, "dtype": dname, "tile": tile, "evals": evals,
-                   "seconds": round(med, 4), "gevals_per_s": round(evals / med / 1e9, 3),
-                   "peak_gpu_mib": round(peak, 1), "tile_vs_default_rel": diff,
-                   "runs": [round(t, 4) for t in times]}
+            row = {
+                "kind": "image",
+                "workload": name,
+                "dtype": dname,
+                "tile": tile,
+                "evals": evals,
+                "seconds": round(med, 4),
+                "gevals_per_s": round(evals / med / 1e9, 3),
+                "peak_gpu_mib": round(peak, 1),
+                "tile_vs_default_rel": diff,
+                "runs": [round(t, 4) for t in times],
+            }
             save(row)
             if best is None or med < best[1]:
                 best = (tile, med)
@@ -217,14 +260,22 @@ def main() -> int:
 
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 image_run(sim, best[0], dtype)
-            save({"kind": "profile", "workload": name, "dtype": dname, "tile": best[0],
-                  "by_cpu_time": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20),
-                  "by_cuda_time": prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12)})
+            save(
+                {
+                    "kind": "profile",
+                    "workload": name,
+                    "dtype": dname,
+                    "tile": best[0],
+                    "by_cpu_time": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20),
+                    "by_cuda_time": prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12),
+                }
+            )
         # the fused sum alone, on one batch of this workload's scattering vectors
         if cuda and time.perf_counter() < t_end:
             prep = prepare(sim, dev, dtype, "spec")
             # Inductor's, for comparison (or, --no-inductor, the eager function: its result is the reference)
-            fs = fused.FusedSum(prep.model, compiled=not a.no_inductor, strict=True)
+            fn = None if a.no_inductor else fused.compile_sum(fused.spec_of(prep.model), Toolchain(), 0)
+            fs = fused.FusedSum(prep.model, fn, strict=True)
             n = min(det.spixels * det.fpixels, fused.max_points(dev))
             idx = torch.arange(n, device=dev)
             with torch.inference_mode():
@@ -233,37 +284,64 @@ def main() -> int:
                 med = _event_median(lambda: fs(sc)) if not a.no_inductor else None
             ev = sc.shape[0] * prep.n_orient
             if med is not None:
-                save({"kind": "sum_inductor", "workload": name, "dtype": dname, "points": int(sc.shape[0]),
-                      "orientations": prep.n_orient, "evals": ev, "seconds": med,
-                      "gevals_per_s": round(ev / med / 1e9, 3)})
+                save(
+                    {
+                        "kind": "sum_inductor",
+                        "workload": name,
+                        "dtype": dname,
+                        "points": int(sc.shape[0]),
+                        "orientations": prep.n_orient,
+                        "evals": ev,
+                        "seconds": med,
+                        "gevals_per_s": round(ev / med / 1e9, 3),
+                    }
+                )
             _triton_rows(save, name, dname, prep, fs, sc, ev)
         if cuda and best is not None and not a.no_inductor and time.perf_counter() < t_end:  # Inductor's, whole
-            os.environ[fused.GPU_KERNEL_ENV] = "inductor"
-            prepare.cache_clear()
-            try:
-                times = [image_run(sim, best[0], dtype)[0] for _ in range(a.repeat + 1)]
-            finally:
-                os.environ.pop(fused.GPU_KERNEL_ENV, None)
-                prepare.cache_clear()
+            times = [image_run(sim, best[0], dtype, backend="inductor")[0] for _ in range(a.repeat + 1)]
             med = statistics.median(times[1:])
-            save({"kind": "image_inductor", "workload": name, "dtype": dname, "tile": best[0],
-                  "seconds": round(med, 4), "gevals_per_s": round(evals / med / 1e9, 3),
-                  "first_s": round(times[0], 3)})
+            save(
+                {
+                    "kind": "image_inductor",
+                    "workload": name,
+                    "dtype": dname,
+                    "tile": best[0],
+                    "seconds": round(med, 4),
+                    "gevals_per_s": round(evals / med / 1e9, 3),
+                    "first_s": round(times[0], 3),
+                }
+            )
         if best is not None and time.perf_counter() < t_end:
             dt, pk, res = image_run(sim, best[0], dtype, compile_mode="off")
-            save({"kind": "eager", "workload": name, "dtype": dname, "tile": best[0], "seconds": round(dt, 4),
-                  "gevals_per_s": round(evals / dt / 1e9, 3), "peak_gpu_mib": pk,
-                  "eager_vs_fused_rel": float(abs(res.image - ref.image).max() / abs(ref.image).max())})
+            save(
+                {
+                    "kind": "eager",
+                    "workload": name,
+                    "dtype": dname,
+                    "tile": best[0],
+                    "seconds": round(dt, 4),
+                    "gevals_per_s": round(evals / dt / 1e9, 3),
+                    "peak_gpu_mib": pk,
+                    "eager_vs_fused_rel": float(abs(res.image - ref.image).max() / abs(ref.image).max()),
+                }
+            )
         if cuda and time.perf_counter() < t_end:  # this machine's CPU beside it
-            os.environ.pop(fused.ENV, None)
             times = []
             for _ in range(a.cpu_repeat + 1):
                 dt, _, res = image_run(sim, None, dtype, device="cpu", compile_mode="auto")
                 times.append(dt)
             med = statistics.median(times[1:])
-            save({"kind": "cpu", "workload": name, "dtype": dname, "threads": torch.get_num_threads(),
-                  "seconds": round(med, 4), "gevals_per_s": round(evals / med / 1e9, 3),
-                  "gpu_vs_cpu_rel": float(abs(res.image - ref.image).max() / abs(ref.image).max())})
+            save(
+                {
+                    "kind": "cpu",
+                    "workload": name,
+                    "dtype": dname,
+                    "threads": torch.get_num_threads(),
+                    "seconds": round(med, 4),
+                    "gevals_per_s": round(evals / med / 1e9, 3),
+                    "gpu_vs_cpu_rel": float(abs(res.image - ref.image).max() / abs(ref.image).max()),
+                }
+            )
 
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
@@ -281,8 +359,14 @@ def main() -> int:
                 except Exception as exc:  # noqa: BLE001 - recorded, and the next case runs
                     import traceback
 
-                    save({"kind": "error", "workload": name, "dtype": dname,
-                          "error": traceback.format_exc(limit=8)[-2500:]})
+                    save(
+                        {
+                            "kind": "error",
+                            "workload": name,
+                            "dtype": dname,
+                            "error": traceback.format_exc(limit=8)[-2500:],
+                        }
+                    )
                     print(f"{name} {dname}: {type(exc).__name__}: {exc}", flush=True)
         if a.eiger and time.perf_counter() < t_end:
             args = _replace_detector(spec["pilatus-mosaic-sweep"]["args"])
@@ -294,16 +378,31 @@ def main() -> int:
                 if time.perf_counter() > t_end:
                     break
                 dt, pk, _ = image_run(sim, tile, torch.float32)
-                save({"kind": "eiger16m", "dtype": "float32", "pixels": [det.spixels, det.fpixels], "evals": evals,
-                      "tile": tile, "seconds": round(dt, 4),
-                      "gevals_per_s": round(evals / dt / 1e9, 3), "peak_gpu_mib": pk})
+                save(
+                    {
+                        "kind": "eiger16m",
+                        "dtype": "float32",
+                        "pixels": [det.spixels, det.fpixels],
+                        "evals": evals,
+                        "tile": tile,
+                        "seconds": round(dt, 4),
+                        "gevals_per_s": round(evals / dt / 1e9, 3),
+                        "peak_gpu_mib": pk,
+                    }
+                )
         if a.whole_process and time.perf_counter() < t_end:
             _process_rows(save, spec["pilatus-mosaic-sweep"]["args"], cwd, dev, a.dtypes.split(","), t_end)
-    os.environ.pop(fused.ENV, None)
     if a.dump:
         cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", "/nonexistent"))
-        srcs = [p for p in cache.rglob("*.py") if "fused_orientation_sum" in p.read_text(errors="ignore")
-                or "triton_" in p.name] if cache.is_dir() else []
+        srcs = (
+            [
+                p
+                for p in cache.rglob("*.py")
+                if "fused_orientation_sum" in p.read_text(errors="ignore") or "triton_" in p.name
+            ]
+            if cache.is_dir()
+            else []
+        )
         with tarfile.open(Path(a.dump) / "inductor_src.tar.gz", "w:gz") as tf:
             for p in srcs[:200]:
                 tf.add(p, arcname=str(p.relative_to(cache)))

@@ -51,11 +51,15 @@ def main() -> int:
         subprocess.run([sys.executable, str(a.workloads.parent / "make_inputs.py"), tmp], check=True)
         for parity in ("spec", "c"):
             payload = json.dumps([spec["args"], parity, a.tile, a.dtype, a.threads])
-            p = subprocess.run([sys.executable, "-c", CHILD, payload], cwd=tmp, capture_output=True, text=True,
-                               check=True)
+            p = subprocess.run(
+                [sys.executable, "-c", CHILD, payload], cwd=tmp, capture_output=True, text=True, check=True
+            )
             out[parity] = json.loads(p.stdout.strip().splitlines()[-1])
-            print(f"{a.workload} {parity:5s} {a.dtype}: {out[parity]['seconds']:8.2f} s, "
-                  f"peak RSS {out[parity]['peak_rss_mib']:8.1f} MiB", flush=True)
+            print(
+                f"{a.workload} {parity:5s} {a.dtype}: {out[parity]['seconds']:8.2f} s, "
+                f"peak RSS {out[parity]['peak_rss_mib']:8.1f} MiB",
+                flush=True,
+            )
     ratio = out["c"]["peak_rss_mib"] / out["spec"]["peak_rss_mib"]
     print(f"peak memory c/spec = {ratio:.3f}; time c/spec = {out['c']['seconds'] / out['spec']['seconds']:.3f}")
     return 0

@@ -39,8 +39,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORKLOADS = HERE.parent.parent / "shared" / "bench" / "workloads.json"
 SHAPE = (2527, 2463)
-CASES = {"r3": ["-psf_radius", "3", "-nonoise"], "r10": ["-psf_radius", "10", "-nonoise"],
-         "r3-noise": ["-psf_radius", "3"]}
+CASES = {
+    "r3": ["-psf_radius", "3", "-nonoise"],
+    "r10": ["-psf_radius", "10", "-nonoise"],
+    "r3-noise": ["-psf_radius", "3"],
+}
 FRAMES = {"bragg": [], "lit": ["-water", "0.05"]}
 COMMON = ["-psf", "gauss", "-psf_fwhm", "172", "-seed", "1"]
 
@@ -54,11 +57,12 @@ def _cli(args: list[str], cwd: Path) -> None:
 def make_frames(workloads: Path, names: list[str], work: Path, n_frames: int) -> dict[str, Path]:
     """Each frame simulated into a dataset store of ``n_frames`` frames (``NAME.zarr``: a rotation series,
     a shard per frame) and its first frame exported as a float file (``NAME.bin``)."""
-    subprocess.run([sys.executable, str(workloads.parent / "make_inputs.py"), str(work)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(workloads.parent / "make_inputs.py"), str(work)], check=True, capture_output=True
+    )
     args = json.loads(workloads.read_text())["workloads"]["pilatus-still"]["args"]
     i = args.index("-floatfile")
-    args = args[:i] + args[i + 2:]
+    args = args[:i] + args[i + 2 :]
     stores = {}
     for name in names:
         frames = ["--frames", str(n_frames), "-osc", "0.01"] if n_frames > 1 else []
@@ -69,8 +73,24 @@ def make_frames(workloads: Path, names: list[str], work: Path, n_frames: int) ->
 
 
 def time_c(noisify: str, work: Path, frame: str, case: str) -> float:
-    cmd = [noisify, "-floatfile", f"{frame}.bin", "-detpixels_x", str(SHAPE[1]), "-detpixels_y", str(SHAPE[0]),
-           "-pixel", "0.172", "-nopgm", "-intfile", "c_int.img", "-noisefile", "c_noise.img", *COMMON, *CASES[case]]
+    cmd = [
+        noisify,
+        "-floatfile",
+        f"{frame}.bin",
+        "-detpixels_x",
+        str(SHAPE[1]),
+        "-detpixels_y",
+        str(SHAPE[0]),
+        "-pixel",
+        "0.172",
+        "-nopgm",
+        "-intfile",
+        "c_int.img",
+        "-noisefile",
+        "c_noise.img",
+        *COMMON,
+        *CASES[case],
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, cwd=work, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
@@ -120,11 +140,16 @@ def main() -> int:
                     runs[f, c]["ours"].append(time_ours(stores[f], c))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-               f"torch threads {torch.get_num_threads()}")
-    lines = [f"Machine: {machine}; medians of {a.rounds} paired rounds; ours per frame over a {a.dataset_frames}-frame "
-             "dataset store; ratio = C / ours.", "",
-             "| frame | case | C noisify | ours per frame | ratio |", "|---|---|---|---|---|"]
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    )
+    lines = [
+        f"Machine: {machine}; medians of {a.rounds} paired rounds; ours per frame over a {a.dataset_frames}-frame "
+        "dataset store; ratio = C / ours.",
+        "",
+        "| frame | case | C noisify | ours per frame | ratio |",
+        "|---|---|---|---|---|",
+    ]
     rows = []
     for (f, c), r in runs.items():
         tc, to = statistics.median(r["c"]), statistics.median(r["ours"])

@@ -50,9 +50,16 @@ def make_inputs(workloads_json: Path, out: Path) -> None:
     subprocess.run([sys.executable, str(gen), str(out)], check=True)
 
 
-def kernel_times(args: list[str], cwd: Path, dtype: str, repeat: int, modes: list[str],
-                 crop: int | None = None, device: str = "cpu", dataset: tuple[int, int] | None = None
-                 ) -> tuple[dict, int]:
+def kernel_times(
+    args: list[str],
+    cwd: Path,
+    dtype: str,
+    repeat: int,
+    modes: list[str],
+    crop: int | None = None,
+    device: str = "cpu",
+    dataset: tuple[int, int] | None = None,
+) -> tuple[dict, int]:
     """Per compile mode: ``{"first": s, "runs": [s, ...], "cpu": [s, ...]}`` (runs alternate between
     modes; "cpu": process CPU time of each run), and the number of evaluations.
 
@@ -60,7 +67,7 @@ def kernel_times(args: list[str], cwd: Path, dtype: str, repeat: int, modes: lis
     """
     from bragg_dask.executors.serial import run_serial
     from bragg_dask.nanobragg.args import parse_nanobragg_args
-    from bragg_dask.physics.backends.inductor import ENV
+    from bragg_dask.physics.backends import BackendChoice
     from bragg_dask.physics.kernel import batch_points, simulate_tile
     from bragg_dask.planning.plan import TileSpec, plan_tiles
     from bragg_dask.settings import torch_dtype
@@ -74,41 +81,34 @@ def kernel_times(args: list[str], cwd: Path, dtype: str, repeat: int, modes: lis
         tile = TileSpec(index=(0, 0), s0=s0, s1=min(det.spixels, s0 + crop), f0=f0, f1=min(det.fpixels, f0 + crop))
         pixels = tile.shape[0] * tile.shape[1]
 
-        def work():
-            simulate_tile(sim, tile, dtype=tdtype, device=device)
+        def work(m):
+            simulate_tile(sim, tile, dtype=tdtype, device=device, backend=BackendChoice("auto", m))
     elif dataset is not None:  # every frame of the dataset, one after the other
         from bragg_dask.planning.frames import DatasetSpec, make_frames
 
         frames = make_frames(sim, DatasetSpec("orientations", dataset[0], dataset[1]))
         pixels = det.spixels * det.fpixels * len(frames)
 
-        def work():
+        def work(m):
             for f in frames:
-                run_serial(f.simulation(sim), plan, dtype=tdtype, device=device)
+                run_serial(f.simulation(sim), plan, dtype=tdtype, device=device, compile=m)
     else:
         pixels = det.spixels * det.fpixels
 
-        def work():
-            run_serial(sim, plan, dtype=tdtype, device=device)
+        def work(m):
+            run_serial(sim, plan, dtype=tdtype, device=device, compile=m)
+
     out: dict = {m: {"first": None, "runs": [], "cpu": []} for m in modes}
-    saved = os.environ.get(ENV)
-    try:
-        for r in range(repeat + 1):
-            for m in modes:
-                os.environ[ENV] = m
-                c0, t0 = time.process_time(), time.perf_counter()
-                work()
-                dt, dc = time.perf_counter() - t0, time.process_time() - c0
-                if r == 0:
-                    out[m]["first"] = dt
-                else:
-                    out[m]["runs"].append(dt)
-                    out[m]["cpu"].append(dc)
-    finally:
-        if saved is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = saved
+    for r in range(repeat + 1):
+        for m in modes:  # a compile setting, passed down as the run's settings
+            c0, t0 = time.process_time(), time.perf_counter()
+            work(m)
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            if r == 0:
+                out[m]["first"] = dt
+            else:
+                out[m]["runs"].append(dt)
+                out[m]["cpu"].append(dc)
     return out, pixels * batch_points(sim)
 
 
@@ -133,15 +133,31 @@ def c_time(binary: str, spec: dict, cwd: Path) -> float:
         return process_time([binary, *spec["args"]], cwd, env)
     t0 = time.perf_counter()
     for k in range(1, ds[0] + 1):
-        subprocess.run([binary, *spec["args"], "-misset_seed", str(k), "-misset", "random"], cwd=cwd, check=True,
-                       capture_output=True, env=env)
+        subprocess.run(
+            [binary, *spec["args"], "-misset_seed", str(k), "-misset", "random"],
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+            env=env,
+        )
     return time.perf_counter() - t0
 
 
 def our_time(spec: dict, cwd: Path, dtype: str, mode: str, device: str, run: int) -> float:
     """Whole-process wall time of the CLI on a workload (a dataset: into a fresh store)."""
-    cmd = [sys.executable, "-m", "bragg_dask", *spec["args"], "--dtype", dtype, "--compile", mode,
-           "--device", device, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bragg_dask",
+        *spec["args"],
+        "--dtype",
+        dtype,
+        "--compile",
+        mode,
+        "--device",
+        device,
+        "--quiet",
+    ]
     ds = dataset_frames(spec)
     store = cwd / f"bench-{run}.zarr"
     if ds is not None:
@@ -198,26 +214,40 @@ def main() -> int:
 
             torch.set_num_threads(a.threads)
         if not a.no_kernel:
-            print(f"{'workload':28s} {'dtype':8s} {'compile':7s} {'evals':>12s} {'first s':>8s} {'kernel s':>9s} "
-                  f"{'Mevals/s':>9s} {'ns/eval':>8s} {'cpu s':>8s}")
+            print(
+                f"{'workload':28s} {'dtype':8s} {'compile':7s} {'evals':>12s} {'first s':>8s} {'kernel s':>9s} "
+                f"{'Mevals/s':>9s} {'ns/eval':>8s} {'cpu s':>8s}"
+            )
         for name in names:
             w = spec[name]
             args = w["args"]
             for dtype in dtypes if not a.no_kernel else []:
                 try:
-                    times, evals = kernel_times(args, cwd, dtype, a.repeat, modes, a.crop, a.device,
-                                                dataset_frames(w))
+                    times, evals = kernel_times(args, cwd, dtype, a.repeat, modes, a.crop, a.device, dataset_frames(w))
                 except BraggDaskError as exc:
                     print(f"{name:28s} {dtype:8s} skipped: {exc}", flush=True)
                     continue
                 for mode in modes:
                     t = statistics.median(times[mode]["runs"])
                     cpu = statistics.median(times[mode]["cpu"])
-                    row = {"workload": name, "dtype": dtype, "compile": mode, "evals": evals, "kernel_s": t,
-                           "runs_s": times[mode]["runs"], "cpu_s": times[mode]["cpu"], "first_s": times[mode]["first"],
-                           "mevals_per_s": evals / t / 1e6, "ns_per_eval": t / evals * 1e9, "crop": a.crop}
-                    print(f"{name:28s} {dtype:8s} {mode:7s} {evals:12d} {row['first_s']:8.2f} {t:9.3f} "
-                          f"{row['mevals_per_s']:9.1f} {row['ns_per_eval']:8.2f} {cpu:8.2f}", flush=True)
+                    row = {
+                        "workload": name,
+                        "dtype": dtype,
+                        "compile": mode,
+                        "evals": evals,
+                        "kernel_s": t,
+                        "runs_s": times[mode]["runs"],
+                        "cpu_s": times[mode]["cpu"],
+                        "first_s": times[mode]["first"],
+                        "mevals_per_s": evals / t / 1e6,
+                        "ns_per_eval": t / evals * 1e9,
+                        "crop": a.crop,
+                    }
+                    print(
+                        f"{name:28s} {dtype:8s} {mode:7s} {evals:12d} {row['first_s']:8.2f} {t:9.3f} "
+                        f"{row['mevals_per_s']:9.1f} {row['ns_per_eval']:8.2f} {cpu:8.2f}",
+                        flush=True,
+                    )
                     rows.append(row)
             if a.whole_process:
                 # paired: every repetition times C, then ours in each dtype, so load affects all alike
@@ -243,25 +273,41 @@ def main() -> int:
                 load = statistics.median(loads)
                 for d in dtypes:
                     med = statistics.median(ours[d])
-                    rec = {"workload": name, "dtype": d, "compile": modes[0], "process_s": med,
-                           "process_runs_s": ours[d],
-                           "c_process_s": c_med, "c_runs_s": c_runs, "speedup_vs_c": (c_med / med) if c_med else None,
-                           "torch_import_s": imp, "beyond_import_s": med - imp, "torch_load_s": load,
-                           "beyond_load_s": med - load}
+                    rec = {
+                        "workload": name,
+                        "dtype": d,
+                        "compile": modes[0],
+                        "process_s": med,
+                        "process_runs_s": ours[d],
+                        "c_process_s": c_med,
+                        "c_runs_s": c_runs,
+                        "speedup_vs_c": (c_med / med) if c_med else None,
+                        "torch_import_s": imp,
+                        "beyond_import_s": med - imp,
+                        "torch_load_s": load,
+                        "beyond_load_s": med - load,
+                    }
                     table.append(rec)
-                    print(f"whole process {name:28s} {d:8s} ours {med:7.2f} s (torch import {imp:.2f} s)" +
-                          (f"  C {c_med:7.2f} s  C/ours {c_med / med:5.2f}x" if c_med else ""), flush=True)
+                    print(
+                        f"whole process {name:28s} {d:8s} ours {med:7.2f} s (torch import {imp:.2f} s)"
+                        + (f"  C {c_med:7.2f} s  C/ours {c_med / med:5.2f}x" if c_med else ""),
+                        flush=True,
+                    )
     if a.json:
         Path(a.json).write_text(json.dumps({"machine": machine(), "kernel": rows, "whole_process": table}, indent=2))
     if a.markdown:
-        lines = [f"Machine: {machine()}; whole process, medians of {a.repeat} paired runs, C with "
-                 f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', os.cpu_count())}; ratio = C time / ours "
-                 "(above 1: we are faster). The last columns: our float64 time less a bare "
-                 "`python -c 'import torch'` (which includes torch's teardown at exit, about 0.45 s here, that "
-                 "our CLI skips), and less `python -c 'import os, torch; os._exit(0)'` (the import alone), "
-                 "both timed in the same rounds.", "",
-                 "| workload | C | ours float64 | ours float32 | float64 less `import torch` | float64 less the "
-                 "import alone |", "|---|---|---|---|---|---|"]
+        lines = [
+            f"Machine: {machine()}; whole process, medians of {a.repeat} paired runs, C with "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', os.cpu_count())}; ratio = C time / ours "
+            "(above 1: we are faster). The last columns: our float64 time less a bare "
+            "`python -c 'import torch'` (which includes torch's teardown at exit, about 0.45 s here, that "
+            "our CLI skips), and less `python -c 'import os, torch; os._exit(0)'` (the import alone), "
+            "both timed in the same rounds.",
+            "",
+            "| workload | C | ours float64 | ours float32 | float64 less `import torch` | float64 less the "
+            "import alone |",
+            "|---|---|---|---|---|---|",
+        ]
         for name in names:
             recs = {r["dtype"]: r for r in table if r["workload"] == name}
             if not recs:
@@ -270,13 +316,17 @@ def main() -> int:
             cells = []
             for d in ("float64", "float32"):
                 r = recs.get(d)
-                cells.append("—" if r is None else f"{r['process_s']:.2f} s" +
-                             (f" ({r['speedup_vs_c']:.2f}x)" if r["speedup_vs_c"] else ""))
+                cells.append(
+                    "—"
+                    if r is None
+                    else f"{r['process_s']:.2f} s" + (f" ({r['speedup_vs_c']:.2f}x)" if r["speedup_vs_c"] else "")
+                )
             r64 = recs.get("float64")
             beyond = "—" if r64 is None else f"{r64['beyond_import_s']:.2f} s (import {r64['torch_import_s']:.2f} s)"
             alone = "—" if r64 is None else f"{r64['beyond_load_s']:.2f} s (import {r64['torch_load_s']:.2f} s)"
-            lines.append(f"| {name} | {'—' if c is None else f'{c:.2f} s'} | {cells[0]} | {cells[1]} | {beyond} "
-                         f"| {alone} |")
+            lines.append(
+                f"| {name} | {'—' if c is None else f'{c:.2f} s'} | {cells[0]} | {cells[1]} | {beyond} | {alone} |"
+            )
         Path(a.markdown).write_text("\n".join(lines) + "\n")
     return 0
 

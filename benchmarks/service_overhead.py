@@ -62,8 +62,13 @@ def main() -> int:
         results = {"serial": best(lambda: run_serial(sim, plan))}
         for name, workers, threads in (("dask-1", 1, cores), ("dask-2", 2, 1)):
             t0 = time.perf_counter()
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   silence_logs=logging.ERROR)
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+            )
             client = Client(cluster)
             startup = time.perf_counter() - t0
             store = os.path.join(tmp, f"{name}.zarr")
@@ -71,6 +76,7 @@ def main() -> int:
             def once(store=store, client=client):
                 shutil.rmtree(store, ignore_errors=True)
                 run_dask(sim, store=store, tile=a.tile, client=client, progress=False)
+
             # the executor sizes torch threads from the machine when it owns the cluster; here set them
             client.run(lambda n=threads: __import__("torch").set_num_threads(n))
             results[name] = best(once)

@@ -26,15 +26,43 @@ import tempfile
 import time
 from pathlib import Path
 
+from main_job import ARGS
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-MAIN = ["-hkl", "demo.hkl", "-cell", "79.1", "79.1", "37.9", "90", "90", "90", "-N", "10", "-lambda", "1.0",
-        "-distance", "200", "-pixel", "0.172", "-detpixels", "1024", "-oversample", "1", "-misset", "10", "20", "30",
-        "-mosaic_spread", "0.1", "-mosaic_domains", "4", "-phi", "0", "-osc", "0.2", "-phisteps", "2",
-        "-nonoise", "-nopgm", "-floatfile", "demo.bin", "-intfile", "demo.img", "--quiet", "--zarr", "main.zarr"]
-DATASET = ["-hkl", "demo.hkl", "-cell", "79.1", "79.1", "37.9", "90", "90", "90", "-N", "10", "-lambda", "1.0",
-           "-distance", "100", "-pixel", "0.172", "-detpixels", "256", "-oversample", "1", "-nonoise", "-nopgm",
-           "--orientations", "64", "--tile", "64", "--quiet", "--zarr", "set.zarr"]
+MAIN = [*ARGS, "--zarr", "main.zarr"]  # the Makefile's command (benchmarks/main_job.py), into a store
+DATASET = [
+    "-hkl",
+    "demo.hkl",
+    "-cell",
+    "79.1",
+    "79.1",
+    "37.9",
+    "90",
+    "90",
+    "90",
+    "-N",
+    "10",
+    "-lambda",
+    "1.0",
+    "-distance",
+    "100",
+    "-pixel",
+    "0.172",
+    "-detpixels",
+    "256",
+    "-oversample",
+    "1",
+    "-nonoise",
+    "-nopgm",
+    "--orientations",
+    "64",
+    "--tile",
+    "64",
+    "--quiet",
+    "--zarr",
+    "set.zarr",
+]
 JOBS = {"main job": MAIN, "dataset": DATASET}
 
 
@@ -56,8 +84,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bd-store-checks-") as tmp:
         tmp = Path(tmp)
         base = tmp / "base"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(base), a.base], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(base), a.base],
+            check=True,
+            capture_output=True,
+        )
         try:
             trees = {"base": base, "this": REPO}
             work = {k: tmp / f"run-{k}" for k in trees}
@@ -86,15 +117,25 @@ def main() -> int:
     for name in JOBS:
         for what in ("new store", "complete store again"):
             b, t = med[(name, what, "base")], med[(name, what, "this")]
-            rows.append({"job": name, "what": what, "base_s": round(b, 3), "this_s": round(t, 3),
-                         "ratio": round(t / b, 3)})
+            rows.append(
+                {"job": name, "what": what, "base_s": round(b, 3), "this_s": round(t, 3), "ratio": round(t / b, 3)}
+            )
         rows.append({"job": name, "what": "verify", "this_s": round(med[(name, "verify", "this")], 3)})
     for row in rows:
         extra = f"  base {row['base_s']:.3f} s  ratio {row['ratio']:.3f}" if "base_s" in row else ""
         print(f"{row['job']:<9} {row['what']:<22} this {row['this_s']:.3f} s{extra}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"base": a.base, "repeat": a.repeat, "rows": rows,
-                                            "samples": {" | ".join(k): v for k, v in times.items()}}, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "base": a.base,
+                    "repeat": a.repeat,
+                    "rows": rows,
+                    "samples": {" | ".join(k): v for k, v in times.items()},
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

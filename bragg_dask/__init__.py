@@ -8,24 +8,47 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Beam", "ClusterOptions", "Crystal", "Detector", "RunSettings", "Simulation", "Source", "azimuthal",
-           "DatasetSpec", "simulate", "simulate_dataset", "simulation_from_args", "to_dask_array", "__version__"]
+__all__ = [
+    "Beam",
+    "ClusterOptions",
+    "Crystal",
+    "Detector",
+    "RunSettings",
+    "Simulation",
+    "Source",
+    "azimuthal",
+    "DatasetSpec",
+    "simulate",
+    "simulate_dataset",
+    "simulation_from_args",
+    "to_dask_array",
+    "__version__",
+]
 
-_WHERE = {"simulate": "bragg_dask.api", "to_dask_array": "bragg_dask.api", "Beam": "bragg_dask.config", "Crystal": "bragg_dask.config", "Detector": "bragg_dask.config",
-          "Simulation": "bragg_dask.config", "Source": "bragg_dask.config", "RunSettings": "bragg_dask.settings", "ClusterOptions": "bragg_dask.settings",
-          "simulation_from_args": "bragg_dask.nanobragg.args", "azimuthal": "bragg_dask.io.integrate",
-          "simulate_dataset": "bragg_dask.api", "DatasetSpec": "bragg_dask.planning.frames"}
+_WHERE = {
+    "simulate": "bragg_dask.api",
+    "to_dask_array": "bragg_dask.api",
+    "Beam": "bragg_dask.config",
+    "Crystal": "bragg_dask.config",
+    "Detector": "bragg_dask.config",
+    "Simulation": "bragg_dask.config",
+    "Source": "bragg_dask.config",
+    "RunSettings": "bragg_dask.settings",
+    "ClusterOptions": "bragg_dask.settings",
+    "simulation_from_args": "bragg_dask.nanobragg.args",
+    "azimuthal": "bragg_dask.io.integrate",
+    "simulate_dataset": "bragg_dask.api",
+    "DatasetSpec": "bragg_dask.planning.frames",
+}
 
 
 def __getattr__(name: str):
     if name in _WHERE:
         import importlib
 
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_WHERE))
+    return sorted(set(__all__) | set(_WHERE))

@@ -17,8 +17,16 @@ if TYPE_CHECKING:
     from bragg_dask.settings import ClusterOptions
 
 
-def simulate(sim: Simulation, *, store: str | None = None, client=None, settings: RunSettings | None = None,
-             overwrite: bool = False, cluster_options: ClusterOptions | None = None, **choices) -> np.ndarray:
+def simulate(
+    sim: Simulation,
+    *,
+    store: str | None = None,
+    client=None,
+    settings: RunSettings | None = None,
+    overwrite: bool = False,
+    cluster_options: ClusterOptions | None = None,
+    **choices,
+) -> np.ndarray:
     """Float image ``(spixels, fpixels)`` float32 (photons/pixel) of ``sim``.
 
     ``settings`` (:class:`bragg_dask.settings.RunSettings`), or its fields as keywords (``tile``,
@@ -34,9 +42,17 @@ def simulate(sim: Simulation, *, store: str | None = None, client=None, settings
     return execute(sim, settings, executor).image
 
 
-def simulate_dataset(sim: Simulation, store: str, dataset: DatasetSpec, *, settings: RunSettings | None = None,
-                     client=None, cluster_options: ClusterOptions | None = None, overwrite: bool = False,
-                     **choices) -> RunResult:
+def simulate_dataset(
+    sim: Simulation,
+    store: str,
+    dataset: DatasetSpec,
+    *,
+    settings: RunSettings | None = None,
+    client=None,
+    cluster_options: ClusterOptions | None = None,
+    overwrite: bool = False,
+    **choices,
+) -> RunResult:
     """A dataset of frames built on ``sim`` into the Zarr store ``store``: ``dataset`` is a
     :class:`bragg_dask.DatasetSpec` (``DatasetSpec("series", n)``: a rotation series from ``-phi`` by
     ``-osc``; ``DatasetSpec("orientations", n, orientation_seed=s)``: random crystal orientations).
@@ -48,8 +64,7 @@ def simulate_dataset(sim: Simulation, store: str, dataset: DatasetSpec, *, setti
     (``frame_stats``: every frame's statistics).
     """
     settings = RunSettings.of(settings, **choices)
-    executor = executor_for(store=store, client=client, cluster=cluster_options, overwrite=overwrite,
-                            dataset=dataset)
+    executor = executor_for(store=store, client=client, cluster=cluster_options, overwrite=overwrite, dataset=dataset)
     return execute(sim, settings, executor)
 
 
@@ -70,14 +85,14 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
     if settings.parity == "c":
         from bragg_dask.planning.states import compute_states
 
-        states = compute_states(sim, plan, threads=settings.threads, device=settings.device,
-                                dtype=settings.torch_dtype)
+        states = compute_states(sim, plan, threads=settings.threads, device=settings.device, dtype=settings.torch_dtype)
     gs, gf = plan.grid
     name = "simulate-tile-" + sim.fingerprint()[:10]
     blocks = [[None] * gf for _ in range(gs)]
     for t in plan.tiles():
         d = dask.delayed(_tile_image, pure=True, name=f"{name}-s{t.index[0]}-t{t.index[1]}")(
-            sim, t, states.get(t.index), settings)
+            sim, t, states.get(t.index), settings
+        )
         blocks[t.index[0]][t.index[1]] = da.from_delayed(d, shape=t.shape, dtype=np.float32)
     return da.block(blocks)
 
@@ -85,5 +100,12 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
 def _tile_image(sim: Simulation, tile, state, settings: RunSettings) -> np.ndarray:
     from bragg_dask.physics.kernel import simulate_tile
 
-    return simulate_tile(sim, tile, state, parity=settings.parity, device=settings.device,
-                         dtype=settings.torch_dtype).image
+    return simulate_tile(
+        sim,
+        tile,
+        state,
+        parity=settings.parity,
+        device=settings.device,
+        dtype=settings.torch_dtype,
+        backend=settings.backend_choice,
+    ).image

@@ -5,7 +5,7 @@ mosaic domains, divergence grid, beam centres ...) have been applied by whoever 
 object (:func:`bragg_dask.nanobragg.args.parse_nanobragg_args` for the C program's flags).
 ``Simulation`` is hashable; its :meth:`Simulation.fingerprint` identifies a store's configuration.
 
-This module imports nothing from the parsing layer (``nanobragg_args``, ``resolve``): they build
+This module imports nothing from the parsing layer (``nanobragg.args``, ``nanobragg.resolve``): they build
 on it, not the other way round.
 """
 
@@ -141,16 +141,20 @@ class Beam:
         except TypeError:
             raise ConfigError(f"expected a tuple of Source, got {self.sources!r}", field="sources") from None
         if not sources:
-            raise ConfigError("at least one source is needed (every divergence point was culled?)",
-                              flag="-divergence", field="sources")
+            raise ConfigError(
+                "at least one source is needed (every divergence point was culled?)",
+                flag="-divergence",
+                field="sources",
+            )
         if not all(isinstance(x, Source) for x in sources):
             raise ConfigError("every source must be a Source", field="sources")
         _set(self, "sources", sources)
         _set(self, "fluence", _positive(self.fluence, "fluence", "-fluence"))
         k = _number(self.polarization, "polarization", "-polar")
         if not -1.0 <= k <= 1.0:
-            raise ConfigError(f"the Kahn factor must be between -1 and 1, got {k!r}", flag="-polar",
-                              field="polarization")
+            raise ConfigError(
+                f"the Kahn factor must be between -1 and 1, got {k!r}", flag="-polar", field="polarization"
+            )
         _set(self, "polarization", k)
         _set(self, "beam_vector", _direction(self.beam_vector, "beam_vector", "-beam_vector"))
         _set(self, "polar_vector", _direction(self.polar_vector, "polar_vector", "-polar_vector"))
@@ -188,8 +192,9 @@ class Crystal:
         for name in ("a_m", "b_m", "c_m", "a_star_per_A", "b_star_per_A", "c_star_per_A"):
             _set(self, name, _direction(getattr(self, name), name, "-cell"))
         a, b, c = self.a_m, self.b_m, self.c_m
-        volume = abs(a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
-                     + a[2] * (b[0] * c[1] - b[1] * c[0]))
+        volume = abs(
+            a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) + a[2] * (b[0] * c[1] - b[1] * c[0])
+        )
         if not volume > 1e-12 * math.prod(math.hypot(*v) for v in (a, b, c)):
             raise ConfigError("the cell vectors a, b, c are coplanar (zero cell volume)", flag="-cell", field="a_m")
         try:
@@ -200,11 +205,15 @@ class Crystal:
             raise ConfigError(f"expected 3 cell counts, got {self.n_cells!r}", flag="-N", field="n_cells")
         _set(self, "n_cells", tuple(_count(n, "n_cells", "-N") for n in self.n_cells))
         if not isinstance(self.structure_factors, StructureFactors):
-            raise ConfigError(f"expected StructureFactors, got {type(self.structure_factors).__name__}",
-                              flag="-hkl", field="structure_factors")
+            raise ConfigError(
+                f"expected StructureFactors, got {type(self.structure_factors).__name__}",
+                flag="-hkl",
+                field="structure_factors",
+            )
         if self.shape not in SHAPES:
-            raise ConfigError(f"unknown crystal shape {self.shape!r} (one of {', '.join(SHAPES)})",
-                              flag="-round_xtal", field="shape")
+            raise ConfigError(
+                f"unknown crystal shape {self.shape!r} (one of {', '.join(SHAPES)})", flag="-round_xtal", field="shape"
+            )
         _set(self, "fudge", _positive(self.fudge, "fudge", "-fudge"))
         _set(self, "spindle_axis", _direction(self.spindle_axis, "spindle_axis", "-spindle_axis"))
         for name, flag in (("phi0_rad", "-phi"), ("phistep_rad", "-phistep"), ("osc_rad", "-osc")):
@@ -218,8 +227,9 @@ class Crystal:
         except (TypeError, ValueError):
             umats = np.zeros(0)
         if umats.ndim != 3 or umats.shape[1:] != (3, 3) or not np.isfinite(umats).all():
-            raise ConfigError("each mosaic domain must be a finite 3x3 rotation", flag="-mosaic_domains",
-                              field="mosaic_umats")
+            raise ConfigError(
+                "each mosaic domain must be a finite 3x3 rotation", flag="-mosaic_domains", field="mosaic_umats"
+            )
         _set(self, "mosaic_umats", tuple(tuple(tuple(float(x) for x in row) for row in u) for u in umats))
 
     @property
@@ -265,26 +275,34 @@ class Detector:
         _set(self, "thickstep_m", _non_negative(self.thickstep_m, "thickstep_m", "-detector_thick"))
         _set(self, "mu_per_m", _non_negative(self.mu_per_m, "mu_per_m", "-detector_abs"))
         if self.oversample_thick and self.thickness_m <= 0.0:
-            raise ConfigError("with no sensor thickness the capture fraction is 0 in every pixel (an all-zero "
-                              "image)", flag="-oversample_thick", field="oversample_thick")
+            raise ConfigError(
+                "with no sensor thickness the capture fraction is 0 in every pixel (an all-zero image)",
+                flag="-oversample_thick",
+                field="oversample_thick",
+            )
         if self.roi is not None:
             try:
                 roi = tuple(_count(x, "roi", "-roi", lo=-(2**62)) for x in self.roi)
             except TypeError:
                 roi = ()
             if len(roi) != 4 or roi[0] > roi[1] or roi[2] > roi[3]:
-                raise ConfigError(f"expected (fmin, fmax, smin, smax) with min <= max, got {self.roi!r}",
-                                  flag="-roi", field="roi")
+                raise ConfigError(
+                    f"expected (fmin, fmax, smin, smax) with min <= max, got {self.roi!r}", flag="-roi", field="roi"
+                )
             f0, f1, s0, s1 = roi
             if f1 < 0 or s1 < 0 or f0 > self.fpixels - 1 or s0 > self.spixels - 1:
-                raise ConfigError(f"{roi} lies entirely outside the {self.fpixels} x {self.spixels} pixel detector",
-                                  flag="-roi", field="roi")
+                raise ConfigError(
+                    f"{roi} lies entirely outside the {self.fpixels} x {self.spixels} pixel detector",
+                    flag="-roi",
+                    field="roi",
+                )
             _set(self, "roi", roi)
         if self.mask is not None:
             m = np.ascontiguousarray(self.mask, dtype=bool)
             if m.shape != (self.spixels, self.fpixels):
-                raise ConfigError(f"mask shape {m.shape} != detector ({self.spixels}, {self.fpixels})",
-                                  flag="-mask", field="mask")
+                raise ConfigError(
+                    f"mask shape {m.shape} != detector ({self.spixels}, {self.fpixels})", flag="-mask", field="mask"
+                )
             m.setflags(write=False)
             object.__setattr__(self, "mask", m)
 
@@ -366,4 +384,3 @@ class Simulation:
     def fingerprint(self) -> str:
         """SHA-256 (hex) of :meth:`to_dict` as sorted JSON: equal for equal configurations."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
-

@@ -12,11 +12,14 @@ class BraggDaskError(Exception):
 class ConfigError(BraggDaskError, ValueError):
     """An invalid or impossible configuration value; names the field and the CLI flag."""
 
-    def __init__(self, message: str, flag: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, flag: str | None = None, field: str | None = None, *, field_in_message: bool = True
+    ) -> None:
+        """``field_in_message=False``: the message names the flag alone (the field is kept for callers)."""
         self.flag = flag
         self.field = field
         self.message = message
-        if flag and field:
+        if flag and field and field_in_message:
             prefix = f"{flag} ({field}): "
         else:
             prefix = f"{flag}: " if flag else (f"{field}: " if field else "")

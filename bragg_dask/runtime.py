@@ -4,7 +4,7 @@ The kernel allocates and frees multi-megabyte temporaries in a tight loop.  glib
 above its mmap threshold with fresh ``mmap`` pages and returns them on ``free``, so every chunk
 pays page faults: the first full pass over a detector ran about twice as slow as later ones.
 Raising the mmap and trim thresholds keeps those blocks on the heap for reuse.  The detector pass
-(``noisify_store.noisify_frame``: a frame's rows and bands) asks for the same.
+(``detector.store_pass.noisify_frame``: a frame's rows and bands) asks for the same.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@
 * :func:`dtype_name` / :func:`torch_dtype`: the one conversion between ``"float64"``/``"float32"``
   and torch's dtypes.
 * :func:`noise_seed`: the noise seed of a run's output options.
+* the process's settings from its environment, read here and nowhere below (the CLI maps its flags to
+  them): :func:`environment_toolchain` (``$CC``, ``$CXX``, ``$XDG_CACHE_HOME``), :func:`environment_value`
+  (``$BRAGG_DASK_MEMORY_LIMIT``, ``$BRAGG_DASK_MAX_EVALUATIONS``), :func:`fsync_enabled`
+  (``$BRAGG_DASK_FSYNC``), and the defaults of ``backend`` and ``compile`` (``$BRAGG_DASK_BACKEND``,
+  ``$BRAGG_DASK_COMPILE``).
 
 Nothing here imports torch, dask or distributed at import time: the CLI reads its settings before
 the thread pools are configured and torch loads.
@@ -14,8 +19,9 @@ the thread pools are configured and torch loads.
 from __future__ import annotations
 
 import numbers
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bragg_dask.errors import ConfigError
@@ -24,10 +30,15 @@ if TYPE_CHECKING:
     import torch
 
     from bragg_dask.nanobragg.params import OutputOptions
+    from bragg_dask.physics.backends import BackendChoice
+    from bragg_dask.physics.backends.toolchain import Toolchain
 
 #: the dtypes a run computes in, by name
 DTYPE_NAMES = ("float64", "float32")
 PARITIES = ("spec", "c")
+#: the orientation sum's backends and compile settings (bragg_dask.physics.backends)
+BACKENDS = ("auto", "eager", "native", "inductor", "triton")
+COMPILE_MODES = ("auto", "on", "off")
 LOCALHOST = "127.0.0.1"
 
 
@@ -54,7 +65,10 @@ class RunSettings:
     store's own); ``parity``: ``"spec"`` or ``"c"`` (bug-for-bug); ``c_threads``: the C program's
     OpenMP thread count emulated in c-parity; ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``dtype``:
     ``"float64"`` or ``"float32"`` (a torch dtype is accepted and stored by name); ``progress``: a
-    progress bar on stderr.
+    progress bar on stderr; ``backend``: the orientation sum's fast path (``auto``, ``eager``,
+    ``native``, ``inductor``, ``triton``; default ``$BRAGG_DASK_BACKEND`` or ``auto``); ``compile``:
+    when Inductor compiles (``auto``, ``on``, ``off``; default ``$BRAGG_DASK_COMPILE`` or ``auto``);
+    ``toolchain``: what compiled paths are built with (None: :func:`environment_toolchain`).
     """
 
     tile: int | tuple[int, int] | None = None
@@ -63,6 +77,9 @@ class RunSettings:
     device: str = "cpu"
     dtype: str = "float64"
     progress: bool = False
+    backend: str = field(default_factory=lambda: environment_value("BRAGG_DASK_BACKEND") or "auto")
+    compile: str = field(default_factory=lambda: environment_value("BRAGG_DASK_COMPILE") or "auto")
+    toolchain: Toolchain | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
@@ -76,6 +93,12 @@ class RunSettings:
             raise ConfigError(f"unknown device {self.device!r} (cpu, cuda, cuda:N)", flag="--device")
         if not isinstance(self.progress, bool):
             raise ConfigError(f"progress is True or False, got {self.progress!r}")
+        object.__setattr__(self, "backend", str(self.backend).strip().lower())
+        object.__setattr__(self, "compile", str(self.compile).strip().lower())
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r} ({', '.join(BACKENDS)})", flag="--backend")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"unknown compile mode {self.compile!r} (auto, on, off)", flag="--compile")
 
     @classmethod
     def of(cls, settings: RunSettings | None = None, **fields) -> RunSettings:
@@ -87,13 +110,21 @@ class RunSettings:
             return settings
         unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
         if unknown:
-            raise TypeError(f"unexpected keyword arguments {unknown} (RunSettings fields: "
-                            f"{', '.join(cls.__dataclass_fields__)})")
+            raise TypeError(
+                f"unexpected keyword arguments {unknown} (RunSettings fields: {', '.join(cls.__dataclass_fields__)})"
+            )
         return cls(**fields)
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return torch_dtype(self.dtype)
+
+    @property
+    def backend_choice(self) -> BackendChoice:
+        """The backend, compile mode and toolchain as the tile kernel takes them."""
+        from bragg_dask.physics.backends import BackendChoice
+
+        return BackendChoice(self.backend, self.compile, self.toolchain or environment_toolchain())
 
     @property
     def threads(self) -> int:
@@ -160,3 +191,24 @@ def noise_seed(outputs: OutputOptions) -> int:
     """The noise seed of ``outputs``: ``-seed N`` if given, else a time-based one (as the C program);
     a run resolves it once and reports it."""
     return int(outputs.seed) if outputs.seed is not None else int(time.time())
+
+
+def environment_value(name: str) -> str | None:
+    """``$name`` (a ``BRAGG_DASK_*`` setting), None where unset or empty."""
+    return os.environ.get(name) or None
+
+
+def environment_toolchain() -> Toolchain:
+    """The toolchain of this process's environment: ``$CC``, ``$CXX``, ``$XDG_CACHE_HOME``."""
+    from bragg_dask.physics.backends.toolchain import Toolchain
+
+    return Toolchain(
+        cc=os.environ.get("CC") or None,
+        cxx=os.environ.get("CXX", ""),
+        cache_root=os.environ.get("XDG_CACHE_HOME") or None,
+    )
+
+
+def fsync_enabled() -> bool:
+    """Store writes are made durable (``fsync``) unless ``$BRAGG_DASK_FSYNC`` is 0 (tests, scratch runs)."""
+    return os.environ.get("BRAGG_DASK_FSYNC", "1") != "0"

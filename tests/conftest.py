@@ -17,17 +17,85 @@ GOLDEN = DATA / "golden"
 # features whose physics the project implements; a golden case is exercised when all of its
 # features are in this set
 IMPLEMENTED = {
-    "cell-cubic", "cell-orthorhombic", "cell-triclinic", "misset", "N", "Na-Nb-Nc", "default_F", "hkl",
-    "hkl-nearest", "hkl-partial", "mat", "lambda", "energy", "conv-mosflm", "Xbeam-Ybeam", "pivot-beam",
-    "pixel-size", "nonsquare", "oversample", "oversample-auto", "phi-osc", "phi-nonzero-start",
-    "phi-carryover", "mosaic", "mosaic_seed", "polar", "nopolar", "fluence", "flux", "exposure", "beamsize",
-    "point_pixel", "sample_size", "dispersion", "intfile", "adc", "pgm",
-    "conv-adxv", "conv-denzo", "conv-xds", "conv-dials", "conv-custom", "ORGX-ORGY", "pivot-sample",
-    "det-vectors", "beam_vector", "detector-rot", "twotheta", "twotheta_axis", "pix0_vector",
-    "close_distance", "spindle_axis", "polar_vector", "curved_det", "divergence", "round_div", "square_div",
-    "dmin", "gauss_xtal", "round_xtal", "fudge", "tophat_spots", "roi", "detector-thick", "detector-abs",
-    "thicksteps", "oversample_thick", "oversample_polar", "oversample_omega", "interpolate", "interpolate-auto",
-    "interpolate-switch", "sourcefile", "mask", "water", "stol", "noise", "seed", "scale",
+    "cell-cubic",
+    "cell-orthorhombic",
+    "cell-triclinic",
+    "misset",
+    "N",
+    "Na-Nb-Nc",
+    "default_F",
+    "hkl",
+    "hkl-nearest",
+    "hkl-partial",
+    "mat",
+    "lambda",
+    "energy",
+    "conv-mosflm",
+    "Xbeam-Ybeam",
+    "pivot-beam",
+    "pixel-size",
+    "nonsquare",
+    "oversample",
+    "oversample-auto",
+    "phi-osc",
+    "phi-nonzero-start",
+    "phi-carryover",
+    "mosaic",
+    "mosaic_seed",
+    "polar",
+    "nopolar",
+    "fluence",
+    "flux",
+    "exposure",
+    "beamsize",
+    "point_pixel",
+    "sample_size",
+    "dispersion",
+    "intfile",
+    "adc",
+    "pgm",
+    "conv-adxv",
+    "conv-denzo",
+    "conv-xds",
+    "conv-dials",
+    "conv-custom",
+    "ORGX-ORGY",
+    "pivot-sample",
+    "det-vectors",
+    "beam_vector",
+    "detector-rot",
+    "twotheta",
+    "twotheta_axis",
+    "pix0_vector",
+    "close_distance",
+    "spindle_axis",
+    "polar_vector",
+    "curved_det",
+    "divergence",
+    "round_div",
+    "square_div",
+    "dmin",
+    "gauss_xtal",
+    "round_xtal",
+    "fudge",
+    "tophat_spots",
+    "roi",
+    "detector-thick",
+    "detector-abs",
+    "thicksteps",
+    "oversample_thick",
+    "oversample_polar",
+    "oversample_omega",
+    "interpolate",
+    "interpolate-auto",
+    "interpolate-switch",
+    "sourcefile",
+    "mask",
+    "water",
+    "stol",
+    "noise",
+    "seed",
+    "scale",
 }
 
 
@@ -75,8 +143,11 @@ def case_by_id(cid: str) -> Case:
     return next(c for c in CASES if c.id == cid)
 
 
-def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "spec", c_threads: int = 1):
-    """Run a golden case in-process through the flag parser and the serial executor."""
+def simulate_case(
+    case: Case, *, dtype=torch.float64, tile=None, parity: str = "spec", c_threads: int = 1, backend: str = "auto"
+):
+    """Run a golden case in-process through the flag parser and the serial executor (``backend``: the
+    orientation sum's, as ``--backend``)."""
     from bragg_dask.executors.serial import run_serial
     from bragg_dask.nanobragg.args import parse_nanobragg_args
     from bragg_dask.planning.plan import plan_tiles
@@ -84,7 +155,7 @@ def simulate_case(case: Case, *, dtype=torch.float64, tile=None, parity: str = "
     parsed = parse_nanobragg_args(case.args, cwd=str(case.path))
     sim = parsed.simulation
     plan = plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile)
-    return parsed, run_serial(sim, plan, dtype=dtype, parity=parity, c_threads=c_threads)
+    return parsed, run_serial(sim, plan, dtype=dtype, parity=parity, c_threads=c_threads, backend=backend)
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
@@ -160,8 +231,11 @@ def tree_state(root: Path, skip: tuple[str, ...] = (".bragg_dask.lock",)) -> dic
     changed" compares."""
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name not in skip}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
 
 
 @pytest.fixture

@@ -25,27 +25,59 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: name -> ([(file, text, replacement)], tests that must kill it)
 MUTATIONS = {
-    "lattice-constant": ([(f, "0.723601254558268", "0.723603787262749")  # 3.5e-6 relative
-                          for f in ("bragg_dask/physics/lattice.py", "bragg_dask/physics/backends/native_osum.c")],
-                         ["tests/test_golden_parity.py", "-k", "float64 and round"]),
-    "scan-composition": ([("bragg_dask/planning/carryover.py", "return then if then is not None else first",
-                           "return first if first is not None else then")],
-                         ["tests/test_carryover.py"]),
-    "openmp-partition": ([("bragg_dask/planning/carryover.py", "start + q + (1 if t < r else 0)",
-                           "start + q + (1 if t <= r else 0)")],
-                         ["tests/test_carryover.py"]),
-    "fingerprint-without-dtype": ([("bragg_dask/store/layout.py", '"dtype": settings.dtype, "dataset"', '"dataset"')],
-                                  ["tests/test_store_identity.py"]),
-    "checksum-not-checked": ([("bragg_dask/store/codec.py", "if len(raw) < 4 or crc32c(raw[:-4]) != raw[-4:]:",
-                               "if len(raw) < 4:")],
-                             ["tests/test_store_verify.py", "-k", "every_damage"]),
-    "missing-chunk-is-zeros": ([("bragg_dask/store/chunks.py", "if codec.crc and not missing_ok:", "if False:")],
-                               ["tests/test_store_chunks.py"]),
-    "fiber-psf-width": ([("bragg_dask/detector/psf.py", "2.0 ** (2.0 / 3.0) - 1.0", "2.0 ** (2.0 / 3.0) - 0.999")],
-                        ["tests/test_noisify.py", "-k", "differential or golden"]),
-    "a-float-for-a-count": ([("bragg_dask/nanobragg/values.py", "if not math.isfinite(v) or v != int(v):",
-                              "if not math.isfinite(v):")],
-                            ["tests/test_bad_input.py", "-k", "bad_value"]),
+    "lattice-constant": (
+        [
+            (f, "0.723601254558268", "0.723603787262749")  # 3.5e-6 relative
+            for f in ("bragg_dask/physics/lattice.py", "bragg_dask/physics/backends/native_osum.c")
+        ],
+        ["tests/test_golden_parity.py", "-k", "float64 and round"],
+    ),
+    "scan-composition": (
+        [
+            (
+                "bragg_dask/planning/carryover.py",
+                "return then if then is not None else first",
+                "return first if first is not None else then",
+            )
+        ],
+        ["tests/test_carryover.py"],
+    ),
+    "openmp-partition": (
+        [("bragg_dask/planning/carryover.py", "start + q + (1 if t < r else 0)", "start + q + (1 if t <= r else 0)")],
+        ["tests/test_carryover.py"],
+    ),
+    "fingerprint-without-dtype": (
+        [("bragg_dask/store/layout.py", '"dtype": settings.dtype,', "")],
+        ["tests/test_store_identity.py"],
+    ),
+    "checksum-not-checked": (
+        [("bragg_dask/store/codec.py", "if len(raw) < 4 or crc32c(raw[:-4]) != raw[-4:]:", "if len(raw) < 4:")],
+        ["tests/test_store_verify.py", "-k", "every_damage"],
+    ),
+    "missing-chunk-is-zeros": (
+        [("bragg_dask/store/chunks.py", "if codec.crc and not missing_ok:", "if False:")],
+        ["tests/test_store_chunks.py"],
+    ),
+    "fiber-psf-width": (
+        [("bragg_dask/detector/psf.py", "2.0 ** (2.0 / 3.0) - 1.0", "2.0 ** (2.0 / 3.0) - 0.999")],
+        ["tests/test_noisify.py", "-k", "differential or golden"],
+    ),
+    "adu-clipped-low": (
+        [("bragg_dask/detector/adu.py", "np.clip(adu, 0.0, top, out=adu)", "np.clip(adu, 0.0, top - 1.0, out=adu)")],
+        ["tests/test_native_detector.py", "-k", "adu"],
+    ),
+    "detector-model-unchecked": (
+        [("bragg_dask/detector/model.py", "            if why:", "            if False:")],
+        ["tests/test_detector_model.py", "-k", "errors_name"],
+    ),
+    "eager-backend-ignored": (
+        [("bragg_dask/physics/backends/__init__.py", 'if name == "eager" or', 'if name == "nothing" or')],
+        ["tests/test_native.py", "-k", "eager_backend"],
+    ),
+    "a-float-for-a-count": (
+        [("bragg_dask/nanobragg/values.py", "if not math.isfinite(v) or v != int(v):", "if not math.isfinite(v):")],
+        ["tests/test_bad_input.py", "-k", "bad_value"],
+    ),
 }
 
 
@@ -67,8 +99,13 @@ def run(name: str) -> bool:
                 raise SystemExit(f"{name}: {file} does not hold {old!r} once: update the mutation")
             path.write_text(text.replace(old, new))
         env = dict(os.environ, PYTHONPATH=str(dest), XDG_CACHE_HOME=str(dest / ".cache"))
-        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=dest,
-                           env=env, capture_output=True, text=True)
+        p = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+            cwd=dest,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     return p.returncode != 0
 
 

@@ -59,29 +59,56 @@ def _spec_is_c(args) -> bool:
     return zero_phi_rotations(phis, "unrotated") == zero_phi_rotations(phis, "carried")
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["threads"] == 1 and _spec_is_c(c["args"])],
-                         ids=lambda c: c["id"])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c["threads"] == 1 and _spec_is_c(c["args"])], ids=lambda c: c["id"]
+)
 def test_spec_matches_the_serial_c_program_where_no_phi_is_exactly_zero(case):
     sim, img = _run(case["args"], "spec")
     assert rel_err(img, _reference(case, sim)) <= TOL
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["id"].startswith("phi_") and c["threads"] == 3],
-                         ids=lambda c: c["id"])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c["id"].startswith("phi_") and c["threads"] == 3], ids=lambda c: c["id"]
+)
 def test_c_parity_near_zero_phi_is_tiling_invariant(case):
     sim, whole = _run(case["args"], "c", 3)
     _, tiled = _run(case["args"], "c", 3, tile=(5, 7))
     assert np.array_equal(whole, tiled)
 
 
-@pytest.mark.parametrize("phi0, osc, n, k, sign", [
-    (-1.5, 2.0, 4, 3, 1), (-1.5, 3.0, 6, 3, 1), (-0.9, 1.5, 5, 3, -1), (-1.8, 3.0, 5, 3, -1),
-    (-1.2, 1.5, 5, 4, 0), (-0.3, 1.5, 5, 1, 0), (-1.5, 4.5, 3, 1, 0),
-])
+@pytest.mark.parametrize(
+    "phi0, osc, n, k, sign",
+    [
+        (-1.5, 2.0, 4, 3, 1),
+        (-1.5, 3.0, 6, 3, 1),
+        (-0.9, 1.5, 5, 3, -1),
+        (-1.8, 3.0, 5, 3, -1),
+        (-1.2, 1.5, 5, 4, 0),
+        (-0.3, 1.5, 5, 1, 0),
+        (-1.5, 4.5, 3, 1, 0),
+    ],
+)
 def test_phi_steps_are_formed_in_the_c_programs_double_arithmetic(phi0, osc, n, k, sign):
     # degrees -> radians by a division by 180/pi, phistep = osc/n, phi = phi0 + phistep*k
-    phis = _phis(["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "1", "-phi", repr(phi0),
-                  "-osc", repr(osc), "-phisteps", str(n)])
+    phis = _phis(
+        [
+            "-cell",
+            "50",
+            "50",
+            "50",
+            "90",
+            "90",
+            "90",
+            "-default_F",
+            "1",
+            "-phi",
+            repr(phi0),
+            "-osc",
+            repr(osc),
+            "-phisteps",
+            str(n),
+        ]
+    )
     assert len(phis) == n
     assert math.copysign(1, phis[k]) * (phis[k] != 0.0) == sign
     assert abs(phis[k]) < 1e-17
@@ -90,8 +117,29 @@ def test_phi_steps_are_formed_in_the_c_programs_double_arithmetic(phi0, osc, n, 
 
 
 def test_angle_and_length_flags_divide_as_the_c_program_does():
-    p = parse_nanobragg_args(["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "1", "-mosaic", "2.3",
-                              "-distance", "93.7", "-pixel", "0.112", "-lambda", "1.3", "-water", "17"]).raw
+    p = parse_nanobragg_args(
+        [
+            "-cell",
+            "50",
+            "50",
+            "50",
+            "90",
+            "90",
+            "90",
+            "-default_F",
+            "1",
+            "-mosaic",
+            "2.3",
+            "-distance",
+            "93.7",
+            "-pixel",
+            "0.112",
+            "-lambda",
+            "1.3",
+            "-water",
+            "17",
+        ]
+    ).raw
     rtd = 180.0 / math.pi
     assert p.mosaic_spread == 2.3 / rtd and p.mosaic_spread != 2.3 * (1 / rtd)
     assert p.distance == 93.7 / 1000.0 and p.pixel_size == 0.112 / 1000.0
@@ -100,7 +148,7 @@ def test_angle_and_length_flags_divide_as_the_c_program_does():
 
 def test_powf_is_the_c_librarys():
     # 1 - r3^2 of misset seed 81671: numpy's float32 power is one ulp above the C library's powf
-    x = 1.0 - 0.5415647029876709 ** 2
+    x = 1.0 - 0.5415647029876709**2
     assert powf(x, 1.0 / 3.0) == 0.8907310366630554
 
 

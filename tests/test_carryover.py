@@ -103,8 +103,12 @@ def test_phi_scan_equals_serial_walk_over_pixels(data):
 
 def test_interpolation_state_kinds():
     tiles = plan_tiles(2, 4, (1, 2)).tiles()
-    runs = [RunSummary(0, 0, 0, None), RunSummary(0, 2, 2, (3, 17)), RunSummary(1, 0, 0, (0, 1)),
-            RunSummary(1, 2, 2, None)]
+    runs = [
+        RunSummary(0, 0, 0, None),
+        RunSummary(0, 2, 2, (3, 17)),
+        RunSummary(1, 0, 0, (0, 1)),
+        RunSummary(1, 2, 2, None),
+    ]
     states = tile_states(tiles, runs, segments(2, 1), interpolation=True)
     kinds = [states[t.index].rows[0].interp for t in tiles]
     assert kinds == [InterpState.ON, InterpState.CUT, InterpState.OFF, InterpState.OFF]
@@ -112,8 +116,17 @@ def test_interpolation_state_kinds():
     assert states[tiles[1].index].rows[0].cut == (3, 17)
 
 
-@pytest.mark.parametrize("cid", ["mask_carryover_cparity", "mosaic_phi_carryover_cparity", "roi_carryover_cparity",
-                                 "phi_carryover_cparity", "omp2_mask_carryover", "omp4_mask_carryover"])
+@pytest.mark.parametrize(
+    "cid",
+    [
+        "mask_carryover_cparity",
+        "mosaic_phi_carryover_cparity",
+        "roi_carryover_cparity",
+        "phi_carryover_cparity",
+        "omp2_mask_carryover",
+        "omp4_mask_carryover",
+    ],
+)
 def test_first_executed_pixel_of_a_segment_is_special(cid):
     """Without the special first evaluation, the listed pixels move away from the C image."""
     case = case_by_id(cid)
@@ -130,8 +143,11 @@ def test_first_executed_pixel_of_a_segment_is_special(cid):
         wrong[t.s0 : t.s1, t.f0 : t.f1] = simulate_tile(sim, t, blind[t.index], parity="c").image
     assert rel_err(right, ref) <= 1e-5
     effect = case.meta.get("first_executed_pixel_effect", {}).get("pixels_slow_fast_relchange")
-    pixels = [(s, f) for s, f, _ in effect] if effect else [tuple(p) for p in
-                                                          case.meta["vs_serial_cparity"]["differing_pixels_slow_fast"]]
+    pixels = (
+        [(s, f) for s, f, _ in effect]
+        if effect
+        else [tuple(p) for p in case.meta["vs_serial_cparity"]["differing_pixels_slow_fast"]]
+    )
     changed = np.abs(wrong.astype(np.float64) - ref) / np.abs(ref).max()
     for s, f in pixels:
         if cid == "phi_carryover_cparity":
@@ -145,10 +161,43 @@ def _small_sim(data):
     f = data.draw(st.integers(3, 14), label="fpixels")
     s = data.draw(st.integers(3, 14), label="spixels")
     sweep = data.draw(st.sampled_from([("0", "1.5", "3"), ("-1", "2", "4"), ("0", "0.6", "2"), ("-0.5", "1", "3")]))
-    args = ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "10", "-20", "30", "-default_F", "100",
-            "-N", "5", "-distance", "40", "-pixel", "0.3", "-detpixels_x", str(f), "-detpixels_y", str(s),
-            "-oversample", str(data.draw(st.integers(1, 2))), "-phi", sweep[0], "-osc", sweep[1],
-            "-phisteps", sweep[2], "-mosaic_spread", "0.3", "-mosaic_domains", "2"]
+    args = [
+        "-cell",
+        "40",
+        "50",
+        "60",
+        "90",
+        "90",
+        "90",
+        "-misset",
+        "10",
+        "-20",
+        "30",
+        "-default_F",
+        "100",
+        "-N",
+        "5",
+        "-distance",
+        "40",
+        "-pixel",
+        "0.3",
+        "-detpixels_x",
+        str(f),
+        "-detpixels_y",
+        str(s),
+        "-oversample",
+        str(data.draw(st.integers(1, 2))),
+        "-phi",
+        sweep[0],
+        "-osc",
+        sweep[1],
+        "-phisteps",
+        sweep[2],
+        "-mosaic_spread",
+        "0.3",
+        "-mosaic_domains",
+        "2",
+    ]
     if data.draw(st.booleans(), label="roi"):
         x0, y0 = data.draw(st.integers(0, f - 1)), data.draw(st.integers(0, s - 1))
         args += ["-roi", str(x0), str(data.draw(st.integers(x0, f))), str(y0), str(data.draw(st.integers(y0, s)))]

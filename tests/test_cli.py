@@ -13,8 +13,30 @@ import pytest
 from .conftest import case_by_id, rel_err
 
 CLI = [sys.executable, "-m", "bragg_dask"]
-BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
-        "-pixel", "0.2", "-detpixels", "16", "-lambda", "1.0", "-nonoise", "-nopgm", "-noprogress"]
+BASE = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "16",
+    "-lambda",
+    "1.0",
+    "-nonoise",
+    "-nopgm",
+    "-noprogress",
+]
 
 
 def run_cli(args, cwd, timeout=300):
@@ -134,8 +156,9 @@ def test_c_threads_needs_c_parity_and_a_positive_count(tmp_path):
 
 def test_interpolation_with_several_c_threads_is_refused(tmp_path):
     args = BASE + ["-interpolate", "--parity", "c", "--c-threads", "2"]
-    (tmp_path / "t.hkl").write_text("".join(f"{h} {k} {l} 10\n" for h in range(-3, 4) for k in range(-3, 4)
-                                            for l in range(-3, 4)))
+    (tmp_path / "t.hkl").write_text(
+        "".join(f"{h} {k} {l} 10\n" for h in range(-3, 4) for k in range(-3, 4) for l in range(-3, 4))
+    )
     args = [a for a in args if a not in ("-default_F", "100")] + ["-hkl", "t.hkl"]
     assert_one_line_error(run_cli(args, tmp_path), "--c-threads", "nondeterministic")
 
@@ -154,9 +177,19 @@ def test_zarr_run_through_local_cluster(tmp_path):
 def _write_mask(path, f, s, header_keys=None):
     from bragg_dask.io.smv import smv_header  # noqa: F401 - the format reference
 
-    keys = header_keys if header_keys is not None else {
-        "HEADER_BYTES": "512", "DIM": "2", "BYTE_ORDER": "little_endian", "TYPE": "unsigned_short",
-        "SIZE1": str(f), "SIZE2": str(s), "PIXEL_SIZE": "0.2"}
+    keys = (
+        header_keys
+        if header_keys is not None
+        else {
+            "HEADER_BYTES": "512",
+            "DIM": "2",
+            "BYTE_ORDER": "little_endian",
+            "TYPE": "unsigned_short",
+            "SIZE1": str(f),
+            "SIZE2": str(s),
+            "PIXEL_SIZE": "0.2",
+        }
+    )
     text = "{\n" + "".join(f"{k}={v};\n" for k, v in keys.items()) + "}\f"
     data = np.ones((s, f), "<u2")
     data[0, :3] = 0
@@ -241,17 +274,51 @@ def test_dataset_flags(tmp_path):
     assert_one_line_error(run_cli(BASE + ["--frames", "3"], tmp_path), "--frames", "--zarr")
     assert_one_line_error(run_cli(BASE + ["--frames", "0", "--zarr", "x.zarr"], tmp_path), "--frames")
     assert_one_line_error(run_cli(BASE + ["--frames", "2", "--zarr", "x.zarr"], tmp_path), "--frames", "-osc")
-    assert_one_line_error(run_cli(BASE + ["--orientations", "2", "--zarr", "x.zarr", "-floatfile", "a.bin"],
-                                  tmp_path), "-floatfile", "export")
+    assert_one_line_error(
+        run_cli(BASE + ["--orientations", "2", "--zarr", "x.zarr", "-floatfile", "a.bin"], tmp_path),
+        "-floatfile",
+        "export",
+    )
 
 
 def test_export_a_frame_as_the_c_programs_files(tmp_path):
     args = BASE[:-3] + ["-nopgm", "-noprogress", "-seed", "9", "-phi", "0", "-osc", "1", "-phisteps", "2"]
-    p = run_cli(args + ["-floatfile", "direct.bin", "-intfile", "direct.img", "-noisefile", "direct_noise.img",
-                        "--zarr", "one.zarr", "--workers", "1", "--tile", "7"], tmp_path)
+    p = run_cli(
+        args
+        + [
+            "-floatfile",
+            "direct.bin",
+            "-intfile",
+            "direct.img",
+            "-noisefile",
+            "direct_noise.img",
+            "--zarr",
+            "one.zarr",
+            "--workers",
+            "1",
+            "--tile",
+            "7",
+        ],
+        tmp_path,
+    )
     assert p.returncode == 0, p.stderr
-    q = run_cli(["export", "one.zarr", "--frame", "0", "-floatfile", "e.bin", "-intfile", "e.img",
-                 "-noisefile", "e_noise.img", "-pgmfile", "e.pgm"], tmp_path)
+    q = run_cli(
+        [
+            "export",
+            "one.zarr",
+            "--frame",
+            "0",
+            "-floatfile",
+            "e.bin",
+            "-intfile",
+            "e.img",
+            "-noisefile",
+            "e_noise.img",
+            "-pgmfile",
+            "e.pgm",
+        ],
+        tmp_path,
+    )
     assert q.returncode == 0, q.stderr
     for mine, ref in (("e.bin", "direct.bin"), ("e.img", "direct.img"), ("e_noise.img", "direct_noise.img")):
         assert (tmp_path / mine).read_bytes() == (tmp_path / ref).read_bytes(), mine
@@ -264,8 +331,9 @@ def test_export_a_frame_as_the_c_programs_files(tmp_path):
 
     keys, _ = read_smv(str(tmp_path / "f2.img"))
     assert float(keys["PHI"]) == 2.0
-    assert_one_line_error(run_cli(["export", "series.zarr", "--frame", "3", "-floatfile", "x.bin"], tmp_path),
-                          "--frame")
+    assert_one_line_error(
+        run_cli(["export", "series.zarr", "--frame", "3", "-floatfile", "x.bin"], tmp_path), "--frame"
+    )
     assert_one_line_error(run_cli(["export", "nothere.zarr", "-floatfile", "x.bin"], tmp_path), "nothere.zarr")
 
 
@@ -279,9 +347,31 @@ def test_bad_input_through_the_installed_entry_point(tmp_path):
 
 def test_closed_stdout_is_quiet(tmp_path):
     """A reader that stops early (`bragg-dask ... | head -1`): exit 141, no traceback."""
-    proc = subprocess.Popen(CLI + ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "10", "-N", "3",
-                                   "-detpixels", "16", "-nonoise", "-nopgm", "-floatfile", "f.bin"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        CLI
+        + [
+            "-cell",
+            "50",
+            "50",
+            "50",
+            "90",
+            "90",
+            "90",
+            "-default_F",
+            "10",
+            "-N",
+            "3",
+            "-detpixels",
+            "16",
+            "-nonoise",
+            "-nopgm",
+            "-floatfile",
+            "f.bin",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # before the program has printed anything (it is still importing)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
@@ -293,8 +383,14 @@ def test_process_ends_with_everything_written(tmp_path, quick):
     """The CLI ends its process without the interpreter's teardown (BRAGG_DASK_QUICK_EXIT=0: with it):
     the report, the files and the exit status are the same either way."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", BRAGG_DASK_QUICK_EXIT=quick)
-    p = subprocess.run(CLI + BASE + ["-floatfile", "f.bin", "-intfile", "i.img"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300, env=env)
+    p = subprocess.run(
+        CLI + BASE + ["-floatfile", "f.bin", "-intfile", "i.img"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     assert "wrote ./f.bin" in p.stdout and "wrote ./i.img" in p.stdout and p.stdout.endswith("\n")
     assert (tmp_path / "f.bin").stat().st_size == 16 * 16 * 4 and (tmp_path / "i.img").stat().st_size > 512
@@ -305,8 +401,14 @@ def test_process_ends_with_everything_written(tmp_path, quick):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_stdout_that_cannot_be_written_is_one_line_and_status_2(tmp_path):
     with open("/dev/full", "w") as full:
-        p = subprocess.run(CLI + BASE + ["-floatfile", "f.bin"], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
-                           text=True, timeout=300)
+        p = subprocess.run(
+            CLI + BASE + ["-floatfile", "f.bin"],
+            cwd=tmp_path,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == ["bragg-dask: error: standard output: [Errno 28] No space left on device"]
 
@@ -330,8 +432,19 @@ def test_a_store_runs_files_come_from_its_arrays_without_a_second_pass(tmp_path,
     def refuse(*a, **k):
         raise AssertionError("the client made an int or noise image again")
 
-    args = [a for a in BASE if a not in ("-nonoise",)] + ["-seed", "7", "-intfile", "i.img", "-noisefile", "n.img",
-                                                          "--zarr", "s.zarr", "--tile", "8", "--quiet"]
+    args = [a for a in BASE if a not in ("-nonoise",)] + [
+        "-seed",
+        "7",
+        "-intfile",
+        "i.img",
+        "-noisefile",
+        "n.img",
+        "--zarr",
+        "s.zarr",
+        "--tile",
+        "8",
+        "--quiet",
+    ]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(outputs, "int_image", refuse)
     monkeypatch.setattr(outputs, "noise_image", refuse)
@@ -357,8 +470,9 @@ def test_version_and_quiet_cluster_unless_verbose(tmp_path):
 
 
 def test_a_non_terminal_gets_the_progress_as_a_few_whole_lines(tmp_path):
-    p = run_cli([a for a in BASE if a != "-noprogress"] + ["--zarr", "p.zarr", "--tile", "4", "--workers", "1"],
-                tmp_path)
+    p = run_cli(
+        [a for a in BASE if a != "-noprogress"] + ["--zarr", "p.zarr", "--tile", "4", "--workers", "1"], tmp_path
+    )
     assert p.returncode == 0, p.stderr
     assert "\r" not in p.stderr + p.stdout
     bars = [ln for ln in p.stderr.splitlines() if ln.startswith("frame ")]
@@ -373,8 +487,11 @@ def test_the_main_jobs_output_is_short_in_a_log(tmp_path):
     make = open(os.path.join(repo, "Makefile")).read()
     cmd = re.search(r"bragg-dask (-hkl demo\.hkl.*?--overwrite)", make, re.S).group(1).replace("\\\n", " ").split()
     cmd[cmd.index("-detpixels") + 1] = "128"
-    subprocess.run([sys.executable, os.path.join(repo, "examples", "make_demo_inputs.py"), str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, os.path.join(repo, "examples", "make_demo_inputs.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     p = run_cli(cmd, tmp_path)
     assert p.returncode == 0, p.stderr
     lines = (p.stdout + p.stderr).splitlines()
@@ -392,8 +509,13 @@ def test_the_cluster_libraries_records_stay_off_the_runs_report(capsys):
 
     buf = io.StringIO()
     handler = _StdoutHandler(buf)
-    for name, text in (("tornado.application", "Exception in callback"), ("distributed.utils", "noise"),
-                       ("asyncio", "loop"), ("bokeh.server", "session"), ("bragg_dask.executors.dask", "ours"),
-                       ("bragg_dask", "ours too")):
+    for name, text in (
+        ("tornado.application", "Exception in callback"),
+        ("distributed.utils", "noise"),
+        ("asyncio", "loop"),
+        ("bokeh.server", "session"),
+        ("bragg_dask.executors.dask", "ours"),
+        ("bragg_dask", "ours too"),
+    ):
         handler.handle(logging.LogRecord(name, logging.ERROR, __file__, 1, text, None, None))
     assert buf.getvalue().splitlines() == ["ours", "ours too"]

@@ -36,13 +36,41 @@ pytestmark = pytest.mark.distributed
 
 # the service tests' long run, lighter (128 x 128 pixels, 6 mosaic domains): 64 tiles of 16 to interrupt
 FAULT = [{"-mosaic_domains": "6", "-detpixels": "128"}.get(prev, a) for prev, a in zip([None, *LONG], LONG)]
-SMALL = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
-         "-pixel", "0.2", "-detpixels", "32", "-lambda", "1.0", "-nonoise", "-nopgm", "-noprogress"]
+SMALL = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "32",
+    "-lambda",
+    "1.0",
+    "-nonoise",
+    "-nopgm",
+    "-noprogress",
+]
 
 
 def _cli(args, cwd, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bragg_dask", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env or _env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bragg_dask", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        timeout=timeout,
+    )
 
 
 def _done(store: Path) -> int:
@@ -78,9 +106,25 @@ def test_scheduler_killed_mid_run_is_one_line_and_the_store_resumes(tmp_path):
     (tmp_path / "a").mkdir()
     c = Cluster(tmp_path / "a", n_workers=2)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *FAULT, "--scheduler-file", c.file,
-                                 "--zarr", str(store), "--tile", "16"], cwd=tmp_path, env=_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bragg_dask",
+                *FAULT,
+                "--scheduler-file",
+                c.file,
+                "--zarr",
+                str(store),
+                "--tile",
+                "16",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_for_tiles(store, 0.15)
         c.scheduler.kill()
         out, err = proc.communicate(timeout=120)
@@ -113,8 +157,9 @@ def test_cluster_failure_tells_the_cluster_from_a_task():
         status = "running"
 
     opts = ClusterOptions(scheduler="tcp://head:8786")
-    lost = cluster_failure(FutureCancelledError("simulate-tile-x", "scheduler-connection-lost"), Client(), opts,
-                           "/data/run.zarr")
+    lost = cluster_failure(
+        FutureCancelledError("simulate-tile-x", "scheduler-connection-lost"), Client(), opts, "/data/run.zarr"
+    )
     assert isinstance(lost, ClusterError)
     assert str(lost).startswith("--scheduler: lost the connection to the scheduler tcp://head:8786 mid-run")
     assert "/data/run.zarr" in str(lost)
@@ -145,9 +190,17 @@ def test_ctrl_c_is_one_line_exit_130_and_the_store_resumes(tmp_path, processes):
     # three times FAULT's domains (the last -mosaic_domains wins): the tiles left after the first tenth take
     # long enough for the interrupt to land among them, however fast the machine's first tiles were
     args = [*FAULT, "-mosaic_domains", "18", "--zarr", str(store), "--tile", "16", "--workers", "2"] + [
-        "--worker-processes"] * processes
-    proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *args], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        "--worker-processes"
+    ] * processes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bragg_dask", *args],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_for_tiles(store, 0.1)
         os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the CLI and its worker processes
@@ -193,7 +246,7 @@ def _listening(pid: int) -> list[str]:
                 continue
             hexaddr, hexport = cols[1].split(":")
             raw = bytes.fromhex(hexaddr)
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # /proc: host-order words
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # /proc: host-order words
             out.append(f"{socket.inet_ntop(family, raw)}:{int(hexport, 16)}")
     return out
 
@@ -241,15 +294,47 @@ def _certificates(d: Path) -> dict:
     def run(*args):
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bragg-dask test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bragg-dask test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     run("req", *ec, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=127.0.0.1")
-    (d / "ext.cnf").write_text("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                               "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                               "extendedKeyUsage=serverAuth,clientAuth\nsubjectKeyIdentifier=hash\n"
-                               "authorityKeyIdentifier=keyid\n")
-    run("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "node.pem", "-days", "2", "-extfile", "ext.cnf")
+    (d / "ext.cnf").write_text(
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\nsubjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "node.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
     return {"ca": str(d / "ca.pem"), "cert": str(d / "node.pem"), "key": str(d / "node.key")}
 
 
@@ -262,21 +347,57 @@ def tls_cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
     certs = _certificates(d)
     file = d / "scheduler.json"
-    sched = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
-                              "--port", "0", "--no-dashboard", "--scheduler-file", str(file), *_tls_flags(certs)],
-                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dask",
+            "scheduler",
+            "--protocol",
+            "tls",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(file),
+            *_tls_flags(certs),
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while not file.exists() and time.time() < deadline:
         time.sleep(0.1)
-    worker = subprocess.Popen([sys.executable, "-m", "dask", "worker", "--scheduler-file", str(file), "--nthreads",
-                               "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", *_tls_flags(certs)],
-                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dask",
+            "worker",
+            "--scheduler-file",
+            str(file),
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            *_tls_flags(certs),
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         from distributed import Client
         from distributed.security import Security
 
-        sec = Security(tls_ca_file=certs["ca"], tls_client_cert=certs["cert"], tls_client_key=certs["key"],
-                       require_encryption=True)
+        sec = Security(
+            tls_ca_file=certs["ca"], tls_client_cert=certs["cert"], tls_client_key=certs["key"], require_encryption=True
+        )
         with Client(scheduler_file=str(file), security=sec, timeout="60s") as c:
             c.wait_for_workers(1, timeout=60)
         yield {"certs": certs, "address": json.loads(file.read_text())["address"], "file": str(file)}
@@ -295,19 +416,30 @@ def test_tls_scheduler_with_flags_and_with_dask_settings(tls_cluster, tmp_path, 
     assert p.returncode == 0, p.stderr
     assert _complete(tmp_path / "a.zarr")
     monkeypatch.chdir(tmp_path)  # Dask's own settings (distributed.comm.tls.*), no flags
-    with dask.config.set({"distributed.comm.tls.ca-file": certs["ca"], "distributed.comm.tls.client.cert":
-                          certs["cert"], "distributed.comm.tls.client.key": certs["key"]}):
+    with dask.config.set(
+        {
+            "distributed.comm.tls.ca-file": certs["ca"],
+            "distributed.comm.tls.client.cert": certs["cert"],
+            "distributed.comm.tls.client.key": certs["key"],
+        }
+    ):
         rc = cli.main([*SMALL, "--scheduler-file", tls_cluster["file"], "--zarr", "b.zarr", "--tile", "16"])
     assert rc == 0, capsys.readouterr().err
-    assert np.array_equal(np.asarray(zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["float"][...]),
-                          np.asarray(zarr.open_group(str(tmp_path / "b.zarr"), mode="r")["float"][...]))
+    assert np.array_equal(
+        np.asarray(zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["float"][...]),
+        np.asarray(zarr.open_group(str(tmp_path / "b.zarr"), mode="r")["float"][...]),
+    )
 
 
 def test_tls_scheduler_without_certificates_is_one_line(tls_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for flags, needle in ((["--scheduler", tls_cluster["address"]], "--scheduler: tls://127.0.0.1:"),
-                          (["--scheduler", tls_cluster["address"], "--tls-ca-file", "nope.pem", "--tls-cert", "x"],
-                           "--tls-ca-file: no such file nope.pem")):
+    for flags, needle in (
+        (["--scheduler", tls_cluster["address"]], "--scheduler: tls://127.0.0.1:"),
+        (
+            ["--scheduler", tls_cluster["address"], "--tls-ca-file", "nope.pem", "--tls-cert", "x"],
+            "--tls-ca-file: no such file nope.pem",
+        ),
+    ):
         assert cli.main([*SMALL, *flags, "--zarr", "x.zarr"]) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and err.startswith(f"bragg-dask: error: {needle}"), err
@@ -316,8 +448,9 @@ def test_tls_scheduler_without_certificates_is_one_line(tls_cluster, tmp_path, m
 
 def test_embedded_cluster_over_tls(tmp_path):
     certs = _certificates(tmp_path)
-    client, cluster = connect(options=ClusterOptions(n_workers=1, tls_ca_file=certs["ca"], tls_cert=certs["cert"],
-                                                     tls_key=certs["key"]))
+    client, cluster = connect(
+        options=ClusterOptions(n_workers=1, tls_ca_file=certs["ca"], tls_cert=certs["cert"], tls_key=certs["key"])
+    )
     try:
         info = client.scheduler_info()
         assert info["address"].startswith("tls://127.0.0.1:")
@@ -331,16 +464,19 @@ def test_embedded_cluster_over_tls(tmp_path):
 # bad addresses
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1"], "--scheduler: cannot reach scheduler"),
-    (["--scheduler", "foo://bar"], "--scheduler: cannot reach scheduler foo://bar: unknown address scheme"),
-    (["--scheduler", "127.0.0.1"], "--scheduler: cannot reach scheduler 127.0.0.1: missing port"),
-    (["--scheduler-file", "nope.json"], "--scheduler-file: no scheduler file nope.json"),
-    (["--scheduler-file", "bad.json"], "--scheduler-file: bad.json is not a scheduler file"),
-    (["--scheduler", ""], "--scheduler: needs a value"),
-    (["--scheduler", "tcp://127.0.0.1:9", "--listen", "0.0.0.0"], "--listen: sets up the embedded cluster"),
-    (["--connect-timeout", "0"], "--connect-timeout: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1"], "--scheduler: cannot reach scheduler"),
+        (["--scheduler", "foo://bar"], "--scheduler: cannot reach scheduler foo://bar: unknown address scheme"),
+        (["--scheduler", "127.0.0.1"], "--scheduler: cannot reach scheduler 127.0.0.1: missing port"),
+        (["--scheduler-file", "nope.json"], "--scheduler-file: no scheduler file nope.json"),
+        (["--scheduler-file", "bad.json"], "--scheduler-file: bad.json is not a scheduler file"),
+        (["--scheduler", ""], "--scheduler: needs a value"),
+        (["--scheduler", "tcp://127.0.0.1:9", "--listen", "0.0.0.0"], "--listen: sets up the embedded cluster"),
+        (["--connect-timeout", "0"], "--connect-timeout: must be > 0"),
+    ],
+)
 def test_bad_scheduler_is_one_line_within_the_timeout(tmp_path, monkeypatch, capsys, flags, needle):
     (tmp_path / "bad.json").write_text("{not json")
     monkeypatch.chdir(tmp_path)

@@ -25,20 +25,56 @@ from bragg_dask.planning.plan import TileSpec
 
 from .conftest import case_by_id, rel_err, simulate_case
 
-ARGS = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
-        "-pixel", "0.2", "-detpixels", "64", "-lambda", "1.0", "-oversample", "3"]
+ARGS = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "64",
+    "-lambda",
+    "1.0",
+    "-oversample",
+    "3",
+]
 
 
 def python_built() -> Simulation:
     recip, v = xtal.reciprocal_from_cell((50.0, 50.0, 50.0, 90.0, 90.0, 90.0))
     cell = xtal.real_space_cell(recip, None, (50.0, 50.0, 50.0, v))
-    geo = resolve_detector_geometry(DetectorGeometryInput(
-        convention="mosflm", pixel_size_m=2e-4, detsize_f_m=64 * 2e-4, detsize_s_m=64 * 2e-4, distance_m=0.05))
-    beam = Beam(wavelength_m=1e-10, sources=(Source(incident=(1.0, 0.0, 0.0), wavelength_m=1e-10),),
-                beam_vector=geo.beam, polar_vector=geo.polar)
-    crystal = Crystal(a_m=cell.a_m, b_m=cell.b_m, c_m=cell.c_m, a_star_per_A=cell.a_star_per_A,
-                      b_star_per_A=cell.b_star_per_A, c_star_per_A=cell.c_star_per_A, n_cells=(5, 5, 5),
-                      structure_factors=StructureFactors(default_F=100.0), spindle_axis=geo.spindle)
+    geo = resolve_detector_geometry(
+        DetectorGeometryInput(
+            convention="mosflm", pixel_size_m=2e-4, detsize_f_m=64 * 2e-4, detsize_s_m=64 * 2e-4, distance_m=0.05
+        )
+    )
+    beam = Beam(
+        wavelength_m=1e-10,
+        sources=(Source(incident=(1.0, 0.0, 0.0), wavelength_m=1e-10),),
+        beam_vector=geo.beam,
+        polar_vector=geo.polar,
+    )
+    crystal = Crystal(
+        a_m=cell.a_m,
+        b_m=cell.b_m,
+        c_m=cell.c_m,
+        a_star_per_A=cell.a_star_per_A,
+        b_star_per_A=cell.b_star_per_A,
+        c_star_per_A=cell.c_star_per_A,
+        n_cells=(5, 5, 5),
+        structure_factors=StructureFactors(default_F=100.0),
+        spindle_axis=geo.spindle,
+    )
     det = Detector(fpixels=64, spixels=64, pixel_size_m=2e-4, geometry=geo, oversample=3)
     return Simulation(beam=beam, crystal=crystal, detector=det)
 
@@ -123,6 +159,7 @@ def test_source_and_beam_refuse_nan_and_name_the_field():
 
 # ----------------------------------------------------------------------------- the parsing layer's names
 
+
 def _hkl_file(tmp_path) -> str:
     lines = [f"{h} {k} {l} 10.0" for h in range(-3, 4) for k in range(-3, 4) for l in range(-3, 4)]
     (tmp_path / "t.hkl").write_text("\n".join(lines) + "\n")
@@ -139,12 +176,15 @@ def test_interpolation_setting_is_an_int_enum_that_round_trips():
     assert parse_raw(["-interpolate", "-nointerpolate"]).interpolate is Interpolation.OFF  # the last flag wins
 
 
-@pytest.mark.parametrize("extra, expect", [
-    (["-N", "2"], True),  # auto: some N <= 2
-    (["-N", "5"], False),  # auto: every N > 2
-    (["-N", "5", "-interpolate"], True),
-    (["-N", "1", "-nointerpolate"], False),
-])
+@pytest.mark.parametrize(
+    "extra, expect",
+    [
+        (["-N", "2"], True),  # auto: some N <= 2
+        (["-N", "5"], False),  # auto: every N > 2
+        (["-N", "5", "-interpolate"], True),
+        (["-N", "1", "-nointerpolate"], False),
+    ],
+)
 def test_interpolation_setting_resolves_to_a_bool(tmp_path, extra, expect):
     args = ["-cell", "50", "50", "50", "90", "90", "90", "-hkl", _hkl_file(tmp_path), "-detpixels", "8", *extra]
     crystal = parse_nanobragg_args(args, cwd=str(tmp_path)).simulation.crystal
@@ -176,16 +216,25 @@ def test_mosaic_and_misset_seeds_are_the_c_generators_negated_seeds():
     assert a.outputs.seed is None
 
 
-PARSING_LAYER = ("bragg_dask.config", "bragg_dask.nanobragg.args", "bragg_dask.nanobragg.resolve", "bragg_dask.nanobragg.checks",
-                 "bragg_dask.io")
+PARSING_LAYER = (
+    "bragg_dask.config",
+    "bragg_dask.nanobragg.args",
+    "bragg_dask.nanobragg.resolve",
+    "bragg_dask.nanobragg.checks",
+    "bragg_dask.io",
+)
 
 
 def _runtime_imports(path: Path, module: str, is_package: bool) -> set[str]:
     """Modules of bragg_dask that ``module`` imports when it runs (inside functions too; not those under
     ``if TYPE_CHECKING:``)."""
     tree = ast.parse(path.read_text())
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     package = module.split(".") if is_package else module.split(".")[:-1]
     out = set()
     for node in ast.walk(tree):
@@ -194,8 +243,11 @@ def _runtime_imports(path: Path, module: str, is_package: bool) -> set[str]:
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]).rstrip(".") \
-                if node.level else node.module or ""
+            base = (
+                ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).rstrip(".")
+                if node.level
+                else node.module or ""
+            )
             out.add(base)
             out.update(f"{base}.{a.name}" for a in node.names)
     return {m for m in out if m.startswith("bragg_dask")}

@@ -30,11 +30,67 @@ from bragg_dask.dashboard import image, status_names
 from .test_distributed import Cluster, _env
 
 # about 6 s on two cores: long enough to look at the pages during the run
-LONG = ["-cell", "50", "60", "70", "90", "90", "90", "-misset", "10", "20", "30", "-default_F", "100", "-N", "8",
-        "-distance", "60", "-pixel", "0.1", "-detpixels", "1024", "-oversample", "2", "-mosaic_spread", "0.4",
-        "-mosaic_domains", "12", "-phi", "0", "-osc", "0.5", "-phisteps", "16", "-nonoise", "-nopgm", "--tile", "64"]
-SMALL = ["-cell", "50", "60", "70", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "60", "-pixel",
-         "0.1", "-detpixels", "128", "-nonoise", "-nopgm", "-noprogress"]
+LONG = [
+    "-cell",
+    "50",
+    "60",
+    "70",
+    "90",
+    "90",
+    "90",
+    "-misset",
+    "10",
+    "20",
+    "30",
+    "-default_F",
+    "100",
+    "-N",
+    "8",
+    "-distance",
+    "60",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "1024",
+    "-oversample",
+    "2",
+    "-mosaic_spread",
+    "0.4",
+    "-mosaic_domains",
+    "12",
+    "-phi",
+    "0",
+    "-osc",
+    "0.5",
+    "-phisteps",
+    "16",
+    "-nonoise",
+    "-nopgm",
+    "--tile",
+    "64",
+]
+SMALL = [
+    "-cell",
+    "50",
+    "60",
+    "70",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "60",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "128",
+    "-nonoise",
+    "-nopgm",
+    "-noprogress",
+]
 HINT = "Dask needs bokeh"
 
 
@@ -42,8 +98,14 @@ class Run:
     """The CLI as a process, its standard output read as it comes (the addresses are printed first)."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *args], cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_env())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bragg_dask", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
         self.lines: list[str] = []
 
     def until(self, pattern: str) -> re.Match | None:
@@ -87,8 +149,10 @@ def _png(data: bytes) -> np.ndarray:
 
 
 def _hatched(rgb: np.ndarray) -> np.ndarray:
-    return np.isin(rgb.reshape(-1, 3).view([("", rgb.dtype)] * 3).reshape(rgb.shape[:2]),
-                   np.array([tuple(c) for c in image._TODO], dtype=[("", np.uint8)] * 3))
+    return np.isin(
+        rgb.reshape(-1, 3).view([("", rgb.dtype)] * 3).reshape(rgb.shape[:2]),
+        np.array([tuple(c) for c in image._TODO], dtype=[("", np.uint8)] * 3),
+    )
 
 
 def test_the_cli_prints_both_pages_and_both_serve_during_a_run(tmp_path):
@@ -147,10 +211,49 @@ def _without(root: Path, package: str) -> dict:
     return {"PYTHONPATH": str(root)}
 
 
-SERIES = ["-cell", "50", "60", "70", "90", "90", "90", "-misset", "10", "20", "30", "-default_F", "100", "-N", "6",
-          "-distance", "60", "-pixel", "0.1", "-detpixels", "256", "-oversample", "2", "-mosaic_spread", "0.4",
-          "-mosaic_domains", "6", "-phi", "0", "-osc", "0.5", "-phisteps", "4", "-nonoise", "-nopgm", "--tile", "128",
-          "--frames", "6", "--zarr", "series.zarr"]
+SERIES = [
+    "-cell",
+    "50",
+    "60",
+    "70",
+    "90",
+    "90",
+    "90",
+    "-misset",
+    "10",
+    "20",
+    "30",
+    "-default_F",
+    "100",
+    "-N",
+    "6",
+    "-distance",
+    "60",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "256",
+    "-oversample",
+    "2",
+    "-mosaic_spread",
+    "0.4",
+    "-mosaic_domains",
+    "6",
+    "-phi",
+    "0",
+    "-osc",
+    "0.5",
+    "-phisteps",
+    "4",
+    "-nonoise",
+    "-nopgm",
+    "--tile",
+    "128",
+    "--frames",
+    "6",
+    "--zarr",
+    "series.zarr",
+]
 
 
 @pytest.mark.distributed
@@ -195,8 +298,12 @@ def test_a_scheduler_missing_a_package(tmp_path, missing):
     """Without bokeh the scheduler serves the bragg_dask page only, and the user is told why Dask's is not
     printed; without bragg_dask it could not run our tasks at all (it unpickles their graph): one line,
     exit 2, before any tile."""
-    c = Cluster(tmp_path, n_workers=1, dashboard=("--dashboard-address", "127.0.0.1:0"),
-                scheduler_env=_without(tmp_path / "site", missing))
+    c = Cluster(
+        tmp_path,
+        n_workers=1,
+        dashboard=("--dashboard-address", "127.0.0.1:0"),
+        scheduler_env=_without(tmp_path / "site", missing),
+    )
     try:
         port = json.loads(Path(c.file).read_text())["services"]["dashboard"]
         rc, out, err = Run(SMALL + ["--zarr", "run.zarr", "--scheduler-file", c.file], tmp_path).finish()
@@ -235,7 +342,8 @@ def test_a_scheduler_that_refuses_the_page_gets_no_address_and_no_events():
     links, reporter = dashboard.attach(_OldScheduler())
     assert links.lines() == [] and len(links.notes) == 1
     assert links.notes[0].startswith("bragg_dask page: not served") and "takes no plugins" in links.notes[0]
-    reporter.begin(shape=(8, 8), tile=(4, 4), done=np.zeros((1, 2, 2), bool), todo=4, evals_per_tile=16, title="t",
-                   extra={})
+    reporter.begin(
+        shape=(8, 8), tile=(4, 4), done=np.zeros((1, 2, 2), bool), todo=4, evals_per_tile=16, title="t", extra={}
+    )
     reporter.phase("complete")
     assert reporter.board is None

@@ -107,9 +107,20 @@ class Clock:
 def _run(clock, frames=3, grid=(2, 2), before=None, todo=None):
     shape = (grid[0] * 10, grid[1] * 10)
     done = np.zeros((frames, *grid), bool) if before is None else before
-    return {"kind": "run", "run": "r1", "title": "t", "shape": list(shape), "tile": [10, 10], "grid": list(grid),
-            "frames": frames, "k": 1, "evals_per_tile": 1000, "todo": int(done.size - done.sum()) if todo is None
-            else todo, "done_bits": np.packbits(done.reshape(-1)).tobytes(), "started": clock()}
+    return {
+        "kind": "run",
+        "run": "r1",
+        "title": "t",
+        "shape": list(shape),
+        "tile": [10, 10],
+        "grid": list(grid),
+        "frames": frames,
+        "k": 1,
+        "evals_per_tile": 1000,
+        "todo": int(done.size - done.sum()) if todo is None else todo,
+        "done_bits": np.packbits(done.reshape(-1)).tobytes(),
+        "started": clock(),
+    }
 
 
 def _tile(f, i, j, value=1.0, seconds=0.5, block=True, stored=False):
@@ -150,8 +161,9 @@ def test_a_run_counts_tiles_frames_rate_and_time_left():
     rgb = _decode(v.frame_png())
     assert rgb.shape == (20, 20, 3) and v.picture()[0][0] == 0
     np.testing.assert_array_equal(rgb[15, 15], image.LUT[255])
-    np.testing.assert_array_equal(rgb[5, 5], image.LUT[int(image.encode(np.float32(5.0)) - 2) * 255
-                                                       // int(image.encode(np.float32(99.0)) - 2)])
+    np.testing.assert_array_equal(
+        rgb[5, 5], image.LUT[int(image.encode(np.float32(5.0)) - 2) * 255 // int(image.encode(np.float32(99.0)) - 2)]
+    )
     assert _decode(v.thumb_png(0)).shape == (20, 20, 3) and v.thumb_png(2) is None
     for i in range(2):
         for j in range(2):
@@ -167,8 +179,15 @@ def test_events_out_of_range_or_of_unknown_runs_change_nothing():
     clock = Clock()
     b = bboard.Board(clock)
     b.event(_run(clock))
-    for bad in [_tile(3, 0, 0), _tile(0, 2, 0), _tile(-1, 0, 0), {"kind": "tiles", "run": "other"}, None, "text",
-                {"kind": "mystery", "run": "r1"}]:
+    for bad in [
+        _tile(3, 0, 0),
+        _tile(0, 2, 0),
+        _tile(-1, 0, 0),
+        {"kind": "tiles", "run": "other"},
+        None,
+        "text",
+        {"kind": "mystery", "run": "r1"},
+    ]:
         b.event(bad)
     v = b.get()
     assert v.summary()["tiles_computed"] == 0 and v.previews == {} and v.current is None

@@ -71,15 +71,24 @@ def test_plan_matches_store_chunks():
     assert plan.grid == (10, 10)
 
 
-@pytest.mark.parametrize("cid, parity, threads", [("mask_carryover_cparity", "c", 1), ("omp4_mask_carryover", "c", 4),
-                                                  ("phi_carryover_spec", "spec", 1)])
+@pytest.mark.parametrize(
+    "cid, parity, threads",
+    [("mask_carryover_cparity", "c", 1), ("omp4_mask_carryover", "c", 4), ("phi_carryover_spec", "spec", 1)],
+)
 def test_any_tile_size_gives_the_same_image(client, tmp_path, cid, parity, threads):
     case = case_by_id(cid)
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     images = []
     for tile in (16, 7, 37, 64, 1000):  # a quarter of the side, non-dividing sizes, whole, larger than it
-        res = run_dask(sim, store=str(tmp_path / f"t{tile}.zarr"), tile=tile, client=client, progress=False,
-                       parity=parity, c_threads=threads)
+        res = run_dask(
+            sim,
+            store=str(tmp_path / f"t{tile}.zarr"),
+            tile=tile,
+            client=client,
+            progress=False,
+            parity=parity,
+            c_threads=threads,
+        )
         images.append(res.image)
     for img in images[1:]:
         assert np.array_equal(images[0], img)
@@ -88,9 +97,38 @@ def test_any_tile_size_gives_the_same_image(client, tmp_path, cid, parity, threa
 
 
 def _series_args():
-    return ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "5", "10", "15", "-default_F", "100", "-N", "6",
-            "-distance", "50", "-pixel", "0.25", "-detpixels", "32", "-oversample", "1", "-phi", "0", "-osc", "1",
-            "-phisteps", "2", "-nopgm"]
+    return [
+        "-cell",
+        "40",
+        "50",
+        "60",
+        "90",
+        "90",
+        "90",
+        "-misset",
+        "5",
+        "10",
+        "15",
+        "-default_F",
+        "100",
+        "-N",
+        "6",
+        "-distance",
+        "50",
+        "-pixel",
+        "0.25",
+        "-detpixels",
+        "32",
+        "-oversample",
+        "1",
+        "-phi",
+        "0",
+        "-osc",
+        "1",
+        "-phisteps",
+        "2",
+        "-nopgm",
+    ]
 
 
 def test_rotation_series_opens_in_xarray_with_per_frame_metadata(client, tmp_path):
@@ -101,8 +139,15 @@ def test_rotation_series_opens_in_xarray_with_per_frame_metadata(client, tmp_pat
 
     parsed = parse(_series_args() + ["-seed", "11"])
     store = str(tmp_path / "series.zarr")
-    res = run_dask(parsed.simulation, store=store, tile=16, client=client, progress=False,
-                   dataset=DatasetSpec("series", 4), outputs=parsed.outputs)
+    res = run_dask(
+        parsed.simulation,
+        store=store,
+        tile=16,
+        client=client,
+        progress=False,
+        dataset=DatasetSpec("series", 4),
+        outputs=parsed.outputs,
+    )
     ds = xr.open_zarr(store)
     assert ds["float"].dims == ("frame", "slow", "fast") and ds.sizes["frame"] == 4
     assert np.allclose(ds["phi0_deg"].values, [0.0, 1.0, 2.0, 3.0])
@@ -244,8 +289,33 @@ def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_
 
     from bragg_dask.planning.frames import DatasetSpec
 
-    args = ["-cell", "40", "50", "60", "90", "90", "90", "-default_F", "100", "-N", "4", "-distance", "60",
-            "-pixel", "0.3", "-detpixels", "16", "-lambda", "1.0", "-nonoise", "-nopgm", "-phi", "0", "-osc", "1"]
+    args = [
+        "-cell",
+        "40",
+        "50",
+        "60",
+        "90",
+        "90",
+        "90",
+        "-default_F",
+        "100",
+        "-N",
+        "4",
+        "-distance",
+        "60",
+        "-pixel",
+        "0.3",
+        "-detpixels",
+        "16",
+        "-lambda",
+        "1.0",
+        "-nonoise",
+        "-nopgm",
+        "-phi",
+        "0",
+        "-osc",
+        "1",
+    ]
     sim = parse_nanobragg_args(args, cwd=".").simulation
     store = str(tmp_path / "ds.zarr")
     first = run_dask(sim, store=store, tile=8, dataset=DatasetSpec("series", 200))
@@ -270,8 +340,30 @@ def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_
 def test_a_dataset_store_refuses_part_of_a_frame(tmp_path):
     from bragg_dask import store as zstore
 
-    sim = parse_nanobragg_args(["-cell", "40", "40", "40", "90", "90", "90", "-default_F", "10", "-N", "3",
-                                "-detpixels", "16", "-phi", "0", "-osc", "1", "-nonoise", "-nopgm"], cwd=".").simulation
+    sim = parse_nanobragg_args(
+        [
+            "-cell",
+            "40",
+            "40",
+            "40",
+            "90",
+            "90",
+            "90",
+            "-default_F",
+            "10",
+            "-N",
+            "3",
+            "-detpixels",
+            "16",
+            "-phi",
+            "0",
+            "-osc",
+            "1",
+            "-nonoise",
+            "-nopgm",
+        ],
+        cwd=".",
+    ).simulation
     plan = plan_tiles(16, 16, 8)
     session = zstore.open_store(str(tmp_path / "p.zarr"), sim, plan, n_frames=3)
     session.commit()  # a new store is in place once committed (the run has started)

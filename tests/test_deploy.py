@@ -111,8 +111,14 @@ def _shims(dockerfile: Path) -> set[str]:
 
 
 def _provides(dockerfile: Path, command: str) -> bool:
-    return command in ("dask", "bragg-dask", "python") or command in _shims(dockerfile) or (
-        re.search(rf"^COPY\s+\S+\s+/usr/local/bin/{re.escape(command)}\s*$", dockerfile.read_text(), re.M) is not None)
+    return (
+        command in ("dask", "bragg-dask", "python")
+        or command in _shims(dockerfile)
+        or (
+            re.search(rf"^COPY\s+\S+\s+/usr/local/bin/{re.escape(command)}\s*$", dockerfile.read_text(), re.M)
+            is not None
+        )
+    )
 
 
 def _image_dockerfile(image: str) -> Path:
@@ -123,6 +129,7 @@ def _image_dockerfile(image: str) -> Path:
 
 
 # --- every YAML file ---------------------------------------------------------------------------------
+
 
 def test_deploy_has_the_files_checked_here():
     names = {p.relative_to(DEPLOY).as_posix() for p in YAML_FILES}
@@ -160,8 +167,9 @@ def test_the_shared_volume_is_read_write_many():
 
 # --- docker compose ----------------------------------------------------------------------------------
 
+
 def _compose() -> tuple[Path, dict]:
-    (path, docs), = _by_kind("compose")
+    ((path, docs),) = _by_kind("compose")
     return path, docs[0]["services"]
 
 
@@ -188,8 +196,8 @@ def test_compose_runs_a_scheduler_and_workers_that_reach_it():
         if argv and argv[0] in ("dask", "dask-worker", "dask-scheduler"):
             kind, params = _dask_cli(argv)
             kinds.setdefault(kind, []).append((name, params))
-    (scheduler_service, _), = kinds["scheduler"]
-    (name, worker), = kinds["worker"]
+    ((scheduler_service, _),) = kinds["scheduler"]
+    ((name, worker),) = kinds["worker"]
     assert worker["scheduler"] == f"tcp://{scheduler_service}:8786"
     # one torch thread per task and one task thread per process; `--nworkers auto` would override --nthreads
     assert worker["nthreads"] == 1 and worker["n_workers"] != "auto"
@@ -199,7 +207,7 @@ def test_compose_runs_a_scheduler_and_workers_that_reach_it():
 
 def test_compose_gpu_workers_get_the_gpus_and_start_one_worker_each():
     _, services = _compose()
-    (name, svc), = [(n, s) for n, s in services.items() if GPU_IMAGE.search(s["image"])]
+    ((name, svc),) = [(n, s) for n, s in services.items() if GPU_IMAGE.search(s["image"])]
     devices = svc["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     command = svc["command"]
@@ -220,7 +228,7 @@ def test_start_gpu_workers_script():
         subprocess.run(["bash", "-n", str(script)], check=True)
     line = next(ln for ln in script.read_text().replace("\\\n", " ").splitlines() if " dask worker " in ln)
     words = shlex.split(line)
-    argv = [w for w in words[words.index("dask"):] if w not in ("$@", "&")]
+    argv = [w for w in words[words.index("dask") :] if w not in ("$@", "&")]
     _, params = _dask_cli(argv)
     assert params["nthreads"] == 1 and _resources(params) == {"GPU": 1.0}
     assert "CUDA_VISIBLE_DEVICES=$i" in words
@@ -228,8 +236,9 @@ def test_start_gpu_workers_script():
 
 # --- Kubernetes: the Dask Helm chart -----------------------------------------------------------------
 
+
 def _helm_values() -> dict:
-    (_, docs), = _by_kind("helm-values")
+    ((_, docs),) = _by_kind("helm-values")
     return docs[0]
 
 
@@ -237,9 +246,16 @@ def _helm_worker_argv(values: dict) -> list[str]:
     """The worker's command line as the chart renders it (templates/dask-worker-deployment.yaml)."""
     w = values["worker"]
     limits = w["resources"]["limits"]  # without limits the chart passes neither --nthreads nor --memory-limit
-    return [w["image"]["dask_worker"], "bragg-dask-scheduler:8786", "--nthreads",
-            str(w.get("threads_per_worker") or limits["cpu"]), "--memory-limit", str(limits["memory"]),
-            "--no-dashboard", *w.get("extraArgs", [])]
+    return [
+        w["image"]["dask_worker"],
+        "bragg-dask-scheduler:8786",
+        "--nthreads",
+        str(w.get("threads_per_worker") or limits["cpu"]),
+        "--memory-limit",
+        str(limits["memory"]),
+        "--no-dashboard",
+        *w.get("extraArgs", []),
+    ]
 
 
 def test_helm_values_run_our_image_for_scheduler_and_workers():
@@ -276,6 +292,7 @@ def test_helm_workers_mount_the_store_volume():
 
 # --- Kubernetes: the Dask operator -------------------------------------------------------------------
 
+
 def _worker_groups() -> list[tuple[str, dict]]:
     cluster = _one("DaskCluster")
     groups = [(f"{cluster['metadata']['name']}-default", cluster["spec"]["worker"])]
@@ -300,8 +317,10 @@ def test_daskcluster_has_a_scheduler_and_its_service():
     assert _dask_cli(_argv(container))[0] == "scheduler"
     assert _image_dockerfile(container["image"]) == CPU_DOCKERFILE
     service = cluster["spec"]["scheduler"]["service"]
-    assert service["selector"] == {"dask.org/cluster-name": cluster["metadata"]["name"],
-                                   "dask.org/component": "scheduler"}
+    assert service["selector"] == {
+        "dask.org/cluster-name": cluster["metadata"]["name"],
+        "dask.org/component": "scheduler",
+    }
     assert 8786 in {p["port"] for p in service["ports"]}
     assert cluster["spec"]["worker"]["spec"]["containers"]
 
@@ -384,6 +403,7 @@ def test_the_job_runs_bragg_dask_up_to_the_start_of_the_run(tmp_path, monkeypatc
 
 # --- Dockerfiles -------------------------------------------------------------------------------------
 
+
 def _run_lines(dockerfile: Path) -> list[str]:
     text = dockerfile.read_text().replace("\\\n", " ")
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
@@ -440,12 +460,45 @@ def test_dockerfile_copies_files_that_exist_and_leaves_the_command_to_its_users(
 # --- Python examples ---------------------------------------------------------------------------------
 
 # dask-jobqueue's SLURMCluster keywords (dask_jobqueue.slurm.SLURMCluster, its Job and JobQueueCluster)
-JOBQUEUE = {"queue", "project", "account", "walltime", "job_cpu", "job_mem", "cores", "memory", "processes",
-            "nanny", "protocol", "security", "interface", "death_timeout", "local_directory", "worker_command",
-            "worker_extra_args", "job_extra_directives", "job_script_prologue", "job_script_epilogue",
-            "job_directives_skip", "log_directory", "shebang", "python", "job_name", "config_name", "name",
-            "n_workers", "loop", "shared_temp_directory", "silence_logs", "asynchronous", "dashboard_address",
-            "host", "scheduler_options", "scheduler_cls", "job_cls"}
+JOBQUEUE = {
+    "queue",
+    "project",
+    "account",
+    "walltime",
+    "job_cpu",
+    "job_mem",
+    "cores",
+    "memory",
+    "processes",
+    "nanny",
+    "protocol",
+    "security",
+    "interface",
+    "death_timeout",
+    "local_directory",
+    "worker_command",
+    "worker_extra_args",
+    "job_extra_directives",
+    "job_script_prologue",
+    "job_script_epilogue",
+    "job_directives_skip",
+    "log_directory",
+    "shebang",
+    "python",
+    "job_name",
+    "config_name",
+    "name",
+    "n_workers",
+    "loop",
+    "shared_temp_directory",
+    "silence_logs",
+    "asynchronous",
+    "dashboard_address",
+    "host",
+    "scheduler_options",
+    "scheduler_cls",
+    "job_cls",
+}
 
 
 class _FakeSLURMCluster:

@@ -15,8 +15,34 @@ import sys
 
 import pytest
 
-RUN = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
-       "0.1", "-detpixels", "512", "-lambda", "1.0", "-nopgm", "-seed", "3", "--tile", "64", "--workers", "2"]
+RUN = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "512",
+    "-lambda",
+    "1.0",
+    "-nopgm",
+    "-seed",
+    "3",
+    "--tile",
+    "64",
+    "--workers",
+    "2",
+]
 
 
 @pytest.fixture
@@ -40,8 +66,15 @@ def test_a_full_disk_ends_in_one_line_with_the_fault_recorded(small_disk, tmp_pa
     argv = [sys.executable, "-m", "bragg_dask", *RUN, "-intfile", str(small_disk / "i.img"), "--zarr", str(store)]
     log = (small_disk if log_on_disk else tmp_path) / "run.log"
     with open(log, "w") as out:
-        p = subprocess.run(argv, cwd=tmp_path, stdout=out, stderr=subprocess.PIPE, text=True, timeout=240,
-                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        p = subprocess.run(
+            argv,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=240,
+            env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        )
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2 and len(lines) == 1, p.stderr
     assert "--zarr" in lines[0] and "No space left on device" in lines[0] and "re-run the same command" in lines[0]
@@ -53,8 +86,9 @@ def test_a_full_disk_ends_in_one_line_with_the_fault_recorded(small_disk, tmp_pa
     assert sorted(e for e in os.listdir(small_disk) if e.startswith(".")) == []  # no staged store left beside
     (small_disk / "filler").unlink()
     log.unlink()
-    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=240,
-                       env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    p = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, timeout=240, env=dict(os.environ, PYTHONWARNINGS="ignore")
+    )
     assert p.returncode == 0, p.stderr
     from bragg_dask import store as zstore
 

@@ -28,9 +28,44 @@ from .conftest import case_by_id, rel_err
 pytestmark = pytest.mark.distributed
 
 # a run long enough (a few seconds on two 1-thread workers) to be interrupted part-way
-LONG = ["-cell", "50", "60", "70", "90", "90", "90", "-misset", "10", "20", "30", "-default_F", "100", "-N", "8",
-        "-distance", "60", "-pixel", "0.1", "-detpixels", "256", "-oversample", "2", "-mosaic_spread", "0.4",
-        "-mosaic_domains", "12", "-phi", "0", "-osc", "0.5", "-phisteps", "4", "-nonoise", "-nopgm", "-noprogress"]
+LONG = [
+    "-cell",
+    "50",
+    "60",
+    "70",
+    "90",
+    "90",
+    "90",
+    "-misset",
+    "10",
+    "20",
+    "30",
+    "-default_F",
+    "100",
+    "-N",
+    "8",
+    "-distance",
+    "60",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "256",
+    "-oversample",
+    "2",
+    "-mosaic_spread",
+    "0.4",
+    "-mosaic_domains",
+    "12",
+    "-phi",
+    "0",
+    "-osc",
+    "0.5",
+    "-phisteps",
+    "4",
+    "-nonoise",
+    "-nopgm",
+    "-noprogress",
+]
 
 
 def _env():
@@ -40,15 +75,34 @@ def _env():
 class Cluster:
     """A scheduler and workers as separate processes, found through a scheduler file."""
 
-    def __init__(self, tmp: Path, n_workers: int = 2, dashboard: tuple[str, ...] = ("--no-dashboard",),
-                 scheduler_env: dict | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        n_workers: int = 2,
+        dashboard: tuple[str, ...] = ("--no-dashboard",),
+        scheduler_env: dict | None = None,
+    ):
         """``dashboard``: the scheduler's dashboard flags; ``scheduler_env``: its environment's additions."""
         self.tmp = tmp
         self.file = str(tmp / "scheduler.json")
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", *dashboard,
-             "--scheduler-file", self.file], env=dict(_env(), **(scheduler_env or {})), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                *dashboard,
+                "--scheduler-file",
+                self.file,
+            ],
+            env=dict(_env(), **(scheduler_env or {})),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.workers = [self.start_worker(f"w{i}") for i in range(n_workers)]
         self.wait_for(n_workers)
 
@@ -59,9 +113,28 @@ class Cluster:
                 raise RuntimeError("scheduler did not start")
             time.sleep(0.1)
         return subprocess.Popen(
-            [sys.executable, "-m", "dask", "worker", "--scheduler-file", self.file, "--nthreads", "1",
-             "--nworkers", "1", "--no-nanny", "--name", name, "--no-dashboard", "--host", "127.0.0.1"],
-            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "worker",
+                "--scheduler-file",
+                self.file,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--no-nanny",
+                "--name",
+                name,
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+            ],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def wait_for(self, n: int) -> None:
         from distributed import Client
@@ -95,8 +168,15 @@ def cluster(tmp_path_factory):
 
 
 def cli(args, cwd, **kw):
-    return subprocess.run([sys.executable, "-m", "bragg_dask", *args], cwd=cwd, capture_output=True, text=True,
-                          env=_env(), timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "bragg_dask", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+        **kw,
+    )
 
 
 def _copy_case(case, dst: Path) -> None:
@@ -149,9 +229,25 @@ def test_killing_a_worker_mid_run_still_completes_every_tile(tmp_path, long_refe
     c = Cluster(tmp_path / "own", n_workers=2)
     try:
         store = tmp_path / "run.zarr"
-        proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *LONG, "--scheduler-file", c.file,
-                                 "--zarr", str(store), "--tile", "32"], cwd=tmp_path, env=_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bragg_dask",
+                *LONG,
+                "--scheduler-file",
+                c.file,
+                "--zarr",
+                str(store),
+                "--tile",
+                "32",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         done = _wait_for_tiles(store, 0.15)
         c.workers[0].kill()  # worker loss while tiles are running
         out, err = proc.communicate(timeout=600)
@@ -167,8 +263,14 @@ def test_killing_a_worker_mid_run_still_completes_every_tile(tmp_path, long_refe
 def test_interrupted_run_resumes_only_missing_tiles(cluster, tmp_path, long_reference):
     store = tmp_path / "run.zarr"
     args = [*LONG, "--scheduler", cluster.address, "--zarr", str(store), "--tile", "32"]
-    proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *args], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bragg_dask", *args],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_tiles(store, 0.25)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)

@@ -56,8 +56,9 @@ def _env() -> dict:
 
 
 def _python(args, cwd, stdin=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, input=stdin, capture_output=True, text=True,
-                          env=_env(), timeout=TIMEOUT)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=_env(), timeout=TIMEOUT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_readme_example_from_standard_input(tmp_path, readme_image, args):
 # --------------------------------------------------------------------------------------------------
 # notebooks: code cells in order in __main__ of a fresh interpreter, as an IPython kernel runs them
 
-DRIVER = textwrap.dedent('''
+DRIVER = textwrap.dedent("""
     import json, os, sys
     import numpy as _np
     _ns = vars(sys.modules["__main__"])  # an IPython kernel's namespace: __name__ "__main__", no __file__
@@ -126,13 +127,21 @@ DRIVER = textwrap.dedent('''
             _report[_k] = {"shape": list(_f.shape), "nonzero": int(_np.count_nonzero(_f)),
                            "complete": bool(_g.attrs["bragg_dask"]["complete"])}
     print("REPORT " + json.dumps(_report))
-''')
+""")
 
 
 def _as_notebook(code: str, path: Path) -> Path:
     """``code`` as a notebook of one cell per top-level statement."""
-    cells = [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-              "source": ast.get_source_segment(code, stmt)} for stmt in ast.parse(code).body]
+    cells = [
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+            "source": ast.get_source_segment(code, stmt),
+        }
+        for stmt in ast.parse(code).body
+    ]
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     return path
 
@@ -141,7 +150,7 @@ def _run_notebook(path: Path, cwd: Path) -> dict:
     p = _python(["-c", DRIVER, str(path)], cwd)
     _ran_cleanly(p)
     line = next(x for x in p.stdout.splitlines() if x.startswith("REPORT "))
-    return json.loads(line[len("REPORT "):])
+    return json.loads(line[len("REPORT ") :])
 
 
 # what each notebook leaves behind: arrays (shape) and stores (frames, slow, fast)
@@ -187,8 +196,9 @@ def _one_line_refusal(p: subprocess.CompletedProcess) -> str:
     assert p.returncode == 1, p.stderr
     assert "Nanny" not in p.stderr and len(p.stderr.splitlines()) < 20, p.stderr
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("bragg_dask.executors.cluster.ClusterError: --worker-processes: worker processes start by "
-                           "re-running"), last
+    assert last.startswith(
+        "bragg_dask.executors.cluster.ClusterError: --worker-processes: worker processes start by re-running"
+    ), last
     return last
 
 
@@ -208,8 +218,9 @@ def test_worker_processes_from_standard_input_is_one_line(tmp_path):
 
 def test_worker_processes_from_a_script_with_main_guard_work(tmp_path, readme_image):
     code = _with_processes(_readme_example())
-    (tmp_path / "example.py").write_text("def main():\n" + textwrap.indent(code, "    ")
-                                         + '\n\nif __name__ == "__main__":\n    main()\n')
+    (tmp_path / "example.py").write_text(
+        "def main():\n" + textwrap.indent(code, "    ") + '\n\nif __name__ == "__main__":\n    main()\n'
+    )
     p = _python(["example.py"], tmp_path)
     _ran_cleanly(p)
     _check_store(tmp_path / "run.zarr", (1, 256, 256), readme_image)
@@ -217,10 +228,23 @@ def test_worker_processes_from_a_script_with_main_guard_work(tmp_path, readme_im
 
 def test_main_guard_detection(tmp_path):
     src = tmp_path / "s.py"
-    src.write_text('import x\nrun()\nif __name__ == "__main__":\n    run()\n    run()\n'
-                   'if "__main__" == __name__: run()\nif __name__ != "__main__":\n    run()\ndef f():\n    run()\n')
+    src.write_text(
+        'import x\nrun()\nif __name__ == "__main__":\n    run()\n    run()\n'
+        'if "__main__" == __name__: run()\nif __name__ != "__main__":\n    run()\ndef f():\n    run()\n'
+    )
     assert [_under_main_guard(str(src), n) for n in range(1, 12)] == [
-        False, False, False, True, True, True, False, False, False, False, False]
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_worker_processes_flag_means_nothing_with_a_scheduler(tmp_path, monkeypatch, capsys):
@@ -228,8 +252,10 @@ def test_worker_processes_flag_means_nothing_with_a_scheduler(tmp_path, monkeypa
     args = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-detpixels", "8"]
     assert cli.main([*args, "--scheduler", "tcp://127.0.0.1:9", "--worker-processes", "--zarr", "x.zarr"]) == 2
     err = capsys.readouterr().err
-    assert err == "bragg-dask: error: --worker-processes: sets up the embedded cluster; it means nothing with a " \
-                  "scheduler\n", err
+    assert (
+        err == "bragg-dask: error: --worker-processes: sets up the embedded cluster; it means nothing with a "
+        "scheduler\n"
+    ), err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,8 +283,9 @@ def test_embedded_cluster_is_in_process_with_a_thread_per_core_and_a_dashboard()
 
 
 def test_in_process_run_leaves_torch_threads_as_they_were(tmp_path, readme_image):
-    sim = parse_nanobragg_args(["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5",
-                                "-detpixels", "256"]).simulation
+    sim = parse_nanobragg_args(
+        ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-detpixels", "256"]
+    ).simulation
     before = torch.get_num_threads()
     image = bragg_dask.simulate(sim, store=str(tmp_path / "run.zarr"), tile=64)
     assert torch.get_num_threads() == before

@@ -21,17 +21,48 @@ from .conftest import incomplete_copy  # noqa: E402
 
 CLI = [sys.executable, "-m", "bragg_dask"]
 # a small non-square detector: 32 fast x 24 slow pixels
-SIM = ["-default_F", "100", "-N", "5", "-cell", "50", "50", "50", "90", "90", "90", "-distance", "50", "-pixel", "0.2",
-       "-lambda", "1.0", "-phi", "0", "-osc", "0.5", "-detpixels_f", "32", "-detpixels_s", "24", "-noprogress",
-       "-nopgm", "--workers", "1", "--tile", "16"]
+SIM = [
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-lambda",
+    "1.0",
+    "-phi",
+    "0",
+    "-osc",
+    "0.5",
+    "-detpixels_f",
+    "32",
+    "-detpixels_s",
+    "24",
+    "-noprogress",
+    "-nopgm",
+    "--workers",
+    "1",
+    "--tile",
+    "16",
+]
 SHAPE = (24, 32)
 DET = "/entry/instrument/detector"
 
 
 def run_cli(args, cwd, timeout=300):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run(CLI + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run(
+        CLI + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def assert_one_line_error(p, *needles):
@@ -57,8 +88,23 @@ def stores(tmp_path_factory):
     return {
         "series": _make_store(d, "series.zarr", ["--frames", "3"]),
         "xds": _make_store(d, "xds.zarr", ["-xds", "-nonoise"]),
-        "rotated": _make_store(d, "rot.zarr", ["-detector_rotx", "3", "-detector_roty", "4", "-detector_rotz", "5",
-                                               "-Xbeam", "2", "-Ybeam", "3", "-nonoise"]),
+        "rotated": _make_store(
+            d,
+            "rot.zarr",
+            [
+                "-detector_rotx",
+                "3",
+                "-detector_roty",
+                "4",
+                "-detector_rotz",
+                "5",
+                "-Xbeam",
+                "2",
+                "-Ybeam",
+                "3",
+                "-nonoise",
+            ],
+        ),
     }
 
 
@@ -84,22 +130,37 @@ def _module_geometry(fh):
     mod = fh[f"{DET}/module"]
     origin = _translation(fh, _str(mod["fast_pixel_direction"].attrs["depends_on"]))
     assert np.allclose(origin, _translation(fh, _str(mod["slow_pixel_direction"].attrs["depends_on"])))
-    return origin, np.asarray(mod["fast_pixel_direction"].attrs["vector"]), np.asarray(
-        mod["slow_pixel_direction"].attrs["vector"])
+    return (
+        origin,
+        np.asarray(mod["fast_pixel_direction"].attrs["vector"]),
+        np.asarray(mod["slow_pixel_direction"].attrs["vector"]),
+    )
 
 
 REQUIRED = {  # group -> NX_class
-    "/entry": "NXentry", "/entry/data": "NXdata", "/entry/instrument": "NXinstrument",
-    "/entry/instrument/beam": "NXbeam", DET: "NXdetector", f"{DET}/module": "NXdetector_module",
-    f"{DET}/transformations": "NXtransformations", "/entry/sample": "NXsample",
+    "/entry": "NXentry",
+    "/entry/data": "NXdata",
+    "/entry/instrument": "NXinstrument",
+    "/entry/instrument/beam": "NXbeam",
+    DET: "NXdetector",
+    f"{DET}/module": "NXdetector_module",
+    f"{DET}/transformations": "NXtransformations",
+    "/entry/sample": "NXsample",
     "/entry/sample/transformations": "NXtransformations",
 }
 UNITS = {  # field -> units
-    "/entry/instrument/beam/incident_wavelength": "angstrom", f"{DET}/distance": "m", f"{DET}/x_pixel_size": "m",
-    f"{DET}/y_pixel_size": "m", f"{DET}/sensor_thickness": "m", f"{DET}/module/module_offset": "m",
-    f"{DET}/module/fast_pixel_direction": "m", f"{DET}/module/slow_pixel_direction": "m",
-    f"{DET}/transformations/det_z": "m", "/entry/sample/transformations/omega": "deg",
-    "/entry/sample/transformations/omega_increment_set": "deg", "/entry/sample/transformations/omega_end": "deg",
+    "/entry/instrument/beam/incident_wavelength": "angstrom",
+    f"{DET}/distance": "m",
+    f"{DET}/x_pixel_size": "m",
+    f"{DET}/y_pixel_size": "m",
+    f"{DET}/sensor_thickness": "m",
+    f"{DET}/module/module_offset": "m",
+    f"{DET}/module/fast_pixel_direction": "m",
+    f"{DET}/module/slow_pixel_direction": "m",
+    f"{DET}/transformations/det_z": "m",
+    "/entry/sample/transformations/omega": "deg",
+    "/entry/sample/transformations/omega_increment_set": "deg",
+    "/entry/sample/transformations/omega_end": "deg",
 }
 
 
@@ -136,7 +197,8 @@ def test_nxmx_of_a_series_has_the_stores_frames_geometry_and_angles(stores, tmp_
         assert fh[f"{DET}/distance"][()] == geo["distance_m"] == fh[f"{DET}/transformations/det_z"][()]
         assert fh[f"{DET}/module/fast_pixel_direction"][()] == cfg["detector"]["pixel_size_m"]
         assert fh["/entry/instrument/beam/incident_wavelength"][()] == pytest.approx(
-            cfg["beam"]["wavelength_m"] * 1e10, rel=1e-15)
+            cfg["beam"]["wavelength_m"] * 1e10, rel=1e-15
+        )
         assert fh[f"{DET}/saturation_value"][()] == 65535
         # the goniometer: phi of every frame, the oscillation range
         assert _str(fh["/entry/sample/depends_on"]) == "/entry/sample/transformations/omega"
@@ -176,8 +238,13 @@ def test_nxmx_geometry_gives_the_stores_beam_centre(stores, tmp_path, which):
     fdet, sdet, beam = (np.asarray(geo[k]) for k in ("fdet_vector", "sdet_vector", "beam_vector"))
     spindle_lab = np.asarray(zstore.store_metadata(str(store))["config"]["crystal"]["spindle_axis"])
     assert np.linalg.norm(origin) == pytest.approx(np.linalg.norm(geo["pix0_vector_m"]), rel=1e-12)
-    pairs = ((fast[2], fdet @ beam), (slow[2], sdet @ beam), (spindle[2], spindle_lab @ beam),
-             (fast @ slow, fdet @ sdet), (np.cross(fast, slow) @ spindle, np.cross(fdet, sdet) @ spindle_lab))
+    pairs = (
+        (fast[2], fdet @ beam),
+        (slow[2], sdet @ beam),
+        (spindle[2], spindle_lab @ beam),
+        (fast @ slow, fdet @ sdet),
+        (np.cross(fast, slow) @ spindle, np.cross(fdet, sdet) @ spindle_lab),
+    )
     for mine, theirs in pairs:
         assert mine == pytest.approx(theirs, abs=1e-12)
     if which == "xds":  # beam already along +z: nothing turned
@@ -238,14 +305,13 @@ def test_cbf_names(stores, tmp_path):
     assert run_cli(["export", store, "--all-frames", "--cbf", "img.cbf"], tmp_path).returncode == 0
     assert run_cli(["export", store, "--frame", "2", "--cbf", "one.cbf"], tmp_path).returncode == 0
     assert run_cli(["export", store, "--frame", "2", "--cbf", "f_###.cbf"], tmp_path).returncode == 0
-    assert sorted(os.listdir(tmp_path)) == ["f_003.cbf", "img_00001.cbf", "img_00002.cbf", "img_00003.cbf",
-                                            "one.cbf"]
-    np.testing.assert_array_equal(fabio.open(str(tmp_path / "one.cbf")).data,
-                                  zstore.read_frame(str(store), 2, zstore.INT))
+    assert sorted(os.listdir(tmp_path)) == ["f_003.cbf", "img_00001.cbf", "img_00002.cbf", "img_00003.cbf", "one.cbf"]
+    np.testing.assert_array_equal(
+        fabio.open(str(tmp_path / "one.cbf")).data, zstore.read_frame(str(store), 2, zstore.INT)
+    )
     assert numbered("a/b_##_c###.cbf", 7) == "a/b_##_c007.cbf"
     assert numbered("x.cbf", 7) == "x.cbf"
     assert series_template("d/x") == "d/x_#####.cbf"
-
 
 
 def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path):
@@ -255,13 +321,18 @@ def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path):
     assert_one_line_error(run_cli(["export", store, "--nxmx", "nowhere/x.h5"], out), "--nxmx", "does not exist")
     assert_one_line_error(run_cli(["export", store, "--all-frames", "--cbf", "nowhere/x_#.cbf"], out), "--cbf")
     assert_one_line_error(run_cli(["export", store, "--frame", "3", "--nxmx", "x.h5"], out), "--frame", "0..2")
-    assert_one_line_error(run_cli(["export", store, "--frame", "1", "--all-frames", "--nxmx", "x.h5"], out),
-                          "--all-frames")
+    assert_one_line_error(
+        run_cli(["export", store, "--frame", "1", "--all-frames", "--nxmx", "x.h5"], out), "--all-frames"
+    )
     assert_one_line_error(run_cli(["export", store, "--all-frames", "-intfile", "x.img"], out), "--all-frames")
     assert_one_line_error(run_cli(["export", store, "--nxmx", "."], out), "--nxmx", "folder")
     bad = incomplete_copy(store, tmp_path)
-    assert_one_line_error(run_cli(["export", bad, "--all-frames", "--nxmx", "x.h5", "--cbf", "x.cbf"], out),
-                          "--all-frames", "frame 1", "incomplete")
+    assert_one_line_error(
+        run_cli(["export", bad, "--all-frames", "--nxmx", "x.h5", "--cbf", "x.cbf"], out),
+        "--all-frames",
+        "frame 1",
+        "incomplete",
+    )
     assert_one_line_error(run_cli(["export", bad, "--frame", "1", "--cbf", "x.cbf"], out), "--frame", "incomplete")
     assert os.listdir(out) == []  # nothing written, no temporary left
     assert run_cli(["export", bad, "--frame", "2", "--cbf", "x.cbf"], out).returncode == 0  # a complete frame
@@ -301,8 +372,9 @@ def test_dials_nxmx_reader_reads_the_file(stores, tmp_path):
         entry = nxmx.NXmx(fh).entries[0]
         assert entry.definition == "NXmx"
         wavelength = entry.instruments[0].beams[0].incident_wavelength
-        assert wavelength.to("angstrom").magnitude == pytest.approx(float(zstore.store_metadata(
-            stores["series"])["geometry"]["wavelength_m"]) * 1e10)
+        assert wavelength.to("angstrom").magnitude == pytest.approx(
+            float(zstore.store_metadata(stores["series"])["geometry"]["wavelength_m"]) * 1e10
+        )
         module = entry.instruments[0].detectors[0].modules[0]
         assert tuple(module.data_size) == SHAPE
         chain = nxmx.get_dependency_chain(entry.samples[0].depends_on)
@@ -339,8 +411,9 @@ def test_exports_say_which_image_they_carry_and_take_the_noise_image_when_asked(
     p = run_cli(["export", store, "--all-frames", "--nxmx", "int.h5"], tmp_path)
     assert p.returncode == 0, p.stderr
     assert "the frames carry the int image: noiseless counts" in p.stdout
-    p = run_cli(["export", store, "--all-frames", "--nxmx", "noise.h5", "--cbf", "n_#####.cbf", "--image", "noise"],
-                tmp_path)
+    p = run_cli(
+        ["export", store, "--all-frames", "--nxmx", "noise.h5", "--cbf", "n_#####.cbf", "--image", "noise"], tmp_path
+    )
     assert p.returncode == 0, p.stderr
     assert "the frames carry the store's noise image" in p.stdout
     with h5py.File(tmp_path / "noise.h5", "r") as fh, h5py.File(tmp_path / "int.h5", "r") as fi:
@@ -353,12 +426,20 @@ def test_exports_say_which_image_they_carry_and_take_the_noise_image_when_asked(
 
 
 def test_the_noise_image_refused_where_there_is_none_or_with_int_flags(stores, tmp_path):
-    assert_one_line_error(run_cli(["export", stores["xds"], "--nxmx", "x.h5", "--image", "noise"], tmp_path),
-                          "--image", "no noise image")
-    assert_one_line_error(run_cli(["export", stores["series"], "--nxmx", "x.h5", "--image", "noise", "-scale", "2"],
-                                  tmp_path), "--image", "-scale")
-    assert_one_line_error(run_cli(["export", stores["series"], "-intfile", "x.img", "--image", "noise"], tmp_path),
-                          "--image", "--nxmx and --cbf")
-    assert_one_line_error(run_cli(["export", stores["series"], "--nxmx", "x.h5", "--image", "photons"], tmp_path),
-                          "--image")
+    assert_one_line_error(
+        run_cli(["export", stores["xds"], "--nxmx", "x.h5", "--image", "noise"], tmp_path), "--image", "no noise image"
+    )
+    assert_one_line_error(
+        run_cli(["export", stores["series"], "--nxmx", "x.h5", "--image", "noise", "-scale", "2"], tmp_path),
+        "--image",
+        "-scale",
+    )
+    assert_one_line_error(
+        run_cli(["export", stores["series"], "-intfile", "x.img", "--image", "noise"], tmp_path),
+        "--image",
+        "--nxmx and --cbf",
+    )
+    assert_one_line_error(
+        run_cli(["export", stores["series"], "--nxmx", "x.h5", "--image", "photons"], tmp_path), "--image"
+    )
     assert os.listdir(tmp_path) == []

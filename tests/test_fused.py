@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics.backends import AUTO_MIN_EVALS, REGISTRY, BackendChoice, Registry
 from bragg_dask.physics.backends import inductor as fused
+from bragg_dask.physics.backends.toolchain import Toolchain
 from bragg_dask.physics.kernel import prepare
 
 from .conftest import case_by_id, rel_err, simulate_case
@@ -27,30 +29,32 @@ def _sim(cid: str):
     return parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
 
 
-@pytest.fixture(autouse=True)
-def _inductor(monkeypatch):
-    """These tests are about the torch.compile path: on CPU the C library would be chosen first."""
-    monkeypatch.setenv("BRAGG_DASK_NATIVE", "0")
+def _image(cid: str, backend: str, dtype, tile=None) -> np.ndarray:
+    """These tests are about the torch.compile path (``--backend inductor``): on CPU ``auto`` would
+    choose the C library first."""
+    return simulate_case(case_by_id(cid), dtype=dtype, tile=tile, backend=backend)[1].image
 
 
-def _image(monkeypatch, cid: str, mode: str, dtype, tile=None) -> np.ndarray:
-    monkeypatch.setenv(fused.ENV, mode)
-    return simulate_case(case_by_id(cid), dtype=dtype, tile=tile)[1].image
+def _compiled_sum(model):
+    return fused.FusedSum(model, fused.compile_sum(fused.spec_of(model), Toolchain(), 0))
 
 
-@pytest.mark.parametrize("cid, dtype, tile", [
-    ("hkl_nearest", torch.float64, 23),  # nearest-neighbour table; 23 x 23 tiles: ragged edges
-    ("hkl_nearest", torch.float32, None),
-    ("mosaic_phi_carryover_spec", torch.float64, 64),  # 18 orientations (phi x mosaic), zero phi step
-    ("dmin_cut", torch.float64, 17),  # default_F, culled evaluations
-    ("gauss_xtal", torch.float64, None),  # a non-square lattice factor (Na 6, Nb 8, Nc 5)
-])
+@pytest.mark.parametrize(
+    "cid, dtype, tile",
+    [
+        ("hkl_nearest", torch.float64, 23),  # nearest-neighbour table; 23 x 23 tiles: ragged edges
+        ("hkl_nearest", torch.float32, None),
+        ("mosaic_phi_carryover_spec", torch.float64, 64),  # 18 orientations (phi x mosaic), zero phi step
+        ("dmin_cut", torch.float64, 17),  # default_F, culled evaluations
+        ("gauss_xtal", torch.float64, None),  # a non-square lattice factor (Na 6, Nb 8, Nc 5)
+    ],
+)
 def test_fused_matches_eager(monkeypatch, cid, dtype, tile):
     prep = prepare(_sim(cid), "cpu", dtype, "spec")
     assert fused.supports(prep)
-    ref = _image(monkeypatch, cid, "off", dtype, tile)
-    got = _image(monkeypatch, cid, "on", dtype, tile)
-    assert fused.is_compiled(prep.model)
+    ref = _image(cid, "eager", dtype, tile)
+    got = _image(cid, "inductor", dtype, tile)
+    assert REGISTRY.is_compiled(prep.model)
     assert rel_err(got, ref) <= TOL[dtype]
 
 
@@ -62,7 +66,7 @@ def test_fused_sum_awkward_sizes(n):
     scatter = (torch.rand(n, 3, generator=g, dtype=torch.float64) - 0.5) * 2e10  # 1/m, |h| up to ~10
     with torch.inference_mode():
         ref = prep.model.sum(scatter)
-        got = fused.FusedSum(prep.model, compiled=True)(scatter)
+        got = _compiled_sum(prep.model)(scatter)
     assert got.shape == ref.shape
     assert float((got - ref).abs().max()) <= 1e-12 * max(float(ref.abs().max()), 1.0)
 
@@ -76,7 +80,7 @@ def test_pure_function_matches_eager(cid):
     scatter[:3] = 0.0  # exactly integer indices: the N^2 limit
     with torch.inference_mode():
         ref = prep.model.sum(scatter)
-        got = fused.FusedSum(prep.model, compiled=False)(scatter)
+        got = fused.FusedSum(prep.model)(scatter)
     assert float((got - ref).abs().max() / ref.abs().max()) <= 1e-12
 
 
@@ -90,55 +94,58 @@ def test_axis_ratio_forms_agree():
             got = fused._axis_ratio(d, n, method)
             assert float((got - ref).abs().max()) <= 1e-12 * n
     assert fused._axis_ratio(d, 1, "one") is None
-    assert fused.FusedSpec(torch.float64, "cpu", "square", (1, 24, 25), 1.0, (0.0,) * 9, 0.0, False,
-                           (0, 0, 0), (1, 1, 1)).methods == ("one", "cheb", "sin")
+    assert fused.FusedSpec(
+        torch.float64, "cpu", "square", (1, 24, 25), 1.0, (0.0,) * 9, 0.0, False, (0, 0, 0), (1, 1, 1)
+    ).methods == ("one", "cheb", "sin")
 
 
-def test_modes_and_support(monkeypatch):
+def test_modes_and_support():
     """auto compiles only large tiles; c-parity, interpolation and running sums stay eager."""
-    monkeypatch.delenv(fused.ENV, raising=False)
-    assert fused.resolve_mode() == "auto"
-    assert fused.resolve_mode("ON") == "on"
     with pytest.raises(ValueError):
-        fused.resolve_mode("sometimes")
+        BackendChoice("auto", "sometimes")
+    with pytest.raises(ValueError):
+        BackendChoice("fastest")
     small = prepare(_sim("interpolate_inrange"), "cpu", torch.float64, "spec")
     assert not fused.supports(small)  # tricubic interpolation
     assert not fused.supports(prepare(_sim("oversample_thick"), "cpu", torch.float64, "spec"))  # running sum
     assert not fused.supports(prepare(_sim("hkl_nearest"), "cpu", torch.float64, "c"))  # c parity
     prep = prepare(_sim("cubic_defaultF_N5"), "cpu", torch.float64, "spec")
-    assert fused.fused_sum_for(prep, 10, "off") is None
-    if not fused.is_compiled(prep.model):
-        assert fused.fused_sum_for(prep, 10, "auto") is None
-    assert fused.fused_sum_for(prep, 10, "off") is None
+    no_cc = Toolchain(cc="/nonexistent/cc")  # no C library: auto would be Inductor's
+    registry = Registry()
+    assert registry.sum_for(prep, 10, BackendChoice("auto", "off", no_cc)) is None
+    assert registry.sum_for(prep, 10, BackendChoice("auto", "auto", no_cc)) is None  # small work: not compiled
+    big = registry.sum_for(prep, AUTO_MIN_EVALS, BackendChoice("auto", "auto", no_cc))
+    assert isinstance(big, fused.FusedSum) and registry.is_compiled(prep.model)
+    assert registry.sum_for(prep, 10, BackendChoice("auto", "auto", no_cc)) is big  # compiled once: kept
+    assert registry.sum_for(prep, 10, BackendChoice("eager")) is None
+    cpar = prepare(_sim("hkl_nearest"), "cpu", torch.float64, "c")
+    assert registry.sum_for(cpar, AUTO_MIN_EVALS, BackendChoice("inductor", "on")) is None  # not covered
 
 
-def test_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    assert fused.cache_dir() == str(tmp_path)
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert fused.cache_dir() == str(tmp_path / "bragg_dask" / "inductor")
+def test_the_inductor_records_live_in_the_toolchains_cache(tmp_path):
+    """Inductor's vector-ISA record is kept in the toolchain's cache folder, not in the environment's."""
+    toolchain = Toolchain(cache_root=str(tmp_path))
+    assert toolchain.cache("inductor") == tmp_path / "bragg_dask" / "inductor"
+    path, key = fused._isa_record(toolchain)
+    assert path.parent == toolchain.cache("inductor") and torch.__version__ in key
 
 
 def test_failed_compile_falls_back(monkeypatch):
     """A compiler failure (seen at the first call) means the eager reference, unless forced on."""
-    def broken(spec):
-        def fn(*args):
-            raise RuntimeError("no C++ compiler")
-        return fn
 
-    monkeypatch.setattr(fused, "_compile", broken)
-    monkeypatch.setattr(fused, "_compiled", {})
-    monkeypatch.setattr(fused, "_failed", set())
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
     prep = prepare(_sim("cubic_defaultF_N5"), "cpu", torch.float64, "spec")
+    failed: set = set()
     scatter = (torch.rand(100, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) - 0.5) * 2e10
     with torch.inference_mode():
         ref = prep.model.sum(scatter)
         with pytest.raises(RuntimeError):
-            fused.FusedSum(prep.model, compiled=True, strict=True)(scatter)
-        got = fused.FusedSum(prep.model, compiled=True)(scatter)
+            fused.FusedSum(prep.model, broken, strict=True, failed=failed)(scatter)
+        got = fused.FusedSum(prep.model, broken, failed=failed)(scatter)
     assert torch.equal(got, ref)
-    assert fused.spec_of(prep.model) in fused._failed
+    assert fused.spec_of(prep.model) in failed
 
 
 def test_spec_has_its_own_module_shared_by_the_backends():
@@ -184,8 +191,9 @@ def test_triton_inputs_are_viewed_not_copied_where_they_can_be():
     wide = torch.arange(36, dtype=torch.float64).reshape(3, 12)[:, :10]  # rows 12 apart: not (3, n)
     assert torch.equal(triton_sum._rows(wide[0], wide[1], wide[2]), wide)
     assert triton_sum._rows(wide[0], wide[1], wide[2]).data_ptr() != wide.data_ptr()
-    spec = fused.FusedSpec(torch.float32, "cpu", "square", (2, 2, 2), 1.0, (0.0,) * 9, 7.5, True, (-3, -2, -1),
-                           (7, 5, 3))
+    spec = fused.FusedSpec(
+        torch.float32, "cpu", "square", (2, 2, 2), 1.0, (0.0,) * 9, 7.5, True, (-3, -2, -1), (7, 5, 3)
+    )
     p = triton_sum.params(spec, torch.float32, torch.device("cpu"))
     assert p.tolist() == [-3.0, -2.0, -1.0, 6.0, 4.0, 2.0, 5.0, 3.0, 7.5] and p.dtype == torch.float32
     assert len(triton_sum.PARAMS) == p.numel()

@@ -24,9 +24,14 @@ def kernel_centres(sim) -> np.ndarray:
     prep = prepare(sim)
     s = torch.tensor([p[0] for p in PIXELS])
     f = torch.tensor([p[1] for p in PIXELS])
-    pos = subpixel_positions(f, s, PixelBasis(prep.fdet, prep.sdet, prep.odet, prep.pix0),
-                             pixel_size_m=sim.detector.pixel_size_m, oversample=1,
-                             layer_offsets_m=torch.zeros(1, dtype=torch.float64))
+    pos = subpixel_positions(
+        f,
+        s,
+        PixelBasis(prep.fdet, prep.sdet, prep.odet, prep.pix0),
+        pixel_size_m=sim.detector.pixel_size_m,
+        oversample=1,
+        layer_offsets_m=torch.zeros(1, dtype=torch.float64),
+    )
     return pos.reshape(len(PIXELS), 3).numpy()
 
 
@@ -56,8 +61,10 @@ def test_store_basis_vectors_and_origin_are_the_kernels(tmp_path):
         assert np.allclose(got, kernel_centres(sim), rtol=0, atol=1e-15)
 
 
-@pytest.mark.parametrize("cid", ["xds_orgx_orgy", "dials_default", "custom_vectors", "pivot_sample_custom",
-                                 "twotheta_axis", "detector_rot_mosflm"])
+@pytest.mark.parametrize(
+    "cid",
+    ["xds_orgx_orgy", "dials_default", "custom_vectors", "pivot_sample_custom", "twotheta_axis", "detector_rot_mosflm"],
+)
 def test_xds_origin_in_header_gives_the_kernels_pixels(cid, tmp_path):
     sim, keys, geo = written(cid, tmp_path)
     px = float(keys["PIXEL_SIZE"]) / 1000
@@ -95,8 +102,11 @@ def test_mosflm_beam_centre_is_where_the_direct_beam_lands(tmp_path):
     # MOSFLM_CENTER_X is along slow, _Y along fast, measured from the first pixel's corner + px/2
     sbeam = float(keys["MOSFLM_CENTER_X"]) / 1000 + px / 2
     fbeam = float(keys["MOSFLM_CENTER_Y"]) / 1000 + px / 2
-    spot = np.asarray(geo["pix0_vector_m"]) + fbeam * np.asarray(geo["fdet_vector"]) + sbeam * np.asarray(
-        geo["sdet_vector"])
+    spot = (
+        np.asarray(geo["pix0_vector_m"])
+        + fbeam * np.asarray(geo["fdet_vector"])
+        + sbeam * np.asarray(geo["sdet_vector"])
+    )
     beam = np.asarray(geo["beam_vector"])
     assert np.allclose(np.cross(spot, beam), 0, atol=1e-8)  # on the beam axis
 
@@ -114,8 +124,9 @@ def test_smv_frame_with_a_stray_trailing_byte_reads_its_pixels(tmp_path):
     """A header grown past 512 bytes can leave the file an odd length; the pixels still read."""
     from bragg_dask.io.smv import read_smv_frame
 
-    sim = parse_nanobragg_args(["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "1", "-detpixels_f", "5",
-                                "-detpixels_s", "3"]).simulation
+    sim = parse_nanobragg_args(
+        ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "1", "-detpixels_f", "5", "-detpixels_s", "3"]
+    ).simulation
     img = tmp_path / "odd.img"
     pixels = np.arange(15, dtype=np.uint16).reshape(3, 5)
     write_smv(str(img), sim, pixels)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics.backends import REGISTRY, BackendChoice
 from bragg_dask.physics.kernel import simulate_tile
 from bragg_dask.planning.plan import TileSpec
 
@@ -15,8 +16,10 @@ from .conftest import case_by_id, rel_err
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("cid", ["mosaic_phi_carryover_spec", "interpolate_inrange", "detector_thick_abs",
-                                 "divergence_round", "oversample_polar"])
+@pytest.mark.parametrize(
+    "cid",
+    ["mosaic_phi_carryover_spec", "interpolate_inrange", "detector_thick_abs", "divergence_round", "oversample_polar"],
+)
 def test_cuda_float64_matches_cpu_and_golden(cid):
     case = case_by_id(cid)
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
@@ -34,22 +37,25 @@ def test_cuda_float32_within_1e3():
     assert np.isfinite(img).all() and rel_err(img, case.reference()) <= 1e-3
 
 
-@pytest.mark.parametrize("cid,dtype,tol", [("hkl_nearest", torch.float64, 1e-12), ("gauss_xtal", torch.float64, 1e-12),
-                                           ("mosaic_domains", torch.float32, 1e-5)])
+@pytest.mark.parametrize(
+    "cid,dtype,tol",
+    [
+        ("hkl_nearest", torch.float64, 1e-12),
+        ("gauss_xtal", torch.float64, 1e-12),
+        ("mosaic_domains", torch.float32, 1e-5),
+    ],
+)
 def test_cuda_fused_sum_matches_eager(cid, dtype, tol, monkeypatch):
     """The compiled (Triton) orientation sum against the eager path, both on the GPU."""
-    from bragg_dask.physics.backends import inductor as fused
 
     case = case_by_id(cid)
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     tile = TileSpec(0, 64, 0, 64)
-    monkeypatch.setenv(fused.ENV, "off")
-    eager = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
-    monkeypatch.setenv(fused.ENV, "on")
-    got = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
+    eager = simulate_tile(sim, tile, device="cuda", dtype=dtype, backend=BackendChoice("eager")).image
+    got = simulate_tile(sim, tile, device="cuda", dtype=dtype, backend=BackendChoice("auto", "on")).image
     from bragg_dask.physics.kernel import prepare
 
-    assert fused.is_compiled(prepare(sim, "cuda", dtype, "spec").model)
+    assert REGISTRY.is_compiled(prepare(sim, "cuda", dtype, "spec").model)
     assert rel_err(got, eager) <= tol
     assert rel_err(got, case.reference()) <= (1e-5 if dtype == torch.float64 else 1e-3)
 
@@ -76,8 +82,13 @@ def test_cuda_cparity_matches_golden():
 
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     det = sim.detector
-    got = run_serial(sim, plan_tiles(det.spixels, det.fpixels, 16), device="cuda", parity="c",
-                     c_threads=int(case.meta["omp_threads"])).image
+    got = run_serial(
+        sim,
+        plan_tiles(det.spixels, det.fpixels, 16),
+        device="cuda",
+        parity="c",
+        c_threads=int(case.meta["omp_threads"]),
+    ).image
     _, cpu = simulate_case(case, tile=16, parity="c", c_threads=int(case.meta["omp_threads"]))
     assert rel_err(got, case.reference()) <= 1e-5
     assert rel_err(got, cpu.image) <= 1e-12
@@ -98,8 +109,13 @@ def test_cuda_noise_equals_cpu_noise(tmp_path):
         for p in case.path.iterdir():
             if p.suffix in (".hkl", ".mat", ".txt") and p.name != "stdout.txt":
                 (d / p.name).write_bytes(p.read_bytes())
-        p = subprocess.run([sys.executable, "-m", "bragg_dask", *case.args, "--device", dev], cwd=d,
-                           capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "bragg_dask", *case.args, "--device", dev],
+            cwd=d,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr
         imgs[dev] = read_smv(str(d / "noise.img"))[1]
     assert np.array_equal(imgs["cpu"], imgs["cuda"])
@@ -133,38 +149,62 @@ def test_cuda_triton_kernel_every_axis_form(nabc, dtype, tol, monkeypatch):
     from bragg_dask.physics.backends import inductor as fused
     from bragg_dask.physics.kernel import prepare
 
-    args = ["-cell", "40", "50", "60", "80", "95", "100", "-default_F", "7.3", "-misset", "3", "4", "5",
-            "-distance", "50", "-pixel", "0.2", "-detpixels", "48", "-lambda", "1.0", "-mosaic_spread", "1",
-            "-mosaic_domains", "4", "-Na", nabc[0], "-Nb", nabc[1], "-Nc", nabc[2]]
+    args = [
+        "-cell",
+        "40",
+        "50",
+        "60",
+        "80",
+        "95",
+        "100",
+        "-default_F",
+        "7.3",
+        "-misset",
+        "3",
+        "4",
+        "5",
+        "-distance",
+        "50",
+        "-pixel",
+        "0.2",
+        "-detpixels",
+        "48",
+        "-lambda",
+        "1.0",
+        "-mosaic_spread",
+        "1",
+        "-mosaic_domains",
+        "4",
+        "-Na",
+        nabc[0],
+        "-Nb",
+        nabc[1],
+        "-Nc",
+        nabc[2],
+    ]
     sim = parse_nanobragg_args(args, cwd=".").simulation
     tile = TileSpec(0, 48, 0, 48)
-    monkeypatch.setenv(fused.ENV, "off")
-    eager = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
-    monkeypatch.setenv(fused.ENV, "on")
-    got = simulate_tile(sim, tile, device="cuda", dtype=dtype).image
-    assert isinstance(prepare(sim, "cuda", dtype, "spec")._fused_sum, fused.TritonSum)
+    eager = simulate_tile(sim, tile, device="cuda", dtype=dtype, backend=BackendChoice("eager")).image
+    got = simulate_tile(sim, tile, device="cuda", dtype=dtype, backend=BackendChoice("triton", "on")).image
+    prep = prepare(sim, "cuda", dtype, "spec")
+    assert isinstance(REGISTRY.sum_for(prep, 10, BackendChoice("triton", "on")), fused.TritonSum)
     assert rel_err(got, eager) <= tol
 
 
 def test_cuda_inductor_kernel_on_request(monkeypatch):
-    """BRAGG_DASK_GPU_KERNEL=inductor: Inductor's Triton code instead of ours, same image."""
+    """``--backend inductor``: Inductor's Triton code instead of ours, same image."""
     from bragg_dask.physics.backends import inductor as fused
     from bragg_dask.physics.kernel import prepare
 
     case = case_by_id("hkl_nearest")
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     tile = TileSpec(0, 64, 0, 64)
-    monkeypatch.setenv(fused.ENV, "on")
-    monkeypatch.setenv(fused.GPU_KERNEL_ENV, "inductor")
-    prepare.cache_clear()
-    try:
-        got = simulate_tile(sim, tile, device="cuda", dtype=torch.float64).image
-        fs = prepare(sim, "cuda", torch.float64, "spec")._fused_sum
-        assert type(fs) is fused.FusedSum and fused.spec_of(fs._model) in fused._compiled
-    finally:
-        prepare.cache_clear()
-    monkeypatch.setenv(fused.ENV, "off")
-    assert rel_err(got, simulate_tile(sim, tile, device="cuda", dtype=torch.float64).image) <= 1e-12
+    choice = BackendChoice("inductor", "on")
+    got = simulate_tile(sim, tile, device="cuda", dtype=torch.float64, backend=choice).image
+    fs = REGISTRY.sum_for(prepare(sim, "cuda", torch.float64, "spec"), 10, choice)
+    assert type(fs) is fused.FusedSum and fused.spec_of(fs._model) in REGISTRY.compiled
+    eager = simulate_tile(sim, tile, device="cuda", dtype=torch.float64, backend=BackendChoice("eager")).image
+    assert rel_err(got, eager) <= 1e-12
 
 
 @pytest.mark.parametrize("cid", ["mosaic_phi_carryover_spec", "roi_carryover_spec", "mask_carryover_spec"])

@@ -60,12 +60,25 @@ def test_value_names_follow_nargs():
     assert flaghelp.missing_entries((wrong,)) == ["-distance"]
 
 
-@pytest.mark.parametrize("flag,attr", [
-    ("-distance", "distance"), ("-pixel", "pixel_size"), ("-detsize", "detsize_f"), ("-lambda", "lambda0"),
-    ("-beamsize", "beamsize"), ("-exposure", "exposure"), ("-adc", "adc"), ("-polar", "polarization"),
-    ("-fudge", "fudge"), ("-detector_thick", "detector_thick"), ("-water", "water"), ("-phi", "phi0"),
-    ("-dispersion", "dispersion"), ("-default_F", "default_F"),
-])
+@pytest.mark.parametrize(
+    "flag,attr",
+    [
+        ("-distance", "distance"),
+        ("-pixel", "pixel_size"),
+        ("-detsize", "detsize_f"),
+        ("-lambda", "lambda0"),
+        ("-beamsize", "beamsize"),
+        ("-exposure", "exposure"),
+        ("-adc", "adc"),
+        ("-polar", "polarization"),
+        ("-fudge", "fudge"),
+        ("-detector_thick", "detector_thick"),
+        ("-water", "water"),
+        ("-phi", "phi0"),
+        ("-dispersion", "dispersion"),
+        ("-default_F", "default_F"),
+    ],
+)
 def test_documented_default_in_its_unit_is_the_default(flag, attr):
     """The default the help gives, read back through the flag (so in the flag's unit), is RawParams'."""
     value = flaghelp.C_FLAGS[flag].default.split()[0]
@@ -75,9 +88,19 @@ def test_documented_default_in_its_unit_is_the_default(flag, attr):
 
 def test_units_of_converted_flags(help_out):
     lines = {ln.split()[0]: ln for ln in help_out.splitlines() if ln.startswith("  -")}
-    for flag, unit in (("-distance", "mm"), ("-lambda,", "Angstrom"), ("-phi", "deg"), ("-osc", "deg"),
-                       ("-hdivrange", "mrad"), ("-detector_thick", "um"), ("-dispersion", "percent"),
-                       ("-energy", "eV"), ("-fluence", "photons/m^2"), ("-water", "um"), ("-dmin", "Angstrom")):
+    for flag, unit in (
+        ("-distance", "mm"),
+        ("-lambda,", "Angstrom"),
+        ("-phi", "deg"),
+        ("-osc", "deg"),
+        ("-hdivrange", "mrad"),
+        ("-detector_thick", "um"),
+        ("-dispersion", "percent"),
+        ("-energy", "eV"),
+        ("-fluence", "photons/m^2"),
+        ("-water", "um"),
+        ("-dmin", "Angstrom"),
+    ):
         assert f"({unit};" in lines[flag], lines[flag]
 
 
@@ -85,8 +108,11 @@ def test_every_service_flag_has_help(help_out):
     for action in service_parser()._actions:
         assert action.help and action.help.strip(), action.option_strings
         for opt in action.option_strings:
-            line = next(ln for ln in help_out.splitlines()
-                        if opt in [t.rstrip(",") for t in ln.split()[: len(action.option_strings)]])
+            line = next(
+                ln
+                for ln in help_out.splitlines()
+                if opt in [t.rstrip(",") for t in ln.split()[: len(action.option_strings)]]
+            )
             assert len(line.split()) > 2, line
 
 
@@ -104,7 +130,7 @@ def test_rules_in_table_order_within_sections(help_out):
     assert starts == sorted(starts)
     for section in flaghelp.SECTIONS:
         firsts = [r.patterns[0] for r in RULES if flaghelp.C_FLAGS[r.patterns[0]].section == section]
-        block = help_out[help_out.index(f"nanoBragg flags: {section}:"):]
+        block = help_out[help_out.index(f"nanoBragg flags: {section}:") :]
         block = block[: block.index("\n\n")] if "\n\n" in block else block
         listed = [ln.split()[0].rstrip(",").split("[")[0] for ln in block.splitlines()[1:] if ln.startswith("  -")]
         assert listed == firsts
@@ -112,14 +138,25 @@ def test_rules_in_table_order_within_sections(help_out):
 
 def test_help_command_exits_0():
     env = dict(os.environ, COLUMNS="200")
-    r = subprocess.run([sys.executable, "-m", "bragg_dask", "--help"], capture_output=True, text=True, env=env,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "bragg_dask", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert r.stderr == ""
     out = r.stdout
-    for word in ("usage: bragg-dask", "-distance", "mm", "-lambda", "Angstrom", "--zarr", "--tile", "export",
-                 "-floatfile", "--scheduler"):
+    for word in (
+        "usage: bragg-dask",
+        "-distance",
+        "mm",
+        "-lambda",
+        "Angstrom",
+        "--zarr",
+        "--tile",
+        "export",
+        "-floatfile",
+        "--scheduler",
+    ):
         assert word in out, word
     lines = out.splitlines()
     assert len(lines) < 250
@@ -138,7 +175,8 @@ def test_every_subcommand_has_its_help(name, flag, capsys):
     import argparse
 
     from bragg_dask.cli.preview import _parser as preview_parser
-    from bragg_dask.detector.noisify import _SWITCH, _VALUE
+    from bragg_dask.detector.flags import SWITCH as _SWITCH
+    from bragg_dask.detector.flags import VALUE as _VALUE
 
     assert main([name, flag]) == 0
     out = capsys.readouterr().out
@@ -150,6 +188,6 @@ def test_every_subcommand_has_its_help(name, flag, capsys):
         flags = [o for a in parser._actions for o in a.option_strings]
         assert all(isinstance(a, argparse.Action) for a in parser._actions)
     for f in flags:
-        line = next((ln for ln in out.splitlines() if f" {f}" in f" {ln.strip()}" ), None)
+        line = next((ln for ln in out.splitlines() if f" {f}" in f" {ln.strip()}"), None)
         assert line is not None, f
     assert "default: none" not in out.split("-o, --output")[-1].splitlines()[0] if name == "preview" else True

@@ -18,6 +18,7 @@ from bragg_dask.io.textfile import PLAIN_NUMERIC, parse_integer, parse_number
 
 # ----------------------------------------------------------------------------- the oracle (old code)
 
+
 def _old_parse_records(text: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     lines = text.splitlines()
     tokens = text.split()
@@ -69,6 +70,7 @@ def _old_table(hkl: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, tuple[int, .
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def outcome(parse, text: str):
     try:
         hkl, F = parse(text, "F.hkl")
@@ -114,6 +116,7 @@ def blocks(request, monkeypatch):
 
 # ----------------------------------------------------------------------------- valid layouts
 
+
 @pytest.mark.parametrize("block", [None, 4000])
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 def test_bench_like_files(newline, block, monkeypatch):
@@ -145,28 +148,31 @@ def test_read_hkl_duplicates_last_wins(tmp_path):
     assert sf.values[0, 2, 0] == 7 and math.copysign(1, sf.values[1, 0, 3]) == -1
 
 
-@pytest.mark.parametrize("text", [
-    "\n\n0 0 0 1\n\n\n1 2 3 4\n\n",  # blank lines
-    "   \t\n0 0 0 1\n \t \n1 2 3 4",  # blank lines of spaces and tabs, no final newline
-    "0 0 0 1\r\n1 2 3 4\r\n",  # CRLF
-    "0 0 0 1\r\n\r\n1 2 3 4\r\n\r\n",
-    "0 0 0 1\r1 2 3 4\r",  # CR
-    "0 0 0 1\x0b1 2 3 4\x0c5 6 7 8",  # \v and \f break lines for str.splitlines()
-    "0\t0\t0\t1\n1\t\t2 \t 3\t4\n",  # tabs
-    "   0 0 0 1   \n\t1 2 3 4\t\n",  # leading and trailing whitespace
-    "+1 -2 +3 +4.5\n-0 +0 -0 -0\n-0 0 0 -0.0\n",  # signs, -0
-    "007 -0010 +000 00012.50\n",  # leading zeros
-    "1 2 3 1e5\n4 5 6 1E-5\n7 8 9 -2.5e+3\n1 1 1 .5\n2 2 2 5.\n3 3 3 -.5e-3\n4 4 4 1.e5\n",
-    "1 2 3 1e-320\n1 2 4 5e-324\n1 2 5 2.2250738585072014e-308\n1 2 6 1.7976931348623157e308\n",  # tiny/huge
-    "1 2 3 123456789012345678901234567890\n1 2 4 0.1\n1 2 5 9007199254740993\n1 2 6 1e23\n",
-    "1 2 3 0.000000000000000000000000000001\n1 2 4 1e00022\n1 2 5 1E+0005\n1 2 6 0e999\n",
-    "1 2 3 1e000000000000000000005\n1 2 4 -2.5E-0000000000000000000003\n1 2 5 1e-00000000000000000000000400\n",
-    "1 2 3 1e-10000000000000000000\n1 2 4 -0.0e+10000000000000000000\n",  # long exponents
-    # 16-digit mantissas above 2**53: rounding them first, then scaling, would round twice
-    "1 2 3 91399620.84340797\n1 2 4 944608837.2433843\n1 2 5 986.5452293525111\n1 2 6 9999999999999999e1\n",
-    "2147483647 -2147483647 0 1\n",  # the largest indices allowed
-    "0 0 0 1",  # one record, no newline
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n\n0 0 0 1\n\n\n1 2 3 4\n\n",  # blank lines
+        "   \t\n0 0 0 1\n \t \n1 2 3 4",  # blank lines of spaces and tabs, no final newline
+        "0 0 0 1\r\n1 2 3 4\r\n",  # CRLF
+        "0 0 0 1\r\n\r\n1 2 3 4\r\n\r\n",
+        "0 0 0 1\r1 2 3 4\r",  # CR
+        "0 0 0 1\x0b1 2 3 4\x0c5 6 7 8",  # \v and \f break lines for str.splitlines()
+        "0\t0\t0\t1\n1\t\t2 \t 3\t4\n",  # tabs
+        "   0 0 0 1   \n\t1 2 3 4\t\n",  # leading and trailing whitespace
+        "+1 -2 +3 +4.5\n-0 +0 -0 -0\n-0 0 0 -0.0\n",  # signs, -0
+        "007 -0010 +000 00012.50\n",  # leading zeros
+        "1 2 3 1e5\n4 5 6 1E-5\n7 8 9 -2.5e+3\n1 1 1 .5\n2 2 2 5.\n3 3 3 -.5e-3\n4 4 4 1.e5\n",
+        "1 2 3 1e-320\n1 2 4 5e-324\n1 2 5 2.2250738585072014e-308\n1 2 6 1.7976931348623157e308\n",  # tiny/huge
+        "1 2 3 123456789012345678901234567890\n1 2 4 0.1\n1 2 5 9007199254740993\n1 2 6 1e23\n",
+        "1 2 3 0.000000000000000000000000000001\n1 2 4 1e00022\n1 2 5 1E+0005\n1 2 6 0e999\n",
+        "1 2 3 1e000000000000000000005\n1 2 4 -2.5E-0000000000000000000003\n1 2 5 1e-00000000000000000000000400\n",
+        "1 2 3 1e-10000000000000000000\n1 2 4 -0.0e+10000000000000000000\n",  # long exponents
+        # 16-digit mantissas above 2**53: rounding them first, then scaling, would round twice
+        "1 2 3 91399620.84340797\n1 2 4 944608837.2433843\n1 2 5 986.5452293525111\n1 2 6 9999999999999999e1\n",
+        "2147483647 -2147483647 0 1\n",  # the largest indices allowed
+        "0 0 0 1",  # one record, no newline
+    ],
+)
 def test_valid_layouts(text, blocks):
     got = assert_same(text)
     assert got[0] == "ok"
@@ -183,57 +189,61 @@ def test_unusual_valid_file_goes_to_the_general_path():
 
 # ----------------------------------------------------------------------------- refused files
 
-@pytest.mark.parametrize("text, line", [
-    ("0 0 0 1\n1.0 2 3 4\n", 2),  # '1.0' as an index
-    ("0 0 0 1\n1 2e1 3 4\n", 2),  # '2e1' as an index
-    ("0 0 0 1\n1 2 .3 4\n", 2),
-    ("0 0 0 1\n1 2 3\n", 2),  # 3 columns
-    ("0 0 0 1\n1 2 3 4 5\n", 2),  # 5 columns
-    ("0 0 0 1\n1 2\n3 4\n", 2),  # a record on two lines
-    ("0 0 0 1\r\n1 2 3\r\n4\r\n", 2),
-    ("0 0 0 1\n1 2 3 1e999\n", 2),  # F not finite
-    ("0 0 0 1\n1 2 3 -1e400\n", 2),
-    ("0 0 0 1\n2147483648 0 0 1\n", 2),  # |index| = 2**31
-    ("0 0 0 1\n0 -2147483648 0 1\n", 2),
-    ("0 0 0 1\n0 0 99999999999999999999999 1\n", 2),
-    ("0 0 0 1\n1 2 3 nan\n", 2),
-    ("0 0 0 1\n1 2 3 inf\n", 2),
-    ("0 0 0 1\n1_0 2 3 4\n", 2),
-    ("0 0 0 1\n1 2 3 1_0\n", 2),
-    ("0 0 0 1\n1 2 3 0x10\n", 2),
-    ("0 0 0 1\n\u0661 0 0 2\n", 2),  # another script's digit
-    # line breaks of str.splitlines() outside PLAIN_NUMERIC: every line looks right, and the file is
-    # refused as a whole (no line), as before
-    ("0 0 0 1\n1 2 3 4\u20285 6 7 8\n", None),
-    ("0 0 0 1\n1 2 3 4\x1c5 6 7 8\n", None),
-    ("0 0 0 1\n1 2 3 4\x855 6 7 8\n", None),
-    ("0 0 0 1\n1 2 3 e5\n", 2),
-    ("0 0 0 1\n1 2 3 1e\n", 2),
-    ("0 0 0 1\n1 2 3 1e+\n", 2),
-    ("0 0 0 1\n1 2 3 .\n", 2),
-    ("0 0 0 1\n1 2 3 -.\n", 2),
-    ("0 0 0 1\n1 2 3 .e5\n", 2),
-    ("0 0 0 1\n1 2 3 1.2.3\n", 2),
-    ("0 0 0 1\n1 2 3 1e5e5\n", 2),
-    ("0 0 0 1\n1 2 3 1e5.5\n", 2),
-    ("0 0 0 1\n1 2 3 --1\n", 2),
-    ("0 0 0 1\n1 2 3 +-1\n", 2),
-    ("0 0 0 1\n1 2 3 1-\n", 2),
-    ("0 0 0 1\n1 2 3 1+1\n", 2),
-    ("0 0 0 1\n- 2 3 4\n", 2),
-    ("0 0 0 1\n+ 2 3 4\n", 2),
-    ("0 0 0 1\n1- 2 3 4\n", 2),
-    ("0 0 0 1\n1 2 3 4\n5 6", 3),
-    ("1 2 3 4 5 6 7 8\n\n", 1),  # two records' worth on one line: as many line breaks as records
-    ("0 0 0 1\n1 2 3 4 5 6 7 8\n\n", 2),
-    ("\n\n1 2 3 4 5 6 7 8\n", 3),  # ... or more
-    ("0 0 0 1\r\n1 2 3 4 5 6 7 8\r\n", 2),
-    ("0 0 0 1\n1 2\n\n3 4\n\n", 2),
-    ("0 0 0 1\n1 2 3 1e1e0000000000000000001\n", 2),
-    ("0 0 0 1\n5 6\n7 8", 2),  # as many breaks as records, the last one inside a record
-    ("0 0 0 1\n1 2 3 1e10000000000000000000\n", 2),
-    ("0 0 0 1\n10000000000000000000005 0 0 1\n", 2),
-])
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("0 0 0 1\n1.0 2 3 4\n", 2),  # '1.0' as an index
+        ("0 0 0 1\n1 2e1 3 4\n", 2),  # '2e1' as an index
+        ("0 0 0 1\n1 2 .3 4\n", 2),
+        ("0 0 0 1\n1 2 3\n", 2),  # 3 columns
+        ("0 0 0 1\n1 2 3 4 5\n", 2),  # 5 columns
+        ("0 0 0 1\n1 2\n3 4\n", 2),  # a record on two lines
+        ("0 0 0 1\r\n1 2 3\r\n4\r\n", 2),
+        ("0 0 0 1\n1 2 3 1e999\n", 2),  # F not finite
+        ("0 0 0 1\n1 2 3 -1e400\n", 2),
+        ("0 0 0 1\n2147483648 0 0 1\n", 2),  # |index| = 2**31
+        ("0 0 0 1\n0 -2147483648 0 1\n", 2),
+        ("0 0 0 1\n0 0 99999999999999999999999 1\n", 2),
+        ("0 0 0 1\n1 2 3 nan\n", 2),
+        ("0 0 0 1\n1 2 3 inf\n", 2),
+        ("0 0 0 1\n1_0 2 3 4\n", 2),
+        ("0 0 0 1\n1 2 3 1_0\n", 2),
+        ("0 0 0 1\n1 2 3 0x10\n", 2),
+        ("0 0 0 1\n\u0661 0 0 2\n", 2),  # another script's digit
+        # line breaks of str.splitlines() outside PLAIN_NUMERIC: every line looks right, and the file is
+        # refused as a whole (no line), as before
+        ("0 0 0 1\n1 2 3 4\u20285 6 7 8\n", None),
+        ("0 0 0 1\n1 2 3 4\x1c5 6 7 8\n", None),
+        ("0 0 0 1\n1 2 3 4\x855 6 7 8\n", None),
+        ("0 0 0 1\n1 2 3 e5\n", 2),
+        ("0 0 0 1\n1 2 3 1e\n", 2),
+        ("0 0 0 1\n1 2 3 1e+\n", 2),
+        ("0 0 0 1\n1 2 3 .\n", 2),
+        ("0 0 0 1\n1 2 3 -.\n", 2),
+        ("0 0 0 1\n1 2 3 .e5\n", 2),
+        ("0 0 0 1\n1 2 3 1.2.3\n", 2),
+        ("0 0 0 1\n1 2 3 1e5e5\n", 2),
+        ("0 0 0 1\n1 2 3 1e5.5\n", 2),
+        ("0 0 0 1\n1 2 3 --1\n", 2),
+        ("0 0 0 1\n1 2 3 +-1\n", 2),
+        ("0 0 0 1\n1 2 3 1-\n", 2),
+        ("0 0 0 1\n1 2 3 1+1\n", 2),
+        ("0 0 0 1\n- 2 3 4\n", 2),
+        ("0 0 0 1\n+ 2 3 4\n", 2),
+        ("0 0 0 1\n1- 2 3 4\n", 2),
+        ("0 0 0 1\n1 2 3 4\n5 6", 3),
+        ("1 2 3 4 5 6 7 8\n\n", 1),  # two records' worth on one line: as many line breaks as records
+        ("0 0 0 1\n1 2 3 4 5 6 7 8\n\n", 2),
+        ("\n\n1 2 3 4 5 6 7 8\n", 3),  # ... or more
+        ("0 0 0 1\r\n1 2 3 4 5 6 7 8\r\n", 2),
+        ("0 0 0 1\n1 2\n\n3 4\n\n", 2),
+        ("0 0 0 1\n1 2 3 1e1e0000000000000000001\n", 2),
+        ("0 0 0 1\n5 6\n7 8", 2),  # as many breaks as records, the last one inside a record
+        ("0 0 0 1\n1 2 3 1e10000000000000000000\n", 2),
+        ("0 0 0 1\n10000000000000000000005 0 0 1\n", 2),
+    ],
+)
 def test_refused_files(text, line, blocks):
     got = assert_same(text)
     assert got[0] == "error" and got[2] == line, got
@@ -242,13 +252,15 @@ def test_refused_files(text, line, blocks):
 
 # ----------------------------------------------------------------------------- numbers: as float()
 
+
 def test_F_values_equal_float_of_each_token():
     """Many decimal spellings, the fast path vs ``float()``, bit for bit."""
     rng = random.Random(20240601)
     toks = []
     for _ in range(6000):
-        v = rng.choice([rng.uniform(0, 1000), 10 ** rng.uniform(-30, 30), rng.random() * 1e-300,
-                        float(rng.randrange(0, 2**60))])
+        v = rng.choice(
+            [rng.uniform(0, 1000), 10 ** rng.uniform(-30, 30), rng.random() * 1e-300, float(rng.randrange(0, 2**60))]
+        )
         form = rng.randrange(6)
         if form == 0:
             t = repr(v)
@@ -282,8 +294,9 @@ def test_indices_equal_int_of_each_token():
     rng = random.Random(7)
     rows = []
     for _ in range(3000):
-        rows.append([rng.choice(["", "+", "-"]) + "0" * rng.randrange(0, 3) + str(rng.randrange(0, 2**31))
-                     for _ in range(3)])
+        rows.append(
+            [rng.choice(["", "+", "-"]) + "0" * rng.randrange(0, 3) + str(rng.randrange(0, 2**31)) for _ in range(3)]
+        )
     text = "".join(f"{a} {b} {c} 1\n" for a, b, c in rows)
     got = fast(text)
     assert got is not None
@@ -294,10 +307,47 @@ def test_indices_equal_int_of_each_token():
 
 GOOD_INDEX = ["0", "1", "-1", "+2", "-0", "007", "30", "-30", "2147483647", "-2147483647", "12345678901"[:9]]
 BAD_INDEX = ["1.0", "1e3", "2147483648", "-2147483648", "1_0", "x", ".5", "+", "-", "1-", "--1", "0x1", "\u0661"]
-GOOD_F = ["1", "0", "-0", "10.69", "179.21", ".5", "5.", "-.5e-3", "1e5", "1E-5", "+2.5e+3", "1e-320", "0.1",
-          "123456789012345678901234567890", "9007199254740993", "4.35", "1e22", "1e23", "0e999", "1.e5"]
-BAD_F = ["1e999", "-1e999", "nan", "inf", "e5", "1e", "1e+", ".", "-.", "1.2.3", "1e5e5", "1e5.5", "1_0", "abc",
-         "--1", "1-", "0x10"]
+GOOD_F = [
+    "1",
+    "0",
+    "-0",
+    "10.69",
+    "179.21",
+    ".5",
+    "5.",
+    "-.5e-3",
+    "1e5",
+    "1E-5",
+    "+2.5e+3",
+    "1e-320",
+    "0.1",
+    "123456789012345678901234567890",
+    "9007199254740993",
+    "4.35",
+    "1e22",
+    "1e23",
+    "0e999",
+    "1.e5",
+]
+BAD_F = [
+    "1e999",
+    "-1e999",
+    "nan",
+    "inf",
+    "e5",
+    "1e",
+    "1e+",
+    ".",
+    "-.",
+    "1.2.3",
+    "1e5e5",
+    "1e5.5",
+    "1_0",
+    "abc",
+    "--1",
+    "1-",
+    "0x10",
+]
 SEP = [" ", " ", " ", "\t", "  ", " \t "]
 NEWLINE = ["\n", "\n", "\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028"]
 
@@ -351,8 +401,18 @@ def test_fuzz_files_of_valid_lines(monkeypatch):
             lines.append(" ".join([rng.choice(GOOD_INDEX) for _ in range(3)] + [rng.choice(GOOD_F)]))
         if i % 2:
             k = rng.randrange(len(lines))
-            bad = rng.choice(["1 2 3", "1 2 3 4 5", "1.0 2 3 4", "1 2 3 1e999", "1 2 3 nan", "2147483648 1 1 1",
-                              "1 2 3 1e5.5", "1 2 3 \u0661"])
+            bad = rng.choice(
+                [
+                    "1 2 3",
+                    "1 2 3 4 5",
+                    "1.0 2 3 4",
+                    "1 2 3 1e999",
+                    "1 2 3 nan",
+                    "2147483648 1 1 1",
+                    "1 2 3 1e5.5",
+                    "1 2 3 \u0661",
+                ]
+            )
             lines[k] = bad
         text = "\n".join(lines) + "\n"
         got = assert_same(text)

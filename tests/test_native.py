@@ -14,20 +14,22 @@ import pytest
 import torch
 
 from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics.backends import REGISTRY, BackendChoice, Registry, native
 from bragg_dask.physics.backends import inductor as fused
-from bragg_dask.physics.backends import native
+from bragg_dask.physics.backends.toolchain import Toolchain
 from bragg_dask.physics.kernel import prepare
 
 from .conftest import case_by_id, rel_err, simulate_case
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
-needs_cc = pytest.mark.skipif(native._compiler() is None, reason="no C compiler on this machine")
+needs_cc = pytest.mark.skipif(Toolchain().compiler() is None, reason="no C compiler on this machine")
 
 
-@pytest.fixture(autouse=True)
-def _native_on(monkeypatch):
-    monkeypatch.setenv(native.ENV, "1")
+def _sum_for(prep, backend: str = "auto", compile: str = "auto", toolchain: Toolchain | None = None, registry=None):
+    """The registry's fast sum for a small tile of ``prep`` (a fresh registry: nothing cached before)."""
+    choice = BackendChoice(backend, compile, toolchain or Toolchain())
+    return (registry or Registry()).sum_for(prep, 10, choice)
 
 
 def _sim(cid: str):
@@ -36,8 +38,10 @@ def _sim(cid: str):
 
 
 def _sim_args(extra: str):
-    args = ("-cell 70 80 90 85 95 100 -default_F 100 -lambda 1 -distance 100 -detpixels 8 "
-            "-mosaic_spread 0.5 -mosaic_domains 3 " + extra).split()
+    args = (
+        "-cell 70 80 90 85 95 100 -default_F 100 -lambda 1 -distance 100 -detpixels 8 "
+        "-mosaic_spread 0.5 -mosaic_domains 3 " + extra
+    ).split()
     return parse_nanobragg_args(args, cwd=".").simulation
 
 
@@ -59,36 +63,39 @@ def _check(model, scatter, dtype) -> None:
 
 def test_library_builds():
     """A C compiler is present on this machine: the library must build (else the fast path is lost)."""
-    if native._compiler() is None:
+    if Toolchain().compiler() is None:
         pytest.skip("no C compiler on this machine")
     assert native.library() is not None, "the C orientation sum did not build (run with -o log_cli_level=DEBUG)"
 
 
 @needs_cc
-@pytest.mark.parametrize("cid, dtype, tile", [
-    ("hkl_nearest", torch.float64, 23),  # nearest-neighbour table; 23 x 23 tiles: ragged edges
-    ("hkl_nearest", torch.float32, None),
-    ("mosaic_phi_carryover_spec", torch.float64, 64),  # 18 orientations (phi x mosaic), zero phi step
-    ("dmin_cut", torch.float64, 17),  # default_F, culled evaluations
-    ("gauss_xtal", torch.float64, None),  # a non-square lattice factor (Na 6, Nb 8, Nc 5)
-    ("round_xtal_fudge", torch.float32, None),
-    ("tophat_fudge", torch.float64, None),
-])
+@pytest.mark.parametrize(
+    "cid, dtype, tile",
+    [
+        ("hkl_nearest", torch.float64, 23),  # nearest-neighbour table; 23 x 23 tiles: ragged edges
+        ("hkl_nearest", torch.float32, None),
+        ("mosaic_phi_carryover_spec", torch.float64, 64),  # 18 orientations (phi x mosaic), zero phi step
+        ("dmin_cut", torch.float64, 17),  # default_F, culled evaluations
+        ("gauss_xtal", torch.float64, None),  # a non-square lattice factor (Na 6, Nb 8, Nc 5)
+        ("round_xtal_fudge", torch.float32, None),
+        ("tophat_fudge", torch.float64, None),
+    ],
+)
 def test_images_match_eager(monkeypatch, cid, dtype, tile):
     prep = prepare(_sim(cid), "cpu", dtype, "spec")
     assert fused.supports(prep)
-    monkeypatch.setenv(fused.ENV, "off")
-    ref = simulate_case(case_by_id(cid), dtype=dtype, tile=tile)[1].image
-    monkeypatch.setenv(fused.ENV, "auto")  # auto: the C library whatever the tile's size
-    got = simulate_case(case_by_id(cid), dtype=dtype, tile=tile)[1].image
-    assert isinstance(getattr(prep, "_native_sum", None), native.NativeSum)
+    ref = simulate_case(case_by_id(cid), dtype=dtype, tile=tile, backend="eager")[1].image
+    got = simulate_case(case_by_id(cid), dtype=dtype, tile=tile, backend="native")[1].image
+    assert isinstance(REGISTRY.sum_for(prep, 10, BackendChoice("native")), native.NativeSum)
     assert rel_err(got, ref) <= TOL[dtype]
 
 
 @needs_cc
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("n_cells", ["1", "2", "3", "4 5 6", "7 8 9", "10", "11 12 13", "14 15 16", "17 18 19",
-                                     "20 21 22", "23 24 25", "60", "1 24 1"])
+@pytest.mark.parametrize(
+    "n_cells",
+    ["1", "2", "3", "4 5 6", "7 8 9", "10", "11 12 13", "14 15 16", "17 18 19", "20 21 22", "23 24 25", "60", "1 24 1"],
+)
 def test_every_n(n_cells, dtype):
     """The recurrence for each N from 2 to 24, the sine form above, N == 1 axes, mixed per axis."""
     ns = n_cells.split()
@@ -135,16 +142,15 @@ def test_threads_split_alike(cid):
 
 @needs_cc
 def test_cached_on_disk(monkeypatch, tmp_path):
-    """Built once into the cache; a later process (here: a reset module) loads it without compiling."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(native.OSUM, "lib", None)
-    monkeypatch.setattr(native.OSUM, "tried", False)
-    assert native.library() is not None
+    """Built once into the toolchain's cache; a later process (here: a fresh slot) loads it without
+    compiling."""
+    toolchain = Toolchain(cache_root=str(tmp_path))
+    monkeypatch.setattr(native.OSUM, "libs", {})
+    assert native.library(toolchain) is not None
     built = list((tmp_path / "bragg_dask" / "native").glob("osum-*.so"))
     assert len(built) == 1
     stamp = built[0].stat().st_mtime_ns
-    monkeypatch.setattr(native.OSUM, "lib", None)
-    monkeypatch.setattr(native.OSUM, "tried", False)
+    monkeypatch.setattr(native.OSUM, "libs", {})
     compiles = []
     real_run = native.subprocess.run
 
@@ -154,41 +160,39 @@ def test_cached_on_disk(monkeypatch, tmp_path):
         return real_run(cmd, *args, **kwargs)
 
     monkeypatch.setattr(native.subprocess, "run", counting_run)
-    assert native.library() is not None
+    assert native.library(toolchain) is not None
     assert compiles == [] and built[0].stat().st_mtime_ns == stamp
     assert not list(built[0].parent.glob("*.tmp"))
 
 
 def test_no_compiler_falls_back(monkeypatch, tmp_path):
-    """No C compiler: no library, no error; the orientation sum is the eager (or torch.compile) one."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setattr(native.OSUM, "lib", None)
-    monkeypatch.setattr(native.OSUM, "tried", False)
-    assert native.library() is None
-    assert not native.available()
+    """No C compiler: no library, no error; the orientation sum is the eager one (small work: nothing is
+    compiled)."""
+    toolchain = Toolchain(cc=str(tmp_path / "no-such-cc"), cache_root=str(tmp_path))
+    monkeypatch.setattr(native.OSUM, "libs", {})
+    assert native.library(toolchain) is None
+    assert not native.available(toolchain)
     prep = prepare(_sim_args("-N 4"), "cpu", torch.float64, "spec")
-    prep.__dict__.pop("_native_sum", None)
-    if not fused.is_compiled(prep.model):
-        assert fused.fused_sum_for(prep, 10, "auto") is None  # small work: eager, no compilation
+    assert _sum_for(prep, toolchain=toolchain) is None
+    assert _sum_for(prep, "native", toolchain=toolchain) is None
 
 
-def test_switched_off(monkeypatch):
-    """BRAGG_DASK_NATIVE=0: the C library is not used (torch.compile or eager instead)."""
-    monkeypatch.setenv(native.ENV, "0")
-    assert not native.enabled()
+def test_the_eager_backend_uses_no_fast_sum():
+    """``--backend eager`` (and ``--compile off`` with ``auto``): the reference, never a fast path."""
     prep = prepare(_sim_args("-N 3"), "cpu", torch.float64, "spec")
-    prep.__dict__.pop("_native_sum", None)
-    assert not isinstance(fused.fused_sum_for(prep, 10, "auto"), native.NativeSum)
-    assert fused.fused_sum_for(prep, 10, "off") is None
+    assert _sum_for(prep, "eager") is None
+    assert _sum_for(prep, "eager", "on") is None
+    assert _sum_for(prep, "auto", "off") is None
 
 
 @needs_cc
 def test_off_means_eager(monkeypatch):
     prep = prepare(_sim_args("-N 3"), "cpu", torch.float64, "spec")
-    assert fused.fused_sum_for(prep, 10, "off") is None
-    assert isinstance(fused.fused_sum_for(prep, 10, "on"), native.NativeSum)
-    assert np.isfinite(prep._native_sum(_scatter(10, 1)).numpy()).all()
+    assert _sum_for(prep, compile="off") is None
+    registry = Registry()
+    ns = _sum_for(prep, compile="on", registry=registry)
+    assert isinstance(ns, native.NativeSum) and _sum_for(prep, "native", registry=registry) is ns  # kept
+    assert np.isfinite(ns(_scatter(10, 1)).numpy()).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +222,7 @@ def _interp_scatter(model, n: int, seed: int, dtype) -> torch.Tensor:
     while i < n:
         k = min(n - i, int(torch.randint(4, 61, (1,), generator=g)))
         step = (torch.rand(3, generator=g, dtype=torch.float64) - 0.5) * 0.02
-        hkl[i:i + k] = hkl[i] + torch.arange(k, dtype=torch.float64)[:, None] * step
+        hkl[i : i + k] = hkl[i] + torch.arange(k, dtype=torch.float64)[:, None] * step
         i += k
     if n >= 4:
         hkl[:4] = torch.tensor([[0.0, 4.0, 0.0], [1.0, 5.0, -2.0], [-0.5, 3.5, 0.5], [2.0, 2.0, 2.0]])  # nodes, halves
@@ -242,12 +246,11 @@ def test_interpolation_native_only():
     spec = fused.spec_of(prep.model, tricubic=True)
     assert spec.tricubic and spec.tri_min == (-4, -3, -10) and spec.tri_dims == (9, 16, 21)
     with pytest.raises(AssertionError):
-        fused.FusedSum(prep.model, compiled=False)
-    prep.__dict__.pop("_native_sum", None)
-    assert isinstance(fused.fused_sum_for(prep, 10, "auto"), native.NativeSum)
-    assert fused.fused_sum_for(prep, 10, "off") is None
+        fused.FusedSum(prep.model)
+    assert isinstance(_sum_for(prep), native.NativeSum)
+    assert _sum_for(prep, compile="off") is None
     cpar = prepare(_sim("interpolate_switch_cparity"), "cpu", torch.float64, "c")
-    assert not fused.supports_native(cpar) and fused.fused_sum_for(cpar, 10, "auto") is None
+    assert not fused.supports_native(cpar) and _sum_for(cpar) is None and _sum_for(cpar, "native") is None
     running = _interp_prep(torch.float64, "-oversample 2 -oversample_thick -detector_thick 0.1")
     assert running.running and not fused.supports_native(running)
     # without interpolation the spec is the one Inductor compiles for, field for field
@@ -265,11 +268,9 @@ def test_interpolated_images_match_eager(monkeypatch, cid, dtype, tile):
     assert case.spec_reference and "interpolate" in case.meta["features"]
     prep = prepare(_sim(cid), "cpu", dtype, "spec")
     assert fused.supports_native(prep) and not fused.supports(prep)
-    monkeypatch.setenv(fused.ENV, "off")
-    ref = simulate_case(case, dtype=dtype, tile=tile)[1].image
-    monkeypatch.setenv(fused.ENV, "auto")
-    got = simulate_case(case, dtype=dtype, tile=tile)[1].image
-    assert isinstance(getattr(prep, "_native_sum", None), native.NativeSum)
+    ref = simulate_case(case, dtype=dtype, tile=tile, backend="eager")[1].image
+    got = simulate_case(case, dtype=dtype, tile=tile)[1].image  # auto: the C library whatever the tile's size
+    assert isinstance(REGISTRY.sum_for(prep, 10, BackendChoice()), native.NativeSum)
     assert rel_err(got, ref) <= TOL[dtype]
     if dtype == torch.float64:  # and the golden image itself, as the eager path
         assert rel_err(got, case.reference()) <= 1e-5
@@ -325,8 +326,9 @@ def test_interpolation_small_table(tmp_path):
     """A table with an axis under 5 planes: never in range, the nearest-neighbour F^2 everywhere."""
     lines = [f"{h} {k} {l} {10 + h + 2 * k + 3 * l}" for h in range(-1, 2) for k in range(-4, 5) for l in range(-4, 5)]
     (tmp_path / "small.hkl").write_text("\n".join(lines) + "\n")
-    args = ("-cell 40 40 40 90 90 90 -hkl small.hkl -N 2 -interpolate -distance 50 -pixel 0.2 -detpixels 8 "
-            "-lambda 1").split()
+    args = (
+        "-cell 40 40 40 90 90 90 -hkl small.hkl -N 2 -interpolate -distance 50 -pixel 0.2 -detpixels 8 -lambda 1"
+    ).split()
     prep = prepare(parse_nanobragg_args(args, cwd=str(tmp_path)).simulation, "cpu", torch.float64, "spec")
     assert prep.model.tricubic is not None and fused.supports_native(prep)
     scatter = _interp_scatter(prep.model, 3000, 2, torch.float64)
@@ -353,13 +355,12 @@ def test_a_library_that_cannot_be_built_is_said_once_at_warning(slot, load, monk
     never a silent fallback."""
     import logging
 
-    monkeypatch.setattr(native, "_compiler", lambda: None)
-    monkeypatch.setattr(getattr(native, slot), "lib", None)
-    monkeypatch.setattr(getattr(native, slot), "tried", False)
-    monkeypatch.setenv("BRAGG_DASK_NATIVE", "1")
+    monkeypatch.setattr(Toolchain, "compiler", lambda self: None)
+    monkeypatch.setattr(getattr(native, slot), "libs", {})
+    monkeypatch.setattr(getattr(native, slot), "warned", False)
     with caplog.at_level(logging.WARNING, logger=native.log.name):
         assert getattr(native, load)() is None
-        assert getattr(native, load)() is None
+        assert getattr(native, load)(Toolchain(cache_root="/nonexistent")) is None  # another toolchain: quiet
     said = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(said) == 1, [r.getMessage() for r in said]
     text = said[0].getMessage()
@@ -379,6 +380,10 @@ def test_the_c_source_spells_the_lattice_constants_of_the_table():
     for value in SHAPE_CONSTANTS.values():
         assert re.search(rf"(?<![\d.]){re.escape(repr(value))}(?!\d)", src), value
     package = Path(native.__file__).parents[2]
-    spelled = [str(p.relative_to(package)) for p in package.rglob("*.py") for v in SHAPE_CONSTANTS.values()
-               if re.search(rf"(?<![\d.]){re.escape(repr(v))}(?!\d)", p.read_text())]
+    spelled = [
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        for v in SHAPE_CONSTANTS.values()
+        if re.search(rf"(?<![\d.]){re.escape(repr(v))}(?!\d)", p.read_text())
+    ]
     assert sorted(set(spelled)) == ["physics/lattice.py"], spelled

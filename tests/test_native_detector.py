@@ -19,6 +19,7 @@ import torch.nn.functional as tF
 from bragg_dask.detector import noise, psf
 from bragg_dask.detector.adu import CALIBRATION_DRAW, FLICKER_DRAW, gaussian, photon_counts
 from bragg_dask.physics.backends import native
+from bragg_dask.physics.backends.toolchain import DEFAULT_TOOLCHAIN
 
 needs_lib = pytest.mark.skipif(native.detector_library() is None, reason="the C library does not build here")
 
@@ -32,8 +33,7 @@ def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture
 def no_library(monkeypatch):
-    monkeypatch.setattr(native.DETECTOR, "lib", None)
-    monkeypatch.setattr(native.DETECTOR, "tried", True)
+    monkeypatch.setattr(native.DETECTOR, "libs", {DEFAULT_TOOLCHAIN: None})
 
 
 @pytest.mark.parametrize("kind", ["gauss", "fiber"])
@@ -98,10 +98,12 @@ def test_native_uniforms_and_poisson_are_numpys(monkeypatch, seed):
     rng = np.random.default_rng(7)
     idx = rng.integers(0, 2**42, size=200_000)
     lam = rng.random(200_000) * noise._SMALL_MEAN
-    with_lib = (noise.uniforms(seed, idx, 5), noise.uniforms(seed, idx, 2**33 + 1),
-                noise._poisson_small(lam, idx, seed))
-    monkeypatch.setattr(native.DETECTOR, "lib", None)
-    monkeypatch.setattr(native.DETECTOR, "tried", True)
+    with_lib = (
+        noise.uniforms(seed, idx, 5),
+        noise.uniforms(seed, idx, 2**33 + 1),
+        noise._poisson_small(lam, idx, seed),
+    )
+    monkeypatch.setattr(native.DETECTOR, "libs", {DEFAULT_TOOLCHAIN: None})
     assert noise._native() is None
     without = (noise.uniforms(seed, idx, 5), noise.uniforms(seed, idx, 2**33 + 1), noise._poisson_small(lam, idx, seed))
     for a, b in zip(with_lib, without):
@@ -149,6 +151,7 @@ def test_store_frame_kept_whole_or_by_bands_gives_the_same_bytes(one_frame, tmp_
     import shutil
 
     from bragg_dask import store
+    from bragg_dask.cli.noisify import noisify_store_main
     from bragg_dask.detector import store_pass as noisify_store
 
     flags = ["-psf", "gauss", "-psf_fwhm", "500", "-psf_radius", "20", "-seed", "4"]
@@ -165,9 +168,10 @@ def test_store_frame_kept_whole_or_by_bands_gives_the_same_bytes(one_frame, tmp_
         if budget:
             monkeypatch.setenv("BRAGG_DASK_MEMORY_LIMIT", budget)
         path = str(shutil.copytree(one_frame, tmp_path / f"s{budget}.zarr"))
-        noisify_store.noisify_store_main(path, flags)
-        arrays.append({n: store.read_frame(path, 0, n) for n in (store.INT, store.NOISE)
-                       if n in store.image_arrays(path)})
+        noisify_store_main(path, flags)
+        arrays.append(
+            {n: store.read_frame(path, 0, n) for n in (store.INT, store.NOISE) if n in store.image_arrays(path)}
+        )
     assert kept == [True, False]
     assert arrays[0].keys() == arrays[1].keys() and store.INT in arrays[0]
     for name in arrays[0]:
@@ -182,7 +186,7 @@ def test_store_detector_pass_on_cuda_equals_cpu(one_frame, tmp_path):
     import shutil
 
     from bragg_dask import store
-    from bragg_dask.detector.store_pass import noisify_store_main
+    from bragg_dask.cli.noisify import noisify_store_main
 
     flags = ["-psf", "gauss", "-psf_fwhm", "400", "-psf_radius", "8", "-seed", "2"]
     got = {}
@@ -204,8 +208,7 @@ def test_native_adu16_is_numpys(monkeypatch):
     x[0, :6] = [np.nan, np.inf, -np.inf, -0.0, 65535.2, 65494.999999]
     for gain, adc in ((1.0, 40.0), (2.5, 10.0), (0.3, 0.0)):
         got = response.adu_noiseless(x, gain, adc, 16)
-        monkeypatch.setattr(native.DETECTOR, "lib", None)
-        monkeypatch.setattr(native.DETECTOR, "tried", True)
+        monkeypatch.setattr(native.DETECTOR, "libs", {DEFAULT_TOOLCHAIN: None})
         want = response.adu_noiseless(x, gain, adc, 16)
         monkeypatch.undo()
         assert got.dtype == want.dtype == np.uint16 and np.array_equal(got[:, 1:], want[:, 1:])
@@ -227,3 +230,30 @@ def test_cached_calibration_factors_are_the_drawn_ones():
         assert np.array_equal(photon_counts(mean, first, seed=3, calib_seed=77, flicker=0.0, calibration=0.05), want)
         assert (77, 0.05, first, mean.size) in response._CAL_CACHE  # kept for the next frame
         assert np.array_equal(photon_counts(mean, first, seed=3, calib_seed=77, flicker=0.0, calibration=0.05), want)
+
+
+@needs_lib
+def test_the_c_adu_conversion_is_to_adu():
+    """The ADU conversion is written once in Python (``adu.to_adu``) and once in C (``adu_value``, used by
+    the library's noiseless image and by its one-pass PSF + ADU): the same integers and the same count of
+    overloads as the PSF's values through ``to_adu``."""
+    from bragg_dask.detector import adu
+    from bragg_dask.detector import psf as P
+
+    rng = np.random.default_rng(11)
+    image = rng.gamma(0.4, 3000.0, size=(48, 70))  # a long tail: some pixels overload
+    image[20, 30] = 4e6
+    psf = P.PSF("gauss", 2.5, 4, 70)
+    shape, box, radius = image.shape, (8, 40, 10, 60), 4
+
+    def fill(out, s0, s1, f0, f1):
+        np.maximum(image[s0:s1, f0:f1], 0.0, out=out)
+
+    def read(s0, s1, f0, f1):
+        return torch.as_tensor(image[s0:s1, f0:f1], dtype=torch.float64)
+
+    for gain, adc, add in ((1.0, 40.0, 0.0), (2.5, 10.0, 0.37), (0.3, -5.0, 1.5)):
+        got, overloads = P.psf_tile_adu16(psf, fill, box, shape, radius=radius, add=add, gain=gain, adc=adc)
+        values = P.psf_tile(psf, read, box, shape, radius=radius).numpy() + add
+        want, want_over = adu.to_adu(values, gain, adc, adu.INT16_MAX)
+        assert np.array_equal(got, want.astype(np.uint16)) and overloads == want_over > 0

@@ -79,8 +79,9 @@ def test_noise_is_identical_for_any_tiling(tile):
     for s0 in range(0, det.spixels, tile):
         for f0 in range(0, det.fpixels, tile):
             sl = (slice(s0, s0 + tile), slice(f0, f0 + tile))
-            tiled[sl], _ = noise_image(res.image[sl], in_roi[sl], seed=424242, adc=40.0, fpixels=det.fpixels,
-                                       s0=s0, f0=f0)
+            tiled[sl], _ = noise_image(
+                res.image[sl], in_roi[sl], seed=424242, adc=40.0, fpixels=det.fpixels, s0=s0, f0=f0
+            )
     assert np.array_equal(whole, tiled)
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from bragg_dask.cli.noisify import noisify_main
 from bragg_dask.detector import psf as P
 from bragg_dask.detector.adu import adu_noiseless, adu_noisy, gaussian, photon_counts
-from bragg_dask.detector.noisify import noisify_main, parse_args
+from bragg_dask.detector.flags import parse_args
 from bragg_dask.errors import ConfigError, UsageError
 
 GOLDEN = Path(__file__).parent / "data" / "golden_noisify"
@@ -184,8 +185,9 @@ def test_tiled_psf_equals_untiled(tile, parity, kind):
         whole = P.apply_psf(psf, img, parity)
         tiled = _tiled(psf, img, tile, parity)
         assert torch.allclose(tiled, whole, rtol=1e-12, atol=1e-9)
-        np.testing.assert_array_equal(adu_noiseless(tiled.numpy(), 1.7, 10, 32),
-                                      adu_noiseless(whole.numpy(), 1.7, 10, 32))
+        np.testing.assert_array_equal(
+            adu_noiseless(tiled.numpy(), 1.7, 10, 32), adu_noiseless(whole.numpy(), 1.7, 10, 32)
+        )
 
 
 @pytest.mark.parametrize("tile", [1, 6, 31])
@@ -204,8 +206,9 @@ def test_psf_on_cuda_equals_cpu(parity):
         cpu = P.apply_psf(psf, img, parity)
         gpu = P.apply_psf(psf, img.cuda(), parity)
         assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, rtol=1e-10, atol=1e-8)
-        tiled = P.psf_tile(psf, lambda a, b, c, d: img.cuda()[a:b, c:d], (64, 128, 0, 64), img.shape, radius=20,
-                           parity=parity)
+        tiled = P.psf_tile(
+            psf, lambda a, b, c, d: img.cuda()[a:b, c:d], (64, 128, 0, 64), img.shape, radius=20, parity=parity
+        )
         lost = P.lost_photons(psf, img) / img.numel()
         assert torch.allclose(tiled.cpu() + lost, cpu[64:128, 0:64], rtol=1e-10, atol=1e-8)
 
@@ -225,7 +228,7 @@ def test_large_radius_goes_through_the_fft():
 def test_gaussian_deviates_are_standard_normal():
     z = gaussian(7, np.arange(200_000), 3_000_000_000)
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
-    assert abs(np.mean(z ** 4) - 3) < 0.05
+    assert abs(np.mean(z**4) - 3) < 0.05
 
 
 def test_photon_counts_statistics_and_tiling_independence():
@@ -268,8 +271,26 @@ def test_readout_noise_and_clipping():
 def test_noise_run_writes_noisify_files(tmp_path):
     img = np.full((20, 30), 100.0, dtype=np.float32)
     img.tofile(tmp_path / "f.bin")
-    args = ["-floatfile", "f.bin", "-detpixels_x", "30", "-detpixels_y", "20", "-seed", "4", "-psf", "gauss",
-            "-psf_fwhm", "100", "-psf_radius", "3", "-calibration", "0", "-adc", "40"]
+    args = [
+        "-floatfile",
+        "f.bin",
+        "-detpixels_x",
+        "30",
+        "-detpixels_y",
+        "20",
+        "-seed",
+        "4",
+        "-psf",
+        "gauss",
+        "-psf_fwhm",
+        "100",
+        "-psf_radius",
+        "3",
+        "-calibration",
+        "0",
+        "-adc",
+        "40",
+    ]
     written = run_in(tmp_path, args)
     first = (tmp_path / "noiseimage.img").read_bytes()
     run_in(tmp_path, args)
@@ -292,8 +313,9 @@ def test_a_time_based_seed_is_reported_and_reproduces_the_image(tmp_path):
     img = np.full((12, 16), 50.0, dtype=np.float32)
     img.tofile(tmp_path / "f.bin")
     args = ["noisify", "-floatfile", "f.bin", "-detpixels_x", "16", "-detpixels_y", "12", "-nopgm"]
-    p = subprocess.run([sys.executable, "-m", "bragg_dask", *args], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "bragg_dask", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     seeds = [int(ln.split()[-1]) for ln in p.stdout.splitlines() if ln.startswith("noise seed ")]
     assert len(seeds) == 1
@@ -335,7 +357,7 @@ def test_flag_spellings_and_positional_float_file():
 
 
 def test_detector_shape_as_noisify_finds_it():
-    from bragg_dask.detector.noisify import detector_shape
+    from bragg_dask.cli.noisify import detector_shape
 
     o = {"floatfile": "f.bin"}
     assert detector_shape(o, 12) == (4, 3)  # the most square factorisation, (slow, fast)
@@ -352,17 +374,20 @@ def _cli(args, cwd):
     return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
-@pytest.mark.parametrize("extra,flag", [
-    (["-psf", "lorentz", "-psf_radius", "3"], "-psf"),
-    (["-psf", "gauss", "-psf_fwhm", "-5", "-psf_radius", "3"], "-psf_fwhm"),
-    (["-psf", "gauss", "-psf_radius", "-2"], "-psf_radius"),
-    (["-bits", "8"], "-bits"),
-    (["-detpixels_x", "7"], "-floatfile"),
-    (["-psf", "fiber", "--parity", "c"], "-psf_radius"),
-    (["-scale", "lots"], "-scale"),
-    (["--tile", "0"], "--tile"),
-    (["-header", "missing.img"], "-header"),
-])
+@pytest.mark.parametrize(
+    "extra,flag",
+    [
+        (["-psf", "lorentz", "-psf_radius", "3"], "-psf"),
+        (["-psf", "gauss", "-psf_fwhm", "-5", "-psf_radius", "3"], "-psf_fwhm"),
+        (["-psf", "gauss", "-psf_radius", "-2"], "-psf_radius"),
+        (["-bits", "8"], "-bits"),
+        (["-detpixels_x", "7"], "-floatfile"),
+        (["-psf", "fiber", "--parity", "c"], "-psf_radius"),
+        (["-scale", "lots"], "-scale"),
+        (["--tile", "0"], "--tile"),
+        (["-header", "missing.img"], "-header"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(extra, flag, tmp_path):
     np.ones((10, 12), dtype=np.float32).tofile(tmp_path / "f.bin")
     p = _cli(["-floatfile", "f.bin", "-detpixels_x", "12", "-nonoise"] + extra, tmp_path)
@@ -389,16 +414,19 @@ def test_cli_runs_a_golden_case(tmp_path):
 C_REF = Path(__file__).parent / "data" / "noisify_c"  # made by the C program noisify: see its README.md
 
 
-@pytest.mark.parametrize("psf,fwhm,radius,bits", [("gauss", "120", "4", "16"), ("fiber", "80", "7", "32"),
-                                                  ("gauss", "250", "2", "32")])
+@pytest.mark.parametrize(
+    "psf,fwhm,radius,bits", [("gauss", "120", "4", "16"), ("fiber", "80", "7", "32"), ("gauss", "250", "2", "32")]
+)
 def test_differential_against_noisify(psf, fwhm, radius, bits, tmp_path):
     """The C program's int images of a spotty float image through each PSF (tests/data/noisify_c): the
     header byte for byte, every pixel within one count (the C program's float rounding)."""
     name = f"int_{psf}_{fwhm}_{radius}_{bits}.img"
     args = json.loads((C_REF / "commands.json").read_text())[name]
     shutil.copy(C_REF / "spots_37x45.bin", tmp_path / "float.bin")
-    assert np.array_equal(np.fromfile(tmp_path / "float.bin", "<f4").reshape(37, 45),
-                          _image("float", (37, 45), seed=11).clamp(min=0).numpy().astype(np.float32))
+    assert np.array_equal(
+        np.fromfile(tmp_path / "float.bin", "<f4").reshape(37, 45),
+        _image("float", (37, 45), seed=11).clamp(min=0).numpy().astype(np.float32),
+    )
     run_in(tmp_path, args + ["--parity", "c"])
     ref_raw, got_raw = (C_REF / name).read_bytes(), (tmp_path / name).read_bytes()
     assert got_raw[:512] == ref_raw[:512]

@@ -15,13 +15,61 @@ from .test_cli import run_cli as _run_cli
 
 CLI = [sys.executable, "-m", "bragg_dask"]
 # 40 fast x 48 slow pixels in 16 x 16 tiles: a 3 x 3 grid of tiles, the last column narrower
-SIM = ["-default_F", "100", "-N", "5", "-cell", "50", "50", "50", "90", "90", "90", "-distance", "50", "-pixel", "0.2",
-       "-lambda", "1.0", "-phi", "0", "-osc", "0.5", "-detpixels_f", "40", "-detpixels_s", "48", "-noprogress",
-       "-nopgm", "--workers", "1", "--tile", "16"]
+SIM = [
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-lambda",
+    "1.0",
+    "-phi",
+    "0",
+    "-osc",
+    "0.5",
+    "-detpixels_f",
+    "40",
+    "-detpixels_s",
+    "48",
+    "-noprogress",
+    "-nopgm",
+    "--workers",
+    "1",
+    "--tile",
+    "16",
+]
 SHAPE = (48, 40)
 # a PSF whose radius (20 pixels) is larger than a tile, readout, flicker and calibration noise
-MODEL = ["-scale", "30", "-gain", "2", "-adc", "10", "-psf", "gauss", "-psf_fwhm", "500", "-psf_radius", "20",
-         "-readout", "2", "-flicker", "0.02", "-seed", "11"]
+MODEL = [
+    "-scale",
+    "30",
+    "-gain",
+    "2",
+    "-adc",
+    "10",
+    "-psf",
+    "gauss",
+    "-psf_fwhm",
+    "500",
+    "-psf_radius",
+    "20",
+    "-readout",
+    "2",
+    "-flicker",
+    "0.02",
+    "-seed",
+    "11",
+]
 
 
 def run_cli(args, cwd):
@@ -56,11 +104,28 @@ def _file_mode(folder, store, frame, model, parity):
     """The frame exported as a float file, then noisify's file mode (tiled as the store) on it."""
     p = run_cli(["export", store, "--frame", frame, "-floatfile", "f.bin"], folder)
     assert p.returncode == 0, p.stderr
-    p = run_cli(["noisify", "-floatfile", "f.bin", "-detpixels_x", SHAPE[1], "-detpixels_y", SHAPE[0], "-pixel",
-                 "0.2", "--tile", "16", "-nopgm", "--parity", parity] + model, folder)
+    p = run_cli(
+        [
+            "noisify",
+            "-floatfile",
+            "f.bin",
+            "-detpixels_x",
+            SHAPE[1],
+            "-detpixels_y",
+            SHAPE[0],
+            "-pixel",
+            "0.2",
+            "--tile",
+            "16",
+            "-nopgm",
+            "--parity",
+            parity,
+        ]
+        + model,
+        folder,
+    )
     assert p.returncode == 0, p.stderr
-    return read_img(folder / "intimage.img"), (read_img(folder / "noiseimage.img")
-                                                if "-nonoise" not in model else None)
+    return read_img(folder / "intimage.img"), (read_img(folder / "noiseimage.img") if "-nonoise" not in model else None)
 
 
 @pytest.mark.parametrize("parity", ["spec", "c"])
@@ -120,19 +185,23 @@ def test_one_frame_of_a_series_leaves_the_others(made, tmp_path):
     assert p.returncode == 0, p.stderr
     after = [zstore.read_frame(str(s), k, zstore.NOISE) for k in range(3)]
     assert np.array_equal(before[0], after[0]) and np.array_equal(before[2], after[2])
-    want_int, want_noise = _file_mode(tmp_path, s, 1, [m for m in MODEL if m not in ("-seed", "11")]
-                                      + ["-seed", "12"], "spec")
+    want_int, want_noise = _file_mode(
+        tmp_path, s, 1, [m for m in MODEL if m not in ("-seed", "11")] + ["-seed", "12"], "spec"
+    )
     assert after[1].tobytes() == want_noise.tobytes()
     assert zstore.read_frame(str(s), 1, zstore.INT).tobytes() == want_int.tobytes()
 
 
-@pytest.mark.parametrize("extra,needles", [
-    (["-bits", "32"], ["-bits"]),
-    (["--frame", "3"], ["--frame", "frame 3"]),
-    (["--frame", "0", "--all-frames"], ["--all-frames"]),
-    (["-floatfile", "x.bin"], ["-floatfile"]),
-    (["-psf", "gauss", "--parity", "c"], ["-psf_radius"]),
-])
+@pytest.mark.parametrize(
+    "extra,needles",
+    [
+        (["-bits", "32"], ["-bits"]),
+        (["--frame", "3"], ["--frame", "frame 3"]),
+        (["--frame", "0", "--all-frames"], ["--all-frames"]),
+        (["-floatfile", "x.bin"], ["-floatfile"]),
+        (["-psf", "gauss", "--parity", "c"], ["-psf_radius"]),
+    ],
+)
 def test_bad_requests_are_one_line_exit_2(made, extra, needles, tmp_path):
     d, stores = made
     p = run_cli(["noisify", stores["series.zarr"]] + extra, tmp_path)

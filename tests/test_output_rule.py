@@ -12,8 +12,30 @@ from bragg_dask.cli import main
 
 from .conftest import main_in, tree_state
 
-SIM = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
-       "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-seed", "3"]
+SIM = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "32",
+    "-lambda",
+    "1.0",
+    "-noprogress",
+    "-seed",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +77,16 @@ TWO_ON_ONE = [
 ]
 
 
-@pytest.mark.parametrize("argv, why", [(a, "inside the Zarr store") for a in INTO_STORE]
-                         + [(a, "would overwrite the input") for a in OVER_INPUT]
-                         + [(a, "is also written by") for a in TWO_ON_ONE], ids=lambda v: " ".join(v)
-                         if isinstance(v, list) and v[0] in ("export", "preview", "noisify") else str(v)[:40])
-def test_an_output_into_a_store_over_an_input_or_over_another_output_is_refused(argv, why, made, tmp_path,
-                                                                                  monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "argv, why",
+    [(a, "inside the Zarr store") for a in INTO_STORE]
+    + [(a, "would overwrite the input") for a in OVER_INPUT]
+    + [(a, "is also written by") for a in TWO_ON_ONE],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v[0] in ("export", "preview", "noisify") else str(v)[:40],
+)
+def test_an_output_into_a_store_over_an_input_or_over_another_output_is_refused(
+    argv, why, made, tmp_path, monkeypatch, capsys
+):
     work = tmp_path / "w"
     shutil.copytree(made, work)
     monkeypatch.chdir(work)
@@ -73,14 +99,34 @@ def test_an_output_into_a_store_over_an_input_or_over_another_output_is_refused(
 
 
 LATE = {  # a command of several outputs, and the writer of its last one, made to fail
-    "export": (["export", "s.zarr", "-floatfile", "o.bin", "-intfile", "o.img", "-pgmfile", "o.pgm"],
-               "bragg_dask.cli.export.pgm_bytes"),
-    "export-mx": (["export", "s.zarr", "--nxmx", "o.h5", "--cbf", "o.cbf", "-floatfile", "o.bin"],
-                  "bragg_dask.cli.export.write_streamed"),
-    "noisify": (["noisify", "-floatfile", "f.bin", "-detpixels", "32", "-intfile", "o.img", "-noisefile", "n2.img",
-                 "-pgmfile", "o.pgm"], "bragg_dask.detector.noisify._write"),
-    "simulation": (SIM + ["-floatfile", "o.bin", "-intfile", "o.img", "-pgmfile", "o.pgm"],
-                   "bragg_dask.io.pgm.pgm_bytes"),
+    "export": (
+        ["export", "s.zarr", "-floatfile", "o.bin", "-intfile", "o.img", "-pgmfile", "o.pgm"],
+        "bragg_dask.cli.export.pgm_bytes",
+    ),
+    "export-mx": (
+        ["export", "s.zarr", "--nxmx", "o.h5", "--cbf", "o.cbf", "-floatfile", "o.bin"],
+        "bragg_dask.cli.export.write_streamed",
+    ),
+    "noisify": (
+        [
+            "noisify",
+            "-floatfile",
+            "f.bin",
+            "-detpixels",
+            "32",
+            "-intfile",
+            "o.img",
+            "-noisefile",
+            "n2.img",
+            "-pgmfile",
+            "o.pgm",
+        ],
+        "bragg_dask.cli.noisify._write",
+    ),
+    "simulation": (
+        SIM + ["-floatfile", "o.bin", "-intfile", "o.img", "-pgmfile", "o.pgm"],
+        "bragg_dask.io.pgm.pgm_bytes",
+    ),
 }
 
 

@@ -97,15 +97,36 @@ def test_rotations_are_right_handed():
 #: seed in turn with one shared state: nanoBragg.c of bl831/nanoBragg 455534a, its ran1 compiled alone
 #: (gcc, x86_64) and printed with %.9g (the float exactly)
 RAN1_C = {
-    -1: [(0.415999353, 530511967), (0.091964893, 2110010672), (0.75641048, 1551901393), (0.52970022, 1617819336),
-         (0.930436492, 1399125485), (0.383502066, 156091745), (0.653918982, 1356425228),
-         (0.0668422356, 1899894091)],
-    -12345678: [(0.765989304, 1149121912), (0.023453664, 971537513), (0.589726627, 1312812850),
-                (0.535101593, 1198580672), (0.982231438, 1148745444), (0.693016112, 1086690778),
-                (0.328146875, 1810971758), (0.29564169, 716607775)],
-    -7: [(0.1228365, 1566100122), (0.428469986, 1885172822), (0.643754244, 125891516), (0.467895657, 587317117),
-         (0.688501418, 1203943807), (0.0538873039, 1092642215), (0.937261701, 905042008),
-         (0.684514523, 414356755)],
+    -1: [
+        (0.415999353, 530511967),
+        (0.091964893, 2110010672),
+        (0.75641048, 1551901393),
+        (0.52970022, 1617819336),
+        (0.930436492, 1399125485),
+        (0.383502066, 156091745),
+        (0.653918982, 1356425228),
+        (0.0668422356, 1899894091),
+    ],
+    -12345678: [
+        (0.765989304, 1149121912),
+        (0.023453664, 971537513),
+        (0.589726627, 1312812850),
+        (0.535101593, 1198580672),
+        (0.982231438, 1148745444),
+        (0.693016112, 1086690778),
+        (0.328146875, 1810971758),
+        (0.29564169, 716607775),
+    ],
+    -7: [
+        (0.1228365, 1566100122),
+        (0.428469986, 1885172822),
+        (0.643754244, 125891516),
+        (0.467895657, 587317117),
+        (0.688501418, 1203943807),
+        (0.0538873039, 1092642215),
+        (0.937261701, 905042008),
+        (0.684514523, 414356755),
+    ],
 }
 
 
@@ -136,8 +157,10 @@ def test_random_misset_reproduces_the_c_programs_angles():
     base = ["-cell", "50", "60", "70", "90", "90", "90", "-default_F", "1", "-detpixels", "8"]
     for extra, expect in (
         (["-misset_seed", "7", "-misset", "random"], (22.076402, 19.703339, 8.204977)),
-        (["-misset_seed", "42", "-misset", "random", "-mosaic_spread", "0.3", "-mosaic_domains", "3"],
-         (-11.585887, 56.207689, -1.333374)),
+        (
+            ["-misset_seed", "42", "-misset", "random", "-mosaic_spread", "0.3", "-mosaic_domains", "3"],
+            (-11.585887, 56.207689, -1.333374),
+        ),
     ):
         raw = parse_raw(base + extra)
         resolve(raw)
@@ -195,15 +218,20 @@ def test_max_position_is_the_last_sub_pixel_of_the_brightest_pixel():
 def test_subpixel_positions_of_a_basis():
     from bragg_dask.physics.geometry import PixelBasis, subpixel_positions
 
-    basis = PixelBasis(*(torch.tensor(v, dtype=torch.float64) for v in
-                         ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.1, 0.02, -0.03))))
+    basis = PixelBasis(
+        *(
+            torch.tensor(v, dtype=torch.float64)
+            for v in ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.1, 0.02, -0.03))
+        )
+    )
     f, s = torch.tensor([0, 3, 7]), torch.tensor([1, 1, 4])
     kw = dict(pixel_size_m=1e-4, oversample=2, layer_offsets_m=torch.tensor([0.0, 1e-5], dtype=torch.float64))
     pos = subpixel_positions(f, s, basis, **kw)
     assert pos.shape == (3, 2, 2, 2, 3)
     # pixel (s=1, f=0), layer 1, sub-pixel (1, 0): its centre along fdet (z) and sdet (-y), and the depth along x
-    assert torch.allclose(pos[0, 1, 1, 0], torch.tensor([0.1 + 1e-5, 0.02 - 1.75e-4, -0.03 + 0.25e-4],
-                                                        dtype=torch.float64))
+    assert torch.allclose(
+        pos[0, 1, 1, 0], torch.tensor([0.1 + 1e-5, 0.02 - 1.75e-4, -0.03 + 0.25e-4], dtype=torch.float64)
+    )
     with pytest.raises(TypeError):
         subpixel_positions(f, s, **kw)
 

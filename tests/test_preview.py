@@ -33,8 +33,10 @@ def stores(tmp_path_factory):
     off centre, and a still whose detector is swung by -twotheta."""
     d = tmp_path_factory.mktemp("preview")
     off = ["-Xbeam", str(XBEAM_MM), "-Ybeam", str(YBEAM_MM)]
-    return {"series": _make_store(d, "series.zarr", off + ["-phi", "0", "-osc", "1", "--frames", "2"]),
-            "twotheta": _make_store(d, "tt.zarr", ["-twotheta", "10", "-Xbeam", "6", "-Ybeam", "7"])}
+    return {
+        "series": _make_store(d, "series.zarr", off + ["-phi", "0", "-osc", "1", "--frames", "2"]),
+        "twotheta": _make_store(d, "tt.zarr", ["-twotheta", "10", "-Xbeam", "6", "-Ybeam", "7"]),
+    }
 
 
 def test_the_cli_writes_a_png(stores, tmp_path):
@@ -78,8 +80,9 @@ def test_the_beam_marker_is_on_the_direct_beam(stores):
 def test_the_beam_is_where_it_meets_a_swung_detector(stores):
     """With -twotheta the C program's derived beam centre is off the beam; the marker is on it."""
     g = store_metadata(stores["twotheta"])["geometry"]
-    p0, f, s, o, b = (np.asarray(g[k]) for k in ("pix0_vector_m", "fdet_vector", "sdet_vector", "odet_vector",
-                                                  "beam_vector"))
+    p0, f, s, o, b = (
+        np.asarray(g[k]) for k in ("pix0_vector_m", "fdet_vector", "sdet_vector", "odet_vector", "beam_vector")
+    )
     fast, slow = preview.beam_position_px(g)
     hit = p0 + (fast * f + slow * s) * g["pixel_size_m"]  # that detector point ...
     assert abs(hit @ o - p0 @ o) < 1e-15  # ... on the detector plane
@@ -88,8 +91,12 @@ def test_the_beam_is_where_it_meets_a_swung_detector(stores):
     assert any("perpendicular" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
 
 
-GEOMETRY = {"distance_m": 0.05, "wavelength_m": 1.0e-10, "pixel_size_m": 2.0e-4,
-            "beam_center_fast_slow_m": [0.0081, 0.0051]}
+GEOMETRY = {
+    "distance_m": 0.05,
+    "wavelength_m": 1.0e-10,
+    "pixel_size_m": 2.0e-4,
+    "beam_center_fast_slow_m": [0.0081, 0.0051],
+}
 
 
 def test_ring_d_spacings_follow_braggs_law():
@@ -164,26 +171,31 @@ def test_a_large_frame_is_read_by_bands_and_pooled(stores, monkeypatch):
     assert fig.axes[0].get_xlim() == (0.0, 64.0)
 
 
-
-@pytest.mark.parametrize("args, needles", [
-    (["nowhere.zarr", "-o", "x.png"], ("preview", "no store at nowhere.zarr")),
-    (["{store}", "--frame", "2", "-o", "x.png"], ("--frame", "0..1")),
-    (["{store}", "--frame", "-1", "-o", "x.png"], ("--frame",)),
-    (["{store}", "-o", "nowhere/x.png"], ("-o", "does not exist")),
-    (["{store}", "-o", "."], ("-o", "folder")),
-    (["{store}"], ("preview", "-o")),
-    (["{store}", "--frame", "one", "-o", "x.png"], ("preview", "--frame")),
-    (["{store}", "--max-px", "3", "-o", "x.png"], ("--max-px",)),
-    (["{incomplete}", "--frame", "1", "-o", "x.png"], ("--frame", "incomplete")),
-    (["{plain}", "-o", "x.png"], ("preview", "not a bragg_dask store")),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["nowhere.zarr", "-o", "x.png"], ("preview", "no store at nowhere.zarr")),
+        (["{store}", "--frame", "2", "-o", "x.png"], ("--frame", "0..1")),
+        (["{store}", "--frame", "-1", "-o", "x.png"], ("--frame",)),
+        (["{store}", "-o", "nowhere/x.png"], ("-o", "does not exist")),
+        (["{store}", "-o", "."], ("-o", "folder")),
+        (["{store}"], ("preview", "-o")),
+        (["{store}", "--frame", "one", "-o", "x.png"], ("preview", "--frame")),
+        (["{store}", "--max-px", "3", "-o", "x.png"], ("--max-px",)),
+        (["{incomplete}", "--frame", "1", "-o", "x.png"], ("--frame", "incomplete")),
+        (["{plain}", "-o", "x.png"], ("preview", "not a bragg_dask store")),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, monkeypatch, capsys, args, needles):
     from bragg_dask.cli import main
 
     plain = tmp_path / "plain"
     plain.mkdir()
-    names = {"store": stores["series"], "incomplete": str(incomplete_copy(stores["series"], tmp_path)),
-             "plain": str(plain)}
+    names = {
+        "store": stores["series"],
+        "incomplete": str(incomplete_copy(stores["series"], tmp_path)),
+        "plain": str(plain),
+    }
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.chdir(out)
@@ -207,7 +219,9 @@ def test_an_incomplete_frame_through_the_process(stores, tmp_path):
 
 
 def test_matplotlib_loads_only_for_a_picture():
-    code = ("import sys, bragg_dask, bragg_dask.cli, bragg_dask.cli.preview; "
-            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+    code = (
+        "import sys, bragg_dask, bragg_dask.cli, bragg_dask.cli.preview; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

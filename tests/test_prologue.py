@@ -11,8 +11,10 @@ from bragg_dask.physics import kernel, pixels
 from bragg_dask.planning.frames import DatasetSpec, make_frames
 from bragg_dask.planning.plan import plan_tiles
 
-ARGS = ("-cell 40 50 60 90 90 90 -default_F 100 -N 6 -distance 50 -pixel 0.25 -detpixels 32 -oversample 2 "
-        "-mosaic_spread 0.3 -mosaic_domains 2 -dispersion 0.1 -dispsteps 2 -polar 0.5 -nopgm").split()
+ARGS = (
+    "-cell 40 50 60 90 90 90 -default_F 100 -N 6 -distance 50 -pixel 0.25 -detpixels 32 -oversample 2 "
+    "-mosaic_spread 0.3 -mosaic_domains 2 -dispersion 0.1 -dispsteps 2 -polar 0.5 -nopgm"
+).split()
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_frames_share_the_geometry(fresh_cache, dmin):
 def test_other_detector_is_not_shared(fresh_cache):
     tile = plan_tiles(32, 32, 32).tiles()[0]
     a = parse_nanobragg_args(ARGS).simulation
-    b = parse_nanobragg_args(ARGS[:ARGS.index("-distance")] + ["-distance", "60"] + ARGS[ARGS.index("-pixel"):])
+    b = parse_nanobragg_args(ARGS[: ARGS.index("-distance")] + ["-distance", "60"] + ARGS[ARGS.index("-pixel") :])
     kernel.simulate_tile(a, tile)
     img_b = kernel.simulate_tile(b.simulation, tile).image
     assert len(fresh_cache) == 2

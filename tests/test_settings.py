@@ -15,16 +15,43 @@ from bragg_dask.planning.frames import DatasetSpec
 from bragg_dask.planning.plan import plan_tiles
 from bragg_dask.settings import ClusterOptions, RunSettings, dtype_name, torch_dtype
 
-ARGS = ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "5", "10", "15", "-default_F", "100", "-N", "6",
-        "-distance", "50", "-pixel", "0.25", "-detpixels", "24", "-oversample", "1", "-nonoise", "-nopgm"]
+ARGS = [
+    "-cell",
+    "40",
+    "50",
+    "60",
+    "90",
+    "90",
+    "90",
+    "-misset",
+    "5",
+    "10",
+    "15",
+    "-default_F",
+    "100",
+    "-N",
+    "6",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.25",
+    "-detpixels",
+    "24",
+    "-oversample",
+    "1",
+    "-nonoise",
+    "-nopgm",
+]
 
 
 def _sim():
     return parse_nanobragg_args(ARGS, cwd=".").simulation
 
 
-@pytest.mark.parametrize("given, name", [(torch.float64, "float64"), (torch.float32, "float32"),
-                                         ("float32", "float32"), ("float64", "float64")])
+@pytest.mark.parametrize(
+    "given, name",
+    [(torch.float64, "float64"), (torch.float32, "float32"), ("float32", "float32"), ("float64", "float64")],
+)
 def test_one_dtype_conversion(given, name):
     assert dtype_name(given) == name
     assert torch_dtype(given) == (torch.float64 if name == "float64" else torch.float32)
@@ -32,10 +59,18 @@ def test_one_dtype_conversion(given, name):
     assert s.dtype == name and s.torch_dtype == torch_dtype(name)
 
 
-@pytest.mark.parametrize("fields, flag", [({"dtype": torch.float16}, "--dtype"), ({"dtype": "double"}, "--dtype"),
-                                          ({"parity": "exact"}, "--parity"), ({"c_threads": 0}, "--c-threads"),
-                                          ({"tile": 0}, "--tile"), ({"tile": (4, -1)}, "--tile"),
-                                          ({"device": "tpu"}, "--device")])
+@pytest.mark.parametrize(
+    "fields, flag",
+    [
+        ({"dtype": torch.float16}, "--dtype"),
+        ({"dtype": "double"}, "--dtype"),
+        ({"parity": "exact"}, "--parity"),
+        ({"c_threads": 0}, "--c-threads"),
+        ({"tile": 0}, "--tile"),
+        ({"tile": (4, -1)}, "--tile"),
+        ({"device": "tpu"}, "--device"),
+    ],
+)
 def test_settings_are_checked_when_made(fields, flag):
     with pytest.raises(ConfigError, match=flag):
         RunSettings(**fields)

@@ -14,9 +14,39 @@ from bragg_dask.cli import main
 
 from .conftest import main_in, tree_state
 
-RUN = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
-       "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-nopgm", "-seed", "3", "-intfile", "i.img",
-       "-noisefile", "n.img", "--tile", "16", "--zarr", "s.zarr"]
+RUN = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "32",
+    "-lambda",
+    "1.0",
+    "-noprogress",
+    "-nopgm",
+    "-seed",
+    "3",
+    "-intfile",
+    "i.img",
+    "-noisefile",
+    "n.img",
+    "--tile",
+    "16",
+    "--zarr",
+    "s.zarr",
+]
 COMMANDS = {
     "export": ["export", "s.zarr", "-floatfile", "o.bin"],
     "preview": ["preview", "s.zarr", "-o", "o.png"],

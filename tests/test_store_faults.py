@@ -31,14 +31,84 @@ from bragg_dask.planning.memory import ENV
 from bragg_dask.planning.plan import plan_tiles
 
 # a 32 x 32 detector: a few hundred milliseconds on the threaded cluster
-SMALL = ["-cell", "40", "50", "60", "90", "90", "90", "-misset", "5", "10", "15", "-default_F", "100", "-N", "6",
-         "-distance", "50", "-pixel", "0.25", "-detpixels", "32", "-oversample", "1", "-phi", "0", "-osc", "1",
-         "-phisteps", "2", "-nopgm", "-nonoise", "-noprogress", "-floatfile", "f.bin", "-intfile", "i.img"]
+SMALL = [
+    "-cell",
+    "40",
+    "50",
+    "60",
+    "90",
+    "90",
+    "90",
+    "-misset",
+    "5",
+    "10",
+    "15",
+    "-default_F",
+    "100",
+    "-N",
+    "6",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.25",
+    "-detpixels",
+    "32",
+    "-oversample",
+    "1",
+    "-phi",
+    "0",
+    "-osc",
+    "1",
+    "-phisteps",
+    "2",
+    "-nopgm",
+    "-nonoise",
+    "-noprogress",
+    "-floatfile",
+    "f.bin",
+    "-intfile",
+    "i.img",
+]
 OTHER = [("60" if a == "50" and i == SMALL.index("-distance") + 1 else a) for i, a in enumerate(SMALL)]
 # 64 tiles of 32 x 32, a few seconds on one 1-thread worker: long enough to be killed part-way
-MID = ["-cell", "50", "60", "70", "90", "90", "90", "-misset", "10", "20", "30", "-default_F", "100", "-N", "8",
-       "-distance", "60", "-pixel", "0.1", "-detpixels", "256", "-oversample", "1", "-mosaic_spread", "0.4",
-       "-mosaic_domains", "6", "-phi", "0", "-osc", "0.5", "-phisteps", "2", "-nonoise", "-nopgm", "-noprogress"]
+MID = [
+    "-cell",
+    "50",
+    "60",
+    "70",
+    "90",
+    "90",
+    "90",
+    "-misset",
+    "10",
+    "20",
+    "30",
+    "-default_F",
+    "100",
+    "-N",
+    "8",
+    "-distance",
+    "60",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "256",
+    "-oversample",
+    "1",
+    "-mosaic_spread",
+    "0.4",
+    "-mosaic_domains",
+    "6",
+    "-phi",
+    "0",
+    "-osc",
+    "0.5",
+    "-phisteps",
+    "2",
+    "-nonoise",
+    "-nopgm",
+    "-noprogress",
+]
 
 
 def _env(**extra):
@@ -92,6 +162,7 @@ def cli_on_threaded(threaded, monkeypatch, tmp_path):
 
 # --- --overwrite ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["folder", "file", "store-with-extras"])
 def test_overwrite_refuses_anything_but_a_store(tmp_path, capsys, monkeypatch, kind):
     monkeypatch.chdir(tmp_path)
@@ -126,8 +197,9 @@ def test_overwrite_with_another_layout_writes_the_new_layout(tmp_path, client):
     res = dx.run_dask(sim, store=str(store), tile=16, client=client, progress=False, overwrite=True, dataset=series)
     assert res.computed == res.total == 12 and _attrs(store)["complete"]
     dx.run_dask(sim, store=str(fresh), tile=16, client=client, progress=False, dataset=series)
-    assert np.array_equal(zarr.open_group(str(store), mode="r")["float"][...],
-                          zarr.open_group(str(fresh), mode="r")["float"][...])
+    assert np.array_equal(
+        zarr.open_group(str(store), mode="r")["float"][...], zarr.open_group(str(fresh), mode="r")["float"][...]
+    )
     res = dx.run_dask(sim, store=str(store), tile=16, client=client, progress=False, overwrite=True)
     assert res.computed == res.total == 4 and _done(store).shape == (1, 2, 2)
 
@@ -135,7 +207,7 @@ def test_overwrite_with_another_layout_writes_the_new_layout(tmp_path, client):
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_overwrite_replaces_a_store_only_once_the_new_run_has_started(tmp_path, client, monkeypatch, exchange):
     if not exchange:
-        monkeypatch.setattr(zstore, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(zstore.session, "_exchange", lambda a, b: False)
     store = tmp_path / "run.zarr"
     a, b = _sim(SMALL), _sim(OTHER)
     run_dask = dx.run_dask
@@ -179,8 +251,10 @@ def test_overwrite_replaces_a_store_only_once_the_new_run_has_started(tmp_path, 
 
 # --- one writer ----------------------------------------------------------------------------------
 
-HOLD = ("import sys, time\nfrom bragg_dask.store import StoreLock\nStoreLock(sys.argv[1]).acquire()\n"
-        "print('locked', flush=True)\ntime.sleep(120)\n")
+HOLD = (
+    "import sys, time\nfrom bragg_dask.store.lock import StoreLock\nStoreLock(sys.argv[1]).acquire()\n"
+    "print('locked', flush=True)\ntime.sleep(120)\n"
+)
 
 
 def test_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(tmp_path, capsys, cli_on_threaded):
@@ -188,8 +262,7 @@ def test_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(tmp_pa
     args = SMALL + ["--zarr", str(store), "--tile", "16"]
     assert cli_on_threaded(args) == 0
     capsys.readouterr()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store)], stdout=subprocess.PIPE, text=True,
-                              env=_env())
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store)], stdout=subprocess.PIPE, text=True, env=_env())
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert cli_on_threaded(args) == 2  # another process writes this store
@@ -208,12 +281,18 @@ def test_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(tmp_pa
 
 # --- SIGKILL mid-run -----------------------------------------------------------------------------
 
+
 def test_sigkill_mid_run_then_rerun_resumes_and_counts_no_half_written_tile(tmp_path, capsys, cli_on_threaded):
     store = tmp_path / "run.zarr"
     args = [*MID, "--zarr", str(store), "--tile", "32"]
-    proc = subprocess.Popen([sys.executable, "-m", "bragg_dask", *args, "--workers", "1"], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # its own process group: the workers die with it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bragg_dask", *args, "--workers", "1"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # its own process group: the workers die with it
     try:
         deadline, marks = time.time() + 120, store / "tiles_done" / "c" / "0"
         while time.time() < deadline and proc.poll() is None:
@@ -248,9 +327,11 @@ def test_sigkill_mid_run_then_rerun_resumes_and_counts_no_half_written_tile(tmp_
 
 # --- disk full / read-only mid-run ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
-def test_disk_full_or_read_only_mid_run_is_one_line_and_a_rerun_finishes(tmp_path, capsys, monkeypatch,
-                                                                         cli_on_threaded, code):
+def test_disk_full_or_read_only_mid_run_is_one_line_and_a_rerun_finishes(
+    tmp_path, capsys, monkeypatch, cli_on_threaded, code
+):
     store = tmp_path / "run.zarr"
     args = SMALL + ["--zarr", str(store), "--tile", "8"]  # 16 tiles, 2 to a task (2 task threads)
     from bragg_dask.store import chunks
@@ -288,6 +369,7 @@ def test_disk_full_or_read_only_mid_run_is_one_line_and_a_rerun_finishes(tmp_pat
 
 
 # --- a detector larger than memory ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("budget", ["--memory-limit", ENV, "default"])
 def test_in_process_frame_larger_than_memory_is_refused_before_computing(tmp_path, capsys, monkeypatch, budget):
@@ -337,12 +419,50 @@ def test_zarr_run_writes_files_without_holding_a_whole_frame(tmp_path):
     (client and scheduler; VmHWM, reset first) growing by less than the budget.  The ROI keeps the
     physics quick."""
     n, budget = 5000, 64 * 2**20
-    args = ["-cell", "100", "100", "100", "90", "90", "90", "-default_F", "10", "-N", "1", "-distance", "100",
-            "-pixel", "0.1", "-oversample", "1", "-detpixels", str(n), "-roi", "0", "63", "0", "63", "-nopgm",
-            "-nonoise", "-noprogress", "-floatfile", "f.bin", "-intfile", "i.img", "--memory-limit", "64M"]
+    args = [
+        "-cell",
+        "100",
+        "100",
+        "100",
+        "90",
+        "90",
+        "90",
+        "-default_F",
+        "10",
+        "-N",
+        "1",
+        "-distance",
+        "100",
+        "-pixel",
+        "0.1",
+        "-oversample",
+        "1",
+        "-detpixels",
+        str(n),
+        "-roi",
+        "0",
+        "63",
+        "0",
+        "63",
+        "-nopgm",
+        "-nonoise",
+        "-noprogress",
+        "-floatfile",
+        "f.bin",
+        "-intfile",
+        "i.img",
+        "--memory-limit",
+        "64M",
+    ]
     runs = [args + ["--zarr", "s.zarr", "--tile", "625", "--workers", "1"], args]
-    p = subprocess.run([sys.executable, "-c", WRAPPER, json.dumps(runs)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300, env=_env(BRAGG_DASK_FSYNC="0"))
+    p = subprocess.run(
+        [sys.executable, "-c", WRAPPER, json.dumps(runs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(BRAGG_DASK_FSYNC="0"),
+    )
     assert p.returncode == 0, p.stderr
     streamed, refused = json.loads(p.stdout.split("RESULT ", 1)[1])
     assert refused["rc"] == 2
@@ -366,7 +486,18 @@ def test_files_written_from_the_store_equal_the_in_process_ones(tmp_path, capsys
     """-floatfile/-intfile/-pgmfile/-noisefile streamed from a store (and exported from it) are the
     in-process run's files byte for byte (ROI, noise seed and tiles that do not divide the detector)."""
     args = [a for a in SMALL if a not in ("-nopgm", "-nonoise")] + [
-        "-pgmfile", "p.pgm", "-noisefile", "n.img", "-seed", "7", "-roi", "3", "27", "5", "30"]
+        "-pgmfile",
+        "p.pgm",
+        "-noisefile",
+        "n.img",
+        "-seed",
+        "7",
+        "-roi",
+        "3",
+        "27",
+        "5",
+        "30",
+    ]
     names = ("f.bin", "i.img", "p.pgm", "n.img")
     for sub in ("mem", "zarr", "export"):
         (tmp_path / sub).mkdir()
@@ -375,8 +506,23 @@ def test_files_written_from_the_store_equal_the_in_process_ones(tmp_path, capsys
     os.chdir(tmp_path / "zarr")
     assert cli_on_threaded(args + ["--zarr", "s.zarr", "--tile", "12"]) == 0
     os.chdir(tmp_path / "export")
-    assert cli_on_threaded(["export", "../zarr/s.zarr", "-floatfile", "f.bin", "-intfile", "i.img",
-                            "-pgmfile", "p.pgm", "-noisefile", "n.img"]) == 0
+    assert (
+        cli_on_threaded(
+            [
+                "export",
+                "../zarr/s.zarr",
+                "-floatfile",
+                "f.bin",
+                "-intfile",
+                "i.img",
+                "-pgmfile",
+                "p.pgm",
+                "-noisefile",
+                "n.img",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     for name in names:
         want = (tmp_path / "mem" / name).read_bytes()

@@ -13,13 +13,46 @@ import pytest
 import bragg_dask
 from bragg_dask import store as zstore
 
-BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "1.0",
-        "-pixel", "0.2", "-detpixels_f", "40", "-detpixels_s", "30", "-nonoise", "-nopgm"]
+BASE = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-lambda",
+    "1.0",
+    "-pixel",
+    "0.2",
+    "-detpixels_f",
+    "40",
+    "-detpixels_s",
+    "30",
+    "-nonoise",
+    "-nopgm",
+]
 GEOMETRIES = {
     "mosflm": ["-distance", "50"],
     "xds": ["-xds", "-distance", "60"],
-    "rotated": ["-distance", "50", "-detector_rotx", "5", "-detector_roty", "-7", "-detector_rotz", "20",
-                "-Xbeam", "2", "-Ybeam", "5"],
+    "rotated": [
+        "-distance",
+        "50",
+        "-detector_rotx",
+        "5",
+        "-detector_roty",
+        "-7",
+        "-detector_rotz",
+        "20",
+        "-Xbeam",
+        "2",
+        "-Ybeam",
+        "5",
+    ],
     "twotheta": ["-distance", "50", "-twotheta", "25"],
     "adxv_tilted": ["-adxv", "-distance", "55", "-detector_roty", "12"],
 }
@@ -69,8 +102,11 @@ def test_the_poni_gives_every_pixel_the_simulations_scattering_angle(tmp_path, n
     px = geo["pixel_size_m"]
     f = (np.arange(40) + 0.5) * px
     s = (np.arange(30) + 0.5) * px
-    pos = (np.asarray(geo["pix0_vector_m"]) + f[None, :, None] * np.asarray(geo["fdet_vector"])
-           + s[:, None, None] * np.asarray(geo["sdet_vector"]))
+    pos = (
+        np.asarray(geo["pix0_vector_m"])
+        + f[None, :, None] * np.asarray(geo["fdet_vector"])
+        + s[:, None, None] * np.asarray(geo["sdet_vector"])
+    )
     beam = np.asarray(geo["beam_vector"]) / np.linalg.norm(geo["beam_vector"])
     ours = np.arccos(np.clip(pos @ beam / np.linalg.norm(pos, axis=2), -1.0, 1.0))
     assert np.abs(tth - ours).max() < 1e-6  # pyFAI computes in float32

@@ -12,10 +12,37 @@ import zarr
 from bragg_dask import store as zstore
 from bragg_dask.cli import main
 
-BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
-        "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-nopgm", "-seed", "11", "-osc", "1",
-        "--tile", "16",
-        "--zarr", "s.zarr"]
+BASE = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "32",
+    "-lambda",
+    "1.0",
+    "-noprogress",
+    "-nopgm",
+    "-seed",
+    "11",
+    "-osc",
+    "1",
+    "--tile",
+    "16",
+    "--zarr",
+    "s.zarr",
+]
 SERIES = BASE + ["--frames", "3"]  # a dataset: its int and noise arrays are the model's
 SINGLE = BASE + ["-intfile", "i.img", "-noisefile", "n.img"]  # one frame, the simulation's int and noise too
 MODEL = ["--psf", "gauss", "--psf-fwhm", "80", "--gain", "2.5"]
@@ -85,13 +112,32 @@ def test_a_frame_computed_again_takes_back_the_simulations_images_and_records(si
         np.testing.assert_array_equal(after[name], plain[name])
     assert not np.array_equal(modelled["int"], plain["int"])
     assert "response" not in zstore.store_metadata(str(tmp_path / "s.zarr")) or not zstore.store_metadata(
-        str(tmp_path / "s.zarr"))["response"].get("frames")
+        str(tmp_path / "s.zarr")
+    )["response"].get("frames")
     assert _g(str(tmp_path / "s.zarr"))["int"].attrs["long_name"] == zstore.LABELS[zstore.INT][1]
 
 
 def test_noisify_store_writes_its_records_with_its_arrays(modelled):
-    assert main(["noisify", "s.zarr", "--all-frames", "-psf", "fiber", "-psf_fwhm", "40", "-gain", "3", "-scale", "2",
-                 "-seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "noisify",
+                "s.zarr",
+                "--all-frames",
+                "-psf",
+                "fiber",
+                "-psf_fwhm",
+                "40",
+                "-gain",
+                "3",
+                "-scale",
+                "2",
+                "-seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     a = _arrays()
     np.testing.assert_array_equal(a["int_scale"], [6.0, 6.0, 6.0])
     np.testing.assert_array_equal(a["noise_seed"], [7, 8, 9])

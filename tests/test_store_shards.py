@@ -104,8 +104,7 @@ def test_checksummed_shards_hold_every_chunk_and_zarr_reads_them(tmp_path, dtype
     assert np.array_equal(z[0], ours) and not np.any(z[2])
     theirs = _image(dtype, 6)
     z[1] = theirs
-    assert np.array_equal(np.concatenate([g.read_band("img", 1, s, min(s + 16, 50)) for s in range(0, 50, 16)]),
-                          theirs)
+    assert np.array_equal(np.concatenate([g.read_band("img", 1, s, min(s + 16, 50)) for s in range(0, 50, 16)]), theirs)
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "flip-chunk", "flip-index", "bad-offset"])

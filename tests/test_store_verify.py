@@ -21,8 +21,33 @@ from bragg_dask import store
 
 from .conftest import main_in, tree_state
 
-BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50", "-pixel",
-        "0.2", "-detpixels", "32", "-lambda", "1.0", "-noprogress", "-nopgm", "-seed", "3", "--zarr", "s.zarr"]
+BASE = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "32",
+    "-lambda",
+    "1.0",
+    "-noprogress",
+    "-nopgm",
+    "-seed",
+    "3",
+    "--zarr",
+    "s.zarr",
+]
 LAYOUTS = {
     "tiles": BASE + ["-intfile", "i.img", "-noisefile", "n.img", "--tile", "16"],
     "frame-chunks": BASE + ["--frames", "2", "-phistep", "0.1", "--tile", "32"],
@@ -129,8 +154,13 @@ def test_an_inner_chunk_of_a_shard_names_its_tile(clean, tmp_path):
 
 
 SEVERAL = {  # array -> damage: every kind at once, in every kind of file
-    "float": "delete", "tile_stats": "truncate", "tiles_done": "flip", "max_I": "delete", "x_mm": "flip",
-    "orientation": "empty", "int_scale": "index",
+    "float": "delete",
+    "tile_stats": "truncate",
+    "tiles_done": "flip",
+    "max_I": "delete",
+    "x_mm": "flip",
+    "orientation": "empty",
+    "int_scale": "index",
 }
 
 
@@ -195,7 +225,8 @@ def test_verify_says_what_it_cannot_repair(clean, tmp_path, capsys):
     meta_file = work / "s.zarr" / "zarr.json"
     meta = json.loads(meta_file.read_text())
     meta["attributes"]["bragg_dask"]["command"]["argv"] = [
-        a if a != "100" else "101" for a in meta["attributes"]["bragg_dask"]["command"]["argv"]]  # -default_F
+        a if a != "100" else "101" for a in meta["attributes"]["bragg_dask"]["command"]["argv"]
+    ]  # -default_F
     meta["attributes"]["bragg_dask"]["command"]["cwd"] = str(work)
     meta_file.write_text(json.dumps(meta))
     _damage(_chunk_files(work / "s.zarr", "float")[0], "flip")
@@ -271,9 +302,12 @@ def test_verify_surface(clean, tmp_path, capsys):
     assert main_in(tmp_path, ["verify", "--help"]) == 0
     out = capsys.readouterr().out
     assert "usage: bragg-dask verify STORE [--repair]" in out and "--repair" in out.split("usage")[1]
-    for argv, needle in ((["verify"], "store"), (["verify", "nope.zarr"], "no store at nope.zarr"),
-                         (["verify", str(clean["tiles"] / "s.zarr"), "--fix"], "--fix"),
-                         (["verify", str(clean["tiles"])], "not a bragg_dask store")):
+    for argv, needle in (
+        (["verify"], "store"),
+        (["verify", "nope.zarr"], "no store at nope.zarr"),
+        (["verify", str(clean["tiles"] / "s.zarr"), "--fix"], "--fix"),
+        (["verify", str(clean["tiles"])], "not a bragg_dask store"),
+    ):
         assert main_in(tmp_path, argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0], (argv, err)
@@ -378,9 +412,12 @@ def test_damage_in_another_frame_is_one_line_or_nothing(clean, tmp_path, capsys)
     of frame 0 alone does not read it."""
     work = _copy(clean, "shards", tmp_path)
     _damage(work / "s.zarr" / "tiles_done" / "c" / "1" / "0" / "0", "flip")
-    for argv in (["noisify", "s.zarr", "--frame", "1", "-seed", "2"], ["noisify", "s.zarr", "--all-frames"],
-                 ["export", "s.zarr", "--all-frames", "--cbf", "o_#####.cbf"], ["preview", "s.zarr", "--frame", "1",
-                                                                                "-o", "o.png"]):
+    for argv in (
+        ["noisify", "s.zarr", "--frame", "1", "-seed", "2"],
+        ["noisify", "s.zarr", "--all-frames"],
+        ["export", "s.zarr", "--all-frames", "--cbf", "o_#####.cbf"],
+        ["preview", "s.zarr", "--frame", "1", "-o", "o.png"],
+    ):
         if "--cbf" in argv and __import__("importlib.util").util.find_spec("fabio") is None:
             continue
         assert main_in(work, argv) == 2, argv
@@ -447,7 +484,8 @@ def test_the_repair_takes_no_cluster_option_from_the_record(clean, tmp_path, cap
     meta_file = work / "s.zarr" / "zarr.json"
     meta = json.loads(meta_file.read_text())
     meta["attributes"]["bragg_dask"]["command"].update(
-        cwd=str(work), argv=LAYOUTS["tiles"] + ["--lis=0.0.0.0", "--dash=0.0.0.0:0", "--overw"])
+        cwd=str(work), argv=LAYOUTS["tiles"] + ["--lis=0.0.0.0", "--dash=0.0.0.0:0", "--overw"]
+    )
     meta_file.write_text(json.dumps(meta))
     _damage(_chunk_files(work / "s.zarr", "float")[0], "flip")
     assert main_in(work, ["verify", "s.zarr", "--repair"]) == 0

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bragg_dask.physics.backends import BackendChoice
 from bragg_dask.physics.roi import rendered_mask
 from bragg_dask.planning.plan import plan_tiles
 
@@ -48,9 +49,11 @@ def test_tile_size_below_one_is_refused():
 
 # --- the tile type and the shared walk over a tile's evaluations (physics.tiles, physics.evaluation) ---------
 
-WALK_ARGS = ("-cell 40 50 60 90 90 90 -misset 10 -20 30 -default_F 100 -N 5 -distance 40 -pixel 0.3 -detpixels 11 "
-             "-oversample 2 -phi 0 -osc 1.5 -phisteps 3 -mosaic_spread 0.3 -mosaic_domains 2 -dispersion 0.2 "
-             "-dispsteps 2 -dmin 4.5").split()
+WALK_ARGS = (
+    "-cell 40 50 60 90 90 90 -misset 10 -20 30 -default_F 100 -N 5 -distance 40 -pixel 0.3 -detpixels 11 "
+    "-oversample 2 -phi 0 -osc 1.5 -phisteps 3 -mosaic_spread 0.3 -mosaic_domains 2 -dispersion 0.2 "
+    "-dispsteps 2 -dmin 4.5"
+).split()
 
 
 def _walk_sim(extra=()):
@@ -113,7 +116,7 @@ def test_walk_in_any_batches_gives_the_kernel_image_bit_for_bit(parity, extra):
     with torch.inference_mode():
         runs = [torch.cat([kernel.pixel_values(prep, b) for b in walk.batches(size)]) for size in (1, 7, walk.n)]
     assert all(torch.equal(runs[0], r) for r in runs[1:])
-    image = kernel.simulate_tile(sim, tile, state, parity=parity, compile="off").image
+    image = kernel.simulate_tile(sim, tile, state, parity=parity, backend=BackendChoice("eager")).image
     assert np.array_equal(image[walk.ss, walk.ff], runs[0].to(torch.float32).numpy())
 
 
@@ -150,10 +153,14 @@ def test_source_rows_evaluate_the_fresh_cell_on_fresh_rows_only():
     assert n_fresh == int(has[2])
 
 
-@pytest.mark.parametrize("extra", ["-cell 40 50 54.1 90 90 90 -oversample 2 -mosaic_spread 5 -mosaic_domains 3 "
-                                   "-dispersion 0.2 -dispsteps 2",  # the first switch after a few points
-                                   "-cell 40 50 54 90 90 90 -oversample 3 -mosaic_spread 8 -mosaic_domains 4 "
-                                   "-dispersion 0.3 -dispsteps 3"])  # ... after a few orientations
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "-cell 40 50 54.1 90 90 90 -oversample 2 -mosaic_spread 5 -mosaic_domains 3 "
+        "-dispersion 0.2 -dispsteps 2",  # the first switch after a few points
+        "-cell 40 50 54 90 90 90 -oversample 3 -mosaic_spread 8 -mosaic_domains 4 -dispersion 0.3 -dispsteps 3",
+    ],
+)  # ... after a few orientations
 def test_first_out_of_range_evaluation_matches_a_plain_search(extra, tmp_path):
     """The pre-pass's chunked search over the walk equals a search over every evaluation's terms."""
     from bragg_dask.nanobragg.args import parse_nanobragg_args
@@ -162,8 +169,9 @@ def test_first_out_of_range_evaluation_matches_a_plain_search(extra, tmp_path):
     from bragg_dask.physics.tiles import TileSpec, TileState
 
     r = range(-6, 7)
-    (tmp_path / "P1.hkl").write_text("".join(f"{h} {k} {l} {abs(h * 7 + k * 3 - l) + 1.5}\n"
-                                             for h in r for k in r for l in r))
+    (tmp_path / "P1.hkl").write_text(
+        "".join(f"{h} {k} {l} {abs(h * 7 + k * 3 - l) + 1.5}\n" for h in r for k in r for l in r)
+    )
     args = ("-misset 10 20 30 -hkl P1.hkl -interpolate -N 3 -distance 30 -pixel 0.5 -detpixels 8 " + extra).split()
     sim = parse_nanobragg_args(args, cwd=str(tmp_path)).simulation
     prep = kernel.prepare(sim, "cpu", torch.float64, "c")

@@ -13,30 +13,58 @@ from bragg_dask.cli import main
 from bragg_dask.nanobragg.args import parse_nanobragg_args
 from bragg_dask.planning import workload
 
-BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-distance", "50",
-        "-pixel", "0.2", "-detpixels", "16", "-lambda", "1.0", "-oversample", "1", "-noprogress"]
+BASE = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-distance",
+    "50",
+    "-pixel",
+    "0.2",
+    "-detpixels",
+    "16",
+    "-lambda",
+    "1.0",
+    "-oversample",
+    "1",
+    "-noprogress",
+]
 
 
-@pytest.mark.parametrize("extra, flag, what", [
-    (["-phisteps", "1000", "-osc", "1"], "-phisteps", "1,000 phi steps"),
-    (["-mosaic_domains", "1000", "-mosaic_spread", "0.1"], "-mosaic_domains", "1,000 mosaic domains"),
-    (["-oversample", "40"], "-oversample", "1,600 sub-pixel points"),
-    (["-detector_thick", "100", "-detector_thicksteps", "1000"], "-thicksteps", "1,000 detector layers"),
-    (["-dispersion", "10", "-dispsteps", "1000"], "-dispsteps", "1,000 sources"),
-    (["-detpixels", "1000"], "-detpixels", "1,000,000 pixels"),
-    (["--frames", "1000", "-osc", "0.1", "--zarr", "s.zarr"], "--frames", "1,000 frames"),
-    (["--orientations", "1000", "--zarr", "s.zarr"], "--orientations", "1,000 frames"),
-], ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
+@pytest.mark.parametrize(
+    "extra, flag, what",
+    [
+        (["-phisteps", "1000", "-osc", "1"], "-phisteps", "1,000 phi steps"),
+        (["-mosaic_domains", "1000", "-mosaic_spread", "0.1"], "-mosaic_domains", "1,000 mosaic domains"),
+        (["-oversample", "40"], "-oversample", "1,600 sub-pixel points"),
+        (["-detector_thick", "100", "-detector_thicksteps", "1000"], "-thicksteps", "1,000 detector layers"),
+        (["-dispersion", "10", "-dispsteps", "1000"], "-dispsteps", "1,000 sources"),
+        (["-detpixels", "1000"], "-detpixels", "1,000,000 pixels"),
+        (["--frames", "1000", "-osc", "0.1", "--zarr", "s.zarr"], "--frames", "1,000 frames"),
+        (["--orientations", "1000", "--zarr", "s.zarr"], "--orientations", "1,000 frames"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
+)
 def test_the_flag_that_drives_the_count_is_named(extra, flag, what, cli_error):
     """Whatever flag makes the count, it is the one named, with every factor and the budget."""
-    line = cli_error(BASE + extra + ["--max-evaluations", "1e5"], what, "evaluations", "budget of 1e+05",
-                     "--max-evaluations")
+    line = cli_error(
+        BASE + extra + ["--max-evaluations", "1e5"], what, "evaluations", "budget of 1e+05", "--max-evaluations"
+    )
     assert line.split(": ")[2] == flag, line
 
 
 def test_the_default_budget_refuses_what_would_take_days(cli_error):
-    line = cli_error(BASE + ["-detpixels", "4096", "-phisteps", "1000000", "-osc", "1"], "-phisteps", "1e+13",
-                     "the default", "days")
+    line = cli_error(
+        BASE + ["-detpixels", "4096", "-phisteps", "1000000", "-osc", "1"], "-phisteps", "1e+13", "the default", "days"
+    )
     assert "16,777,216 pixels x 1 sub-pixel points x 1 detector layers x 1 sources x 1,000,000 phi steps" in line
 
 
@@ -79,15 +107,36 @@ def test_the_roi_counts_only_its_pixels():
 def test_more_tasks_than_memory_can_hold_are_refused_naming_the_tile(cli_error):
     """A detector of 10^12 pixels in tiles of 256: 15 million tasks would exhaust the scheduler (the run
     lost it); refused at once, before any store is made."""
-    line = cli_error(BASE + ["-detpixels", "1000000", "--zarr", "s.zarr", "--memory-limit", "16G"], "--tile",
-                     "15,264,649 tiles of 256 x 256 pixels", "Dask tasks", "16.0 GiB budget (--memory-limit)",
-                     "give a larger --tile")
+    line = cli_error(
+        BASE + ["-detpixels", "1000000", "--zarr", "s.zarr", "--memory-limit", "16G"],
+        "--tile",
+        "15,264,649 tiles of 256 x 256 pixels",
+        "Dask tasks",
+        "16.0 GiB budget (--memory-limit)",
+        "give a larger --tile",
+    )
     assert line.split(": ")[2] == "--tile"
 
 
 def test_whole_frame_tasks_count_frames(cli_error):
     """A dataset written a whole frame per task: its tasks are its frames, so the dataset's flag is named."""
-    line = cli_error(BASE + ["-detpixels", "64", "--tile", "16", "--orientations", "2000000", "--zarr", "s.zarr",
-                             "--memory-limit", "4G", "--max-evaluations", "1e15"], "2,000,000 Dask tasks",
-                     "give fewer frames")
+    line = cli_error(
+        BASE
+        + [
+            "-detpixels",
+            "64",
+            "--tile",
+            "16",
+            "--orientations",
+            "2000000",
+            "--zarr",
+            "s.zarr",
+            "--memory-limit",
+            "4G",
+            "--max-evaluations",
+            "1e15",
+        ],
+        "2,000,000 Dask tasks",
+        "give fewer frames",
+    )
     assert line.split(": ")[2] == "--orientations"

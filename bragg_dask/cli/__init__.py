@@ -2,7 +2,7 @@
 
     bragg-dask <nanoBragg flags> [--parity spec|c] [--c-threads T] [--tile N]
                [--dtype float64|float32] [--device cpu|cuda] [--zarr PATH [--overwrite]]
-               [--memory-limit SIZE] [--compile auto|on|off]
+               [--memory-limit SIZE] [--compile auto|on|off] [--backend NAME]
                [--psf gauss|fiber] [--psf-fwhm UM] [--psf-radius PX] [--readout ADU] [--flicker F]
                [--calibration F] [--gain G]
                [--scheduler ADDRESS | --scheduler-file FILE] [--connect-timeout S]
@@ -55,19 +55,23 @@ import logging
 import os
 import sys
 import time
+from typing import NoReturn
 
 from bragg_dask.cli.options import _check_service, _cluster_options, _dataset, service_parser, split_argv
 from bragg_dask.errors import BraggDaskError, UsageError, one_line
 from bragg_dask.nanobragg.checks import check_image_finite, check_outputs
-from bragg_dask.settings import RunSettings
+from bragg_dask.settings import RunSettings, environment_toolchain, environment_value
 
 log = logging.getLogger("bragg_dask")
 _CLUSTER_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")  # as executors.cluster.NOISY_LOGGERS
 
 
-SUBCOMMANDS = {"export": ("bragg_dask.cli.export", "export_main"), "preview": ("bragg_dask.cli.preview", "preview_main"),
-               "noisify": ("bragg_dask.detector.store_pass", "noisify_cli"),
-               "verify": ("bragg_dask.cli.verify", "verify_main")}
+SUBCOMMANDS = {
+    "export": ("bragg_dask.cli.export", "export_main"),
+    "preview": ("bragg_dask.cli.preview", "preview_main"),
+    "noisify": ("bragg_dask.cli.noisify", "noisify_cli"),
+    "verify": ("bragg_dask.cli.verify", "verify_main"),
+}
 
 
 def run(argv: list[str]) -> int:
@@ -78,11 +82,13 @@ def run(argv: list[str]) -> int:
     if opts.help:  # every flag, with its meaning, unit and default, from the parsers' tables
         from bragg_dask.cli.flaghelp import help_text
 
-        return _out(help_text(service_parser())) or 0
+        _out(help_text(service_parser()))
+        return 0
     if opts.version:
         from bragg_dask import __version__
 
-        return _out(f"bragg-dask {__version__}") or 0
+        _out(f"bragg-dask {__version__}")
+        return 0
     opts.command = {"argv": list(argv), "cwd": os.getcwd()}  # recorded in a store (``verify --repair``)
     settings, parsed, dataset, sim, outputs = prepare(opts, c_args)
     t0 = time.perf_counter()
@@ -104,9 +110,12 @@ def prepare(opts, c_args: list[str]):
 
     evaluation_budget(opts.max_evaluations)  # a bad --max-evaluations: said before the flags are read
     parsed, dataset = _parse(c_args, opts)
-    check_evaluations(parsed.simulation, dataset.n, set(parsed.raw.given) | {k for k in ("--frames", "--orientations")
-                                                                          if getattr(opts, k[2:]) is not None},
-                      opts.max_evaluations)
+    check_evaluations(
+        parsed.simulation,
+        dataset.n,
+        set(parsed.raw.given) | {k for k in ("--frames", "--orientations") if getattr(opts, k[2:]) is not None},
+        opts.max_evaluations,
+    )
     sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
@@ -121,14 +130,15 @@ def _detector_model(opts, outputs) -> None:
     """With the detector-model flags: report what the run's detector pass (on the cluster, a task per
     frame once the store was complete: as ``bragg-dask noisify STORE --all-frames <noisify's flags>``)
     wrote."""
-    from bragg_dask.detector.noisify import model_given
+    from bragg_dask.detector.flags import model_from_service
 
-    if not model_given(opts):
+    model = model_from_service(opts, outputs)
+    if model is None:
         return
-    from bragg_dask.detector.store_pass import DetectorPass, frames_of, model_args
+    from bragg_dask.detector.store_pass import frames_of, pass_summary
 
     frames = frames_of(opts.zarr, None, True, check=False)
-    _out(f"wrote {DetectorPass(opts.zarr, model_args(opts, outputs)).summary(frames, True)}")
+    _out(f"wrote {pass_summary(opts.zarr, model, frames, True)}")
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
@@ -140,7 +150,8 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         from bragg_dask.cli.flaghelp import subcommand_help
 
-        return _out(subcommand_help(name)) or 0
+        _out(subcommand_help(name))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_StdoutHandler(sys.stdout)])
     done = getattr(importlib.import_module(module), func)(argv)
     if isinstance(done, int):  # a subcommand that writes no file (verify): its exit status
@@ -157,11 +168,14 @@ def _environment(opts) -> None:
 
         parse_size(opts.memory_limit)
         os.environ[ENV] = opts.memory_limit
-    if opts.compile is not None:  # the fused, compiled kernel (physics/fused.py); inherited by local workers
-        os.environ["BRAGG_DASK_COMPILE"] = opts.compile
+    # Inductor's disk cache in ours (unless set): a second process finds the compiled code there
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(environment_toolchain().cache("inductor")))
     # like the C program, progress and information go to stdout; errors alone go to stderr
-    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
-                        handlers=[_StdoutHandler(sys.stdout)])
+    logging.basicConfig(
+        level=logging.WARNING if opts.quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[_StdoutHandler(sys.stdout)],
+    )
 
 
 def _parse(c_args: list[str], opts):
@@ -173,8 +187,11 @@ def _parse(c_args: list[str], opts):
     if dataset.n > 1:
         named = {"floatfile", "intfile", "pgmfile", "noisefile"} & parsed.raw.given
         if named:
-            raise UsageError("a dataset's frames stay in the store; write files for one frame with "
-                             "'bragg-dask export STORE --frame K -floatfile ...'", flag="-" + sorted(named)[0])
+            raise UsageError(
+                "a dataset's frames stay in the store; write files for one frame with "
+                "'bragg-dask export STORE --frame K -floatfile ...'",
+                flag="-" + sorted(named)[0],
+            )
     check_outputs(parsed, zarr=opts.zarr, write_files=dataset.n == 1)
     return parsed, dataset
 
@@ -193,24 +210,33 @@ def _noise_seed(outputs, opts):
 
 def _settings(opts) -> RunSettings:
     """The run's settings from the service flags (a bad value: a one-line error naming its flag)."""
-    return RunSettings(tile=opts.tile, parity=opts.parity, c_threads=1 if opts.c_threads is None else opts.c_threads,
-                       device=opts.device, dtype=opts.dtype, progress=not opts.quiet)
+    return RunSettings(
+        tile=opts.tile,
+        parity=opts.parity,
+        c_threads=1 if opts.c_threads is None else opts.c_threads,
+        device=opts.device,
+        dtype=opts.dtype,
+        progress=not opts.quiet,
+        backend=opts.backend or environment_value("BRAGG_DASK_BACKEND") or "auto",
+        compile=opts.compile or environment_value("BRAGG_DASK_COMPILE") or "auto",
+    )
 
 
 def _execute(sim, outputs, opts, dataset, settings: RunSettings):
     """Run on Dask (a store or a scheduler was given) or in-process: :func:`executors.execute`."""
+    from bragg_dask.detector.flags import model_from_service
     from bragg_dask.executors import execute, executor_for
 
     on_dask = bool(opts.zarr or opts.scheduler or opts.scheduler_file)
-    executor = executor_for(store=opts.zarr, cluster=_cluster_options(opts) if on_dask else None,
-                            overwrite=opts.overwrite, dataset=dataset, outputs=outputs,
-                            command=getattr(opts, "command", None) if opts.zarr else None)
-    from bragg_dask.detector.noisify import model_given
-
-    if model_given(opts) and opts.zarr:  # the detector model: on the cluster, a task per frame
-        from bragg_dask.detector.store_pass import model_args
-
-        executor.response = model_args(opts, outputs)
+    executor = executor_for(
+        store=opts.zarr,
+        cluster=_cluster_options(opts) if on_dask else None,
+        overwrite=opts.overwrite,
+        dataset=dataset,
+        outputs=outputs,
+        command=getattr(opts, "command", None) if opts.zarr else None,
+        detector=model_from_service(opts, outputs) if opts.zarr else None,  # on the cluster, a task per frame
+    )
     return execute(sim, settings, executor)
 
 
@@ -224,8 +250,10 @@ def _model_scale(result) -> str:
     frames = (store_metadata(result.store).get("response") or {}).get("frames") or {}
     if "0" not in frames:
         return ""
-    return (f" (the C program's; the store's int image is the detector model's, of scale x gain "
-            f"{frame_record(result.store, 0).int_scale:g}, its records say)")
+    return (
+        f" (the C program's; the store's int image is the detector model's, of scale x gain "
+        f"{frame_record(result.store, 0).int_scale:g}, its records say)"
+    )
 
 
 def _report(sim, outputs, opts, dataset, result) -> None:
@@ -256,10 +284,24 @@ def _report(sim, outputs, opts, dataset, result) -> None:
 
 def _describe(sim) -> None:
     det, cr, geo = sim.detector, sim.crystal, sim.detector.geometry
-    log.info("convention %s, pivot %s, %d x %d pixels of %g mm, distance %g mm",
-             geo.convention, geo.pivot, det.fpixels, det.spixels, det.pixel_size_m * 1e3, geo.distance_m * 1e3)
-    log.info("%d source(s), %d phi step(s), %d mosaic domain(s), oversample %d, N = %s, steps = %d",
-             len(sim.beam.sources), cr.phisteps, cr.n_domains, det.oversample, cr.n_cells, sim.steps)
+    log.info(
+        "convention %s, pivot %s, %d x %d pixels of %g mm, distance %g mm",
+        geo.convention,
+        geo.pivot,
+        det.fpixels,
+        det.spixels,
+        det.pixel_size_m * 1e3,
+        geo.distance_m * 1e3,
+    )
+    log.info(
+        "%d source(s), %d phi step(s), %d mosaic domain(s), oversample %d, N = %s, steps = %d",
+        len(sim.beam.sources),
+        cr.phisteps,
+        cr.n_domains,
+        det.oversample,
+        cr.n_cells,
+        sim.steps,
+    )
 
 
 class _StdoutError(Exception):
@@ -306,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     return _main(argv)
 
 
-def quick_exit(status: int) -> None:
+def quick_exit(status: int) -> NoReturn:
     """End the process with ``status`` without the interpreter's teardown.
 
     Unloading torch (module finalisation and its libraries' destructors) took 0.45 s of every run

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import NoReturn
 
 from bragg_dask.config import clip_roi
 from bragg_dask.errors import ConfigError, UsageError
@@ -26,7 +27,7 @@ from bragg_dask.store import FrameRecord, StoreFrame, check_frames, frame_record
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -52,22 +53,31 @@ def export_main(argv: list[str]) -> list[str]:
     a = _parser().parse_args(argv)
     c_files = any((a.floatfile, a.intfile, a.noisefile, a.pgmfile))
     if not c_files and not (a.nxmx or a.cbf):
-        raise UsageError("nothing to write: give -floatfile, -intfile, -noisefile, -pgmfile, --nxmx and/or --cbf",
-                         flag="export")
+        raise UsageError(
+            "nothing to write: give -floatfile, -intfile, -noisefile, -pgmfile, --nxmx and/or --cbf", flag="export"
+        )
     if a.all_frames and a.frame is not None:
         raise UsageError("give --frame K (one frame) or --all-frames, not both", flag="--all-frames")
     if a.all_frames and c_files:
-        raise UsageError("the C program's files hold one frame: --all-frames is for --nxmx and --cbf; "
-                         "give --frame K for -floatfile, -intfile, -noisefile, -pgmfile", flag="--all-frames")
+        raise UsageError(
+            "the C program's files hold one frame: --all-frames is for --nxmx and --cbf; "
+            "give --frame K for -floatfile, -intfile, -noisefile, -pgmfile",
+            flag="--all-frames",
+        )
     if a.image is not None and not (a.nxmx or a.cbf):
-        raise UsageError("chooses the image of --nxmx and --cbf (the C program's files are named by their flags: "
-                         "-intfile, -noisefile)", flag="--image")
+        raise UsageError(
+            "chooses the image of --nxmx and --cbf (the C program's files are named by their flags: "
+            "-intfile, -noisefile)",
+            flag="--image",
+        )
     from bragg_dask.nanobragg.checks import check_paths
 
     files = [(f"-{n}", getattr(a, n)) for n in ("floatfile", "intfile", "noisefile", "pgmfile") if getattr(a, n)]
     # every output checked before anything is written (the series' CBF names again by export_mx, with them)
-    check_paths(files + ([("--nxmx", a.nxmx)] if a.nxmx else []) + ([("--cbf", a.cbf)] if a.cbf and not a.all_frames
-                                                                      else []), inputs=[("STORE", a.store)])
+    check_paths(
+        files + ([("--nxmx", a.nxmx)] if a.nxmx else []) + ([("--cbf", a.cbf)] if a.cbf and not a.all_frames else []),
+        inputs=[("STORE", a.store)],
+    )
     from bragg_dask.io.atomic import batch
 
     written: list[str] = []
@@ -86,8 +96,9 @@ def _export_c_files(a) -> list[str]:
     """The C program's files of frame ``a.frame``."""
     rec = frame_record(a.store, a.frame)
     if not rec.complete:
-        raise ConfigError(f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)",
-                          flag="--frame")
+        raise ConfigError(
+            f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)", flag="--frame"
+        )
     check_frames(a.store, [a.frame], None, "export")  # a damaged frame: one line, before any file
     written: list[str] = []
     frame = StoreFrame(a.store, a.frame, flag="export")
@@ -105,16 +116,26 @@ def _export_c_files(a) -> list[str]:
         if frame.has(frame.INT) and a.scale <= 0 and not own_adc:
             write_streamed(a.intfile, frame, None, bounds, header=smv_header(fields), array=frame.INT)
         else:
-            write_streamed(a.intfile, frame, lambda band, roi, s0, f0: int_image(band, roi, scale, a.adc), bounds,
-                           header=smv_header(fields))
+            write_streamed(
+                a.intfile,
+                frame,
+                lambda band, roi, s0, f0: int_image(band, roi, scale, a.adc),
+                bounds,
+                header=smv_header(fields),
+            )
         written.append(a.intfile)
     if a.noisefile:
         _write_noise(rec, a, frame, bounds, smv_header(fields))
         written.append(a.noisefile)
     if a.pgmfile:
         pscale = a.pgmscale if a.pgmscale > 0 else (250.0 / (5.0 * rec.rmsd) if rec.rmsd > 0 else scale)
-        write_streamed(a.pgmfile, frame, lambda band, roi, s0, f0: pgm_bytes(band, roi, pscale), bounds,
-                       header=pgm_header(f, s, pscale))
+        write_streamed(
+            a.pgmfile,
+            frame,
+            lambda band, roi, s0, f0: pgm_bytes(band, roi, pscale),
+            bounds,
+            header=pgm_header(f, s, pscale),
+        )
         written.append(a.pgmfile)
     return written
 
@@ -129,6 +150,10 @@ def _write_noise(rec: FrameRecord, a, frame: StoreFrame, bounds, header: bytes) 
     if seed is None:
         raise UsageError("the store has no noise seed for this frame: give -seed N", flag="-noisefile")
     fp = frame.shape[1]
-    write_streamed(a.noisefile, frame, lambda band, roi, s0, f0: noise_image(band, roi, seed=seed, adc=a.adc,
-                                                                            fpixels=fp, s0=s0, f0=f0)[0],
-                   bounds, header=header)
+    write_streamed(
+        a.noisefile,
+        frame,
+        lambda band, roi, s0, f0: noise_image(band, roi, seed=seed, adc=a.adc, fpixels=fp, s0=s0, f0=f0)[0],
+        bounds,
+        header=header,
+    )

@@ -75,16 +75,23 @@ def _image(a) -> str:
     image = a.image or StoreFrame.INT
     if image == StoreFrame.NOISE:
         if a.scale > 0 or a.adc != DEFAULT_ADC_OFFSET:
-            raise ConfigError("-scale and -adc make the int image from the float image; the noise image is the "
-                              "store's as written", flag="--image")
+            raise ConfigError(
+                "-scale and -adc make the int image from the float image; the noise image is the store's as written",
+                flag="--image",
+            )
         if not StoreFrame(a.store, a.frame or 0).has(StoreFrame.NOISE):
-            raise ConfigError(f"{a.store} holds no noise image (a run with -noisefile, or bragg-dask noisify "
-                              "STORE, writes one)", flag="--image")
+            raise ConfigError(
+                f"{a.store} holds no noise image (a run with -noisefile, or bragg-dask noisify STORE, writes one)",
+                flag="--image",
+            )
         log.info("the frames carry the store's noise image: counts with the detector's noise (--image noise)")
     else:
-        log.info("the frames carry the int image: noiseless counts%s (--image noise for the noisy image)",
-                 "" if StoreFrame(a.store, a.frame or 0).has(StoreFrame.INT) and a.scale <= 0
-                 and a.adc == DEFAULT_ADC_OFFSET else ", made from the float image with the frame's int scale")
+        log.info(
+            "the frames carry the int image: noiseless counts%s (--image noise for the noisy image)",
+            ""
+            if StoreFrame(a.store, a.frame or 0).has(StoreFrame.INT) and a.scale <= 0 and a.adc == DEFAULT_ADC_OFFSET
+            else ", made from the float image with the frame's int scale",
+        )
     return image
 
 
@@ -94,8 +101,9 @@ def _check_complete(store: str, done, indices: list[int], flag: str) -> None:
             raise ConfigError(f"frame {k} of {store} is incomplete (re-run the simulation to finish it)", flag=flag)
 
 
-def frame_counts(store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_ADC_OFFSET,
-                 image: str = StoreFrame.INT) -> np.ndarray:
+def frame_counts(
+    store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_ADC_OFFSET, image: str = StoreFrame.INT
+) -> np.ndarray:
     """Frame ``k``'s counts ``(spixels, fpixels)`` uint16: ``image`` NOISE, the store's noise array; INT,
     the int image as ``export -intfile`` writes it: the store's int array (no ``scale``, the default
     ``adc``), else the float image through :func:`int_image` with ``scale`` or the frame's int scale.
@@ -125,7 +133,6 @@ class _writing:
     def __enter__(self):
         return self
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(self, kind, exc, tb) -> None:
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        return False

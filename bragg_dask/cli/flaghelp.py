@@ -18,6 +18,7 @@ import argparse
 import shutil
 import textwrap
 from dataclasses import dataclass
+from typing import NoReturn
 
 CRYSTAL = "crystal"
 BEAM = "beam"
@@ -57,10 +58,16 @@ C_FLAGS: dict[str, FlagHelp] = {
     "-Nb": H(CRYSTAL, "N", "cells", "1", "unit cells along b"),
     "-Nc": H(CRYSTAL, "N", "cells", "1", "unit cells along c"),
     "-N": H(CRYSTAL, "N", "cells", "1", "unit cells along a, b and c"),
-    "-cell": H(CRYSTAL, "A [B [C [ALPHA [BETA [GAMMA]]]]]", "Angstrom, deg", "-",
-               "unit cell (or -mat); B, C default to A, angles to 90"),
-    "-misset": H(CRYSTAL, "RX RY RZ", "deg", "0 0 0",
-                 "rotation about x, y, then z; '-misset random': a random orientation"),
+    "-cell": H(
+        CRYSTAL,
+        "A [B [C [ALPHA [BETA [GAMMA]]]]]",
+        "Angstrom, deg",
+        "-",
+        "unit cell (or -mat); B, C default to A, angles to 90",
+    ),
+    "-misset": H(
+        CRYSTAL, "RX RY RZ", "deg", "0 0 0", "rotation about x, y, then z; '-misset random': a random orientation"
+    ),
     "-samplesize": H(CRYSTAL, "SIZE", "mm", "0 (-N)", "crystal size along x, y and z (sets the cell counts)"),
     "-sample_thick": H(CRYSTAL, "X", "mm", "0", _SIZE.format("x", "a", "")),
     "-sample_width": H(CRYSTAL, "Y", "mm", "0", _SIZE.format("y", "b", "; at most -beamsize")),
@@ -78,8 +85,13 @@ C_FLAGS: dict[str, FlagHelp] = {
     "-Yclose": H(GEOMETRY, "Y", "mm", "centre", "Y of the detector point nearest the sample"),
     "-ORGX": H(GEOMETRY, "PX", "pixels", "centre", "XDS origin: fast pixel nearest the sample"),
     "-ORGY": H(GEOMETRY, "PX", "pixels", "centre", "XDS origin: slow pixel nearest the sample"),
-    "-pivot": H(GEOMETRY, "sample|beam", "-", "convention",
-                "detector turns about the sample or the beam spot (custom convention)"),
+    "-pivot": H(
+        GEOMETRY,
+        "sample|beam",
+        "-",
+        "convention",
+        "detector turns about the sample or the beam spot (custom convention)",
+    ),
     "-mosflm": H(GEOMETRY, "", "-", "on", _CONV.format("MOSFLM")),
     "-xds": H(GEOMETRY, "", "-", "off", _CONV.format("XDS")),
     "-adxv": H(GEOMETRY, "", "-", "off", _CONV.format("ADXV")),
@@ -91,13 +103,13 @@ C_FLAGS: dict[str, FlagHelp] = {
     "-beam_vector": H(GEOMETRY, "X Y Z", "-", "convention", _VEC.format("beam direction")),
     "-polar_vector": H(BEAM, "X Y Z", "-", "convention", _VEC.format("polarisation axis")),
     "-spindle_axis": H(GEOMETRY, "X Y Z", "-", "convention", _VEC.format("phi rotation axis")),
-    "-twotheta_axis": H(GEOMETRY, "X Y Z", "-", "convention",
-                        "two-theta axis; sets the custom convention and, as in C, -twotheta X"),
+    "-twotheta_axis": H(
+        GEOMETRY, "X Y Z", "-", "convention", "two-theta axis; sets the custom convention and, as in C, -twotheta X"
+    ),
     "-pix0_vector": H(GEOMETRY, "X Y Z", "m", "-", "ignored as in nanoBragg, but sets the custom convention"),
     "-distance": H(GEOMETRY, "D", "mm", "100", "sample to beam spot distance (beam pivot)"),
     "-close_distance": H(GEOMETRY, "D", "mm", "-", "sample to detector plane along its normal; beats -distance"),
-    "-detector_abs": H(PIXELS, "DEPTH|inf", "um", "thickness",
-                       "sensor attenuation depth; 'inf' or 0: none"),
+    "-detector_abs": H(PIXELS, "DEPTH|inf", "um", "thickness", "sensor attenuation depth; 'inf' or 0: none"),
     "-detector_thick": H(PIXELS, "T", "um", "0", "sensor thickness"),
     "-detector_thicksteps": H(SAMPLING, "N", "layers", "auto (2)", "sensor layers"),
     "-thicksteps": H(SAMPLING, "N", "layers", "auto (2)", "as -detector_thicksteps"),
@@ -120,8 +132,7 @@ C_FLAGS: dict[str, FlagHelp] = {
     "-oversample_polar": H(SAMPLING, "", "-", "off", "polarisation per source and sub-pixel (beats -nopolar)"),
     "-oversample_omega": H(SAMPLING, "", "-", "off", "solid angle per sub-pixel (a running product)"),
     "-oversample": H(SAMPLING, "N", "sub-pixels", "auto", "sub-pixels along each pixel edge"),
-    "-roi": H(PIXELS, "XMIN XMAX YMIN YMAX", "pixels", "all",
-              "render only these pixels (0-based, inclusive)"),
+    "-roi": H(PIXELS, "XMIN XMAX YMIN YMAX", "pixels", "all", "render only these pixels (0-based, inclusive)"),
     "-lambda": H(BEAM, "LAMBDA", "Angstrom", "1", "wavelength"),
     "-energy": H(BEAM, "E", "eV", "12398.42 (1 A)", "photon energy, instead of -lambda"),
     "-fluence": H(BEAM, "F", "photons/m^2", "1.25932e29", "fluence; the default makes r_e^2 x fluence = 1"),
@@ -185,8 +196,16 @@ C_FLAGS: dict[str, FlagHelp] = {
 }
 
 #: the usual full spelling of patterns that match by substring ("-mosaici" takes "-mosaicity")
-SPELLED = {"-sample_heigh": "t", "-xtal_heigh": "t", "-heigh": "t", "-sample_den": "sity", "-mosaici": "ty",
-           "-mosaic_spr": "ead", "-mosaic_dom": "ains", "-wave": "length"}
+SPELLED = {
+    "-sample_heigh": "t",
+    "-xtal_heigh": "t",
+    "-heigh": "t",
+    "-sample_den": "sity",
+    "-mosaici": "ty",
+    "-mosaic_spr": "ead",
+    "-mosaic_dom": "ains",
+    "-wave": "length",
+}
 
 #: what the export subcommand's arguments mean, where its parser gives no help of its own
 EXPORT_FLAGS = {
@@ -196,7 +215,7 @@ EXPORT_FLAGS = {
     "--nxmx": "write a NeXus/NXmx HDF5 file",
     "--cbf": "write Pilatus-style miniCBF files",
     "--image": "the image --nxmx and --cbf carry: int (noiseless counts) or noise (the store's noise image) "
-               "(default: int)",
+    "(default: int)",
     "-scale": "int image scale (default: 0, auto: 55000 / max_I)",
     "-pgmscale": "PGM scale (default: 0, auto: 250 / (5 rmsd))",
     "-seed": "noise seed (default: the store's)",
@@ -211,8 +230,9 @@ PREVIEW_FLAGS = {
     "--max-px": "the long side of the picture in pixels, the frame max-pooled to it (default: 1024)",
 }
 
+
 class _VerifyParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         from bragg_dask.errors import UsageError
 
         raise UsageError(message, flag="verify")
@@ -229,7 +249,7 @@ def verify_parser() -> argparse.ArgumentParser:
 VERIFY_FLAGS = {
     "store": "the Zarr store written by --zarr",
     "--repair": "run the store's recorded command again on it: the damaged tiles computed again, the detector "
-                "model's frames through it again (never its output files, cluster or --overwrite)",
+    "model's frames through it again (never its output files, cluster or --overwrite)",
 }
 
 #: noisify's flags: canonical name -> (values, meaning and unit)
@@ -248,18 +268,27 @@ NOISIFY_FLAGS = {
     "psf_fwhm": ("UM", "the PSF's full width at half maximum (um)"),
     "psf_radius": ("PX", "the PSF's radius in pixels (0: automatic)"),
     "pixel": ("MM", "pixel size (mm)"),
-    "detpixels": ("N", "pixels along both sides"), "detpixels_x": ("N", "pixels along the fast side"),
-    "detpixels_y": ("N", "pixels along the slow side"), "detsize": ("MM", "detector size, both sides (mm)"),
-    "detsize_x": ("MM", "detector size along x (mm)"), "detsize_y": ("MM", "detector size along y (mm)"),
+    "detpixels": ("N", "pixels along both sides"),
+    "detpixels_x": ("N", "pixels along the fast side"),
+    "detpixels_y": ("N", "pixels along the slow side"),
+    "detsize": ("MM", "detector size, both sides (mm)"),
+    "detsize_x": ("MM", "detector size along x (mm)"),
+    "detsize_y": ("MM", "detector size along y (mm)"),
     "distance": ("MM", "sample to detector distance, for the header (mm)"),
     "lambda": ("A", "wavelength, for the header (Angstrom)"),
-    "Xbeam": ("MM", "beam centre x, for the header (mm)"), "Ybeam": ("MM", "beam centre y, for the header (mm)"),
-    "phi": ("DEG", "phi at the start, for the header (deg)"), "osc": ("DEG", "oscillation, for the header (deg)"),
-    "readout": ("ADU", "readout noise (rms ADU)"), "flicker": ("F", "fractional source flicker (rms)"),
-    "calibration": ("F", "fractional pixel calibration error (rms)"), "seed": ("N", "noise seed"),
-    "calib_seed": ("N", "seed of the calibration error"), "badpix_seed": ("N", "accepted, unused (as noisify)"),
+    "Xbeam": ("MM", "beam centre x, for the header (mm)"),
+    "Ybeam": ("MM", "beam centre y, for the header (mm)"),
+    "phi": ("DEG", "phi at the start, for the header (deg)"),
+    "osc": ("DEG", "oscillation, for the header (deg)"),
+    "readout": ("ADU", "readout noise (rms ADU)"),
+    "flicker": ("F", "fractional source flicker (rms)"),
+    "calibration": ("F", "fractional pixel calibration error (rms)"),
+    "seed": ("N", "noise seed"),
+    "calib_seed": ("N", "seed of the calibration error"),
+    "badpix_seed": ("N", "accepted, unused (as noisify)"),
     "hotpix_seed": ("N", "accepted, unused (as noisify)"),
-    "parity": ("spec|c", "spec, or noisify's own quirks bit for bit"), "device": ("cpu|cuda", "where the PSF runs"),
+    "parity": ("spec|c", "spec, or noisify's own quirks bit for bit"),
+    "device": ("cpu|cuda", "where the PSF runs"),
     "tile": ("N", "compute the PSF a tile of N pixels at a time (the same image)"),
 }
 
@@ -274,9 +303,11 @@ usage: bragg-dask <nanoBragg flags> [service flags]
 Simulates X-ray diffraction images as nanoBragg does.  Single-dash flags are the C program's, with
 its meaning, units and defaults; double-dash service flags choose how and where the run is computed."""
 
-C_NOTE = ("Flags match by substring, as in nanoBragg: -mosaici[ty] takes any flag containing -mosaici, "
-          "-misset_seed is also read as -misset, -twotheta_axis as -twotheta, -pgmscale as -scale.  "
-          "Each line: flag, values, meaning (unit; default).")
+C_NOTE = (
+    "Flags match by substring, as in nanoBragg: -mosaici[ty] takes any flag containing -mosaici, "
+    "-misset_seed is also read as -misset, -twotheta_axis as -twotheta, -pgmscale as -scale.  "
+    "Each line: flag, values, meaning (unit; default)."
+)
 
 
 def missing_entries(rules=None) -> list[str]:
@@ -305,15 +336,24 @@ def _names(rule) -> str:
 def _line(head: str, text: str, width: int, col: int = 28) -> str:
     """``head`` in a column of ``col`` characters, then ``text`` wrapped to ``width``."""
     first = f"  {head}".ljust(col) + "  "
-    return textwrap.fill(text, width, initial_indent=first, subsequent_indent=" " * (col + 2),
-                         break_on_hyphens=False, break_long_words=False)
+    return textwrap.fill(
+        text,
+        width,
+        initial_indent=first,
+        subsequent_indent=" " * (col + 2),
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 def _c_flag(rule, width: int) -> str:
     entry = C_FLAGS[rule.patterns[0]]
     head = " ".join(x for x in (_names(rule), entry.values) if x)
-    facts = "; ".join(x for x in (entry.unit if entry.unit != "-" else "",
-                                  f"default: {entry.default}" if entry.default != "-" else "") if x)
+    facts = "; ".join(
+        x
+        for x in (entry.unit if entry.unit != "-" else "", f"default: {entry.default}" if entry.default != "-" else "")
+        if x
+    )
     return _line(head, f"{entry.text} ({facts})" if facts else entry.text, width)
 
 
@@ -333,7 +373,7 @@ def c_flags_help(width: int = 100, rules=None) -> str:
 
 def _metavar(action: argparse.Action) -> str:
     if not action.option_strings:
-        return action.metavar or action.dest.upper()
+        return str(action.metavar or action.dest.upper())
     if action.nargs == 0:
         return ""
     if action.metavar:
@@ -350,18 +390,24 @@ def _action_help(action: argparse.Action, fallback: dict[str, str]) -> str:
     name = action.option_strings[0] if action.option_strings else action.dest
     text = fallback.get(name) or (C_FLAGS[name].text if name in C_FLAGS else "")
     if action.option_strings and action.nargs != 0 and "default" not in text and not action.required:
-        default = "none" if action.default is None else f"{action.default:g}" if isinstance(
-            action.default, float) else str(action.default)
+        default = (
+            "none"
+            if action.default is None
+            else f"{action.default:g}"
+            if isinstance(action.default, float)
+            else str(action.default)
+        )
         text = f"{text} (default: {default})" if text else f"default: {default}"
     return text
 
 
 def _expand(action: argparse.Action) -> str:
     """The action's help with argparse's ``%(default)s`` style fields filled in, as argparse fills them."""
+    text = action.help or ""
     try:
-        return action.help % dict(vars(action), prog="bragg-dask")
+        return text % dict(vars(action), prog="bragg-dask")
     except (KeyError, ValueError, TypeError):
-        return action.help
+        return text
 
 
 def options_help(parser: argparse.ArgumentParser, width: int = 100, fallback: dict[str, str] | None = None) -> str:
@@ -379,13 +425,15 @@ def help_text(service: argparse.ArgumentParser, width: int | None = None) -> str
 
     if width is None:
         width = min(100, max(70, shutil.get_terminal_size((100, 24)).columns - 1))
-    return "\n\n".join((
-        USAGE,
-        "service flags:\n" + options_help(service, width),
-        c_flags_help(width),
-        "export flags (bragg-dask export STORE ...; single-dash flags as above):\n"
-        + options_help(export_parser(), width, EXPORT_FLAGS),
-    ))
+    return "\n\n".join(
+        (
+            USAGE,
+            "service flags:\n" + options_help(service, width),
+            c_flags_help(width),
+            "export flags (bragg-dask export STORE ...; single-dash flags as above):\n"
+            + options_help(export_parser(), width, EXPORT_FLAGS),
+        )
+    )
 
 
 def subcommand_help(name: str, width: int | None = None) -> str:
@@ -395,32 +443,54 @@ def subcommand_help(name: str, width: int | None = None) -> str:
     if name == "export":
         from bragg_dask.cli.export import _parser
 
-        return ("usage: bragg-dask export STORE [--frame K | --all-frames] [-floatfile F] [-intfile F] [-noisefile F]\n"
-                "                         [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A]\n"
-                "                         [-seed N]\n\nA store's frame as the C program's files, or its frames as "
-                "NXmx or CBF.\n\n" + options_help(_parser(), width, EXPORT_FLAGS))
+        return (
+            "usage: bragg-dask export STORE [--frame K | --all-frames] [-floatfile F] [-intfile F] [-noisefile F]\n"
+            "                         [-pgmfile F] [--nxmx F.h5] [--cbf F.cbf] [-scale S] [-pgmscale S] [-adc A]\n"
+            "                         [-seed N]\n\nA store's frame as the C program's files, or its frames as "
+            "NXmx or CBF.\n\n" + options_help(_parser(), width, EXPORT_FLAGS)
+        )
     if name == "verify":
         _parser = verify_parser
-        return ("usage: bragg-dask verify STORE [--repair]\n\n"
-                "A store checked file by file: every chunk against its checksum, every shard index and record;\n"
-                "one line per problem. Exit status 0: whole, 1: problems found, 2: bad input or no repair.\n\n"
-                + options_help(_parser(), width, VERIFY_FLAGS))
+        return (
+            "usage: bragg-dask verify STORE [--repair]\n\n"
+            "A store checked file by file: every chunk against its checksum, every shard index and record;\n"
+            "one line per problem. Exit status 0: whole, 1: problems found, 2: bad input or no repair.\n\n"
+            + options_help(_parser(), width, VERIFY_FLAGS)
+        )
     if name == "preview":
         from bragg_dask.cli.preview import _parser
 
-        return ("usage: bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png\n\n"
-                "A store's frame as a picture (log scale).\n\n" + options_help(_parser(), width, PREVIEW_FLAGS))
-    from bragg_dask.detector.noisify import _DEFAULTS, _SWITCH, _VALUE
+        return (
+            "usage: bragg-dask preview STORE [--frame K] [--rings] [--max-px N] -o FRAME.png\n\n"
+            "A store's frame as a picture (log scale).\n\n" + options_help(_parser(), width, PREVIEW_FLAGS)
+        )
+    from bragg_dask.detector.flags import DEFAULTS, SWITCH, VALUE
 
-    lines = [_line(" ".join((", ".join(spellings), NOISIFY_FLAGS[key][0])),
-                   NOISIFY_FLAGS[key][1] + (f" (default: {_DEFAULTS[key]:g})" if isinstance(_DEFAULTS.get(key), float)
-                                            else f" (default: {_DEFAULTS[key]})" if key in _DEFAULTS else ""), width)
-             for key, (spellings, _) in _VALUE.items()]
-    lines += [_line(flag, {"nonoise": "no noise image", "nopgm": "no PGM image"}[key], width)
-              for flag, key in _SWITCH.items()]
-    return ("usage: bragg-dask noisify <noisify's flags> [--parity spec|c] [--device cpu|cuda] [--tile N]\n"
-            "       bragg-dask noisify STORE [--frame K | --all-frames] <noisify's flags> [--parity spec|c]\n\n"
-            "nanoBragg's companion program noisify: a float image through the detector (scale, PSF, gain, ADC,\n"
-            "noise) into SMV int images; with a store first, its frames into the store's int and noise arrays.\n\n"
-            "flags:\n" + "\n".join(lines) + "\n" + _line("--frame K, --all-frames",
-                                                         "with a store: one frame (default: 0) or every frame", width))
+    lines = [
+        _line(
+            " ".join((", ".join(spellings), NOISIFY_FLAGS[key][0])),
+            NOISIFY_FLAGS[key][1]
+            + (
+                f" (default: {DEFAULTS[key]:g})"
+                if isinstance(DEFAULTS.get(key), float)
+                else f" (default: {DEFAULTS[key]})"
+                if key in DEFAULTS
+                else ""
+            ),
+            width,
+        )
+        for key, (spellings, _) in VALUE.items()
+    ]
+    lines += [
+        _line(flag, {"nonoise": "no noise image", "nopgm": "no PGM image"}[key], width) for flag, key in SWITCH.items()
+    ]
+    return (
+        "usage: bragg-dask noisify <noisify's flags> [--parity spec|c] [--device cpu|cuda] [--tile N]\n"
+        "       bragg-dask noisify STORE [--frame K | --all-frames] <noisify's flags> [--parity spec|c]\n\n"
+        "nanoBragg's companion program noisify: a float image through the detector (scale, PSF, gain, ADC,\n"
+        "noise) into SMV int images; with a store first, its frames into the store's int and noise arrays.\n\n"
+        "flags:\n"
+        + "\n".join(lines)
+        + "\n"
+        + _line("--frame K, --all-frames", "with a store: one frame (default: 0) or every frame", width)
+    )

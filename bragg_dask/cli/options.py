@@ -9,102 +9,319 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any, NoReturn
 
 from bragg_dask.errors import UsageError
 from bragg_dask.settings import LOCALHOST, ClusterOptions
 
 
 class _ArgParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise UsageError(message)
+
+
+#: the service flags, in the order of the help: ((flag spellings), argparse's keywords)
+SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--parity",),
+        dict(
+            choices=("spec", "c"),
+            default="spec",
+            help="spec: nanoBragg's physics; c: also its order-dependent quirks, bit for bit (default: spec)",
+        ),
+    ),
+    (
+        ("--c-threads",),
+        dict(
+            type=int,
+            default=None,
+            dest="c_threads",
+            metavar="T",
+            help="the C run's OpenMP threads to reproduce, with --parity c (default: 1)",
+        ),
+    ),
+    (
+        ("--tile",),
+        dict(
+            type=int,
+            default=None,
+            metavar="N",
+            help="tile edge in pixels (default: 256 on CPU, 2048 on a GPU, a resumed store's own)",
+        ),
+    ),
+    (
+        ("--dtype",),
+        dict(
+            choices=("float64", "float32"),
+            default="float64",
+            help="precision of the computation; images are float32 (default: float64)",
+        ),
+    ),
+    (("--device",), dict(default="cpu", metavar="cpu|cuda|cuda:N", help="where tiles are computed (default: cpu)")),
+    (
+        ("--zarr",),
+        dict(
+            default=None,
+            metavar="PATH",
+            help="run on Dask, tiles into a Zarr v3 store; run again, it resumes (default: none, in-process)",
+        ),
+    ),
+    (
+        ("--scheduler",),
+        dict(
+            default=None,
+            metavar="ADDRESS",
+            help="a running Dask scheduler, tcp:// or tls:// (default: an embedded cluster)",
+        ),
+    ),
+    (
+        ("--scheduler-file",),
+        dict(
+            default=None,
+            dest="scheduler_file",
+            metavar="FILE",
+            help="a running Dask scheduler's scheduler file (default: none)",
+        ),
+    ),
+    (
+        ("--workers",),
+        dict(
+            type=int,
+            default=None,
+            metavar="N",
+            help="embedded cluster's workers (default: one per core, or per GPU with cuda)",
+        ),
+    ),
+    (
+        ("--worker-processes",),
+        dict(
+            action="store_true",
+            dest="worker_processes",
+            help="embedded cluster: a process per worker, not threads (default: off)",
+        ),
+    ),
+    (
+        ("--listen",),
+        dict(default=None, metavar="HOST", help=f"interface the embedded cluster listens on (default: {LOCALHOST})"),
+    ),
+    (
+        ("--dashboard-address",),
+        dict(
+            default=None,
+            dest="dashboard_address",
+            metavar="ADDR|none",
+            help="embedded cluster's dashboard (Dask's pages and the bragg_dask page /bragg), or none "
+            "(default: a free port on HOST)",
+        ),
+    ),
+    (
+        ("--tls-ca-file",),
+        dict(
+            default=None,
+            dest="tls_ca_file",
+            metavar="FILE",
+            help="TLS: CA certificate, PEM (default: Dask's distributed.comm.tls.*)",
+        ),
+    ),
+    (
+        ("--tls-cert",),
+        dict(
+            default=None,
+            dest="tls_cert",
+            metavar="FILE",
+            help="TLS: this client's certificate, PEM (default: Dask's settings)",
+        ),
+    ),
+    (
+        ("--tls-key",),
+        dict(default=None, dest="tls_key", metavar="FILE", help="TLS: its private key, PEM (default: in --tls-cert)"),
+    ),
+    (
+        ("--connect-timeout",),
+        dict(
+            type=float,
+            default=None,
+            dest="connect_timeout",
+            metavar="S",
+            help="seconds to wait for the scheduler (default: 10)",
+        ),
+    ),
+    (
+        ("--frames",),
+        dict(
+            type=int,
+            default=None,
+            metavar="N",
+            help="a rotation series into --zarr, frame k from phi0 + k*osc (default: 1)",
+        ),
+    ),
+    (
+        ("--orientations",),
+        dict(
+            type=int,
+            default=None,
+            metavar="N",
+            help="N frames of random crystal orientations into --zarr (default: none)",
+        ),
+    ),
+    (
+        ("--orientation-seed",),
+        dict(
+            type=int,
+            default=None,
+            dest="orientation_seed",
+            metavar="S",
+            help="seed of the random orientations (default: 0)",
+        ),
+    ),
+    (
+        ("--overwrite",),
+        dict(action="store_true", help="replace an existing --zarr store, not resume it (default: off)"),
+    ),
+    (
+        ("--memory-limit",),
+        dict(
+            default=None,
+            dest="memory_limit",
+            metavar="SIZE",
+            help="budget of a run without --zarr: bytes, 8G, 512MiB (default: "
+            "$BRAGG_DASK_MEMORY_LIMIT, else 80%% of free memory)",
+        ),
+    ),
+    (
+        ("--max-evaluations",),
+        dict(
+            default=None,
+            dest="max_evaluations",
+            metavar="N",
+            help="refuse a run of more evaluations (pixels x sub-pixels x layers x sources x phi steps x "
+            "mosaic domains x frames) than N (default: $BRAGG_DASK_MAX_EVALUATIONS, else 1e13)",
+        ),
+    ),
+    (
+        ("--compile",),
+        dict(
+            choices=("auto", "on", "off"),
+            default=None,
+            help="compile the fused kernel; auto: large tiles only (default: $BRAGG_DASK_COMPILE or auto)",
+        ),
+    ),
+    (
+        ("--backend",),
+        dict(
+            choices=("auto", "eager", "native", "inductor", "triton"),
+            default=None,
+            help="the orientation sum's fast path: auto (the C library on CPU, Triton on CUDA, else "
+            "Inductor), eager (the reference), native, inductor, triton (default: $BRAGG_DASK_BACKEND or auto)",
+        ),
+    ),
+)
+#: after the detector model's flags
+LATE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--quiet",), dict(action="store_true", help="warnings and errors only, no progress (default: off)")),
+    (("--help",), dict(action="store_true", help="print this help and exit")),
+    (("--version",), dict(action="store_true", help="print the version and exit")),
+    (
+        (
+            "--verbose",
+            "-v",
+        ),
+        dict(
+            action="store_true", help="the Dask cluster's own log lines (INFO) on stderr too (default: warnings only)"
+        ),
+    ),
+)
 
 
 def service_parser() -> argparse.ArgumentParser:
     ap = _ArgParser(prog="bragg-dask", add_help=False)
-    ap.add_argument("--parity", choices=("spec", "c"), default="spec",
-                    help="spec: nanoBragg's physics; c: also its order-dependent quirks, bit for bit (default: spec)")
-    ap.add_argument("--c-threads", type=int, default=None, dest="c_threads", metavar="T",
-                    help="the C run's OpenMP threads to reproduce, with --parity c (default: 1)")
-    ap.add_argument("--tile", type=int, default=None, metavar="N",
-                    help="tile edge in pixels (default: 256 on CPU, 2048 on a GPU, a resumed store's own)")
-    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                    help="precision of the computation; images are float32 (default: float64)")
-    ap.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N",
-                    help="where tiles are computed (default: cpu)")
-    ap.add_argument("--zarr", default=None, metavar="PATH",
-                    help="run on Dask, tiles into a Zarr v3 store; run again, it resumes (default: none, in-process)")
-    ap.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                    help="a running Dask scheduler, tcp:// or tls:// (default: an embedded cluster)")
-    ap.add_argument("--scheduler-file", default=None, dest="scheduler_file", metavar="FILE",
-                    help="a running Dask scheduler's scheduler file (default: none)")
-    ap.add_argument("--workers", type=int, default=None, metavar="N",
-                    help="embedded cluster's workers (default: one per core, or per GPU with cuda)")
-    ap.add_argument("--worker-processes", action="store_true", dest="worker_processes",
-                    help="embedded cluster: a process per worker, not threads (default: off)")
-    ap.add_argument("--listen", default=None, metavar="HOST",
-                    help=f"interface the embedded cluster listens on (default: {LOCALHOST})")
-    ap.add_argument("--dashboard-address", default=None, dest="dashboard_address", metavar="ADDR|none",
-                    help="embedded cluster's dashboard (Dask's pages and the bragg_dask page /bragg), or none "
-                         "(default: a free port on HOST)")
-    ap.add_argument("--tls-ca-file", default=None, dest="tls_ca_file", metavar="FILE",
-                    help="TLS: CA certificate, PEM (default: Dask's distributed.comm.tls.*)")
-    ap.add_argument("--tls-cert", default=None, dest="tls_cert", metavar="FILE",
-                    help="TLS: this client's certificate, PEM (default: Dask's settings)")
-    ap.add_argument("--tls-key", default=None, dest="tls_key", metavar="FILE",
-                    help="TLS: its private key, PEM (default: in --tls-cert)")
-    ap.add_argument("--connect-timeout", type=float, default=None, dest="connect_timeout", metavar="S",
-                    help="seconds to wait for the scheduler (default: 10)")
-    ap.add_argument("--frames", type=int, default=None, metavar="N",
-                    help="a rotation series into --zarr, frame k from phi0 + k*osc (default: 1)")
-    ap.add_argument("--orientations", type=int, default=None, metavar="N",
-                    help="N frames of random crystal orientations into --zarr (default: none)")
-    ap.add_argument("--orientation-seed", type=int, default=None, dest="orientation_seed", metavar="S",
-                    help="seed of the random orientations (default: 0)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="replace an existing --zarr store, not resume it (default: off)")
-    ap.add_argument("--memory-limit", default=None, dest="memory_limit", metavar="SIZE",
-                    help="budget of a run without --zarr: bytes, 8G, 512MiB (default: "
-                         "$BRAGG_DASK_MEMORY_LIMIT, else 80%% of free memory)")
-    ap.add_argument("--max-evaluations", default=None, dest="max_evaluations", metavar="N",
-                    help="refuse a run of more evaluations (pixels x sub-pixels x layers x sources x phi steps x "
-                         "mosaic domains x frames) than N (default: $BRAGG_DASK_MAX_EVALUATIONS, else 1e13)")
-    ap.add_argument("--compile", choices=("auto", "on", "off"), default=None,
-                    help="compile the fused kernel; auto: large tiles only (default: $BRAGG_DASK_COMPILE or auto)")
+    for flags, keywords in SERVICE_OPTIONS:
+        ap.add_argument(*flags, **keywords)
     _model_flags(ap)
-    ap.add_argument("--quiet", action="store_true", help="warnings and errors only, no progress (default: off)")
-    ap.add_argument("--help", action="store_true", help="print this help and exit")
-    ap.add_argument("--version", action="store_true", help="print the version and exit")
-    ap.add_argument("--verbose", "-v", action="store_true",
-                    help="the Dask cluster's own log lines (INFO) on stderr too (default: warnings only)")
+    for flags, keywords in LATE_OPTIONS:
+        ap.add_argument(*flags, **keywords)
     return ap
 
 
 def _model_flags(ap: argparse.ArgumentParser) -> None:
     """The detector model applied to a --zarr store's frames after the run (noisify's flags)."""
-    ap.add_argument("--psf", choices=("gauss", "fiber"), default=None,
-                    help="detector model (needs --zarr): point spread function, noisify's -psf (default: none)")
-    ap.add_argument("--psf-fwhm", type=float, default=None, dest="psf_fwhm", metavar="UM",
-                    help="detector model: the PSF's full width at half maximum, um (default: 46)")
-    ap.add_argument("--psf-radius", type=float, default=None, dest="psf_radius", metavar="PX",
-                    help="detector model: the PSF's radius, pixels; 0: automatic (default: 0)")
-    ap.add_argument("--readout", type=float, default=None, metavar="ADU",
-                    help="detector model: readout noise, ADU rms (default: 0)")
-    ap.add_argument("--flicker", type=float, default=None, metavar="F",
-                    help="detector model: beam flicker noise, a fraction of the photons (default: 0)")
-    ap.add_argument("--calibration", type=float, default=None, metavar="F",
-                    help="detector model: calibration error, a fraction rms per pixel (default: 0.03)")
-    ap.add_argument("--gain", type=float, default=None, metavar="G",
-                    help="detector model: gain, ADU per photon (default: 1)")
+    ap.add_argument(
+        "--psf",
+        choices=("gauss", "fiber"),
+        default=None,
+        help="detector model (needs --zarr): point spread function, noisify's -psf (default: none)",
+    )
+    ap.add_argument(
+        "--psf-fwhm",
+        type=float,
+        default=None,
+        dest="psf_fwhm",
+        metavar="UM",
+        help="detector model: the PSF's full width at half maximum, um (default: 46)",
+    )
+    ap.add_argument(
+        "--psf-radius",
+        type=float,
+        default=None,
+        dest="psf_radius",
+        metavar="PX",
+        help="detector model: the PSF's radius, pixels; 0: automatic (default: 0)",
+    )
+    ap.add_argument(
+        "--readout", type=float, default=None, metavar="ADU", help="detector model: readout noise, ADU rms (default: 0)"
+    )
+    ap.add_argument(
+        "--flicker",
+        type=float,
+        default=None,
+        metavar="F",
+        help="detector model: beam flicker noise, a fraction of the photons (default: 0)",
+    )
+    ap.add_argument(
+        "--calibration",
+        type=float,
+        default=None,
+        metavar="F",
+        help="detector model: calibration error, a fraction rms per pixel (default: 0.03)",
+    )
+    ap.add_argument(
+        "--gain", type=float, default=None, metavar="G", help="detector model: gain, ADU per photon (default: 1)"
+    )
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``--service`` flags (and their values) from the nanoBragg flags."""
-    takes_value = {"--parity", "--c-threads", "--tile", "--dtype", "--device", "--zarr", "--scheduler",
-                   "--scheduler-file", "--workers", "--frames", "--orientations", "--orientation-seed",
-                   "--memory-limit", "--listen", "--dashboard-address", "--tls-ca-file", "--tls-cert", "--tls-key",
-                   "--connect-timeout", "--compile", "--max-evaluations", "--psf", "--psf-fwhm", "--psf-radius",
-                   "--readout",
-                   "--flicker", "--calibration", "--gain"}
+    takes_value = {
+        "--parity",
+        "--c-threads",
+        "--tile",
+        "--dtype",
+        "--device",
+        "--zarr",
+        "--scheduler",
+        "--scheduler-file",
+        "--workers",
+        "--frames",
+        "--orientations",
+        "--orientation-seed",
+        "--memory-limit",
+        "--listen",
+        "--dashboard-address",
+        "--tls-ca-file",
+        "--tls-cert",
+        "--tls-key",
+        "--connect-timeout",
+        "--compile",
+        "--backend",
+        "--max-evaluations",
+        "--psf",
+        "--psf-fwhm",
+        "--psf-radius",
+        "--readout",
+        "--flicker",
+        "--calibration",
+        "--gain",
+    }
     service, c_args = [], []
     i = 0
     while i < len(argv):
@@ -130,8 +347,10 @@ def _check_service(opts) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise UsageError("CUDA was asked for but torch sees no CUDA device here (for remote GPU workers "
-                             "give --scheduler)", flag="--device")
+            raise UsageError(
+                "CUDA was asked for but torch sees no CUDA device here (for remote GPU workers give --scheduler)",
+                flag="--device",
+            )
     if opts.scheduler and opts.scheduler_file:
         raise UsageError("give either --scheduler or --scheduler-file, not both", flag="--scheduler")
     _check_cluster(opts)
@@ -144,23 +363,23 @@ def _check_service(opts) -> None:
     if opts.frames is not None and opts.orientations is not None:
         raise UsageError("give either --frames (a rotation series) or --orientations, not both", flag="--frames")
     if (opts.frames or opts.orientations or 1) > 1 and not opts.zarr:
-        raise UsageError("a dataset of several frames is written to a store: add --zarr PATH",
-                         flag="--frames" if opts.frames else "--orientations")
+        raise UsageError(
+            "a dataset of several frames is written to a store: add --zarr PATH",
+            flag="--frames" if opts.frames else "--orientations",
+        )
     _check_applies(opts)
 
 
 def _check_model(opts) -> None:
     """The detector-model flags (``--psf`` ...): with ``--zarr``, and each value in its range."""
-    from bragg_dask.detector.noisify import model_given
+    from bragg_dask.detector.flags import model_from_service, model_given
 
     given = model_given(opts)
     if not given:
         return
     if not opts.zarr:
         raise UsageError("needs --zarr: the detector model is applied to the store's frames", flag=given[0])
-    from bragg_dask.detector.store_pass import check_model
-
-    check_model(opts, None)
+    model_from_service(opts, None)  # each value checked, errors naming the service flag
 
 
 def _check_applies(opts) -> None:
@@ -168,47 +387,76 @@ def _check_applies(opts) -> None:
     if opts.overwrite and not opts.zarr:
         raise UsageError("replaces a store: it means nothing without --zarr PATH", flag="--overwrite")
     if opts.orientation_seed is not None and opts.orientations is None:
-        raise UsageError("draws the orientations of --orientations N: it means nothing without it",
-                         flag="--orientation-seed")
+        raise UsageError(
+            "draws the orientations of --orientations N: it means nothing without it", flag="--orientation-seed"
+        )
     remote = bool(opts.scheduler or opts.scheduler_file)
     cluster = remote or bool(opts.zarr)
-    for flag, given in (("--workers", opts.workers is not None), ("--worker-processes", opts.worker_processes),
-                        ("--listen", opts.listen is not None),
-                        ("--dashboard-address", opts.dashboard_address is not None),
-                        ("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
-                        ("--tls-key", opts.tls_key)):
+    for flag, given in (
+        ("--workers", opts.workers is not None),
+        ("--worker-processes", opts.worker_processes),
+        ("--listen", opts.listen is not None),
+        ("--dashboard-address", opts.dashboard_address is not None),
+        ("--tls-ca-file", opts.tls_ca_file),
+        ("--tls-cert", opts.tls_cert),
+        ("--tls-key", opts.tls_key),
+    ):
         if given and not cluster:
-            raise UsageError("sets up the Dask cluster of a --zarr or --scheduler run; this run computes in "
-                             "this process, without one", flag=flag)
+            raise UsageError(
+                "sets up the Dask cluster of a --zarr or --scheduler run; this run computes in "
+                "this process, without one",
+                flag=flag,
+            )
     if opts.connect_timeout is not None and not remote:
         raise UsageError("bounds the wait for --scheduler/--scheduler-file; there is none", flag="--connect-timeout")
-    for flag, path in (("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
-                       ("--tls-key", opts.tls_key), ("--scheduler-file", opts.scheduler_file)):
+    for flag, path in (
+        ("--tls-ca-file", opts.tls_ca_file),
+        ("--tls-cert", opts.tls_cert),
+        ("--tls-key", opts.tls_key),
+        ("--scheduler-file", opts.scheduler_file),
+    ):
         if path and not os.path.isfile(path):
             what = "scheduler file" if flag == "--scheduler-file" else "such file"
             raise UsageError(f"{f'no {what}' if not os.path.exists(path) else 'not a file:'} {path}", flag=flag)
 
 
 def _check_cluster(opts) -> None:
-    for flag, v in (("--scheduler", opts.scheduler), ("--scheduler-file", opts.scheduler_file),
-                    ("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address)):
+    for flag, v in (
+        ("--scheduler", opts.scheduler),
+        ("--scheduler-file", opts.scheduler_file),
+        ("--listen", opts.listen),
+        ("--dashboard-address", opts.dashboard_address),
+    ):
         if v is not None and not v.strip():
             raise UsageError("needs a value", flag=flag)
     if opts.connect_timeout is not None and not 0 < opts.connect_timeout < 1e9:
         raise UsageError(f"must be > 0 seconds (and finite), got {opts.connect_timeout:g}", flag="--connect-timeout")
     if opts.scheduler or opts.scheduler_file:
-        for flag, v in (("--listen", opts.listen), ("--dashboard-address", opts.dashboard_address),
-                        ("--workers", opts.workers), ("--worker-processes", opts.worker_processes or None)):
+        for flag, v in (
+            ("--listen", opts.listen),
+            ("--dashboard-address", opts.dashboard_address),
+            ("--workers", opts.workers),
+            ("--worker-processes", opts.worker_processes or None),
+        ):
             if v is not None:
                 raise UsageError("sets up the embedded cluster; it means nothing with a scheduler", flag=flag)
 
 
 def _cluster_options(opts) -> ClusterOptions:
-    return ClusterOptions(scheduler=opts.scheduler, scheduler_file=opts.scheduler_file, n_workers=opts.workers,
-                          device=opts.device, listen=opts.listen or LOCALHOST,
-                          dashboard_address=opts.dashboard_address, tls_ca_file=opts.tls_ca_file,
-                          tls_cert=opts.tls_cert, tls_key=opts.tls_key, connect_timeout=opts.connect_timeout or 10.0,
-                          worker_processes=opts.worker_processes, verbose=opts.verbose)
+    return ClusterOptions(
+        scheduler=opts.scheduler,
+        scheduler_file=opts.scheduler_file,
+        n_workers=opts.workers,
+        device=opts.device,
+        listen=opts.listen or LOCALHOST,
+        dashboard_address=opts.dashboard_address,
+        tls_ca_file=opts.tls_ca_file,
+        tls_cert=opts.tls_cert,
+        tls_key=opts.tls_key,
+        connect_timeout=opts.connect_timeout or 10.0,
+        worker_processes=opts.worker_processes,
+        verbose=opts.verbose,
+    )
 
 
 def _dataset(opts):

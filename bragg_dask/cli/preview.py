@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import math
 import os
+from typing import NoReturn
 
 import numpy as np
 
@@ -42,6 +43,7 @@ CMAP_LEVELS = 224
 
 
 # ---------------------------------------------------------------------------------------- geometry
+
 
 def beam_position_px(geometry: dict) -> tuple[float, float]:
     """``(fast, slow)``: where the direct beam meets the detector, in pixels from the detector's corner
@@ -116,6 +118,7 @@ def _tilted(geometry: dict) -> bool:
 
 # ----------------------------------------------------------------------------------------- pooling
 
+
 def pool_factor(shape: tuple[int, int], max_px: int = MAX_PX) -> int:
     """The max-pool block side that brings the long side of ``shape`` to at most ``max_px``."""
     return max(1, math.ceil(max(shape) / max_px))
@@ -142,6 +145,7 @@ def pool_bands(bands, fpixels: int, factor: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- input
+
 
 @dataclasses.dataclass(frozen=True)
 class FrameView:
@@ -171,29 +175,38 @@ def load(store: str, frame: int = 0, max_px: int = MAX_PX) -> FrameView:
             raise
         raise type(exc)(exc.message, flag="preview") from None
     if not rec.complete:
-        raise ConfigError(f"frame {frame} of {store} is incomplete (re-run the simulation to finish it)",
-                          flag="--frame")
+        raise ConfigError(
+            f"frame {frame} of {store} is incomplete (re-run the simulation to finish it)", flag="--frame"
+        )
     check_frames(store, [frame], None, "preview")  # a damaged frame: one line, before any file
     geometry = store_metadata(store)["geometry"]
     view = StoreFrame(store, frame, flag="preview")
     factor = pool_factor(view.shape, max_px)
     image = pool_bands(view.bands(view.FLOAT), view.shape[1], factor)
-    return FrameView(image=image, factor=factor, shape=tuple(view.shape), geometry=geometry, frame=frame,
-                     n_frames=rec.n_frames, phi0_deg=rec.phi0_deg,
-                     name=os.path.basename(os.path.normpath(os.path.abspath(store))))
+    return FrameView(
+        image=image,
+        factor=factor,
+        shape=tuple(view.shape),
+        geometry=geometry,
+        frame=frame,
+        n_frames=rec.n_frames,
+        phi0_deg=rec.phi0_deg,
+        name=os.path.basename(os.path.normpath(os.path.abspath(store))),
+    )
 
 
 # ----------------------------------------------------------------------------------------- drawing
+
 
 def _colorbar_ticks(vmax: float) -> list[float]:
     """Photon values for the colour bar's ticks, up to ``vmax``: 0 and the 1-2-5 steps from 1 (decades
     alone when those are many), or evenly spaced values for a faint image."""
     if vmax < 2.0:
         return [float(f"{v:.2g}") for v in np.linspace(0.0, vmax, 4)]
-    steps = [m * 10.0 ** e for e in range(0, 12) for m in (1, 2, 5)]
+    steps = [m * 10.0**e for e in range(0, 12) for m in (1, 2, 5)]
     ticks = [0.0] + [v for v in steps if v <= vmax]
     if len(ticks) > 7:
-        ticks = [0.0] + [10.0 ** e for e in range(0, 12) if 10.0 ** e <= vmax]
+        ticks = [0.0] + [10.0**e for e in range(0, 12) if 10.0**e <= vmax]
     return ticks
 
 
@@ -225,26 +238,41 @@ def figure(view: FrameView, rings: bool = False):
     photons = np.maximum(view.image, 0.0)
     peak = float(photons.max()) if photons.size else 0.0
     vmax = math.log10(1.0 + peak) if peak > 0 else 1.0
-    im = ax.imshow(np.log10(1.0 + photons), cmap=_colormap(), vmin=0.0, vmax=vmax, interpolation="nearest",
-                   extent=(0, nf * k, ns * k, 0), origin="upper")
+    im = ax.imshow(
+        np.log10(1.0 + photons),
+        cmap=_colormap(),
+        vmin=0.0,
+        vmax=vmax,
+        interpolation="nearest",
+        extent=(0, nf * k, ns * k, 0),
+        origin="upper",
+    )
     ax.set_xlim(0, f)
     ax.set_ylim(s, 0)
     ax.set_xlabel("fast (pixels)" + (f"; each image pixel the max of {k} x {k}" if k > 1 else ""))
     ax.set_ylabel("slow (pixels)")
-    ax.set_title(f"{view.name}: frame {view.frame} of {view.n_frames}, phi = {view.phi0_deg:.4g} deg",
-                 fontsize=10)
+    ax.set_title(f"{view.name}: frame {view.frame} of {view.n_frames}, phi = {view.phi0_deg:.4g} deg", fontsize=10)
     bar = fig.colorbar(im, cax=fig.add_axes(bar_rect))
     ticks = _colorbar_ticks(peak)
     bar.set_ticks([math.log10(1.0 + v) for v in ticks], labels=[f"{v:g}" for v in ticks])
     bar.set_label("photons/pixel (log scale: log10(1 + photons))")
     bf, bs = beam_position_px(view.geometry)
-    ax.plot([bf], [bs], linestyle="none", marker="+", markersize=14, markeredgewidth=1.6, color="cyan",
-            label="direct beam")
+    ax.plot(
+        [bf], [bs], linestyle="none", marker="+", markersize=14, markeredgewidth=1.6, color="cyan", label="direct beam"
+    )
     if rings:
         _draw_rings(ax, view)
     x0, _, w, _ = image_rect
-    ax.legend(loc="lower center", bbox_to_anchor=(x0 + w / 2, 0.01), bbox_transform=fig.transFigure, ncol=2, fontsize=8,
-              facecolor="0.3", edgecolor="0.3", labelcolor="white")
+    ax.legend(
+        loc="lower center",
+        bbox_to_anchor=(x0 + w / 2, 0.01),
+        bbox_transform=fig.transFigure,
+        ncol=2,
+        fontsize=8,
+        facecolor="0.3",
+        edgecolor="0.3",
+        labelcolor="white",
+    )
     return fig
 
 
@@ -269,15 +297,34 @@ def _draw_rings(ax, view: FrameView) -> None:
         label += ", detector taken as perpendicular to the beam"
     for i, d in enumerate(ring_d_spacings(view.geometry, view.shape)):
         r = ring_radius_px(d, view.geometry)
-        ax.add_patch(Circle((bf, bs), r, fill=False, color="white", alpha=0.75, linestyle="--", linewidth=0.9,
-                            label=label if i == 0 else None))
+        ax.add_patch(
+            Circle(
+                (bf, bs),
+                r,
+                fill=False,
+                color="white",
+                alpha=0.75,
+                linestyle="--",
+                linewidth=0.9,
+                label=label if i == 0 else None,
+            )
+        )
         at = _ring_label_at(bf, bs, r, view.shape)
         if at is not None:
-            ax.text(at[0], at[1], f"{d:g} \u00c5", color="white", fontsize=8, ha="center", va="center",
-                    bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.5, linewidth=0))
+            ax.text(
+                at[0],
+                at[1],
+                f"{d:g} \u00c5",
+                color="white",
+                fontsize=8,
+                ha="center",
+                va="center",
+                bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.5, linewidth=0),
+            )
 
 
 # ------------------------------------------------------------------------------------------ output
+
 
 def check_output(path: str) -> None:
     """``path`` can take the PNG: not empty, not a folder, in a writable folder (else one line)."""
@@ -364,8 +411,9 @@ def render(store, frame: int = 0, *, rings: bool = False, path: str | None = Non
 
 # --------------------------------------------------------------------------------------------- CLI
 
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message, flag="preview")
 
 

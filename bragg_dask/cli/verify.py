@@ -17,6 +17,7 @@ the command was recorded), cannot be repaired here: the line says what to do ins
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 
@@ -27,9 +28,21 @@ log = logging.getLogger(__name__)
 
 #: the recorded command's options that a repair sets itself: the store, no cluster of the record (an
 #: embedded one), never --overwrite, no progress (abbreviated spellings are parsed, then replaced)
-_REPAIR_OPTIONS = {"scheduler": None, "scheduler_file": None, "connect_timeout": None, "tls_ca_file": None,
-                   "tls_cert": None, "tls_key": None, "listen": None, "dashboard_address": None, "workers": None,
-                   "worker_processes": False, "overwrite": False, "quiet": True, "verbose": False}
+_REPAIR_OPTIONS = {
+    "scheduler": None,
+    "scheduler_file": None,
+    "connect_timeout": None,
+    "tls_ca_file": None,
+    "tls_cert": None,
+    "tls_key": None,
+    "listen": None,
+    "dashboard_address": None,
+    "workers": None,
+    "worker_processes": False,
+    "overwrite": False,
+    "quiet": True,
+    "verbose": False,
+}
 
 
 def verify_main(argv: list[str]) -> int:
@@ -45,16 +58,20 @@ def verify_main(argv: list[str]) -> int:
     found = store.scan(path)
     _print_problems(found)
     if found.metadata:
-        print(f"{path}: damaged metadata ({len(found.problems)} file{'s' if len(found.problems) > 1 else ''}): the "
-              "store cannot be read, resumed or repaired; restore the files, or make it again")
+        print(
+            f"{path}: damaged metadata ({len(found.problems)} file{'s' if len(found.problems) > 1 else ''}): the "
+            "store cannot be read, resumed or repaired; restore the files, or make it again"
+        )
         return 2 if a.repair else 1
     if found.clean:
         print(_whole(path, found))
         return 0
     n = int(found.redo.sum())
     if not a.repair:
-        print(f"{path}: {len(found.problems)} problem{'s' if len(found.problems) > 1 else ''} in {found.files} files "
-              f"checked; {n} tile{'s' if n != 1 else ''} to compute again: bragg-dask verify {path} --repair")
+        print(
+            f"{path}: {len(found.problems)} problem{'s' if len(found.problems) > 1 else ''} in {found.files} files "
+            f"checked; {n} tile{'s' if n != 1 else ''} to compute again: bragg-dask verify {path} --repair"
+        )
         return 1
     repaired = repair(path, found)
     after = store.scan(path)
@@ -74,8 +91,7 @@ def _print_problems(found) -> None:
 def _whole(path: str, found) -> str:
     frames = found.done.all(axis=(1, 2))
     note = "" if found.checksummed else " (a store made before checksums: only files that cannot be decoded are found)"
-    return (f"{path}: whole: {found.files} files checked, {int(frames.sum())} of {len(frames)} frames "
-            f"complete{note}")
+    return f"{path}: whole: {found.files} files checked, {int(frames.sum())} of {len(frames)} frames complete{note}"
 
 
 def recorded_command(path: str) -> dict:
@@ -84,19 +100,25 @@ def recorded_command(path: str) -> dict:
 
     meta = store_metadata(path)
     command = meta.get("command")
-    if not (isinstance(command, dict) and isinstance(command.get("argv"), list)
-            and all(isinstance(x, str) for x in command["argv"]) and isinstance(command.get("cwd"), str)):
-        raise ConfigError(f"{path} does not record the command that made it (made through the Python API, or by "
-                          "an older bragg_dask); run the same simulation again with --zarr {path}: it computes "
-                          "the damaged tiles again", flag="--repair")
+    if not (
+        isinstance(command, dict)
+        and isinstance(command.get("argv"), list)
+        and all(isinstance(x, str) for x in command["argv"])
+        and isinstance(command.get("cwd"), str)
+    ):
+        raise ConfigError(
+            f"{path} does not record the command that made it (made through the Python API, or by "
+            "an older bragg_dask); run the same simulation again with --zarr {path}: it computes "
+            "the damaged tiles again",
+            flag="--repair",
+        )
     return command
 
 
 def repair(path: str, found) -> str:
     """Run the store's recorded command again on it (see the module notes); what was done, in words."""
     from bragg_dask import cli, store
-    from bragg_dask.detector.noisify import model_given
-    from bragg_dask.detector.store_pass import model_args
+    from bragg_dask.detector.flags import model_from_service
     from bragg_dask.executors import execute, executor_for
 
     command = recorded_command(path)
@@ -110,22 +132,33 @@ def repair(path: str, found) -> str:
         try:
             settings, parsed, dataset, sim, outputs = cli.prepare(opts, c_args)
         except ConfigError as exc:
-            raise ConfigError(f"cannot repair {path}: its recorded command fails now ({exc})",
-                              flag="--repair") from None
-        executor = executor_for(store=opts.zarr, cluster=cli._cluster_options(opts), overwrite=False,
-                                dataset=dataset, outputs=outputs, command=command)
-        if model_given(opts):
-            executor.response = model_args(opts, outputs)
+            raise ConfigError(
+                f"cannot repair {path}: its recorded command fails now ({exc})", flag="--repair"
+            ) from None
+        executor = executor_for(
+            store=opts.zarr,
+            cluster=cli._cluster_options(opts),
+            overwrite=False,
+            dataset=dataset,
+            outputs=outputs,
+            command=command,
+            detector=model_from_service(opts, outputs),
+        )
         try:
             result = execute(sim, settings, executor)
         except store.OtherConfiguration:
-            raise ConfigError(f"cannot repair {path}: its recorded command (in {command['cwd']}) now describes another "
-                              "configuration (its input files changed?); nothing was written",
-                              flag="--repair") from None
+            raise ConfigError(
+                f"cannot repair {path}: its recorded command (in {command['cwd']}) now describes another "
+                "configuration (its input files changed?); nothing was written",
+                flag="--repair",
+            ) from None
     redone = _model_again(path, model_frames, found)
     what = f"{result.computed} tile{'s' if result.computed != 1 else ''} computed again"
-    return what + (f", the detector model applied again to frame{'s' if len(redone) > 1 else ''} "
-                   f"{', '.join(map(str, redone))}" if redone else "")
+    return what + (
+        f", the detector model applied again to frame{'s' if len(redone) > 1 else ''} {', '.join(map(str, redone))}"
+        if redone
+        else ""
+    )
 
 
 @contextlib.contextmanager
@@ -135,8 +168,9 @@ def _folder(cwd: str, path: str):
     try:
         os.chdir(cwd)
     except OSError as exc:
-        raise ConfigError(f"cannot repair {path}: the folder its command ran in, {cwd}, is gone ({exc.strerror})",
-                          flag="--repair") from None
+        raise ConfigError(
+            f"cannot repair {path}: the folder its command ran in, {cwd}, is gone ({exc.strerror})", flag="--repair"
+        ) from None
     try:
         yield
     finally:
@@ -153,6 +187,7 @@ def _model_again(path: str, before: dict, found) -> list[int]:
     """Frames the detector model had made whose tiles were computed again (their images are the
     simulation's now): through the model again, with its recorded flags and seed."""
     from bragg_dask import store
+    from bragg_dask.detector.flags import model_from_record
     from bragg_dask.detector.store_pass import DetectorPass, noisify_frame
 
     now = _model_frames(path)
@@ -160,9 +195,8 @@ def _model_again(path: str, before: dict, found) -> list[int]:
     for k in again:
         entry = before[str(k)]
         seed = entry.get("noise_seed")
-        job = DetectorPass(path, ["-nonoise"] if seed is None else ["-seed", str(int(seed) - k)])  # frame k: seed + k
-        job.o.update(entry.get("model") or {})
-        job.names = list(entry.get("arrays") or job.names)
+        model = model_from_record(dict(entry.get("model") or {}, nonoise=seed is None))
+        job = DetectorPass(path, dataclasses.replace(model, seed=None if seed is None else int(seed) - k))
         job.begin()
         noisify_frame(*job.frame_args(k))
         job.record([k])

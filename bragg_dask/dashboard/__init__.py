@@ -63,10 +63,15 @@ def attach(client, *, embedded_off: bool = False, flag: str | None = None) -> tu
         if isinstance(exc, ImportError):
             from bragg_dask.executors.cluster import ClusterError
 
-            raise ClusterError(f"the scheduler cannot load bragg_dask ({text}): install bragg-dask, the version "
-                               "used here, where the scheduler runs (it unpickles the tasks)", flag=flag) from None
-        links.notes.append(f"bragg_dask page: not served, the scheduler could not load it ({text}); install "
-                           "bragg-dask where the scheduler runs")
+            raise ClusterError(
+                f"the scheduler cannot load bragg_dask ({text}): install bragg-dask, the version "
+                "used here, where the scheduler runs (it unpickles the tasks)",
+                flag=flag,
+            ) from None
+        links.notes.append(
+            f"bragg_dask page: not served, the scheduler could not load it ({text}); install "
+            "bragg-dask where the scheduler runs"
+        )
         status = {"dask": _dask_pages_over_http(client), "bragg": False}
     if status.get("dask") == "off":  # the scheduler's own choice (dask scheduler --no-dashboard)
         log.debug("the scheduler runs without a dashboard: no page")
@@ -75,8 +80,9 @@ def attach(client, *, embedded_off: bool = False, flag: str | None = None) -> tu
     if status.get("dask") == "bokeh":
         links.dask = link
     elif status.get("dask") == "missing":
-        links.notes.append("dask dashboard: its pages need bokeh>=3.1.0 where the scheduler runs "
-                           "(pip install 'bokeh>=3.1.0')")
+        links.notes.append(
+            "dask dashboard: its pages need bokeh>=3.1.0 where the scheduler runs (pip install 'bokeh>=3.1.0')"
+        )
     if status.get("bragg") and link:
         links.bragg = link[: -len("status")] + "bragg" if link.endswith("/status") else link.rstrip("/") + "/bragg"
         return links, Reporter(client)
@@ -129,18 +135,38 @@ class Reporter:
         self.client = client
         self.board: tuple[str, int, int] | None = None  # run id, preview factor, frames: what tasks carry
 
-    def begin(self, *, shape: tuple[int, int], tile: tuple[int, int], done: np.ndarray, todo: int,
-              evals_per_tile: int, title: str, extra: dict) -> None:
+    def begin(
+        self,
+        *,
+        shape: tuple[int, int],
+        tile: tuple[int, int],
+        done: np.ndarray,
+        todo: int,
+        evals_per_tile: int,
+        title: str,
+        extra: dict,
+    ) -> None:
         """Send the run's layout: detector ``shape``, ``tile`` shape, ``done`` (frames x tile grid, tiles
         done before this run), tiles ``todo`` and evaluations per tile; sets :attr:`board`."""
         if self.client is None:
             return
         k = image.pooling(shape)
         run = f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        msg = {"kind": "run", "run": run, "title": title, "shape": list(shape), "tile": list(tile),
-               "grid": list(done.shape[1:]), "frames": int(done.shape[0]), "k": k, "todo": int(todo),
-               "evals_per_tile": int(evals_per_tile), "done_bits": np.packbits(done.reshape(-1)).tobytes(),
-               "started": time.time(), **extra}
+        msg = {
+            "kind": "run",
+            "run": run,
+            "title": title,
+            "shape": list(shape),
+            "tile": list(tile),
+            "grid": list(done.shape[1:]),
+            "frames": int(done.shape[0]),
+            "k": k,
+            "todo": int(todo),
+            "evals_per_tile": int(evals_per_tile),
+            "done_bits": np.packbits(done.reshape(-1)).tobytes(),
+            "started": time.time(),
+            **extra,
+        }
         if self._send(msg):
             self.board = (run, k, int(done.shape[0]))
 

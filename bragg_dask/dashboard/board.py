@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +45,7 @@ class RunView:
         self.evals_per_tile = int(info.get("evals_per_tile", 0))
         n = self.frames * self.per_frame
         bits = info.get("done_bits")
-        before = (np.unpackbits(np.frombuffer(bits, np.uint8), count=n).astype(bool) if bits
-                  else np.zeros(n, bool))
+        before = np.unpackbits(np.frombuffer(bits, np.uint8), count=n).astype(bool) if bits else np.zeros(n, bool)
         self.before = before.reshape(self.frames, *self.grid)
         self.todo = int(info.get("todo", n - int(self.before.sum())))
         self.computed = np.zeros_like(self.before)
@@ -52,13 +53,14 @@ class RunView:
         self.n_computed = 0
         self.evals = 0
         self.started = float(info.get("started", clock()))
-        self.first = self.last = None  # times of the first and last tile of this run
+        self.first: float | None = None  # times of the first and last tile of this run
+        self.last: float | None = None
         self.phase = str(info.get("phase", "simulating"))
-        self.ended = None
-        self.error = None
+        self.ended: float | None = None
+        self.error: str | None = None
         self.previews: OrderedDict[int, np.ndarray] = OrderedDict()
         self.thumbs: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.current = None  # the frame a tile last landed in
+        self.current: int | None = None  # the frame a tile last landed in
         self.version = 0
         self.history: deque = deque(maxlen=HISTORY)  # (time, evaluations in the bucket)
         self._png: tuple = (None, b"")  # the last picture served: (its key, PNG bytes)
@@ -178,7 +180,7 @@ class RunView:
             source, todo = self.thumbs[f], []
         else:
             source, todo = np.zeros(self.pshape, dtype=np.uint8), self.todo_rects(f) if f is not None else []
-        key = (f, self.merges.get(f, 0), len(todo), f in self.previews)
+        key = (f, self.merges.get(f, 0) if f is not None else 0, len(todo), f in self.previews)
         return key, lambda: image.png(image.colour(source, todo))
 
     def frame_png(self, f: int | None = None) -> bytes:
@@ -211,12 +213,25 @@ class RunView:
         total = self.frames * self.per_frame
         before = int(self.before.sum())
         return {
-            "run": self.id, "info": self.info, "phase": self.phase, "error": self.error,
-            "tiles_total": total, "tiles_before": before, "tiles_todo": self.todo,
-            "tiles_computed": self.n_computed, "tiles_stored": self.stored,
-            "tiles_complete": before + self.stored, "frames_total": self.frames, "frames_done": self.frames_done,
-            "current_frame": self.current, "evaluations": self.evals, "rate": self.rate(), "eta": self.eta(),
-            "elapsed": end - self.started, "version": self.version, "thumbs": list(reversed(self.thumbs))[:THUMBS],
+            "run": self.id,
+            "info": self.info,
+            "phase": self.phase,
+            "error": self.error,
+            "tiles_total": total,
+            "tiles_before": before,
+            "tiles_todo": self.todo,
+            "tiles_computed": self.n_computed,
+            "tiles_stored": self.stored,
+            "tiles_complete": before + self.stored,
+            "frames_total": self.frames,
+            "frames_done": self.frames_done,
+            "current_frame": self.current,
+            "evaluations": self.evals,
+            "rate": self.rate(),
+            "eta": self.eta(),
+            "elapsed": end - self.started,
+            "version": self.version,
+            "thumbs": list(reversed(self.thumbs))[:THUMBS],
             "history": [[t - self.started, e / BUCKET_S] for t, e in self.history],
         }
 
@@ -242,7 +257,8 @@ class Board:
         view = self.runs.get(run)
         if view is None:
             return
-        {"tiles": view.on_tiles, "phase": view.on_phase}.get(kind, lambda m: None)(msg)
+        handlers: dict[Any, Callable[[dict], None]] = {"tiles": view.on_tiles, "phase": view.on_phase}
+        handlers.get(kind, lambda m: None)(msg)
 
     def get(self, run: str | None = None) -> RunView | None:
         if run:

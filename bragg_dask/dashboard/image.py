@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,8 +28,14 @@ NOT_REACHED, NOTHING = 0, 1
 STEPS_PER_OCTAVE = 8
 
 # colour scale (position in [0, 1], RGB): dark blue through purple and orange to pale yellow
-_ANCHORS = ((0.0, (4, 6, 24)), (0.2, (40, 24, 96)), (0.45, (140, 40, 120)), (0.7, (236, 108, 52)),
-            (0.88, (252, 196, 72)), (1.0, (255, 252, 214)))
+_ANCHORS = (
+    (0.0, (4, 6, 24)),
+    (0.2, (40, 24, 96)),
+    (0.45, (140, 40, 120)),
+    (0.7, (236, 108, 52)),
+    (0.88, (252, 196, 72)),
+    (1.0, (255, 252, 214)),
+)
 _NOTHING_RGB = (0, 0, 0)  # rendered nothing: outside the ROI, masked
 _TODO = ((58, 62, 70), (88, 94, 104))  # a tile not done yet: grey diagonal stripes
 
@@ -47,7 +54,7 @@ def pooling(shape: tuple[int, int], limit: int = PREVIEW_MAX) -> int:
     return max(1, math.ceil(max(shape) / max(limit, 1)))
 
 
-def preview_shape(shape: tuple[int, int], k: int) -> tuple[int, int]:
+def preview_shape(shape: tuple[int, ...], k: int) -> tuple[int, int]:
     return -(-shape[0] // k), -(-shape[1] // k)
 
 
@@ -93,7 +100,7 @@ def merge_block(preview: np.ndarray, r0: int, c0: int, block: np.ndarray) -> Non
     np.maximum(view, block[: view.shape[0], : view.shape[1]], out=view)
 
 
-def colour(preview: np.ndarray, todo: list[tuple[int, int, int, int]] = ()) -> np.ndarray:
+def colour(preview: np.ndarray, todo: Sequence[tuple[int, int, int, int]] = ()) -> np.ndarray:
     """RGB uint8 picture of a preview of codes: ``log(1 + I)`` scaled to the frame's maximum; not reached
     hatched as not done, nothing rendered black; ``todo``: preview rectangles ``(r0, r1, c0, c1)`` of
     tiles not done, hatched whatever they hold."""
@@ -146,5 +153,9 @@ def png(rgb: np.ndarray, level: int = 1) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )

@@ -17,11 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+from typing import TYPE_CHECKING
 
-try:
+if TYPE_CHECKING:
     from distributed.diagnostics.plugin import SchedulerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    SchedulerPlugin = object
+else:
+    try:
+        from distributed.diagnostics.plugin import SchedulerPlugin
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        SchedulerPlugin = object
 
 from bragg_dask.dashboard.board import Board
 from bragg_dask.dashboard.page import PAGE
@@ -45,7 +49,8 @@ class DashboardPlugin(SchedulerPlugin):
         self.scheduler = None
         self.dask_pages = "off"
 
-    def start(self, scheduler) -> None:
+    # distributed's stub declares start async; register_plugin awaits start's result only when awaitable
+    def start(self, scheduler) -> None:  # type: ignore[override]
         self.scheduler = scheduler
         self.dask_pages = dask_pages(scheduler)
         app = getattr(scheduler, "http_application", None)
@@ -53,10 +58,15 @@ class DashboardPlugin(SchedulerPlugin):
             return
         prefix = http_prefix(app)
         args = {"scheduler": scheduler}
-        app.add_handlers(r".*", [(prefix + r"bragg/?", PageHandler, args),
-                                 (prefix + r"bragg/state\.json", StateHandler, args),
-                                 (prefix + r"bragg/frame\.png", FrameHandler, args),
-                                 (prefix + r"bragg/thumb\.png", ThumbHandler, args)])
+        app.add_handlers(
+            r".*",
+            [
+                (prefix + r"bragg/?", PageHandler, args),
+                (prefix + r"bragg/state\.json", StateHandler, args),
+                (prefix + r"bragg/frame\.png", FrameHandler, args),
+                (prefix + r"bragg/thumb\.png", ThumbHandler, args),
+            ],
+        )
 
     def log_event(self, topic: str, msg) -> None:
         if topic != TOPIC:
@@ -104,8 +114,11 @@ def scheduler_status(dask_scheduler) -> dict:
     """Run on the scheduler (``client.run_on_scheduler``): what its HTTP server serves."""
     pages = dask_pages(dask_scheduler)
     app = getattr(dask_scheduler, "http_application", None)
-    return {"dask": pages, "bragg": NAME in dask_scheduler.plugins and pages != "off",
-            "prefix": http_prefix(app) if app is not None else "/"}
+    return {
+        "dask": pages,
+        "bragg": NAME in dask_scheduler.plugins and pages != "off",
+        "prefix": http_prefix(app) if app is not None else "/",
+    }
 
 
 def task_states(scheduler) -> dict:
@@ -120,12 +133,15 @@ def task_states(scheduler) -> dict:
     return out
 
 
-try:
-    from tornado import web as _web
+if TYPE_CHECKING:
+    from tornado.web import RequestHandler as _Handler
+else:
+    try:
+        from tornado import web as _web
 
-    _Handler = _web.RequestHandler
-except ImportError:  # pragma: no cover - tornado comes with distributed
-    _Handler = object
+        _Handler = _web.RequestHandler
+    except ImportError:  # pragma: no cover - tornado comes with distributed
+        _Handler = object
 
 
 class _Base(_Handler):
@@ -145,7 +161,6 @@ class _Base(_Handler):
         return int(text) if text.lstrip("-").isdigit() else None
 
 
-
 class PageHandler(_Base):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -156,11 +171,20 @@ class StateHandler(_Base):
     def get(self) -> None:
         plugin = self._plugin()
         view = self._view()
-        runs = [] if plugin is None else [{"run": v.id, "title": v.info.get("title", v.id), "phase": v.phase}
-                                          for v in reversed(plugin.board.runs.values())]
-        state = {"run": None if view is None else view.summary(), "runs": runs,
-                 "tasks": task_states(self.dask_scheduler),
-                 "dask_pages": plugin.dask_pages if plugin is not None else "off"}
+        runs = (
+            []
+            if plugin is None
+            else [
+                {"run": v.id, "title": v.info.get("title", v.id), "phase": v.phase}
+                for v in reversed(plugin.board.runs.values())
+            ]
+        )
+        state = {
+            "run": None if view is None else view.summary(),
+            "runs": runs,
+            "tasks": task_states(self.dask_scheduler),
+            "dask_pages": plugin.dask_pages if plugin is not None else "off",
+        }
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.write(json.dumps(state, default=_jsonable))

@@ -57,18 +57,24 @@ class TaskReport:
         self.pictured: dict[int, bool] = {}
         self.flushed = time.monotonic()
 
-    def tile(self, frame: int, tile_index: tuple[int, int], origin: tuple[int, int], result, seconds: float,
-             evals: int) -> None:
+    def tile(
+        self, frame: int, tile_index: tuple[int, int], origin: tuple[int, int], result, seconds: float, evals: int
+    ) -> None:
         """Tile ``tile_index`` of ``frame`` computed (``result``: its ``TileResult``)."""
-        item = {"frame": int(frame), "tile": [int(tile_index[0]), int(tile_index[1])], "seconds": float(seconds),
-                "evals": int(evals)}
+        item = {
+            "frame": int(frame),
+            "tile": [int(tile_index[0]), int(tile_index[1])],
+            "seconds": float(seconds),
+            "evals": int(evals),
+        }
         shown = self.pictured.get(frame)
         if shown is None:
             shown = self.pictured[frame] = self.single or SHOWN.take(self.run, time.monotonic())
         if shown:
             r0, c0, block = image.tile_block(result.image, origin[0], origin[1], self.k, result.rendered)
-            item.update(origin=[int(r0), int(c0)], bshape=[int(block.shape[0]), int(block.shape[1])],
-                        block=block.tobytes())
+            item.update(
+                origin=[int(r0), int(c0)], bshape=[int(block.shape[0]), int(block.shape[1])], block=block.tobytes()
+            )
         self.items.append(item)
         if time.monotonic() - self.flushed >= FLUSH_S:
             self._send([])

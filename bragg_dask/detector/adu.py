@@ -23,9 +23,22 @@ INT32_MAX = 2147483647.0
 FLICKER_DRAW, CALIBRATION_DRAW, READOUT_DRAW = 3_000_000_000, 3_100_000_000, 3_200_000_000
 
 
+def to_adu(values: np.ndarray, gain: float, adc: float, top: float, readout=None) -> tuple[np.ndarray, int]:
+    """The ADU conversion, the one place it is written (its C twin: ``adu_value`` in
+    ``native_detector.c``): ``values * gain + adc [+ readout]``, the overloads (above ``top``) counted,
+    clipped to ``[0, top]``.  Returns ``(float64 ADU, overloads)``; the caller truncates to its integers."""
+    adu = np.asarray(values, dtype=np.float64) * gain
+    adu += adc
+    if readout is not None:
+        adu += readout
+    overloads = int(np.count_nonzero(adu > top))
+    np.clip(adu, 0.0, top, out=adu)
+    return adu, overloads
+
+
 def adu_noiseless(photons: np.ndarray, gain: float, adc: float, bits: int) -> np.ndarray:
-    """The noiseless int image ``(S, F)`` (uint16 or uint32 for ``bits``) of ``photons`` ``(S, F)`` (16 bits:
-    by the C library where it builds, the same values)."""
+    """The noiseless int image ``(S, F)`` (uint16 or uint32 for ``bits``, clipped to 65535 for both, as
+    noisify) of ``photons`` ``(S, F)`` (16 bits: by the C library where it builds, the same values)."""
     if bits == 16:
         from bragg_dask.physics.backends import native
 
@@ -36,9 +49,7 @@ def adu_noiseless(photons: np.ndarray, gain: float, adc: float, bits: int) -> np
             dp = np.array([gain, adc], dtype=np.float64)
             lib.adu16(x.size, dp.ctypes.data, x.ctypes.data, out.ctypes.data)
             return out
-    adu = np.asarray(photons, dtype=np.float64) * gain
-    adu += adc
-    np.clip(adu, 0.0, INT16_MAX, out=adu)
+    adu, _ = to_adu(photons, gain, adc, INT16_MAX)
     return adu.astype(np.uint16 if bits == 16 else np.uint32)
 
 
@@ -49,8 +60,9 @@ def gaussian(seed: int, index: np.ndarray, draw: int) -> np.ndarray:
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
-def photon_counts(photons: np.ndarray, index: np.ndarray | int, *, seed: int, calib_seed: int,
-                  flicker: float, calibration: float) -> np.ndarray:
+def photon_counts(
+    photons: np.ndarray, index: np.ndarray | int, *, seed: int, calib_seed: int, flicker: float, calibration: float
+) -> np.ndarray:
     """Poisson photon counts ``(S, F)`` float64 of the mean ``photons`` ``(S, F)`` after flicker and
     the per-pixel calibration error.  ``index``: the pixels' global indices ``(S, F)``, or the first
     pixel's where they run on in raster order (a band of whole rows).  Only pixels with photons draw
@@ -62,7 +74,7 @@ def photon_counts(photons: np.ndarray, index: np.ndarray | int, *, seed: int, ca
     if flicker > 0:
         m = m * (1.0 + flicker * gaussian(seed, at, FLICKER_DRAW))
     if calibration > 0:
-        factor = _calibration_rows(calib_seed, calibration, index, mean.size) if np.ndim(index) == 0 else None
+        factor = _calibration_rows(calib_seed, calibration, int(index), mean.size) if np.ndim(index) == 0 else None
         m = m * (factor[lit] if factor is not None else 1.0 + calibration * gaussian(calib_seed, at, CALIBRATION_DRAW))
     out = np.zeros(mean.shape)
     out.ravel()[lit] = poisson(np.clip(m, 0.0, None), at, seed)
@@ -94,15 +106,15 @@ def _calibration_rows(calib_seed: int, calibration: float, first: int, n: int) -
     return factor
 
 
-def adu_noisy(photons: np.ndarray, index: np.ndarray | None, *, seed: int, gain: float, adc: float, readout: float,
-              bits: int) -> tuple[np.ndarray, int]:
+def adu_noisy(
+    photons: np.ndarray, index: np.ndarray | None, *, seed: int, gain: float, adc: float, readout: float, bits: int
+) -> tuple[np.ndarray, int]:
     """The noisy int image of (counted, blurred) ``photons`` ``(S, F)``: ``(uint16|uint32, overloads)``;
     ``index`` (the pixels' global indices) is read only for the readout noise."""
-    adu = np.asarray(photons, dtype=np.float64) * gain
-    adu += adc
+    noise = None
     if readout > 0:
-        adu += readout * gaussian(seed, index, READOUT_DRAW)
-    top = INT16_MAX if bits == 16 else INT32_MAX
-    overloads = int(np.count_nonzero(adu > top))
-    np.clip(adu, 0.0, top, out=adu)
+        if index is None:
+            raise ValueError("readout noise needs the pixels' indices")
+        noise = readout * gaussian(seed, index, READOUT_DRAW)
+    adu, overloads = to_adu(photons, gain, adc, INT16_MAX if bits == 16 else INT32_MAX, noise)
     return adu.astype(np.uint16 if bits == 16 else np.uint32), overloads

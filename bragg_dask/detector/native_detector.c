@@ -52,7 +52,17 @@ void psf_correlate(const int64_t *ip, const double *src, const double *q, double
             gather_block(src, w, r, q, y, x0, ow - x0 < XBLOCK ? ow - x0 : XBLOCK, out + y * ow + x0);
 }
 
-/* psf_correlate's value v of each pixel, then its ADU as response.py makes them: a = (v + add) * gain,
+/* the ADU conversion (adu.py's to_adu, 16 bits): a = v * gain, a += adc, counted as an overload above
+   65535, clipped to [0, 65535] and truncated (NaN: 0) */
+static inline uint16_t adu_value(double v, double gain, double adc, int64_t *over) {
+    double a = v * gain;
+    a += adc;
+    *over += a > 65535.0;
+    a = a < 0.0 ? 0.0 : (a > 65535.0 ? 65535.0 : a);
+    return a == a ? (uint16_t)a : 0;
+}
+
+/* psf_correlate's value v of each pixel, then its ADU as adu.py makes them: a = (v + add) * gain,
    a += adc, counted as an overload above 65535, clipped to [0, 65535] and truncated to 16 bits (NaN: 0).
    dp: add, gain, adc.  out (h - 2r) x (w - 2r) uint16, rows y0 .. y1 - 1; *overloads: their count. */
 void psf_adu16(const int64_t *ip, const double *dp, const double *src, const double *q, uint16_t *out,
@@ -67,28 +77,20 @@ void psf_adu16(const int64_t *ip, const double *dp, const double *src, const dou
             const int64_t n = ow - x0 < XBLOCK ? ow - x0 : XBLOCK;
             gather_block(src, w, r, q, y, x0, n, o);
             uint16_t *u = out + y * ow + x0;
-            for (int64_t x = 0; x < n; x++) {
-                double a = (o[x] + add) * gain;
-                a += adc;
-                over += a > 65535.0;
-                a = a < 0.0 ? 0.0 : (a > 65535.0 ? 65535.0 : a);
-                u[x] = a == a ? (uint16_t)a : 0;
-            }
+            for (int64_t x = 0; x < n; x++)
+                u[x] = adu_value(o[x] + add, gain, adc, &over);
         }
     }
     *overloads = over;
 }
 
-/* response.adu_noiseless's 16-bit ADU of n values x (no PSF): a = x * gain, a += adc, clipped to
+/* adu.adu_noiseless's 16-bit ADU of n values x (no PSF): a = x * gain, a += adc, clipped to
    [0, 65535] and truncated (NaN: 0) */
 void adu16(int64_t n, const double *dp, const double *x, uint16_t *out) {
     const double gain = dp[0], adc = dp[1];
-    for (int64_t i = 0; i < n; i++) {
-        double a = x[i] * gain;
-        a += adc;
-        a = a < 0.0 ? 0.0 : (a > 65535.0 ? 65535.0 : a);
-        out[i] = a == a ? (uint16_t)a : 0;
-    }
+    int64_t over = 0;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = adu_value(x[i], gain, adc, &over);
 }
 
 /* ---- counter-based random numbers (noise.py): the same integers and the same doubles ---------- */

@@ -117,8 +117,10 @@ def _poisson_ptrs(lam: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
         quick = (us >= 0.07) & (v <= vr[todo])
         bad = (k < 0) | ((us < 0.013) & (v > us))
         lg = _lgamma1(np.where(bad, 0.0, k) + 1.0)
-        full = (np.log(v) + np.log(inv_alpha[todo]) - np.log(a[todo] / (us * us) + b[todo])
-                <= -lam[todo] + k * loglam[todo] - lg)
+        full = (
+            np.log(v) + np.log(inv_alpha[todo]) - np.log(a[todo] / (us * us) + b[todo])
+            <= -lam[todo] + k * loglam[todo] - lg
+        )
         accept = quick | (~bad & full)
         out[todo[accept]] = k[accept].astype(np.int64)
         todo = todo[~accept]
@@ -139,13 +141,26 @@ def _lgamma1(x: np.ndarray) -> np.ndarray:
     z = x[~small]
     if z.size:
         zi = 1.0 / z
-        out[~small] = ((z - 0.5) * np.log(z) - z + 0.5 * math.log(2 * math.pi)
-                       + zi * (1 / 12 - zi * zi * (1 / 360 - zi * zi * (1 / 1260 - zi * zi / 1680))))
+        out[~small] = (
+            (z - 0.5) * np.log(z)
+            - z
+            + 0.5 * math.log(2 * math.pi)
+            + zi * (1 / 12 - zi * zi * (1 / 360 - zi * zi * (1 / 1260 - zi * zi / 1680)))
+        )
     return out
 
 
-def noise_image(image: np.ndarray, in_roi: np.ndarray, *, seed: int, adc: float, first_index: int = 0,
-                fpixels: int | None = None, s0: int = 0, f0: int = 0) -> tuple[np.ndarray, int]:
+def noise_image(
+    image: np.ndarray,
+    in_roi: np.ndarray,
+    *,
+    seed: int,
+    adc: float,
+    first_index: int = 0,
+    fpixels: int | None = None,
+    s0: int = 0,
+    f0: int = 0,
+) -> tuple[np.ndarray, int]:
     """The noisy SMV image of a float image (or a tile of one): ``(uint16 pixels, overloads)``.
 
     ``v = Poisson(float) + adc``, clipped to 65535 (counted as overloads) and truncated, inside the

@@ -160,8 +160,8 @@ def spread(psf: PSF, photons: torch.Tensor, pad: tuple[int, int, int, int]) -> t
     src = photons.to(torch.float64).clamp(min=0.0)
     r_of = radii(psf, photons) if psf.radius is None else None
     out = None
-    for r in torch.unique(r_of).tolist() if r_of is not None else [min(psf.radius, psf.max_radius)]:
-        part = src if psf.radius is not None else torch.where(r_of == r, src, torch.zeros_like(src))
+    for r in torch.unique(r_of).tolist() if r_of is not None else [min(psf.radius or 0, psf.max_radius)]:
+        part = src if r_of is None else torch.where(r_of == r, src, torch.zeros_like(src))
         if not bool((part > 0).any()):
             continue
         k = kernel(psf, int(r), src.device)
@@ -189,7 +189,7 @@ def _correlate(image: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return tF.conv2d(image[None, None], k[None, None])[0, 0]
     fh, fw = h, w  # circular FFT correlation of size (h, w); the valid part does not wrap
     spec = torch.fft.rfft2(image) * torch.fft.rfft2(torch.flip(k, (0, 1)), s=(fh, fw))
-    return torch.fft.irfft2(spec, s=(fh, fw))[n - 1:, n - 1:]
+    return torch.fft.irfft2(spec, s=(fh, fw))[n - 1 :, n - 1 :]
 
 
 def _symmetric(k: torch.Tensor) -> bool:
@@ -219,8 +219,9 @@ def apply_psf(psf: PSF, photons: torch.Tensor, parity: str = "spec") -> torch.Te
     """The whole image ``(S, F)`` blurred: spread (and, with ``parity="c"``, the right-edge wrap),
     plus the lost photons evenly."""
     if psf.radius is None and parity == "c":
-        raise ConfigError("the automatic radius is undefined in noisify (it crashes); give a radius",
-                          flag="-psf_radius")
+        raise ConfigError(
+            "the automatic radius is undefined in noisify (it crashes); give a radius", flag="-psf_radius"
+        )
     S, F = photons.shape
     out = spread(psf, photons, (0, 1 if parity == "c" else 0, 0, 0))
     if parity == "c":
@@ -255,8 +256,9 @@ def wrap_halo(tile: tuple[int, int, int, int], radius: int, shape: tuple[int, in
     return max(s0 - 1 - radius, 0), min(s1 - 1 + radius, S), max(F - radius, 0), F
 
 
-def psf_tile(psf: PSF, read, tile: tuple[int, int, int, int], shape: tuple[int, int], *,
-             radius: int, parity: str = "spec") -> torch.Tensor:
+def psf_tile(
+    psf: PSF, read, tile: tuple[int, int, int, int], shape: tuple[int, int], *, radius: int, parity: str = "spec"
+) -> torch.Tensor:
     """The spread (no lost photons: add ``lost_photons`` summed over tiles / pixels) on one tile.
 
     ``read(s0, s1, f0, f1)`` returns that window of the photon image; ``tile`` = (s0, s1, f0, f1);
@@ -270,14 +272,23 @@ def psf_tile(psf: PSF, read, tile: tuple[int, int, int, int], shape: tuple[int, 
         ws0, ws1, wf0, wf1 = w
         r0 = max(s0 - 1, 0)
         col = spread(psf, read(ws0, ws1, wf0, wf1), (0, shape[1] + 1 - wf1, ws0 - r0, (s1 - 1) - ws1))
-        out[max(s0, 1) - s0:, 0] += col[:, -1]
+        out[max(s0, 1) - s0 :, 0] += col[:, -1]
     return out
 
 
-def psf_tile_adu16(psf: PSF, fill, tile: tuple[int, int, int, int], shape: tuple[int, int], *, radius: int,
-                   add: float, gain: float, adc: float) -> tuple[np.ndarray, int] | None:
+def psf_tile_adu16(
+    psf: PSF,
+    fill,
+    tile: tuple[int, int, int, int],
+    shape: tuple[int, int],
+    *,
+    radius: int,
+    add: float,
+    gain: float,
+    adc: float,
+) -> tuple[np.ndarray, int] | None:
     """``psf_tile`` (spec parity) ``+ add``, then ``(v * gain + adc)`` clipped to 16 bits as
-    ``response.adu_noiseless``/``adu_noisy`` (without readout noise) make it, in one pass of the C
+    ``adu.to_adu`` (without readout noise) make it, in one pass of the C
     library: ``(uint16 (rows, cols), overloads)`` bit for bit those, or None where the library does not
     apply (an automatic radius, no library, a radius above its limit).
 
@@ -300,8 +311,9 @@ def psf_tile_adu16(psf: PSF, fill, tile: tuple[int, int, int, int], shape: tuple
     def rows(y0: int, y1: int) -> None:
         ip = np.array([buf.shape[0], buf.shape[1], r, y0, y1], dtype=np.int64)
         over = np.zeros(1, dtype=np.int64)
-        lib.psf_adu16(ip.ctypes.data, dp.ctypes.data, buf.ctypes.data, quad.data_ptr(), out.ctypes.data,
-                      over.ctypes.data)
+        lib.psf_adu16(
+            ip.ctypes.data, dp.ctypes.data, buf.ctypes.data, quad.data_ptr(), out.ctypes.data, over.ctypes.data
+        )
         counts.append(int(over[0]))
 
     native.run_threaded(rows, out.shape[0], max(1, 65536 // max(out.shape[1], 1)))
@@ -320,7 +332,8 @@ def apply_psf_tiled(psf: PSF, photons: torch.Tensor, tile: int, parity: str = "s
     for s0 in range(0, S, tile):
         for f0 in range(0, F, tile):
             t = (s0, min(s0 + tile, S), f0, min(f0 + tile, F))
-            out[t[0]:t[1], t[2]:t[3]] = psf_tile(psf, lambda a, b, c, d: photons[a:b, c:d], t, (S, F),
-                                                 radius=radius, parity=parity)
-            lost += lost_photons(psf, photons[t[0]:t[1], t[2]:t[3]])
+            out[t[0] : t[1], t[2] : t[3]] = psf_tile(
+                psf, lambda a, b, c, d: photons[a:b, c:d], t, (S, F), radius=radius, parity=parity
+            )
+            lost += lost_photons(psf, photons[t[0] : t[1], t[2] : t[3]])
     return out + lost / (S * F)

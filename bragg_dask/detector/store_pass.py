@@ -1,15 +1,16 @@
-"""``bragg-dask noisify STORE [--frame K | --all-frames] <noisify's flags>``: the detector response of a
-store's frames, written to the store's ``int`` and ``noise`` arrays a tile at a time.
+"""The detector response of a store's frames (the bands strategy of :mod:`bragg_dask.detector.pipeline`),
+written to the store's ``int`` and ``noise`` arrays a row of tiles at a time: ``bragg-dask noisify STORE``
+and a simulation's ``--psf ...`` options.
 
-The same model as noisify's file mode (``noisify.py``): scale, PSF, gain, ADC, noise, 16-bit.  For each
+The same model and stages as the whole-image strategy (scale, PSF, gain, ADC, noise, 16-bit).  For each
 frame a first pass over its tiles sums the photons the PSF loses beyond its radius (and finds the
-largest value, for an automatic radius); a second pass blurs each tile from its halo read from the
-store (``physics.psf.psf_tile``), adds the lost photons evenly and writes the tile's ADU (a whole
+largest value, for an automatic radius); a second pass blurs each band from its halo read from the
+store (``detector.psf.psf_tile``), adds the lost photons evenly and writes the tiles' ADU (a whole
 frame at a time for a dataset's sharded store).  The result is byte for byte that of
 ``bragg-dask noisify -floatfile F.bin --tile T`` on the frame's exported float image, ``T`` the
 store's tile.  Frame ``k``'s noise seed is the seed + ``k``, as in the simulator's datasets; without
-``-seed`` the seed is time-based and printed.  The detector model is recorded in the store's
-attributes (``response``).
+a seed it is time-based and printed.  The detector model is recorded in the store's attributes
+(``response``).
 """
 
 from __future__ import annotations
@@ -20,111 +21,18 @@ import threading
 import numpy as np
 
 from bragg_dask import store
-from bragg_dask.detector.noisify import (
-    _VALUE,
-    MODEL_FLAGS,
-    check_run,
-    noise_seed_of,
-    noisify_main,
-    parse_args,
-    photons_of,
-    psf_of,
-)
+from bragg_dask.detector.model import DetectorModel
+from bragg_dask.detector.pipeline import adu_images, source
 from bragg_dask.errors import ConfigError, UsageError
-from bragg_dask.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
+
+
 class _Active:
     """Frames in :func:`noisify_frame` in this process (a worker's task threads): they share the budget."""
 
     frames = 0
     lock = threading.Lock()
-
-#: file-mode flags that mean nothing for a store (its frames are read and its arrays written)
-_FILE_FLAGS = ("floatfile", "intfile", "noisefile", "pgmfile", "header", "tile")
-
-
-def model_args(opts, outputs=None) -> list[str]:
-    """The simulation's detector-model service flags as noisify's flags, with what the simulation's own
-    flags mean for it (``outputs``, its OutputOptions): ``-scale`` (when given), ``-adc``, the run's noise
-    ``-seed`` (when it has one), ``-nonoise``; and ``--parity c``."""
-    args: list[str] = []
-    for attr, _, flag in MODEL_FLAGS:
-        v = getattr(opts, attr, None)
-        if v is not None:
-            args += [flag, repr(float(v)) if isinstance(v, float) else str(v)]
-    if outputs is not None:
-        if outputs.intfile_scale > 0:  # 0: nanoBragg's automatic scale, which noisify does not have
-            args += ["-scale", repr(float(outputs.intfile_scale))]
-        args += ["-adc", repr(float(outputs.adc))]
-        if outputs.seed is not None:
-            args += ["-seed", str(outputs.seed)]
-        if outputs.noisefile is None:
-            args.append("-nonoise")
-    if getattr(opts, "parity", "spec") == "c":
-        args += ["--parity", "c"]
-    return args
-
-
-def check_model(opts, outputs=None) -> None:
-    """The detector model's flags checked before the simulation runs, errors naming the service flag."""
-    try:
-        o = parse_args(model_args(opts, outputs) + ["-floatfile", "-"])
-        check_run(o)
-    except ConfigError as exc:
-        names = {noisify: service for _, service, noisify in MODEL_FLAGS}
-        if exc.flag not in names:
-            raise
-        raise type(exc)(exc.message, flag=names[exc.flag]) from None
-
-
-def noisify_cli(argv: list[str]) -> list[str]:
-    """``bragg-dask noisify``: a store's frames when the first argument is a store, else the file mode."""
-    if argv and not argv[0].startswith("-") and store.looks_like_store(argv[0]):
-        store.check_metadata(argv[0], "noisify")  # a damaged store: one line naming the file
-        return noisify_store_main(argv[0], argv[1:])
-    return noisify_main(argv)
-
-
-def _store_flags(argv: list[str]) -> tuple[int | None, bool, list[str]]:
-    """``--frame K`` and ``--all-frames`` out of ``argv``: ``(frame, all_frames, the rest)``."""
-    frame, every, rest = None, False, []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--all-frames":
-            every = True
-        elif a == "--frame":
-            if i + 1 >= len(argv):
-                raise UsageError("needs a value", flag="--frame")
-            try:
-                frame = int(argv[i + 1], 10)
-            except ValueError:
-                raise UsageError(f"not an integer: {argv[i + 1]!r}", flag="--frame") from None
-            i += 1
-        else:
-            rest.append(a)
-        i += 1
-    if every and frame is not None:
-        raise UsageError("give --frame K (one frame) or --all-frames, not both", flag="--all-frames")
-    return frame, every, rest
-
-
-def store_options(path: str, argv: list[str]) -> dict:
-    """noisify's flags for a store: no file flags, 16 bits, the store's pixel unless ``-pixel``."""
-    for name in _FILE_FLAGS:
-        for spelling in _VALUE[name][0]:
-            if spelling in argv:
-                raise UsageError(f"means nothing with a store (its float frames are read, its {store.INT} and "
-                                 f"{store.NOISE} arrays written)", flag=spelling)
-    o = parse_args(argv + ["-floatfile", path])
-    if o["bits"] != 16:
-        raise ConfigError(f"a store's {store.INT} and {store.NOISE} arrays are 16-bit: -bits {o['bits']} is for "
-                          "files", flag="-bits")
-    if "-pixel" not in argv:  # the PSF's scale: the store's own pixel
-        o["pixel"] = float(store.store_metadata(path)["geometry"]["pixel_size_m"]) * 1000.0
-    check_run(o)
-    return o
 
 
 def frames_of(path: str, frame: int | None, every: bool, check: bool = True) -> list[int]:
@@ -138,8 +46,10 @@ def frames_of(path: str, frame: int | None, every: bool, check: bool = True) -> 
     done = store.check_frames(path, frames, [store.FLOAT], "noisify").done if check else store.tiles_done(path)
     for k in frames:
         if not done[k].all():
-            raise ConfigError(f"frame {k} of {path} is incomplete (tiles not done): finish its run first",
-                              flag="--all-frames" if every else "--frame")
+            raise ConfigError(
+                f"frame {k} of {path} is incomplete (tiles not done): finish its run first",
+                flag="--all-frames" if every else "--frame",
+            )
     return frames
 
 
@@ -153,10 +63,10 @@ class _FrameSource:
     first pass costs the second nothing; else only the rows a halo may still need (:meth:`release_below`;
     a row released is read and counted again if asked)."""
 
-    def __init__(self, o: dict, frame: store.StoreFrame, seed: int) -> None:
+    def __init__(self, model: DetectorModel, frame: store.StoreFrame, seed: int) -> None:
         from bragg_dask.planning.memory import memory_budget
 
-        self.o, self.frame, self.seed = o, frame, seed
+        self.model, self.frame, self.seed = model, frame, seed
         self.shape = frame.shape
         self.fpixels = frame.shape[1]
         self.band = frame.tile_shape[0]
@@ -178,18 +88,8 @@ class _FrameSource:
 
     def _compute_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         s0, s1 = i * self.band, min((i + 1) * self.band, self.shape[0])
-        photons = photons_of(self.o, self._opened.read_band(store.FLOAT, self.frame.frame, s0, s1))
-        return photons, self._counted(photons, s0, s1)
-
-    def _counted(self, photons: np.ndarray, s0: int, s1: int) -> np.ndarray:
-        """What the PSF blurs: the photons with ``-nonoise``, else the counted photons."""
-        from bragg_dask.detector.adu import photon_counts
-
-        o = self.o
-        if o["nonoise"]:
-            return photons
-        return photon_counts(photons, s0 * self.fpixels, seed=self.seed,
-                             calib_seed=int(o["calib_seed"]), flicker=o["flicker"], calibration=o["calibration"])
+        photons = self.model.photons(self._opened.read_band(store.FLOAT, self.frame.frame, s0, s1))
+        return photons, source(self.model, photons, s0 * self.fpixels, self.seed)
 
     def _pieces(self, which: int, s0: int, s1: int, f0: int, f1: int):
         """Rows ``s0:s1`` (clipped to the frame), columns ``f0:f1`` of the photons (``which`` 0) or of what
@@ -218,7 +118,7 @@ class _FrameSource:
     def tensor(self, s0: int, s1: int, f0: int, f1: int):
         import torch
 
-        return torch.as_tensor(self.blurred_source(s0, s1, f0, f1), dtype=torch.float64, device=self.o["device"])
+        return torch.as_tensor(self.blurred_source(s0, s1, f0, f1), dtype=torch.float64, device=self.model.device)
 
     def release_below(self, s: int) -> None:
         """Forget the rows of chunks wholly above row ``s`` (unless the whole frame is kept)."""
@@ -266,30 +166,26 @@ def _lost_and_radius(psf, src: _FrameSource, tiles) -> tuple[float, int]:
     return lost, psf.halo_radius(top)
 
 
-def _band_images(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> dict:
-    """One row of ``tiles``' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): what the
-    PSF blurs (the photons, or with noise the counted photons) as ADU, and with noise the noiseless int
-    image of the photons."""
-    from bragg_dask.detector.adu import adu_noiseless, adu_noisy
-
+def _band_images(model: DetectorModel, psf, src: _FrameSource, tiles: list, pass1) -> dict:
+    """One row of ``tiles``' ADU images ``{INT: ..., NOISE: ...}`` (uint16 ``(rows, fpixels)``): the
+    pipeline's last stage (:func:`~bragg_dask.detector.pipeline.adu_images`) on the band blurred from its
+    halo."""
     box = (tiles[0].s0, tiles[0].s1, 0, src.shape[1])
-    adu = _band_fused(o, psf, src, box, pass1)
-    if adu is None:
-        blurred = _band_blurred(o, psf, src, tiles, pass1) if psf is not None else src.blurred_source(*box)
-        if o["nonoise"]:
-            adu = adu_noiseless(blurred, o["gain"], o["adc"], 16)
-        else:
-            index = src.index(*box) if o["readout"] > 0 else None  # only the readout noise draws here
-            adu, _ = adu_noisy(blurred, index, seed=src.seed, gain=o["gain"], adc=o["adc"], readout=o["readout"],
-                               bits=16)
-    if o["nonoise"]:
-        return {store.INT: adu}
-    return {store.INT: adu_noiseless(src.photons(*box), o["gain"], o["adc"], 16), store.NOISE: adu}
+    fused = _band_fused(model, psf, src, box, pass1)
+    blurred = None
+    if fused is None:
+        blurred = _band_blurred(model, psf, src, tiles, pass1) if psf is not None else src.blurred_source(*box)
+    index = src.index(*box) if model.readout > 0 else None  # only the readout noise draws there
+    photons = src.photons(*box) if model.noise else None
+    images = adu_images(model, photons, blurred, index, src.seed, fused)
+    if images.noise_image is None:
+        return {store.INT: images.int_image}
+    return {store.INT: images.int_image, store.NOISE: images.noise_image}
 
 
-def _band_blurred(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> np.ndarray:
+def _band_blurred(model: DetectorModel, psf, src: _FrameSource, tiles: list, pass1) -> np.ndarray:
     """The row of ``tiles`` blurred, the lost photons added (float64): the whole row at once from its halo
-    where that is each tile's PSF from its own bit for bit (``physics.psf.tiling_exact``: the C library's
+    where that is each tile's PSF from its own bit for bit (``detector.psf.tiling_exact``: the C library's
     gather), else tile by tile."""
     import torch
 
@@ -297,29 +193,34 @@ def _band_blurred(o: dict, psf, src: _FrameSource, tiles: list, pass1) -> np.nda
 
     S, F = src.shape
     lost, radius = pass1
-    boxes = ([(tiles[0].s0, tiles[0].s1, 0, F)] if tiling_exact(psf, radius, o["device"])
-             else [(t.s0, t.s1, t.f0, t.f1) for t in tiles])
-    out = torch.cat([psf_tile(psf, src.tensor, b, (S, F), radius=radius, parity=o["parity"]) for b in boxes],
-                    dim=1) + lost / (S * F)
+    boxes = (
+        [(tiles[0].s0, tiles[0].s1, 0, F)]
+        if tiling_exact(psf, radius, model.device)
+        else [(t.s0, t.s1, t.f0, t.f1) for t in tiles]
+    )
+    out = torch.cat(
+        [psf_tile(psf, src.tensor, b, (S, F), radius=radius, parity=model.parity) for b in boxes], dim=1
+    ) + lost / (S * F)
     blurred = out.cpu().numpy()
-    return blurred.astype(np.float32).astype(np.float64) if o["parity"] == "c" else blurred  # noisify's float
+    return blurred.astype(np.float32).astype(np.float64) if model.parity == "c" else blurred  # noisify's float
 
 
-def _band_fused(o: dict, psf, src: _FrameSource, box: tuple, pass1) -> np.ndarray | None:
-    """The ADU of what the PSF blurs, by the C library in one pass (``physics.psf.psf_tile_adu16``: the
+def _band_fused(model: DetectorModel, psf, src: _FrameSource, box: tuple, pass1) -> tuple[np.ndarray, int] | None:
+    """``(ADU, overloads)`` of what the PSF blurs, by the C library in one pass (``detector.psf.psf_tile_adu16``: the
     same bytes as :func:`_band_blurred` then the ADU), where it applies: a PSF of fixed radius in spec
     parity, on CPU, without readout noise; else None."""
     from bragg_dask.detector.psf import psf_tile_adu16, tiling_exact
 
-    if psf is None or o["parity"] != "spec" or o["readout"] > 0 or not tiling_exact(psf, pass1[1], o["device"]):
+    if psf is None or model.parity != "spec" or model.readout > 0 or not tiling_exact(psf, pass1[1], model.device):
         return None
     S, F = src.shape
-    done = psf_tile_adu16(psf, src.fill_source, box, (S, F), radius=pass1[1], add=pass1[0] / (S * F),
-                          gain=o["gain"], adc=o["adc"])
-    return None if done is None else done[0]
+    done = psf_tile_adu16(
+        psf, src.fill_source, box, (S, F), radius=pass1[1], add=pass1[0] / (S * F), gain=model.gain, adc=model.adc
+    )
+    return done
 
 
-def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
+def noisify_frame(path: str, model: DetectorModel, k: int, seed: int) -> None:
     """Frame ``k``'s int (and noise) images into the store, a row of tiles at a time, each tile written
     to its chunk (a whole frame at a time for a sharded dataset store).  When the whole frame's source is
     kept (:class:`_FrameSource`), its rows of chunks and then its rows of tiles are computed and written
@@ -331,21 +232,21 @@ def noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     with _Active.lock:
         _Active.frames += 1
     try:
-        _noisify_frame(path, o, k, seed)
+        _noisify_frame(path, model, k, seed)
     finally:
         with _Active.lock:
             _Active.frames -= 1
 
 
-def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
+def _noisify_frame(path: str, model: DetectorModel, k: int, seed: int) -> None:
     import concurrent.futures
 
     import torch
 
     frame = store.StoreFrame(path, k)
     tiles = store.frame_tiles(path)
-    psf = psf_of(o, frame.shape)
-    src = _FrameSource(o, frame, seed)
+    psf = model.psf_for(frame.shape)
+    src = _FrameSource(model, frame, seed)
     threads = max(1, torch.get_num_threads()) if src.keep_all else 1
     rows: dict = {}
     for t in tiles:
@@ -355,14 +256,14 @@ def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
         pass1 = _lost_and_radius(psf, src, tiles) if psf is not None else None
         g = store.opened(path)
         whole = store.whole_frames(g)
-        names = [store.INT] if o["nonoise"] else [store.INT, store.NOISE]
+        names = [store.INT, store.NOISE] if model.noise else [store.INT]
         images = {name: np.zeros(frame.shape, dtype=np.uint16) for name in names} if whole else {}
         synced: set = set()
         halo = pass1[1] + 1 if pass1 is not None else 0  # rows above a tile its PSF reads (the c wrap: one more)
 
         def one(band) -> None:
             src.release_below(band[0] - halo)
-            for name, img in _band_images(o, psf, src, rows[band], pass1).items():
+            for name, img in _band_images(model, psf, src, rows[band], pass1).items():
                 if whole:
                     images[name][band[0] : band[1]] = img
                     continue
@@ -376,24 +277,25 @@ def _noisify_frame(path: str, o: dict, k: int, seed: int) -> None:
     g.sync_folders(synced)
 
 
-def _model(o: dict) -> dict:
-    """The detector model's flags (what the response depends on)."""
-    keys = ("scale", "fluence", "gain", "adc", "bits", "psf", "psf_fwhm", "psf_radius", "pixel", "nonoise",
-            "readout", "flicker", "calibration", "calib_seed", "parity")
-    return {k: o[k] for k in keys if k in o}
-
-
 class DetectorPass:
     """The detector model on frames of a store: :meth:`begin` (the options, the seed, the arrays made),
     :func:`noisify_frame` for each frame (anywhere: in this process or as a Dask task; frames are
     independent), :meth:`record` (the model and seeds in the store's attributes)."""
 
-    def __init__(self, path: str, argv: list[str]) -> None:
-        """``argv``: noisify's flags (no ``--frame``/``--all-frames``), checked against the store."""
+    def __init__(self, path: str, model: DetectorModel) -> None:
+        """``model``: the detector model (its pixel, unless a flag set it, the store's own: the PSF's
+        scale; without its seed, a time-based one, reported here, once)."""
+        import dataclasses
+
+        from bragg_dask.detector.flags import noise_seed
+
         self.path = path
-        self.o = store_options(path, argv)
-        self.seed = noise_seed_of(self.o)  # a time-based one is reported here, once
-        self.names = [store.INT] if self.o["nonoise"] else [store.INT, store.NOISE]
+        if "pixel" not in dict(model.flags):
+            pixel_mm = float(store.store_metadata(path)["geometry"]["pixel_size_m"]) * 1000.0
+            model = dataclasses.replace(model, pixel=pixel_mm)
+        self.model = model
+        self.seed = noise_seed(model.seed, model.noise)
+        self.names = [store.INT, store.NOISE] if model.noise else [store.INT]
 
     def begin(self) -> None:
         for name in self.names:
@@ -401,32 +303,25 @@ class DetectorPass:
 
     def frame_args(self, k: int) -> tuple:
         """:func:`noisify_frame`'s arguments for frame ``k`` (its seed: the seed + ``k``)."""
-        return self.path, self.o, k, self.seed + k
+        return self.path, self.model, k, self.seed + k
 
     def record(self, frames: list[int]) -> None:
         response = dict(store.store_metadata(self.path).get("response") or {})
         done = dict(response.get("frames") or {})
         for k in frames:
-            done[str(k)] = {"model": _model(self.o), "noise_seed": None if self.o["nonoise"] else self.seed + k,
-                            "arrays": self.names}
+            done[str(k)] = {
+                "model": self.model.record(),
+                "noise_seed": self.seed + k if self.model.noise else None,
+                "arrays": self.names,
+            }
         store.record_response(self.path, {"frames": done})
 
     def summary(self, frames: list[int], every: bool) -> str:
-        which = f"frames 0..{frames[-1]}" if every else f"frame {frames[0]}"
-        return f"{self.path} ({', '.join(self.names)}: {which})"
+        return pass_summary(self.path, self.model, frames, every)
 
 
-def noisify_store_main(path: str, argv: list[str]) -> list[str]:
-    """``bragg-dask noisify STORE ...``: the frames' int and noise arrays written; what was written."""
-    frame, every, rest = _store_flags(argv)
-    job = DetectorPass(path, rest)
-    frames = frames_of(path, frame, every)
-    lock = StoreLock(path).acquire()
-    try:
-        job.begin()
-        for k in frames:
-            noisify_frame(*job.frame_args(k))
-        job.record(frames)
-    finally:
-        lock.release()
-    return [job.summary(frames, every)]
+def pass_summary(path: str, model: DetectorModel, frames: list[int], every: bool) -> str:
+    """What a detector pass wrote, in words: the store, its arrays, the frames."""
+    which = f"frames 0..{frames[-1]}" if every else f"frame {frames[0]}"
+    names = [store.INT, store.NOISE] if model.noise else [store.INT]
+    return f"{path} ({', '.join(names)}: {which})"

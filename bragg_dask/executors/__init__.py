@@ -21,17 +21,26 @@ __all__ = ["Executor", "RunResult", "execute", "executor_for"]
 
 if TYPE_CHECKING:
     from bragg_dask.config import Simulation
+    from bragg_dask.detector.model import DetectorModel
     from bragg_dask.nanobragg.params import OutputOptions
     from bragg_dask.planning.frames import DatasetSpec
     from bragg_dask.settings import ClusterOptions
 
 
-def executor_for(*, store: str | None = None, client=None, cluster: ClusterOptions | None = None,
-                 overwrite: bool = False, dataset: DatasetSpec | None = None,
-                 outputs: OutputOptions | None = None, command: dict | None = None) -> Executor:
+def executor_for(
+    *,
+    store: str | None = None,
+    client=None,
+    cluster: ClusterOptions | None = None,
+    overwrite: bool = False,
+    dataset: DatasetSpec | None = None,
+    outputs: OutputOptions | None = None,
+    command: dict | None = None,
+    detector: DetectorModel | None = None,
+) -> Executor:
     """The serial executor for an in-process image; the Dask executor for a store, a client, a
     scheduler's address or a dataset of several frames (``command``: the command line, recorded in a
-    store)."""
+    store; ``detector``: the detector model applied to a store's frames once they are complete)."""
     remote = cluster is not None and cluster.remote
     if store is None and client is None and not remote and (dataset is None or dataset.n == 1):
         from bragg_dask.executors.serial import SerialExecutor
@@ -39,8 +48,16 @@ def executor_for(*, store: str | None = None, client=None, cluster: ClusterOptio
         return SerialExecutor(outputs=outputs)
     from bragg_dask.executors.dask import DaskExecutor
 
-    return DaskExecutor(store=store, client=client, cluster=cluster, overwrite=overwrite, dataset=dataset,
-                        outputs=outputs, command=command)
+    return DaskExecutor(
+        store=store,
+        client=client,
+        cluster=cluster,
+        overwrite=overwrite,
+        dataset=dataset,
+        outputs=outputs,
+        command=command,
+        detector=detector,
+    )
 
 
 def execute(sim: Simulation, settings: RunSettings | None = None, executor: Executor | None = None) -> RunResult:

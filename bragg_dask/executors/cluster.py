@@ -42,9 +42,13 @@ import signal
 import sys
 import threading
 import warnings
+from typing import TYPE_CHECKING, Any, cast
 
 from bragg_dask.errors import BraggDaskError, ConfigError
 from bragg_dask.settings import LOCALHOST, ClusterOptions  # noqa: F401 - part of this module's face
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 NOISY_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")
 
@@ -64,14 +68,15 @@ def security(opts: ClusterOptions):
 
     if not opts.tls:
         return Security()
-    for flag, path in (("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert),
-                       ("--tls-key", opts.tls_key)):
+    for flag, path in (("--tls-ca-file", opts.tls_ca_file), ("--tls-cert", opts.tls_cert), ("--tls-key", opts.tls_key)):
         if path and not os.path.isfile(path):
             raise ConfigError(f"no such file {path}", flag=flag)
     if not (opts.tls_ca_file and opts.tls_cert):
-        raise ConfigError("TLS needs the CA certificate (--tls-ca-file) and this side's certificate (--tls-cert, "
-                          "with --tls-key unless the key is in the same file)",
-                          flag="--tls-cert" if opts.tls_ca_file else "--tls-ca-file")
+        raise ConfigError(
+            "TLS needs the CA certificate (--tls-ca-file) and this side's certificate (--tls-cert, "
+            "with --tls-key unless the key is in the same file)",
+            flag="--tls-cert" if opts.tls_ca_file else "--tls-ca-file",
+        )
     roles = ("client",) if opts.remote else ("client", "scheduler", "worker")
     files = {}
     for role in roles:
@@ -84,24 +89,34 @@ def security(opts: ClusterOptions):
 def _address(opts: ClusterOptions) -> str:
     if opts.scheduler:
         return opts.scheduler
+    assert opts.scheduler_file is not None  # called only for a remote cluster: a scheduler or its file
     try:
         with open(opts.scheduler_file) as fh:
             return str(json.load(fh)["address"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ClusterError(f"{opts.scheduler_file} is not a scheduler file ({_first_line(exc)})",
-                           flag=opts.flag) from None
+        raise ClusterError(
+            f"{opts.scheduler_file} is not a scheduler file ({_first_line(exc)})", flag=opts.flag
+        ) from None
 
 
-def connect(scheduler: str | None = None, scheduler_file: str | None = None, n_workers: int | None = None,
-            device: str = "cpu", options: ClusterOptions | None = None):
+def connect(
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    n_workers: int | None = None,
+    device: str = "cpu",
+    options: ClusterOptions | None = None,
+):
     """``(client, cluster)``: a client of an existing scheduler (``cluster`` None), or of a new local
     cluster sized to the machine (in this process unless ``worker_processes``: CPU, a thread per core;
     CUDA, one worker per GPU)."""
     opts = options or ClusterOptions()
-    opts = dataclasses.replace(opts, scheduler=scheduler or opts.scheduler,
-                               scheduler_file=scheduler_file or opts.scheduler_file,
-                               n_workers=n_workers or opts.n_workers,
-                               device=opts.device if options is not None and device == "cpu" else device)
+    opts = dataclasses.replace(
+        opts,
+        scheduler=scheduler or opts.scheduler,
+        scheduler_file=scheduler_file or opts.scheduler_file,
+        n_workers=n_workers or opts.n_workers,
+        device=opts.device if options is not None and device == "cpu" else device,
+    )
     import distributed  # noqa: F401 - its import sets its loggers' levels: lower them after that
 
     chatter = logging.getLogger("distributed")
@@ -109,7 +124,7 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, n_w
         chatter.setLevel(logging.INFO)
         if not any(getattr(h, "bragg_dask", False) for h in chatter.handlers):
             handler = logging.StreamHandler(sys.stderr)
-            handler.bragg_dask = True
+            vars(handler)["bragg_dask"] = True  # our mark: the handler is added once
             chatter.addHandler(handler)
         chatter.propagate = False  # not also through the root logger (the CLI's report on stdout)
     elif chatter.getEffectiveLevel() < logging.WARNING:  # no INFO lines of the cluster's start and stop
@@ -128,8 +143,11 @@ def _connect_remote(opts: ClusterOptions):
     address = _address(opts)
     sec = security(opts)
     if address.startswith("tls://") and not (sec.tls_ca_file and sec.tls_client_cert):
-        raise ClusterError(f"{address} is encrypted: give --tls-ca-file, --tls-cert and --tls-key (or Dask's "
-                           "distributed.comm.tls.* settings)", flag=flag)
+        raise ClusterError(
+            f"{address} is encrypted: give --tls-ca-file, --tls-cert and --tls-key (or Dask's "
+            "distributed.comm.tls.* settings)",
+            flag=flag,
+        )
     if opts.tls and not address.startswith("tls://"):
         raise ClusterError(f"--tls-* given but {address} is not a tls:// address", flag=flag)
     try:
@@ -160,9 +178,15 @@ def _start_local(opts: ClusterOptions):
     if processes:
         check_worker_processes(opts)
     # TCP even in-process (not inproc://): --listen, TLS and outside clients keep working
-    kwargs = {"processes": processes, "protocol": "tls://" if opts.tls else "tcp://", "host": opts.listen,
-              "dashboard_address": http, "scheduler_kwargs": {"dashboard": dashboard},
-              "silence_logs": logging.INFO if opts.verbose else logging.ERROR, "threads_per_worker": 1}
+    kwargs: dict[str, Any] = {
+        "processes": processes,
+        "protocol": "tls://" if opts.tls else "tcp://",
+        "host": opts.listen,
+        "dashboard_address": http,
+        "scheduler_kwargs": {"dashboard": dashboard},
+        "silence_logs": logging.INFO if opts.verbose else logging.ERROR,
+        "threads_per_worker": 1,
+    }
     if opts.device.startswith("cuda"):
         kwargs.update(n_workers=opts.n_workers or max(1, torch.cuda.device_count()), resources={"GPU": 1})
     elif processes:
@@ -182,8 +206,10 @@ def _start_local(opts: ClusterOptions):
     except BaseException as exc:
         shutdown(client, cluster, quiet=True)
         if isinstance(exc, Exception) and not isinstance(exc, BraggDaskError):
-            raise ClusterError(f"cannot start the local cluster on {opts.listen}: {_first_line(exc)}",
-                               flag="--listen" if opts.listen != LOCALHOST else None) from None
+            raise ClusterError(
+                f"cannot start the local cluster on {opts.listen}: {_first_line(exc)}",
+                flag="--listen" if opts.listen != LOCALHOST else None,
+            ) from None
         raise
 
 
@@ -210,15 +236,21 @@ def check_worker_processes(opts: ClusterOptions) -> None:
         return
     flag = "--worker-processes"
     if not os.path.isfile(path):
-        raise ClusterError(f"worker processes start by re-running the main script, and {path} is not a file "
-                           "(standard input?): run a script file, or leave worker processes off", flag=flag)
-    frame = sys._getframe()
+        raise ClusterError(
+            f"worker processes start by re-running the main script, and {path} is not a file "
+            "(standard input?): run a script file, or leave worker processes off",
+            flag=flag,
+        )
+    frame: FrameType | None = sys._getframe()
     while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
         frame = frame.f_back
     if frame is not None and not _under_main_guard(path, frame.f_lineno):
-        raise ClusterError(f"worker processes start by re-running {path}, which would start them again from its "
-                           f"line {frame.f_lineno}: put that code under 'if __name__ == \"__main__\":', or leave "
-                           "worker processes off", flag=flag)
+        raise ClusterError(
+            f"worker processes start by re-running {path}, which would start them again from its "
+            f"line {frame.f_lineno}: put that code under 'if __name__ == \"__main__\":', or leave "
+            "worker processes off",
+            flag=flag,
+        )
 
 
 def _under_main_guard(path: str, line: int) -> bool:
@@ -241,8 +273,12 @@ def _under_main_guard(path: str, line: int) -> bool:
         mains = [isinstance(n, ast.Constant) and n.value == "__main__" for n in sides]
         return names in ([True, False], [False, True]) and mains == [not n for n in names]
 
-    return any(isinstance(node, ast.If) and is_main_test(node.test)
-               and any(b.lineno <= line <= b.end_lineno for b in node.body) for node in tree.body)
+    return any(
+        isinstance(node, ast.If)
+        and is_main_test(node.test)
+        and any(b.lineno <= line <= cast(int, b.end_lineno) for b in node.body)  # parsed: never None
+        for node in tree.body
+    )
 
 
 @contextlib.contextmanager
@@ -257,10 +293,13 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, old)
 
 
-try:
+if TYPE_CHECKING:
     from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    _WorkerPlugin = object
+else:
+    try:
+        from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        _WorkerPlugin = object
 
 
 class IgnoreInterrupt(_WorkerPlugin):
@@ -289,8 +328,11 @@ def silence() -> None:
 def silenced():
     """:func:`silence` for a while (a library user's logging and warnings come back afterwards)."""
     loggers = [logging.getLogger(n) for n in NOISY_LOGGERS]
-    loggers += [lg for n, lg in list(logging.root.manager.loggerDict.items())
-                if n.split(".")[0] in NOISY_LOGGERS and isinstance(lg, logging.Logger)]
+    loggers += [
+        lg
+        for n, lg in list(logging.root.manager.loggerDict.items())
+        if n.split(".")[0] in NOISY_LOGGERS and isinstance(lg, logging.Logger)
+    ]
     saved = [(lg, lg.level, lg.disabled) for lg in loggers]
     hooks = sys.unraisablehook, threading.excepthook
     with warnings.catch_warnings():
@@ -348,24 +390,31 @@ def _cancel_all(client, timeout: float) -> None:
     if getattr(client, "status", None) != "running" or not client.futures:
         return
     with contextlib.suppress(Exception):
-        futures = [Future(key, client) for key in list(client.futures)]
+        futures: list[Future[Any]] = [Future(key, client) for key in list(client.futures)]
         client.sync(client._cancel, futures, force=True, callback_timeout=timeout)
 
 
-def cluster_failure(exc: BaseException, client, opts: ClusterOptions | None = None,
-                    store: str | None = None) -> ClusterError | None:
+def cluster_failure(
+    exc: BaseException, client, opts: ClusterOptions | None = None, store: str | None = None
+) -> ClusterError | None:
     """The one-line error for ``exc`` if it is the cluster failing (not a task's own error), else None."""
     from distributed.comm.core import CommClosedError
 
-    try:
+    if TYPE_CHECKING:
         from distributed.scheduler import KilledWorker
-    except ImportError:  # pragma: no cover
-        KilledWorker = ()  # noqa: N806
+    else:
+        try:
+            from distributed.scheduler import KilledWorker
+        except ImportError:  # pragma: no cover
+            KilledWorker = ()  # noqa: N806
     flag = opts.flag if opts is not None else None
     if isinstance(exc, KilledWorker):
         allowed = exc.args[2] if len(exc.args) > 2 else "several"
-        return ClusterError(f"tile task {exc.args[0]} took down its worker more than {allowed} times (out of memory? "
-                            "a crash?)" + _resume_hint(store), flag=flag)
+        return ClusterError(
+            f"tile task {exc.args[0]} took down its worker more than {allowed} times (out of memory? "
+            "a crash?)" + _resume_hint(store),
+            flag=flag,
+        )
     reasons = [str(getattr(exc, "reason", ""))] + [str(g.reason) for g in getattr(exc, "error_groups", [])]
     lost = any("connection-lost" in r for r in reasons)
     lost = lost or isinstance(exc, CommClosedError)

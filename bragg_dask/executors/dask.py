@@ -12,8 +12,10 @@ thread per core, CUDA one worker per GPU; ``worker_processes`` for a process per
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ import torch
 from bragg_dask import dashboard
 from bragg_dask.errors import ConfigError
 from bragg_dask.executors.base import RunResult
+from bragg_dask.executors.client import announce, check_gpu_workers, dask_mapper
 from bragg_dask.executors.cluster import check_worker_processes, cluster_failure, connect, shutdown
 from bragg_dask.executors.progress import Progress
 from bragg_dask.executors.tasks import (
@@ -44,6 +47,10 @@ from bragg_dask.planning.plan import TilePlan, plan_tiles
 from bragg_dask.planning.states import compute_states
 from bragg_dask.settings import ClusterOptions, RunSettings, noise_seed
 
+if TYPE_CHECKING:
+    from bragg_dask.detector.model import DetectorModel
+    from bragg_dask.nanobragg.params import OutputOptions
+
 log = logging.getLogger(__name__)
 
 
@@ -57,15 +64,24 @@ class DaskExecutor:
     options) decide the int/noise arrays and their scale, ADC offset and noise seed.
     """
 
-    def __init__(self, *, store: str | None = None, client=None, cluster: ClusterOptions | None = None,
-                 overwrite: bool = False, dataset: DatasetSpec | None = None, outputs=None,
-                 command: dict | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: str | None = None,
+        client=None,
+        cluster: ClusterOptions | None = None,
+        overwrite: bool = False,
+        dataset: DatasetSpec | None = None,
+        outputs=None,
+        command: dict | None = None,
+        detector: DetectorModel | None = None,
+    ) -> None:
         self.store, self.client, self.cluster, self.overwrite = store, client, cluster, overwrite
         self.dataset = dataset or DatasetSpec()
         self.outputs = outputs
-        #: the detector model (noisify's flags: ``noisify_store.model_args``) applied to every frame once
-        #: the store is complete, a Dask task per frame (``noisify_store.DetectorPass``); None: none
-        self.response: list[str] | None = None
+        #: the detector model applied to every frame once the store is complete, a Dask task per frame
+        #: (:class:`~bragg_dask.detector.store_pass.DetectorPass`); None: none
+        self.detector = detector
         #: the command line that made the run (``{"argv": [...], "cwd": ...}``), recorded in the store for
         #: ``bragg-dask verify --repair``; None: not recorded (the Python API)
         self.command = command
@@ -87,8 +103,13 @@ class DaskExecutor:
         from bragg_dask.planning.workload import check_tasks
 
         n = self.dataset.n
-        check_tasks(plan.grid, plan.tile_shape, n, n > 1 and plan.grid[0] * plan.grid[1] > 1,
-                    "--orientations" if self.dataset.kind == "orientations" else "--frames")
+        check_tasks(
+            plan.grid,
+            plan.tile_shape,
+            n,
+            n > 1 and plan.grid[0] * plan.grid[1] > 1,
+            "--orientations" if self.dataset.kind == "orientations" else "--frames",
+        )
         with_noise = bool(self.store and self.outputs is not None and self.outputs.noisefile)
         frames = make_frames(sim, self.dataset, noise_seed(self.outputs) if with_noise else None)
         session = None
@@ -109,10 +130,17 @@ class DaskExecutor:
         once the run has started), with the frames' records written."""
         from bragg_dask import store as zstore
 
-        run = zstore.run_record(settings, self.dataset, frames[0].noise_seed if with_noise else None)
-        session = zstore.open_store(self.store, sim, plan, run=run, n_frames=len(frames),
-                                    with_int=self.outputs is not None and bool(self.outputs.intfile),
-                                    with_noise=with_noise, overwrite=self.overwrite)
+        assert self.store is not None  # run() opens a store only where there is one
+        session = zstore.open_store(
+            self.store,
+            sim,
+            plan,
+            run=zstore.run_record(settings, self.dataset, frames[0].noise_seed if with_noise else None),
+            n_frames=len(frames),
+            with_int=self.outputs is not None and bool(self.outputs.intfile),
+            with_noise=with_noise,
+            overwrite=self.overwrite,
+        )
         try:
             zstore.write_frame_metadata(session.group, frames)
             session.record_command(self.command)
@@ -131,13 +159,12 @@ class DaskExecutor:
             client, own = connect(options=opts if self.cluster is not None else None, device=settings.device)
         reporter = dashboard.Reporter(None)
         try:
-            reporter = _announce(client, own is not None and opts.dashboard_off, opts.flag)
-            _check_gpu_workers(client, settings.device)
+            reporter = announce(client, own is not None and opts.dashboard_off, opts.flag)
+            check_gpu_workers(client, settings.device)
             local = (os.cpu_count() or 1) if own is not None else None
-            run = _Run(client, sim, plan, frames, settings, self.outputs, session, local)
-            run.response = self.response if self.store is not None else None
-            run.reporter = reporter
-            return run.execute()
+            detector = self.detector if self.store is not None else None
+            context = _Context(self.outputs, detector, reporter, local)
+            return _Run(client, sim, plan, frames, settings, session, context).execute()
         except (KeyboardInterrupt, SystemExit):
             quiet = True
             reporter.phase("interrupted", timeout=2)
@@ -145,8 +172,9 @@ class DaskExecutor:
         except BaseException as exc:  # a lost scheduler cancels futures (asyncio.CancelledError: a BaseException)
             failure = cluster_failure(exc, client, opts, session.path if session is not None else None)
             if failure is None:
-                reporter.phase("failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                               timeout=2)
+                reporter.phase(
+                    "failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, timeout=2
+                )
                 raise
             quiet = True
             raise failure from None
@@ -169,36 +197,29 @@ def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = N
     return executor.run(sim, plan or executor.plan(sim, settings), settings)
 
 
-def _announce(client, embedded_off: bool, flag: str | None) -> dashboard.Reporter:
-    """Put the bragg_dask page on the scheduler; log the addresses that serve (and why one does not)."""
-    links, reporter = dashboard.attach(client, embedded_off=embedded_off, flag=flag)
-    for line in links.lines():
-        log.info("%s", line)
-    for note in links.notes:
-        log.warning("%s", note)
-    return reporter
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What a run has besides its simulation: the C program's output options (or None), the detector
+    model applied to the store's frames (or None), the dashboard's reporter, and the cores of an
+    embedded cluster (None: a remote one)."""
 
-
-def _check_gpu_workers(client, device: str) -> None:
-    if not device.startswith("cuda"):
-        return
-    workers = client.scheduler_info().get("workers", {})
-    if not any(w.get("resources", {}).get("GPU") for w in workers.values()):
-        raise ConfigError("no worker advertises a GPU resource (start one worker per GPU with "
-                          "--resources GPU=1; see deploy/README.md)", flag="--device")
+    outputs: OutputOptions | None
+    detector: DetectorModel | None
+    reporter: dashboard.Reporter
+    local_cores: int | None
 
 
 class _Run:
     """One execution: pre-pass and tile states (c-parity), tile tasks, reductions, second pass, and the
-    detector model's pass (``response``: noisify's flags, or None)."""
+    detector model's pass."""
 
-    response: list[str] | None = None
-    reporter: dashboard.Reporter = dashboard.Reporter(None)
-
-    def __init__(self, client, sim, plan: TilePlan, frames: list[Frame], settings: RunSettings, outputs, session,
-                 local_cores: int | None = None):
+    def __init__(
+        self, client, sim, plan: TilePlan, frames: list[Frame], settings: RunSettings, session, context: _Context
+    ):
         self.client, self.sim, self.plan, self.frames = client, sim, plan, frames
-        self.settings, self.outputs, self.session = settings, outputs, session
+        self.settings, self.outputs, self.session = settings, context.outputs, session
+        self.detector, self.reporter = context.detector, context.reporter
+        local_cores = context.local_cores
         self.store = session.path if session is not None else None  # absolute
         self.device = settings.device
         self.tag = sim.fingerprint()[:10]
@@ -224,7 +245,7 @@ class _Run:
             return self._execute()
         except OSError as exc:
             fault = zstore.store_fault(exc, self.store)
-            if fault is None:
+            if fault is None or self.store is None:  # no store: no store fault
                 raise
             zstore.note_fault(self.store, str(fault))
             raise fault from None
@@ -252,14 +273,20 @@ class _Run:
         frame_stats = self._reduce(partial)
         if self.store:
             finish = {f.index for f, _ in todo} if self.was_complete else {f.index for f in self.frames}
-            self._finish(sim_future, frame_stats, finish)
+            self._finish(self.store, sim_future, frame_stats, finish)
             zstore.drop_response(self.store, sorted(finish))  # the model no longer describes those frames
             zstore.sync_response(self.store)  # the others keep the model's records (int_scale, noise_seed)
             zstore.mark_complete(self.store)
             self._detector()
         self.reporter.phase("complete")
-        return RunResult(stats=frame_stats[0], frame_stats=tuple(frame_stats), computed=len(todo), total=total,
-                         array=None if self.store else images, store=self.store)
+        return RunResult(
+            stats=frame_stats[0],
+            frame_stats=tuple(frame_stats),
+            computed=len(todo),
+            total=total,
+            array=None if self.store else images,
+            store=self.store,
+        )
 
     def _begin(self, done: np.ndarray, n_todo: int) -> None:
         """The run's layout on the dashboard page (frames, tiles, those done before)."""
@@ -267,10 +294,20 @@ class _Run:
         first = self.tiles[0]
         where = os.path.basename(self.store.rstrip(os.sep)) if self.store else "in memory"
         title = f"{where}: {len(self.frames)} frame{'s' if len(self.frames) > 1 else ''}"
-        self.reporter.begin(shape=self.sim.detector.shape, tile=t, done=np.asarray(done, bool), todo=n_todo,
-                            evals_per_tile=first.shape[0] * first.shape[1] * batch_points(self.sim), title=title,
-                            extra={"store": self.store or "", "parity": self.settings.parity,
-                                   "dtype": self.settings.dtype, "device": self.device})
+        self.reporter.begin(
+            shape=self.sim.detector.shape,
+            tile=t,
+            done=np.asarray(done, bool),
+            todo=n_todo,
+            evals_per_tile=first.shape[0] * first.shape[1] * batch_points(self.sim),
+            title=title,
+            extra={
+                "store": self.store or "",
+                "parity": self.settings.parity,
+                "dtype": self.settings.dtype,
+                "device": self.device,
+            },
+        )
 
     def _states(self, sim_future, frame_ids) -> dict:
         if self.settings.parity != "c":
@@ -282,8 +319,14 @@ class _Run:
             if f.index in frame_ids:
                 fsim = f.simulation(self.sim)
                 fut = sim_future if fsim is self.sim else self.client.scatter(fsim, hash=False)
-                per = compute_states(fsim, self.plan, threads=self.settings.threads, device=self.device, dtype=dtype,
-                                     mapper=_dask_mapper(self.client, fut, f"{self.tag}-fr{f.index}"))
+                per = compute_states(
+                    fsim,
+                    self.plan,
+                    threads=self.settings.threads,
+                    device=self.device,
+                    dtype=dtype,
+                    mapper=dask_mapper(self.client, fut, f"{self.tag}-fr{f.index}"),
+                )
                 out.update({(f.index, k): v for k, v in per.items()})
         return out
 
@@ -310,13 +353,26 @@ class _Run:
         image = None if self.store else np.zeros(self.sim.detector.shape, dtype=np.float32)
         futures = {}
         board = self.reporter.board
+        backend = self.settings.backend_choice  # the toolchain read here, once: the workers are given it
         for group in self._groups(todo):
-            tasks = tuple(TileTask(tile=t, frame=f, store=self.store, device=self.device, dtype=self.settings.dtype,
-                                   parity=self.settings.parity, state=states.get((f.index, t.index)),
-                                   board=board) for f, t in group)
+            tasks = tuple(
+                TileTask(
+                    tile=t,
+                    frame=f,
+                    store=self.store,
+                    device=self.device,
+                    dtype=self.settings.dtype,
+                    parity=self.settings.parity,
+                    state=states.get((f.index, t.index)),
+                    board=board,
+                    backend=backend,
+                )
+                for f, t in group
+            )
             key = _group_key(f"simulate-tile-{self.tag}", group)
-            fut = self.client.submit(_tile_task, sim_future, tasks, self.threads, key=key, retries=3, pure=False,
-                                     resources=self.resources)
+            fut = self.client.submit(
+                _tile_task, sim_future, tasks, self.threads, key=key, retries=3, pure=False, resources=self.resources
+            )
             futures[fut] = group
         bar = self._progress(len(todo)) if futures else None
         try:
@@ -364,7 +420,10 @@ class _Run:
             parts = []
             for t in self.tiles:
                 p = partial.get((f.index, t.index))
-                parts.append(p if p is not None else zstore.stats_from_row(rows[f.index, t.index[0], t.index[1]]))
+                if p is None:  # a tile not computed in this run: done before, in the store
+                    assert rows is not None
+                    p = zstore.stats_from_row(rows[f.index, t.index[0], t.index[1]])
+                parts.append(p)
             out.append(combine(parts, n_roi))
         if self.store:
             g = zstore.opened(self.store)
@@ -372,11 +431,11 @@ class _Run:
             zstore.write_frames_stats(g, [f.index for f in self.frames], out, [_int_scale(st, user) for st in out])
         return out
 
-    def _finish(self, sim_future, frame_stats, finish: set) -> None:
-        """The int and noise images of the frames in ``finish``, from their float images."""
+    def _finish(self, store: str, sim_future, frame_stats, finish: set) -> None:
+        """The int and noise images of the frames in ``finish`` (of ``store``), from their float images."""
         from bragg_dask import store as zstore
 
-        arrays = zstore.image_arrays(self.store)
+        arrays = zstore.image_arrays(store)
         with_int, with_noise = zstore.INT in arrays, zstore.NOISE in arrays
         if not (with_int or with_noise):
             return
@@ -386,43 +445,56 @@ class _Run:
         futs = []
         scale = {f.index: _int_scale(st, user) for f, st in zip(self.frames, frame_stats)}
         if with_noise:  # frames without a noise seed (a noise array noisify added): their noise is no more
-            zstore.drop_frame_images(self.store, zstore.NOISE,
-                                     [f.index for f in self.frames if f.index in finish and f.noise_seed is None])
+            zstore.drop_frame_images(
+                store, zstore.NOISE, [f.index for f in self.frames if f.index in finish and f.noise_seed is None]
+            )
         for group in self._groups([(f, t) for f in self.frames if f.index in finish for t in self.tiles]):
-            tasks = tuple(FinishTask(tile=t, frame=f, store=self.store, scale=scale[f.index], adc=adc,
-                                     with_int=with_int, with_noise=with_noise and f.noise_seed is not None)
-                          for f, t in group)
-            futs.append(self.client.submit(_finish_task, sim_future, tasks, key=_group_key(f"finish-tile-{self.tag}",
-                                                                                             group),
-                                           retries=3, pure=False))
+            tasks = tuple(
+                FinishTask(
+                    tile=t,
+                    frame=f,
+                    store=store,
+                    scale=scale[f.index],
+                    adc=adc,
+                    with_int=with_int,
+                    with_noise=with_noise and f.noise_seed is not None,
+                )
+                for f, t in group
+            )
+            futs.append(
+                self.client.submit(
+                    _finish_task,
+                    sim_future,
+                    tasks,
+                    key=_group_key(f"finish-tile-{self.tag}", group),
+                    retries=3,
+                    pure=False,
+                )
+            )
         overloads = sum(self.client.gather(futs))
         if with_noise:
             log.info("noise images written (%d overloads)", overloads)
 
-
     def _detector(self) -> None:
         """The detector model on every frame of the complete store: a task per frame (frames are
         independent; a frame's tiles use its worker's threads), then the model recorded."""
-        if not self.response:
+        if self.detector is None or self.store is None:  # a detector model only with a store
             return
         from bragg_dask.detector.store_pass import DetectorPass, noisify_frame
 
         self.reporter.phase("detector")
-        job = DetectorPass(self.store, self.response)
+        job = DetectorPass(self.store, self.detector)
         job.begin()
-        futs = [self.client.submit(noisify_frame, *job.frame_args(f.index), key=f"detector-frame-{self.tag}-{f.index}",
-                                   retries=3, pure=False, resources=self.resources) for f in self.frames]
+        futs = [
+            self.client.submit(
+                noisify_frame,
+                *job.frame_args(f.index),
+                key=f"detector-frame-{self.tag}-{f.index}",
+                retries=3,
+                pure=False,
+                resources=self.resources,
+            )
+            for f in self.frames
+        ]
         self.client.gather(futs)
         job.record([f.index for f in self.frames])
-
-
-def _dask_mapper(client, sim_future, tag: str):
-    """Run a pre-pass function over tiles as Dask tasks (named ``prepass-...`` on the dashboard)."""
-
-    def run(func, tiles, extra):
-        futs = [client.submit(func, sim_future, t, *e, key=f"prepass-{func.__name__.strip('_')}-{tag}-"
-                              f"s{t.index[0]}-t{t.index[1]}", retries=3, pure=False)
-                for t, e in zip(tiles, extra)]
-        return client.gather(futs)
-
-    return run

@@ -24,8 +24,16 @@ class Progress:
     stream); ``clock``: the time function (tests pass their own).
     """
 
-    def __init__(self, total: int, frames: int, evals_per_tile: int, *, stream=None, tty: bool | None = None,
-                 clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        frames: int,
+        evals_per_tile: int,
+        *,
+        stream=None,
+        tty: bool | None = None,
+        clock=time.monotonic,
+    ) -> None:
         self.total, self.frames, self.evals_per_tile = max(total, 0), frames, evals_per_tile
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
@@ -54,8 +62,10 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         k = int(WIDTH * self.done / max(self.total, 1))
         rate = self.done * self.evals_per_tile / elapsed
-        text = (f"frame {self.frame}/{self.frames}  tiles {self.done}/{self.total} "
-                f"[{'#' * k}{'.' * (WIDTH - k)}]  {_rate(rate)}")
+        text = (
+            f"frame {self.frame}/{self.frames}  tiles {self.done}/{self.total} "
+            f"[{'#' * k}{'.' * (WIDTH - k)}]  {_rate(rate)}"
+        )
         if self.done < self.total and self.done:
             text += f"  ETA {_clock(elapsed * (self.total - self.done) / self.done)}"
         elif self.done >= self.total:

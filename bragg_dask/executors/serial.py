@@ -40,8 +40,14 @@ class SerialExecutor:
         return run_serial(sim, plan, settings, progress=self.progress)
 
 
-def run_serial(sim, plan: TilePlan | None = None, settings: RunSettings | None = None, *,
-               progress: Callable[[int, int], None] | None = None, **choices) -> RunResult:
+def run_serial(
+    sim,
+    plan: TilePlan | None = None,
+    settings: RunSettings | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **choices,
+) -> RunResult:
     """Simulate every tile of ``plan`` (default: the device's default tiles) with ``settings`` (or its
     fields as keywords: ``dtype=torch.float32, parity="c"``...).
 
@@ -51,6 +57,7 @@ def run_serial(sim, plan: TilePlan | None = None, settings: RunSettings | None =
     """
     settings = RunSettings.of(settings, **choices)
     device, dtype, parity = settings.device, settings.torch_dtype, settings.parity
+    backend = settings.backend_choice
     tune_allocator()
     det = sim.detector
     plan = plan or plan_tiles(det.spixels, det.fpixels, settings.tile, device)
@@ -60,7 +67,9 @@ def run_serial(sim, plan: TilePlan | None = None, settings: RunSettings | None =
     states = compute_states(sim, plan, threads=settings.threads, device=device, dtype=dtype) if parity == "c" else {}
 
     def one(tile):
-        res = simulate_tile(sim, tile, states.get(tile.index), parity=parity, device=device, dtype=dtype)
+        res = simulate_tile(
+            sim, tile, states.get(tile.index), parity=parity, device=device, dtype=dtype, backend=backend
+        )
         image[tile.s0 : tile.s1, tile.f0 : tile.f1] = res.image
         return res.stats()
 

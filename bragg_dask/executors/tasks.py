@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bragg_dask.dashboard import report
+from bragg_dask.physics.backends import DEFAULT_CHOICE, BackendChoice
 from bragg_dask.physics.kernel import batch_points
 from bragg_dask.physics.roi import roi_mask
 from bragg_dask.physics.tiles import TileState
@@ -35,6 +36,7 @@ class TileTask:
     parity: str = "spec"
     state: TileState | None = None  # c-parity: the carried state entering the tile
     board: tuple[str, int, int] | None = None  # the dashboard page's run id, preview factor, frames (None: no page)
+    backend: BackendChoice = DEFAULT_CHOICE  # the orientation sum's fast path (the run's settings)
 
 
 @dataclass(frozen=True)
@@ -71,18 +73,32 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
     tune_allocator()
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    out, written = [], []
+    out: list[tuple[dict, np.ndarray | None]] = []
+    written: list = []
     page = report.TaskReport(tasks[0].board) if tasks[0].board is not None else None
     for task in tasks:
         sim = task.frame.simulation(base_sim)
         dtype = torch_dtype(task.dtype)
         start = time.perf_counter()
-        res = simulate_tile(sim, task.tile, task.state, parity=task.parity, device=_task_device(task.device),
-                            dtype=dtype)
+        res = simulate_tile(
+            sim,
+            task.tile,
+            task.state,
+            parity=task.parity,
+            device=_task_device(task.device),
+            dtype=dtype,
+            backend=task.backend,
+        )
         if page is not None:
             t = task.tile
-            page.tile(task.frame.index, t.index, (t.s0, t.f0), res, time.perf_counter() - start,
-                      t.shape[0] * t.shape[1] * batch_points(sim))
+            page.tile(
+                task.frame.index,
+                t.index,
+                (t.s0, t.f0),
+                res,
+                time.perf_counter() - start,
+                t.shape[0] * t.shape[1] * batch_points(sim),
+            )
         stats = res.stats()
         if task.store is not None:
             written.append((task.frame.index, task.tile, res.image, stats))
@@ -90,6 +106,7 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
         else:
             out.append((stats, res.image))
     if written:
+        assert tasks[0].store is not None  # the tasks of a run share its store
         zstore.write_tiles(tasks[0].store, written)
     if page is not None:
         page.stored([(task.frame.index, task.tile.index) for task in tasks])
@@ -109,8 +126,9 @@ def _cap(want: int, tile_pixels: int) -> int:
     return max(1, min(want, TASK_MAX_BYTES // max(4 * tile_pixels, 1)))
 
 
-def frames_per_task(n_frames: int, tiles_per_frame: int, evals_per_tile: int, threads: int,
-                    tile_pixels: int = 0) -> int:
+def frames_per_task(
+    n_frames: int, tiles_per_frame: int, evals_per_tile: int, threads: int, tile_pixels: int = 0
+) -> int:
     """How many frames' copies of a tile one task computes: one, unless frames are small.
 
     A task should carry at least :data:`TASK_MIN_EVALS` evaluations (below that, scheduling and
@@ -184,8 +202,16 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
         if task.with_int:
             made[zstore.INT] = int_image(img, in_roi, task.scale, task.adc)
         if task.with_noise:
-            made[zstore.NOISE], n = noise_image(img, in_roi, seed=task.frame.noise_seed, adc=task.adc,
-                                                fpixels=base_sim.detector.fpixels, s0=t.s0, f0=t.f0)
+            assert task.frame.noise_seed is not None  # the executor asks for noise only with a seed
+            made[zstore.NOISE], n = noise_image(
+                img,
+                in_roi,
+                seed=task.frame.noise_seed,
+                adc=task.adc,
+                fpixels=base_sim.detector.fpixels,
+                s0=t.s0,
+                f0=t.f0,
+            )
             overloads += n
         for name, tile_image in made.items():
             if whole:

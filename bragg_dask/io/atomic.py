@@ -60,8 +60,7 @@ def _place_all(moves: list[tuple[str, str]]) -> None:
         for back, saved in aside:
             with contextlib.suppress(OSError):
                 os.replace(saved, back)
-        raise BraggDaskError(f"cannot write {failed}: {exc.strerror or exc}; nothing was "
-                             "written") from None
+        raise BraggDaskError(f"cannot write {failed}: {exc.strerror or exc}; nothing was written") from None
     for _, saved in aside:
         with contextlib.suppress(OSError):
             os.unlink(saved)

@@ -83,7 +83,8 @@ def write_cbf(path: str, image: np.ndarray, header: str) -> None:
     miniCBF at ``path`` (fabio; a missing fabio is a one-line error naming ``--cbf``)."""
     optional_module("fabio", "--cbf", "cbf")
     cbfimage = optional_module("fabio.cbfimage", "--cbf", "cbf")
-    img = cbfimage.CbfImage(data=np.ascontiguousarray(image, dtype=np.int32),
-                            header={"_array_data.header_convention": "PILATUS_1.2",
-                                    "_array_data.header_contents": header})
+    img = cbfimage.CbfImage(
+        data=np.ascontiguousarray(image, dtype=np.int32),
+        header={"_array_data.header_convention": "PILATUS_1.2", "_array_data.header_contents": header},
+    )
     img.write(path)

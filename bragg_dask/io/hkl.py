@@ -33,9 +33,12 @@ def read_hkl(path: str | Path, default_F: float = 0.0) -> StructureFactors:
         span = hi - lo
         axis = int(np.argmax(span))
         far = np.abs(hkl[:, axis]).argmax()
-        raise InputFileError(str(path), _record_line(text, int(far)),
-                             f"Miller indices span {shape[0]} x {shape[1]} x {shape[2]}: too large a table "
-                             f"(index {int(hkl[far, axis])} is out of any sensible range)")
+        raise InputFileError(
+            str(path),
+            _record_line(text, int(far)),
+            f"Miller indices span {shape[0]} x {shape[1]} x {shape[2]}: too large a table "
+            f"(index {int(hkl[far, axis])} is out of any sensible range)",
+        )
     table = np.full(shape, float(default_F), dtype=np.float64)
     idx = hkl
     idx -= lo  # in place: hkl is ours
@@ -90,13 +93,19 @@ def _parse_records_general(text: str, name: str) -> tuple[np.ndarray, np.ndarray
 
 # the fast path's byte classes; 0: a byte PLAIN_NUMERIC refuses (-> the general path)
 _WS, _BREAK, _DIGIT, _SIGN, _POINT, _EXP = 1, 2, 3, 4, 5, 6
-_CLASS = bytearray(256)
-for _chars, _cls in ((" \t", _WS), ("\n\r\v\f", _BREAK), ("0123456789", _DIGIT), ("+-", _SIGN), (".", _POINT),
-                     ("eE", _EXP)):
+_classes = bytearray(256)
+for _chars, _cls in (
+    (" \t", _WS),
+    ("\n\r\v\f", _BREAK),
+    ("0123456789", _DIGIT),
+    ("+-", _SIGN),
+    (".", _POINT),
+    ("eE", _EXP),
+):
     for _c in _chars:
-        _CLASS[ord(_c)] = _cls  # the line breaks: those of str.splitlines() among PLAIN_NUMERIC's bytes
-_CLASS = bytes(_CLASS)
-del _chars, _cls, _c
+        _classes[ord(_c)] = _cls  # the line breaks: those of str.splitlines() among PLAIN_NUMERIC's bytes
+_CLASS = bytes(_classes)
+del _classes, _chars, _cls, _c
 
 
 def _special_ok(before: int, kind: int, after: int) -> bool:
@@ -107,8 +116,11 @@ def _special_ok(before: int, kind: int, after: int) -> bool:
     if kind == _SIGN:  # opens a token, or follows the 'e'; then a digit (or the mantissa's point)
         return (blank and after in (_DIGIT, _POINT)) or (before == _EXP and after == _DIGIT)
     if kind == _POINT:  # inside a mantissa, next to at least one of its digits
-        return (before in (_WS, _BREAK, _SIGN, _DIGIT) and after in (_WS, _BREAK, _DIGIT, _EXP)
-                and _DIGIT in (before, after))
+        return (
+            before in (_WS, _BREAK, _SIGN, _DIGIT)
+            and after in (_WS, _BREAK, _DIGIT, _EXP)
+            and _DIGIT in (before, after)
+        )
     return before in (_DIGIT, _POINT) and after in (_SIGN, _DIGIT)  # 'e': after the mantissa
 
 
@@ -194,8 +206,8 @@ def _parse_plain(text: str) -> tuple[np.ndarray, np.ndarray] | None:
         block = _parse_block(raw)
         if block is None or n + len(block[1]) > most:
             return None
-        hkl[n:n + len(block[1])] = block[0]
-        F[n:n + len(block[1])] = block[1]
+        hkl[n : n + len(block[1])] = block[0]
+        F[n : n + len(block[1])] = block[1]
         n += len(block[1])
         start = stop
     return (hkl[:n], F[:n]) if n else None
@@ -291,8 +303,9 @@ def _miller_indices(byte: np.ndarray, words: np.ndarray, rec: np.ndarray) -> np.
     return hkl.reshape(-1, 3)
 
 
-def _structure_factor_values(raw: bytes, byte: np.ndarray, words: np.ndarray, rec: np.ndarray,
-                             marks: _Marks) -> np.ndarray | None:
+def _structure_factor_values(
+    raw: bytes, byte: np.ndarray, words: np.ndarray, rec: np.ndarray, marks: _Marks
+) -> np.ndarray | None:
     """F of each record, tokens ``[+-] int-digits [. frac-digits] [e [+-] exp-digits]``, as ``float()``
     reads them; ``None`` when one is not finite (or holds a point in its exponent)."""
     s3 = rec[:, 6]
@@ -315,14 +328,15 @@ def _structure_factor_values(raw: bytes, byte: np.ndarray, words: np.ndarray, re
     F *= _SIGN_FLOAT[lead]
     if slow is not None:  # beyond the exact fast path: Python's float() of the token
         for k in np.flatnonzero(slow).tolist():
-            F[k] = float(raw[s3[k]:e3[k]])
+            F[k] = float(raw[s3[k] : e3[k]])
     if not np.isfinite(F).all():
         return None
     return F
 
 
-def _exponents(byte: np.ndarray, words: np.ndarray, e3: np.ndarray,
-               marks: _Marks) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _exponents(
+    byte: np.ndarray, words: np.ndarray, e3: np.ndarray, marks: _Marks
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``(mant_end, exponent, slow)``: where each F's mantissa ends, its decimal exponent (``None``: no 'e'
     in any F) and the records whose exponent has more than 4 digits (``None``: no 'e')."""
     has_exp, exp_at = marks.has_exp, marks.exp_at
@@ -368,8 +382,16 @@ def _fraction_digits(mant_end: np.ndarray, marks: _Marks) -> tuple[np.ndarray, n
     return point, n_frac
 
 
-def _mantissas(words: np.ndarray, s3: np.ndarray, lead: np.ndarray, point: np.ndarray, n_frac: np.ndarray,
-               mant_end: np.ndarray, any_point: bool, slow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _mantissas(
+    words: np.ndarray,
+    s3: np.ndarray,
+    lead: np.ndarray,
+    point: np.ndarray,
+    n_frac: np.ndarray,
+    mant_end: np.ndarray,
+    any_point: bool,
+    slow: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(mant, slow)``: each F's digits, point dropped, as an int64, and ``slow`` with the records added
     whose mantissa is too long (> 16 digits: their ``n_frac`` is set to 0 in place) or not exact in a
     double (> 2**53)."""
@@ -398,9 +420,12 @@ def _one_record_per_line(cls: np.ndarray, rec: np.ndarray) -> bool:
     breaks = np.flatnonzero(cls == _BREAK)
     n = len(rec)
     if len(breaks) in (n - 1, n):  # the common layout: one break after each record (the last: maybe)
-        between = breaks[:n - 1]
-        if ((between >= rec[:-1, 7]).all() and (between < rec[1:, 0]).all()
-                and (len(breaks) == n - 1 or breaks[-1] >= rec[-1, 7])):
+        between = breaks[: n - 1]
+        if (
+            (between >= rec[:-1, 7]).all()
+            and (between < rec[1:, 0]).all()
+            and (len(breaks) == n - 1 or breaks[-1] >= rec[-1, 7])
+        ):
             return True
     r = np.searchsorted(rec[:, 0], breaks, side="right") - 1  # the record a break follows the start of
     after = r >= 0

@@ -38,8 +38,9 @@ def azimuthal(store: str, frame: int = 0, npt: int = 1000, unit: str = "q_A^-1")
 
     rec = frame_record(store, frame)
     if not rec.complete:
-        raise ConfigError(f"frame {frame} of {store} is incomplete (re-run the simulation to finish it)",
-                          flag="azimuthal")
+        raise ConfigError(
+            f"frame {frame} of {store} is incomplete (re-run the simulation to finish it)", flag="azimuthal"
+        )
     check_frames(store, [frame], None, "azimuthal")
     image = np.asarray(StoreFrame(store, frame), dtype=np.float32)
     result = integrator(store).integrate1d(image, npt, unit=unit)

@@ -67,17 +67,33 @@ def mx_info(meta: dict, phi0_deg) -> MxInfo:
     geo, cfg = meta["geometry"], meta["config"]
     det, cr = cfg["detector"], cfg["crystal"]
     return MxInfo(
-        fpixels=int(det["fpixels"]), spixels=int(det["spixels"]), pixel_size_m=float(geo["pixel_size_m"]),
-        wavelength_m=float(geo["wavelength_m"]), distance_m=float(geo["distance_m"]),
-        fdet=_vec(geo["fdet_vector"]), sdet=_vec(geo["sdet_vector"]), odet=_vec(geo["odet_vector"]),
-        beam=_vec(geo["beam_vector"]), pix0_m=_vec(geo["pix0_vector_m"]),
-        fbeam_m=float(geo["beam_center_fast_slow_m"][0]), sbeam_m=float(geo["beam_center_fast_slow_m"][1]),
-        spindle=_vec(cr["spindle_axis"]), osc_deg=math.degrees(float(cr["osc_rad"])),
+        fpixels=int(det["fpixels"]),
+        spixels=int(det["spixels"]),
+        pixel_size_m=float(geo["pixel_size_m"]),
+        wavelength_m=float(geo["wavelength_m"]),
+        distance_m=float(geo["distance_m"]),
+        fdet=_vec(geo["fdet_vector"]),
+        sdet=_vec(geo["sdet_vector"]),
+        odet=_vec(geo["odet_vector"]),
+        beam=_vec(geo["beam_vector"]),
+        pix0_m=_vec(geo["pix0_vector_m"]),
+        fbeam_m=float(geo["beam_center_fast_slow_m"][0]),
+        sbeam_m=float(geo["beam_center_fast_slow_m"][1]),
+        spindle=_vec(cr["spindle_axis"]),
+        osc_deg=math.degrees(float(cr["osc_rad"])),
         twotheta_deg=math.degrees(float(det["geometry"].get("twotheta_rad", 0.0))),
-        thickness_m=float(det.get("thickness_m") or 0.0), phi0_deg=tuple(float(p) for p in phi0_deg),
-        start_time=utc_z(meta.get("created")) or utc_z(_dt.datetime.now(_dt.timezone.utc).isoformat()),
+        thickness_m=float(det.get("thickness_m") or 0.0),
+        phi0_deg=tuple(float(p) for p in phi0_deg),
+        start_time=_start_z(meta.get("created")),
         end_time=utc_z(meta.get("completed")) if meta.get("complete") else None,
     )
+
+
+def _start_z(created: str | None) -> str:
+    """The store's creation time as :func:`utc_z` writes it; none recorded: now."""
+    stamp = utc_z(created) or utc_z(_dt.datetime.now(_dt.timezone.utc).isoformat())
+    assert stamp is not None  # utc_z of a non-empty time is never None
+    return stamp
 
 
 def _vec(v) -> tuple:
@@ -100,8 +116,9 @@ def optional_module(name: str, flag: str, extra: str):
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise UsageError(f"needs the {name} library, which is not installed: pip install bragg-dask[{extra}]",
-                         flag=flag) from None
+        raise UsageError(
+            f"needs the {name} library, which is not installed: pip install bragg-dask[{extra}]", flag=flag
+        ) from None
 
 
 @contextlib.contextmanager

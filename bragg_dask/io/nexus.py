@@ -94,8 +94,15 @@ def write_nxmx(path: str, info: MxInfo, frames) -> None:
 
 def _write_data(nxdata, info: MxInfo, frames):
     n, shape = len(info.phi0_deg), (info.spixels, info.fpixels)
-    d = nxdata.create_dataset("data", shape=(n, *shape), dtype=np.uint16, chunks=(1, *shape),
-                              compression="gzip", compression_opts=4, shuffle=True)
+    d = nxdata.create_dataset(
+        "data",
+        shape=(n, *shape),
+        dtype=np.uint16,
+        chunks=(1, *shape),
+        compression="gzip",
+        compression_opts=4,
+        shuffle=True,
+    )
     count = 0
     for count, image in enumerate(frames, start=1):
         if count > n or tuple(image.shape) != shape:
@@ -184,8 +191,9 @@ def _root_attrs(fh, file_name: str) -> None:
     fh.attrs["NX_class"] = _s("NXroot")
     fh.attrs["default"] = _s("entry")
     fh.attrs["file_name"] = _s(file_name)
-    fh.attrs["file_time"] = _s(_dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None).isoformat(
-        timespec="seconds") + "Z")
+    fh.attrs["file_time"] = _s(
+        _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    )
     fh.attrs["creator"] = _s(f"bragg_dask {__version__}")
     fh.attrs["HDF5_Version"] = _s(h5py.version.hdf5_version)
     fh.attrs["h5py_version"] = _s(h5py.version.version)

@@ -10,5 +10,4 @@ from bragg_dask.io.atomic import atomic_write
 def write_float_image(path: str, image: np.ndarray) -> None:
     """Write ``(spixels, fpixels)`` float32 pixels as the C program's ``-floatfile``."""
     with atomic_write(path) as fh:
-        fh.write(memoryview(np.ascontiguousarray(image, dtype="<f4")).cast("B"))  # no copy of the bytes
-
+        fh.write(np.ascontiguousarray(image, dtype="<f4").data.cast("B"))  # no copy of the bytes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,24 +44,45 @@ def int_image(image: np.ndarray, rendered_roi: np.ndarray, scale: float, adc: fl
 def header_fields(sim: Simulation) -> dict:
     """The values the C program writes in an SMV header (SI units), from a simulation."""
     det, geo, cr = sim.detector, sim.detector.geometry, sim.crystal
-    return header_fields_from_config({
-        "detector": {"fpixels": det.fpixels, "spixels": det.spixels, "pixel_size_m": det.pixel_size_m,
-                     "geometry": {k: getattr(geo, k) for k in _GEO_KEYS}},
-        "beam": {"wavelength_m": sim.beam.wavelength_m},
-        "crystal": {"phi0_rad": cr.phi0_rad, "osc_rad": cr.osc_rad},
-    })
+    return header_fields_from_config(
+        {
+            "detector": {
+                "fpixels": det.fpixels,
+                "spixels": det.spixels,
+                "pixel_size_m": det.pixel_size_m,
+                "geometry": {k: getattr(geo, k) for k in _GEO_KEYS},
+            },
+            "beam": {"wavelength_m": sim.beam.wavelength_m},
+            "crystal": {"phi0_rad": cr.phi0_rad, "osc_rad": cr.osc_rad},
+        }
+    )
 
 
-_GEO_KEYS = ("distance_m", "close_distance_m", "xbeam_m", "ybeam_m", "fbeam_m", "sbeam_m", "orgx_px", "orgy_px",
-             "dials_origin_mm", "twotheta_rad")
+_GEO_KEYS = (
+    "distance_m",
+    "close_distance_m",
+    "xbeam_m",
+    "ybeam_m",
+    "fbeam_m",
+    "sbeam_m",
+    "orgx_px",
+    "orgy_px",
+    "dials_origin_mm",
+    "twotheta_rad",
+)
 
 
 def header_fields_from_config(cfg: dict) -> dict:
     """The same values from a configuration dictionary (``Simulation.to_dict()``, as stored)."""
     det, geo = cfg["detector"], cfg["detector"]["geometry"]
-    out = {"fpixels": int(det["fpixels"]), "spixels": int(det["spixels"]), "pixel_size_m": float(det["pixel_size_m"]),
-           "wavelength_m": float(cfg["beam"]["wavelength_m"]), "phi0_rad": float(cfg["crystal"]["phi0_rad"]),
-           "osc_rad": float(cfg["crystal"]["osc_rad"])}
+    out: dict[str, Any] = {
+        "fpixels": int(det["fpixels"]),
+        "spixels": int(det["spixels"]),
+        "pixel_size_m": float(det["pixel_size_m"]),
+        "wavelength_m": float(cfg["beam"]["wavelength_m"]),
+        "phi0_rad": float(cfg["crystal"]["phi0_rad"]),
+        "osc_rad": float(cfg["crystal"]["osc_rad"]),
+    }
     out.update({k: (tuple(geo[k]) if k == "dials_origin_mm" else float(geo[k])) for k in _GEO_KEYS})
     return out
 
@@ -153,9 +174,13 @@ def read_smv(path: str) -> tuple[dict[str, str], np.ndarray]:
 #: SMV pixel types read by :func:`read_smv_frame` (``TYPE=``): numpy's type, little-endian
 #: (SMV's own type names, written as one table: two of them are also the store's array names, which only
 #: the store spells out)
-SMV_TYPES = dict(item.split(":") for item in (
-    "unsigned_short:<u2 float:<f4 signed_short:<i2 unsigned_long:<u4 unsigned_int:<u4 signed_long:<i4 long:<i4 "
-    "long_integer:<u4 int:<i4").split())
+SMV_TYPES = dict(
+    item.split(":")
+    for item in (
+        "unsigned_short:<u2 float:<f4 signed_short:<i2 unsigned_long:<u4 unsigned_int:<u4 signed_long:<i4 long:<i4 "
+        "long_integer:<u4 int:<i4"
+    ).split()
+)
 
 
 def _pixel_type(path: str, header: str) -> np.dtype:
@@ -166,8 +191,11 @@ def _pixel_type(path: str, header: str) -> np.dtype:
         return np.dtype("<u2")
     name = m.group(1).strip().lower()
     if name not in SMV_TYPES:
-        raise InputFileError(path, header.count("\n", 0, m.start()) + 1,
-                             f"TYPE={name}: pixels of that type cannot be read (read: {', '.join(SMV_TYPES)})")
+        raise InputFileError(
+            path,
+            header.count("\n", 0, m.start()) + 1,
+            f"TYPE={name}: pixels of that type cannot be read (read: {', '.join(SMV_TYPES)})",
+        )
     dt = np.dtype(SMV_TYPES[name])
     big = re.search(r"BYTE_ORDER\s*=\s*big_endian", header)
     return dt.newbyteorder(">") if big and name != "unsigned_short" else dt
@@ -196,6 +224,7 @@ def read_smv_frame(path: str, typed: bool = False) -> tuple[str, np.ndarray]:
             raise InputFileError(path, None, f"SMV header has no {key} key")
         if not v >= 1:
             raise InputFileError(path, line_of(header, key), f"{key}={v:g} is not a pixel count")
+    assert width is not None and height is not None  # the loop above raised otherwise
     w, h = int(width), int(height)
     dt = _pixel_type(path, header) if typed else np.dtype("<u2")
     body = raw[int(size) :]

@@ -24,8 +24,12 @@ def read_sources(path: str, beam: Vec3, wavelength_m: float) -> tuple[tuple[Vec3
         pos = [(-SOURCE_DISTANCE_M * beam[i]) if np.isnan(row[i]) else float(row[i]) for i in range(3)]
         lam = wavelength_m if np.isnan(row[4]) else float(row[4])
         if not lam > 0.0:
-            raise InputFileError(path, no, f"source wavelength {lam!r} m is not positive (a line without a "
-                                           "final newline, or with CRLF ending, zero-fills missing columns)")
+            raise InputFileError(
+                path,
+                no,
+                f"source wavelength {lam!r} m is not positive (a line without a "
+                "final newline, or with CRLF ending, zero-fills missing columns)",
+            )
         u, mag = unitize((pos[0], pos[1], pos[2]))
         if mag == 0.0:
             raise InputFileError(path, no, "source position (0, 0, 0) has no direction")

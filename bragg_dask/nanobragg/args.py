@@ -61,8 +61,16 @@ from bragg_dask.physics.constants import RTD
 if TYPE_CHECKING:
     from bragg_dask.config import Simulation
 
-__all__ = ["Interpolation", "OutputOptions", "ParsedArgs", "RawParams", "parse_nanobragg_args", "parse_raw",
-           "resolve", "simulation_from_args"]
+__all__ = [
+    "Interpolation",
+    "OutputOptions",
+    "ParsedArgs",
+    "RawParams",
+    "parse_nanobragg_args",
+    "parse_raw",
+    "resolve",
+    "simulation_from_args",
+]
 
 
 # ----------------------------------------------------------------------------- value parsing
@@ -70,7 +78,7 @@ __all__ = ["Interpolation", "OutputOptions", "ParsedArgs", "RawParams", "parse_n
 
 # ----------------------------------------------------------------------------- the rule table
 
-Handler = Callable[[RawParams, str, list], None]
+Handler = Callable[[RawParams, str, list], "int | None"]
 
 
 @dataclass(frozen=True)
@@ -174,8 +182,15 @@ RULES: tuple[Rule, ...] = (
     R(("-mosaici", "-mosaic_spr"), 1, _set("mosaic_spread", div=RTD, check=MOSAIC)),
     R(("-mosaic",), 1, _set("mosaic_spread", div=RTD, check=MOSAIC), length=7),
     R(("-mosaic_dom",), 1, _set("mosaic_domains", _int, check=COUNT)),
-    R(("-dispersion",), 1, _set("dispersion", div=100.0, check=Limit(
-        0.0, 200.0, hi_open=True, what="percent; at 200 the shortest wavelength is 0"))),
+    R(
+        ("-dispersion",),
+        1,
+        _set(
+            "dispersion",
+            div=100.0,
+            check=Limit(0.0, 200.0, hi_open=True, what="percent; at 200 the shortest wavelength is 0"),
+        ),
+    ),
     R(("-dispsteps",), 1, _set("dispsteps", _int, check=COUNT)),
     R(("-divergence",), 1, _divergence),
     R(("-hdivrange",), 1, _set("hdivrange", div=1000.0, check=NON_NEGATIVE)),
@@ -263,8 +278,11 @@ def parse_raw(argv: list[str], cwd: str = ".") -> RawParams:
             if isinstance(used, int):  # a rule of a variable count (-cell) says how many values it took
                 vals = vals[:used]
             p.flags.append((arg, tuple(vals)))
-            consumed.update(j for j in range(i + 1, i + 1 + len(vals)) if not (
-                rule.handler is _misset and arg != "-misset" and argv[j].startswith("-")))
+            consumed.update(
+                j
+                for j in range(i + 1, i + 1 + len(vals))
+                if not (rule.handler is _misset and arg != "-misset" and argv[j].startswith("-"))
+            )
             if rule.stop:
                 break
         if not matched and i not in consumed:

@@ -24,8 +24,12 @@ if TYPE_CHECKING:
     from bragg_dask.nanobragg.params import ParsedArgs, RawParams
     from bragg_dask.nanobragg.stats import ImageStats
 
-OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
-                ("noisefile", "-noisefile"))
+OUTPUT_FLAGS = (
+    ("floatfile", "-floatfile"),
+    ("intfile", "-intfile"),
+    ("pgmfile", "-pgmfile"),
+    ("noisefile", "-noisefile"),
+)
 INPUT_FLAGS = (("hklfile", "-hkl"), ("matfile", "-mat"), ("sourcefile", "-sourcefile"), ("stolfile", "-stol"))
 
 
@@ -64,10 +68,12 @@ def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -
         raise ConfigError(f"{name} is a folder, not a file", flag=flag)
     if folder_ok and os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{name} is a file, not a store folder", flag=flag)
-    if not folder_ok and os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode) \
-            and not _is_devnull(path):
-        raise ConfigError(f"cannot write {name}: it is a device, FIFO or socket, not a regular file "
-                          f"({os.devnull} alone is taken, to discard an output)", flag=flag)
+    if not folder_ok and os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode) and not _is_devnull(path):
+        raise ConfigError(
+            f"cannot write {name}: it is a device, FIFO or socket, not a regular file "
+            f"({os.devnull} alone is taken, to discard an output)",
+            flag=flag,
+        )
     if folder_ok and os.path.isdir(path):  # an existing store is written inside
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"cannot write into {name}: the folder is not writable", flag=flag)
@@ -85,8 +91,11 @@ def _check_target(flag: str, name: str, path: str, *, folder_ok: bool = False) -
     except (OSError, ValueError):
         name_max = 255
     if len(base) > name_max:
-        raise ConfigError(f"cannot write {name}: a file name of {len(base)} bytes is longer than the "
-                          f"{name_max} the file system allows", flag=flag)
+        raise ConfigError(
+            f"cannot write {name}: a file name of {len(base)} bytes is longer than the "
+            f"{name_max} the file system allows",
+            flag=flag,
+        )
 
 
 def run_inputs(raw: RawParams, cwd: str) -> list[tuple[str, str, str]]:
@@ -112,16 +121,22 @@ def run_outputs(parsed: ParsedArgs) -> list[tuple[str, str]]:
     return out
 
 
-def check_outputs(parsed: ParsedArgs, *, zarr: str | None = None, write_files: bool = True,
-                  cwd: str | None = None) -> None:
+def check_outputs(
+    parsed: ParsedArgs, *, zarr: str | None = None, write_files: bool = True, cwd: str | None = None
+) -> None:
     """Refuse, before computing anything, outputs that cannot be written or would clobber another file."""
     cwd = cwd or os.getcwd()
     files = run_outputs(parsed) if write_files else []
     check_paths(files, inputs=[(flag, name) for flag, name, _ in run_inputs(parsed.raw, cwd)], zarr=zarr, cwd=cwd)
 
 
-def check_paths(outputs: Iterable[tuple[str, str]], *, inputs: Iterable[tuple[str, str]] = (),
-                zarr: str | None = None, cwd: str | None = None) -> None:
+def check_paths(
+    outputs: Iterable[tuple[str, str]],
+    *,
+    inputs: Iterable[tuple[str, str]] = (),
+    zarr: str | None = None,
+    cwd: str | None = None,
+) -> None:
     """The checks of :func:`check_outputs` on ``(flag, name)`` pairs (``bragg-dask export`` can use them too)."""
     cwd = cwd or os.getcwd()
     targets = [(flag, name, os.path.join(cwd, name)) for flag, name in outputs]
@@ -134,8 +149,11 @@ def check_paths(outputs: Iterable[tuple[str, str]], *, inputs: Iterable[tuple[st
     for flag, name, path in targets:
         store = _store_around(path)
         if store is not None:
-            raise ConfigError(f"{name} is inside the Zarr store {store}: a store is user data, and a file written "
-                              "into it would damage it; write it outside the store", flag=flag)
+            raise ConfigError(
+                f"{name} is inside the Zarr store {store}: a store is user data, and a file written "
+                "into it would damage it; write it outside the store",
+                flag=flag,
+            )
     seen: dict[str, str] = {}
     for flag, name, path in targets:
         k = _key(path)
@@ -163,9 +181,29 @@ def _store_around(path: str) -> str | None:
 
 
 # the flags that scale the intensities (or the scattering geometry) of a run, for a message about an overflow
-_SCALE_FLAGS = ("-fluence", "-flux", "-exposure", "-beamsize", "-default_F", "-hkl", "-N", "-cell", "-mat", "-lambda",
-                "-energy", "-wave", "-sourcefile", "sample", "xtal", "-fudge", "-water", "-pixel", "-distance",
-                "-img", "-mask")
+_SCALE_FLAGS = (
+    "-fluence",
+    "-flux",
+    "-exposure",
+    "-beamsize",
+    "-default_F",
+    "-hkl",
+    "-N",
+    "-cell",
+    "-mat",
+    "-lambda",
+    "-energy",
+    "-wave",
+    "-sourcefile",
+    "sample",
+    "xtal",
+    "-fudge",
+    "-water",
+    "-pixel",
+    "-distance",
+    "-img",
+    "-mask",
+)
 
 
 def check_image_finite(parsed: ParsedArgs, stats: ImageStats) -> None:
@@ -175,5 +213,8 @@ def check_image_finite(parsed: ParsedArgs, stats: ImageStats) -> None:
         return
     given = [f for f, _ in parsed.raw.flags if any(k in f for k in _SCALE_FLAGS)]
     names = "/".join(dict.fromkeys(given)) or "-default_F"
-    raise ConfigError(f"the image has infinite or NaN pixels (max_I = {stats.max_I:g}, mean = {stats.mean:g}): "
-                      "the intensities overflow floating point; give smaller values", flag=names)
+    raise ConfigError(
+        f"the image has infinite or NaN pixels (max_I = {stats.max_I:g}, mean = {stats.mean:g}): "
+        "the intensities overflow floating point; give smaller values",
+        flag=names,
+    )

@@ -25,11 +25,17 @@ from bragg_dask.nanobragg.values import (
 )
 from bragg_dask.physics.constants import HC_EV_ANGSTROM, RTD
 
-Handler = Callable[[RawParams, str, list], None]
+Handler = Callable[[RawParams, str, list], "int | None"]
 
 
-def _set(attr: str, conv: Callable = _num, scale: float = 1.0, pivot: str | None = None,
-         check: Limit | None = None, div: float = 1.0) -> Handler:
+def _set(
+    attr: str,
+    conv: Callable = _num,
+    scale: float = 1.0,
+    pivot: str | None = None,
+    check: Limit | None = None,
+    div: float = 1.0,
+) -> Handler:
     """Set ``attr`` to one value, converted to SI (``* scale / div``); optionally the pivot it implies."""
 
     # ``div`` divides where the C program divides (x/1000.0, x/RTD): x*1e-3 or x*(1/RTD) can differ
@@ -87,21 +93,27 @@ def check_cell(vals, flag: str | None = "-cell", field: str | None = None) -> No
             raise ConfigError(f"cell length {name} must be > 0, got {x:g}", flag=flag, field=field)
     for name, x in (("alpha", al), ("beta", be), ("gamma", ga)):
         if not 0.0 < x < 180.0:
-            raise ConfigError(f"cell angle {name} must be between 0 and 180 degrees, got {x:g}", flag=flag,
-                              field=field)
+            raise ConfigError(f"cell angle {name} must be between 0 and 180 degrees, got {x:g}", flag=flag, field=field)
     s = (al + be + ga) / 2.0
     skew = math.sin(s / RTD) * math.sin((s - al) / RTD) * math.sin((s - be) / RTD) * math.sin((s - ga) / RTD)
     if not skew > 1e-12:
-        raise ConfigError(f"angles {al:g} {be:g} {ga:g} give no cell (each must be less than the sum of the "
-                          "other two, and all three less than 360 degrees)", flag=flag, field=field)
+        raise ConfigError(
+            f"angles {al:g} {be:g} {ga:g} give no cell (each must be less than the sum of the "
+            "other two, and all three less than 360 degrees)",
+            flag=flag,
+            field=field,
+        )
     v = 2.0 * a * b * c * math.sqrt(skew)  # the C program's volume (A^3), then its reciprocal axes
     ok = 1e-100 < v < 1e100
     if ok:
         recip = [x * y * math.sin(ang / RTD) / v for x, y, ang in ((b, c, al), (c, a, be), (a, b, ga))]
         ok = all(1e-100 < x < 1e100 for x in [v, *recip])  # their products stay normal numbers
     if not ok:
-        raise ConfigError(f"a cell of {a:g} x {b:g} x {c:g} A is out of the range floating point can handle "
-                          f"(volume {v:g} A^3)", flag=flag, field=field)
+        raise ConfigError(
+            f"a cell of {a:g} x {b:g} x {c:g} A is out of the range floating point can handle (volume {v:g} A^3)",
+            flag=flag,
+            field=field,
+        )
 
 
 def _misset(p: RawParams, flag: str, v: list) -> None:
@@ -298,7 +310,7 @@ def _pgmscale(p: RawParams, flag: str, v: list) -> None:
 
 def _noise_seed(p: RawParams, flag: str, v: list) -> None:
     """``-seed N``: N, kept as given.  (C L1099-1101 stores -N, the negative seed that restarts its ran1;
-    the noise here (physics.noise) is a hash of the seed itself, so nothing negates it.)"""
+    the noise here (detector.noise) is a hash of the seed itself, so nothing negates it.)"""
     p.noise_seed = _checked(_int, SEED)(flag, v[0])
 
 

@@ -93,15 +93,21 @@ def _write_streamed(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[st
         if frame.has(frame.INT):  # made by the run's second pass with this scale and ADC offset
             write_streamed(path, frame, None, bounds, header=smv_header(sim), array=frame.INT)
         else:
-            write_streamed(path, frame, lambda band, roi, s0, f0: int_image(band, roi, scale, outputs.adc), bounds,
-                           header=smv_header(sim))
+            write_streamed(
+                path,
+                frame,
+                lambda band, roi, s0, f0: int_image(band, roi, scale, outputs.adc),
+                bounds,
+                header=smv_header(sim),
+            )
         written.append(path)
     if outputs.pgmfile:
         path = os.path.join(cwd, outputs.pgmfile)
         pscale = pgm_scale(stats, outputs.pgm_scale, scale)
         s, f = frame.shape
-        write_streamed(path, frame, lambda band, roi, s0, f0: pgm_bytes(band, roi, pscale), bounds,
-                       header=pgm_header(f, s, pscale))
+        write_streamed(
+            path, frame, lambda band, roi, s0, f0: pgm_bytes(band, roi, pscale), bounds, header=pgm_header(f, s, pscale)
+        )
         written.append(path)
     if outputs.noisefile:
         path = os.path.join(cwd, outputs.noisefile)
@@ -111,9 +117,15 @@ def _write_streamed(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[st
             log.info("noise seed %d", seed)
         else:
             fp = frame.shape[1]
-            write_streamed(path, frame, lambda band, roi, s0, f0: noise_image(band, roi, seed=seed, adc=outputs.adc,
-                                                                             fpixels=fp, s0=s0, f0=f0)[0],
-                           bounds, header=smv_header(sim))
+            write_streamed(
+                path,
+                frame,
+                lambda band, roi, s0, f0: noise_image(band, roi, seed=seed, adc=outputs.adc, fpixels=fp, s0=s0, f0=f0)[
+                    0
+                ],
+                bounds,
+                header=smv_header(sim),
+            )
             log.info("noise seed %d", seed)
         written.append(path)
     return written
@@ -142,5 +154,5 @@ def write_streamed(path: str, frame, convert, roi_bounds, *, header: bytes = b""
                     parts.append(convert(band[:, f0:f1], roi, s0, f0))
                 out = np.concatenate(parts, axis=1)
                 out = out.astype(out.dtype.newbyteorder("<"), copy=False)
-            fh.write(memoryview(np.ascontiguousarray(out)).cast("B"))
+            fh.write(np.ascontiguousarray(out).data.cast("B"))
             del out, band

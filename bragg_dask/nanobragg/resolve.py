@@ -59,18 +59,34 @@ def header_import(p: RawParams, argv: list[str], cwd: str) -> None:
         path = os.path.join(cwd, files[key])
         with reading(key):
             header, pixels = read_smv_frame(path, typed=key == "-mask")  # a mask's pixels are used: their type
-            for name in ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X",
-                         "BEAM_CENTER_Y", "ORGX", "ORGY", "PHI", "OSC_RANGE"):
+            for name in (
+                "PIXEL_SIZE",
+                "DISTANCE",
+                "CLOSE_DISTANCE",
+                "WAVELENGTH",
+                "BEAM_CENTER_X",
+                "BEAM_CENTER_Y",
+                "ORGX",
+                "ORGY",
+                "PHI",
+                "OSC_RANGE",
+            ):
                 _check_header_value(header, path, name)
         p.spixels, p.fpixels = pixels.shape
         px = value_of(header, "PIXEL_SIZE")
         if px is not None:
             p.pixel_size = px / 1000.0
         p.detsize_f, p.detsize_s = p.pixel_size * p.fpixels, p.pixel_size * p.spixels
-        for name, attr, k in (("DISTANCE", "distance", 1000.0), ("CLOSE_DISTANCE", "close_distance", 1000.0),
-                              ("WAVELENGTH", "lambda0", 1e10), ("BEAM_CENTER_X", "xbeam", 1000.0),
-                              ("ORGX", "orgx", 1.0), ("ORGY", "orgy", 1.0), ("PHI", "phi0", RTD),
-                              ("OSC_RANGE", "osc", RTD)):
+        for name, attr, k in (
+            ("DISTANCE", "distance", 1000.0),
+            ("CLOSE_DISTANCE", "close_distance", 1000.0),
+            ("WAVELENGTH", "lambda0", 1e10),
+            ("BEAM_CENTER_X", "xbeam", 1000.0),
+            ("ORGX", "orgx", 1.0),
+            ("ORGY", "orgy", 1.0),
+            ("PHI", "phi0", RTD),
+            ("OSC_RANGE", "osc", RTD),
+        ):
             v = value_of(header, name)
             if v is not None:
                 setattr(p, attr, v / k)  # divided, as in C (a reciprocal can differ in the last bit)
@@ -92,8 +108,11 @@ def _check_header_value(header: str, path: str, key: str) -> None:
         return
     positive = key in _POSITIVE_KEYS
     if not math.isfinite(v) or (positive and not v > 0):
-        raise InputFileError(path, line_of(header, key), f"header value {key}={v:g} is not usable"
-                             + (" (must be > 0)" if positive else ""))
+        raise InputFileError(
+            path,
+            line_of(header, key),
+            f"header value {key}={v:g} is not usable" + (" (must be > 0)" if positive else ""),
+        )
 
 
 def _phi_sampling(p: RawParams) -> tuple[float, int]:
@@ -168,7 +187,8 @@ def _orientation(p: RawParams, cwd: str) -> tuple[tuple, tuple | None]:
         with reading(p.flag_of.get("matfile", "-mat")):
             mat = read_mat(path)
         k = 1e-10 / p.lambda0
-        recip = tuple(tuple(float(x) * k for x in mat[:, j]) for j in range(3))
+        ra, rb, rc = (tuple(float(x) * k for x in mat[:, j]) for j in range(3))  # a*, b*, c*
+        recip = ((ra[0], ra[1], ra[2]), (rb[0], rb[1], rb[2]), (rc[0], rc[1], rc[2]))
     if recip is None:
         raise ConfigError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE", flag="-cell")
     return recip, user_cell
@@ -182,7 +202,9 @@ def _structure_factors(p: RawParams, cwd: str) -> StructureFactors:
     if p.default_F == 0.0:
         raise ConfigError(
             "no structure factors: give -hkl FILE or a nonzero -default_F "
-            "(the C program's Fdump.bin cache is not read)", flag="-hkl")
+            "(the C program's Fdump.bin cache is not read)",
+            flag="-hkl",
+        )
     return StructureFactors(default_F=p.default_F)
 
 
@@ -199,12 +221,7 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
         p.misset = umat_to_misset(u)
         log.info("random orientation misset angles: %f %f %f deg", *(a * RTD for a in p.misset))
     spread, umats = _mosaic(p, rng)
-    geo = resolve_detector_geometry(DetectorGeometryInput(
-        convention=p.convention, pixel_size_m=p.pixel_size, detsize_f_m=detsize_f, detsize_s_m=detsize_s,
-        distance_m=p.distance, close_distance_m=p.close_distance, xbeam_m=p.xbeam, ybeam_m=p.ybeam,
-        xclose_m=p.xclose, yclose_m=p.yclose, orgx_px=p.orgx, orgy_px=p.orgy, pivot=p.pivot,
-        rot_rad=tuple(p.rot), twotheta_rad=p.twotheta, custom_vectors=tuple(sorted(p.vectors.items())),
-    ))
+    geo = _geometry(p, detsize_f, detsize_s)
     feasibility.check_geometry(p, geo)
     recip, user_cell = _orientation(p, cwd)
     cell = xtal.real_space_cell(recip, p.misset, user_cell)
@@ -215,24 +232,91 @@ def resolve(p: RawParams, cwd: str = ".") -> ParsedArgs:
     if p.stolfile is not None:
         with reading(p.flag_of.get("stolfile", "-stol")):
             read_stol(os.path.join(cwd, p.stolfile))  # read and checked; unused, as in C
-    oversample = p.oversample if p.oversample > 0 else max(1, int(math.ceil(  # automatic: checked above
-        3 * _xtal_size_max(cell, n_cells) / (p.lambda0 * geo.distance_m / p.pixel_size))))
-    beam = Beam(
-        wavelength_m=p.lambda0, sources=sources, fluence=fluence, polarization=p.polarization,
-        nopolar=p.nopolar, beam_vector=geo.beam, polar_vector=geo.polar,
-    )
-    crystal = Crystal(
-        a_m=cell.a_m, b_m=cell.b_m, c_m=cell.c_m, a_star_per_A=cell.a_star_per_A,
-        b_star_per_A=cell.b_star_per_A, c_star_per_A=cell.c_star_per_A, n_cells=n_cells,
-        structure_factors=sf, shape=p.shape, fudge=p.fudge, spindle_axis=geo.spindle,
-        phi0_rad=p.phi0, phistep_rad=phistep, phisteps=phisteps, osc_rad=p.osc, mosaic_spread_rad=spread,
-        mosaic_umats=umats, interpolate=_interpolate(p, sf),
-    )
+    oversample = _oversample(p, cell, n_cells, geo)
+    beam = _beam(p, sources, fluence, geo)
+    crystal = _crystal(p, cell, n_cells, sf, geo, (phistep, phisteps, spread, umats))
     detector = _detector(p, geo, fpixels, spixels, oversample)
     feasibility.check_reach(p, geo, fpixels, spixels)
     feasibility.check_dmin(p, geo, sources, fpixels, spixels, detector)
     sim = Simulation(beam=beam, crystal=crystal, detector=detector, water_size_m=p.water, dmin_m=p.dmin)
     return ParsedArgs(simulation=sim, outputs=_outputs(p), raw=p)
+
+
+def _geometry(p: RawParams, detsize_f: float, detsize_s: float):
+    """The detector's geometry from the flags (beam centre, pivot, rotations, convention)."""
+    return resolve_detector_geometry(
+        DetectorGeometryInput(
+            convention=p.convention,
+            pixel_size_m=p.pixel_size,
+            detsize_f_m=detsize_f,
+            detsize_s_m=detsize_s,
+            distance_m=p.distance,
+            close_distance_m=p.close_distance,
+            xbeam_m=p.xbeam,
+            ybeam_m=p.ybeam,
+            xclose_m=p.xclose,
+            yclose_m=p.yclose,
+            orgx_px=p.orgx,
+            orgy_px=p.orgy,
+            pivot=p.pivot,
+            rot_rad=tuple(p.rot),
+            twotheta_rad=p.twotheta,
+            custom_vectors=tuple(sorted(p.vectors.items())),
+        )
+    )
+
+
+def _oversample(p: RawParams, cell, n_cells, geo) -> int:
+    """``-oversample``, else the C program's automatic sub-pixel count (checked feasible before)."""
+    return (
+        p.oversample
+        if p.oversample > 0
+        else max(
+            1,
+            int(
+                math.ceil(  # automatic: checked above
+                    3 * _xtal_size_max(cell, n_cells) / (p.lambda0 * geo.distance_m / p.pixel_size)
+                )
+            ),
+        )
+    )
+
+
+def _beam(p: RawParams, sources, fluence: float, geo) -> Beam:
+    return Beam(
+        wavelength_m=p.lambda0,
+        sources=sources,
+        fluence=fluence,
+        polarization=p.polarization,
+        nopolar=p.nopolar,
+        beam_vector=geo.beam,
+        polar_vector=geo.polar,
+    )
+
+
+def _crystal(p: RawParams, cell, n_cells, sf: StructureFactors, geo, sampling: tuple) -> Crystal:
+    """The crystal; ``sampling``: ``(phistep, phisteps, mosaic spread, mosaic rotations)``."""
+    phistep, phisteps, spread, umats = sampling
+    return Crystal(
+        a_m=cell.a_m,
+        b_m=cell.b_m,
+        c_m=cell.c_m,
+        a_star_per_A=cell.a_star_per_A,
+        b_star_per_A=cell.b_star_per_A,
+        c_star_per_A=cell.c_star_per_A,
+        n_cells=n_cells,
+        structure_factors=sf,
+        shape=p.shape,
+        fudge=p.fudge,
+        spindle_axis=geo.spindle,
+        phi0_rad=p.phi0,
+        phistep_rad=phistep,
+        phisteps=phisteps,
+        osc_rad=p.osc,
+        mosaic_spread_rad=spread,
+        mosaic_umats=umats,
+        interpolate=_interpolate(p, sf),
+    )
 
 
 def _interpolate(p: RawParams, sf: StructureFactors) -> bool:
@@ -253,8 +337,11 @@ def _detector_size(p: RawParams) -> tuple[float, float, int, int]:
     detsize_s = p.pixel_size * p.spixels if p.spixels else p.detsize_s
     nf, ns = detsize_f / p.pixel_size, detsize_s / p.pixel_size
     if not (math.isfinite(detsize_f) and math.isfinite(detsize_s) and nf < C_INT_MAX + 1 and ns < C_INT_MAX + 1):
-        raise ConfigError(f"a detector of {detsize_f * 1e3:g} x {detsize_s * 1e3:g} mm in pixels of "
-                          f"{p.pixel_size * 1e3:g} mm is {nf:g} x {ns:g} pixels: too large", flag="-detsize/-pixel")
+        raise ConfigError(
+            f"a detector of {detsize_f * 1e3:g} x {detsize_s * 1e3:g} mm in pixels of "
+            f"{p.pixel_size * 1e3:g} mm is {nf:g} x {ns:g} pixels: too large",
+            flag="-detsize/-pixel",
+        )
     fpixels = int(math.ceil(nf - 0.5))
     spixels = int(math.ceil(ns - 0.5))
     if fpixels < 1 or spixels < 1:
@@ -282,38 +369,66 @@ def _detector(p: RawParams, geo: DetectorGeometry, fpixels: int, spixels: int, o
     thick, thicksteps, thickstep, mu = _sensor(p)
     if p.oversample_thick and thick <= 0.0:
         feasibility.nothing_to_render(
-            p, ("-oversample_thick", "-detector_thick", "-detector_abs", "thicksteps"), "with no sensor thickness the "
+            p,
+            ("-oversample_thick", "-detector_thick", "-detector_abs", "thicksteps"),
+            "with no sensor thickness the "
             "capture fraction is 0 in every pixel, so the image is all zero: give -detector_thick, or drop "
-            "-oversample_thick", "-oversample_thick")
+            "-oversample_thick",
+            "-oversample_thick",
+        )
     if p.roi is not None:
         f0, f1, s0, s1 = p.roi
         if f1 < 0 or s1 < 0 or f0 > fpixels - 1 or s0 > spixels - 1:
-            raise ConfigError(f"{f0} {f1} {s0} {s1} lies entirely outside the {fpixels} x {spixels} pixel "
-                              f"detector (x 0..{fpixels - 1}, y 0..{spixels - 1}): nothing to render", flag="-roi")
+            raise ConfigError(
+                f"{f0} {f1} {s0} {s1} lies entirely outside the {fpixels} x {spixels} pixel "
+                f"detector (x 0..{fpixels - 1}, y 0..{spixels - 1}): nothing to render",
+                flag="-roi",
+            )
     if p.mask is not None and p.mask.shape != (spixels, fpixels):
-        raise ConfigError(f"{p.mask_file} is {p.mask.shape[1]}x{p.mask.shape[0]} pixels but the detector is "
-                          f"{fpixels}x{spixels}", flag="-mask")
+        raise ConfigError(
+            f"{p.mask_file} is {p.mask.shape[1]}x{p.mask.shape[0]} pixels but the detector is {fpixels}x{spixels}",
+            flag="-mask",
+        )
     if p.mask is not None:
         f0, f1, s0, s1 = clip_roi(p.roi, fpixels, spixels)
         if not p.mask[s0 : s1 + 1, f0 : f1 + 1].any():
             where = " inside -roi" if p.roi is not None else ""
-            raise ConfigError(f"{p.mask_file}: every pixel{where} is masked (0): nothing to render",
-                              flag="-mask" if p.roi is None else "-mask/-roi")
+            raise ConfigError(
+                f"{p.mask_file}: every pixel{where} is masked (0): nothing to render",
+                flag="-mask" if p.roi is None else "-mask/-roi",
+            )
     return Detector(
-        fpixels=fpixels, spixels=spixels, pixel_size_m=p.pixel_size, geometry=geo, oversample=oversample,
-        point_pixel=p.point_pixel, curved=p.curved, roi=tuple(p.roi) if p.roi is not None else None,
-        thickness_m=thick, thicksteps=thicksteps, thickstep_m=thickstep, mu_per_m=mu,
-        oversample_thick=p.oversample_thick, oversample_polar=p.oversample_polar,
-        oversample_omega=p.oversample_omega, mask=p.mask,
+        fpixels=fpixels,
+        spixels=spixels,
+        pixel_size_m=p.pixel_size,
+        geometry=geo,
+        oversample=oversample,
+        point_pixel=p.point_pixel,
+        curved=p.curved,
+        roi=tuple(p.roi) if p.roi is not None else None,
+        thickness_m=thick,
+        thicksteps=thicksteps,
+        thickstep_m=thickstep,
+        mu_per_m=mu,
+        oversample_thick=p.oversample_thick,
+        oversample_polar=p.oversample_polar,
+        oversample_omega=p.oversample_omega,
+        mask=p.mask,
     )
 
 
 def _outputs(p: RawParams) -> OutputOptions:
     """The output flags; the noise seed as the user gave it."""
     return OutputOptions(
-        floatfile=p.floatfile, intfile=p.intfile, pgmfile=p.pgmfile if p.write_pgm else None,
-        noisefile=p.noisefile if p.write_noise else None, intfile_scale=p.intfile_scale,
-        pgm_scale=p.pgm_scale, adc=p.adc, seed=p.noise_seed, progress=p.progress,
+        floatfile=p.floatfile,
+        intfile=p.intfile,
+        pgmfile=p.pgmfile if p.write_pgm else None,
+        noisefile=p.noisefile if p.write_noise else None,
+        intfile_scale=p.intfile_scale,
+        pgm_scale=p.pgm_scale,
+        adc=p.adc,
+        seed=p.noise_seed,
+        progress=p.progress,
     )
 
 
@@ -358,9 +473,21 @@ def _sources(p: RawParams, geo: DetectorGeometry, cwd: str) -> tuple[Source, ...
     hdiv, vdiv = auto_steps(p.hdivsteps, p.hdivrange, p.hdivstep), auto_steps(p.vdivsteps, p.vdivrange, p.vdivstep)
     disp = auto_steps(p.dispsteps, p.dispersion, -1.0)  # no flag sets the dispersion step
     feasibility.check_sources(p, hdiv.n, vdiv.n, disp.n)
-    srcs = divergence_sources(beam=geo.beam, polar=geo.polar, vert=vert, wavelength_m=p.lambda0, hdiv=hdiv,
-                              vdiv=vdiv, disp=disp, round_div=p.round_div)
+    srcs = divergence_sources(
+        beam=geo.beam,
+        polar=geo.polar,
+        vert=vert,
+        wavelength_m=p.lambda0,
+        hdiv=hdiv,
+        vdiv=vdiv,
+        disp=disp,
+        round_div=p.round_div,
+    )
     if not srcs:
-        feasibility.nothing_to_render(p, ("div",), "every divergence point lies outside the round (elliptical) "
-                                      "cut, so no source is left: use -square_div, or a range with a smaller step")
+        feasibility.nothing_to_render(
+            p,
+            ("div",),
+            "every divergence point lies outside the round (elliptical) "
+            "cut, so no source is left: use -square_div, or a range with a smaller step",
+        )
     return tuple(Source(incident=i, wavelength_m=lam) for i, lam in srcs)

@@ -68,10 +68,11 @@ class Limit:
         return not (self._low(v) or self._high(v))
 
     def __call__(self, flag: str, tok: str, v: float) -> None:
-        if self._low(v):
-            bound = f"> {_fmt(self.lo)}" if self.lo_open else f">= {_fmt(self.lo)}"
-        elif self._high(v):
-            bound = f"< {_fmt(self.hi)}" if self.hi_open else f"<= {_fmt(self.hi)}"
+        lo, hi = self.lo, self.hi
+        if self._low(v) and lo is not None:
+            bound = f"> {_fmt(lo)}" if self.lo_open else f">= {_fmt(lo)}"
+        elif self._high(v) and hi is not None:
+            bound = f"< {_fmt(hi)}" if self.hi_open else f"<= {_fmt(hi)}"
         else:
             return
         why = f" ({self.what})" if self.what else ""
@@ -116,7 +117,6 @@ MOSAIC = Limit(0.0, 1e30, what="degrees (the C program holds it in a float)")
 
 
 WAVELENGTH = Limit(1e-250, 1e250, lo_open=True, hi_open=True, what="Angstrom")
-
 
 
 def _take_until_flag(vals: list[str]) -> list[str]:

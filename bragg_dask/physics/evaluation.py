@@ -77,15 +77,17 @@ def interp_ok(prep, states: PixelStates | None, p: int, q: int, s: int) -> torch
     """``(P * Q, O)`` bool: which evaluations of source ``s`` may use tricubic interpolation; or None (all)."""
     if states is None or states.interp_mode is None or prep.model.tricubic is None:
         return None
-    mode = states.interp_mode
+    mode, cut = states.interp_mode, states.interp_cut
+    assert cut is not None  # (made with the mode: pixel_states)
     if bool((mode == InterpState.ON).all()):
         return None
     n_src, n_o = prep.incident.shape[0], prep.n_orient
     dev = mode.device
     idx = (torch.arange(q, device=dev)[:, None] * n_src + s) * n_o + torch.arange(n_o, device=dev)[None, :]
-    before_cut = idx[None] < states.interp_cut[:, None, None]
-    ok = torch.where((mode == InterpState.ON)[:, None, None], True,
-                     (mode == InterpState.CUT)[:, None, None] & before_cut)
+    before_cut = idx[None] < cut[:, None, None]
+    ok = torch.where(
+        (mode == InterpState.ON)[:, None, None], True, (mode == InterpState.CUT)[:, None, None] & before_cut
+    )
     return ok.reshape(p * q, n_o)
 
 
@@ -164,8 +166,9 @@ class TileWalk:
     state (then every batch carries its pixels' :class:`PixelStates`).
     """
 
-    def __init__(self, tile: TileSpec, rendered: np.ndarray, device, state: TileState | None = None,
-                 on_device: bool = False):
+    def __init__(
+        self, tile: TileSpec, rendered: np.ndarray, device, state: TileState | None = None, on_device: bool = False
+    ):
         """``rendered``: the tile's ``(n_slow, n_fast)`` bool mask of pixels to walk."""
         self.tile = tile
         self.device = torch.device(device)
@@ -185,7 +188,7 @@ class TileWalk:
 
     def pixel_range(self, b0: int, b1: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The absolute ``(fast, slow)`` indices ``(b1 - b0,)`` of rendered pixels ``b0 .. b1``."""
-        if self._f_all is not None:
+        if self._f_all is not None and self._s_all is not None:
             return self._f_all[b0:b1], self._s_all[b0:b1]
         width = self.tile.shape[1]
         idx = torch.arange(b0, b1, device=self.device)

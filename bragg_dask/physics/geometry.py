@@ -123,7 +123,7 @@ def _basis(g: DetectorGeometryInput) -> tuple[dict[str, Vec3], str]:
     else:
         b, f, s, o, t, p, u, pivot = _CONVENTIONS[g.convention]
         vecs = {"beam": b, "fdet": f, "sdet": s, "odet": o, "twotheta_axis": t, "polar": p, "spindle": u}
-    out = {k: tuple(float(x) for x in v) for k, v in vecs.items()}
+    out: dict[str, Vec3] = {k: (float(v[0]), float(v[1]), float(v[2])) for k, v in vecs.items()}
     for key in ("beam", "fdet", "sdet", "polar", "spindle"):
         out[key] = unitize(out[key])[0]
     o, mag = unitize(out["odet"])
@@ -265,6 +265,11 @@ def pyfai_geometry(fdet, sdet, odet, beam, pix0_m) -> dict:
     e1 = across / np.linalg.norm(across)
     e2 = np.cross(b, e1) * (1.0 if np.linalg.det(cols) > 0 else -1.0)  # a mirror frame keeps 2theta
     r = np.stack([e1, e2, b]) @ cols  # R in pyFAI's lab frame
-    return {"dist": abs(height), "poni1": float(-(p0 @ s)), "poni2": float(-(p0 @ f)),
-            "rot1": float(np.arctan2(-r[2, 1], r[2, 2])), "rot2": float(np.arcsin(np.clip(r[2, 0], -1.0, 1.0))),
-            "rot3": float(np.arctan2(r[1, 0], r[0, 0]))}
+    return {
+        "dist": abs(height),
+        "poni1": float(-(p0 @ s)),
+        "poni2": float(-(p0 @ f)),
+        "rot1": float(np.arctan2(-r[2, 1], r[2, 2])),
+        "rot2": float(np.arcsin(np.clip(r[2, 0], -1.0, 1.0))),
+        "rot3": float(np.arctan2(r[1, 0], r[0, 0])),
+    }

@@ -46,8 +46,18 @@ class Terms:
 class IntensityModel:
     """The per-evaluation physics of a crystal, on one device and dtype."""
 
-    def __init__(self, crystal, cells: torch.Tensor, water: bool, dtype: torch.dtype, device: torch.device,
-                 share_tables: IntensityModel | None = None):
+    nearest: F2Lookup | None  # the nearest-neighbour F^2 table (None: default_F everywhere)
+    tricubic: TricubicLookup | None  # the amplitudes for -interpolate (None: no interpolation)
+
+    def __init__(
+        self,
+        crystal,
+        cells: torch.Tensor,
+        water: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+        share_tables: IntensityModel | None = None,
+    ):
         """``cells``: ``(3 O, 3)`` cell vectors (metres) of the ``O`` orientations in ``dtype`` on ``device``;
         ``share_tables``: a model of the same crystal whose structure-factor tables this one reuses."""
         self.shape = crystal.shape
@@ -57,7 +67,8 @@ class IntensityModel:
         self.chunk_elements = chunk_elements(device)
         self.n_cells = torch.as_tensor([float(n) for n in crystal.n_cells], dtype=dtype, device=device)
         self.recip = torch.as_tensor(
-            [crystal.a_star_per_A, crystal.b_star_per_A, crystal.c_star_per_A], dtype=dtype, device=device)
+            [crystal.a_star_per_A, crystal.b_star_per_A, crystal.c_star_per_A], dtype=dtype, device=device
+        )
         sf = crystal.structure_factors
         self.default_f2 = sf.default_F * sf.default_F
         if share_tables is not None:  # another orientation set of the same crystal: same tables
@@ -142,5 +153,7 @@ class IntensityModel:
         for o0, o1, hkl in self.chunks(scatter):
             oor = ~self.tricubic.in_range(hkl)
             if self.needs_gate:
-                oor &= self.f_latt_sq(hkl - torch.ceil(hkl - 0.5))[1]
+                gate = self.f_latt_sq(hkl - torch.ceil(hkl - 0.5))[1]
+                assert gate is not None  # (made whenever the gate is needed)
+                oor &= gate
             yield o0, o1, oor

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from bragg_dask.physics import pixels
+from bragg_dask.physics.backends import DEFAULT_CHOICE, REGISTRY, BackendChoice
 from bragg_dask.physics.backends import inductor as fused
 from bragg_dask.physics.constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
 from bragg_dask.physics.crystal import carryover_matters, phi_angles, rotated_cells
@@ -30,8 +32,20 @@ from bragg_dask.physics.polarization import kahn_factor, solid_angle
 from bragg_dask.physics.roi import rendered_mask
 from bragg_dask.physics.tiles import TileSpec, TileState
 
-__all__ = ["AVOGADRO", "DEFAULT_BUDGET_BYTES", "R_E_SQR", "WATER_F", "WATER_MW", "PreparedSimulation", "TileResult",
-           "batch_points", "device_budget", "pixel_values", "prepare", "simulate_tile"]
+__all__ = [
+    "AVOGADRO",
+    "DEFAULT_BUDGET_BYTES",
+    "R_E_SQR",
+    "WATER_F",
+    "WATER_MW",
+    "PreparedSimulation",
+    "TileResult",
+    "batch_points",
+    "device_budget",
+    "pixel_values",
+    "prepare",
+    "simulate_tile",
+]
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 #: a GPU tile's batches may take this share of the card's memory, up to GPU_BUDGET_CAP
@@ -87,7 +101,7 @@ class PreparedSimulation:
         self.parity = parity
         cr, det, beam = sim.crystal, sim.detector, sim.beam
         geo = det.geometry
-        f64 = dict(dtype=torch.float64, device=device)
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": device}
         phis = phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps)
 
         def model(zero_phi_uses: str, share: IntensityModel | None = None) -> IntensityModel:
@@ -150,8 +164,8 @@ def prepare(sim, device: str = "cpu", dtype: torch.dtype = torch.float64, parity
 def pixel_values(prep: PreparedSimulation, batch: PixelBatch, fused_sum=None) -> torch.Tensor:
     """Values of a batch of pixels: ``(P,)`` float64, photons per pixel.
 
-    ``fused_sum``: the compiled orientation sum (:mod:`.fused`) replacing ``prep.model.sum``; only
-    given where :func:`.fused.supports` holds (no running sum, no interpolation, spec parity).  The
+    ``fused_sum``: the compiled orientation sum (:mod:`.backends.inductor`) replacing ``prep.model.sum``; only
+    given where :func:`.backends.inductor.supports` holds (no running sum, no interpolation, spec parity).  The
     batch's geometry comes from the prologue cache (other frames on the same detector share it).
     """
     if prep.running:
@@ -215,8 +229,9 @@ def _running_values(prep: PreparedSimulation, batch: PixelBatch) -> torch.Tensor
     return value
 
 
-def _running_factor(prep: PreparedSimulation, d_flat: torch.Tensor, capture_pt: torch.Tensor,
-                    omega_pt: torch.Tensor, s: int) -> torch.Tensor:
+def _running_factor(
+    prep: PreparedSimulation, d_flat: torch.Tensor, capture_pt: torch.Tensor, omega_pt: torch.Tensor, s: int
+) -> torch.Tensor:
     """The factor ``(P * Q,)`` (dimensionless; solid angle in sr) multiplying the running sum after each of
     source ``s``'s evaluations: capture, polarization and solid angle as ``-oversample_*`` ask.
     ``d_flat``: ``(P * Q, 3)`` unit vectors; ``capture_pt``, ``omega_pt``: ``(P, Q)``."""
@@ -264,7 +279,7 @@ def simulate_tile(
     device: str = "cpu",
     dtype: torch.dtype = torch.float64,
     budget_bytes: int | None = None,
-    compile: str | None = None,
+    backend: BackendChoice = DEFAULT_CHOICE,
 ) -> TileResult:
     """Float image of ``tile``: ``TileResult.image`` is ``(n_slow, n_fast)`` float32, photons per pixel.
 
@@ -273,9 +288,9 @@ def simulate_tile(
     by ``budget_bytes`` (pixel batches x orientation chunks; default :func:`device_budget`), not by
     the tile size.  On a GPU the tile's values stay on the card until one copy at the end.
 
-    ``compile`` (``"auto" | "on" | "off"``; default ``$BRAGG_DASK_COMPILE`` or ``auto``) chooses the
-    fused, compiled orientation sum of :mod:`.fused` where it supports the configuration; ``auto``
-    compiles only for tiles with enough work to repay it.  The eager path is the reference.
+    ``backend`` (:class:`~bragg_dask.physics.backends.BackendChoice`: the run's settings) chooses the
+    fast orientation sum (the C library, Inductor's or our Triton kernel) where it covers the
+    configuration (:mod:`bragg_dask.physics.backends`).  The eager path is the reference.
     """
     if parity not in ("spec", "c"):
         raise ValueError(f"unknown parity {parity!r}")
@@ -287,7 +302,7 @@ def simulate_tile(
     n = rendered.size if full else int(np.count_nonzero(rendered))
     if n == 0:
         return TileResult(tile=tile, image=np.zeros(tile.shape, dtype=np.float32), rendered=rendered)
-    fused_sum = fused.fused_sum_for(prep, n * batch_points(sim), compile)
+    fused_sum = REGISTRY.sum_for(prep, n * batch_points(sim), backend)
     budget = device_budget(prep.device) if budget_bytes is None else budget_bytes
     per_batch = prep.points_per_batch(budget) if fused_sum is None else prep.fused_points_per_batch(budget)
     walk = TileWalk(tile, rendered, prep.device, state if parity == "c" else None, on_device=full and parity == "spec")
@@ -331,8 +346,9 @@ def _device_stats(vals: torch.Tensor, tile: TileSpec, ss, ff) -> dict | None:
     mx = vals.max()
     hits = vals == mx
     first = torch.argmax(hits.to(torch.uint8))  # the first maximum in raster order, as numpy's argmax
-    total, sumsq, top, hit, i = torch.stack([v.sum(), (v * v).sum(), mx.to(torch.float64),
-                                             hits[first].to(torch.float64), first.to(torch.float64)]).tolist()
+    total, sumsq, top, hit, i = torch.stack(
+        [v.sum(), (v * v).sum(), mx.to(torch.float64), hits[first].to(torch.float64), first.to(torch.float64)]
+    ).tolist()
     if not hit:
         return None
     i = int(i)

@@ -1,7 +1,8 @@
 """Lattice shape factors |F_latt|^2 as functions of fractional Miller indices.
 
-All functions take ``hkl`` and ``hkl0 = ceil(hkl - 0.5)`` of shape ``(..., 3)`` and return
-``|F_latt|^2`` of shape ``(...)``, in the dtype of ``hkl``.
+The eager path's functions take ``delta = hkl - ceil(hkl - 0.5)`` of shape ``(..., 3)``; the pieces
+they are made of (:func:`sin_ratio`, :func:`sinc3`, :func:`gauss_spot`, :func:`tophat_spot`) take
+any shape and are shared with the Inductor path (which keeps h, k and l apart for its fusion).
 """
 
 from __future__ import annotations
@@ -12,10 +13,33 @@ import torch
 
 #: the lattice shapes' constants, as the C program writes them: the round crystal's normalisation of
 #: ``NaNbNc sinc3``, the Gaussian spot's width (``exp(-r^2 / 0.63 fudge)``) and the flat-top spot's
-#: squared radius.  The eager path, the Inductor path (``fused.py``) and the Triton kernel read them
-#: here; ``native_osum.c`` spells them in C, held to this table by ``tests/test_native.py``.
+#: squared radius.  The eager path, the Inductor path (``backends/inductor.py``) and the Triton kernel read them
+#: here; ``backends/native_osum.c`` spells them in C, held to this table by ``tests/test_native.py``.
 SHAPE_CONSTANTS = {"ROUND_NORM": 0.723601254558268, "GAUSS_WIDTH": 0.63, "TOPHAT_R2": 0.3969}
 ROUND_NORM, GAUSS_WIDTH, TOPHAT_R2 = (SHAPE_CONSTANTS[k] for k in ("ROUND_NORM", "GAUSS_WIDTH", "TOPHAT_R2"))
+
+
+def sin_ratio(d: torch.Tensor, n) -> torch.Tensor:
+    """``sin(N pi d) / sin(pi d)`` of fractional indices ``d`` (``N`` at ``d == 0``); ``n``: a number or a
+    tensor broadcasting against ``d``."""
+    x = d * math.pi
+    return torch.where(d == 0, n, torch.sin(x * n) / torch.sin(x))
+
+
+def sinc3(x: torch.Tensor) -> torch.Tensor:
+    """The round crystal's ``3 (sin x / x - cos x) / x^2`` (1 at ``x == 0``)."""
+    safe = torch.where(x == 0, 1.0, x)
+    return torch.where(x == 0, 1.0, 3.0 * (torch.sin(safe) / safe - torch.cos(safe)) / (safe * safe))
+
+
+def gauss_spot(r2: torch.Tensor, n_prod, fudge: float) -> torch.Tensor:
+    """The Gaussian spot's ``F_latt``: ``NaNbNc exp(-r^2 / 0.63 * fudge)`` of ``r^2`` (:func:`reciprocal_radius_sq`)."""
+    return n_prod * torch.exp(-(r2 / GAUSS_WIDTH * fudge))
+
+
+def tophat_spot(r2: torch.Tensor, n_prod, fudge: float) -> torch.Tensor:
+    """The flat-top spot's ``F_latt``: ``NaNbNc`` inside ``r^2 fudge < 0.3969``, else 0."""
+    return torch.where(r2 * fudge < TOPHAT_R2, n_prod, 0.0)
 
 
 def square_lattice_sq(delta: torch.Tensor, n_cells: torch.Tensor) -> torch.Tensor:
@@ -33,8 +57,7 @@ def square_lattice_sq(delta: torch.Tensor, n_cells: torch.Tensor) -> torch.Tenso
     out = ratio[..., 0] * ratio[..., 1] * ratio[..., 2]
     bad = torch.isnan(out)  # 0/0 at an exactly integer index (rare): the limit N^2 on that axis
     if bool(bad.any()):
-        d = delta[bad]
-        r = torch.where(d == 0, n_cells.expand_as(d), torch.sin(d * math.pi * n_cells) / torch.sin(d * math.pi))
+        r = sin_ratio(delta[bad], n_cells)
         r = r * r
         out[bad] = r[..., 0] * r[..., 1] * r[..., 2]
     return out
@@ -46,10 +69,7 @@ def round_lattice(delta: torch.Tensor, n_cells: torch.Tensor, fudge: float) -> t
     ``delta``: ``(..., 3)`` fractional Miller indices; ``n_cells``: ``(3,)``.  Returns ``(...)``, dimensionless.
     """
     hrad_sqr = (delta.square() * n_cells.square()).sum(-1)
-    x = math.pi * torch.sqrt(hrad_sqr * fudge)
-    safe = torch.where(x == 0, torch.ones_like(x), x)
-    sinc3 = torch.where(x == 0, torch.ones_like(x), 3.0 * (torch.sin(safe) / safe - torch.cos(safe)) / safe.square())
-    return n_cells.prod() * ROUND_NORM * sinc3
+    return n_cells.prod() * ROUND_NORM * sinc3(math.pi * torch.sqrt(hrad_sqr * fudge))
 
 
 def reciprocal_radius_sq(delta: torch.Tensor, recip_per_A: torch.Tensor, n_cells: torch.Tensor) -> torch.Tensor:
@@ -65,12 +85,10 @@ def reciprocal_radius_sq(delta: torch.Tensor, recip_per_A: torch.Tensor, n_cells
 def gauss_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
     """``F_latt`` of the Gaussian spot shape: ``NaNbNc exp(-r^2 / 0.63 * fudge)``; arguments as
     :func:`reciprocal_radius_sq`, returns ``(...)`` dimensionless."""
-    r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
-    return n_cells.prod() * torch.exp(-(r2 / GAUSS_WIDTH * fudge))
+    return gauss_spot(reciprocal_radius_sq(delta, recip_per_A, n_cells), n_cells.prod(), fudge)
 
 
 def tophat_lattice(delta, recip_per_A, n_cells, fudge: float) -> torch.Tensor:
     """``F_latt`` of the flat-top spot: ``NaNbNc`` inside ``r^2 fudge < 0.3969``, else 0; arguments as
     :func:`reciprocal_radius_sq`, returns ``(...)`` dimensionless."""
-    r2 = reciprocal_radius_sq(delta, recip_per_A, n_cells)
-    return n_cells.prod() * (r2 * fudge < TOPHAT_R2).to(delta.dtype)
+    return tophat_spot(reciprocal_radius_sq(delta, recip_per_A, n_cells), n_cells.prod(), fudge)

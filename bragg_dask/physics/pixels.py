@@ -32,8 +32,9 @@ def points(prep, fpix: torch.Tensor, spix: torch.Tensor) -> Points:
     from the sample ``(P, Q, 3)`` and air paths ``(P, Q)`` metres, points in C loop order."""
     det = prep.sim.detector
     basis = PixelBasis(prep.fdet, prep.sdet, prep.odet, prep.pix0)
-    pos = subpixel_positions(fpix, spix, basis, pixel_size_m=det.pixel_size_m, oversample=det.oversample,
-                             layer_offsets_m=prep.layers)  # (P, L, os, os, 3)
+    pos = subpixel_positions(
+        fpix, spix, basis, pixel_size_m=det.pixel_size_m, oversample=det.oversample, layer_offsets_m=prep.layers
+    )  # (P, L, os, os, 3)
     if det.curved:
         pos = _curved(prep, pos)
     pos = pos.reshape(fpix.shape[0], -1, 3)  # points in C loop order: layer, subS, subF
@@ -84,8 +85,10 @@ class Prologue:
     cast: dict  # (dtype, planar) -> per source: (scatter, kept rows or None) in the model's dtype
 
     def nbytes(self) -> int:
-        n = sum(t.numel() * t.element_size() for t in (self.omega, self.capture, self.polar, self.kept_all,
-                                                         self.diffracted, *self.scatters))
+        n = sum(
+            t.numel() * t.element_size()
+            for t in (self.omega, self.capture, self.polar, self.kept_all, self.diffracted, *self.scatters)
+        )
         return 2 * n  # the float32 copies, if made
 
     def scatter_in(self, dtype: torch.dtype, s: int, dmin: bool, planar: bool = False):

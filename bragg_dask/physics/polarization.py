@@ -19,8 +19,11 @@ def kahn_factor(kahn: float, incident: torch.Tensor, diffracted: torch.Tensor, a
     incident beam, measured from the E-vector; with ``K == 0`` it is not needed.  Returns ``(...)``,
     dimensionless.
     """
-    c = incident[..., 0] * diffracted[..., 0] + incident[..., 1] * diffracted[..., 1] \
-        + incident[..., 2] * diffracted[..., 2]  # (a 3-long .sum(-1) is a slow reduction)
+    c = (
+        incident[..., 0] * diffracted[..., 0]
+        + incident[..., 1] * diffracted[..., 1]
+        + incident[..., 2] * diffracted[..., 2]
+    )  # (a 3-long .sum(-1) is a slow reduction)
     c2 = c * c
     s2 = 1 - c2
     if kahn == 0.0:
@@ -31,8 +34,9 @@ def kahn_factor(kahn: float, incident: torch.Tensor, diffracted: torch.Tensor, a
     return 0.5 * (1.0 + c2 - kahn * torch.cos(2.0 * psi) * s2)
 
 
-def solid_angle(airpath_m: torch.Tensor, pixel_size_m: float, close_distance_m: float,
-                point_pixel: bool) -> torch.Tensor:
+def solid_angle(
+    airpath_m: torch.Tensor, pixel_size_m: float, close_distance_m: float, point_pixel: bool
+) -> torch.Tensor:
     """Solid angle of a pixel seen from the sample (sr): ``px^2/R^2 * close/R``, or ``1/R^2`` for a point pixel.
 
     ``airpath_m``: ``(...)`` distance from the sample, metres; returns ``(...)`` sr (1/m^2 for a point

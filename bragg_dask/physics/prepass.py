@@ -43,14 +43,16 @@ def executed_runs(sim, tile: TileSpec, *, device: str = "cpu") -> list[RunSummar
     return out
 
 
-def out_of_range_runs(sim, tile: TileSpec, state: TileState, *, device: str = "cpu",
-                      dtype: torch.dtype = torch.float64) -> list[RunSummary]:
+def out_of_range_runs(
+    sim, tile: TileSpec, state: TileState, *, device: str = "cpu", dtype: torch.dtype = torch.float64
+) -> list[RunSummary]:
     """Phase-2 pre-pass (c-parity with interpolation): the first out-of-range tricubic evaluation
     of every row, in C loop order, using the phi states of phase 1.  Indices and range tests only."""
     prep = prepare(sim, device, dtype, "c")
     first = executed_runs(sim, tile, device=device)
     walk = TileWalk(tile, rendered_mask(sim.detector, tile), device, state)
     ss, ff = walk.ss, walk.ff
+    assert ss is not None and ff is not None  # (a walk off the device lists its pixels)
     idx = np.full(walk.n, -1, dtype=np.int64)
     with torch.inference_mode():
         for batch in walk.batches(_pixels_per_batch(prep)):

@@ -88,6 +88,7 @@ def divergence_sources(
 
 def _ellipse_test(hd: float, vd: float, h: StepAxis, v: StepAxis) -> float:
     """(h^2 - dh^2/4 [n_h even])/R_h^2 + (same for v); NaN (kept) when a range is 0."""
+
     def term(x: float, ax: StepAxis) -> float:
         num = x * x - ax.step * ax.step / 4.0 * (1 - ax.n % 2)
         if ax.range == 0.0:

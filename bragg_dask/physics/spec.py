@@ -1,7 +1,7 @@
 """What a fused orientation sum is specialised on: :class:`FusedSpec`, read off an intensity model.
 
-The compiled function of :mod:`.fused`, the C library of :mod:`.native` and the Triton kernel of
-:mod:`.triton_sum` all compute the orientation sum that a :class:`FusedSpec` describes; each is
+The compiled function of :mod:`.backends.inductor`, the C library of :mod:`.backends.native` and the Triton kernel of
+:mod:`.backends.triton` all compute the orientation sum that a :class:`FusedSpec` describes; each is
 built (and cached) per spec.  The per-axis lattice method and the lattice shape have small integer
 codes (:data:`METHOD_CODE`, :data:`SHAPE_CODE`) shared by the C library and the Triton kernel.
 """
@@ -44,8 +44,10 @@ class FusedSpec:
     @property
     def methods(self) -> tuple[str, str, str]:
         """Per axis: ``one`` (N == 1), ``cheb`` (recurrence) or ``sin`` (sine form)."""
-        return tuple("one" if n == 1 else "cheb" if n <= CHEBYSHEV_MAX_N else "sin"  # type: ignore[return-value]
-                     for n in self.n_cells)
+        return tuple(
+            "one" if n == 1 else "cheb" if n <= CHEBYSHEV_MAX_N else "sin"  # type: ignore[return-value]
+            for n in self.n_cells
+        )
 
 
 def spec_of(model, tricubic: bool = False) -> FusedSpec | None:
@@ -65,14 +67,21 @@ def spec_of(model, tricubic: bool = False) -> FusedSpec | None:
         return None  # the flat table index is computed in the model's dtype: exact in float32 up to 2^24
     # fields a configuration does not use are left at a fixed value: fewer distinct compilations
     return FusedSpec(
-        dtype=model.cells.dtype, device=model.cells.device.type, shape=model.shape,
+        dtype=model.cells.dtype,
+        device=model.cells.device.type,
+        shape=model.shape,
         n_cells=tuple(int(x) for x in n),  # type: ignore[arg-type]
         fudge=float(model.fudge) if model.shape != "square" else 1.0,
-        recip=(tuple(float(x) for x in model.recip.reshape(-1).tolist()) if model.shape in ("gauss", "tophat")
-               else (0.0,) * 9),
-        default_f2=float(model.default_f2) if nearest is None else 0.0, table=nearest is not None,
+        recip=(
+            tuple(float(x) for x in model.recip.reshape(-1).tolist())
+            if model.shape in ("gauss", "tophat")
+            else (0.0,) * 9
+        ),
+        default_f2=float(model.default_f2) if nearest is None else 0.0,
+        table=nearest is not None,
         offset=tuple(nearest.offset) if nearest is not None else (0, 0, 0),
         dims=tuple(nearest.dims) if nearest is not None else (1, 1, 1),
-        tricubic=tri is not None, tri_min=tuple(tri.hkl_min) if tri is not None else (0, 0, 0),
+        tricubic=tri is not None,
+        tri_min=tuple(tri.hkl_min) if tri is not None else (0, 0, 0),
         tri_dims=tuple(tri.table.shape) if tri is not None else (1, 1, 1),
     )

@@ -88,12 +88,20 @@ class F2Lookup:
     def __call__(self, h0: torch.Tensor, k0: torch.Tensor, l0: torch.Tensor) -> torch.Tensor:
         """F^2 (electrons^2) at integer-valued (float) indices ``h0, k0, l0`` of any common shape ``(...)``:
         ``(...)`` in the table's dtype."""
-        dh, dk, dl = self.dims
-        ih = (h0 - self.offset[0]).clamp_(0, dh - 1)
-        ik = (k0 - self.offset[1]).clamp_(0, dk - 1)
-        il = (l0 - self.offset[2]).clamp_(0, dl - 1)
-        flat = (ih.mul_(dk).add_(ik)).mul_(dl).add_(il)
-        return self.table[flat.to(torch.int64)]
+        return nearest_f2(self.table, self.offset, self.dims, h0, k0, l0)
+
+
+def nearest_f2(table: torch.Tensor, offset, dims, h0: torch.Tensor, k0: torch.Tensor, l0: torch.Tensor):
+    """The nearest-neighbour lookup, the one place it is written in Python (the eager path and the
+    Inductor path call it; the C library and the Triton kernel spell it in their languages): ``F^2`` of
+    the flat padded ``table`` (:class:`F2Lookup`) at integer-valued indices ``h0, k0, l0`` ``(...)``,
+    each clamped into the padded range (which lands on ``default_F^2`` out of range)."""
+    dh, dk, dl = dims
+    ih = (h0 - offset[0]).clamp_(0, dh - 1)  # (new tensors, changed in place)
+    ik = (k0 - offset[1]).clamp_(0, dk - 1)
+    il = (l0 - offset[2]).clamp_(0, dl - 1)
+    flat = (ih.mul_(dk).add_(ik)).mul_(dl).add_(il)
+    return table[flat.to(torch.int64)]
 
 
 @dataclass(frozen=True)
@@ -142,8 +150,10 @@ class TricubicLookup:
         """Interpolated amplitude ``(E,)`` (electrons) at Miller indices ``x`` ``(E, 3)`` (all in range):
         along l, then k, then h."""
         base = torch.floor(x) - 1.0  # stencil floor-1 .. floor+2
-        idx = [(base[:, ax].to(torch.int64) - self.hkl_min[ax])[:, None] + torch.arange(4, device=x.device)
-               for ax in range(3)]
+        idx = [
+            (base[:, ax].to(torch.int64) - self.hkl_min[ax])[:, None] + torch.arange(4, device=x.device)
+            for ax in range(3)
+        ]
         nh, nk, nl = self.table.shape
         flat = (idx[0][:, :, None, None] * nk + idx[1][:, None, :, None]) * nl + idx[2][:, None, None, :]
         y = self.table.reshape(-1)[flat]  # (E, 4, 4, 4)

@@ -60,7 +60,7 @@ def phi_effect(run: RunSummary) -> str | None:
     return PHI_CARRIED if run.first_executed >= 0 else None
 
 
-def compose_set(first: str | None, then: str | None) -> str | None:
+def compose_set(first: T | None, then: T | None) -> T | None:
     """Composition of "set-or-leave" transformers: the later setter wins."""
     return then if then is not None else first
 

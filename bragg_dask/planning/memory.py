@@ -11,11 +11,11 @@ of the memory available now (``MemAvailable``, capped by a cgroup limit and ``RL
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 
 from bragg_dask.errors import ConfigError
+from bragg_dask.settings import environment_value
 
 ENV = "BRAGG_DASK_MEMORY_LIMIT"
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -74,7 +74,7 @@ def _read(path: str) -> str:
 
 def memory_budget() -> tuple[int, str]:
     """``(bytes, where it came from)``."""
-    text = os.environ.get(ENV)
+    text = environment_value(ENV)
     if text:
         return parse_size(text, flag=ENV), "--memory-limit"
     return int(0.8 * available_memory()), "80% of the available memory; --memory-limit to change"
@@ -96,7 +96,9 @@ def check_frame_fits(sim, outputs=None) -> None:
     if need <= budget:
         return
     det = sim.detector
-    raise ConfigError(f"a {det.fpixels} x {det.spixels} detector needs about {fmt(need)} of memory when the "
-                      f"whole frame is held in one process, more than the {fmt(budget)} budget ({source}); "
-                      "add --zarr PATH to stream the tiles into a store, which never holds a whole frame",
-                      flag="--memory-limit" if source == "--memory-limit" else None)
+    raise ConfigError(
+        f"a {det.fpixels} x {det.spixels} detector needs about {fmt(need)} of memory when the "
+        f"whole frame is held in one process, more than the {fmt(budget)} budget ({source}); "
+        "add --zarr PATH to stream the tiles into a store, which never holds a whole frame",
+        flag="--memory-limit" if source == "--memory-limit" else None,
+    )

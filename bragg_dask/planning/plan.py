@@ -50,8 +50,7 @@ def default_tile(device: str = "cpu") -> int:
     return DEFAULT_TILE if str(device).split(":")[0] == "cpu" else DEFAULT_TILE_GPU
 
 
-def plan_tiles(spixels: int, fpixels: int, tile: int | tuple[int, int] | None = None,
-               device: str = "cpu") -> TilePlan:
+def plan_tiles(spixels: int, fpixels: int, tile: int | tuple[int, int] | None = None, device: str = "cpu") -> TilePlan:
     """Tile plan for a detector; ``tile`` is the side (or ``(slow, fast)``), clamped to the detector.
 
     ``None`` picks :func:`default_tile` for ``device`` (one Zarr chunk per tile).

@@ -39,11 +39,19 @@ def check_threads(sim, threads: int) -> None:
         raise ConfigError(
             "tricubic interpolation with more than one emulated thread is nondeterministic in the C "
             "program (the switch-off races between threads); use --c-threads 1 or -nointerpolate",
-            flag="--c-threads")
+            flag="--c-threads",
+        )
 
 
-def compute_states(sim, plan: TilePlan, *, threads: int = 1, mapper: Mapper | None = None,
-                   device: str = "cpu", dtype: torch.dtype = torch.float64) -> dict[tuple[int, int], TileState]:
+def compute_states(
+    sim,
+    plan: TilePlan,
+    *,
+    threads: int = 1,
+    mapper: Mapper | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> dict[tuple[int, int], TileState]:
     """State entering every tile of ``plan`` for a C run with ``threads`` OpenMP threads (1 = serial)."""
     check_threads(sim, threads)
     tiles = plan.tiles()

@@ -14,9 +14,9 @@ Memory is bounded separately (:mod:`bragg_dask.planning.memory`, and the count c
 from __future__ import annotations
 
 import math
-import os
 
 from bragg_dask.errors import ConfigError, UsageError
+from bragg_dask.settings import environment_value
 
 ENV = "BRAGG_DASK_MAX_EVALUATIONS"
 DEFAULT = 1e13
@@ -40,7 +40,7 @@ def evaluation_budget(option: str | None = None) -> tuple[float, str]:
     :data:`DEFAULT`."""
     if option is not None:
         return parse_budget(option, "--max-evaluations"), "--max-evaluations"
-    env = os.environ.get(ENV)
+    env = environment_value(ENV)
     if env:
         return parse_budget(env, ENV), f"${ENV}"
     return DEFAULT, "the default; --max-evaluations N raises it"
@@ -58,16 +58,27 @@ def factors(sim, frames: int = 1) -> list[tuple[str, int]]:
     from bragg_dask.physics.roi import roi_count
 
     det = sim.detector
-    return [("pixels", roi_count(det)), ("sub-pixel points", det.oversample ** 2), ("detector layers", det.thicksteps),
-            ("sources", len(sim.beam.sources)), ("phi steps", sim.crystal.phisteps),
-            ("mosaic domains", sim.crystal.n_domains), ("frames", frames)]
+    return [
+        ("pixels", roi_count(det)),
+        ("sub-pixel points", det.oversample**2),
+        ("detector layers", det.thicksteps),
+        ("sources", len(sim.beam.sources)),
+        ("phi steps", sim.crystal.phisteps),
+        ("mosaic domains", sim.crystal.n_domains),
+        ("frames", frames),
+    ]
 
 
 #: the flag that sets each factor (a factor set by several: the first of them the user gave)
-FLAGS = {"pixels": ("-detpixels", "-detpixels_f", "-detpixels_s", "-detsize", "-roi"),
-         "sub-pixel points": ("-oversample",), "detector layers": ("-thicksteps",),
-         "sources": ("-sourcefile", "-divsteps", "-hdivsteps", "-vdivsteps", "-dispsteps"),
-         "phi steps": ("-phisteps",), "mosaic domains": ("-mosaic_domains",), "frames": ("--frames", "--orientations")}
+FLAGS = {
+    "pixels": ("-detpixels", "-detpixels_f", "-detpixels_s", "-detsize", "-roi"),
+    "sub-pixel points": ("-oversample",),
+    "detector layers": ("-thicksteps",),
+    "sources": ("-sourcefile", "-divsteps", "-hdivsteps", "-vdivsteps", "-dispsteps"),
+    "phi steps": ("-phisteps",),
+    "mosaic domains": ("-mosaic_domains",),
+    "frames": ("--frames", "--orientations"),
+}
 
 
 def check_evaluations(sim, frames: int = 1, given=(), option: str | None = None) -> int:
@@ -85,8 +96,11 @@ def check_evaluations(sim, frames: int = 1, given=(), option: str | None = None)
     typed = {g.lstrip("-") for g in given}
     flag = next((f for f in names if f.lstrip("-") in typed), names[0])
     figures = " x ".join(f"{m:,} {w}" for w, m in parts)
-    raise ConfigError(f"{n:,} {what} make {total:.3g} evaluations ({figures}), more than the budget of {budget:.3g} "
-                      f"({source}): about {_duration(total / RATE_PER_S)} at {RATE_PER_S:.0e} evaluations/s", flag=flag)
+    raise ConfigError(
+        f"{n:,} {what} make {total:.3g} evaluations ({figures}), more than the budget of {budget:.3g} "
+        f"({source}): about {_duration(total / RATE_PER_S)} at {RATE_PER_S:.0e} evaluations/s",
+        flag=flag,
+    )
 
 
 #: what one Dask task costs the client and the scheduler from its submission to its result (future, key,
@@ -108,10 +122,15 @@ def check_tasks(grid: tuple[int, int], tile: tuple[int, int], frames: int, whole
     budget, source = memory_budget()
     if need <= budget:
         return
-    fix = "give fewer frames" if whole_frames or n_tiles * (ITEM_BYTES + TASK_BYTES) <= budget // 4 else \
-        "give a larger --tile"
+    fix = (
+        "give fewer frames"
+        if whole_frames or n_tiles * (ITEM_BYTES + TASK_BYTES) <= budget // 4
+        else "give a larger --tile"
+    )
     plural = "s" if frames > 1 else ""
-    raise ConfigError(f"{n_tiles:,} tiles of {tile[0]} x {tile[1]} pixels x {frames:,} frame{plural} "
-                      f"make {tasks:,} Dask tasks, about {fmt(need)} of the client's and scheduler's memory, more than "
-                      f"the {fmt(budget)} budget ({source}): {fix}",
-                      flag="--tile" if fix.endswith("--tile") else flag)
+    raise ConfigError(
+        f"{n_tiles:,} tiles of {tile[0]} x {tile[1]} pixels x {frames:,} frame{plural} "
+        f"make {tasks:,} Dask tasks, about {fmt(need)} of the client's and scheduler's memory, more than "
+        f"the {fmt(budget)} budget ({source}): {fix}",
+        flag="--tile" if fix.endswith("--tile") else flag,
+    )

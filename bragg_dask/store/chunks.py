@@ -17,14 +17,19 @@ import errno
 import os
 import threading
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
 
 from bragg_dask.planning.plan import TileSpec
+from bragg_dask.settings import fsync_enabled
 from bragg_dask.store import shards
 from bragg_dask.store.codec import chunk_codec
 from bragg_dask.store.integrity import DamagedChunk
+
+if TYPE_CHECKING:
+    from zarr.core.common import AccessModeLiteral
 
 
 class OpenStore:
@@ -37,7 +42,7 @@ class OpenStore:
     are written through zarr (:meth:`direct` is False).
     """
 
-    def __init__(self, path: str, mode: str):
+    def __init__(self, path: str, mode: AccessModeLiteral):
         self.path = os.path.abspath(path)  # chunk files go here whatever the working folder later is
         self.group = zarr.open_group(self.path, mode=mode)
         self._arrays: dict = {}
@@ -49,7 +54,9 @@ class OpenStore:
         cs, cf = self[name].metadata.chunk_grid.chunk_shape[1:]
         i, j = tile.index
         return (tile.s0, tile.f0) == (i * cs, j * cf) and tile.shape == (
-            min(cs, self[name].shape[1] - tile.s0), min(cf, self[name].shape[2] - tile.f0))
+            min(cs, self[name].shape[1] - tile.s0),
+            min(cf, self[name].shape[2] - tile.f0),
+        )
 
     def direct(self, name: str) -> bool:
         """Whether whole chunks of ``name`` are written by :meth:`put_chunk` without zarr."""
@@ -77,6 +84,7 @@ class OpenStore:
         :meth:`put_chunk` does.  A checksummed layout always has its file (every inner chunk in it);
         another, all fill value: no file, as zarr."""
         lay = shards.layout(self[name])
+        assert lay is not None, f"{name}: not a sharded array"  # callers write shards of sharded() arrays only
         data = shards.encode(lay, image, lay.codec, pool)
         target = self._shard_path(name, frame)
         if data is None:
@@ -114,7 +122,9 @@ class OpenStore:
         root = os.path.join(self.path, arr.path)
         target = os.path.join(root, *key.split("/"))
         _make_folder(os.path.dirname(target), root, synced)
-        _write_file(target, chunk_codec(arr).encode(data), durable=synced is not None)
+        codec = chunk_codec(arr)
+        assert codec is not None, f"{name}: not a direct array"  # callers write chunks of direct() arrays only
+        _write_file(target, codec.encode(data), durable=synced is not None)
         if synced is not None:
             synced.add(os.path.dirname(target))
 
@@ -136,6 +146,7 @@ class OpenStore:
         codec = chunk_codec(arr)
         file = self.chunk_file(name, coords)
         raw = read_chunk_file(file)
+        assert codec is not None, f"{name}: not a direct array"  # callers read chunks of direct() arrays only
         if raw is None:
             if codec.crc and not missing_ok:
                 raise DamagedChunk(file, "missing")
@@ -153,6 +164,7 @@ class OpenStore:
         if not self.direct(name):
             if self.sharded(name):
                 lay = shards.layout(arr)
+                assert lay is not None  # sharded(name): its layout is one
                 file = self._shard_path(name, frame)
                 raw = read_chunk_file(file)
                 if raw is None and lay.codec.crc:
@@ -219,10 +231,6 @@ def writable(array):
     return array.with_config({"write_empty_chunks": True})
 
 
-def fsync_enabled() -> bool:
-    return os.environ.get("BRAGG_DASK_FSYNC", "1") != "0"
-
-
 def fsync_path(target: str) -> None:
     """fsync a file or a folder; a folder that cannot be synced (EINVAL, EROFS) is skipped."""
     try:
@@ -247,7 +255,7 @@ def _write_file(target: str, data: bytes, durable: bool = True) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         if durable and fsync_enabled():
             os.fsync(fd)
         fd, closing = -1, fd
@@ -266,7 +274,7 @@ _OPEN_LOCK = threading.Lock()
 _OPEN_MAX = 8
 
 
-def opened(path: str, mode: str = "r+") -> OpenStore:
+def opened(path: str, mode: AccessModeLiteral = "r+") -> OpenStore:
     """The store at ``path`` opened for ``mode``, shared by the tasks of a worker process.
 
     Opening a group and each array reads their metadata from disk (about 9 ms a task on the

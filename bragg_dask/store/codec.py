@@ -34,8 +34,12 @@ class ChunkCodec:
         the frame declares none) a full decode."""
         if self.crc:
             if len(raw) < 4 or crc32c(raw[:-4]) != raw[-4:]:
-                raise DamagedChunk(file, f"truncated ({len(raw)} bytes)" if len(raw) < 4 else
-                                   "fails its CRC-32C checksum (changed or truncated)")
+                raise DamagedChunk(
+                    file,
+                    f"truncated ({len(raw)} bytes)"
+                    if len(raw) < 4
+                    else "fails its CRC-32C checksum (changed or truncated)",
+                )
             declared = zstd_content_size(raw[:-4])
             if declared is not None:
                 if declared != size:

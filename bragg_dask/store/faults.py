@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from typing import Any, cast
 
 import zarr
 
@@ -16,8 +17,17 @@ from bragg_dask.errors import BraggDaskError
 from bragg_dask.store.layout import consolidate
 
 # errors of the file system under the store (a store fault, reported in one line), not of the network
-_FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
-                 errno.ENOENT, errno.ESTALE}
+_FAULT_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EFBIG,
+    errno.ENOENT,
+    errno.ESTALE,
+}
 
 
 class StoreError(BraggDaskError):
@@ -31,12 +41,15 @@ def store_fault(exc: BaseException, path: str | None) -> StoreError | None:
     path = os.path.abspath(path)
     where = os.path.abspath(exc.filename) if isinstance(exc.filename, str) else path
     d, name = os.path.split(path)
-    if not (where == path or where.startswith(path + os.sep) or where.startswith(os.path.join(d, f".{name}."))
-            or where == d):
+    if not (
+        where == path or where.startswith(path + os.sep) or where.startswith(os.path.join(d, f".{name}.")) or where == d
+    ):
         return None
     why = exc.strerror or str(exc)
-    return StoreError(f"--zarr: writing {path} failed: {why} ({where}); the store is left incomplete: fix the "
-                      "cause (free space, permissions) and re-run the same command to finish it")
+    return StoreError(
+        f"--zarr: writing {path} failed: {why} ({where}); the store is left incomplete: fix the "
+        "cause (free space, permissions) and re-run the same command to finish it"
+    )
 
 
 #: room kept in a store while a run writes it (:func:`_reserve`), so that a full disk can still take the
@@ -80,7 +93,7 @@ def note_fault(path: str, message: str) -> None:
     _release_reserve(path)
     with contextlib.suppress(Exception):
         g = zarr.open_group(path, mode="r+")
-        meta = dict(g.attrs["bragg_dask"])
+        meta = dict(cast("dict[str, Any]", g.attrs["bragg_dask"]))
         meta["complete"] = False
         meta["last_error"] = message
         g.attrs["bragg_dask"] = meta

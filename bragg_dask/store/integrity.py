@@ -27,12 +27,21 @@ class DamagedChunk(BraggDaskError):
 
 def damage_error(path: str, flag: str, frame: int | None, tile, file: str, why: str, more: int = 0) -> ConfigError:
     """The one line a reader gives for a damaged store: the frame, tile and file, what is wrong, the fix."""
-    where = ", ".join(x for x in (f"frame {frame}" if frame is not None else "",
-                                  f"tile {tuple(int(v) for v in tile)}" if tile is not None else "") if x)
+    where = ", ".join(
+        x
+        for x in (
+            f"frame {frame}" if frame is not None else "",
+            f"tile {tuple(int(v) for v in tile)}" if tile is not None else "",
+        )
+        if x
+    )
     others = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return ConfigError(f"{path} is damaged: {where + ': ' if where else ''}{file}: {why}{others}; its data is not "
-                       f"read: `bragg-dask verify {path} --repair` (or the same simulation run again) computes it "
-                       "again", flag=flag)
+    return ConfigError(
+        f"{path} is damaged: {where + ': ' if where else ''}{file}: {why}{others}; its data is not "
+        f"read: `bragg-dask verify {path} --repair` (or the same simulation run again) computes it "
+        "again",
+        flag=flag,
+    )
 
 
 def metadata_problems(path: str) -> list[tuple[str, str]]:
@@ -80,9 +89,12 @@ def check_metadata(path: str, flag: str) -> None:
     if not problems:
         return
     file, why = problems[0]
-    fix = ("restore it, or make it again (--overwrite replaces it)" if file != os.path.join(path, "zarr.json")
-           else "restore it, or remove it and make it again (a store whose own record cannot be read is "
-           "never replaced: nothing says it is one)")
+    fix = (
+        "restore it, or make it again (--overwrite replaces it)"
+        if file != os.path.join(path, "zarr.json")
+        else "restore it, or remove it and make it again (a store whose own record cannot be read is "
+        "never replaced: nothing says it is one)"
+    )
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     raise ConfigError(f"{path} is a damaged store: {file}: {why}{more}; it cannot be read or resumed: {fix}", flag=flag)
 

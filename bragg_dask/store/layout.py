@@ -10,6 +10,7 @@ import datetime as _dt
 import hashlib
 import json
 import warnings
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -17,6 +18,10 @@ import zarr
 from bragg_dask.physics.geometry import pyfai_geometry
 from bragg_dask.planning.plan import TilePlan
 from bragg_dask.store.names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+
+if TYPE_CHECKING:
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+    from zarr.types import AnyArray
 
 #: 2: every chunk carries its CRC-32C and is written even when all fill value (1: neither)
 FORMAT_VERSION = 2
@@ -47,9 +52,16 @@ def poni(sim) -> dict | None:
     det, geo = sim.detector, sim.detector.geometry
     if det.curved:
         return None
-    out = {"poni_version": 2, "detector": "Detector",
-           "detector_config": {"pixel1": det.pixel_size_m, "pixel2": det.pixel_size_m,
-                               "max_shape": [det.spixels, det.fpixels], "orientation": 3}}
+    out = {
+        "poni_version": 2,
+        "detector": "Detector",
+        "detector_config": {
+            "pixel1": det.pixel_size_m,
+            "pixel2": det.pixel_size_m,
+            "max_shape": [det.spixels, det.fpixels],
+            "orientation": 3,
+        },
+    }
     out.update(pyfai_geometry(geo.fdet, geo.sdet, geo.odet, geo.beam, geo.pix0_m))
     out["wavelength"] = sim.beam.wavelength_m
     return out
@@ -72,8 +84,15 @@ def store_attrs(sim, plan: TilePlan, run: dict) -> dict:
         "run": run,
         "parity": run.get("parity", "spec"),
         "tile_shape": list(plan.tile_shape),
-        "units": {"float": "photons per pixel", "int": "ADU", "noise": "ADU", "lengths": "m", "angles": "rad",
-                  "wavelength": "m", "phi0_deg": "deg"},
+        "units": {
+            "float": "photons per pixel",
+            "int": "ADU",
+            "noise": "ADU",
+            "lengths": "m",
+            "angles": "rad",
+            "wavelength": "m",
+            "phi0_deg": "deg",
+        },
         "geometry": _geometry_attrs(sim),
         "poni": poni(sim),
         "config": json.loads(json.dumps(sim.to_dict(), default=str)),
@@ -96,8 +115,10 @@ LABELS = {
     "y_mm": ("mm", "pixel centre along the slow axis from the detector origin (the C program's Sdet)"),
     "noise_seed": ("1", "noise seed of the frame (-1: none)"),
     "orientation": ("1", "rotation applied to the crystal (row-major 3 x 3)"),
-    "max_I": ("photons", "brightest pixel"), "max_slow": ("pixel", "slow index of the brightest pixel"),
-    "max_fast": ("pixel", "fast index of the brightest pixel"), "mean": ("photons", "mean over rendered pixels"),
+    "max_I": ("photons", "brightest pixel"),
+    "max_slow": ("pixel", "slow index of the brightest pixel"),
+    "max_fast": ("pixel", "fast index of the brightest pixel"),
+    "mean": ("photons", "mean over rendered pixels"),
     "rms": ("photons", "root mean square over rendered pixels"),
     "rmsd": ("photons", "root mean square deviation from the mean over the ROI"),
     "int_scale": ("ADU/photon", "scale of the integer images"),
@@ -117,16 +138,18 @@ def _labelled(g, name: str, **spec):
     units, long_name = LABELS[name]
     extra = {"coordinates": IMAGE_COORDS} if name in (FLOAT, INT, NOISE) else {}
     spec.setdefault("compressors", [ZstdCodec(level=0), Crc32cCodec()])
-    return g.create_array(name, attributes={"units": units, "long_name": long_name, **extra},
-                          config={"write_empty_chunks": True}, **spec)
+    return g.create_array(
+        name, attributes={"units": units, "long_name": long_name, **extra}, config={"write_empty_chunks": True}, **spec
+    )
 
 
 def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool) -> None:
     g = zarr.open_group(path, mode="a", zarr_format=3)
     gs, gf = plan.grid
     ts, tf = plan.tile_shape
-    img = dict(shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf),
-               dimension_names=("frame", "slow", "fast"))
+    img = dict(
+        shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf), dimension_names=("frame", "slow", "fast")
+    )
     # a dataset of frames of several tiles: a shard per frame (inner chunks the tiles), its done flags and
     # statistics a chunk each (frames of one tile have a chunk per frame already, written straight)
     whole = n_frames > 1 and gs * gf > 1
@@ -137,23 +160,45 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     for name, wanted in ((INT, with_int), (NOISE, with_noise)):
         if wanted:
             _labelled(g, name, dtype="uint16", fill_value=0, **img)
-    _labelled(g, "tiles_done", shape=(n_frames, gs, gf), chunks=per_tile, dtype="bool", fill_value=False,
-              dimension_names=("frame", "tile_slow", "tile_fast"))
-    _labelled(g, "tile_stats", shape=(n_frames, gs, gf, len(STAT_FIELDS)), chunks=(*per_tile, len(STAT_FIELDS)),
-              dtype="float64", fill_value=0.0, dimension_names=("frame", "tile_slow", "tile_fast", "stat"))
+    _labelled(
+        g,
+        "tiles_done",
+        shape=(n_frames, gs, gf),
+        chunks=per_tile,
+        dtype="bool",
+        fill_value=False,
+        dimension_names=("frame", "tile_slow", "tile_fast"),
+    )
+    _labelled(
+        g,
+        "tile_stats",
+        shape=(n_frames, gs, gf, len(STAT_FIELDS)),
+        chunks=(*per_tile, len(STAT_FIELDS)),
+        dtype="float64",
+        fill_value=0.0,
+        dimension_names=("frame", "tile_slow", "tile_fast", "stat"),
+    )
     per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
     _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
     for name in ("phi_deg", "phi0_deg"):
         _labelled(g, name, dtype="float64", fill_value=0.0, **per_frame)
     _labelled(g, "noise_seed", dtype="int64", fill_value=-1, **per_frame)
-    _labelled(g, "orientation", shape=(n_frames, 3, 3), chunks=(n_frames, 3, 3), dtype="float64",
-              fill_value=0.0, dimension_names=("frame", "row", "col"))
+    _labelled(
+        g,
+        "orientation",
+        shape=(n_frames, 3, 3),
+        chunks=(n_frames, 3, 3),
+        dtype="float64",
+        fill_value=0.0,
+        dimension_names=("frame", "row", "col"),
+    )
     for name in FRAME_STATS:
         _labelled(g, name, dtype="float64", fill_value=float("nan"), **per_frame)
     pixel_mm = attrs["geometry"]["pixel_size_m"] * 1e3
     for name, n, dim in (("x_mm", plan.fpixels, "fast"), ("y_mm", plan.spixels, "slow")):
-        _labelled(g, name, shape=(n,), chunks=(n,), dtype="float64", fill_value=0.0,
-                  dimension_names=(dim,))[:] = (np.arange(n) + 0.5) * pixel_mm
+        _labelled(g, name, shape=(n,), chunks=(n,), dtype="float64", fill_value=0.0, dimension_names=(dim,))[:] = (
+            np.arange(n) + 0.5
+        ) * pixel_mm
     attrs["arrays"] = sorted(g.array_keys())  # the arrays the run writes (a frame's int/noise chunks expected)
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
@@ -169,8 +214,13 @@ def consolidate(path: str) -> None:
 def run_record(settings, dataset, noise_seed: int | None) -> dict:
     """The run options a store records (its fingerprint includes them): parity, emulated C threads,
     dtype, the dataset and the noise seed."""
-    return {"parity": settings.parity, "c_threads": settings.c_threads if settings.parity == "c" else None,
-            "dtype": settings.dtype, "dataset": dataset.to_dict(), "noise_seed": noise_seed}
+    return {
+        "parity": settings.parity,
+        "c_threads": settings.c_threads if settings.parity == "c" else None,
+        "dtype": settings.dtype,
+        "dataset": dataset.to_dict(),
+        "noise_seed": noise_seed,
+    }
 
 
 def ensure_image_array(path: str, name: str) -> None:
@@ -181,12 +231,21 @@ def ensure_image_array(path: str, name: str) -> None:
     g = zarr.open_group(path, mode="r+")
     if name in g:
         return
-    fl = g[FLOAT]
-    extra = {"shards": fl.shards} if fl.shards is not None else {}
-    if fl.metadata.codecs and not any(type(c).__name__ == "Crc32cCodec" for c in _inner_codecs(fl)):
+    fl = cast("AnyArray", g[FLOAT])  # an array: the float image of a store this package made (Zarr v3)
+    extra: dict[str, Any] = {"shards": fl.shards} if fl.shards is not None else {}
+    codecs = cast("ArrayV3Metadata", fl.metadata).codecs
+    if codecs and not any(type(c).__name__ == "Crc32cCodec" for c in _inner_codecs(fl)):
         extra["compressors"] = [c for c in _inner_codecs(fl)[1:]]  # an older store's: as its float array
-    _labelled(g, name, shape=fl.shape, chunks=fl.chunks, dtype="uint16", fill_value=0,
-              dimension_names=("frame", "slow", "fast"), **extra)
+    _labelled(
+        g,
+        name,
+        shape=fl.shape,
+        chunks=fl.chunks,
+        dtype="uint16",
+        fill_value=0,
+        dimension_names=("frame", "slow", "fast"),
+        **extra,
+    )
     consolidate(path)
 
 

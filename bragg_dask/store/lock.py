@@ -40,8 +40,11 @@ class StoreLock:
             try:
                 held = self._try_lock(fd)
                 if held is not None:
-                    raise ConfigError(f"{self.store} is being written by another run ({_describe(held)}); "
-                                      "wait for it to end or stop it, then re-run", flag="--zarr")
+                    raise ConfigError(
+                        f"{self.store} is being written by another run ({_describe(held)}); "
+                        "wait for it to end or stop it, then re-run",
+                        flag="--zarr",
+                    )
                 try:  # the file may have been released and removed between our open and our lock
                     same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
                 except FileNotFoundError:
@@ -52,8 +55,11 @@ class StoreLock:
                 stale = _read_holder(fd)
                 if stale:
                     log.info("taking over the lock of a run that is gone (%s)", _describe(stale))
-                me = {"pid": os.getpid(), "host": socket.gethostname(),
-                      "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+                me = {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                }
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(me).encode(), 0)
                 os.fsync(fd)

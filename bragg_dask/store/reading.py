@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -15,6 +16,9 @@ from bragg_dask.planning.plan import TilePlan, TileSpec
 from bragg_dask.store.chunks import opened
 from bragg_dask.store.integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
 from bragg_dask.store.names import FLOAT, INT, NOISE
+
+if TYPE_CHECKING:
+    from zarr.types import AnyArray
 
 
 def image_arrays(path: str) -> set[str]:
@@ -56,19 +60,31 @@ def frame_record(path: str, frame: int, flag: str = "export", check: bool = True
         check_metadata(path, flag)
     try:
         g = zarr.open_group(path, mode="r")
-        meta = dict(g.attrs)["bragg_dask"]
+        meta = cast("dict[str, Any]", dict(g.attrs)["bragg_dask"])
     except Exception:  # noqa: BLE001 - any unreadable store is reported the same way
         raise ConfigError(f"{path} is not a bragg_dask store", flag=flag) from None
-    n_frames = g[FLOAT].shape[0]
+    n_frames = cast("AnyArray", g[FLOAT]).shape[0]
     if not 0 <= frame < n_frames:
         raise UsageError(f"frame {frame} not in store (0..{n_frames - 1})", flag="--frame")
     if check:
         check_frames(path, [frame], (), flag)
-    seed = int(g["noise_seed"][frame])
-    complete = bool(np.asarray(g["tiles_done"][frame]).all())
-    return FrameRecord(config=meta["config"], n_frames=n_frames, complete=complete,
-                       phi0_deg=float(g["phi0_deg"][frame]), int_scale=float(g["int_scale"][frame]),
-                       rmsd=float(g["rmsd"][frame]), noise_seed=seed if seed >= 0 else None)
+    seed = int(_element(g, "noise_seed", frame))
+    complete = bool(np.asarray(cast("AnyArray", g["tiles_done"])[frame]).all())
+    return FrameRecord(
+        config=meta["config"],
+        n_frames=n_frames,
+        complete=complete,
+        phi0_deg=float(_element(g, "phi0_deg", frame)),
+        int_scale=float(_element(g, "int_scale", frame)),
+        rmsd=float(_element(g, "rmsd", frame)),
+        noise_seed=seed if seed >= 0 else None,
+    )
+
+
+def _element(g: zarr.Group, name: str, frame: int) -> np.generic:
+    """Element ``frame`` of the store's per-frame array ``name``: a numpy scalar (zarr types an element
+    read as any of its selections' results)."""
+    return cast("np.generic", cast("AnyArray", g[name])[frame])
 
 
 def frame_count(path: str) -> int:
@@ -103,7 +119,7 @@ class StoreFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr on the lock file beside the arrays
             self.arrays = set(g.group.array_keys())
-        self.meta = dict(g.group.attrs.get("bragg_dask") or {})
+        self.meta = dict(cast("dict[str, Any]", g.group.attrs.get("bragg_dask") or {}))
         self._opened = g
 
     def has(self, array: str) -> bool:
@@ -134,15 +150,16 @@ class StoreFrame:
 
 def store_metadata(path: str) -> dict:
     """The store's ``bragg_dask`` attribute: ``config``, ``geometry``, ``units``, ``created``/``completed``..."""
-    return dict(dict(zarr.open_group(path, mode="r").attrs)["bragg_dask"])
+    return dict(cast("dict[str, Any]", dict(zarr.open_group(path, mode="r").attrs)["bragg_dask"]))
 
 
 def frames_phi0_deg(path: str) -> np.ndarray:
     """``(frames,)`` float64: every frame's phi0 (degrees), as recorded by the run."""
-    return np.asarray(zarr.open_group(path, mode="r")["phi0_deg"][...], dtype=np.float64)
+    return np.asarray(cast("AnyArray", zarr.open_group(path, mode="r")["phi0_deg"])[...], dtype=np.float64)
 
 
 def frame_tiles(path: str) -> list[TileSpec]:
     """The tiles (chunks) of a frame of the store's image arrays, in raster order."""
     a = opened(path, "r")[FLOAT]
-    return TilePlan(int(a.shape[1]), int(a.shape[2]), tuple(int(c) for c in a.chunks[1:])).tiles()
+    tile_shape = cast("tuple[int, int]", tuple(int(c) for c in a.chunks[1:]))  # an image array: 3-d
+    return TilePlan(int(a.shape[1]), int(a.shape[2]), tile_shape).tiles()

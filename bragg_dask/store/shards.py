@@ -17,6 +17,8 @@ reads these files back as its own, and this module zarr's (tests/test_store_shar
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +50,7 @@ def layout(array) -> ShardLayout | None:
     from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 
     meta = array.metadata
-    codecs = getattr(meta, "codecs", ())
+    codecs: Sequence[Any] = getattr(meta, "codecs", ())  # none: a Zarr v2 array's metadata
     if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
     sc = codecs[0]
@@ -57,14 +59,25 @@ def layout(array) -> ShardLayout | None:
     codec = codec_of(inner, (BytesCodec, ZstdCodec, Crc32cCodec))
     if codec is None:
         return None
-    if (len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
-            or getattr(index[0].endian, "value", index[0].endian) not in little):
+    if (
+        len(index) != 2
+        or not isinstance(index[0], BytesCodec)
+        or not isinstance(index[1], Crc32cCodec)
+        or getattr(index[0].endian, "value", index[0].endian) not in little
+    ):
         return None
     if getattr(sc.index_location, "value", sc.index_location) != "end":
         return None
     shard = tuple(int(n) for n in meta.chunk_grid.chunk_shape)
     chunk = tuple(int(n) for n in sc.chunk_shape)
-    if len(shard) != 3 or shard[0] != 1 or chunk[0] != 1 or shard[1] % chunk[1] or shard[2] % chunk[2]:
+    if (
+        len(shard) != 3
+        or len(chunk) != 3
+        or shard[0] != 1
+        or chunk[0] != 1
+        or shard[1] % chunk[1]
+        or shard[2] % chunk[2]
+    ):
         return None
     return ShardLayout(shard, chunk, codec, np.dtype(array.dtype).newbyteorder("<"), meta.fill_value)
 
@@ -117,8 +130,10 @@ def read_index(lay: ShardLayout, raw: bytes, file: str) -> np.ndarray:
         if off == _EMPTY and nbytes == _EMPTY:
             continue
         if off == _EMPTY or nbytes == _EMPTY or off + nbytes > data:
-            raise DamagedChunk(file, f"its shard index places inner chunk {k} at bytes {off}+{nbytes}, beyond the "
-                                     f"{data} bytes of chunks")
+            raise DamagedChunk(
+                file,
+                f"its shard index places inner chunk {k} at bytes {off}+{nbytes}, beyond the {data} bytes of chunks",
+            )
     return index
 
 

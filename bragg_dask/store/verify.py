@@ -23,6 +23,7 @@ import dataclasses
 import itertools
 import os
 import warnings
+from typing import Any, cast
 
 import numpy as np
 
@@ -47,8 +48,14 @@ class Problem:
     tile: tuple[int, int] | None = None
 
     def line(self) -> str:
-        where = ", ".join(x for x in (f"frame {self.frame}" if self.frame is not None else "",
-                                      f"tile {self.tile}" if self.tile is not None else "") if x)
+        where = ", ".join(
+            x
+            for x in (
+                f"frame {self.frame}" if self.frame is not None else "",
+                f"tile {self.tile}" if self.tile is not None else "",
+            )
+            if x
+        )
         return f"{self.file}: {self.why}" + (f" ({where})" if where else "")
 
 
@@ -102,7 +109,7 @@ class _Scanner:
     def __init__(self, path: str, frames, arrays, workers: int, complete: bool | None) -> None:
         self.path = os.path.abspath(path)
         self.g = OpenStore(self.path, "r")
-        self.meta = dict(self.g.group.attrs.get("bragg_dask") or {})
+        self.meta = dict(cast("dict[str, Any]", self.g.group.attrs.get("bragg_dask") or {}))
         self.complete = bool(self.meta.get("complete")) if complete is None else complete
         fl = self.g[FLOAT]
         self.n_frames = int(fl.shape[0])
@@ -118,7 +125,10 @@ class _Scanner:
             held = set(self.g.group.array_keys())
         self.images = [a for a in IMAGES if a in held and (arrays is None or a in arrays)]
         self.records = sorted(held - set(IMAGES) - set(TILE_RECORDS))
-        codec = chunk_codec(fl) or (shards.layout(fl).codec if shards.layout(fl) else None)
+        codec = chunk_codec(fl)
+        if codec is None:  # a sharded array's: its inner chunks'
+            lay = shards.layout(fl)
+            codec = lay.codec if lay else None
         self.checksummed = bool(codec and codec.crc)
         self.workers = workers
 
@@ -156,14 +166,18 @@ class _Scanner:
                 if name == "tiles_done":
                     region[...] = np.asarray(block, bool)[tuple(slice(0, n) for n in region.shape)]
                     if self.complete and self.checksummed and not os.path.exists(self.g.chunk_file(name, coords)):
-                        self.problem(DamagedChunk(self.g.chunk_file(name, coords), "missing (a complete store's)"),
-                                     coords[0] if cs[0] == 1 else None,
-                                     tuple(coords[1:3]) if cs[1] == cs[2] == 1 else None)
+                        self.problem(
+                            DamagedChunk(self.g.chunk_file(name, coords), "missing (a complete store's)"),
+                            coords[0] if cs[0] == 1 else None,
+                            tuple(coords[1:3]) if cs[1] == cs[2] == 1 else None,
+                        )
                         self.redo[sl] = True
                 elif region.any() and not os.path.exists(self.g.chunk_file(name, coords)):
-                    self.problem(DamagedChunk(self.g.chunk_file(name, coords), "missing (statistics of done tiles)"),
-                                 coords[0] if cs[0] == 1 else None,
-                                 tuple(coords[1:3]) if cs[1] == cs[2] == 1 else None)
+                    self.problem(
+                        DamagedChunk(self.g.chunk_file(name, coords), "missing (statistics of done tiles)"),
+                        coords[0] if cs[0] == 1 else None,
+                        tuple(coords[1:3]) if cs[1] == cs[2] == 1 else None,
+                    )
                     self.redo[sl] |= region
 
     # ---- images --------------------------------------------------------------------------------
@@ -241,8 +255,9 @@ class _Scanner:
                         if lay.codec.crc:
                             raise DamagedChunk(where(kk), "missing from its shard")
                         continue
-                    lay.codec.check(raw[off : off + int(index[kk, 1])], where(kk),
-                                    lay.inner[1] * lay.inner[2] * lay.dtype.itemsize)
+                    lay.codec.check(
+                        raw[off : off + int(index[kk, 1])], where(kk), lay.inner[1] * lay.inner[2] * lay.dtype.itemsize
+                    )
                 except DamagedChunk as exc:
                     bad.append(_At(exc, divmod(kk, lay.grid[1])))
             if bad:
@@ -270,7 +285,7 @@ class _Scanner:
         for (_, k), exc in zip(jobs, results):
             if exc is None:
                 continue
-            for at in (exc.items if isinstance(exc, _Many) else [exc if isinstance(exc, _At) else _At(exc, None)]):
+            for at in exc.items if isinstance(exc, _Many) else [exc if isinstance(exc, _At) else _At(exc, None)]:
                 self.problem(at.exc, k, at.tile)
                 if at.tile is None:
                     self.redo[k] |= self.done[k]
@@ -350,8 +365,13 @@ def usable_tiles(path: str, complete: bool, log) -> np.ndarray:
     if not found.problems:
         return found.done
     n = int(found.redo.sum())
-    log.warning("%s: %d problem%s found%s", path, len(found.problems), "s" if len(found.problems) > 1 else "",
-                f"; {n} tile{'s' if n != 1 else ''} computed again" if n else "; its records are written again")
+    log.warning(
+        "%s: %d problem%s found%s",
+        path,
+        len(found.problems),
+        "s" if len(found.problems) > 1 else "",
+        f"; {n} tile{'s' if n != 1 else ''} computed again" if n else "; its records are written again",
+    )
     for p in found.problems[:10]:
         log.warning("  %s", p.line())
     if len(found.problems) > 10:

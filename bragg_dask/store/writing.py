@@ -5,6 +5,7 @@ dataset store as shard files, the int and noise images, per-frame records and st
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -12,6 +13,9 @@ import zarr
 from bragg_dask.planning.plan import TileSpec
 from bragg_dask.store.chunks import OpenStore, opened, sync_chunk, writable
 from bragg_dask.store.names import FLOAT, FRAME_STATS, STAT_FIELDS
+
+if TYPE_CHECKING:
+    from zarr.types import AnyArray
 
 
 def stats_row(stats: dict) -> np.ndarray:
@@ -37,8 +41,9 @@ def write_tiles(path: str, items) -> None:
         return _write_frames(path, g, items)
     fl, ts, done = g["float"], g["tile_stats"], g["tiles_done"]
     synced: set = set()
-    if (all(g.direct(name) for name in ("float", "tile_stats", "tiles_done"))
-            and all(g.aligned("float", tile) for _, tile, _, _ in items)):
+    if all(g.direct(name) for name in ("float", "tile_stats", "tiles_done")) and all(
+        g.aligned("float", tile) for _, tile, _, _ in items
+    ):
         for frame, tile, image, stats in items:
             i, j = tile.index
             g.put_chunk("float", (frame, i, j), image, synced)
@@ -86,8 +91,9 @@ def _write_frames(path: str, g: OpenStore, items) -> None:
     synced: set = set()
     for frame, parts in sorted(by_frame.items()):
         if len({t.index for t, _, _ in parts}) != gs * gf:
-            raise ValueError(f"frame {frame}: {len(parts)} of {gs * gf} tiles (a dataset's store is written a "
-                             "whole frame at a time)")
+            raise ValueError(
+                f"frame {frame}: {len(parts)} of {gs * gf} tiles (a dataset's store is written a whole frame at a time)"
+            )
         image = np.zeros(fl.shape[1:], dtype=np.float32)
         rows = np.zeros((gs, gf, len(STAT_FIELDS)))
         for tile, tile_image, stats in parts:
@@ -105,8 +111,9 @@ def _write_frames(path: str, g: OpenStore, items) -> None:
         sync_chunk(path, done, (frame, 0, 0), synced)
 
 
-def write_frame_image(g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None,
-                      pool=None) -> None:
+def write_frame_image(
+    g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None, pool=None
+) -> None:
     """A whole frame ``(spixels, fpixels)`` of image array ``name`` (``int``, ``noise``) of a
     :func:`whole_frames` store: its shard, made durable (its chunks compressed on ``pool``'s threads
     where given: :mod:`.shards`)."""
@@ -117,8 +124,9 @@ def write_frame_image(g: OpenStore, name: str, frame: int, image: np.ndarray, sy
     sync_chunk(g.path, g[name], (frame, 0, 0), synced)
 
 
-def write_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray,
-                     synced: set | None = None) -> None:
+def write_tile_image(
+    g: OpenStore, name: str, frame: int, tile: TileSpec, image: np.ndarray, synced: set | None = None
+) -> None:
     """One tile of a frame of image array ``name`` (``int``, ``noise``): its chunk (made durable, its
     folder added to ``synced``, where that set is given)."""
     if g.direct(name) and g.aligned(name, tile):
@@ -172,8 +180,9 @@ def write_frame_metadata(g: zarr.Group, frames) -> None:
     """The frames' records (phi0, orientation, noise seed) and coordinates (frame number, phi, pixel
     centres), written whole: at every start of a run, so a resume writes a damaged record again."""
     n = len(frames)
-    w = {name: writable(g[name]) for name in ("phi0_deg", "orientation", "noise_seed", "phi_deg", "frame")
-         if name in g}  # phi_deg, frame: coordinates (stores made before them have only the records)
+    w = {
+        name: writable(g[name]) for name in ("phi0_deg", "orientation", "noise_seed", "phi_deg", "frame") if name in g
+    }  # phi_deg, frame: coordinates (stores made before them have only the records)
     w["phi0_deg"][:] = np.degrees([f.phi0_rad for f in frames])
     if "phi_deg" in w:
         w["phi_deg"][:] = np.degrees([f.phi0_rad for f in frames])
@@ -181,18 +190,25 @@ def write_frame_metadata(g: zarr.Group, frames) -> None:
         w["frame"][:] = np.arange(n)
     w["orientation"][:] = np.asarray([f.orientation for f in frames], dtype=np.float64).reshape(n, 3, 3)
     w["noise_seed"][:] = np.array([-1 if f.noise_seed is None else f.noise_seed for f in frames], dtype=np.int64)
-    pixel_mm = float(dict(g.attrs["bragg_dask"])["geometry"]["pixel_size_m"]) * 1e3
+    pixel_mm = float(dict(cast("dict[str, Any]", g.attrs["bragg_dask"]))["geometry"]["pixel_size_m"]) * 1e3
     for name in ("x_mm", "y_mm"):
-        writable(g[name])[:] = (np.arange(g[name].shape[0]) + 0.5) * pixel_mm
+        writable(g[name])[:] = (np.arange(cast("AnyArray", g[name]).shape[0]) + 0.5) * pixel_mm
 
 
-def write_frames_stats(g: zarr.Group, frames: list[int], stats: list, int_scales: list[float]) -> None:
+def write_frames_stats(g: OpenStore, frames: list[int], stats: list, int_scales: list[float]) -> None:
     """Per-frame statistics of several frames: one write per statistic (a dataset's frames at once)."""
     if not frames:
         return
     pos = [st.max_pos if st.max_pos is not None else (-1, -1) for st in stats]
-    columns = ([st.max_I for st in stats], [p[0] for p in pos], [p[1] for p in pos], [st.mean for st in stats],
-               [st.rms for st in stats], [st.rmsd for st in stats], list(int_scales))
+    columns = (
+        [st.max_I for st in stats],
+        [p[0] for p in pos],
+        [p[1] for p in pos],
+        [st.mean for st in stats],
+        [st.rms for st in stats],
+        [st.rmsd for st in stats],
+        list(int_scales),
+    )
     idx = np.asarray(frames, dtype=np.int64)
     contiguous = bool(np.all(np.diff(idx) == 1))
     for name, values in zip(FRAME_STATS, columns):

@@ -23,17 +23,11 @@ tricubic interpolation.  The ``F_latt != 0`` gate does not change that sum (a ga
 term is ``0 * F^2 = 0``), so the fused sum and the reference sum agree term by term up to
 rounding.  Everything else stays on the eager path (:func:`supports`).
 
-Compilation is chosen by a setting ``"auto" | "on" | "off"`` (:func:`resolve_mode`; the
-``BRAGG_DASK_COMPILE`` environment variable, set by ``--compile``): ``auto`` compiles only when a
-tile's work is at least :data:`AUTO_MIN_EVALS` evaluations (or the kernel is already compiled in
-this process).  Inductor's cache lives in ``~/.cache/bragg_dask/inductor`` (unless
-``TORCHINDUCTOR_CACHE_DIR`` is set), so a second process finds the compiled code on disk.
-
-Which fused code runs: on CPU the C library of :mod:`.native` where it builds (else Inductor's
-C++); on CUDA, for the square lattice shape, our own Triton kernel of :mod:`.triton_sum` (as fast
-as Inductor's on large batches, faster with few orientations, and compiled in about a second
-instead of 10-20 s cold), else Inductor's Triton.  ``BRAGG_DASK_GPU_KERNEL=inductor`` forces
-Inductor on CUDA (a comparison).
+Which of the fast paths runs, and when compiling is worth it, is decided in one place
+(:mod:`bragg_dask.physics.backends`), which also owns the compiled functions (by spec: its device and
+dtype are in it).  Here: the pure function, its compilation for a spec (Inductor's CPU vector-ISA
+probes remembered in the toolchain's cache), and :class:`FusedSum` / :class:`TritonSum`, the sums of
+one model.
 """
 
 from __future__ import annotations
@@ -44,25 +38,31 @@ import logging
 import math
 import os
 import platform
-import threading
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from bragg_dask.physics.lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
+from bragg_dask.physics.backends.toolchain import Toolchain
+from bragg_dask.physics.lattice import ROUND_NORM, gauss_spot, sin_ratio, sinc3, tophat_spot
 from bragg_dask.physics.spec import CHEBYSHEV_MAX_N, FusedSpec, spec_of
+from bragg_dask.physics.structure_factors import nearest_f2
 
-__all__ = ["CHEBYSHEV_MAX_N", "FusedSpec", "FusedSum", "TritonSum", "fused_sum_for", "is_compiled", "resolve_mode",
-           "spec_of", "supports", "supports_native"]
+__all__ = [
+    "CHEBYSHEV_MAX_N",
+    "FusedSpec",
+    "FusedSum",
+    "TritonSum",
+    "compile_sum",
+    "spec_of",
+    "supports",
+    "supports_native",
+]
 
 log = logging.getLogger(__name__)
 
-ENV = "BRAGG_DASK_COMPILE"
-GPU_KERNEL_ENV = "BRAGG_DASK_GPU_KERNEL"
-MODES = ("auto", "on", "off")
-#: in ``auto`` mode a tile is compiled for when it has at least this many evaluations
-AUTO_MIN_EVALS = 1 << 23
 #: points per call of the compiled function (bounds its inputs; the work is one loop nest); a GPU
 #: wants far more per launch than a CPU core's cache holds
 MAX_POINTS = 1 << 16
@@ -73,33 +73,15 @@ def max_points(device: torch.device) -> int:
     """Points per call of the fused sum on ``device``."""
     return MAX_POINTS if torch.device(device).type == "cpu" else MAX_POINTS_GPU
 
+
 #: Inductor settings of the compiled sum: indices are clamped into the table (no bounds assertions
 #: needed), and no intermediate (O, P) tensor is realised however often it is read (the lattice
 #: factor's expression is long): everything stays in one loop nest with the reduction inside
-INDUCTOR_OPTIONS = {"assert_indirect_indexing": False, "realize_reads_threshold": 1000,
-                    "realize_opcount_threshold": 1000}
-
-_lock = threading.Lock()
-_compiled: dict = {}
-_failed: set = set()
-_triton: set = set()  # specs run by our own Triton kernel
-
-
-def resolve_mode(mode: str | None = None) -> str:
-    """The compile setting: ``mode`` if given, else ``$BRAGG_DASK_COMPILE``, else ``"auto"``."""
-    m = (mode if mode is not None else os.environ.get(ENV, "auto")).strip().lower()
-    if m not in MODES:
-        raise ValueError(f"unknown compile mode {m!r} (auto, on, off)")
-    return m
-
-
-def cache_dir() -> str:
-    """The Inductor disk cache: ``$TORCHINDUCTOR_CACHE_DIR`` or ``~/.cache/bragg_dask/inductor``."""
-    d = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if not d:
-        d = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bragg_dask" / "inductor")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = d
-    return d
+INDUCTOR_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
+    "assert_indirect_indexing": False,
+    "realize_reads_threshold": 1000,
+    "realize_opcount_threshold": 1000,
+}
 
 
 def supports(prep) -> bool:
@@ -115,8 +97,12 @@ def supports(prep) -> bool:
 def supports_native(prep) -> bool:
     """The C library (:mod:`.native`) reproduces the reference sum: as :func:`supports`, and also
     with tricubic interpolation (spec mode: no ``interp_ok`` masks)."""
-    return (prep.parity == "spec" and not prep.running and prep.model_fresh is None
-            and spec_of(prep.model, tricubic=True) is not None)
+    return (
+        prep.parity == "spec"
+        and not prep.running
+        and prep.model_fresh is None
+        and spec_of(prep.model, tricubic=True) is not None
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +122,7 @@ def _axis_ratio(d: torch.Tensor, n: int, method: str) -> torch.Tensor | None:
             u_next = c2 * u - (1.0 if u_prev is None else u_prev)
             u_prev, u = u, u_next
         return u
-    return torch.where(d == 0, float(n), torch.sin(x * float(n)) / torch.sin(x))
+    return sin_ratio(d, float(n))
 
 
 def _lattice_sq(spec: FusedSpec, dh, dk, dl) -> torch.Tensor:
@@ -153,20 +139,14 @@ def _lattice_sq(spec: FusedSpec, dh, dk, dl) -> torch.Tensor:
         return f * f
     if spec.shape == "round":
         hrad = dh * dh * (na * na) + dk * dk * (nb * nb) + dl * dl * (nc * nc)
-        x = math.pi * torch.sqrt(hrad * spec.fudge)
-        safe = torch.where(x == 0, 1.0, x)
-        sinc3 = torch.where(x == 0, 1.0, 3.0 * (torch.sin(safe) / safe - torch.cos(safe)) / (safe * safe))
-        f = (na * nb * nc) * ROUND_NORM * sinc3
+        f = (na * nb * nc) * ROUND_NORM * sinc3(math.pi * torch.sqrt(hrad * spec.fudge))
         return f * f
-    r = spec.recip  # d = (dh, dk, dl) @ recip, recip rows a*, b*, c*
-    x = dh * r[0] + dk * r[3] + dl * r[6]
-    y = dh * r[1] + dk * r[4] + dl * r[7]
-    z = dh * r[2] + dk * r[5] + dl * r[8]
+    rc = spec.recip  # d = (dh, dk, dl) @ recip, recip rows a*, b*, c*
+    x = dh * rc[0] + dk * rc[3] + dl * rc[6]
+    y = dh * rc[1] + dk * rc[4] + dl * rc[7]
+    z = dh * rc[2] + dk * rc[5] + dl * rc[8]
     r2 = (x * x + y * y + z * z) * (na * na * nb * nb * nc * nc)
-    if spec.shape == "gauss":
-        f = (na * nb * nc) * torch.exp(-(r2 / GAUSS_WIDTH * spec.fudge))
-    else:
-        f = torch.where(r2 * spec.fudge < TOPHAT_R2, na * nb * nc, 0.0)
+    f = (gauss_spot if spec.shape == "gauss" else tophat_spot)(r2, na * nb * nc, spec.fudge)
     return f * f
 
 
@@ -178,12 +158,7 @@ def _f2(spec: FusedSpec, h0, k0, l0, table) -> torch.Tensor | float:
     """
     if not spec.table:
         return spec.default_f2
-    dh, dk, dl = spec.dims
-    ih = (h0 - float(spec.offset[0])).clamp(0.0, float(dh - 1))
-    ik = (k0 - float(spec.offset[1])).clamp(0.0, float(dk - 1))
-    il = (l0 - float(spec.offset[2])).clamp(0.0, float(dl - 1))
-    flat = (ih * float(dk) + ik) * float(dl) + il
-    return torch.take(table, flat.to(torch.int64))
+    return nearest_f2(table, spec.offset, spec.dims, h0, k0, l0)
 
 
 def _orientation_sum(spec: FusedSpec, sx, sy, sz, cells, table) -> torch.Tensor:
@@ -213,17 +188,17 @@ def _make_function(spec: FusedSpec, index: int):
         return _orientation_sum(spec, sx, sy, sz, cells, table)
 
     code = fused_orientation_sum.__code__.replace(co_name=f"fused_orientation_sum_{index}")
-    return types.FunctionType(code, fused_orientation_sum.__globals__, code.co_name, None,
-                              fused_orientation_sum.__closure__)
+    return types.FunctionType(
+        code, fused_orientation_sum.__globals__, code.co_name, None, fused_orientation_sum.__closure__
+    )
 
 
-def _isa_record() -> tuple[Path, str]:
+def _isa_record(toolchain: Toolchain) -> tuple[Path, str]:
     """Where the outcome of Inductor's CPU vector-ISA probes is kept, and the key it is valid for."""
     from torch._inductor import cpu_vec_isa
 
-    key = " ".join([torch.__version__, platform.machine(), ",".join(cpu_vec_isa.x86_isa_checker()),
-                    os.environ.get("CXX", "")])
-    return Path(cache_dir()) / "bragg_dask_vec_isa.json", key
+    key = " ".join([torch.__version__, platform.machine(), ",".join(cpu_vec_isa.x86_isa_checker()), toolchain.cxx])
+    return toolchain.cache("inductor") / "bragg_dask_vec_isa.json", key
 
 
 def _cpu_isas() -> tuple[list[str], list[str]]:
@@ -235,14 +210,14 @@ def _cpu_isas() -> tuple[list[str], list[str]]:
     return cpu, [str(i) for i in cpu_vec_isa.valid_vec_isa_list()]
 
 
-def trust_vec_isa() -> bool:
+def trust_vec_isa(toolchain: Toolchain) -> bool:
     """Skip Inductor's per-process vector-ISA probes when an earlier process found every ISA of this
     CPU usable with this torch and compiler (the probes build and load a test library per ISA in
     subprocesses: about 1 s of every compiled run's start-up).  Returns whether they are skipped."""
     from torch._inductor import config as inductor_config
 
     try:
-        path, key = _isa_record()
+        path, key = _isa_record(toolchain)
         if json.loads(path.read_text()).get("key") != key:
             return False
     except (OSError, ValueError, AttributeError):
@@ -251,10 +226,10 @@ def trust_vec_isa() -> bool:
     return True
 
 
-def record_vec_isa() -> None:
+def record_vec_isa(toolchain: Toolchain) -> None:
     """Run Inductor's probes and remember when they passed for every vector ISA of this CPU."""
     try:
-        path, key = _isa_record()
+        path, key = _isa_record(toolchain)
         cpu, valid = _cpu_isas()
         if cpu and cpu == valid and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,43 +240,43 @@ def record_vec_isa() -> None:
         log.debug("vector ISA record not written: %s", exc)
 
 
-def _compile(spec: FusedSpec):
-    cache_dir()
+def compile_sum(spec: FusedSpec, toolchain: Toolchain, index: int):
+    """:func:`_orientation_sum` of ``spec`` compiled by Inductor (on the first call); ``index`` names
+    this function among the process's (each its own Dynamo cache)."""
     import torch._dynamo
 
-    if spec.device == "cpu" and not trust_vec_isa():  # the first time: probe now, and keep the outcome, so
-        record_vec_isa()  # that every compilation sees the same setting (it is part of Inductor's cache key)
-        trust_vec_isa()
+    if spec.device == "cpu" and not trust_vec_isa(toolchain):  # the first time: probe now, and keep the
+        record_vec_isa(toolchain)  # outcome, so that every compilation sees the same setting (it is part
+        trust_vec_isa(toolchain)  # of Inductor's cache key)
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
-    fn = _make_function(spec, len(_compiled))
+    fn = _make_function(spec, index)
     return torch.compile(fn, fullgraph=True, options=INDUCTOR_OPTIONS)
 
 
 class FusedSum:
-    """The orientation sum of one model as a compiled (or, ``compiled=False``, eager) pure function."""
+    """The orientation sum of one model as a compiled pure function (``fn``, from :func:`compile_sum`; None:
+    the pure function run eagerly).  A compilation that fails on the first call warns and falls back to
+    the eager reference (``strict``: raises), its spec added to ``failed``."""
 
     planar_input = True  # (Q, 3) views of contiguous (3, Q) tensors: each component's row is read as is
 
-    def __init__(self, model, compiled: bool = True, strict: bool = False):
+    def __init__(self, model, fn=None, strict: bool = False, failed: set | None = None):
         spec = spec_of(model)
         assert spec is not None, "unsupported configuration"
         self.spec = spec
         n_o = model.n_orient
         # cells (3 O, 3) -> (O, 9): a, b, c of orientation o in a row
         self.cells = model.cells.reshape(n_o, 9).contiguous()
-        self.table = model.nearest.table if model.nearest is not None else torch.zeros(1, dtype=spec.dtype,
-                                                                                       device=model.cells.device)
-        if compiled:
-            with _lock:
-                fn = _compiled.get(spec)
-                if fn is None:
-                    fn = _compiled[spec] = _compile(spec)
-            self.fn = fn
-        else:
-            self.fn = self._eager
+        self.table = (
+            model.nearest.table
+            if model.nearest is not None
+            else torch.zeros(1, dtype=spec.dtype, device=model.cells.device)
+        )
+        self.fn = fn if fn is not None else self._eager
         self.strict = strict  # a failing compilation raises (else: warn, and use the eager reference)
-        self._tried = not compiled
+        self.failed = failed if failed is not None else set()
+        self._tried = fn is None
         self._model = model
         self._fallback = False
 
@@ -320,7 +295,7 @@ class FusedSum:
             if self.strict:
                 raise
             log.warning("torch.compile failed (%s: %s); using the eager kernel", type(exc).__name__, exc)
-            _failed.add(self.spec)
+            self.failed.add(self.spec)
             self._fallback = True
             out = None
         self._tried = True
@@ -352,74 +327,14 @@ class FusedSum:
 
 
 class TritonSum(FusedSum):
-    """The orientation sum as our own Triton kernel (:mod:`.triton_sum`; CUDA, square lattice).
+    """The orientation sum as our own Triton kernel (:mod:`.triton`; CUDA, square lattice).
 
     Triton compiles it on the first call (and keeps it in its disk cache); a failure there warns
     and falls back to the eager reference, as a failed Inductor compilation does (``strict``: raise)."""
 
-    def __init__(self, model, strict: bool = False):
+    def __init__(self, model, strict: bool = False, failed: set | None = None):
         from bragg_dask.physics.backends import triton as triton_sum
 
-        super().__init__(model, compiled=False, strict=strict)
+        super().__init__(model, None, strict=strict, failed=failed)
         self.fn = functools.partial(triton_sum.orientation_sum, self.spec)
         self._tried = False
-        _triton.add(self.spec)
-
-
-def _use_triton(prep, spec) -> bool:
-    if prep.device.type != "cuda" or os.environ.get(GPU_KERNEL_ENV, "triton") == "inductor":
-        return False
-    from bragg_dask.physics.backends import triton as triton_sum
-
-    return triton_sum.supports(spec)
-
-
-def is_compiled(model) -> bool:
-    """Whether a compiled orientation sum (Inductor's, or our Triton kernel) serves this model."""
-    spec = spec_of(model)
-    return spec is not None and (spec in _compiled or spec in _triton)
-
-
-def fused_sum_for(prep, tile_evals: int, mode: str | None = None) -> FusedSum | None:
-    """The fused sum to use for a tile of ``tile_evals`` evaluations, or None for the eager path."""
-    m = resolve_mode(mode)
-    if m == "off":
-        return None
-    if prep.device.type == "cpu" and supports_native(prep):  # the C library first: it starts in milliseconds
-        ns = _native_sum(prep)
-        if ns is not None:
-            return ns
-    if not supports(prep):
-        return None
-    spec = spec_of(prep.model)
-    if spec in _failed:
-        return None
-    if m == "auto" and tile_evals < AUTO_MIN_EVALS and not (spec in _compiled or spec in _triton):
-        return None
-    fs = getattr(prep, "_fused_sum", None)
-    if fs is None:
-        try:
-            fs = (TritonSum(prep.model, strict=m == "on") if _use_triton(prep, spec)
-                  else FusedSum(prep.model, compiled=True, strict=m == "on"))
-        except Exception as exc:  # no torch.compile here: stay on the eager path
-            if m == "on":
-                raise
-            log.warning("torch.compile unavailable (%s); using the eager kernel", exc)
-            _failed.add(spec)
-            return None
-        prep._fused_sum = fs
-    return fs
-
-
-def _native_sum(prep):
-    """The prepared simulation's :class:`.native.NativeSum`, or None where the C library is unavailable."""
-    from bragg_dask.physics.backends import native
-
-    if not native.enabled():  # checked per call: a preparation (cached) may hold one from before
-        return None
-    ns = getattr(prep, "_native_sum", None)
-    if ns is None:
-        lib = native.library()
-        if lib is not None:
-            ns = prep._native_sum = native.NativeSum(prep.model, lib)
-    return ns

@@ -1,22 +1,24 @@
 """The fused orientation sum on CPU as a small C library, built on first use and cached on disk.
 
-:mod:`.fused` compiles the orientation sum with ``torch.compile``; on CPU that costs about 3 s of
+:mod:`.inductor` compiles the orientation sum with ``torch.compile``; on CPU that costs about 3 s of
 imports and tracing in *every* process, even when the generated code is already on disk, which a
 one-image run cannot repay.  This module runs the same arithmetic (``native_osum.c``, beside it)
 compiled once per machine by the system C compiler into ``~/.cache/bragg_dask/native`` (one file
 per source, flags, compiler and CPU), then loaded with :mod:`ctypes` in milliseconds.  Each call
 splits the points over ``torch.get_num_threads()`` Python threads; ctypes releases the GIL, so
 they run in parallel.  It computes the sum a :class:`.spec.FusedSpec` describes; besides what
-:mod:`.fused` compiles, it covers tricubic interpolation (``-interpolate``, spec mode:
-:func:`.fused.supports_native`), bit for bit the reference's ``F^2``.
+:mod:`.inductor` compiles, it covers tricubic interpolation (``-interpolate``, spec mode:
+:func:`.inductor.supports_native`), bit for bit the reference's ``F^2``.
 
-Where no C compiler works the build fails once per process, quietly (logged at debug level), and
-the caller uses ``torch.compile`` or the eager path instead.  ``BRAGG_DASK_NATIVE=0`` turns this
-backend off (to compare it with the others).
+The compiler and the cache folder are a :class:`~.toolchain.Toolchain`'s (passed down from the
+settings; nothing here reads the environment).  Where no C compiler works the build fails once per
+process and toolchain, said at WARNING once, and the caller uses ``torch.compile`` or the eager path
+instead (the choice: :mod:`bragg_dask.physics.backends`).
 
 A second library, built and cached the same way, holds the detector's point-spread function and the
-counter-based noise's hot loops (``native_detector.c``: :func:`detector_library`, used by :mod:`.psf`
-on CPU and by :mod:`.noise`, which give the same values without it).
+counter-based noise's hot loops (``native_detector.c``: :func:`detector_library`, used by :mod:`bragg_dask.detector.psf`
+on CPU and by :mod:`bragg_dask.detector.noise`, which give the same values without it); the detector
+builds it with the default toolchain (a compiler on the ``PATH``, ``~/.cache/bragg_dask``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import hashlib
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bragg_dask.physics.backends.toolchain import DEFAULT_TOOLCHAIN, Toolchain
 from bragg_dask.physics.spec import METHOD_CODE, SHAPE_CODE, spec_of
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,18 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("native_osum.c")
 DETECTOR_SOURCE = Path(__file__).parents[2] / "detector" / "native_detector.c"
 DETECTOR_ABI = 4
-ENV = "BRAGG_DASK_NATIVE"
 ABI = 2
 BLOCK = 128  # points per block in the C code: thread slices are multiples of it
-CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno",
-          "-fno-trapping-math", "-fPIC", "-shared")
+CFLAGS = (
+    "-O3",
+    "-march=native",
+    "-fopenmp-simd",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fPIC",
+    "-shared",
+)
 #: first with glibc's vector maths (sin, cos, exp vectorised), then without it
 VARIANTS = (("-DUSE_LIBMVEC", "-lmvec", "-lm"), ("-lm",))
 
@@ -54,20 +63,22 @@ _lock = threading.Lock()
 
 
 class _Library:
-    """A library of this process: built and loaded on first use (``lib``), tried once (``tried``)."""
+    """A library of this process: built and loaded on first use, once per toolchain (``libs``: the
+    library, or None where it could not be built); a failure is said once (``warned``)."""
 
     def __init__(self, what: str, fallback: str) -> None:
         self.what, self.fallback = what, fallback
-        self.lib: ctypes.CDLL | None = None
-        self.tried = False
+        self.libs: dict[Toolchain, ctypes.CDLL | None] = {}
+        self.warned = False
 
 
 #: the orientation sum and the detector response's loops; where one cannot be built, a WARNING says so
 #: once per process, naming the slower path used instead
-OSUM = _Library("the native orientation sum (C library)", "using torch's kernel instead (Inductor where it "
-                "compiles, else the eager kernel: about 10x slower on CPU)")
-DETECTOR = _Library("the native detector library (PSF, noise)", "using torch's PSF and noise loops instead "
-                    "(slower)")
+OSUM = _Library(
+    "the native orientation sum (C library)",
+    "using torch's kernel instead (Inductor where it compiles, else the eager kernel: about 10x slower on CPU)",
+)
+DETECTOR = _Library("the native detector library (PSF, noise)", "using torch's PSF and noise loops instead (slower)")
 
 
 class _Pool:
@@ -77,20 +88,6 @@ class _Pool:
 
 
 _POOL = _Pool()
-
-
-def enabled() -> bool:
-    return os.environ.get(ENV, "1").strip().lower() not in ("0", "off", "no", "false")
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "bragg_dask" / "native"
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    return shutil.which(cc) if cc else (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"))
 
 
 def _cpu_id() -> str:
@@ -107,18 +104,24 @@ def _key(cc: str, flags: tuple[str, ...], source: Path = SOURCE) -> str:
     st = os.stat(os.path.realpath(cc))  # the compiler binary itself: another version is another file
     version = f"{os.path.realpath(cc)} {st.st_size} {st.st_mtime_ns}"
     h = hashlib.sha256()
-    for part in (source.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode(), _cpu_id().encode(),
-                 platform.machine().encode()):
+    for part in (
+        source.read_bytes(),
+        " ".join(flags).encode(),
+        cc.encode(),
+        version.encode(),
+        _cpu_id().encode(),
+        platform.machine().encode(),
+    ):
         h.update(part)
         h.update(b"\0")
     return h.hexdigest()[:20]
 
 
-def _compile(cc: str, variant: tuple[str, ...], source: Path, stem: str) -> ctypes.CDLL:
-    """``source`` built with ``variant`` into the cache (once per source, flags, compiler and CPU) and
-    loaded."""
+def _compile(toolchain: Toolchain, cc: str, variant: tuple[str, ...], source: Path, stem: str) -> ctypes.CDLL:
+    """``source`` built with ``variant`` into the toolchain's cache (once per source, flags, compiler and
+    CPU) and loaded."""
     flags = CFLAGS + variant
-    path = cache_dir() / f"{stem}-{_key(cc, flags, source)}.so"
+    path = toolchain.cache("native") / f"{stem}-{_key(cc, flags, source)}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -133,8 +136,8 @@ def _compile(cc: str, variant: tuple[str, ...], source: Path, stem: str) -> ctyp
     return ctypes.CDLL(str(path))
 
 
-def _build(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
-    lib = _compile(cc, variant, SOURCE, "osum")
+def _build(toolchain: Toolchain, cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
+    lib = _compile(toolchain, cc, variant, SOURCE, "osum")
     if lib.osum_abi() != ABI:
         raise OSError(f"{SOURCE.name}: interface {lib.osum_abi()} (expected {ABI})")
     for name in ("osum_f64", "osum_f32"):
@@ -143,15 +146,13 @@ def _build(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
     return lib
 
 
-def _build_detector(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
-    lib = _compile(cc, variant, DETECTOR_SOURCE, "detector")
+def _build_detector(toolchain: Toolchain, cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
+    lib = _compile(toolchain, cc, variant, DETECTOR_SOURCE, "detector")
     if lib.detector_abi() != DETECTOR_ABI:
         raise OSError(f"{DETECTOR_SOURCE.name}: interface {lib.detector_abi()} (expected {DETECTOR_ABI})")
     lib.psf_correlate.argtypes = [ctypes.c_void_p] * 4
-    lib.counter_uniforms.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
-                                     ctypes.c_void_p]
-    lib.poisson_small.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
-                                  ctypes.c_void_p]
+    lib.counter_uniforms.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p]
+    lib.poisson_small.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.psf_adu16.argtypes = [ctypes.c_void_p] * 6
     lib.adu16.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     for name in ("psf_correlate", "psf_adu16", "adu16", "counter_uniforms", "poisson_small"):
@@ -159,45 +160,46 @@ def _build_detector(cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
     return lib
 
 
-def _first_build(build) -> tuple[ctypes.CDLL | None, list[str]]:
-    """The library ``build(cc, variant)`` makes with the first variant that compiles; errors otherwise."""
-    cc = _compiler()
+def _first_build(build, toolchain: Toolchain) -> tuple[ctypes.CDLL | None, list[str]]:
+    """The library ``build(toolchain, cc, variant)`` makes with the first variant that compiles; errors
+    otherwise."""
+    cc = toolchain.compiler()
     if cc is None:
-        return None, ["no C compiler (set CC)"]
-    errors = []
+        return None, [f"no C compiler{f' {toolchain.cc!r}' if toolchain.cc else ''} (set CC)"]
+    errors: list[str] = []
     for variant in VARIANTS:
         try:
-            return build(cc, variant), errors
+            return build(toolchain, cc, variant), errors
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(str(exc))
     return None, errors
 
 
-def _load_once(slot: _Library, build) -> ctypes.CDLL | None:
-    """``slot``'s library, built by ``build`` on the first call (tried once); None where it cannot be
-    built: said once, at WARNING, with the path used instead."""
-    if slot.lib is not None or slot.tried:
-        return slot.lib
+def _load_once(slot: _Library, build, toolchain: Toolchain) -> ctypes.CDLL | None:
+    """``slot``'s library for ``toolchain``, built by ``build`` on the first call (tried once); None where
+    it cannot be built: said once per process, at WARNING, with the path used instead."""
+    if toolchain in slot.libs:
+        return slot.libs[toolchain]
     with _lock:
-        if not slot.tried:
-            slot.lib, errors = _first_build(build)
-            if slot.lib is None:
+        if toolchain not in slot.libs:
+            lib, errors = _first_build(build, toolchain)
+            if lib is None and not slot.warned:
                 log.warning("%s unavailable (%s); %s", slot.what, "; ".join(errors)[:300], slot.fallback)
-            slot.tried = True
-    return slot.lib
+                slot.warned = True
+            slot.libs[toolchain] = lib
+    return slot.libs[toolchain]
 
 
-def library() -> ctypes.CDLL | None:
-    """The loaded library, building it if needed; None where it cannot be built (tried once)."""
-    return _load_once(OSUM, _build)
+def library(toolchain: Toolchain = DEFAULT_TOOLCHAIN) -> ctypes.CDLL | None:
+    """The orientation-sum library, built with ``toolchain`` if needed; None where it cannot be built
+    (tried once)."""
+    return _load_once(OSUM, _build, toolchain)
 
 
-def detector_library() -> ctypes.CDLL | None:
+def detector_library(toolchain: Toolchain = DEFAULT_TOOLCHAIN) -> ctypes.CDLL | None:
     """The detector-response library (``native_detector.c``: the PSF, the noise's loops), built if
-    needed; None where it cannot be built (tried once) or ``BRAGG_DASK_NATIVE=0``."""
-    if not enabled():
-        return None
-    return _load_once(DETECTOR, _build_detector)
+    needed; None where it cannot be built (tried once)."""
+    return _load_once(DETECTOR, _build_detector, toolchain)
 
 
 def run_threaded(fn, n_items: int, min_per_thread: int) -> None:
@@ -213,8 +215,8 @@ def run_threaded(fn, n_items: int, min_per_thread: int) -> None:
         job.result()
 
 
-def available() -> bool:
-    return enabled() and library() is not None
+def available(toolchain: Toolchain = DEFAULT_TOOLCHAIN) -> bool:
+    return library(toolchain) is not None
 
 
 def _executor(n: int) -> concurrent.futures.ThreadPoolExecutor:
@@ -227,7 +229,7 @@ def _executor(n: int) -> concurrent.futures.ThreadPoolExecutor:
 class NativeSum:
     """The orientation sum of one :class:`~.intensity.IntensityModel` by the C library (CPU only).
 
-    Same interface as :class:`.fused.FusedSum`: ``(Q, 3)`` scattering vectors -> ``(Q,)`` float64.
+    Same interface as :class:`.inductor.FusedSum`: ``(Q, 3)`` scattering vectors -> ``(Q,)`` float64.
     Unlike it, covers tricubic interpolation (``-interpolate`` in the spec mode: ``interp_ok`` None).
     """
 
@@ -241,16 +243,27 @@ class NativeSum:
         self.fn = lib.osum_f64 if spec.dtype == torch.float64 else lib.osum_f32
         n_o = model.n_orient
         self.cells = model.cells.reshape(n_o, 9).contiguous()
-        self.table = (model.nearest.table.contiguous() if spec.table
-                      else torch.zeros(1, dtype=spec.dtype))
+        self.table = model.nearest.table.contiguous() if spec.table else torch.zeros(1, dtype=spec.dtype)
         # tricubic: the amplitudes; with an axis under 5 planes no evaluation is ever in range (the
         # nearest-neighbour F^2 everywhere), and the C code's stencil needs 4
         tri = spec.tricubic and min(spec.tri_dims) >= 5
-        self.amp = (model.tricubic.table.to(spec.dtype).contiguous() if tri
-                    else torch.zeros(1, dtype=spec.dtype))
-        self.ip = np.array([0, n_o, SHAPE_CODE[spec.shape], *spec.n_cells, *(METHOD_CODE[m] for m in spec.methods),
-                            int(spec.table), *spec.offset, *spec.dims, int(tri), *spec.tri_min,
-                            *spec.tri_dims], dtype=np.int64)
+        self.amp = model.tricubic.table.to(spec.dtype).contiguous() if tri else torch.zeros(1, dtype=spec.dtype)
+        self.ip = np.array(
+            [
+                0,
+                n_o,
+                SHAPE_CODE[spec.shape],
+                *spec.n_cells,
+                *(METHOD_CODE[m] for m in spec.methods),
+                int(spec.table),
+                *spec.offset,
+                *spec.dims,
+                int(tri),
+                *spec.tri_min,
+                *spec.tri_dims,
+            ],
+            dtype=np.int64,
+        )
         self.dp = np.array([spec.fudge, *spec.recip, spec.default_f2], dtype=np.float64)
 
     def _run(self, s: torch.Tensor, out: torch.Tensor, p0: int, p1: int) -> None:
@@ -260,8 +273,17 @@ class NativeSum:
         size = s.element_size()
         base = s.data_ptr() + p0 * size
         stride = s.stride(0) * size
-        self.fn(ip.ctypes.data, self.dp.ctypes.data, base, base + stride, base + 2 * stride,
-                self.cells.data_ptr(), self.table.data_ptr(), self.amp.data_ptr(), out.data_ptr() + p0 * 8)
+        self.fn(
+            ip.ctypes.data,
+            self.dp.ctypes.data,
+            base,
+            base + stride,
+            base + 2 * stride,
+            self.cells.data_ptr(),
+            self.table.data_ptr(),
+            self.amp.data_ptr(),
+            out.data_ptr() + p0 * 8,
+        )
 
     def __call__(self, scatter: torch.Tensor, interp_ok=None) -> torch.Tensor:
         """``(Q,)`` float64 (electrons^2) sum over orientations of ``scatter`` ``(Q, 3)`` (1/m)."""

@@ -57,8 +57,9 @@ if triton is not None:
         return r
 
     @triton.jit
-    def _osum_kernel(s_ptr, cells_ptr, table_ptr, params_ptr, out_ptr, n_points,
-                     LATTICE: tl.constexpr, LOOP: tl.constexpr):
+    def _osum_kernel(
+        s_ptr, cells_ptr, table_ptr, params_ptr, out_ptr, n_points, LATTICE: tl.constexpr, LOOP: tl.constexpr
+    ):
         """``out[p] = sum_o F_cell^2 F_latt^2`` (float64) for the points of one program.
 
         ``s_ptr``: ``(3, n_points)`` rows sx, sy, sz (1/m, the model's dtype); ``cells_ptr``:
@@ -132,8 +133,13 @@ def loop_code(n_orient: int, block: int) -> int:
 def supports(spec) -> bool:
     """The kernel computes this :class:`.spec.FusedSpec` (square lattice, no tricubic, N within the
     packed configuration)."""
-    return (triton is not None and spec is not None and spec.shape == "square" and not spec.tricubic
-            and max(spec.n_cells) < 1 << (AXIS_BITS - 2))
+    return (
+        triton is not None
+        and spec is not None
+        and spec.shape == "square"
+        and not spec.tricubic
+        and max(spec.n_cells) < 1 << (AXIS_BITS - 2)
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -142,26 +148,45 @@ def params(spec, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     spec (the table's offsets and sizes are integers, exact in float32 where the fused path runs:
     :func:`.spec.spec_of`).  Read only."""
     dh, dk, dl = spec.dims
-    vals = [*(float(x) for x in spec.offset), float(dh - 1), float(dk - 1), float(dl - 1), float(dk), float(dl),
-            float(spec.default_f2)]
+    vals = [
+        *(float(x) for x in spec.offset),
+        float(dh - 1),
+        float(dk - 1),
+        float(dl - 1),
+        float(dk),
+        float(dl),
+        float(spec.default_f2),
+    ]
     return torch.tensor(vals, dtype=dtype, device=device)
 
 
 def _rows(sx: torch.Tensor, sy: torch.Tensor, sz: torch.Tensor) -> torch.Tensor:
     """``(3, n)`` contiguous with rows ``sx, sy, sz`` (each ``(n,)``): a view where they already are
-    consecutive rows of one block (what :class:`.fused.FusedSum` passes), else a copy."""
+    consecutive rows of one block (what :class:`.inductor.FusedSum` passes), else a copy."""
     n = sx.shape[0]
     step = n * sx.element_size()
     same = sx.untyped_storage().data_ptr() == sy.untyped_storage().data_ptr() == sz.untyped_storage().data_ptr()
-    if (same and all(t.is_contiguous() and t.dtype == sx.dtype for t in (sy, sz))
-            and sy.data_ptr() == sx.data_ptr() + step and sz.data_ptr() == sy.data_ptr() + step):
+    if (
+        same
+        and all(t.is_contiguous() and t.dtype == sx.dtype for t in (sy, sz))
+        and sy.data_ptr() == sx.data_ptr() + step
+        and sz.data_ptr() == sy.data_ptr() + step
+    ):
         return sx.as_strided((3, n), (n, 1))
     return torch.stack((sx, sy, sz))
 
 
-def orientation_sum(spec, sx: torch.Tensor, sy: torch.Tensor, sz: torch.Tensor, cells: torch.Tensor,
-                    table: torch.Tensor, block: int = BLOCK, num_warps: int = 4) -> torch.Tensor:
-    """``sum_o F_cell^2 F_latt^2`` per point, ``(P,)`` float64 (inputs as :func:`.fused._orientation_sum`:
+def orientation_sum(
+    spec,
+    sx: torch.Tensor,
+    sy: torch.Tensor,
+    sz: torch.Tensor,
+    cells: torch.Tensor,
+    table: torch.Tensor,
+    block: int = BLOCK,
+    num_warps: int = 4,
+) -> torch.Tensor:
+    """``sum_o F_cell^2 F_latt^2`` per point, ``(P,)`` float64 (inputs as :func:`.inductor._orientation_sum`:
     ``sx, sy, sz`` ``(P,)`` 1/m, ``cells`` ``(O, 9)`` m, ``table`` the padded ``F^2`` table)."""
     n = sx.shape[0]
     out = torch.empty(n, dtype=torch.float64, device=sx.device)
@@ -174,6 +199,16 @@ def orientation_sum(spec, sx: torch.Tensor, sy: torch.Tensor, sz: torch.Tensor, 
     # Triton launches on the current CUDA device: make it the one holding the tensors (cuda:1...)
     where = torch.cuda.device(sx.device) if sx.device.type == "cuda" else contextlib.nullcontext()
     with where:
-        _osum_kernel[grid](_rows(sx, sy, sz), cells, table, consts, out, n, LATTICE=lattice_code(spec),
-                           LOOP=loop_code(cells.shape[0], block), num_warps=num_warps, enable_fp_fusion=False)
+        _osum_kernel[grid](
+            _rows(sx, sy, sz),
+            cells,
+            table,
+            consts,
+            out,
+            n,
+            LATTICE=lattice_code(spec),
+            LOOP=loop_code(cells.shape[0], block),
+            num_warps=num_warps,
+            enable_fp_fusion=False,
+        )
     return out
