@@ -12,7 +12,9 @@ on the same interpreter and packages):
 * ``noisify file``: ``bragg-dask noisify`` on that frame's float image with a Gaussian PSF, readout
   noise, flicker and calibration, whole process;
 * ``noisify store``: the same model on the store's frame (``noisify STORE --all-frames``), whole process;
-* ``kernel``: the tile kernel alone on the central 512 x 512 tile of the shared ``mosaic-rotation``
+* ``noisify in process``: the file mode's function (``noisify_main``) on that image, timed inside the
+  process (median of 5 calls after one);
+* ``kernel``: the tile kernel alone on the central 1024 x 1024 tile of the shared ``mosaic-rotation``
   workload (time measured inside the process, default backend).
 
 The first round is dropped (file caches).  Prints the medians and the ratios this / base.
@@ -50,13 +52,36 @@ except ImportError:
     from bragg_dask.plan import TileSpec
 sim = simulation_from_args(json.loads(sys.argv[1]), cwd=sys.argv[2])
 d = sim.detector
-s0, f0 = d.spixels // 2 - 256, d.fpixels // 2 - 256
-tile = TileSpec(index=(0, 0), s0=s0, s1=s0 + 512, f0=f0, f1=f0 + 512)
+s0, f0 = max(0, d.spixels // 2 - 512), max(0, d.fpixels // 2 - 512)
+tile = TileSpec(index=(0, 0), s0=s0, s1=min(d.spixels, s0 + 1024), f0=f0, f1=min(d.fpixels, f0 + 1024))
 simulate_tile(sim, tile)
 t0 = time.perf_counter()
 simulate_tile(sim, tile)
 print(time.perf_counter() - t0)
 """
+
+#: noisify's file mode in process, the same flags in both layouts
+NOISIFY_INPROC = """
+import statistics, sys, time
+try:
+    from bragg_dask.cli.noisify import noisify_main
+except ImportError:
+    from bragg_dask.noisify import noisify_main
+argv = sys.argv[1:]
+noisify_main(argv)
+times = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    noisify_main(argv)
+    times.append(time.perf_counter() - t0)
+print(statistics.median(times))
+"""
+
+
+def inproc_seconds(py: str, tree: Path, code: str, args: list[str], cwd: Path, env: dict) -> float:
+    """A snippet's own timing (its last line of output), run with ``tree`` first on the path."""
+    out = subprocess.run([py, "-c", code, *args], cwd=cwd, capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def kernel_seconds(py: str, tree: Path, args: list[str], cwd: Path, env: dict) -> float:
@@ -97,6 +122,9 @@ def main() -> int:
                         "main job": timed(cli + MAIN, work[k], env),
                         "noisify file": timed(cli + NOISIFY_FILE + MODEL, work[k], env),
                         "noisify store": timed(cli + NOISIFY_STORE + MODEL, work[k], env),
+                        "noisify in process": inproc_seconds(
+                            py, tree, NOISIFY_INPROC, NOISIFY_FILE[1:] + MODEL, work[k], env
+                        ),
                         "kernel": kernel_seconds(py, tree, workload, bench, env),
                     }
                     if r:

@@ -58,7 +58,7 @@ import time
 from typing import NoReturn
 
 from bragg_dask.cli.options import _check_service, _cluster_options, _dataset, service_parser, split_argv
-from bragg_dask.errors import BraggDaskError, UsageError, one_line
+from bragg_dask.errors import BraggDaskError, ConfigError, UsageError, one_line
 from bragg_dask.nanobragg.checks import check_image_finite, check_outputs
 from bragg_dask.settings import RunSettings, environment_toolchain, environment_value
 
@@ -209,17 +209,34 @@ def _noise_seed(outputs, opts):
 
 
 def _settings(opts) -> RunSettings:
-    """The run's settings from the service flags (a bad value: a one-line error naming its flag)."""
-    return RunSettings(
-        tile=opts.tile,
-        parity=opts.parity,
-        c_threads=1 if opts.c_threads is None else opts.c_threads,
-        device=opts.device,
-        dtype=opts.dtype,
-        progress=not opts.quiet,
-        backend=opts.backend or environment_value("BRAGG_DASK_BACKEND") or "auto",
-        compile=opts.compile or environment_value("BRAGG_DASK_COMPILE") or "auto",
-    )
+    """The run's settings from the service flags (a bad value: a one-line error naming its flag, or the
+    environment variable it came from)."""
+    backend, compile_mode = (_flag_or_environment(opts, name) for name in ("backend", "compile"))
+    try:
+        return RunSettings(
+            tile=opts.tile,
+            parity=opts.parity,
+            c_threads=1 if opts.c_threads is None else opts.c_threads,
+            device=opts.device,
+            dtype=opts.dtype,
+            progress=not opts.quiet,
+            backend=backend[0],
+            compile=compile_mode[0],
+        )
+    except ConfigError as exc:  # (argparse checked the flags' own choices: a bad value is the environment's)
+        where = {"--backend": backend[1], "--compile": compile_mode[1]}.get(exc.flag or "")
+        if where is None:
+            raise
+        raise ConfigError(exc.message, flag=where) from None
+
+
+def _flag_or_environment(opts, name: str) -> tuple[str, str]:
+    """``(value, where it came from)`` of ``--NAME``, else ``$BRAGG_DASK_NAME``, else ``auto``."""
+    variable = f"BRAGG_DASK_{name.upper()}"
+    if getattr(opts, name) is not None:
+        return getattr(opts, name), f"--{name}"
+    value = environment_value(variable)
+    return (value, f"${variable}") if value else ("auto", f"--{name}")
 
 
 def _execute(sim, outputs, opts, dataset, settings: RunSettings):
