@@ -187,9 +187,10 @@ def _group_gone(pgid: int, timeout: float = 20) -> bool:
 @pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
 def test_ctrl_c_is_one_line_exit_130_and_the_store_resumes(tmp_path, processes):
     store = tmp_path / "run.zarr"
-    # three times FAULT's domains (the last -mosaic_domains wins): the tiles left after the first tenth take
-    # long enough for the interrupt to land among them, however fast the machine's first tiles were
-    args = [*FAULT, "-mosaic_domains", "18", "--zarr", str(store), "--tile", "16", "--workers", "2"] + [
+    # 3000 mosaic domains (the last -mosaic_domains wins: FAULT's 6 are for the short fault runs): about a
+    # second of compute with the C library, so the tiles left after the first tenth take long enough for the
+    # interrupt to land among them, however fast the machine's first tiles were
+    args = [*FAULT, "-mosaic_domains", "3000", "--zarr", str(store), "--tile", "16", "--workers", "2"] + [
         "--worker-processes"
     ] * processes
     proc = subprocess.Popen(

@@ -27,7 +27,8 @@ from .conftest import case_by_id, rel_err
 
 pytestmark = pytest.mark.distributed
 
-# a run long enough (a few seconds on two 1-thread workers) to be interrupted part-way
+# a run long enough to be interrupted part-way: 1200 mosaic domains x 4 phi steps, about 2 s of compute on two
+# cores with the C library (the tiles done when an interrupt lands must be a part, however fast the machine)
 LONG = [
     "-cell",
     "50",
@@ -55,7 +56,7 @@ LONG = [
     "-mosaic_spread",
     "0.4",
     "-mosaic_domains",
-    "12",
+    "1200",
     "-phi",
     "0",
     "-osc",
