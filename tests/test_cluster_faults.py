@@ -36,6 +36,10 @@ pytestmark = pytest.mark.distributed
 
 # the service tests' long run, lighter (128 x 128 pixels, 6 mosaic domains): 64 tiles of 16 to interrupt
 FAULT = [{"-mosaic_domains": "6", "-detpixels": "128"}.get(prev, a) for prev, a in zip([None, *LONG], LONG)]
+#: FAULT with 3000 mosaic domains (the last -mosaic_domains wins): about a second of compute with the C
+#: library, so that a fault or an interrupt after the first tiles lands among the others, however fast the
+#: machine's first tiles were (FAULT's 6 domains finish in hundredths of a second)
+HEAVY = [*FAULT, "-mosaic_domains", "3000"]
 SMALL = [
     "-cell",
     "50",
@@ -111,7 +115,7 @@ def test_scheduler_killed_mid_run_is_one_line_and_the_store_resumes(tmp_path):
                 sys.executable,
                 "-m",
                 "bragg_dask",
-                *FAULT,
+                *HEAVY,
                 "--scheduler-file",
                 c.file,
                 "--zarr",
@@ -139,7 +143,7 @@ def test_scheduler_killed_mid_run_is_one_line_and_the_store_resumes(tmp_path):
     (tmp_path / "b").mkdir()
     c2 = Cluster(tmp_path / "b", n_workers=2)
     try:
-        again = _cli([*FAULT, "--scheduler", c2.address, "--zarr", str(store), "--tile", "16"], tmp_path)
+        again = _cli([*HEAVY, "--scheduler", c2.address, "--zarr", str(store), "--tile", "16"], tmp_path)
     finally:
         _kill(c2)
     assert again.returncode == 0, again.stderr
@@ -187,12 +191,7 @@ def _group_gone(pgid: int, timeout: float = 20) -> bool:
 @pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
 def test_ctrl_c_is_one_line_exit_130_and_the_store_resumes(tmp_path, processes):
     store = tmp_path / "run.zarr"
-    # 3000 mosaic domains (the last -mosaic_domains wins: FAULT's 6 are for the short fault runs): about a
-    # second of compute with the C library, so the tiles left after the first tenth take long enough for the
-    # interrupt to land among them, however fast the machine's first tiles were
-    args = [*FAULT, "-mosaic_domains", "3000", "--zarr", str(store), "--tile", "16", "--workers", "2"] + [
-        "--worker-processes"
-    ] * processes
+    args = [*HEAVY, "--zarr", str(store), "--tile", "16", "--workers", "2"] + ["--worker-processes"] * processes
     proc = subprocess.Popen(
         [sys.executable, "-m", "bragg_dask", *args],
         cwd=tmp_path,

@@ -281,10 +281,13 @@ def test_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(tmp_pa
 
 # --- SIGKILL mid-run -----------------------------------------------------------------------------
 
+#: MID with 600 mosaic domains (the last one wins): tiles slow enough for the kill to land among them
+SLOW = [*MID, "-mosaic_domains", "600"]
+
 
 def test_sigkill_mid_run_then_rerun_resumes_and_counts_no_half_written_tile(tmp_path, capsys, cli_on_threaded):
     store = tmp_path / "run.zarr"
-    args = [*MID, "--zarr", str(store), "--tile", "32"]
+    args = [*SLOW, "--zarr", str(store), "--tile", "32"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bragg_dask", *args, "--workers", "1"],
         cwd=tmp_path,
@@ -321,7 +324,7 @@ def test_sigkill_mid_run_then_rerun_resumes_and_counts_no_half_written_tile(tmp_
     assert _attrs(store)["complete"] and _done(store).all()
     assert not (store / zstore.LOCK_NAME).exists()
     assert not [p for p in store.rglob("*.partial")]  # zarr's temporary files of the killed run are gone
-    reference = run_serial(_sim(MID), plan_tiles(256, 256, 32)).image
+    reference = run_serial(_sim(SLOW), plan_tiles(256, 256, 32)).image
     assert np.array_equal(zstore.read_frame(str(store)), reference)
 
 
