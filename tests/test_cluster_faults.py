@@ -30,7 +30,7 @@ import zarr
 from bragg_dask import cli
 from bragg_dask.executors.cluster import ClusterOptions, connect, shutdown
 
-from .test_distributed import LONG, Cluster, _env, _wait_for_tiles
+from .test_distributed import LONG, Cluster, _env, _wait_for_tiles, interruptible
 
 pytestmark = pytest.mark.distributed
 
@@ -200,6 +200,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_store_resumes(tmp_path, processes):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     try:
         _wait_for_tiles(store, 0.1)

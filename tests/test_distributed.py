@@ -205,6 +205,12 @@ def test_cli_against_a_scheduler_address_equals_serial_and_golden(cluster, tmp_p
     assert rel_err(img, case.reference()) <= 1e-5
 
 
+def interruptible() -> None:
+    """A child's SIGINT as a terminal's: the default, even where this process was started with it ignored
+    (a background job of a non-interactive shell is), which the child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_tiles(store: Path, fraction: float, timeout: float = 300) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -271,6 +277,7 @@ def test_interrupted_run_resumes_only_missing_tiles(cluster, tmp_path, long_refe
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     _wait_for_tiles(store, 0.25)
     proc.send_signal(signal.SIGINT)
