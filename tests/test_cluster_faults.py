@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import zarr
@@ -481,6 +482,7 @@ def test_embedded_cluster_over_tls(tmp_path):
 def test_bad_scheduler_is_one_line_within_the_timeout(tmp_path, monkeypatch, capsys, flags, needle):
     (tmp_path / "bad.json").write_text("{not json")
     monkeypatch.chdir(tmp_path)
+    scheduler = dask.config.get("scheduler", None)
     t0 = time.perf_counter()
     rc = cli.main([*SMALL, *flags, "--zarr", "x.zarr"])
     elapsed = time.perf_counter() - t0
@@ -488,6 +490,9 @@ def test_bad_scheduler_is_one_line_within_the_timeout(tmp_path, monkeypatch, cap
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(f"bragg-dask: error: {needle}"), err
     assert elapsed < 8
     assert sorted(os.listdir(tmp_path)) == ["bad.json"]  # no store (nor a staged one) left behind
+    # a client that never connected leaves dask's settings as they were (xarray and dask arrays computed
+    # later in the same process would otherwise look for a distributed scheduler that is not there)
+    assert dask.config.get("scheduler", None) == scheduler
 
 
 def test_unreachable_scheduler_from_the_command_line(tmp_path):

@@ -152,8 +152,13 @@ def _connect_remote(opts: ClusterOptions):
         raise ClusterError(f"--tls-* given but {address} is not a tls:// address", flag=flag)
     try:
         if opts.scheduler_file:
-            return Client(scheduler_file=opts.scheduler_file, timeout=f"{opts.connect_timeout}s", security=sec)
-        return Client(address, timeout=f"{opts.connect_timeout}s", security=sec)
+            return Client(
+                scheduler_file=opts.scheduler_file,
+                timeout=f"{opts.connect_timeout}s",
+                security=sec,
+                set_as_default=False,  # (our tasks are submitted to it; dask's global settings stay the user's)
+            )
+        return Client(address, timeout=f"{opts.connect_timeout}s", security=sec, set_as_default=False)
     except Exception as exc:  # noqa: BLE001 - no user code runs here: whatever failed is the connection
         raise ClusterError(f"cannot reach scheduler {address}: {_first_line(exc)}", flag=flag) from None
 
@@ -199,7 +204,7 @@ def _start_local(opts: ClusterOptions):
     try:
         with _sigint_ignored() if processes else contextlib.nullcontext():
             cluster = LocalCluster(**kwargs)  # worker processes start with SIGINT ignored, and keep it so
-        client = Client(cluster, security=kwargs.get("security"))
+        client = Client(cluster, security=kwargs.get("security"), set_as_default=False)
         if processes:
             client.register_plugin(IgnoreInterrupt())  # workers a nanny restarts later
         return client, cluster

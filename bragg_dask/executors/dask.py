@@ -377,7 +377,7 @@ class _Run:
         bar = self._progress(len(todo)) if futures else None
         try:
             done = 0
-            for fut in as_completed(futures):
+            for fut in as_completed(futures, loop=self.client.loop):  # (our client: not a default one)
                 results = self._result(fut, futures)
                 for (f, t), (stats, img) in zip(futures[fut], results):
                     partial[(f.index, t.index)] = stats
