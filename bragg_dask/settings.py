@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bragg_dask.errors import ConfigError
+from bragg_dask.physics.backends import BACKENDS, COMPILE_MODES  # (no torch: the backends load on use)
 
 if TYPE_CHECKING:
     import torch
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
 #: the dtypes a run computes in, by name
 DTYPE_NAMES = ("float64", "float32")
 PARITIES = ("spec", "c")
-#: the orientation sum's backends and compile settings (bragg_dask.physics.backends)
-BACKENDS = ("auto", "eager", "native", "inductor", "triton")
-COMPILE_MODES = ("auto", "on", "off")
 LOCALHOST = "127.0.0.1"
 
 

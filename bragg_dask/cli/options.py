@@ -12,7 +12,7 @@ import os
 from typing import Any, NoReturn
 
 from bragg_dask.errors import UsageError
-from bragg_dask.settings import LOCALHOST, ClusterOptions
+from bragg_dask.settings import BACKENDS, COMPILE_MODES, LOCALHOST, ClusterOptions
 
 
 class _ArgParser(argparse.ArgumentParser):
@@ -201,7 +201,7 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (
         ("--compile",),
         dict(
-            choices=("auto", "on", "off"),
+            choices=COMPILE_MODES,
             default=None,
             help="compile the fused kernel; auto: large tiles only (default: $BRAGG_DASK_COMPILE or auto)",
         ),
@@ -209,7 +209,7 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (
         ("--backend",),
         dict(
-            choices=("auto", "eager", "native", "inductor", "triton"),
+            choices=BACKENDS,
             default=None,
             help="the orientation sum's fast path: auto (the C library on CPU, Triton on CUDA, else "
             "Inductor), eager (the reference), native, inductor, triton (default: $BRAGG_DASK_BACKEND or auto)",

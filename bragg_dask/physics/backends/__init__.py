@@ -28,10 +28,12 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from bragg_dask.physics.backends import inductor
 from bragg_dask.physics.backends.toolchain import DEFAULT_TOOLCHAIN, Toolchain
-from bragg_dask.physics.spec import spec_of
+
+if TYPE_CHECKING:
+    from bragg_dask.physics.backends import inductor
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +75,17 @@ class Registry:
 
     def is_compiled(self, model) -> bool:
         """Whether a compiled orientation sum (Inductor's, or our Triton kernel) serves this model."""
+        from bragg_dask.physics.spec import spec_of
+
         spec = spec_of(model)
         return spec is not None and (spec in self.compiled or spec in self.triton)
 
     def sum_for(self, prep, tile_evals: int, choice: BackendChoice = DEFAULT_CHOICE):
         """The fast orientation sum for a tile of ``tile_evals`` evaluations of the prepared simulation
         ``prep``, or None for the eager path."""
+        from bragg_dask.physics.backends import inductor
+        from bragg_dask.physics.spec import spec_of
+
         name = choice.name
         if name == "eager" or (name == "auto" and choice.compile == "off"):
             return None
@@ -117,6 +124,8 @@ class Registry:
         return "triton" if usable and name in ("auto", "triton") else "inductor"
 
     def _fused(self, prep, spec, kind: str, choice: BackendChoice):
+        from bragg_dask.physics.backends import inductor
+
         sums = self._sums.setdefault(prep, {})
         if kind in sums:
             return sums[kind]
@@ -138,6 +147,8 @@ class Registry:
         return fs
 
     def _compiled(self, spec, toolchain: Toolchain):
+        from bragg_dask.physics.backends import inductor
+
         with self._lock:
             fn = self.compiled.get(spec)
             if fn is None:
