@@ -11,10 +11,11 @@ on it, not the other way round.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -244,6 +245,13 @@ class Detector:
 
     ``roi`` is ``(fmin, fmax, smin, smax)``, 0-based and inclusive.  ``mask``: ``(spixels, fpixels)``
     bool array (True renders) or ``None``.
+
+    A detector of panels (``--panels``) lists every panel's geometry in ``panels`` (each a plane of
+    ``fpixels x spixels`` pixels; ``geometry`` is then the first panel's) with their ``panel_names`` and
+    ``panel_oversample`` (each panel's sub-pixels per side: the C program's automatic value depends on
+    the distance; empty: ``oversample`` for all, which is otherwise their largest); its image is
+    ``(panel, slow, fast)``.  :meth:`panel` is one panel as a detector of its own.  A
+    single-panel detector (no ``panels``) is nanoBragg's.
     """
 
     fpixels: int
@@ -262,6 +270,9 @@ class Detector:
     oversample_omega: bool = False
     roi: tuple[int, int, int, int] | None = None
     mask: np.ndarray | None = field(default=None, repr=False)
+    panels: tuple[DetectorGeometry, ...] = ()
+    panel_names: tuple[str, ...] = ()
+    panel_oversample: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name, flag in (("fpixels", "-detpixels_x"), ("spixels", "-detpixels_y")):
@@ -305,6 +316,44 @@ class Detector:
                 )
             m.setflags(write=False)
             object.__setattr__(self, "mask", m)
+        self._check_panels()
+
+    def _check_panels(self) -> None:
+        panels, names = tuple(self.panels), tuple(self.panel_names)
+        if not panels and not names and not self.panel_oversample:
+            return
+        if not all(isinstance(g, DetectorGeometry) for g in panels) or len(names) != len(panels):
+            raise ConfigError("expected a DetectorGeometry and a name for every panel", field="panels")
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"panel names must be distinct non-empty strings, got {names!r}", field="panel_names")
+        for flag, given in (
+            ("-roi", self.roi is not None),
+            ("-mask", self.mask is not None),
+            ("-curved_det", self.curved),
+        ):
+            if given:
+                raise ConfigError("applies to nanoBragg's single panel, not to a detector of panels", flag=flag,
+                                  field="panels")  # fmt: skip
+        _set(self, "panels", panels)
+        _set(self, "panel_names", names)
+        if self.panel_oversample:
+            counts = tuple(_count(n, "panel_oversample", "-oversample") for n in self.panel_oversample)
+            if len(counts) != len(panels):
+                raise ConfigError("expected an oversample count for every panel", field="panel_oversample")
+            _set(self, "panel_oversample", counts)
+
+    @property
+    def n_panels(self) -> int:
+        """Panels (1: nanoBragg's single flat detector)."""
+        return max(1, len(self.panels))
+
+    def panel(self, k: int) -> Detector:
+        """Panel ``k`` as a single-panel detector (``self`` for a single-panel one)."""
+        if not self.panels:
+            if k != 0:
+                raise IndexError(k)
+            return self
+        return _panel_detector(self, k)
 
     def _key(self) -> tuple:
         mask_digest = hashlib.sha256(self.mask.tobytes()).hexdigest() if self.mask is not None else None
@@ -317,14 +366,28 @@ class Detector:
         return hash(self._key())
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """``(spixels, fpixels)``: image shape, slow axis first."""
+    def shape(self) -> tuple[int, ...]:
+        """Image shape, slow axis first: ``(spixels, fpixels)``, or ``(panel, spixels, fpixels)`` for a
+        detector of panels."""
+        if self.panels:
+            return (len(self.panels), self.spixels, self.fpixels)
+        return (self.spixels, self.fpixels)
+
+    @property
+    def panel_shape(self) -> tuple[int, int]:
+        """``(spixels, fpixels)``: one panel's image shape."""
         return (self.spixels, self.fpixels)
 
     @property
     def roi_bounds(self) -> tuple[int, int, int, int]:
         """ROI clipped to the detector: ``(fmin, fmax, smin, smax)`` inclusive."""
         return clip_roi(self.roi, self.fpixels, self.spixels)
+
+
+@functools.lru_cache(maxsize=256)
+def _panel_detector(det: Detector, k: int) -> Detector:
+    oversample = det.panel_oversample[k] if det.panel_oversample else det.oversample
+    return replace(det, geometry=det.panels[k], oversample=oversample, panels=(), panel_names=(), panel_oversample=())
 
 
 @dataclass(frozen=True)
@@ -343,6 +406,13 @@ class Simulation:
                 raise ConfigError(f"expected {cls.__name__}, got {type(getattr(self, name)).__name__}", field=name)
         _set(self, "water_size_m", _non_negative(self.water_size_m, "water_size_m", "-water"))
         _set(self, "dmin_m", _non_negative(self.dmin_m, "dmin_m", "-dmin"))
+
+    def panel(self, k: int) -> Simulation:
+        """The simulation of panel ``k`` alone (``self`` for a single-panel detector)."""
+        if not self.detector.panels:
+            self.detector.panel(k)  # (0, or an IndexError)
+            return self
+        return _panel_simulation(self, k)
 
     @property
     def steps(self) -> int:
@@ -379,8 +449,18 @@ class Simulation:
             "dmin_m": self.dmin_m,
         }
         d["detector"]["geometry"] = asdict(self.detector.geometry)
+        if self.detector.panels:
+            d["detector"]["panels"] = [asdict(g) for g in self.detector.panels]
+        else:  # a single-panel detector's description (and fingerprint) as before panels existed
+            for key in ("panels", "panel_names", "panel_oversample"):
+                del d["detector"][key]
         return conv(d)
 
     def fingerprint(self) -> str:
         """SHA-256 (hex) of :meth:`to_dict` as sorted JSON: equal for equal configurations."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _panel_simulation(sim: Simulation, k: int) -> Simulation:
+    return replace(sim, detector=sim.detector.panel(k))

@@ -97,7 +97,9 @@ def run(argv: list[str]) -> int:
     check_image_finite(parsed, result.stats)  # before any file is written
     _report(sim, outputs, opts, dataset, result)
     _detector_model(opts, outputs)
-    _out(f"simulated {sim.detector.fpixels}x{sim.detector.spixels} pixels in {dt:.2f} s")
+    det = sim.detector
+    panels = f"{det.n_panels} panels of " if det.panels else ""
+    _out(f"simulated {panels}{det.fpixels}x{det.spixels} pixels in {dt:.2f} s")
     return 0
 
 
@@ -184,6 +186,7 @@ def _parse(c_args: list[str], opts):
 
     parsed = parse_nanobragg_args(c_args, cwd=os.getcwd())
     dataset = _dataset(opts)
+    parsed = _panels(parsed, opts)
     if dataset.n > 1:
         named = {"floatfile", "intfile", "pgmfile", "noisefile"} & parsed.raw.given
         if named:
@@ -192,8 +195,43 @@ def _parse(c_args: list[str], opts):
                 "'bragg-dask export STORE --frame K -floatfile ...'",
                 flag="-" + sorted(named)[0],
             )
-    check_outputs(parsed, zarr=opts.zarr, write_files=dataset.n == 1)
+    check_outputs(
+        parsed,
+        zarr=opts.zarr,
+        write_files=dataset.n == 1,
+        panel_names=parsed.simulation.detector.panel_names,
+        more_inputs=(("--panels", opts.panels),) if opts.panels else (),
+    )
     return parsed, dataset
+
+
+def _panels(parsed, opts):
+    """``parsed`` on the detector of ``--panels FILE`` (checked: the file, the C flags it contradicts,
+    what the run asks of it)."""
+    if opts.panels is None:
+        return parsed
+    from bragg_dask.io.panels import read_panels, with_panels
+    from bragg_dask.nanobragg.checks import check_panel_flags
+
+    if not opts.panels.strip():
+        raise UsageError("needs a value", flag="--panels")
+    check_panel_flags(parsed.raw)
+    panels = read_panels(opts.panels)
+    if opts.parity == "c" and len(panels) > 1:
+        raise UsageError(
+            "the C program has one panel: --parity c reproduces a single-panel detector only "
+            "(a detector of panels runs in spec mode, which is exact)",
+            flag="--parity",
+        )
+    for flag, given in (
+        ("--zarr", opts.zarr),
+        ("--scheduler", opts.scheduler),
+        ("--scheduler-file", opts.scheduler_file),
+    ):
+        if given:
+            raise UsageError("a detector of panels (--panels) runs in-process for now, not on Dask", flag=flag)
+    oversample = parsed.raw.oversample if parsed.raw.oversample > 0 else None
+    return dataclasses.replace(parsed, simulation=with_panels(parsed.simulation, panels, oversample))
 
 
 def _noise_seed(outputs, opts):
@@ -280,7 +318,10 @@ def _report(sim, outputs, opts, dataset, result) -> None:
     from bragg_dask.nanobragg.stats import int_scale
     from bragg_dask.physics.geometry import max_position_m
 
-    _out("max_I = %g  at %g %g" % ((st.max_I,) + max_position_m(sim.detector, st)))
+    where = ""
+    if sim.detector.panels and st.max_pos is not None:  # the position within that panel
+        where = f" of panel {sim.detector.panel_names[st.max_pos[0]]}"
+    _out("max_I = %g  at %g %g%s" % ((st.max_I,) + max_position_m(sim.detector, st) + (where,)))
     _out(f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
     _out(f"intfile_scale = {int_scale(st, outputs.intfile_scale):g}{_model_scale(result)}")
     if dataset.n == 1:
@@ -301,15 +342,24 @@ def _report(sim, outputs, opts, dataset, result) -> None:
 
 def _describe(sim) -> None:
     det, cr, geo = sim.detector, sim.crystal, sim.detector.geometry
-    log.info(
-        "convention %s, pivot %s, %d x %d pixels of %g mm, distance %g mm",
-        geo.convention,
-        geo.pivot,
-        det.fpixels,
-        det.spixels,
-        det.pixel_size_m * 1e3,
-        geo.distance_m * 1e3,
-    )
+    if det.panels:
+        log.info(
+            "%d panels of %d x %d pixels of %g mm",
+            det.n_panels,
+            det.fpixels,
+            det.spixels,
+            det.pixel_size_m * 1e3,
+        )
+    else:
+        log.info(
+            "convention %s, pivot %s, %d x %d pixels of %g mm, distance %g mm",
+            geo.convention,
+            geo.pivot,
+            det.fpixels,
+            det.spixels,
+            det.pixel_size_m * 1e3,
+            geo.distance_m * 1e3,
+        )
     log.info(
         "%d source(s), %d phi step(s), %d mosaic domain(s), oversample %d, N = %s, steps = %d",
         len(sim.beam.sources),

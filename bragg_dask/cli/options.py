@@ -59,6 +59,15 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     ),
     (("--device",), dict(default="cpu", metavar="cpu|cuda|cuda:N", help="where tiles are computed (default: cpu)")),
     (
+        ("--panels",),
+        dict(
+            default=None,
+            metavar="FILE.json",
+            help='a detector of panels, {"panels": [{"name", "fdet", "sdet", "pix0_m", "pixel_m", "n_fast", '
+            '"n_slow"}, ...]} in the lab frame (default: nanoBragg\'s single panel)',
+        ),
+    ),
+    (
         ("--zarr",),
         dict(
             default=None,
@@ -298,6 +307,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--dtype",
         "--device",
         "--zarr",
+        "--panels",
         "--scheduler",
         "--scheduler-file",
         "--workers",

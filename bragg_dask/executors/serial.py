@@ -16,7 +16,7 @@ from bragg_dask.nanobragg.stats import combine
 from bragg_dask.physics.kernel import simulate_tile
 from bragg_dask.physics.roi import roi_count
 from bragg_dask.planning.memory import check_frame_fits
-from bragg_dask.planning.plan import TilePlan, plan_tiles
+from bragg_dask.planning.plan import TilePlan, plan_for
 from bragg_dask.planning.states import compute_states
 from bragg_dask.runtime import tune_allocator
 from bragg_dask.settings import RunSettings
@@ -32,8 +32,7 @@ class SerialExecutor:
         self.progress, self.outputs = progress, outputs
 
     def plan(self, sim, settings: RunSettings) -> TilePlan:
-        det = sim.detector
-        return plan_tiles(det.spixels, det.fpixels, settings.tile, settings.device)
+        return plan_for(sim.detector, settings.tile, settings.device)
 
     def run(self, sim, plan: TilePlan, settings: RunSettings) -> RunResult:
         check_frame_fits(sim, self.outputs)  # the frame and the output files asked for are made here
@@ -60,7 +59,7 @@ def run_serial(
     backend = settings.backend_choice
     tune_allocator()
     det = sim.detector
-    plan = plan or plan_tiles(det.spixels, det.fpixels, settings.tile, device)
+    plan = plan or plan_for(det, settings.tile, device)
     check_frame_fits(sim)  # the whole frame is held here: refuse one larger than the memory budget
     image = np.zeros(det.shape, dtype=np.float32)
     tiles = plan.tiles()
@@ -70,7 +69,7 @@ def run_serial(
         res = simulate_tile(
             sim, tile, states.get(tile.index), parity=parity, device=device, dtype=dtype, backend=backend
         )
-        image[tile.s0 : tile.s1, tile.f0 : tile.f1] = res.image
+        image[tile.region] = res.image
         return res.stats()
 
     workers = min(len(tiles), torch.get_num_threads()) if device == "cpu" else 1
@@ -82,7 +81,7 @@ def run_serial(
                 progress(k + 1, len(tiles))
     else:
         partials = _tiles_in_threads(one, tiles, workers, progress)
-    stats = combine(partials, roi_count(det))
+    stats = combine(partials, roi_count(det) * det.n_panels)
     return RunResult(stats=stats, frame_stats=(stats,), computed=len(tiles), total=len(tiles), array=image)
 
 

@@ -24,6 +24,8 @@ import numpy as np
 
 from bragg_dask.errors import ConfigError
 
+#: a panel's name: it names the panel's files (``image_NAME.img``), so letters, digits, ``_ - .`` only
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 FIELDS = ("name", "fdet", "sdet", "pix0_m", "pixel_m", "n_fast", "n_slow")
 #: |fdet . sdet| above this (unit vectors) is a skewed panel; the same bound tells parallel normals apart
 SKEW = 1e-6
@@ -121,6 +123,9 @@ def _panel(item, k: int, where: _Where) -> Panel:
             raise where.error("missing", panel=label, field=name)
     if not isinstance(item["name"], str) or not item["name"]:
         raise where.error("a non-empty string", panel=label, field="name")
+    if not set(item["name"]) <= NAME_CHARS or item["name"].startswith("."):
+        raise where.error("letters, digits, '_', '-' and '.' only (it names the panel's files), not first '.'",
+                          panel=label, field="name")  # fmt: skip
     fdet, sdet = (_unit(item, name, label, where) for name in ("fdet", "sdet"))
     if abs(float(np.dot(fdet, sdet))) > SKEW:
         why = "parallel to fdet" if abs(float(np.dot(fdet, sdet))) > 1 - SKEW else "not perpendicular to fdet"
@@ -131,9 +136,17 @@ def _panel(item, k: int, where: _Where) -> Panel:
         raise where.error(f"a pixel size in metres, > 0 and < 1, got {pixel:g}", panel=label, field="pixel_m")
     counts = [_count(item, name, label, where) for name in ("n_fast", "n_slow")]
     panel = Panel(item["name"], _tuple(fdet), _tuple(sdet), _tuple(pix0), pixel, counts[0], counts[1])
-    if abs(float(np.dot(pix0, panel.odet))) < pixel:
+    height = float(np.dot(pix0, panel.odet))
+    if abs(height) < pixel:
         raise where.error("the panel's plane passes through the sample (within a pixel)", panel=label,
                           field="pix0_m")  # fmt: skip
+    if height < 0:
+        raise where.error(
+            "the sample is on the side fdet x sdet points to: the panel faces away from it (its solid angles "
+            "would be negative); reverse sdet (and start pix0_m at the other slow edge)",
+            panel=label,
+            field="sdet",
+        )
     return panel
 
 
@@ -199,3 +212,71 @@ def _overlap(a: Panel, b: Panel) -> bool:
             if pa.max() <= pb.min() + eps or pb.max() <= pa.min() + eps:
                 return False
     return True
+
+
+def with_panels(sim, panels: tuple[Panel, ...], oversample: int | None = None, flag: str = "--panels"):
+    """``sim`` (a :class:`~bragg_dask.config.Simulation`) on the detector of ``panels`` instead of its
+    single panel: their shape and pixel size, each panel's plane (:func:`~bragg_dask.physics.geometry.panel_geometry`,
+    seen with ``sim``'s beam); the sensor (thickness, layers...) as ``sim``'s.
+
+    ``oversample``: sub-pixels per side (``-oversample``), else each panel's own automatic value, the
+    C program's rule at that panel's distance (as the C program run on that panel alone).
+    """
+    from dataclasses import replace
+
+    from bragg_dask.physics.geometry import panel_geometry
+
+    base = sim.detector.geometry
+    first = panels[0]
+    geos = tuple(panel_geometry(base, p.fdet, p.sdet, p.pix0_m, p.pixel_m) for p in panels)
+    if oversample is None:
+        counts = tuple(auto_oversample(sim, g.distance_m, first.pixel_m, flag) for g in geos)
+    else:
+        counts = (oversample,) * len(geos)
+    det = replace(
+        sim.detector,
+        fpixels=first.n_fast,
+        spixels=first.n_slow,
+        pixel_size_m=first.pixel_m,
+        geometry=geos[0],
+        oversample=max(counts),
+        panels=geos,
+        panel_names=tuple(p.name for p in panels),
+        panel_oversample=counts,
+    )
+    return replace(sim, detector=det)
+
+
+def auto_oversample(sim, distance_m: float, pixel_m: float, flag: str = "--panels") -> int:
+    """The C program's automatic oversample for a panel at ``distance_m`` (its signed distance along the
+    beam) of ``pixel_m`` pixels: 3 x the crystal's longest edge over the pixel's diffraction limit,
+    wavelength x distance / pixel, rounded up (at least 1); one too large to hold is refused."""
+    from bragg_dask.nanobragg.feasibility import POINT_BYTES
+    from bragg_dask.planning.memory import fmt, memory_budget
+
+    cr = sim.crystal
+    xtal = max(math.sqrt(sum(x * x for x in v)) * n for v, n in zip((cr.a_m, cr.b_m, cr.c_m), cr.n_cells))
+    n = 3 * xtal / (sim.beam.wavelength_m * distance_m / pixel_m)
+    count = max(1.0, math.ceil(n)) if math.isfinite(n) else math.inf
+    points = count * count * sim.detector.thicksteps
+    budget, source = memory_budget()
+    if not points * POINT_BYTES <= budget:
+        raise ConfigError(
+            f"a panel at {distance_m * 1e3:g} mm needs oversample {count:.3g} (automatic), about "
+            f"{fmt(points * POINT_BYTES)} of memory for one pixel, more than the {fmt(budget)} budget "
+            f"({source}); give -oversample",
+            flag=flag,
+        )
+    return int(count)
+
+
+def panel_path(path: str, name: str) -> str:
+    """The file of panel ``name`` for an output ``path`` of a detector of panels: ``image.img`` ->
+    ``image_NAME.img`` (the name before the extension; appended where there is none)."""
+    import os
+
+    folder, base = os.path.split(path)
+    stem, ext = os.path.splitext(base)
+    if not stem:  # ".img": a name that is all extension
+        stem, ext = base, ""
+    return os.path.join(folder, f"{stem}_{name}{ext}")

@@ -16,7 +16,7 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING
 
-from bragg_dask.errors import ConfigError
+from bragg_dask.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -110,24 +110,63 @@ def run_inputs(raw: RawParams, cwd: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def run_outputs(parsed: ParsedArgs) -> list[tuple[str, str]]:
-    """``(flag, name)`` of each file a single-frame run writes (default names included)."""
+def run_outputs(parsed: ParsedArgs, panel_names: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(flag, name)`` of each file a single-frame run writes (default names included); on a detector of
+    ``panel_names``, the SMV and PGM files are one per panel (:func:`~bragg_dask.io.panels.panel_path`)."""
+    from bragg_dask.io.panels import panel_path
+
     outs, raw = parsed.outputs, parsed.raw
-    out = []
+    out: list[tuple[str, str]] = []
     for attr, default in OUTPUT_FLAGS:
         name = getattr(outs, attr, None)
         if name:
-            out.append((raw.flag_of.get(attr, f"{default} (default name)"), name))
+            flag = raw.flag_of.get(attr, f"{default} (default name)")
+            names = [panel_path(name, p) for p in panel_names] if panel_names and attr != "floatfile" else [name]
+            out.extend((flag, n) for n in names)
     return out
 
 
 def check_outputs(
-    parsed: ParsedArgs, *, zarr: str | None = None, write_files: bool = True, cwd: str | None = None
+    parsed: ParsedArgs,
+    *,
+    zarr: str | None = None,
+    write_files: bool = True,
+    cwd: str | None = None,
+    panel_names: tuple[str, ...] = (),
+    more_inputs: tuple[tuple[str, str], ...] = (),
 ) -> None:
-    """Refuse, before computing anything, outputs that cannot be written or would clobber another file."""
+    """Refuse, before computing anything, outputs that cannot be written or would clobber another file
+    (an input: the run's own, and ``more_inputs``' ``(flag, name)``)."""
     cwd = cwd or os.getcwd()
-    files = run_outputs(parsed) if write_files else []
-    check_paths(files, inputs=[(flag, name) for flag, name, _ in run_inputs(parsed.raw, cwd)], zarr=zarr, cwd=cwd)
+    files = run_outputs(parsed, panel_names) if write_files else []
+    inputs = [(flag, name) for flag, name, _ in run_inputs(parsed.raw, cwd)] + list(more_inputs)
+    check_paths(files, inputs=inputs, zarr=zarr, cwd=cwd)
+
+
+#: the C program's detector flags (their rules' first spellings): a detector of panels (``--panels``)
+#: places its panels itself, so each of these is refused with it
+PANEL_CONFLICTS = (
+    "-img", "-mask", "-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX", "-ORGY", "-pivot", "-mosflm", "-xds",
+    "-adxv", "-denzo", "-dials", "-fdet_vector", "-sdet_vector", "-odet_vector", "-twotheta_axis",
+    "-pix0_vector", "-distance", "-close_distance", "-twotheta", "-detector_rotx", "-detector_roty",
+    "-detector_rotz", "-detsize", "-detsize_f", "-detsize_s", "-detpixels", "-detpixels_f", "-detpixels_s",
+    "-curved_det", "-pixel", "-roi",
+)  # fmt: skip
+
+
+def check_panel_flags(raw: RawParams, flag: str = "--panels") -> None:
+    """Refuse, naming it as typed, a C detector flag given (``raw``: the parsed C arguments) that a
+    detector of panels would contradict (:data:`PANEL_CONFLICTS`); beam, crystal, sources, phi, mosaic,
+    the sensor (thickness, oversampling) and outputs apply as usual."""
+    from bragg_dask.nanobragg.args import RULES
+
+    conflicting = [r for r in RULES if r.patterns[0] in PANEL_CONFLICTS]
+    for arg, _ in raw.flags:
+        if any(r.matches(arg) for r in conflicting):
+            raise UsageError(
+                f"places nanoBragg's single detector; {flag} gives every panel's place, size and pixels (leave it out)",
+                flag=arg,
+            )
 
 
 def check_paths(

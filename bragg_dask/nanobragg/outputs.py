@@ -48,6 +48,8 @@ def write_outputs(sim, image, stats: ImageStats, outputs, cwd: str = ".") -> lis
     store = sys.modules.get("bragg_dask.store")  # a store frame exists only if the store module is loaded
     if store is not None and isinstance(image, store.StoreFrame):  # (zarr is not imported for a plain run)
         return _write_streamed(sim, image, stats, outputs, cwd)
+    if sim.detector.panels:
+        return _write_panels(sim, image, stats, outputs, cwd)
     written = []
     in_roi = roi_mask(sim.detector)
     scale = int_scale(stats, outputs.intfile_scale)
@@ -75,6 +77,53 @@ def write_outputs(sim, image, stats: ImageStats, outputs, cwd: str = ".") -> lis
             write_smv(path, sim, pixels)
         log.info("noise seed %d, %d overloads", seed, overloads)
         written.append(path)
+    return written
+
+
+def _write_panels(sim, image: np.ndarray, stats: ImageStats, outputs, cwd: str) -> list[str]:
+    """The files of a detector of panels (``image``: ``(panel, slow, fast)``): the float file holds the
+    panels stacked in order; the int, PGM and noise images are SMV/PGM files, one per panel
+    (:func:`~bragg_dask.io.panels.panel_path`: ``image.img`` -> ``image_NAME.img``), each with its panel's
+    header, all with the run's one scale (the statistics are over every panel).  The noise of pixel
+    ``(s, f)`` of panel ``k`` is that of pixel ``(k * spixels + s, f)`` of the panels stacked into one
+    image: every pixel its own draw of the run's one seed."""
+    import os
+
+    from bragg_dask.io.panels import panel_path
+
+    det = sim.detector
+    written = []
+    scale = int_scale(stats, outputs.intfile_scale)
+    in_roi = np.ones(det.panel_shape, dtype=bool)  # (no -roi with panels)
+    if outputs.floatfile:
+        path = os.path.join(cwd, outputs.floatfile)
+        with _writing(path):
+            write_float_image(path, image)
+        written.append(path)
+    noise = None
+    if outputs.noisefile:
+        seed = noise_seed(outputs)
+        stacked = image.reshape(-1, det.fpixels)
+        pixels, overloads = noise_image(stacked, np.ones(stacked.shape, dtype=bool), seed=seed, adc=outputs.adc)
+        noise = pixels.reshape(image.shape)
+        log.info("noise seed %d, %d overloads", seed, overloads)
+    for k, name in enumerate(det.panel_names):
+        psim = sim.panel(k)
+        if outputs.intfile:
+            path = panel_path(os.path.join(cwd, outputs.intfile), name)
+            with _writing(path):
+                write_smv(path, psim, int_image(image[k], in_roi, scale, outputs.adc))
+            written.append(path)
+        if outputs.pgmfile:
+            path = panel_path(os.path.join(cwd, outputs.pgmfile), name)
+            with _writing(path):
+                write_pgm(path, image[k], in_roi, pgm_scale(stats, outputs.pgm_scale, scale))
+            written.append(path)
+        if noise is not None:
+            path = panel_path(os.path.join(cwd, outputs.noisefile), name)
+            with _writing(path):
+                write_smv(path, psim, noise[k])
+            written.append(path)
     return written
 
 

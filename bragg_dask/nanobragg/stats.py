@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class ImageStats:
-    """Statistics over rendered pixels (inside the ROI, not masked); ``max_pos`` is ``(slow, fast)``."""
+    """Statistics over rendered pixels (inside the ROI, not masked); ``max_pos`` is ``(slow, fast)``
+    (``(panel, slow, fast)`` on a detector of panels)."""
 
     max_I: float
-    max_pos: tuple[int, int] | None
+    max_pos: tuple[int, ...] | None
     mean: float
     rms: float
     rmsd: float

@@ -9,7 +9,7 @@ geometry pipeline L1709-1760) on Python floats, so the basis vectors and ``pix0`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -151,6 +151,14 @@ def resolve_detector_geometry(g: DetectorGeometryInput) -> DetectorGeometry:
     f, s, o = (rotate_axis(rotate_xyz(v, rx, ry, rz), t, g.twotheta_rad) for v in (f0, s0, o0))
     if pivot == "beam":
         pix0 = tuple(-fbeam * f[i] - sbeam * s[i] + distance * beam[i] for i in range(3))  # type: ignore[assignment]
+    return _placed(g.convention, pivot, vecs, (f, s, o), pix0, ratio, xbeam, ybeam, g.pixel_size_m, g.twotheta_rad)
+
+
+def _placed(convention, pivot, vecs, fso, pix0, ratio, xbeam, ybeam, px, twotheta) -> DetectorGeometry:
+    """The geometry of a plane with unit axes ``fso`` and origin ``pix0`` (metres): the values derived
+    from them as the C program derives them after its pivot (C L1728-1760)."""
+    f, s, o = fso
+    beam = vecs["beam"]
     fclose = -dot(pix0, f)
     sclose = -dot(pix0, s)
     close = dot(pix0, o)
@@ -158,9 +166,8 @@ def resolve_detector_geometry(g: DetectorGeometryInput) -> DetectorGeometry:
     fbeam = dot(f, w)  # type: ignore[arg-type]
     sbeam = dot(s, w)  # type: ignore[arg-type]
     distance = close / ratio
-    px = g.pixel_size_m
     return DetectorGeometry(
-        convention=g.convention,
+        convention=convention,
         pivot=pivot,
         fdet=f,
         sdet=s,
@@ -168,7 +175,7 @@ def resolve_detector_geometry(g: DetectorGeometryInput) -> DetectorGeometry:
         beam=beam,
         polar=vecs["polar"],
         spindle=vecs["spindle"],
-        twotheta_axis=t,
+        twotheta_axis=vecs["twotheta_axis"],
         pix0_m=pix0,
         distance_m=distance,
         close_distance_m=close,
@@ -181,8 +188,35 @@ def resolve_detector_geometry(g: DetectorGeometryInput) -> DetectorGeometry:
         orgx_px=fclose / px + 0.5,
         orgy_px=sclose / px + 0.5,
         dials_origin_mm=(1000.0 * pix0[2], 1000.0 * pix0[1], -1000.0 * pix0[0]),
-        twotheta_rad=g.twotheta_rad,
+        twotheta_rad=twotheta,
     )
+
+
+def panel_geometry(
+    base: DetectorGeometry, fdet: Vec3, sdet: Vec3, pix0_m: Vec3, pixel_size_m: float
+) -> DetectorGeometry:
+    """One panel of a detector of panels: the plane with unit axes ``fdet``, ``sdet``, normal
+    ``odet = unit(fdet x sdet)`` and the C program's ``pix0`` at ``pix0_m`` (metres, lab frame), seen
+    with ``base``'s beam (its polarization axis, spindle...).
+
+    The C program run on this panel alone (these ``-fdet_vector``, ``-sdet_vector``, ``-odet_vector``,
+    ``-pivot beam`` and the ``-Xbeam``/``-Ybeam``/``-distance`` that put its ``pix0`` here: the
+    panel's ``fbeam_m``, ``sbeam_m``, ``distance_m``) derives the same values.
+    """
+    vecs = {
+        "beam": base.beam,
+        "polar": base.polar,
+        "spindle": base.spindle,
+        "twotheta_axis": base.twotheta_axis,
+    }
+    f, s = unitize(fdet)[0], unitize(sdet)[0]
+    o = unitize(cross(f, s))[0]
+    ratio = dot(base.beam, o)
+    if ratio == 0.0:
+        ratio = 2.2250738585072014e-308
+    pix0 = (float(pix0_m[0]), float(pix0_m[1]), float(pix0_m[2]))
+    placed = _placed("custom", "beam", vecs, (f, s, o), pix0, ratio, NAN, NAN, pixel_size_m, 0.0)
+    return replace(placed, xbeam_m=placed.fbeam_m, ybeam_m=placed.sbeam_m)
 
 
 class PixelBasis(NamedTuple):
@@ -232,11 +266,11 @@ def max_position_m(det, stats) -> tuple[float, float]:
     """(Fdet, Sdet) in metres of the last sub-pixel of the brightest pixel, as the C program prints.
 
     ``stats``: the image's statistics (``ImageStats``): its ``max_pos``, ``(slow, fast)`` pixel indices
-    or None (no pixel: ``(0, 0)``).
+    (``(panel, slow, fast)``: within that panel) or None (no pixel: ``(0, 0)``).
     """
     if stats.max_pos is None:
         return (0.0, 0.0)
-    s, f = stats.max_pos
+    s, f = stats.max_pos[-2:]
     os_ = det.oversample
     sub = det.pixel_size_m / os_
     return (sub * (f * os_ + os_ - 1) + sub / 2.0, sub * (s * os_ + os_ - 1) + sub / 2.0)

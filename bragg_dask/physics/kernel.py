@@ -14,6 +14,7 @@ every evaluation; :func:`_running_values` reproduces that recurrence in loop ord
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,7 @@ class TileResult:
             "sumsq": float((v * v).sum()),
             "n": int(v.size),
             "max": float(self.image[s, f]),
-            "argmax": (int(s) + self.tile.s0, int(f) + self.tile.f0),
+            "argmax": _position(self.tile, int(s), int(f)),
         }
 
 
@@ -128,6 +129,27 @@ class PreparedSimulation:
         self.fluence_scale = fluence_scale
         self.running = det.oversample_thick or det.oversample_polar or det.oversample_omega
         self.points_per_pixel = det.thicksteps * det.oversample * det.oversample  # layers x sub-pixels
+        self._panels: dict[int, PreparedSimulation] = {}  # a detector of panels: each panel's (see panel())
+
+    def panel(self, k: int) -> PreparedSimulation:
+        """Panel ``k`` of a detector of panels: these tensors (orientations, sources, tables: shared) with
+        the panel's own simulation and basis (``self`` for a single-panel detector)."""
+        if not self.sim.detector.panels:
+            return self
+        hit = self._panels.get(k)
+        if hit is None:
+            hit = copy.copy(self)
+            hit.sim = self.sim.panel(k)
+            hit._panels = {}
+            det = hit.sim.detector
+            hit.points_per_pixel = det.thicksteps * det.oversample * det.oversample
+            geo = hit.sim.detector.geometry
+            f64: dict[str, Any] = {"dtype": torch.float64, "device": self.device}
+            hit.fdet, hit.sdet, hit.odet, hit.pix0 = (
+                torch.as_tensor(v, **f64) for v in (geo.fdet, geo.sdet, geo.odet, geo.pix0_m)
+            )
+            self._panels[k] = hit
+        return hit
 
     def points_per_batch(self, budget_bytes: int) -> int:
         """Sub-pixel points per batch: about one inner chunk, within the memory budget.
@@ -297,6 +319,9 @@ def simulate_tile(
     if parity == "c" and state is None:
         raise ValueError("the c-parity mode needs the tile's state (see bragg_dask.planning.carryover)")
     prep = prepare(sim, device, dtype, parity)
+    if tile.panel is not None:  # a tile of one panel: that panel's basis, the rest shared
+        prep = prep.panel(tile.panel)
+        sim = prep.sim
     rendered = rendered_mask(sim.detector, tile)
     full = bool(rendered.all())
     n = rendered.size if full else int(np.count_nonzero(rendered))
@@ -353,7 +378,14 @@ def _device_stats(vals: torch.Tensor, tile: TileSpec, ss, ff) -> dict | None:
         return None
     i = int(i)
     s, f = divmod(i, tile.shape[1]) if ss is None else (int(ss[i]), int(ff[i]))
-    return {"sum": total, "sumsq": sumsq, "n": int(vals.numel()), "max": top, "argmax": (s + tile.s0, f + tile.f0)}
+    return {"sum": total, "sumsq": sumsq, "n": int(vals.numel()), "max": top, "argmax": _position(tile, s, f)}
+
+
+def _position(tile: TileSpec, s: int, f: int) -> tuple[int, ...]:
+    """Pixel ``(s, f)`` of ``tile`` in the detector: ``(slow, fast)``, or ``(panel, slow, fast)`` on a
+    detector of panels."""
+    pos = (s + tile.s0, f + tile.f0)
+    return pos if tile.panel is None else (tile.panel, *pos)
 
 
 def batch_points(sim) -> int:

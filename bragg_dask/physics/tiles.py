@@ -16,13 +16,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TileSpec:
-    """One tile: ``[s0, s1) x [f0, f1)`` pixels (slow, fast), index ``(tile_slow, tile_fast)``."""
+    """One tile: ``[s0, s1) x [f0, f1)`` pixels (slow, fast), index ``(tile_slow, tile_fast)``; on a
+    detector of panels, of panel ``panel`` (its pixels counted within the panel: a tile never crosses
+    one), else ``panel`` None."""
 
     s0: int
     s1: int
     f0: int
     f1: int
     index: tuple[int, int] = (0, 0)
+    panel: int | None = None
+
+    @property
+    def region(self) -> tuple:
+        """The tile's pixels in the detector's image: ``image[tile.region]`` (a panel's image is
+        ``image[panel]``)."""
+        window = (slice(self.s0, self.s1), slice(self.f0, self.f1))
+        return window if self.panel is None else (self.panel, *window)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -34,7 +44,8 @@ class TileSpec:
 
     @property
     def name(self) -> str:
-        return f"tile-s{self.index[0]:04d}-f{self.index[1]:04d}"
+        tile = f"tile-s{self.index[0]:04d}-f{self.index[1]:04d}"
+        return tile if self.panel is None else f"panel{self.panel:03d}-{tile}"
 
 
 class InterpState(enum.IntEnum):

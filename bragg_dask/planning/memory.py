@@ -86,7 +86,7 @@ def frame_need(sim, outputs=None) -> int:
     per_pixel = FRAME_BYTES
     if outputs is not None:
         per_pixel += max([b for name, b in OUTPUT_BYTES.items() if getattr(outputs, name, None)] or [0])
-    return det.spixels * det.fpixels * per_pixel
+    return det.n_panels * det.spixels * det.fpixels * per_pixel
 
 
 def check_frame_fits(sim, outputs=None) -> None:
@@ -96,8 +96,9 @@ def check_frame_fits(sim, outputs=None) -> None:
     if need <= budget:
         return
     det = sim.detector
+    size = f"{det.fpixels} x {det.spixels}" + (f" x {det.n_panels} panel" if det.panels else "")
     raise ConfigError(
-        f"a {det.fpixels} x {det.spixels} detector needs about {fmt(need)} of memory when the "
+        f"a {size} detector needs about {fmt(need)} of memory when the "
         f"whole frame is held in one process, more than the {fmt(budget)} budget ({source}); "
         "add --zarr PATH to stream the tiles into a store, which never holds a whole frame",
         flag="--memory-limit" if source == "--memory-limit" else None,

@@ -13,27 +13,30 @@ from dataclasses import dataclass
 from bragg_dask.errors import ConfigError
 from bragg_dask.physics.tiles import TileSpec
 
-__all__ = ["DEFAULT_TILE", "DEFAULT_TILE_GPU", "TilePlan", "TileSpec", "default_tile", "plan_tiles"]
+__all__ = ["DEFAULT_TILE", "DEFAULT_TILE_GPU", "TilePlan", "TileSpec", "default_tile", "plan_for", "plan_tiles"]
 
 
 @dataclass(frozen=True)
 class TilePlan:
-    """The tiling of a ``(spixels, fpixels)`` detector with square-ish ``tile_shape`` tiles."""
+    """The tiling of a ``(spixels, fpixels)`` detector with square-ish ``tile_shape`` tiles; of each of
+    ``panels`` panels of that shape (0: a single-panel detector, its tiles' ``panel`` None)."""
 
     spixels: int
     fpixels: int
     tile_shape: tuple[int, int]
+    panels: int = 0
 
     @property
     def grid(self) -> tuple[int, int]:
-        """Number of tiles along (slow, fast)."""
+        """Number of tiles along (slow, fast) (of each panel)."""
         return (math.ceil(self.spixels / self.tile_shape[0]), math.ceil(self.fpixels / self.tile_shape[1]))
 
     def tiles(self) -> list[TileSpec]:
         ts, tf = self.tile_shape
         gs, gf = self.grid
         return [
-            TileSpec(i * ts, min((i + 1) * ts, self.spixels), j * tf, min((j + 1) * tf, self.fpixels), (i, j))
+            TileSpec(i * ts, min((i + 1) * ts, self.spixels), j * tf, min((j + 1) * tf, self.fpixels), (i, j), p)
+            for p in (range(self.panels) if self.panels else (None,))
             for i in range(gs)
             for j in range(gf)
         ]
@@ -50,8 +53,11 @@ def default_tile(device: str = "cpu") -> int:
     return DEFAULT_TILE if str(device).split(":")[0] == "cpu" else DEFAULT_TILE_GPU
 
 
-def plan_tiles(spixels: int, fpixels: int, tile: int | tuple[int, int] | None = None, device: str = "cpu") -> TilePlan:
-    """Tile plan for a detector; ``tile`` is the side (or ``(slow, fast)``), clamped to the detector.
+def plan_tiles(
+    spixels: int, fpixels: int, tile: int | tuple[int, int] | None = None, device: str = "cpu", panels: int = 0
+) -> TilePlan:
+    """Tile plan for a detector (of ``panels`` panels of ``spixels x fpixels``: tiles within each);
+    ``tile`` is the side (or ``(slow, fast)``), clamped to the detector (a panel).
 
     ``None`` picks :func:`default_tile` for ``device`` (one Zarr chunk per tile).
     """
@@ -60,4 +66,11 @@ def plan_tiles(spixels: int, fpixels: int, tile: int | tuple[int, int] | None = 
     ts, tf = (tile, tile) if isinstance(tile, int) else tile
     if int(ts) < 1 or int(tf) < 1:
         raise ConfigError(f"tile size must be >= 1, got {tile!r}", flag="--tile", field="tile")
-    return TilePlan(int(spixels), int(fpixels), (min(int(ts), int(spixels)), min(int(tf), int(fpixels))))
+    shape = (min(int(ts), int(spixels)), min(int(tf), int(fpixels)))
+    return TilePlan(int(spixels), int(fpixels), shape, int(panels))
+
+
+def plan_for(det, tile: int | tuple[int, int] | None = None, device: str = "cpu") -> TilePlan:
+    """:func:`plan_tiles` for the detector ``det`` (a :class:`~bragg_dask.config.Detector`; of panels:
+    tiles within each)."""
+    return plan_tiles(det.spixels, det.fpixels, tile, device, len(det.panels))

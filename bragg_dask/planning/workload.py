@@ -59,7 +59,7 @@ def factors(sim, frames: int = 1) -> list[tuple[str, int]]:
 
     det = sim.detector
     return [
-        ("pixels", roi_count(det)),
+        ("pixels", roi_count(det) * det.n_panels),
         ("sub-pixel points", det.oversample**2),
         ("detector layers", det.thicksteps),
         ("sources", len(sim.beam.sources)),
@@ -71,7 +71,7 @@ def factors(sim, frames: int = 1) -> list[tuple[str, int]]:
 
 #: the flag that sets each factor (a factor set by several: the first of them the user gave)
 FLAGS = {
-    "pixels": ("-detpixels", "-detpixels_f", "-detpixels_s", "-detsize", "-roi"),
+    "pixels": ("--panels", "-detpixels", "-detpixels_f", "-detpixels_s", "-detsize", "-roi"),
     "sub-pixel points": ("-oversample",),
     "detector layers": ("-thicksteps",),
     "sources": ("-sourcefile", "-divsteps", "-hdivsteps", "-vdivsteps", "-dispsteps"),
