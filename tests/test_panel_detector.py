@@ -1,0 +1,200 @@
+"""A detector of panels (``--panels FILE.json``): each panel equals the C program run on that panel alone.
+
+The references in ``tests/data/panels/<case>/`` are the C program's float images, one run per panel
+(``c_commands.txt``: custom ``-fdet_vector``/``-sdet_vector``/``-odet_vector``/``-beam_vector`` and the
+``-Xbeam``/``-Ybeam``/``-distance`` with ``-pivot beam`` that put its ``pix0`` at the panel's origin).
+``modules``: six coplanar modules with 3- and 5-pixel gaps, off-centre, a sensor of two layers;
+``tilted``: three panels tilted, turned in their plane and off-centre, a beam off the x axis, the
+automatic oversample differing between panels.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bragg_dask.io.panels import read_panels, with_panels
+from bragg_dask.nanobragg.args import parse_nanobragg_args
+from bragg_dask.physics.geometry import DetectorGeometryInput, panel_geometry, resolve_detector_geometry
+
+from .conftest import DATA, main_in, tree_state
+
+PANELS = DATA / "panels"
+CASES = ("modules", "tilted")
+
+
+def _case(name: str, tmp_path):
+    src = PANELS / name
+    shutil.copy(src / "panels.json", tmp_path / "panels.json")
+    doc = json.loads((src / "panels.json").read_text())
+    refs = np.stack(
+        [np.fromfile(src / f"c_{p['name']}.bin", "<f4").reshape(p["n_slow"], p["n_fast"]) for p in doc["panels"]]
+    )
+    return (src / "args.txt").read_text().split(), doc["panels"], refs
+
+
+def _simulation(name: str):
+    args = (PANELS / name / "args.txt").read_text().split()
+    parsed = parse_nanobragg_args(args, cwd=".")
+    over = parsed.raw.oversample if parsed.raw.oversample > 0 else None
+    return with_panels(parsed.simulation, read_panels(str(PANELS / name / "panels.json")), over)
+
+
+def _max_rel(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("tile", ["5", "64"])
+def test_each_panel_equals_the_c_program_on_that_panel(name, tile, tmp_path, capsys):
+    args, panels, refs = _case(name, tmp_path)
+    rc = main_in(tmp_path, [*args, "--panels", "panels.json", "--tile", tile, "-floatfile", "f.bin", "-noprogress"])
+    assert rc == 0, capsys.readouterr().err
+    got = np.fromfile(tmp_path / "f.bin", "<f4").reshape(refs.shape)  # (panel, slow, fast), stacked in order
+    for k in range(len(panels)):
+        assert np.array_equal(got[k], refs[k]) or _max_rel(got[k], refs[k]) <= 1e-12, panels[k]["name"]
+    out = capsys.readouterr().out
+    assert f"simulated {len(panels)} panels of {panels[0]['n_fast']}x{panels[0]['n_slow']} pixels" in out
+    k = int(np.argmax(refs.max(axis=(1, 2))))
+    assert f"max_I = {refs.max():g}" in out and f"of panel {panels[k]['name']}" in out
+
+
+def test_automatic_oversample_is_each_panels_own():
+    det = _simulation("tilted").detector
+    assert len(set(det.panel_oversample)) > 1  # the panels' distances differ enough for the C rule to differ
+    assert det.oversample == max(det.panel_oversample)
+    for k in range(det.n_panels):
+        assert det.panel(k).oversample == det.panel_oversample[k]
+
+
+@pytest.mark.parametrize("tile", [1, 3, 7, (4, 9), 500])
+def test_any_tiling_gives_the_same_image(tile):
+    from bragg_dask.executors.serial import run_serial
+
+    sim = _simulation("modules")
+    whole = run_serial(sim, tile=500)
+    got = run_serial(sim, tile=tile)
+    assert got.image.shape == (6, 12, 16)
+    assert np.array_equal(got.image, whole.image)
+    a, b = got.stats, whole.stats
+    assert (a.max_I, a.max_pos, a.n) == (b.max_I, b.max_pos, b.n) and len(a.max_pos) == 3
+    assert (a.mean, a.rms, a.rmsd) == pytest.approx((b.mean, b.rms, b.rmsd), rel=1e-12)  # sums in another order
+
+
+def test_one_panel_of_a_mosflm_detector_reproduces_its_run():
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.io.panels import Panel
+
+    args = "-cell 50 60 70 90 90 90 -default_F 100 -N 4 -lambda 1 -distance 90 -detpixels_x 30 -detpixels_y 22".split()
+    sim = parse_nanobragg_args([*args, "-Xbeam", "1.37", "-Ybeam", "2.11", "-oversample", "2"], cwd=".").simulation
+    geo = sim.detector.geometry
+    panel = Panel("only", geo.fdet, geo.sdet, geo.pix0_m, 1e-4, 30, 22)
+    one = with_panels(sim, (panel,), 2)
+    a, b = run_serial(sim, tile=8), run_serial(one, tile=8)
+    assert np.array_equal(b.image[0], a.image)
+    assert one.detector.panels[0].close_distance_m == geo.close_distance_m
+
+
+def test_a_panel_geometry_derives_what_the_c_program_would():
+    """The beam centre and distance the geometry reports for a panel are the ones that, given to the C
+    program with these vectors and -pivot beam, put its pix0 at the panel's origin."""
+    base = resolve_detector_geometry(DetectorGeometryInput())
+    f, s = (0.0, 0.6, 0.8), (0.0, -0.8, 0.6)
+    g = panel_geometry(base, f, s, (0.1, -0.02, 0.03), 1e-4)
+    again = resolve_detector_geometry(
+        DetectorGeometryInput(
+            convention="custom",
+            custom_vectors=(("fdet", f), ("sdet", s), ("odet", g.odet), ("beam", base.beam)),
+            xbeam_m=g.fbeam_m,
+            ybeam_m=g.sbeam_m,
+            distance_m=abs(g.distance_m),
+            pivot="beam",
+        )
+    )
+    assert np.allclose(again.pix0_m, g.pix0_m, rtol=0, atol=1e-15)
+    assert again.close_distance_m == pytest.approx(g.close_distance_m, rel=1e-15)
+
+
+def test_the_files_of_a_detector_of_panels(tmp_path, capsys):
+    from bragg_dask.io.smv import read_smv
+
+    args, panels, refs = _case("modules", tmp_path)
+    rc = main_in(
+        tmp_path,
+        [*args, "--panels", "panels.json", "-intfile", "i.img", "-pgmfile", "p.pgm", "-noisefile", "n.img", "-seed", "5",
+         "-floatfile", "f.bin", "-noprogress"],
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    scale = 55000.0 / float(refs.max())  # one scale: the statistics are over every panel
+    noise = []
+    for k, p in enumerate(panels):
+        keys, pixels = read_smv(str(tmp_path / f"i_{p['name']}.img"))
+        assert (int(keys["SIZE1"]), int(keys["SIZE2"])) == (16, 12)
+        geo = _simulation("modules").detector.panels[k]
+        assert float(keys["BEAM_CENTER_X"]) == pytest.approx(geo.fbeam_m * 1e3, abs=1e-3)  # the panel's own header
+        expect = np.floor(refs[k].astype(np.float64) * scale + 40.0)
+        assert np.abs(pixels.astype(np.float64) - np.minimum(expect, 65535)).max() <= 1
+        assert (tmp_path / f"p_{p['name']}.pgm").read_bytes().startswith(b"P5\n16 12\n")
+        noise.append(read_smv(str(tmp_path / f"n_{p['name']}.img"))[1])
+        assert f"wrote ./i_{p['name']}.img" in out
+    # the panels' noise: every pixel its own draw (the stacked image's), not one pattern repeated per panel
+    assert not np.array_equal(noise[0] - np.floor(refs[0]), noise[1] - np.floor(refs[1]))
+    assert not (tmp_path / "i.img").exists() and (tmp_path / "f.bin").stat().st_size == refs.size * 4
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["-distance", "100"], "-distance"),
+        (["-detpixels_x", "64"], "-detpixels_x"),
+        (["-Xbeam", "5"], "-Xbeam"),
+        (["-pix0_vector", "0.1", "0", "0"], "-pix0_vector"),
+        (["-detector_rotx", "3"], "-detector_rotx"),
+        (["-twotheta", "10"], "-twotheta"),
+        (["-xds"], "-xds"),
+        (["-pixel", "0.1"], "-pixel"),
+        (["-roi", "0", "3", "0", "3"], "-roi"),
+        (["-curved_det"], "-curved_det"),
+        (["--parity", "c"], "--parity"),
+        (["--zarr", "s.zarr"], "--zarr"),
+    ],
+)
+def test_what_a_detector_of_panels_contradicts_is_refused(extra, needle, tmp_path, cli_error):
+    shutil.copy(PANELS / "modules" / "panels.json", tmp_path / "panels.json")
+    args = (PANELS / "modules" / "args.txt").read_text().split()
+    cli_error([*args, *extra, "--panels", "panels.json", "-floatfile", "f.bin"], needle)
+
+
+def test_a_bad_panels_file_is_one_line_and_nothing_changes(tmp_path, cli_error):
+    doc = json.loads((PANELS / "tilted" / "panels.json").read_text())
+    doc["panels"][1]["fdet"] = [0, 0, 0]
+    (tmp_path / "panels.json").write_text(json.dumps(doc))
+    (tmp_path / "f.bin").write_bytes(b"keep")
+    before = tree_state(tmp_path)
+    args = (PANELS / "tilted" / "args.txt").read_text().split()
+    cli_error([*args, "--panels", "panels.json", "-floatfile", "f.bin"], "--panels", "panels.json", "'t1'", "fdet")
+    cli_error([*args, "--panels", "missing.json"], "--panels", "missing.json")
+    cli_error([*args, "--panels", "panels.json", "-intfile", "panels_t0.json"])  # (an input is never overwritten)
+    assert tree_state(tmp_path) == before
+
+
+def test_an_output_of_a_panel_would_overwrite_an_input(tmp_path, cli_error):
+    """``-intfile x.json`` writes ``x_NAME.json`` per panel: one of them the --panels file is refused."""
+    doc = json.loads((PANELS / "tilted" / "panels.json").read_text())
+    (tmp_path / "in_t0.json").write_text(json.dumps(doc))
+    args = (PANELS / "tilted" / "args.txt").read_text().split()
+    cli_error([*args, "--panels", "in_t0.json", "-intfile", "in.json"], "-intfile", "in_t0.json")
+
+
+def test_a_single_panel_description_keeps_its_fingerprint():
+    """A single-panel detector's description is as before panels existed (stores made then resume)."""
+    sim = parse_nanobragg_args("-cell 50 60 70 90 90 90 -default_F 1 -N 2".split(), cwd=".").simulation
+    d = sim.to_dict()["detector"]
+    assert not {"panels", "panel_names", "panel_oversample"} & set(d)
+    multi = _simulation("modules")
+    assert len(multi.to_dict()["detector"]["panels"]) == 6
+    assert multi.fingerprint() != _simulation("tilted").fingerprint()
