@@ -122,11 +122,8 @@ def test_the_files_of_a_detector_of_panels(tmp_path, capsys):
     from bragg_dask.io.smv import read_smv
 
     args, panels, refs = _case("modules", tmp_path)
-    rc = main_in(
-        tmp_path,
-        [*args, "--panels", "panels.json", "-intfile", "i.img", "-pgmfile", "p.pgm", "-noisefile", "n.img", "-seed", "5",
-         "-floatfile", "f.bin", "-noprogress"],
-    )  # fmt: skip
+    files = ["-intfile", "i.img", "-pgmfile", "p.pgm", "-noisefile", "n.img", "-seed", "5", "-floatfile", "f.bin"]
+    rc = main_in(tmp_path, [*args, "--panels", "panels.json", *files, "-noprogress"])
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     scale = 55000.0 / float(refs.max())  # one scale: the statistics are over every panel
