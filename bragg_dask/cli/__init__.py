@@ -223,13 +223,11 @@ def _panels(parsed, opts):
             "(a detector of panels runs in spec mode, which is exact)",
             flag="--parity",
         )
-    for flag, given in (
-        ("--zarr", opts.zarr),
-        ("--scheduler", opts.scheduler),
-        ("--scheduler-file", opts.scheduler_file),
-    ):
-        if given:
-            raise UsageError("a detector of panels (--panels) runs in-process for now, not on Dask", flag=flag)
+    from bragg_dask.detector.flags import model_given
+
+    given = model_given(opts)
+    if given:
+        raise UsageError("the detector model is not yet applied to a detector of panels (--panels)", flag=given[0])
     oversample = parsed.raw.oversample if parsed.raw.oversample > 0 else None
     return dataclasses.replace(parsed, simulation=with_panels(parsed.simulation, panels, oversample))
 

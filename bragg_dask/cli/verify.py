@@ -89,9 +89,9 @@ def _print_problems(found) -> None:
 
 
 def _whole(path: str, found) -> str:
-    frames = found.done.all(axis=(1, 2))
+    frames = [bool(f.all()) for f in found.done]  # each frame's tiles (of every panel)
     note = "" if found.checksummed else " (a store made before checksums: only files that cannot be decoded are found)"
-    return f"{path}: whole: {found.files} files checked, {int(frames.sum())} of {len(frames)} frames complete{note}"
+    return f"{path}: whole: {found.files} files checked, {sum(frames)} of {len(frames)} frames complete{note}"
 
 
 def recorded_command(path: str) -> dict:

@@ -43,7 +43,7 @@ from bragg_dask.physics.constants import DEFAULT_ADC_OFFSET
 from bragg_dask.physics.kernel import batch_points
 from bragg_dask.physics.roi import roi_count
 from bragg_dask.planning.frames import DatasetSpec, Frame, make_frames
-from bragg_dask.planning.plan import TilePlan, plan_tiles
+from bragg_dask.planning.plan import TilePlan, plan_for
 from bragg_dask.planning.states import compute_states
 from bragg_dask.settings import ClusterOptions, RunSettings, noise_seed
 
@@ -93,7 +93,7 @@ class DaskExecutor:
             from bragg_dask import store as zstore
 
             tile = zstore.stored_tile_shape(self.store)
-        return plan_tiles(sim.detector.spixels, sim.detector.fpixels, tile, settings.device)
+        return plan_for(sim.detector, tile, settings.device)
 
     def run(self, sim, plan: TilePlan, settings: RunSettings) -> RunResult:
         if self.dataset.n > 1 and self.store is None:
@@ -104,10 +104,10 @@ class DaskExecutor:
 
         n = self.dataset.n
         check_tasks(
-            plan.grid,
+            (max(1, plan.panels) * plan.grid[0], plan.grid[1]),  # (the tiles of every panel)
             plan.tile_shape,
             n,
-            n > 1 and plan.grid[0] * plan.grid[1] > 1,
+            n > 1 and plan.grid[0] * plan.grid[1] > 1 and not plan.panels,
             "--orientations" if self.dataset.kind == "orientations" else "--frames",
         )
         with_noise = bool(self.store and self.outputs is not None and self.outputs.noisefile)
@@ -259,10 +259,10 @@ class _Run:
         if self.session is not None and self.session.resumed:  # whole (damaged ones not: store.usable_tiles)
             done = self.session.done.copy()
         else:
-            done = np.zeros((len(self.frames),) + self.plan.grid, bool)
+            done = np.zeros((len(self.frames),) + self.plan.chunk_grid, bool)
         if self.whole_frames:  # a frame is written whole: one not done is done again
-            done[~done.all(axis=(1, 2))] = False
-        todo = [(f, t) for f in self.frames for t in self.tiles if not done[f.index, t.index[0], t.index[1]]]
+            done[~done.all(axis=tuple(range(1, done.ndim)))] = False
+        todo = [(f, t) for f in self.frames for t in self.tiles if not done[(f.index, *t.chunk)]]
         total = len(self.frames) * len(self.tiles)
         log.info("computing %d of %d tiles (%d already done)", len(todo), total, total - len(todo))
         self._begin(done, len(todo))
@@ -294,10 +294,11 @@ class _Run:
         first = self.tiles[0]
         where = os.path.basename(self.store.rstrip(os.sep)) if self.store else "in memory"
         title = f"{where}: {len(self.frames)} frame{'s' if len(self.frames) > 1 else ''}"
+        det = self.sim.detector  # a detector of panels: its panels stacked (as the board_at of its tiles)
         self.reporter.begin(
-            shape=self.sim.detector.shape,
+            shape=(det.n_panels * det.spixels, det.fpixels),
             tile=t,
-            done=np.asarray(done, bool),
+            done=np.asarray(done, bool).reshape(len(self.frames), -1, self.plan.grid[1]),
             todo=n_todo,
             evals_per_tile=first.shape[0] * first.shape[1] * batch_points(self.sim),
             title=title,
@@ -308,6 +309,14 @@ class _Run:
                 "device": self.device,
             },
         )
+
+    def _board_at(self, t) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Where the dashboard page draws tile ``t``: its index and first pixel, a detector of panels' panels
+        stacked in order (panel ``p``'s tile ``(i, j)`` is the page's ``(p * tiles_slow + i, j)``)."""
+        if t.panel is None:
+            return t.index, (t.s0, t.f0)
+        rows = t.panel * self.sim.detector.spixels
+        return (t.panel * self.plan.grid[0] + t.index[0], t.index[1]), (rows + t.s0, t.f0)
 
     def _states(self, sim_future, frame_ids) -> dict:
         if self.settings.parity != "c":
@@ -365,6 +374,7 @@ class _Run:
                     parity=self.settings.parity,
                     state=states.get((f.index, t.index)),
                     board=board,
+                    board_at=self._board_at(t),
                     backend=backend,
                 )
                 for f, t in group
@@ -380,9 +390,9 @@ class _Run:
             for fut in as_completed(futures, loop=self.client.loop):  # (our client: not a default one)
                 results = self._result(fut, futures)
                 for (f, t), (stats, img) in zip(futures[fut], results):
-                    partial[(f.index, t.index)] = stats
+                    partial[(f.index, t.chunk)] = stats
                     if img is not None:
-                        image[t.s0 : t.s1, t.f0 : t.f1] = img
+                        image[t.region] = img
                 done += len(results)
                 if bar is not None:
                     bar.update(done, futures[fut][-1][0].index + 1)
@@ -413,16 +423,16 @@ class _Run:
         """Per-frame statistics from every tile's partial sums, in tile order (reproducible)."""
         from bragg_dask import store as zstore
 
-        n_roi = roi_count(self.sim.detector)
+        n_roi = roi_count(self.sim.detector) * self.sim.detector.n_panels
         rows = zstore.tile_stats_rows(self.store) if self.store else None
         out = []
         for f in self.frames:
             parts = []
             for t in self.tiles:
-                p = partial.get((f.index, t.index))
+                p = partial.get((f.index, t.chunk))
                 if p is None:  # a tile not computed in this run: done before, in the store
                     assert rows is not None
-                    p = zstore.stats_from_row(rows[f.index, t.index[0], t.index[1]])
+                    p = zstore.stats_from_row(rows[(f.index, *t.chunk)], t.panel)
                 parts.append(p)
             out.append(combine(parts, n_roi))
         if self.store:

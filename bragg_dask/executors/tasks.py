@@ -37,6 +37,7 @@ class TileTask:
     state: TileState | None = None  # c-parity: the carried state entering the tile
     board: tuple[str, int, int] | None = None  # the dashboard page's run id, preview factor, frames (None: no page)
     backend: BackendChoice = DEFAULT_CHOICE  # the orientation sum's fast path (the run's settings)
+    board_at: tuple[tuple[int, int], tuple[int, int]] | None = None  # the page's tile index and first pixel
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,11 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
         )
         if page is not None:
             t = task.tile
+            at, origin = task.board_at or (t.index, (t.s0, t.f0))
             page.tile(
                 task.frame.index,
-                t.index,
-                (t.s0, t.f0),
+                at,
+                origin,
                 res,
                 time.perf_counter() - start,
                 t.shape[0] * t.shape[1] * batch_points(sim),
@@ -109,7 +111,7 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
         assert tasks[0].store is not None  # the tasks of a run share its store
         zstore.write_tiles(tasks[0].store, written)
     if page is not None:
-        page.stored([(task.frame.index, task.tile.index) for task in tasks])
+        page.stored([(task.frame.index, (task.board_at or (task.tile.index,))[0]) for task in tasks])
     return out
 
 
@@ -156,9 +158,9 @@ def task_groups(items: list, k_frames: int, k_tiles: int) -> list[list]:
     if k_frames > 1:
         by_tile: dict = {}
         for f, t in items:
-            by_tile.setdefault(t.index, []).append((f, t))
+            by_tile.setdefault(t.chunk, []).append((f, t))
         groups = [g[i : i + k_frames] for g in by_tile.values() for i in range(0, len(g), k_frames)]
-        groups.sort(key=lambda g: (g[0][0].index, g[0][1].index))  # frame order
+        groups.sort(key=lambda g: (g[0][0].index, g[0][1].chunk))  # frame order
         return groups
     return [items[i : i + k_tiles] for i in range(0, len(items), k_tiles)]
 
@@ -176,10 +178,15 @@ def frame_groups(items: list, k_frames: int) -> list[list]:
 def _group_key(prefix: str, group: list) -> str:
     """A task's key: its first item, and its last where there are several."""
     (f0, t0), (f1, t1) = group[0], group[-1]
-    key = f"{prefix}-fr{f0.index:05d}-s{t0.index[0]:04d}-t{t0.index[1]:04d}"
+    key = f"{prefix}-fr{f0.index:05d}-{_tile_key(t0)}"
     if len(group) > 1:
-        key += f"-to-fr{f1.index:05d}-s{t1.index[0]:04d}-t{t1.index[1]:04d}"
+        key += f"-to-fr{f1.index:05d}-{_tile_key(t1)}"
     return key
+
+
+def _tile_key(t: TileSpec) -> str:
+    tile = f"s{t.index[0]:04d}-t{t.index[1]:04d}"
+    return tile if t.panel is None else f"p{t.panel:03d}-{tile}"
 
 
 def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
@@ -209,14 +216,14 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
                 seed=task.frame.noise_seed,
                 adc=task.adc,
                 fpixels=base_sim.detector.fpixels,
-                s0=t.s0,
+                s0=t.s0 + (t.panel or 0) * base_sim.detector.spixels,  # panels: as their stacked image's
                 f0=t.f0,
             )
             overloads += n
         for name, tile_image in made.items():
             if whole:
                 frame = frames.setdefault((name, k), np.zeros(base_sim.detector.shape, dtype=tile_image.dtype))
-                frame[t.s0 : t.s1, t.f0 : t.f1] = tile_image
+                frame[t.region] = tile_image
             else:
                 zstore.write_tile_image(g, name, k, t, tile_image, synced)
     for (name, k), image in sorted(frames.items()):

@@ -130,6 +130,9 @@ def _write_panels(sim, image: np.ndarray, stats: ImageStats, outputs, cwd: str) 
 def _write_streamed(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[str]:
     import os
 
+    if sim.detector.panels:
+        return _write_streamed_panels(sim, frame, stats, outputs, cwd)
+
     written = []
     bounds = sim.detector.roi_bounds
     scale = int_scale(stats, outputs.intfile_scale)
@@ -177,6 +180,58 @@ def _write_streamed(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[st
             )
             log.info("noise seed %d", seed)
         written.append(path)
+    return written
+
+
+def _write_streamed_panels(sim, frame, stats: ImageStats, outputs, cwd: str) -> list[str]:
+    """:func:`_write_panels` from a store's frame of a detector of panels, a band at a time: the float file
+    the panels stacked, the SMV and PGM files one per panel (of the store's int and noise images where it
+    has them)."""
+    import os
+
+    from bragg_dask.io.panels import panel_path
+
+    det = sim.detector
+    bounds = (0, det.fpixels - 1, 0, det.spixels - 1)  # (no -roi with panels)
+    scale = int_scale(stats, outputs.intfile_scale)
+    written = []
+    if outputs.floatfile:
+        path = os.path.join(cwd, outputs.floatfile)
+        write_streamed(path, frame, None, bounds)  # every panel's bands, in order
+        written.append(path)
+    seed = noise_seed(outputs) if outputs.noisefile else 0
+    pscale = pgm_scale(stats, outputs.pgm_scale, scale)
+    for k, name in enumerate(det.panel_names):
+        one = type(frame)(frame.path, frame.frame, frame.flag, panel=k)
+        header = smv_header(sim.panel(k))
+        if outputs.intfile:
+            path = panel_path(os.path.join(cwd, outputs.intfile), name)
+            if one.has(one.INT):
+                write_streamed(path, one, None, bounds, header=header, array=one.INT)
+            else:
+                convert = lambda band, roi, s0, f0: int_image(band, roi, scale, outputs.adc)  # noqa: E731
+                write_streamed(path, one, convert, bounds, header=header)
+            written.append(path)
+        if outputs.pgmfile:
+            path = panel_path(os.path.join(cwd, outputs.pgmfile), name)
+            convert = lambda band, roi, s0, f0: pgm_bytes(band, roi, pscale)  # noqa: E731
+            write_streamed(path, one, convert, bounds, header=pgm_header(det.fpixels, det.spixels, pscale))
+            written.append(path)
+        if outputs.noisefile:
+            path = panel_path(os.path.join(cwd, outputs.noisefile), name)
+            if one.has(one.NOISE):
+                write_streamed(path, one, None, bounds, header=header, array=one.NOISE)
+            else:
+                first = k * det.spixels * det.fpixels  # the stacked image's pixel numbers, as _write_panels
+
+                def convert(band, roi, s0, f0, first=first):
+                    return noise_image(band, roi, seed=seed, adc=outputs.adc, first_index=first,
+                                       fpixels=det.fpixels, s0=s0, f0=f0)[0]  # fmt: skip
+
+                write_streamed(path, one, convert, bounds, header=header)
+            written.append(path)
+    if outputs.noisefile:
+        log.info("noise seed %d", seed)
     return written
 
 

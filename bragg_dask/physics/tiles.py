@@ -35,6 +35,11 @@ class TileSpec:
         return window if self.panel is None else (self.panel, *window)
 
     @property
+    def chunk(self) -> tuple[int, ...]:
+        """The tile's chunk of a frame in a store's image arrays: ``index``, or ``(panel, *index)``."""
+        return self.index if self.panel is None else (self.panel, *self.index)
+
+    @property
     def shape(self) -> tuple[int, int]:
         return (self.s1 - self.s0, self.f1 - self.f0)
 

@@ -31,6 +31,11 @@ class TilePlan:
         """Number of tiles along (slow, fast) (of each panel)."""
         return (math.ceil(self.spixels / self.tile_shape[0]), math.ceil(self.fpixels / self.tile_shape[1]))
 
+    @property
+    def chunk_grid(self) -> tuple[int, ...]:
+        """Tiles of a frame as a store's ``tiles_done`` holds them: ``grid``, or ``(panels, *grid)``."""
+        return (self.panels, *self.grid) if self.panels else self.grid
+
     def tiles(self) -> list[TileSpec]:
         ts, tf = self.tile_shape
         gs, gf = self.grid

@@ -50,12 +50,15 @@ class OpenStore:
         self._lock = threading.Lock()
 
     def aligned(self, name: str, tile: TileSpec) -> bool:
-        """Whether ``tile`` is chunk ``(frame, *tile.index)`` of image array ``name`` exactly."""
-        cs, cf = self[name].metadata.chunk_grid.chunk_shape[1:]
+        """Whether ``tile`` is chunk ``(frame, *tile.chunk)`` of image array ``name`` exactly."""
+        arr = self[name]
+        cs, cf = arr.metadata.chunk_grid.chunk_shape[-2:]
+        if (arr.ndim == 4) != (tile.panel is not None):  # a tile of a panel in an array of panels only
+            return False
         i, j = tile.index
         return (tile.s0, tile.f0) == (i * cs, j * cf) and tile.shape == (
-            min(cs, self[name].shape[1] - tile.s0),
-            min(cf, self[name].shape[2] - tile.f0),
+            min(cs, arr.shape[-2] - tile.s0),
+            min(cf, arr.shape[-1] - tile.f0),
         )
 
     def direct(self, name: str) -> bool:
@@ -156,11 +159,12 @@ class OpenStore:
             raise DamagedChunk(file, f"holds {data.size} values, not {int(np.prod(shape))}")
         return data.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
-    def read_band(self, name: str, frame: int, s0: int, s1: int) -> np.ndarray:
-        """Rows ``s0:s1`` (within one row of chunks) of frame ``frame`` of image array ``name``, every
-        column; straight from the chunk files when the array is :meth:`direct`, from the frame's shard
-        file when it is :meth:`sharded`, else through zarr."""
+    def read_band(self, name: str, frame: int, s0: int, s1: int, panel: int | None = None) -> np.ndarray:
+        """Rows ``s0:s1`` (within one row of chunks) of frame ``frame`` of image array ``name`` (of panel
+        ``panel`` in an array of panels), every column; straight from the chunk files when the array is
+        :meth:`direct`, from the frame's shard file when it is :meth:`sharded`, else through zarr."""
         arr = self[name]
+        at = (frame,) if panel is None else (frame, panel)
         if not self.direct(name):
             if self.sharded(name):
                 lay = shards.layout(arr)
@@ -170,16 +174,17 @@ class OpenStore:
                 if raw is None and lay.codec.crc:
                     raise DamagedChunk(file, "missing")
                 return shards.decode_band(lay, raw, int(arr.shape[2]), s0, s1, file)
-            return np.asarray(arr[frame, s0:s1, :])
-        _, cs, cf = arr.metadata.chunk_grid.chunk_shape
+            return np.asarray(arr[(*at, slice(s0, s1), slice(None))])
+        cs, cf = arr.metadata.chunk_grid.chunk_shape[-2:]
         i, r0 = divmod(s0, cs)
         if s1 - s0 > cs - r0:
             raise ValueError(f"{name}: rows {s0}:{s1} cross a row of chunks of {cs}")
-        width = arr.shape[2]
+        width = arr.shape[-1]
         band = np.empty((s1 - s0, width), dtype=np.dtype(arr.dtype).newbyteorder("="))
         for j in range(-(-width // cf)):  # a chunk at a time into the band: no list of parts held at once
             f0, f1 = j * cf, min((j + 1) * cf, width)
-            band[:, f0:f1] = self.get_chunk(name, (frame, i, j))[0, r0 : r0 + s1 - s0, : f1 - f0]
+            chunk = self.get_chunk(name, (*at, i, j))
+            band[:, f0:f1] = chunk.reshape(chunk.shape[-2:])[r0 : r0 + s1 - s0, : f1 - f0]
         return band
 
     @staticmethod

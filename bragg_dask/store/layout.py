@@ -28,7 +28,20 @@ FORMAT_VERSION = 2
 
 
 def _geometry_attrs(sim) -> dict:
+    """The detector's geometry (a detector of panels: the first panel's here, and every panel's in
+    ``panels``: name, the C program's vectors, pix0, beam centre and distance, oversample)."""
     det, geo = sim.detector, sim.detector.geometry
+    out = _plane_attrs(sim, geo)
+    if det.panels:
+        out["panels"] = [
+            {"name": name, "oversample": sim.panel(k).detector.oversample, **_plane_attrs(sim, g)}
+            for k, (name, g) in enumerate(zip(det.panel_names, det.panels))
+        ]
+    return out
+
+
+def _plane_attrs(sim, geo) -> dict:
+    det = sim.detector
     return {
         "convention": geo.convention,
         "pivot": geo.pivot,
@@ -50,7 +63,7 @@ def poni(sim) -> dict | None:
     so ``pyFAI.load(poni)`` or :func:`bragg_dask.azimuthal` integrates a frame; None for a curved
     detector (``-curved_det``), which pyFAI's flat geometry cannot describe."""
     det, geo = sim.detector, sim.detector.geometry
-    if det.curved:
+    if det.curved or det.panels:  # (a detector of panels: each panel's geometry is in the store's attributes)
         return None
     out = {
         "poni_version": 2,
@@ -109,6 +122,7 @@ LABELS = {
     "tiles_done": ("1", "tile written and durable"),
     "tile_stats": ("1", "partial sums of each tile: " + ", ".join(STAT_FIELDS)),
     "frame": ("1", "frame number"),
+    "panel": ("1", "panel number (a detector of panels: the names and geometry in the attributes' geometry.panels)"),
     "phi_deg": ("degree", "spindle angle phi at the start of the frame"),
     "phi0_deg": ("degree", "spindle angle phi at the start of the frame (the record phi_deg is made from)"),
     "x_mm": ("mm", "pixel centre along the fast axis from the detector origin (the C program's Fdet)"),
@@ -147,15 +161,21 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     g = zarr.open_group(path, mode="a", zarr_format=3)
     gs, gf = plan.grid
     ts, tf = plan.tile_shape
+    # a detector of panels: a panel dimension (a chunk per tile of each panel), else as nanoBragg's image
+    panel: tuple[int, ...] = (plan.panels,) if plan.panels else ()
+    panel_dim = ("panel",) if plan.panels else ()
     img = dict(
-        shape=(n_frames, plan.spixels, plan.fpixels), chunks=(1, ts, tf), dimension_names=("frame", "slow", "fast")
+        shape=(n_frames, *panel, plan.spixels, plan.fpixels),
+        chunks=(1, *(1,) * len(panel), ts, tf),
+        dimension_names=("frame", *panel_dim, "slow", "fast"),
     )
     # a dataset of frames of several tiles: a shard per frame (inner chunks the tiles), its done flags and
-    # statistics a chunk each (frames of one tile have a chunk per frame already, written straight)
-    whole = n_frames > 1 and gs * gf > 1
+    # statistics a chunk each (frames of one tile have a chunk per frame already, written straight); the
+    # tiles of a detector of panels are a chunk each
+    whole = n_frames > 1 and gs * gf > 1 and not plan.panels
     if whole:
         img["shards"] = (1, gs * ts, gf * tf)
-    per_tile = (1, gs, gf) if whole else (1, 1, 1)
+    per_tile = (1, gs, gf) if whole else (1, *(1,) * len(panel), 1, 1)
     _labelled(g, FLOAT, dtype="float32", fill_value=0.0, **img)
     for name, wanted in ((INT, with_int), (NOISE, with_noise)):
         if wanted:
@@ -163,21 +183,24 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     _labelled(
         g,
         "tiles_done",
-        shape=(n_frames, gs, gf),
+        shape=(n_frames, *panel, gs, gf),
         chunks=per_tile,
         dtype="bool",
         fill_value=False,
-        dimension_names=("frame", "tile_slow", "tile_fast"),
+        dimension_names=("frame", *panel_dim, "tile_slow", "tile_fast"),
     )
     _labelled(
         g,
         "tile_stats",
-        shape=(n_frames, gs, gf, len(STAT_FIELDS)),
+        shape=(n_frames, *panel, gs, gf, len(STAT_FIELDS)),
         chunks=(*per_tile, len(STAT_FIELDS)),
         dtype="float64",
         fill_value=0.0,
-        dimension_names=("frame", "tile_slow", "tile_fast", "stat"),
+        dimension_names=("frame", *panel_dim, "tile_slow", "tile_fast", "stat"),
     )
+    if plan.panels:  # the panel coordinate: each panel's index (names and geometry in the attributes)
+        _labelled(g, "panel", shape=(plan.panels,), chunks=(plan.panels,), dtype="int64", fill_value=0,
+                  dimension_names=("panel",))[:] = np.arange(plan.panels)  # fmt: skip
     per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
     _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
     for name in ("phi_deg", "phi0_deg"):
@@ -243,7 +266,7 @@ def ensure_image_array(path: str, name: str) -> None:
         chunks=fl.chunks,
         dtype="uint16",
         fill_value=0,
-        dimension_names=("frame", "slow", "fast"),
+        dimension_names=cast("ArrayV3Metadata", fl.metadata).dimension_names,
         **extra,
     )
     consolidate(path)

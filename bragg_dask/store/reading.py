@@ -99,23 +99,34 @@ def tiles_done(path: str) -> np.ndarray:
 def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:
     """A whole frame in memory (for small detectors; writers use :class:`StoreFrame`), every chunk checked
     as it is read."""
-    return np.concatenate([band for _, _, band in StoreFrame(path, frame).bands(array)])
+    return _whole(StoreFrame(path, frame), array)
+
+
+def _whole(frame: StoreFrame, array: str) -> np.ndarray:
+    return np.concatenate([band for _, _, band in frame.bands(array)]).reshape(frame.shape)
 
 
 class StoreFrame:
     """One frame of a store, read a band of tile rows at a time (never the whole frame).
 
     Its image arrays are named by :attr:`FLOAT`, :attr:`INT` and :attr:`NOISE` (:meth:`has`, :meth:`bands`).
+    A store of a detector of panels: the frame is ``(panel, slow, fast)`` (``panels`` of them), its bands
+    the panels' one after the other (rows counted through the panels stacked in order); ``panel=k``: that
+    panel's alone, ``(slow, fast)``.
     """
 
     FLOAT, INT, NOISE = FLOAT, INT, NOISE
 
-    def __init__(self, path: str, frame: int = 0, flag: str | None = None) -> None:
+    def __init__(self, path: str, frame: int = 0, flag: str | None = None, panel: int | None = None) -> None:
         self.path, self.frame, self.flag = path, frame, flag
         g = opened(path, "r")
         a = g["float"]
-        self.shape = tuple(a.shape[1:])
-        self.tile_shape = tuple(a.chunks[1:])
+        self.panels = int(a.shape[1]) if a.ndim == 4 else 0
+        if panel is not None and not 0 <= panel < self.panels:
+            raise ValueError(f"no panel {panel} in a store of {self.panels} panels")
+        self.panel = panel
+        self.shape = tuple(a.shape[1:]) if panel is None else tuple(a.shape[2:])
+        self.tile_shape = tuple(a.chunks[-2:])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr on the lock file beside the arrays
             self.arrays = set(g.group.array_keys())
@@ -134,17 +145,23 @@ class StoreFrame:
         chunk is checked as it is read: a damaged one is a one-line error naming the frame, tile and file."""
         g = opened(self.path, "r")
         ts = self.tile_shape[0]
-        for s0 in range(0, self.shape[0], ts):
-            s1 = min(s0 + ts, self.shape[0])
-            try:
-                band = g.read_band(array, self.frame, s0, s1)
-            except DamagedChunk as exc:
-                raise damage_error(self.path, self.flag or "store", self.frame, None, exc.file, exc.why) from None
-            yield s0, s1, band
-            del band  # no second band alive while the next is read: a band at a time is the budget
+        rows = self.shape[-2]
+        panels: list[int | None] = (
+            [None] if not self.panels else [self.panel] if self.panel is not None else list(range(self.panels))
+        )
+        for p in panels:
+            offset = rows * p if p is not None and self.panel is None else 0
+            for s0 in range(0, rows, ts):
+                s1 = min(s0 + ts, rows)
+                try:
+                    band = g.read_band(array, self.frame, s0, s1, p)
+                except DamagedChunk as exc:
+                    raise damage_error(self.path, self.flag or "store", self.frame, None, exc.file, exc.why) from None
+                yield offset + s0, offset + s1, band
+                del band  # no second band alive while the next is read: a band at a time is the budget
 
     def __array__(self, dtype=None, copy=None):
-        img = np.concatenate([band for _, _, band in self.bands()])  # every chunk checked as it is read
+        img = _whole(self, FLOAT)  # every chunk checked as it is read
         return img if dtype is None else img.astype(dtype)
 
 
@@ -161,5 +178,6 @@ def frames_phi0_deg(path: str) -> np.ndarray:
 def frame_tiles(path: str) -> list[TileSpec]:
     """The tiles (chunks) of a frame of the store's image arrays, in raster order."""
     a = opened(path, "r")[FLOAT]
-    tile_shape = cast("tuple[int, int]", tuple(int(c) for c in a.chunks[1:]))  # an image array: 3-d
-    return TilePlan(int(a.shape[1]), int(a.shape[2]), tile_shape).tiles()
+    tile_shape = cast("tuple[int, int]", tuple(int(c) for c in a.chunks[-2:]))
+    panels = int(a.shape[1]) if a.ndim == 4 else 0  # (frame, panel, slow, fast): tiles within each panel
+    return TilePlan(int(a.shape[-2]), int(a.shape[-1]), tile_shape, panels).tiles()

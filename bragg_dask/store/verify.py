@@ -138,13 +138,15 @@ class _Scanner:
     # ---- records per tile ------------------------------------------------------------------------
     def tile_records(self) -> None:
         """``tiles_done`` (a damaged chunk: its tiles not done), then each done tile's statistics."""
+        nd = self.done.ndim  # frame, then the tile grid: (slow, fast), or (panel, slow, fast)
         for name in TILE_RECORDS:
             arr = self.g[name]
-            cs = tuple(int(c) for c in arr.metadata.chunk_grid.chunk_shape[:3])
+            cs = tuple(int(c) for c in arr.metadata.chunk_grid.chunk_shape[:nd])
+            per_tile = all(c == 1 for c in cs[1:])
             for coords in _chunk_grid(arr):
                 if coords[0] * cs[0] not in self.frames and cs[0] == 1:
                     continue
-                sl = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords[:3], cs))
+                sl = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords[:nd], cs))
                 self.files += 1
                 try:
                     if self.g.direct(name):
@@ -169,14 +171,14 @@ class _Scanner:
                         self.problem(
                             DamagedChunk(self.g.chunk_file(name, coords), "missing (a complete store's)"),
                             coords[0] if cs[0] == 1 else None,
-                            tuple(coords[1:3]) if cs[1] == cs[2] == 1 else None,
+                            tuple(coords[1:nd]) if per_tile else None,
                         )
                         self.redo[sl] = True
                 elif region.any() and not os.path.exists(self.g.chunk_file(name, coords)):
                     self.problem(
                         DamagedChunk(self.g.chunk_file(name, coords), "missing (statistics of done tiles)"),
                         coords[0] if cs[0] == 1 else None,
-                        tuple(coords[1:3]) if cs[1] == cs[2] == 1 else None,
+                        tuple(coords[1:nd]) if per_tile else None,
                     )
                     self.redo[sl] |= region
 
@@ -196,40 +198,40 @@ class _Scanner:
                 if lay is not None:
                     yield self._shard_job(name, lay, k, want), k
                     continue
-                for i, j in itertools.product(range(self.grid[0]), range(self.grid[1])):
+                for tile in itertools.product(*(range(n) for n in self.grid)):  # (i, j), or (panel, i, j)
                     if codec is None:
-                        yield self._zarr_job(name, k, i, j), k
+                        yield self._zarr_job(name, k, tile), k
                     else:
-                        yield self._chunk_job(name, codec, k, i, j, want and self.done[k, i, j]), k
+                        yield self._chunk_job(name, codec, k, tile, want and self.done[(k, *tile)]), k
 
-    def _chunk_job(self, name, codec, k, i, j, required):
-        file = self.g.chunk_file(name, (k, i, j))
+    def _chunk_job(self, name, codec, k, tile, required):
+        file = self.g.chunk_file(name, (k, *tile))
 
         def run():
             try:
                 raw = _read(file)
             except DamagedChunk as exc:
-                raise _At(exc, (i, j)) from None
+                raise _At(exc, tile) from None
             if raw is None:
                 if required and codec.crc:
-                    raise _At(DamagedChunk(file, "missing"), (i, j))
+                    raise _At(DamagedChunk(file, "missing"), tile)
                 return
             try:
                 codec.check(raw, file, _chunk_bytes(self.g[name]))
             except DamagedChunk as exc:
-                raise _At(exc, (i, j)) from None
+                raise _At(exc, tile) from None
 
         return run
 
-    def _zarr_job(self, name, k, i, j):
+    def _zarr_job(self, name, k, tile):
         arr = self.g[name]
-        _, cs, cf = arr.metadata.chunk_grid.chunk_shape
+        cs = arr.metadata.chunk_grid.chunk_shape[1:]
 
         def run():
             try:
-                np.asarray(arr[k, i * cs : (i + 1) * cs, j * cf : (j + 1) * cf])
+                np.asarray(arr[(k, *(slice(c * n, (c + 1) * n) for c, n in zip(tile, cs)))])
             except Exception as exc:  # noqa: BLE001 - zarr's codecs
-                raise _At(DamagedChunk(self.g.chunk_file(name, (k, i, j)), _why(exc)), (i, j)) from None
+                raise _At(DamagedChunk(self.g.chunk_file(name, (k, *tile)), _why(exc)), tile) from None
 
         return run
 

@@ -19,13 +19,17 @@ if TYPE_CHECKING:
 
 
 def stats_row(stats: dict) -> np.ndarray:
-    """A tile's partial statistics as the ``tile_stats`` row (argmax -1 when nothing rendered)."""
-    am = stats["argmax"] if stats["argmax"] is not None else (-1, -1)
+    """A tile's partial statistics as the ``tile_stats`` row (argmax -1 when nothing rendered; on a detector
+    of panels its pixel within the panel, the row's place in the array saying which panel)."""
+    am = stats["argmax"][-2:] if stats["argmax"] is not None else (-1, -1)
     return np.array([stats["sum"], stats["sumsq"], stats["n"], stats["max"], am[0], am[1]], dtype=np.float64)
 
 
-def stats_from_row(row: np.ndarray) -> dict:
-    am = None if row[4] < 0 else (int(row[4]), int(row[5]))
+def stats_from_row(row: np.ndarray, panel: int | None = None) -> dict:
+    """The partial statistics of a ``tile_stats`` row (of panel ``panel``'s tile: its argmax with it)."""
+    am: tuple[int, ...] | None = None if row[4] < 0 else (int(row[4]), int(row[5]))
+    if am is not None and panel is not None:
+        am = (panel, *am)
     return {"sum": float(row[0]), "sumsq": float(row[1]), "n": int(row[2]), "max": float(row[3]), "argmax": am}
 
 
@@ -45,30 +49,27 @@ def write_tiles(path: str, items) -> None:
         g.aligned("float", tile) for _, tile, _, _ in items
     ):
         for frame, tile, image, stats in items:
-            i, j = tile.index
-            g.put_chunk("float", (frame, i, j), image, synced)
-            g.put_chunk("tile_stats", (frame, i, j, 0), stats_row(stats)[None, None, None, :], synced)
+            g.put_chunk("float", (frame, *tile.chunk), image, synced)
+            g.put_chunk("tile_stats", (frame, *tile.chunk, 0), stats_row(stats), synced)
         g.sync_folders(synced)
         for frame, tile, _, _ in items:
-            g.put_chunk("tiles_done", (frame, *tile.index), np.ones((1, 1, 1), dtype=bool), synced)
+            g.put_chunk("tiles_done", (frame, *tile.chunk), np.ones((1,) * (1 + len(tile.chunk)), dtype=bool), synced)
         g.sync_folders(synced)
         return
     runs = _frame_runs(items)  # zarr writes: one write per array for a run of consecutive frames
     for tile, frames, images, stats in runs:
-        i, j = tile.index
         a, b = frames[0], frames[-1] + 1
-        fl[a:b, tile.s0 : tile.s1, tile.f0 : tile.f1] = np.stack(images)
-        ts[a:b, i, j] = np.stack([stats_row(st) for st in stats])
-    for tile, frames, _, _ in runs:
-        i, j = tile.index
-        for frame in frames:
-            sync_chunk(path, fl, (frame, i, j), synced)
-            sync_chunk(path, ts, (frame, i, j, 0), synced)
-    for tile, frames, _, _ in runs:
-        done[frames[0] : frames[-1] + 1, tile.index[0], tile.index[1]] = True
+        fl[(slice(a, b), *tile.region)] = np.stack(images)
+        ts[(slice(a, b), *tile.chunk)] = np.stack([stats_row(st) for st in stats])
     for tile, frames, _, _ in runs:
         for frame in frames:
-            sync_chunk(path, done, (frame, tile.index[0], tile.index[1]), synced)
+            sync_chunk(path, fl, (frame, *tile.chunk), synced)
+            sync_chunk(path, ts, (frame, *tile.chunk, 0), synced)
+    for tile, frames, _, _ in runs:
+        done[(slice(frames[0], frames[-1] + 1), *tile.chunk)] = True
+    for tile, frames, _, _ in runs:
+        for frame in frames:
+            sync_chunk(path, done, (frame, *tile.chunk), synced)
 
 
 def whole_frames(g: OpenStore) -> bool:
@@ -130,9 +131,9 @@ def write_tile_image(
     """One tile of a frame of image array ``name`` (``int``, ``noise``): its chunk (made durable, its
     folder added to ``synced``, where that set is given)."""
     if g.direct(name) and g.aligned(name, tile):
-        g.put_chunk(name, (frame, *tile.index), image, synced)
+        g.put_chunk(name, (frame, *tile.chunk), image, synced)
     else:
-        g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1] = image
+        g[name][(frame, *tile.region)] = image
 
 
 def drop_frame_images(path: str, name: str, frames) -> None:
@@ -155,8 +156,9 @@ def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.n
     """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from
     its chunk file where the tile is one whole chunk, else through zarr."""
     if g.direct(name) and g.aligned(name, tile):
-        return g.get_chunk(name, (frame, *tile.index))[0, : tile.shape[0], : tile.shape[1]]
-    return np.asarray(g[name][frame, tile.s0 : tile.s1, tile.f0 : tile.f1])
+        chunk = g.get_chunk(name, (frame, *tile.chunk))
+        return chunk.reshape(chunk.shape[-2:])[: tile.shape[0], : tile.shape[1]]
+    return np.asarray(g[name][(frame, *tile.region)])
 
 
 def _frame_runs(items) -> list:
@@ -190,6 +192,9 @@ def write_frame_metadata(g: zarr.Group, frames) -> None:
         w["frame"][:] = np.arange(n)
     w["orientation"][:] = np.asarray([f.orientation for f in frames], dtype=np.float64).reshape(n, 3, 3)
     w["noise_seed"][:] = np.array([-1 if f.noise_seed is None else f.noise_seed for f in frames], dtype=np.int64)
+    if "panel" in g:  # a detector of panels' coordinate
+        panels = writable(g["panel"])
+        panels[:] = np.arange(panels.shape[0])
     pixel_mm = float(dict(cast("dict[str, Any]", g.attrs["bragg_dask"]))["geometry"]["pixel_size_m"]) * 1e3
     for name in ("x_mm", "y_mm"):
         writable(g[name])[:] = (np.arange(cast("AnyArray", g[name]).shape[0]) + 0.5) * pixel_mm
