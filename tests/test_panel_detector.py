@@ -157,7 +157,7 @@ def test_the_files_of_a_detector_of_panels(tmp_path, capsys):
         (["-roi", "0", "3", "0", "3"], "-roi"),
         (["-curved_det"], "-curved_det"),
         (["--parity", "c"], "--parity"),
-        (["--zarr", "s.zarr"], "--zarr"),
+        (["--geometry", "g.geom"], "one detector"),
     ],
 )
 def test_what_a_detector_of_panels_contradicts_is_refused(extra, needle, tmp_path, cli_error):
@@ -195,3 +195,124 @@ def test_a_single_panel_description_keeps_its_fingerprint():
     multi = _simulation("modules")
     assert len(multi.to_dict()["detector"]["panels"]) == 6
     assert multi.fingerprint() != _simulation("tilted").fingerprint()
+
+
+# ------------------------------------------------------------------------------------- on Dask, in a store
+
+
+def test_a_store_of_panels_holds_each_panel_as_the_c_program(tmp_path, capsys):
+    """(frame, panel, slow, fast) arrays equal to the C references; damage found per panel tile, a resume
+    computes only it; the files exported from the store are the in-process run's."""
+    import xarray as xr
+    import zarr
+
+    args, panels, refs = _case("tilted", tmp_path)
+    run = [*args, "--panels", "panels.json", "--tile", "6", "-noprogress"]
+    files = ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img", "-seed", "9"]
+    assert main_in(tmp_path, [*run, "--zarr", "s.zarr", "--workers", "2", *files]) == 0, capsys.readouterr().err
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    got = np.asarray(g["float"][0])
+    assert got.shape == refs.shape and g["float"].chunks == (1, 1, 6, 6)
+    for k in range(len(panels)):
+        assert np.array_equal(got[k], refs[k]) or _max_rel(got[k], refs[k]) <= 1e-12
+    ds = xr.open_zarr(str(tmp_path / "s.zarr"))
+    assert ds["float"].dims == ("frame", "panel", "slow", "fast") and list(ds["panel"].values) == [0, 1, 2]
+    attrs = dict(g.attrs)["bragg_dask"]["geometry"]["panels"]
+    assert [p["name"] for p in attrs] == ["t0", "t1", "t2"]
+    assert np.allclose(attrs[2]["fdet_vector"], panels[2]["fdet"], atol=1e-15)
+    serial = tmp_path / "serial"
+    serial.mkdir()
+    shutil.copy(tmp_path / "panels.json", serial / "panels.json")
+    assert main_in(serial, [*run, *files]) == 0
+    for name in ["f.bin"] + [f"{x}_{p['name']}.img" for x in ("i", "n") for p in panels]:
+        assert (tmp_path / name).read_bytes() == (serial / name).read_bytes(), name
+    capsys.readouterr()
+    # a chunk of panel 1 lost: verify names its (panel, slow, fast) tile; the same command computes it alone
+    (tmp_path / "s.zarr" / "float" / "c" / "0" / "1" / "2" / "1").unlink()
+    assert main_in(tmp_path, ["verify", "s.zarr"]) == 1
+    assert "tile (1, 2, 1)" in capsys.readouterr().out
+    assert main_in(tmp_path, [*run, "--zarr", "s.zarr", "--workers", "2"]) == 0
+    assert "tiles computed: 1 of 36" in capsys.readouterr().out
+    assert main_in(tmp_path, ["verify", "s.zarr"]) == 0
+    assert "1 of 1 frames complete" in capsys.readouterr().out
+    # exported from the store: the in-process run's files
+    assert main_in(tmp_path, ["export", "s.zarr", "-floatfile", "e.bin", "-intfile", "e.img"]) == 0
+    assert (tmp_path / "e.bin").read_bytes() == (serial / "f.bin").read_bytes()
+    assert (tmp_path / "e_t1.img").read_bytes() == (serial / "i_t1.img").read_bytes()
+
+
+def test_a_dataset_of_a_detector_of_panels(tmp_path, capsys):
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.planning.frames import DatasetSpec, make_frames
+    from bragg_dask.store import read_frame
+
+    args, panels, _ = _case("modules", tmp_path)
+    rc = main_in(tmp_path, [*args, "--panels", "panels.json", "--orientations", "3", "--zarr", "d.zarr", "-noprogress"])
+    assert rc == 0, capsys.readouterr().err
+    sim = _simulation("modules")
+    for frame in make_frames(sim, DatasetSpec("orientations", 3)):
+        want = run_serial(frame.simulation(sim), tile=64).image
+        assert np.array_equal(read_frame(str(tmp_path / "d.zarr"), frame.index), want)
+
+
+def test_the_preview_draws_the_panels_where_they_are(tmp_path, capsys):
+    from bragg_dask.cli.preview import load
+
+    args, panels, refs = _case("modules", tmp_path)
+    assert main_in(tmp_path, [*args, "--panels", "panels.json", "--zarr", "s.zarr", "-noprogress"]) == 0
+    view = load(str(tmp_path / "s.zarr"), 0, max_px=1000)
+    # six 16 x 12 modules with gaps of 3 (fast) and 5 (slow) pixels, in one plane: 35 x 46 pixels
+    assert view.image.shape == (46, 35) and view.factor == 1 and view.panels == 6
+    assert np.isnan(view.image[:, 16:19]).all() and np.isnan(view.image[12:17, :]).all()
+    assert np.array_equal(view.image[:12, :16], refs[0]) and np.array_equal(view.image[34:, 19:], refs[5])
+    assert main_in(tmp_path, ["preview", "s.zarr", "-o", "p.png", "--rings"]) == 0
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_what_a_store_of_panels_does_not_do_yet_is_one_line(tmp_path, cli_error, capsys):
+    args, _, _ = _case("modules", tmp_path)
+    assert main_in(tmp_path, [*args, "--panels", "panels.json", "--zarr", "s.zarr", "-noprogress"]) == 0
+    capsys.readouterr()
+    cli_error(["export", "s.zarr", "--nxmx", "x.h5"], "--nxmx", "panels")
+    cli_error(["noisify", "s.zarr", "-seed", "1"], "noisify", "panels")
+    cli_error([*args, "--panels", "panels.json", "--zarr", "t.zarr", "--psf", "gauss"], "--psf", "panels")
+
+
+# ------------------------------------------------------------------------------------------------ presets
+
+
+def test_a_preset_is_its_frame_with_the_gaps_not_computed():
+    """Every module of --detector eiger2-4m equals the pixels under it of the C program's single detector of
+    the preset's whole frame (2068 x 2162 pixels of 75 um), placed by the same flags."""
+    from bragg_dask.cli import prepare
+    from bragg_dask.cli.options import service_parser, split_argv
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.io.presets import PRESETS
+
+    xtal = "-cell 50 60 70 90 90 90 -default_F 10 -N 3 -lambda 1 -distance 200 -Xbeam 80 -Ybeam 75".split()
+    full = parse_nanobragg_args([*xtal, "-detpixels_x", "2068", "-detpixels_y", "2162", "-pixel", "0.075"], cwd=".")
+    service, c_args = split_argv([*xtal, "--detector", "EIGER2-4M", "-nonoise", "-nopgm", "-noprogress"])
+    sim = prepare(service_parser().parse_args(service), c_args)[3]
+    p = PRESETS["eiger2-4m"]
+    assert (
+        sim.detector.shape == (8, 512, 1028)
+        and sim.detector.panel_oversample == (full.simulation.detector.oversample,) * 8
+    )
+    got, ref = run_serial(sim).image, run_serial(full.simulation).image
+    for k, (fo, so) in enumerate(p.offsets):
+        assert _max_rel(got[k], ref[so : so + 512, fo : fo + 1028]) <= 1e-9  # the origin moved: float32 ulps
+    assert got.sum() < ref.sum()  # the gaps are not computed
+
+
+def test_detector_list_and_the_preset_refusals(tmp_path, capsys, cli_error):
+    from bragg_dask.io.presets import PRESETS
+
+    assert main_in(tmp_path, ["--detector", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("pilatus6m", "eiger2-16m", "eiger2-4m", "jungfrau4m"):
+        assert name in out and name in PRESETS
+    xtal = "-cell 50 60 70 90 90 90 -default_F 10 -N 3".split()
+    cli_error([*xtal, "--detector", "pilatus7m"], "--detector", "pilatus6m")
+    cli_error([*xtal, "-detpixels", "100", "--detector", "pilatus6m"], "-detpixels")
+    cli_error([*xtal, "-pixel", "0.1", "--detector", "pilatus6m"], "-pixel")
+    cli_error([*xtal, "--detector", "pilatus6m", "--panels", "p.json"], "--panels", "one detector")

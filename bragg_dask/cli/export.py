@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from bragg_dask.config import clip_roi
 from bragg_dask.errors import ConfigError, UsageError
+from bragg_dask.io.panels import panel_config, panel_names_of, panel_path
 from bragg_dask.io.pgm import pgm_bytes
 from bragg_dask.io.smv import header_fields_from_config, int_image, smv_header
 from bragg_dask.nanobragg.outputs import pgm_header, write_streamed
@@ -72,7 +73,18 @@ def export_main(argv: list[str]) -> list[str]:
         )
     from bragg_dask.nanobragg.checks import check_paths
 
+    names = _panel_names(a.store)  # a store of panels: the SMV and PGM files one per panel
     files = [(f"-{n}", getattr(a, n)) for n in ("floatfile", "intfile", "noisefile", "pgmfile") if getattr(a, n)]
+    if names:
+        if a.nxmx or a.cbf:
+            raise UsageError(
+                "a store of a detector of panels is not yet written as NXmx or CBF (its -floatfile, "
+                "-intfile, -noisefile and -pgmfile are: the SMV and PGM files one per panel)",
+                flag="--nxmx" if a.nxmx else "--cbf",
+            )
+        files = [(flag, path) for flag, path in files if flag == "-floatfile"] + [
+            (flag, panel_path(path, n)) for flag, path in files if flag != "-floatfile" for n in names
+        ]
     # every output checked before anything is written (the series' CBF names again by export_mx, with them)
     check_paths(
         files + ([("--nxmx", a.nxmx)] if a.nxmx else []) + ([("--cbf", a.cbf)] if a.cbf and not a.all_frames else []),
@@ -100,12 +112,21 @@ def _export_c_files(a) -> list[str]:
             f"frame {a.frame} of {a.store} is incomplete (re-run the simulation to finish it)", flag="--frame"
         )
     check_frames(a.store, [a.frame], None, "export")  # a damaged frame: one line, before any file
-    written: list[str] = []
     frame = StoreFrame(a.store, a.frame, flag="export")
+    if frame.panels:
+        return _export_panels(a, rec, frame)
     fields = header_fields_from_config(rec.config)
     fields["phi0_rad"] = math.radians(rec.phi0_deg)
     s, f = frame.shape
     bounds = clip_roi(rec.config["detector"].get("roi"), f, s)
+    return _write_c_files(a, rec, frame, fields, bounds)
+
+
+def _write_c_files(a, rec: FrameRecord, frame: StoreFrame, fields: dict, bounds, first_index: int = 0) -> list[str]:
+    """The files of ``a`` from ``frame`` (``(slow, fast)``) with the SMV header ``fields``; ``first_index``:
+    the noise's first pixel number (a panel's in the panels stacked)."""
+    written: list[str] = []
+    s, f = frame.shape[-2:]
     # no -adc of the export's own: the store's int/noise images as the run made them (with the run's -adc)
     own_adc = a.adc != DEFAULT_ADC_OFFSET
     if a.floatfile:
@@ -125,7 +146,7 @@ def _export_c_files(a) -> list[str]:
             )
         written.append(a.intfile)
     if a.noisefile:
-        _write_noise(rec, a, frame, bounds, smv_header(fields))
+        _write_noise(rec, a, frame, bounds, smv_header(fields), first_index)
         written.append(a.noisefile)
     if a.pgmfile:
         pscale = a.pgmscale if a.pgmscale > 0 else (250.0 / (5.0 * rec.rmsd) if rec.rmsd > 0 else scale)
@@ -140,7 +161,40 @@ def _export_c_files(a) -> list[str]:
     return written
 
 
-def _write_noise(rec: FrameRecord, a, frame: StoreFrame, bounds, header: bytes) -> None:
+def _panel_names(store: str) -> tuple[str, ...]:
+    """The store's panel names (none: a single-panel detector's, or a store that cannot be read: its
+    reader says what is wrong)."""
+    from bragg_dask.store import store_metadata
+
+    try:
+        return panel_names_of(store_metadata(store).get("config") or {})
+    except Exception:  # noqa: BLE001 - frame_record names what is wrong with the store
+        return ()
+
+
+def _export_panels(a, rec: FrameRecord, frame: StoreFrame) -> list[str]:
+    """The C program's files of a frame of a detector of panels: the float file the panels stacked in
+    order, the SMV and PGM files one per panel (``image.img`` -> ``image_NAME.img``), each with its panel's
+    header; the noise of a pixel as that of the panels stacked into one image."""
+    written: list[str] = []
+    _, s, f = frame.shape
+    bounds = (0, f - 1, 0, s - 1)
+    if a.floatfile:
+        write_streamed(a.floatfile, frame, None, bounds)
+        written.append(a.floatfile)
+    for k, name in enumerate(panel_names_of(rec.config)):
+        one = StoreFrame(a.store, a.frame, flag="export", panel=k)
+        fields = header_fields_from_config(panel_config(rec.config, k))
+        fields["phi0_rad"] = math.radians(rec.phi0_deg)
+        per = argparse.Namespace(**vars(a))
+        for attr in ("intfile", "noisefile", "pgmfile"):
+            setattr(per, attr, panel_path(getattr(a, attr), name) if getattr(a, attr) else None)
+        per.floatfile = None
+        written += _write_c_files(per, rec, one, fields, bounds, first_index=k * s * f)
+    return written
+
+
+def _write_noise(rec: FrameRecord, a, frame: StoreFrame, bounds, header: bytes, first_index: int = 0) -> None:
     from bragg_dask.detector.noise import noise_image
 
     if frame.has(frame.NOISE) and a.seed is None and a.adc == DEFAULT_ADC_OFFSET:
@@ -149,11 +203,13 @@ def _write_noise(rec: FrameRecord, a, frame: StoreFrame, bounds, header: bytes) 
     seed = a.seed if a.seed is not None else rec.noise_seed
     if seed is None:
         raise UsageError("the store has no noise seed for this frame: give -seed N", flag="-noisefile")
-    fp = frame.shape[1]
+    fp = frame.shape[-1]
     write_streamed(
         a.noisefile,
         frame,
-        lambda band, roi, s0, f0: noise_image(band, roi, seed=seed, adc=a.adc, fpixels=fp, s0=s0, f0=f0)[0],
+        lambda band, roi, s0, f0: noise_image(
+            band, roi, seed=seed, adc=a.adc, first_index=first_index, fpixels=fp, s0=s0, f0=f0
+        )[0],
         bounds,
         header=header,
     )

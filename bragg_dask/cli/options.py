@@ -68,6 +68,25 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         ),
     ),
     (
+        ("--geometry",),
+        dict(
+            default=None,
+            metavar="FILE",
+            help="a detector of panels from an NXmx master file (.h5/.nxs), a DIALS experiment list (.expt) "
+            "or a CrystFEL geometry file (.geom), with its beam and wavelength where the file has them "
+            "(default: none)",
+        ),
+    ),
+    (
+        ("--detector",),
+        dict(
+            default=None,
+            metavar="NAME|list",
+            help="a detector's real module layout (pilatus6m, eiger2-16m, eiger2-4m, jungfrau4m...), placed "
+            "by the C program's -distance, -Xbeam/-Ybeam, rotations...; list: the presets (default: none)",
+        ),
+    ),
+    (
         ("--zarr",),
         dict(
             default=None,
@@ -308,6 +327,8 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--device",
         "--zarr",
         "--panels",
+        "--geometry",
+        "--detector",
         "--scheduler",
         "--scheduler-file",
         "--workers",

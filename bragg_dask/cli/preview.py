@@ -160,6 +160,7 @@ class FrameView:
     n_frames: int
     phi0_deg: float
     name: str
+    panels: int = 0  # a detector of panels: how many (the image their projection onto the first one's plane)
 
 
 def load(store: str, frame: int = 0, max_px: int = MAX_PX) -> FrameView:
@@ -180,6 +181,8 @@ def load(store: str, frame: int = 0, max_px: int = MAX_PX) -> FrameView:
         )
     check_frames(store, [frame], None, "preview")  # a damaged frame: one line, before any file
     geometry = store_metadata(store)["geometry"]
+    if geometry.get("panels"):
+        return _load_panels(store, frame, max_px, rec, geometry)
     view = StoreFrame(store, frame, flag="preview")
     factor = pool_factor(view.shape, max_px)
     image = pool_bands(view.bands(view.FLOAT), view.shape[1], factor)
@@ -192,6 +195,56 @@ def load(store: str, frame: int = 0, max_px: int = MAX_PX) -> FrameView:
         n_frames=rec.n_frames,
         phi0_deg=rec.phi0_deg,
         name=os.path.basename(os.path.normpath(os.path.abspath(store))),
+    )
+
+
+def _load_panels(store: str, frame: int, max_px: int, rec, geometry: dict) -> FrameView:
+    """A frame of a detector of panels as one picture: every panel where it is seen from the sample,
+    projected onto the first panel's plane (coplanar modules: where they are in it, with their gaps),
+    in that plane's pixels; gaps (and panels that plane cannot show: behind the sample) are NaN."""
+    panels = geometry["panels"]
+    px = float(geometry["pixel_size_m"])
+    keys = ("fdet_vector", "sdet_vector", "odet_vector", "pix0_vector_m")
+    planes = [tuple(np.asarray(p[k], dtype=np.float64) for k in keys) for p in panels]
+    f0, s0, o0, p0 = planes[0]
+    n_s, n_f = (int(n) for n in StoreFrame(store, frame, flag="preview", panel=0).shape)
+    corners = []
+    for f, s, _o, p in planes:
+        for cf, cs in ((0, 0), (n_f, 0), (0, n_s), (n_f, n_s)):
+            x = p + cf * px * f + cs * px * s
+            if x @ o0 > 0:  # in front of the sample as the first panel's plane sees it
+                y = x * (p0 @ o0) / (x @ o0) - p0
+                corners.append((y @ f0 / px, y @ s0 / px))
+    uv = np.asarray(corners)
+    (u0, v0), (u1, v1) = np.floor(uv.min(axis=0)), np.ceil(uv.max(axis=0))
+    factor = pool_factor((int(v1 - v0), int(u1 - u0)), max_px)
+    ns, nf = math.ceil((v1 - v0) / factor), math.ceil((u1 - u0) / factor)
+    u = u0 + (np.arange(nf) + 0.5) * factor
+    v = v0 + (np.arange(ns) + 0.5) * factor
+    points = p0 + (u[None, :, None] * f0 + v[:, None, None] * s0) * px  # (ns, nf, 3): the canvas in plane 0
+    canvas = np.full((ns, nf), np.nan, dtype=np.float32)
+    for k, (f, s, o, p) in enumerate(planes):
+        view = StoreFrame(store, frame, flag="preview", panel=k)
+        pooled = pool_bands(view.bands(view.FLOAT), n_f, factor)
+        along = points @ o
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit = points * ((p @ o) / along)[..., None] - p  # the ray through each canvas point, on panel k
+        fi, si = hit @ f / px, hit @ s / px
+        inside = (along > 0) & (fi >= 0) & (fi < n_f) & (si >= 0) & (si < n_s)
+        values = pooled[(si[inside] // factor).astype(int), (fi[inside] // factor).astype(int)]
+        canvas[inside] = np.fmax(canvas[inside], values)
+    plane = dict(geometry)  # the canvas's plane: the first panel's, its corner moved to the canvas's
+    plane["pix0_vector_m"] = list(p0 + u0 * px * f0 + v0 * px * s0)
+    return FrameView(
+        image=canvas,
+        factor=factor,
+        shape=(int(v1 - v0), int(u1 - u0)),
+        geometry=plane,
+        frame=frame,
+        n_frames=rec.n_frames,
+        phi0_deg=rec.phi0_deg,
+        name=os.path.basename(os.path.normpath(os.path.abspath(store))),
+        panels=len(panels),
     )
 
 
@@ -235,8 +288,8 @@ def figure(view: FrameView, rings: bool = False):
     s, f = view.shape
     k = view.factor
     ns, nf = view.image.shape
-    photons = np.maximum(view.image, 0.0)
-    peak = float(photons.max()) if photons.size else 0.0
+    photons = np.maximum(view.image, 0.0)  # (NaN: a gap between panels, drawn as the background)
+    peak = float(np.nanmax(photons)) if np.isfinite(photons).any() else 0.0
     vmax = math.log10(1.0 + peak) if peak > 0 else 1.0
     im = ax.imshow(
         np.log10(1.0 + photons),
@@ -249,7 +302,8 @@ def figure(view: FrameView, rings: bool = False):
     )
     ax.set_xlim(0, f)
     ax.set_ylim(s, 0)
-    ax.set_xlabel("fast (pixels)" + (f"; each image pixel the max of {k} x {k}" if k > 1 else ""))
+    plane = f"; {view.panels} panels seen from the sample in the first one's plane" if view.panels else ""
+    ax.set_xlabel("fast (pixels)" + (f"; each image pixel the max of {k} x {k}" if k > 1 else "") + plane)
     ax.set_ylabel("slow (pixels)")
     ax.set_title(f"{view.name}: frame {view.frame} of {view.n_frames}, phi = {view.phi0_deg:.4g} deg", fontsize=10)
     bar = fig.colorbar(im, cax=fig.add_axes(bar_rect))

@@ -280,3 +280,20 @@ def panel_path(path: str, name: str) -> str:
     if not stem:  # ".img": a name that is all extension
         stem, ext = base, ""
     return os.path.join(folder, f"{stem}_{name}{ext}")
+
+
+def panel_config(cfg: dict, k: int) -> dict:
+    """Panel ``k``'s configuration from a detector of panels' (``Simulation.to_dict()``, as a store records
+    it): the description of that panel alone as a single-panel detector (its geometry, its oversample)."""
+    det = dict(cfg["detector"])
+    det["geometry"] = det.pop("panels")[k]
+    if det.get("panel_oversample"):
+        det["oversample"] = det["panel_oversample"][k]
+    for key in ("panel_names", "panel_oversample"):
+        det.pop(key, None)
+    return {**cfg, "detector": det}
+
+
+def panel_names_of(cfg: dict) -> tuple[str, ...]:
+    """The panel names of a recorded configuration (empty: a single-panel detector)."""
+    return tuple(cfg.get("detector", {}).get("panel_names") or ())

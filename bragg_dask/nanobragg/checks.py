@@ -154,19 +154,25 @@ PANEL_CONFLICTS = (
 )  # fmt: skip
 
 
-def check_panel_flags(raw: RawParams, flag: str = "--panels") -> None:
+#: of those, what a preset (``--detector``) fixes itself: its frame's pixels; the others place its frame
+PRESET_CONFLICTS = ("-img", "-mask", "-detsize", "-detsize_f", "-detsize_s", "-detpixels", "-detpixels_f",
+                    "-detpixels_s", "-curved_det", "-pixel", "-roi")  # fmt: skip
+
+
+def check_panel_flags(raw: RawParams, flag: str = "--panels", placed: bool = False) -> None:
     """Refuse, naming it as typed, a C detector flag given (``raw``: the parsed C arguments) that a
     detector of panels would contradict (:data:`PANEL_CONFLICTS`); beam, crystal, sources, phi, mosaic,
-    the sensor (thickness, oversampling) and outputs apply as usual."""
+    the sensor (thickness, oversampling) and outputs apply as usual.  ``placed``: a preset, whose frame
+    the C program's flags place (distance, beam centre, rotations...): only what fixes its pixels
+    (:data:`PRESET_CONFLICTS`) is refused."""
     from bragg_dask.nanobragg.args import RULES
 
-    conflicting = [r for r in RULES if r.patterns[0] in PANEL_CONFLICTS]
+    refused = PRESET_CONFLICTS if placed else PANEL_CONFLICTS
+    conflicting = [r for r in RULES if r.patterns[0] in refused]
     for arg, _ in raw.flags:
         if any(r.matches(arg) for r in conflicting):
-            raise UsageError(
-                f"places nanoBragg's single detector; {flag} gives every panel's place, size and pixels (leave it out)",
-                flag=arg,
-            )
+            what = "its frame's pixels" if placed else "every panel's place, size and pixels"
+            raise UsageError(f"sets nanoBragg's single detector; {flag} gives {what} (leave it out)", flag=arg)
 
 
 def check_paths(
