@@ -231,7 +231,7 @@ def test_tiles_per_task_and_groups():
 
     assert frames_per_task(1000, 1, 10, 1, 1024 * 1024) == 2
     frames = [NS(index=i) for i in range(3)]
-    tiles = [NS(index=(0, j)) for j in range(5)]
+    tiles = [NS(index=(0, j), chunk=(0, j)) for j in range(5)]  # (a tile's chunk: its index on one panel)
     items = [(f, t) for f in frames for t in tiles]
     by_tiles = task_groups(items, 1, 4)  # consecutive items, every item once, in order
     assert [len(g) for g in by_tiles] == [4, 4, 4, 3] and [x for g in by_tiles for x in g] == items

@@ -11,6 +11,7 @@ automatic oversample differing between panels.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -273,7 +274,7 @@ def test_what_a_store_of_panels_does_not_do_yet_is_one_line(tmp_path, cli_error,
     args, _, _ = _case("modules", tmp_path)
     assert main_in(tmp_path, [*args, "--panels", "panels.json", "--zarr", "s.zarr", "-noprogress"]) == 0
     capsys.readouterr()
-    cli_error(["export", "s.zarr", "--nxmx", "x.h5"], "--nxmx", "panels")
+    cli_error(["export", "s.zarr", "--cbf", "x.cbf"], "--cbf", "panels")
     cli_error(["noisify", "s.zarr", "-seed", "1"], "noisify", "panels")
     cli_error([*args, "--panels", "panels.json", "--zarr", "t.zarr", "--psf", "gauss"], "--psf", "panels")
 
@@ -316,3 +317,84 @@ def test_detector_list_and_the_preset_refusals(tmp_path, capsys, cli_error):
     cli_error([*xtal, "-detpixels", "100", "--detector", "pilatus6m"], "-detpixels")
     cli_error([*xtal, "-pixel", "0.1", "--detector", "pilatus6m"], "-pixel")
     cli_error([*xtal, "--detector", "pilatus6m", "--panels", "p.json"], "--panels", "one detector")
+
+
+# ------------------------------------------------------------------------------- the field's files: NXmx...
+
+
+def _panels_of_run(argv: list[str], cwd) -> tuple:
+    from bragg_dask.cli import prepare
+    from bragg_dask.cli.options import service_parser, split_argv
+
+    service, c_args = split_argv(argv)
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return prepare(service_parser().parse_args(service), c_args)[3]
+    finally:
+        os.chdir(here)
+
+
+@pytest.mark.parametrize(
+    "name, place",
+    [
+        ("eiger2-4m", ["-distance", "200", "-Xbeam", "74.9625", "-Ybeam", "82.4625"]),
+        ("pilatus6m", ["-distance", "250", "-Xbeam", "223.514", "-Ybeam", "206.314"]),
+    ],
+)
+def test_a_preset_equals_its_published_layout_in_crystfel_and_dials_files(name, place, tmp_path):
+    """tests/data/geometry/presets: the preset's layout written by hand from the published numbers."""
+    from bragg_dask.io.geometry_files import read_geometry
+
+    xtal = ["-cell", "50", "60", "70", "90", "90", "90", "-default_F", "10", "-N", "3", "-nonoise", "-nopgm"]
+    preset = _panels_of_run([*xtal, *place, "--detector", name], tmp_path).detector
+    for ext in ("geom", "expt"):
+        path = DATA / "geometry" / "presets" / f"{name}.{ext}"
+        read = read_geometry(str(path))
+        assert [p.name for p in read.panels] == list(preset.panel_names)
+        for p, g in zip(read.panels, preset.panels):
+            assert (p.n_fast, p.n_slow) == (preset.fpixels, preset.spixels) and p.pixel_m == pytest.approx(
+                preset.pixel_size_m, rel=1e-12
+            )
+            assert np.allclose(p.fdet, g.fdet, atol=1e-9) and np.allclose(p.sdet, g.sdet, atol=1e-9)
+            assert np.allclose(p.pix0_m, g.pix0_m, atol=1e-8), (ext, p.name)  # the files' decimals: 10 nm
+        assert read.wavelength_m == pytest.approx(1e-10, rel=1e-6)
+        assert np.allclose(read.beam_vector, (1.0, 0.0, 0.0), atol=1e-12)
+
+
+def test_nxmx_of_a_store_of_panels_is_read_by_dials_reader_and_back_by_geometry(tmp_path, capsys):
+    """The export writes a module per panel whose chain DIALS's NXmx reader (the nxmx package) composes into
+    the store's vectors and origins; --geometry reads the file back into the same detector, same image."""
+    import h5py
+    import nxmx
+
+    from bragg_dask.io.nexus import mcstas_rotation
+
+    args, panels, refs = _case("modules", tmp_path)
+    assert main_in(tmp_path, [*args, "--panels", "panels.json", "--zarr", "s.zarr", "-noprogress"]) == 0
+    assert main_in(tmp_path, ["export", "s.zarr", "--nxmx", "s.h5"]) == 0
+    capsys.readouterr()
+    sim = _simulation("modules")
+    rot = mcstas_rotation(sim.detector.geometry.beam)
+    with h5py.File(tmp_path / "s.h5", "r") as fh:
+        modules = nxmx.NXmx(fh).entries[0].instruments[0].detectors[0].modules
+        assert [m.path.rsplit("/", 1)[-1] for m in modules] == [f"module_{n}" for n in sim.detector.panel_names]
+        for m, g in zip(modules, sim.detector.panels):
+            assert list(m.data_origin) == [12 * sim.detector.panel_names.index(m.path.rsplit("_", 1)[-1]), 0]
+            for axis, want in ((m.fast_pixel_direction, g.fdet), (m.slow_pixel_direction, g.sdet)):
+                whole = nxmx.get_cumulative_transformation(nxmx.get_dependency_chain(axis.depends_on))[0]
+                assert np.allclose(whole[:3, 3] / 1000.0, rot @ np.asarray(g.pix0_m), rtol=0, atol=1e-15)
+                assert np.allclose(whole[:3, :3] @ axis.vector, rot @ np.asarray(want), rtol=0, atol=1e-15)
+        data = np.asarray(fh["/entry/data/data"][0])
+    assert data.shape == (6 * 12, 16)
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(tmp_path / "s.h5", again / "s.h5")
+    rc = main_in(again, [*args, "--geometry", "s.h5", "-floatfile", "f.bin", "-intfile", "i.img", "-noprogress"])
+    assert rc == 0, capsys.readouterr().err
+    got = np.fromfile(again / "f.bin", "<f4").reshape(refs.shape)
+    for k in range(len(panels)):
+        assert np.array_equal(got[k], refs[k]) or _max_rel(got[k], refs[k]) <= 1e-12
+    from bragg_dask.io.smv import read_smv
+
+    assert np.array_equal(read_smv(str(again / "i_m11.img"))[1], data[36:48])  # the NXmx counts: the SMV's

@@ -76,11 +76,11 @@ def export_main(argv: list[str]) -> list[str]:
     names = _panel_names(a.store)  # a store of panels: the SMV and PGM files one per panel
     files = [(f"-{n}", getattr(a, n)) for n in ("floatfile", "intfile", "noisefile", "pgmfile") if getattr(a, n)]
     if names:
-        if a.nxmx or a.cbf:
+        if a.cbf:
             raise UsageError(
-                "a store of a detector of panels is not yet written as NXmx or CBF (its -floatfile, "
-                "-intfile, -noisefile and -pgmfile are: the SMV and PGM files one per panel)",
-                flag="--nxmx" if a.nxmx else "--cbf",
+                "a miniCBF holds one panel: a store of a detector of panels is written as NXmx (--nxmx, a "
+                "module per panel) or as SMV files, one per panel (-intfile, -noisefile)",
+                flag="--cbf",
             )
         files = [(flag, path) for flag, path in files if flag == "-floatfile"] + [
             (flag, panel_path(path, n)) for flag, path in files if flag != "-floatfile" for n in names

@@ -104,12 +104,13 @@ def _check_complete(store: str, done, indices: list[int], flag: str) -> None:
 def frame_counts(
     store: str, k: int, scale: float = 0.0, adc: float = DEFAULT_ADC_OFFSET, image: str = StoreFrame.INT
 ) -> np.ndarray:
-    """Frame ``k``'s counts ``(spixels, fpixels)`` uint16: ``image`` NOISE, the store's noise array; INT,
+    """Frame ``k``'s counts ``(spixels, fpixels)`` uint16 (a detector of panels: ``(panels x spixels,
+    fpixels)``, stacked): ``image`` NOISE, the store's noise array; INT,
     the int image as ``export -intfile`` writes it: the store's int array (no ``scale``, the default
     ``adc``), else the float image through :func:`int_image` with ``scale`` or the frame's int scale.
     Read a band of tiles at a time."""
     frame = StoreFrame(store, k, flag="export")
-    s, f = frame.shape
+    s, f = int(np.prod(frame.shape[:-1])), frame.shape[-1]  # a detector of panels: its panels stacked
     out = np.empty((s, f), dtype=np.uint16)
     stored = frame.NOISE if image == frame.NOISE else frame.INT
     if image == frame.NOISE or (frame.has(frame.INT) and scale <= 0 and adc == DEFAULT_ADC_OFFSET):

@@ -32,6 +32,7 @@ from bragg_dask.executors.tasks import (
     _finish_task,
     _group_key,
     _tile_task,
+    board_position,
     frame_groups,
     frames_per_task,
     task_groups,
@@ -302,21 +303,9 @@ class _Run:
             todo=n_todo,
             evals_per_tile=first.shape[0] * first.shape[1] * batch_points(self.sim),
             title=title,
-            extra={
-                "store": self.store or "",
-                "parity": self.settings.parity,
-                "dtype": self.settings.dtype,
-                "device": self.device,
-            },
-        )
-
-    def _board_at(self, t) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Where the dashboard page draws tile ``t``: its index and first pixel, a detector of panels' panels
-        stacked in order (panel ``p``'s tile ``(i, j)`` is the page's ``(p * tiles_slow + i, j)``)."""
-        if t.panel is None:
-            return t.index, (t.s0, t.f0)
-        rows = t.panel * self.sim.detector.spixels
-        return (t.panel * self.plan.grid[0] + t.index[0], t.index[1]), (rows + t.s0, t.f0)
+            extra={"store": self.store or "", "parity": self.settings.parity, "dtype": self.settings.dtype,
+                   "device": self.device},
+        )  # fmt: skip
 
     def _states(self, sim_future, frame_ids) -> dict:
         if self.settings.parity != "c":
@@ -374,7 +363,7 @@ class _Run:
                     parity=self.settings.parity,
                     state=states.get((f.index, t.index)),
                     board=board,
-                    board_at=self._board_at(t),
+                    board_at=board_position(t, self.plan.grid[0], self.sim.detector.spixels),
                     backend=backend,
                 )
                 for f, t in group

@@ -184,6 +184,14 @@ def _group_key(prefix: str, group: list) -> str:
     return key
 
 
+def board_position(t: TileSpec, tiles_slow: int, spixels: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where the dashboard page draws tile ``t``: its index and first pixel, a detector of panels' panels
+    stacked in order (panel ``p``'s tile ``(i, j)`` is the page's ``(p * tiles_slow + i, j)``)."""
+    if t.panel is None:
+        return t.index, (t.s0, t.f0)
+    return (t.panel * tiles_slow + t.index[0], t.index[1]), (t.panel * spixels + t.s0, t.f0)
+
+
 def _tile_key(t: TileSpec) -> str:
     tile = f"s{t.index[0]:04d}-t{t.index[1]:04d}"
     return tile if t.panel is None else f"p{t.panel:03d}-{tile}"

@@ -55,6 +55,9 @@ class MxInfo:
     phi0_deg: tuple
     start_time: str
     end_time: str | None
+    #: a detector of panels: each panel's ``{"name", "fdet", "sdet", "pix0_m"}`` (the C program's frame);
+    #: empty: the single panel above
+    panels: tuple = ()
 
     @property
     def beam_centre_px(self) -> tuple[float, float]:
@@ -86,6 +89,15 @@ def mx_info(meta: dict, phi0_deg) -> MxInfo:
         phi0_deg=tuple(float(p) for p in phi0_deg),
         start_time=_start_z(meta.get("created")),
         end_time=utc_z(meta.get("completed")) if meta.get("complete") else None,
+        panels=tuple(
+            {
+                "name": str(p["name"]),
+                "fdet": _vec(p["fdet_vector"]),
+                "sdet": _vec(p["sdet_vector"]),
+                "pix0_m": _vec(p["pix0_vector_m"]),
+            }
+            for p in geo.get("panels") or ()
+        ),  # fmt: skip
     )
 
 

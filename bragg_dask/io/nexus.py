@@ -76,7 +76,9 @@ def mcstas_rotation(beam) -> np.ndarray:
 
 def write_nxmx(path: str, info: MxInfo, frames) -> None:
     """Write ``frames`` (``(spixels, fpixels)`` uint16 count images, one per ``info.phi0_deg``) as an
-    NXmx file at ``path`` (h5py; a missing h5py is a one-line error naming ``--nxmx``)."""
+    NXmx file at ``path`` (h5py; a missing h5py is a one-line error naming ``--nxmx``).  A detector of
+    panels: each frame ``(panels x spixels, fpixels)``, the panels stacked, and an NXdetector_module
+    ``module_NAME`` per panel (its ``data_origin`` the panel's first row, its own ``depends_on`` chain)."""
     h5py = optional_module("h5py", "--nxmx", "nexus")
     rot = mcstas_rotation(info.beam)
     with h5py.File(path, "w") as fh:
@@ -93,7 +95,8 @@ def write_nxmx(path: str, info: MxInfo, frames) -> None:
 
 
 def _write_data(nxdata, info: MxInfo, frames):
-    n, shape = len(info.phi0_deg), (info.spixels, info.fpixels)
+    rows = info.spixels * max(1, len(info.panels))  # a detector of panels: the panels stacked along slow
+    n, shape = len(info.phi0_deg), (rows, info.fpixels)
     d = nxdata.create_dataset(
         "data",
         shape=(n, *shape),
@@ -131,20 +134,25 @@ def _instrument(entry, info: MxInfo, rot: np.ndarray, data) -> None:
     det["data"] = data  # a hard link: the same dataset under the detector
     tr = _group(det, "transformations", "NXtransformations")
     _axis(tr, "det_z", info.distance_m, "translation", (0.0, 0.0, 1.0), ".", "m")
-    _module(det, info, rot)
+    if not info.panels:
+        _module(det, "module", info, rot, info.fdet, info.sdet, info.pix0_m, 0)
+    for k, p in enumerate(info.panels):  # one module per panel, its rows of the stacked data
+        _module(det, f"module_{p['name']}", info, rot, p["fdet"], p["sdet"], p["pix0_m"], k * info.spixels)
 
 
-def _module(det, info: MxInfo, rot: np.ndarray) -> None:
-    mod = _group(det, "module", "NXdetector_module")
-    mod["data_origin"] = np.array([0, 0], dtype=np.int32)
+def _module(det, name: str, info: MxInfo, rot: np.ndarray, fdet, sdet, pix0_m, first_row: int) -> None:
+    """An NXdetector_module: the ``spixels x fpixels`` pixels from row ``first_row`` of the data, with the
+    outer corner of its first pixel at ``pix0_m`` (the C program's frame) and its axes ``fdet``, ``sdet``."""
+    mod = _group(det, name, "NXdetector_module")
+    mod["data_origin"] = np.array([first_row, 0], dtype=np.int32)
     mod["data_size"] = np.array([info.spixels, info.fpixels], dtype=np.int32)
     # from the point det_z reaches (distance along the beam) to the outer corner of pixel (0, 0)
-    offset = rot @ np.asarray(info.pix0_m) - np.array([0.0, 0.0, info.distance_m])
+    offset = rot @ np.asarray(pix0_m) - np.array([0.0, 0.0, info.distance_m])
     length = float(np.linalg.norm(offset))
-    direction = offset / length if length > 0 else rot @ np.asarray(info.fdet)
+    direction = offset / length if length > 0 else rot @ np.asarray(fdet)
     _axis(mod, "module_offset", length, "translation", direction, f"{DET}/transformations/det_z", "m")
-    for name, vec in (("fast_pixel_direction", info.fdet), ("slow_pixel_direction", info.sdet)):
-        _axis(mod, name, info.pixel_size_m, "translation", rot @ np.asarray(vec), f"{DET}/module/module_offset", "m")
+    for axis, vec in (("fast_pixel_direction", fdet), ("slow_pixel_direction", sdet)):
+        _axis(mod, axis, info.pixel_size_m, "translation", rot @ np.asarray(vec), f"{DET}/{name}/module_offset", "m")
 
 
 def _sample(entry, info: MxInfo, rot: np.ndarray) -> None:

@@ -151,14 +151,17 @@ def resolve_detector_geometry(g: DetectorGeometryInput) -> DetectorGeometry:
     f, s, o = (rotate_axis(rotate_xyz(v, rx, ry, rz), t, g.twotheta_rad) for v in (f0, s0, o0))
     if pivot == "beam":
         pix0 = tuple(-fbeam * f[i] - sbeam * s[i] + distance * beam[i] for i in range(3))  # type: ignore[assignment]
-    return _placed(g.convention, pivot, vecs, (f, s, o), pix0, ratio, xbeam, ybeam, g.pixel_size_m, g.twotheta_rad)
+    given = {"xbeam": xbeam, "ybeam": ybeam, "pixel": g.pixel_size_m, "twotheta": g.twotheta_rad}
+    return _placed(g.convention, pivot, vecs, (f, s, o, pix0), ratio, given)
 
 
-def _placed(convention, pivot, vecs, fso, pix0, ratio, xbeam, ybeam, px, twotheta) -> DetectorGeometry:
-    """The geometry of a plane with unit axes ``fso`` and origin ``pix0`` (metres): the values derived
-    from them as the C program derives them after its pivot (C L1728-1760)."""
-    f, s, o = fso
+def _placed(convention: str, pivot: str, vecs: dict, plane: tuple, ratio: float, given: dict) -> DetectorGeometry:
+    """The geometry of a plane (``plane``: unit axes ``f, s, o`` and origin ``pix0``, metres): the values
+    derived from them as the C program derives them after its pivot (C L1728-1760); ``given``: the user's
+    ``xbeam``, ``ybeam`` (m), ``pixel`` (m) and ``twotheta`` (rad), reported as they are."""
+    f, s, o, pix0 = plane
     beam = vecs["beam"]
+    px, xbeam, ybeam, twotheta = given["pixel"], given["xbeam"], given["ybeam"], given["twotheta"]
     fclose = -dot(pix0, f)
     sclose = -dot(pix0, s)
     close = dot(pix0, o)
@@ -215,7 +218,14 @@ def panel_geometry(
     if ratio == 0.0:
         ratio = 2.2250738585072014e-308
     pix0 = (float(pix0_m[0]), float(pix0_m[1]), float(pix0_m[2]))
-    placed = _placed("custom", "beam", vecs, (f, s, o), pix0, ratio, NAN, NAN, pixel_size_m, 0.0)
+    placed = _placed(
+        "custom",
+        "beam",
+        vecs,
+        (f, s, o, pix0),
+        ratio,
+        {"xbeam": NAN, "ybeam": NAN, "pixel": pixel_size_m, "twotheta": 0.0},
+    )
     return replace(placed, xbeam_m=placed.fbeam_m, ybeam_m=placed.sbeam_m)
 
 

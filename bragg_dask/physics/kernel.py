@@ -139,8 +139,7 @@ class PreparedSimulation:
         hit = self._panels.get(k)
         if hit is None:
             hit = copy.copy(self)
-            hit.sim = self.sim.panel(k)
-            hit._panels = {}
+            hit.sim = self.sim.panel(k)  # (a single panel: its own panel() is itself, the shared cache unused)
             det = hit.sim.detector
             hit.points_per_pixel = det.thicksteps * det.oversample * det.oversample
             geo = hit.sim.detector.geometry

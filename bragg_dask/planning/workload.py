@@ -71,7 +71,16 @@ def factors(sim, frames: int = 1) -> list[tuple[str, int]]:
 
 #: the flag that sets each factor (a factor set by several: the first of them the user gave)
 FLAGS = {
-    "pixels": ("--panels", "-detpixels", "-detpixels_f", "-detpixels_s", "-detsize", "-roi"),
+    "pixels": (
+        "-detpixels",
+        "-detpixels_f",
+        "-detpixels_s",
+        "-detsize",
+        "-roi",
+        "--panels",
+        "--geometry",
+        "--detector",
+    ),
     "sub-pixel points": ("-oversample",),
     "detector layers": ("-thicksteps",),
     "sources": ("-sourcefile", "-divsteps", "-hdivsteps", "-vdivsteps", "-dispsteps"),

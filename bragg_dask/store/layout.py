@@ -180,27 +180,7 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     for name, wanted in ((INT, with_int), (NOISE, with_noise)):
         if wanted:
             _labelled(g, name, dtype="uint16", fill_value=0, **img)
-    _labelled(
-        g,
-        "tiles_done",
-        shape=(n_frames, *panel, gs, gf),
-        chunks=per_tile,
-        dtype="bool",
-        fill_value=False,
-        dimension_names=("frame", *panel_dim, "tile_slow", "tile_fast"),
-    )
-    _labelled(
-        g,
-        "tile_stats",
-        shape=(n_frames, *panel, gs, gf, len(STAT_FIELDS)),
-        chunks=(*per_tile, len(STAT_FIELDS)),
-        dtype="float64",
-        fill_value=0.0,
-        dimension_names=("frame", *panel_dim, "tile_slow", "tile_fast", "stat"),
-    )
-    if plan.panels:  # the panel coordinate: each panel's index (names and geometry in the attributes)
-        _labelled(g, "panel", shape=(plan.panels,), chunks=(plan.panels,), dtype="int64", fill_value=0,
-                  dimension_names=("panel",))[:] = np.arange(plan.panels)  # fmt: skip
+    _tile_arrays(g, plan, n_frames, per_tile)
     per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
     _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
     for name in ("phi_deg", "phi0_deg"):
@@ -225,6 +205,19 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     attrs["arrays"] = sorted(g.array_keys())  # the arrays the run writes (a frame's int/noise chunks expected)
     g.attrs["bragg_dask"] = attrs
     consolidate(path)
+
+
+def _tile_arrays(g, plan: TilePlan, n_frames: int, per_tile: tuple[int, ...]) -> None:
+    """``tiles_done`` and ``tile_stats`` (chunks ``per_tile``), and a detector of panels' ``panel``
+    coordinate (each panel's index; the names and geometry in the attributes)."""
+    grid, dims = plan.chunk_grid, ("frame", *(("panel",) if plan.panels else ()), "tile_slow", "tile_fast")
+    _labelled(g, "tiles_done", shape=(n_frames, *grid), chunks=per_tile, dtype="bool", fill_value=False,
+              dimension_names=dims)  # fmt: skip
+    _labelled(g, "tile_stats", shape=(n_frames, *grid, len(STAT_FIELDS)), chunks=(*per_tile, len(STAT_FIELDS)),
+              dtype="float64", fill_value=0.0, dimension_names=(*dims, "stat"))  # fmt: skip
+    if plan.panels:
+        _labelled(g, "panel", shape=(plan.panels,), chunks=(plan.panels,), dtype="int64", fill_value=0,
+                  dimension_names=("panel",))[:] = np.arange(plan.panels)  # fmt: skip
 
 
 def consolidate(path: str) -> None:
