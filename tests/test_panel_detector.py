@@ -270,13 +270,44 @@ def test_the_preview_draws_the_panels_where_they_are(tmp_path, capsys):
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_what_a_store_of_panels_does_not_do_yet_is_one_line(tmp_path, cli_error, capsys):
+def test_a_miniCBF_of_a_store_of_panels_is_one_line(tmp_path, cli_error, capsys):
     args, _, _ = _case("modules", tmp_path)
     assert main_in(tmp_path, [*args, "--panels", "panels.json", "--zarr", "s.zarr", "-noprogress"]) == 0
     capsys.readouterr()
     cli_error(["export", "s.zarr", "--cbf", "x.cbf"], "--cbf", "panels")
-    cli_error(["noisify", "s.zarr", "-seed", "1"], "noisify", "panels")
-    cli_error([*args, "--panels", "panels.json", "--zarr", "t.zarr", "--psf", "gauss"], "--psf", "panels")
+
+
+MODEL = ["-psf", "gauss", "-psf_fwhm", "300", "-pixel", "0.172"]
+
+
+def test_the_detector_response_of_a_store_of_panels_is_each_panels_own(tmp_path, capsys):
+    """noisify STORE blurs within each panel (no light crosses a gap, each panel's lost photons its own):
+    every panel equals the file mode's noisify of that panel's float image alone; with noise, panel 0 draws
+    as that file (the panels' pixels are numbered as in the panels stacked)."""
+    from bragg_dask.io.smv import read_smv
+    from bragg_dask.store import read_frame
+
+    args, panels, _ = _case("modules", tmp_path)
+    assert main_in(tmp_path, [*args, "--panels", "panels.json", "--zarr", "s.zarr", "-noprogress"]) == 0
+    floats = read_frame(str(tmp_path / "s.zarr"), 0)
+    blurred = None
+    for noise, extra in ((False, ["-nonoise"]), (True, ["-seed", "7"])):
+        assert main_in(tmp_path, ["noisify", "s.zarr", *MODEL, *extra]) == 0, capsys.readouterr().err
+        ints = read_frame(str(tmp_path / "s.zarr"), 0, "noise" if noise else "int")
+        blurred = ints if not noise else blurred
+        for k in range(len(panels) if not noise else 1):
+            floats[k].astype("<f4").tofile(tmp_path / f"p{k}.bin")
+            one = ["noisify", "-floatfile", f"p{k}.bin", "-detpixels_x", "16", "-detpixels_y", "12", *MODEL, *extra]
+            out = ["-intfile", f"i{k}.img", "-noisefile", f"n{k}.img"] if noise else ["-intfile", f"i{k}.img"]
+            assert main_in(tmp_path, [*one, *out, "-nopgm"]) == 0, capsys.readouterr().err
+            want = read_smv(str(tmp_path / f"{'n' if noise else 'i'}{k}.img"))[1]
+            assert np.array_equal(ints[k], want), (noise, k)
+    capsys.readouterr()
+    # the run's detector model (--psf ... with --zarr): the same pass, on the cluster
+    rc = main_in(tmp_path, [*args, "--panels", "panels.json", "--zarr", "m.zarr", "--psf", "gauss", "--psf-fwhm",
+                            "300", "-nonoise", "-noprogress"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert np.array_equal(read_frame(str(tmp_path / "m.zarr"), 0, "int"), blurred)
 
 
 # ------------------------------------------------------------------------------------------------ presets

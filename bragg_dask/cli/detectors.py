@@ -58,11 +58,6 @@ def with_detector(parsed, opts):
             "(a detector of panels runs in spec mode, which is exact)",
             flag="--parity",
         )
-    from bragg_dask.detector.flags import model_given
-
-    model = model_given(opts)
-    if model:
-        raise UsageError(f"the detector model is not yet applied to a detector of panels ({flag})", flag=model[0])
     oversample = parsed.raw.oversample if parsed.raw.oversample > 0 else None
     return dataclasses.replace(parsed, simulation=with_panels(parsed.simulation, panels, oversample, flag))
 

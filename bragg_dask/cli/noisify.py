@@ -30,7 +30,6 @@ from bragg_dask.detector.model import DetectorModel
 from bragg_dask.detector.pipeline import Images, whole_image
 from bragg_dask.errors import ConfigError, InputFileError, UsageError, reading
 from bragg_dask.io.atomic import atomic_write
-from bragg_dask.io.panels import panel_names_of
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +120,6 @@ def noisify_store_main(path: str, argv: list[str]) -> list[str]:
     from bragg_dask.store.lock import StoreLock
 
     frame, every, rest = _store_flags(argv)
-    if panel_names_of(_recorded_config(path)):
-        raise UsageError(
-            f"{path} holds a detector of panels: the detector model is not yet applied to one (its float "
-            "images export per panel: bragg-dask export STORE -floatfile/-intfile/-noisefile)",
-            flag="noisify",
-        )
     job = DetectorPass(path, store_model(path, rest))
     frames = frames_of(path, frame, every)
     lock = StoreLock(path).acquire()
@@ -138,16 +131,6 @@ def noisify_store_main(path: str, argv: list[str]) -> list[str]:
     finally:
         lock.release()
     return [job.summary(frames, every)]
-
-
-def _recorded_config(path: str) -> dict:
-    """The configuration a store records (empty where there is none to read: the store's reader says why)."""
-    from bragg_dask.store import is_store, store_metadata
-
-    try:
-        return (store_metadata(path).get("config") or {}) if is_store(path) else {}
-    except Exception:  # noqa: BLE001 - the store's own checks name what is wrong with it
-        return {}
 
 
 def detector_shape(o: dict, pixels: int) -> tuple[int, int]:

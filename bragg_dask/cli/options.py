@@ -63,8 +63,8 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         dict(
             default=None,
             metavar="FILE.json",
-            help='a detector of panels, {"panels": [{"name", "fdet", "sdet", "pix0_m", "pixel_m", "n_fast", '
-            '"n_slow"}, ...]} in the lab frame (default: nanoBragg\'s single panel)',
+            help='a detector of panels: {"panels": [{name, fdet, sdet, pix0_m, pixel_m, n_fast, n_slow}...]}, '
+            "lab frame (default: none)",
         ),
     ),
     (
@@ -72,9 +72,8 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         dict(
             default=None,
             metavar="FILE",
-            help="a detector of panels from an NXmx master file (.h5/.nxs), a DIALS experiment list (.expt) "
-            "or a CrystFEL geometry file (.geom), with its beam and wavelength where the file has them "
-            "(default: none)",
+            help="a detector of panels from an NXmx file (.h5/.nxs), DIALS .expt or CrystFEL .geom, with "
+            "its beam (default: none)",
         ),
     ),
     (
@@ -82,8 +81,8 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         dict(
             default=None,
             metavar="NAME|list",
-            help="a detector's real module layout (pilatus6m, eiger2-16m, eiger2-4m, jungfrau4m...), placed "
-            "by the C program's -distance, -Xbeam/-Ybeam, rotations...; list: the presets (default: none)",
+            help="a preset's modules (pilatus6m, eiger2-16m...) placed by -distance, -Xbeam...; list: "
+            "the presets (default: none)",
         ),
     ),
     (

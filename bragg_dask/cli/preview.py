@@ -302,10 +302,12 @@ def figure(view: FrameView, rings: bool = False):
     )
     ax.set_xlim(0, f)
     ax.set_ylim(s, 0)
-    plane = f"; {view.panels} panels seen from the sample in the first one's plane" if view.panels else ""
-    ax.set_xlabel("fast (pixels)" + (f"; each image pixel the max of {k} x {k}" if k > 1 else "") + plane)
+    ax.set_xlabel("fast (pixels)" + (f"; each image pixel the max of {k} x {k}" if k > 1 else ""))
     ax.set_ylabel("slow (pixels)")
-    ax.set_title(f"{view.name}: frame {view.frame} of {view.n_frames}, phi = {view.phi0_deg:.4g} deg", fontsize=10)
+    panels = f"\n{view.panels} panels, seen from the sample in the first one's plane" if view.panels else ""
+    ax.set_title(
+        f"{view.name}: frame {view.frame} of {view.n_frames}, phi = {view.phi0_deg:.4g} deg{panels}", fontsize=10
+    )
     bar = fig.colorbar(im, cax=fig.add_axes(bar_rect))
     ticks = _colorbar_ticks(peak)
     bar.set_ticks([math.log10(1.0 + v) for v in ticks], labels=[f"{v:g}" for v in ticks])

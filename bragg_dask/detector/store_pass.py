@@ -67,8 +67,10 @@ class _FrameSource:
         from bragg_dask.planning.memory import memory_budget
 
         self.model, self.frame, self.seed = model, frame, seed
-        self.shape = frame.shape
+        self.shape = frame.shape  # (a panel's, for one panel of a detector of panels)
         self.fpixels = frame.shape[1]
+        # the pixels' numbers (their noise draws): a panel's as in the panels stacked into one image
+        self.first = (frame.panel or 0) * frame.shape[0] * frame.shape[1]
         self.band = frame.tile_shape[0]
         self._opened = store.opened(frame.path, "r")
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row of chunks -> (photons, source)
@@ -78,7 +80,8 @@ class _FrameSource:
         self.keep_all = 2 * kept <= share
 
     def index(self, s0: int, s1: int, f0: int, f1: int) -> np.ndarray:
-        return np.arange(s0, s1, dtype=np.int64)[:, None] * self.fpixels + np.arange(f0, f1, dtype=np.int64)[None, :]
+        rows = np.arange(s0, s1, dtype=np.int64)[:, None] * self.fpixels + self.first
+        return rows + np.arange(f0, f1, dtype=np.int64)[None, :]
 
     def _row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Row of chunks ``i``: ``(photons, what the PSF blurs)``, each ``(rows, fpixels)`` float64."""
@@ -88,8 +91,8 @@ class _FrameSource:
 
     def _compute_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         s0, s1 = i * self.band, min((i + 1) * self.band, self.shape[0])
-        photons = self.model.photons(self._opened.read_band(store.FLOAT, self.frame.frame, s0, s1))
-        return photons, source(self.model, photons, s0 * self.fpixels, self.seed)
+        photons = self.model.photons(self._opened.read_band(store.FLOAT, self.frame.frame, s0, s1, self.frame.panel))
+        return photons, source(self.model, photons, self.first + s0 * self.fpixels, self.seed)
 
     def _pieces(self, which: int, s0: int, s1: int, f0: int, f1: int):
         """Rows ``s0:s1`` (clipped to the frame), columns ``f0:f1`` of the photons (``which`` 0) or of what
@@ -239,12 +242,20 @@ def noisify_frame(path: str, model: DetectorModel, k: int, seed: int) -> None:
 
 
 def _noisify_frame(path: str, model: DetectorModel, k: int, seed: int) -> None:
+    """Frame ``k``; a detector of panels' a panel at a time, each as an image of its own (the PSF blurs
+    within a panel: no light crosses a gap; the photons lost beyond its radius are the panel's own)."""
+    panels = store.StoreFrame(path, k).panels
+    for p in range(panels) if panels else (None,):
+        _noisify_image(path, model, k, seed, p)
+
+
+def _noisify_image(path: str, model: DetectorModel, k: int, seed: int, panel: int | None) -> None:
     import concurrent.futures
 
     import torch
 
-    frame = store.StoreFrame(path, k)
-    tiles = store.frame_tiles(path)
+    frame = store.StoreFrame(path, k, panel=panel)
+    tiles = [t for t in store.frame_tiles(path) if t.panel == panel]
     psf = model.psf_for(frame.shape)
     src = _FrameSource(model, frame, seed)
     threads = max(1, torch.get_num_threads()) if src.keep_all else 1
