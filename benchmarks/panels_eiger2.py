@@ -10,7 +10,8 @@ Per run: the whole process's wall time, the time the run reports for its simulat
 X s``: the cluster's start and the process's excluded), both per frame, and the process's peak resident
 memory (``ru_maxrss`` of the run, the only child of a wrapper).  The first round is dropped (file caches,
 the C library's build).
-The modules hold 16.84 of the frame's 18.09 million pixels: the gaps are not computed.
+The modules hold 16.84 of the frame's 18.09 million pixels: the gaps are not computed.  A third run, the
+panels in tiles of 256, shows what the default tile of a detector of panels (a whole module) saves.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CRYSTAL = ["-cell", "79", "79", "38", "90", "90", "90", "-N", "10", "-default_F"
 RUNS = {
     "eiger2-16m (32 panels)": ["--detector", "eiger2-16m"],
     "single panel 4148 x 4362": ["-detpixels_x", "4148", "-detpixels_y", "4362", "-pixel", "0.075"],
+    # the panels in tiles of 256 (the single panel's default side): what the default tile (a module) saves
+    "eiger2-16m, tiles of 256": ["--detector", "eiger2-16m", "--tile", "256"],
 }
 
 
@@ -82,15 +85,17 @@ def main() -> int:
             "peak_rss_mib": statistics.median(x["peak_rss_mib"] for x in runs),
             "runs": runs,
         }
-    panels, single = (out[k] for k in RUNS)
+    panels, single, small = (out[k] for k in RUNS)
     out["ratio_wall_panels_over_single"] = panels["wall_per_frame_s"] / single["wall_per_frame_s"]
     out["ratio_simulated_panels_over_single"] = panels["simulated_per_frame_s"] / single["simulated_per_frame_s"]
+    out["ratio_wall_tiles256_over_panels"] = small["wall_per_frame_s"] / panels["wall_per_frame_s"]
     for name in RUNS:
         o = out[name]
         print(f"{name}: {o['wall_per_frame_s']:.2f} s/frame whole process, {o['simulated_per_frame_s']:.2f} s/frame "
               f"simulated, peak {o['peak_rss_mib']:.0f} MiB")  # fmt: skip
     print(f"panels / single: wall {out['ratio_wall_panels_over_single']:.3f}, "
-          f"simulated {out['ratio_simulated_panels_over_single']:.3f}")  # fmt: skip
+          f"simulated {out['ratio_simulated_panels_over_single']:.3f}; panels in tiles of 256 / by module: wall "
+          f"{out['ratio_wall_tiles256_over_panels']:.3f}")  # fmt: skip
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
