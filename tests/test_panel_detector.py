@@ -429,3 +429,19 @@ def test_nxmx_of_a_store_of_panels_is_read_by_dials_reader_and_back_by_geometry(
     from bragg_dask.io.smv import read_smv
 
     assert np.array_equal(read_smv(str(again / "i_m11.img"))[1], data[36:48])  # the NXmx counts: the SMV's
+
+
+def test_a_detector_of_panels_is_tiled_by_whole_panels_by_default():
+    import dataclasses
+
+    from bragg_dask.planning.plan import PANEL_TILE_PIXELS, plan_for
+
+    det = _simulation("modules").detector
+    plan = plan_for(det)
+    assert plan.tile_shape == (12, 16) and plan.chunk_grid == (6, 1, 1) and len(plan.tiles()) == 6
+    assert plan_for(det, 5).tile_shape == (5, 5)  # --tile as given, within each panel
+    big = dataclasses.replace(det, fpixels=2100, spixels=1000)  # over PANEL_TILE_PIXELS: even parts of ~256
+    assert 2100 * 1000 > PANEL_TILE_PIXELS
+    tiles = plan_for(big).tiles()
+    assert plan_for(big).tile_shape == (250, 234) and {t.shape for t in tiles} == {(250, 234), (250, 228)}
+    assert all(t.panel is not None and t.s1 <= 1000 and t.f1 <= 2100 for t in tiles)
