@@ -22,6 +22,9 @@ __all__ = [
     "simulate_dataset",
     "simulation_from_args",
     "to_dask_array",
+    "read_geometry",
+    "read_panels",
+    "with_panels",
     "__version__",
 ]
 
@@ -39,6 +42,9 @@ _WHERE = {
     "azimuthal": "bragg_dask.io.integrate",
     "simulate_dataset": "bragg_dask.api",
     "DatasetSpec": "bragg_dask.planning.frames",
+    "read_panels": "bragg_dask.io.panels",
+    "with_panels": "bragg_dask.io.panels",
+    "read_geometry": "bragg_dask.io.geometry_files",
 }
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bragg_dask.executors import execute, executor_for
-from bragg_dask.planning.plan import plan_tiles
+from bragg_dask.planning.plan import plan_for
 from bragg_dask.settings import RunSettings
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ def simulate(
     cluster_options: ClusterOptions | None = None,
     **choices,
 ) -> np.ndarray:
-    """Float image ``(spixels, fpixels)`` float32 (photons/pixel) of ``sim``.
+    """Float image ``(spixels, fpixels)`` float32 (photons/pixel) of ``sim`` (a detector of panels:
+    ``(panel, spixels, fpixels)``, see :func:`bragg_dask.with_panels`).
 
     ``settings`` (:class:`bragg_dask.settings.RunSettings`), or its fields as keywords (``tile``,
     ``dtype`` as ``torch.float32`` or ``"float32"``, ``device``, ``parity``, ``c_threads``), say how.
@@ -69,7 +70,8 @@ def simulate_dataset(
 
 
 def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **choices):
-    """A lazy ``dask.array`` ``(spixels, fpixels)`` float32 of the image, one block per tile.
+    """A lazy ``dask.array`` ``(spixels, fpixels)`` float32 of the image (``(panel, spixels, fpixels)``
+    for a detector of panels), one block per tile.
 
     Nothing is simulated until it is computed; each block runs the tile kernel.  In the c-parity
     mode the (cheap) pre-pass and scan of the carried state run now, so that every block is
@@ -80,7 +82,7 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
 
     settings = RunSettings.of(settings, **choices)
     det = sim.detector
-    plan = plan_tiles(det.spixels, det.fpixels, settings.tile, settings.device)
+    plan = plan_for(det, settings.tile, settings.device)
     states = {}
     if settings.parity == "c":
         from bragg_dask.planning.states import compute_states
@@ -88,13 +90,14 @@ def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **cho
         states = compute_states(sim, plan, threads=settings.threads, device=settings.device, dtype=settings.torch_dtype)
     gs, gf = plan.grid
     name = "simulate-tile-" + sim.fingerprint()[:10]
-    blocks = [[None] * gf for _ in range(gs)]
+    panels: dict = {}  # a detector of panels: each panel's blocks (a single panel: None's)
     for t in plan.tiles():
-        d = dask.delayed(_tile_image, pure=True, name=f"{name}-s{t.index[0]}-t{t.index[1]}")(
-            sim, t, states.get(t.index), settings
-        )
+        blocks = panels.setdefault(t.panel, [[None] * gf for _ in range(gs)])
+        d = dask.delayed(_tile_image, pure=True, name=f"{name}-{t.name}")(sim, t, states.get(t.index), settings)
         blocks[t.index[0]][t.index[1]] = da.from_delayed(d, shape=t.shape, dtype=np.float32)
-    return da.block(blocks)
+    if None in panels:
+        return da.block(panels[None])
+    return da.stack([da.block(panels[k]) for k in sorted(panels)])
 
 
 def _tile_image(sim: Simulation, tile, state, settings: RunSettings) -> np.ndarray:

@@ -445,3 +445,18 @@ def test_a_detector_of_panels_is_tiled_by_whole_panels_by_default():
     tiles = plan_for(big).tiles()
     assert plan_for(big).tile_shape == (250, 234) and {t.shape for t in tiles} == {(250, 234), (250, 228)}
     assert all(t.panel is not None and t.s1 <= 1000 and t.f1 <= 2100 for t in tiles)
+
+
+def test_the_python_api_with_panels(tmp_path):
+    import bragg_dask
+    from bragg_dask.executors.serial import run_serial
+
+    args = (PANELS / "tilted" / "args.txt").read_text().split()
+    sim = bragg_dask.with_panels(
+        bragg_dask.simulation_from_args(args, cwd="."), bragg_dask.read_panels(str(PANELS / "tilted" / "panels.json"))
+    )
+    want = run_serial(sim).image
+    lazy = bragg_dask.to_dask_array(sim, tile=7)
+    assert lazy.shape == (3, 14, 20) and lazy.numblocks == (3, 2, 3)
+    assert np.array_equal(lazy.compute(scheduler="synchronous"), want)
+    assert np.array_equal(bragg_dask.simulate(sim, tile=9), want)
