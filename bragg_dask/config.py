@@ -250,8 +250,10 @@ class Detector:
     ``fpixels x spixels`` pixels; ``geometry`` is then the first panel's) with their ``panel_names`` and
     ``panel_oversample`` (each panel's sub-pixels per side: the C program's automatic value depends on
     the distance; empty: ``oversample`` for all, which is otherwise their largest); its image is
-    ``(panel, slow, fast)``.  :meth:`panel` is one panel as a detector of its own.  A
-    single-panel detector (no ``panels``) is nanoBragg's.
+    ``(panel, slow, fast)``.  ``panel_frame``: coplanar modules of one detector frame (a preset),
+    ``(slow_pixels, fast_pixels, ((slow, fast) of each panel's first pixel in it, ...))``, or None.
+    :meth:`panel` is one panel as a detector of its own.  A single-panel detector (no ``panels``) is
+    nanoBragg's.
     """
 
     fpixels: int
@@ -273,6 +275,7 @@ class Detector:
     panels: tuple[DetectorGeometry, ...] = ()
     panel_names: tuple[str, ...] = ()
     panel_oversample: tuple[int, ...] = ()
+    panel_frame: tuple | None = None
 
     def __post_init__(self) -> None:
         for name, flag in (("fpixels", "-detpixels_x"), ("spixels", "-detpixels_y")):
@@ -320,7 +323,7 @@ class Detector:
 
     def _check_panels(self) -> None:
         panels, names = tuple(self.panels), tuple(self.panel_names)
-        if not panels and not names and not self.panel_oversample:
+        if not panels and not names and not self.panel_oversample and self.panel_frame is None:
             return
         if not all(isinstance(g, DetectorGeometry) for g in panels) or len(names) != len(panels):
             raise ConfigError("expected a DetectorGeometry and a name for every panel", field="panels")
@@ -387,7 +390,34 @@ class Detector:
 @functools.lru_cache(maxsize=256)
 def _panel_detector(det: Detector, k: int) -> Detector:
     oversample = det.panel_oversample[k] if det.panel_oversample else det.oversample
-    return replace(det, geometry=det.panels[k], oversample=oversample, panels=(), panel_names=(), panel_oversample=())
+    return replace(
+        det,
+        geometry=det.panels[k],
+        oversample=oversample,
+        panels=(),
+        panel_names=(),
+        panel_oversample=(),
+        panel_frame=None,
+    )
+
+
+def _frame_of(frame, n: int, spixels: int, fpixels: int) -> tuple:
+    """``Detector.panel_frame`` checked: a frame of whole pixels holding ``n`` panels of ``spixels x
+    fpixels``, each inside it, none overlapping another."""
+    try:
+        rows, cols, origins = int(frame[0]), int(frame[1]), tuple((int(s), int(f)) for s, f in frame[2])
+    except (TypeError, ValueError, IndexError):
+        raise ConfigError(f"expected (rows, cols, ((slow, fast), ...)), got {frame!r}", field="panel_frame") from None
+    if len(origins) != n or any(not (0 <= s <= rows - spixels and 0 <= f <= cols - fpixels) for s, f in origins):
+        raise ConfigError(f"{n} panels of {spixels} x {fpixels} do not lie in a {rows} x {cols} frame",
+                          field="panel_frame")  # fmt: skip
+    cover = np.zeros((rows, cols), dtype=np.uint8) if rows * cols <= 1 << 28 else None
+    if cover is not None:
+        for s, f in origins:
+            cover[s : s + spixels, f : f + fpixels] += 1
+        if cover.max() > 1:
+            raise ConfigError("panels overlap in the frame", field="panel_frame")
+    return (rows, cols, origins)
 
 
 @dataclass(frozen=True)
@@ -452,7 +482,7 @@ class Simulation:
         if self.detector.panels:
             d["detector"]["panels"] = [asdict(g) for g in self.detector.panels]
         else:  # a single-panel detector's description (and fingerprint) as before panels existed
-            for key in ("panels", "panel_names", "panel_oversample"):
+            for key in ("panels", "panel_names", "panel_oversample", "panel_frame"):
                 del d["detector"][key]
         return conv(d)
 

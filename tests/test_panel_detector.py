@@ -460,3 +460,32 @@ def test_the_python_api_with_panels(tmp_path):
     assert lazy.shape == (3, 14, 20) and lazy.numblocks == (3, 2, 3)
     assert np.array_equal(lazy.compute(scheduler="synchronous"), want)
     assert np.array_equal(bragg_dask.simulate(sim, tile=9), want)
+
+
+def test_a_preset_store_and_its_nxmx_carry_the_frame_and_its_mask(tmp_path, capsys):
+    """--detector eiger2-1m (2 modules of 1028 x 512, a 38-pixel gap, frame 1028 x 1062): the store's
+    pixel_mask flags the gap; the NXmx file holds the whole frame, the gap 0 and flagged in pixel_mask
+    (bit 0), a module per panel at its place; --geometry reads it back into the same image."""
+    import h5py
+    import zarr
+
+    xtal = "-cell 50 60 70 90 90 90 -default_F 10 -N 3 -lambda 1 -distance 120 -oversample 1".split()
+    run = [*xtal, "--detector", "eiger2-1m", "-noprogress", "-nonoise", "-nopgm"]
+    assert main_in(tmp_path, [*run, "--zarr", "s.zarr", "-floatfile", "f.bin"]) == 0, capsys.readouterr().err
+    mask = np.asarray(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["pixel_mask"])
+    assert mask.shape == (1062, 1028) and (mask[512:550] == 1).all() and mask[:512].sum() == mask[550:].sum() == 0
+    assert main_in(tmp_path, ["export", "s.zarr", "--nxmx", "s.h5"]) == 0
+    floats = np.fromfile(tmp_path / "f.bin", "<f4").reshape(2, 512, 1028)
+    with h5py.File(tmp_path / "s.h5", "r") as fh:
+        det = fh["/entry/instrument/detector"]
+        data = np.asarray(fh["/entry/data/data"][0])
+        assert data.shape == (1062, 1028) and np.array_equal(np.asarray(det["pixel_mask"]), mask)
+        assert (data[512:550] == 0).all() and data[550:].max() > 40  # counts above the ADC offset
+        assert list(det["module_m0100/data_origin"][()]) == [550, 0]
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(tmp_path / "s.h5", again / "s.h5")
+    geo = [a for a in run if a not in ("--detector", "eiger2-1m", "-distance", "120")]  # (the file places it)
+    assert main_in(again, [*geo, "--geometry", "s.h5", "-floatfile", "f.bin"]) == 0, capsys.readouterr().err
+    got = np.fromfile(again / "f.bin", "<f4").reshape(2, 512, 1028)
+    assert _max_rel(got, floats) <= 1e-9  # (the origins through the file's chain: float32 ulps)

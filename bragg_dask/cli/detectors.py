@@ -33,15 +33,17 @@ def with_detector(parsed, opts):
     from bragg_dask.nanobragg.checks import check_panel_flags
 
     c_args = list(opts.c_args)
+    frame = None
     if flag == "--detector":
-        from bragg_dask.io.presets import preset, preset_panels
+        from bragg_dask.io.presets import preset, preset_frame, preset_panels
 
         found = preset(value)  # (an unknown name: one line listing the known ones)
         check_panel_flags(parsed.raw, flag, placed=True)
         # the preset's whole frame as the C program's single detector, placed by its flags as usual
-        frame = ["-detpixels_x", str(found.n_fast_total), "-detpixels_y", str(found.n_slow_total)]
-        parsed = parse_nanobragg_args([*frame, "-pixel", repr(found.pixel_m * 1e3), *c_args], cwd=os.getcwd())
+        whole = ["-detpixels_x", str(found.n_fast_total), "-detpixels_y", str(found.n_slow_total)]
+        parsed = parse_nanobragg_args([*whole, "-pixel", repr(found.pixel_m * 1e3), *c_args], cwd=os.getcwd())
         panels = preset_panels(found, parsed.simulation.detector.geometry)
+        frame = preset_frame(found)
     else:
         check_panel_flags(parsed.raw, flag)
         if flag == "--panels":
@@ -59,7 +61,8 @@ def with_detector(parsed, opts):
             flag="--parity",
         )
     oversample = parsed.raw.oversample if parsed.raw.oversample > 0 else None
-    return dataclasses.replace(parsed, simulation=with_panels(parsed.simulation, panels, oversample, flag))
+    sim = with_panels(parsed.simulation, panels, oversample, flag, frame)
+    return dataclasses.replace(parsed, simulation=sim)
 
 
 def _file_beam(parsed, geo, c_args: list[str]):

@@ -110,6 +110,9 @@ def frame_counts(
     ``adc``), else the float image through :func:`int_image` with ``scale`` or the frame's int scale.
     Read a band of tiles at a time."""
     frame = StoreFrame(store, k, flag="export")
+    layout = store_metadata(store)["geometry"].get("frame") if frame.panels else None
+    if layout is not None:  # a preset: its panels in their detector frame, the gaps 0
+        return _frame_counts(store, k, layout, scale, adc, image)
     s, f = int(np.prod(frame.shape[:-1])), frame.shape[-1]  # a detector of panels: its panels stacked
     out = np.empty((s, f), dtype=np.uint16)
     stored = frame.NOISE if image == frame.NOISE else frame.INT
@@ -122,6 +125,24 @@ def frame_counts(
     bounds = clip_roi(rec.config["detector"].get("roi"), f, s)
     for s0, s1, band in frame.bands(frame.FLOAT):
         out[s0:s1] = int_image(band, mask_from_bounds(bounds, (s0, s1, 0, f)), use, adc)
+    return out
+
+
+def _frame_counts(store: str, k: int, layout: dict, scale: float, adc: float, image: str) -> np.ndarray:
+    """:func:`frame_counts` of a preset's store: ``(rows, cols)`` of its detector frame, each panel's counts
+    at its place (``layout``: the store's ``geometry.frame``), 0 in the gaps."""
+    out = np.zeros(tuple(layout["shape"]), dtype=np.uint16)
+    for p, (s0, f0) in enumerate(layout["origins"]):
+        one = StoreFrame(store, k, flag="export", panel=p)
+        rows, cols = one.shape
+        stored = one.NOISE if image == one.NOISE else one.INT
+        if image == one.NOISE or (one.has(one.INT) and scale <= 0 and adc == DEFAULT_ADC_OFFSET):
+            for a, b, band in one.bands(stored):
+                out[s0 + a : s0 + b, f0 : f0 + cols] = band
+            continue
+        use = scale if scale > 0 else frame_record(store, k, check=False).int_scale
+        for a, b, band in one.bands(one.FLOAT):
+            out[s0 + a : s0 + b, f0 : f0 + cols] = int_image(band, np.ones(band.shape, dtype=bool), use, adc)
     return out
 
 

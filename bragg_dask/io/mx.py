@@ -58,6 +58,9 @@ class MxInfo:
     #: a detector of panels: each panel's ``{"name", "fdet", "sdet", "pix0_m"}`` (the C program's frame);
     #: empty: the single panel above
     panels: tuple = ()
+    #: a preset's modules in their detector frame: ``{"shape": [rows, cols], "origins": [[slow, fast], ...]}``
+    #: (the files then hold that frame, gaps included); None: the panels stacked
+    frame: dict | None = None
 
     @property
     def beam_centre_px(self) -> tuple[float, float]:
@@ -98,6 +101,7 @@ def mx_info(meta: dict, phi0_deg) -> MxInfo:
             }
             for p in geo.get("panels") or ()
         ),  # fmt: skip
+        frame=geo.get("frame"),
     )
 
 

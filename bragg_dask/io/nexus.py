@@ -77,8 +77,9 @@ def mcstas_rotation(beam) -> np.ndarray:
 def write_nxmx(path: str, info: MxInfo, frames) -> None:
     """Write ``frames`` (``(spixels, fpixels)`` uint16 count images, one per ``info.phi0_deg``) as an
     NXmx file at ``path`` (h5py; a missing h5py is a one-line error naming ``--nxmx``).  A detector of
-    panels: each frame ``(panels x spixels, fpixels)``, the panels stacked, and an NXdetector_module
-    ``module_NAME`` per panel (its ``data_origin`` the panel's first row, its own ``depends_on`` chain)."""
+    panels: each frame ``(panels x spixels, fpixels)``, the panels stacked (a preset's: its whole frame, the
+    gaps 0 and flagged in ``pixel_mask``), and an NXdetector_module ``module_NAME`` per panel (its
+    ``data_origin`` the panel's first pixel in the data, its own ``depends_on`` chain)."""
     h5py = optional_module("h5py", "--nxmx", "nexus")
     rot = mcstas_rotation(info.beam)
     with h5py.File(path, "w") as fh:
@@ -94,9 +95,16 @@ def write_nxmx(path: str, info: MxInfo, frames) -> None:
         _group(entry, "source", "NXsource")["name"] = _s("bragg_dask simulation")
 
 
+def data_shape(info: MxInfo) -> tuple[int, int]:
+    """A frame's ``(rows, cols)`` in the file: the detector's; a detector of panels' panels stacked along
+    slow, or a preset's whole frame (its gaps included)."""
+    if info.frame is not None:
+        return int(info.frame["shape"][0]), int(info.frame["shape"][1])
+    return info.spixels * max(1, len(info.panels)), info.fpixels
+
+
 def _write_data(nxdata, info: MxInfo, frames):
-    rows = info.spixels * max(1, len(info.panels))  # a detector of panels: the panels stacked along slow
-    n, shape = len(info.phi0_deg), (rows, info.fpixels)
+    n, shape = len(info.phi0_deg), data_shape(info)
     d = nxdata.create_dataset(
         "data",
         shape=(n, *shape),
@@ -135,16 +143,31 @@ def _instrument(entry, info: MxInfo, rot: np.ndarray, data) -> None:
     tr = _group(det, "transformations", "NXtransformations")
     _axis(tr, "det_z", info.distance_m, "translation", (0.0, 0.0, 1.0), ".", "m")
     if not info.panels:
-        _module(det, "module", info, rot, info.fdet, info.sdet, info.pix0_m, 0)
-    for k, p in enumerate(info.panels):  # one module per panel, its rows of the stacked data
-        _module(det, f"module_{p['name']}", info, rot, p["fdet"], p["sdet"], p["pix0_m"], k * info.spixels)
+        _module(det, "module", info, rot, info.fdet, info.sdet, info.pix0_m)
+    origins = (
+        info.frame["origins"] if info.frame is not None else [(k * info.spixels, 0) for k in range(len(info.panels))]
+    )
+    for p, origin in zip(info.panels, origins):  # one module per panel: its pixels of the data
+        _module(det, f"module_{p['name']}", info, rot, p["fdet"], p["sdet"], p["pix0_m"], origin)
+    det["pixel_mask"] = _pixel_mask(info)
+    det["pixel_mask_applied"] = np.int32(0)
 
 
-def _module(det, name: str, info: MxInfo, rot: np.ndarray, fdet, sdet, pix0_m, first_row: int) -> None:
-    """An NXdetector_module: the ``spixels x fpixels`` pixels from row ``first_row`` of the data, with the
+def _pixel_mask(info: MxInfo) -> np.ndarray:
+    """NXmx's ``pixel_mask`` of a frame: 0 on every simulated pixel, bit 0 (a gap) between a preset's modules."""
+    mask = np.zeros(data_shape(info), dtype=np.uint32)
+    if info.frame is not None:
+        mask[...] = 1
+        for s0, f0 in info.frame["origins"]:
+            mask[s0 : s0 + info.spixels, f0 : f0 + info.fpixels] = 0
+    return mask
+
+
+def _module(det, name: str, info: MxInfo, rot: np.ndarray, fdet, sdet, pix0_m, origin=(0, 0)) -> None:
+    """An NXdetector_module: the ``spixels x fpixels`` pixels of the data from ``origin`` (slow, fast), the
     outer corner of its first pixel at ``pix0_m`` (the C program's frame) and its axes ``fdet``, ``sdet``."""
     mod = _group(det, name, "NXdetector_module")
-    mod["data_origin"] = np.array([first_row, 0], dtype=np.int32)
+    mod["data_origin"] = np.array([int(origin[0]), int(origin[1])], dtype=np.int32)
     mod["data_size"] = np.array([info.spixels, info.fpixels], dtype=np.int32)
     # from the point det_z reaches (distance along the beam) to the outer corner of pixel (0, 0)
     offset = rot @ np.asarray(pix0_m) - np.array([0.0, 0.0, info.distance_m])

@@ -214,13 +214,14 @@ def _overlap(a: Panel, b: Panel) -> bool:
     return True
 
 
-def with_panels(sim, panels: tuple[Panel, ...], oversample: int | None = None, flag: str = "--panels"):
+def with_panels(sim, panels: tuple[Panel, ...], oversample: int | None = None, flag: str = "--panels", frame=None):
     """``sim`` (a :class:`~bragg_dask.config.Simulation`) on the detector of ``panels`` instead of its
     single panel: their shape and pixel size, each panel's plane (:func:`~bragg_dask.physics.geometry.panel_geometry`,
     seen with ``sim``'s beam); the sensor (thickness, layers...) as ``sim``'s.
 
     ``oversample``: sub-pixels per side (``-oversample``), else each panel's own automatic value, the
-    C program's rule at that panel's distance (as the C program run on that panel alone).
+    C program's rule at that panel's distance (as the C program run on that panel alone).  ``frame``:
+    coplanar modules' places in one detector frame (``Detector.panel_frame``: a preset's), or None.
     """
     from dataclasses import replace
 
@@ -243,6 +244,7 @@ def with_panels(sim, panels: tuple[Panel, ...], oversample: int | None = None, f
         panels=geos,
         panel_names=tuple(p.name for p in panels),
         panel_oversample=counts,
+        panel_frame=frame,
     )
     return replace(sim, detector=det)
 

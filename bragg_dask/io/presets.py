@@ -291,3 +291,9 @@ def preset_panels(p: Preset, geometry, flag: str = "--detector") -> tuple[Panel,
     :func:`~bragg_dask.io.panels.panels_of` (a plane through the sample or facing away from it is a
     :class:`ConfigError` naming ``flag``)."""
     return panels_of(preset_doc(p, geometry), _Where(f"detector {p.name}", flag))
+
+
+def preset_frame(p: Preset) -> tuple:
+    """The modules' places in the preset's frame, as ``Detector.panel_frame`` holds them:
+    ``(slow_pixels, fast_pixels, ((slow, fast) of each module's first pixel, ...))``."""
+    return (p.n_slow_total, p.n_fast_total, tuple((so, fo) for fo, so in p.offsets))

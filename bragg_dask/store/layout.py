@@ -32,6 +32,9 @@ def _geometry_attrs(sim) -> dict:
     ``panels``: name, the C program's vectors, pix0, beam centre and distance, oversample)."""
     det, geo = sim.detector, sim.detector.geometry
     out = _plane_attrs(sim, geo)
+    if det.panel_frame is not None:  # a preset's modules in their detector frame (the NXmx export's layout)
+        rows, cols, origins = det.panel_frame
+        out["frame"] = {"shape": [rows, cols], "origins": [list(o) for o in origins]}
     if det.panels:
         out["panels"] = [
             {"name": name, "oversample": sim.panel(k).detector.oversample, **_plane_attrs(sim, g)}
@@ -122,6 +125,7 @@ LABELS = {
     "tiles_done": ("1", "tile written and durable"),
     "tile_stats": ("1", "partial sums of each tile: " + ", ".join(STAT_FIELDS)),
     "frame": ("1", "frame number"),
+    "pixel_mask": ("1", "the detector frame's pixels: 0 on a module, 1 in a gap (NXmx pixel_mask bit 0)"),
     "panel": ("1", "panel number (a detector of panels: the names and geometry in the attributes' geometry.panels)"),
     "phi_deg": ("degree", "spindle angle phi at the start of the frame"),
     "phi0_deg": ("degree", "spindle angle phi at the start of the frame (the record phi_deg is made from)"),
@@ -181,6 +185,7 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
         if wanted:
             _labelled(g, name, dtype="uint16", fill_value=0, **img)
     _tile_arrays(g, plan, n_frames, per_tile)
+    _mask_array(g, attrs["geometry"].get("frame"), plan)
     per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
     _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
     for name in ("phi_deg", "phi0_deg"):
@@ -218,6 +223,25 @@ def _tile_arrays(g, plan: TilePlan, n_frames: int, per_tile: tuple[int, ...]) ->
     if plan.panels:
         _labelled(g, "panel", shape=(plan.panels,), chunks=(plan.panels,), dtype="int64", fill_value=0,
                   dimension_names=("panel",))[:] = np.arange(plan.panels)  # fmt: skip
+
+
+def _mask_array(g, frame: dict | None, plan: TilePlan) -> None:
+    """A preset's store: ``pixel_mask``, its frame's pixels in NXmx's bits (1: a gap between modules)."""
+    if frame is None:
+        return
+    shape = tuple(frame["shape"])
+    dims = ("detector_slow", "detector_fast")
+    arr = _labelled(g, "pixel_mask", shape=shape, chunks=shape, dtype="uint32", fill_value=0, dimension_names=dims)
+    arr[...] = frame_mask(frame, plan.spixels, plan.fpixels)
+
+
+def frame_mask(frame: dict, spixels: int, fpixels: int) -> np.ndarray:
+    """A preset's frame ``(rows, cols)`` uint32: 0 on its modules' pixels (``spixels x fpixels`` each), 1
+    (NXmx's ``pixel_mask`` bit 0, a gap) elsewhere; ``frame``: the store's ``geometry.frame`` record."""
+    mask = np.ones(tuple(frame["shape"]), dtype=np.uint32)
+    for s0, f0 in frame["origins"]:
+        mask[s0 : s0 + spixels, f0 : f0 + fpixels] = 0
+    return mask
 
 
 def consolidate(path: str) -> None:

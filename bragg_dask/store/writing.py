@@ -195,6 +195,12 @@ def write_frame_metadata(g: zarr.Group, frames) -> None:
     if "panel" in g:  # a detector of panels' coordinate
         panels = writable(g["panel"])
         panels[:] = np.arange(panels.shape[0])
+    if "pixel_mask" in g:  # a preset's frame
+        from bragg_dask.store.layout import frame_mask
+
+        rows, cols = cast("AnyArray", g[FLOAT]).shape[-2:]
+        frame = dict(cast("dict[str, Any]", g.attrs["bragg_dask"]))["geometry"]["frame"]
+        writable(g["pixel_mask"])[...] = frame_mask(frame, rows, cols)
     pixel_mm = float(dict(cast("dict[str, Any]", g.attrs["bragg_dask"]))["geometry"]["pixel_size_m"]) * 1e3
     for name in ("x_mm", "y_mm"):
         writable(g[name])[:] = (np.arange(cast("AnyArray", g[name]).shape[0]) + 0.5) * pixel_mm
