@@ -489,3 +489,54 @@ def test_a_preset_store_and_its_nxmx_carry_the_frame_and_its_mask(tmp_path, caps
     assert main_in(again, [*geo, "--geometry", "s.h5", "-floatfile", "f.bin"]) == 0, capsys.readouterr().err
     got = np.fromfile(again / "f.bin", "<f4").reshape(2, 512, 1028)
     assert _max_rel(got, floats) <= 1e-9  # (the origins through the file's chain: float32 ulps)
+
+
+def test_a_preset_equals_its_published_layout_written_as_nxmx(tmp_path):
+    """The EIGER2 X 4M's published layout (2 x 4 modules of 1028 x 512 pixels of 75 um, gaps 12 and 38
+    pixels) written here as an NXmx file by hand, in the McStas frame: the detector at 200 mm, the direct
+    beam 1100 pixels along fast and 1000 along slow from the frame's first pixel corner, fast along -x and
+    slow along -y (a detector seen from the sample, x to the left); --geometry reads the preset's panels."""
+    import h5py
+
+    from bragg_dask.io.geometry_files import read_geometry
+
+    px, det_path = 75e-6, "/entry/instrument/detector"
+    corner = np.array([1100 * px, 1000 * px, 0.0])  # from the point at 200 mm on the beam, McStas
+    with h5py.File(tmp_path / "e4m.nxs", "w") as fh:
+        entry = fh.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        inst = entry.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        beam = inst.create_group("beam")
+        beam.attrs["NX_class"] = "NXbeam"
+        beam.create_dataset("incident_wavelength", data=1.0).attrs["units"] = "angstrom"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        tr = det.create_group("transformations")
+        tr.attrs["NX_class"] = "NXtransformations"
+        z = tr.create_dataset("det_z", data=200.0)
+        z.attrs.update(units="mm", transformation_type="translation", vector=[0.0, 0.0, 1.0], depends_on=".")
+        for row in range(4):
+            for col in range(2):
+                name = f"m{row:02d}{col:02d}"
+                mod = det.create_group(name)
+                mod.attrs["NX_class"] = "NXdetector_module"
+                fo, so = col * (1028 + 12), row * (512 + 38)
+                mod["data_origin"] = np.array([so, fo], dtype=np.int32)
+                mod["data_size"] = np.array([512, 1028], dtype=np.int32)
+                offset = corner - np.array([fo * px, so * px, 0.0])
+                d = mod.create_dataset("module_offset", data=np.linalg.norm(offset))
+                d.attrs.update(units="m", transformation_type="translation", vector=offset / np.linalg.norm(offset),
+                               depends_on=f"{det_path}/transformations/det_z")  # fmt: skip
+                for axis, vec in (("fast_pixel_direction", [-1.0, 0, 0]), ("slow_pixel_direction", [0, -1.0, 0])):
+                    a = mod.create_dataset(axis, data=px)
+                    a.attrs.update(units="m", transformation_type="translation", vector=vec,
+                                   depends_on=f"{det_path}/{name}/module_offset")  # fmt: skip
+    read = read_geometry(str(tmp_path / "e4m.nxs"))
+    xtal = ["-cell", "50", "60", "70", "90", "90", "90", "-default_F", "10", "-N", "3", "-nonoise", "-nopgm"]
+    place = ["-distance", "200", "-Xbeam", "74.9625", "-Ybeam", "82.4625"]  # (MOSFLM: the same beam centre)
+    preset = _panels_of_run([*xtal, *place, "--detector", "eiger2-4m"], tmp_path).detector
+    assert [p.name for p in read.panels] == list(preset.panel_names) and read.wavelength_m == pytest.approx(1e-10)
+    for p, g in zip(read.panels, preset.panels):
+        assert np.allclose(p.fdet, g.fdet, atol=1e-12) and np.allclose(p.sdet, g.sdet, atol=1e-12)
+        assert np.allclose(p.pix0_m, g.pix0_m, rtol=0, atol=1e-12), p.name
