@@ -137,78 +137,33 @@ _EIGER2 = {"n_fast": 1028, "n_slow": 512, "gap_fast": 12, "gap_slow": 38}
 # JUNGFRAU: the assembled module and the 4M's nominal gaps of PSI's Jungfraujoch (module docstring)
 _JUNGFRAU = {"n_fast": 1030, "n_slow": 514, "gap_fast": 8, "gap_slow": 36}
 
+
+def _preset(name: str, description: str, grid: tuple[int, int], module: dict, aliases: tuple[str, ...]) -> Preset:
+    """A preset of ``grid`` (columns, rows) modules of ``module``'s shape and gaps (pixel and sensor: its
+    maker's: 172 um and 320 um of silicon for a PILATUS, 75 um and 450 um for an EIGER, 75 um and 320 um
+    for a JUNGFRAU)."""
+    pixel, thickness = {"pilatus": (172e-6, 320e-6), "eiger": (75e-6, 450e-6), "jungfrau": (75e-6, 320e-6)}[
+        next(k for k in ("pilatus", "eiger", "jungfrau") if name.startswith(k))
+    ]
+    return Preset(name=name, description=description, pixel_m=pixel, sensor_thickness_m=thickness,
+                  aliases=aliases, **_grid(*grid, **module))  # fmt: skip
+
+
 _PRESETS = (
-    Preset(
-        name="pilatus6m",
-        description="DECTRIS PILATUS 6M",
-        pixel_m=172e-6,
-        sensor_thickness_m=320e-6,
-        aliases=("pilatus-6m", "pilatus3-6m", "p6m"),
-        **_grid(5, 12, **_PILATUS),
-    ),
-    Preset(
-        name="pilatus2m",
-        description="DECTRIS PILATUS 2M",
-        pixel_m=172e-6,
-        sensor_thickness_m=320e-6,
-        aliases=("pilatus-2m", "pilatus3-2m", "p2m"),
-        **_grid(3, 8, **_PILATUS),
-    ),
-    Preset(
-        name="eiger2-16m",
-        description="DECTRIS EIGER2 X 16M",
-        pixel_m=75e-6,
-        sensor_thickness_m=450e-6,
-        aliases=("eiger2-x-16m", "e2-16m"),
-        **_grid(4, 8, **_EIGER2),
-    ),
-    Preset(
-        name="eiger2-9m",
-        description="DECTRIS EIGER2 X 9M",
-        pixel_m=75e-6,
-        sensor_thickness_m=450e-6,
-        aliases=("eiger2-x-9m", "e2-9m"),
-        **_grid(3, 6, **_EIGER2),
-    ),
-    Preset(
-        name="eiger2-4m",
-        description="DECTRIS EIGER2 X 4M",
-        pixel_m=75e-6,
-        sensor_thickness_m=450e-6,
-        aliases=("eiger2-x-4m", "e2-4m"),
-        **_grid(2, 4, **_EIGER2),
-    ),
-    Preset(
-        name="eiger2-1m",
-        description="DECTRIS EIGER2 X 1M",
-        pixel_m=75e-6,
-        sensor_thickness_m=450e-6,
-        aliases=("eiger2-x-1m", "e2-1m"),
-        **_grid(1, 2, **_EIGER2),
-    ),
-    Preset(
-        name="eiger-16m",
-        description="DECTRIS EIGER X 16M (first generation)",
-        pixel_m=75e-6,
-        sensor_thickness_m=450e-6,
-        aliases=("eiger-x-16m", "eiger1-16m"),
-        **_grid(4, 8, **_EIGER),
-    ),
-    Preset(
-        name="eiger-4m",
-        description="DECTRIS EIGER X 4M (first generation)",
-        pixel_m=75e-6,
-        sensor_thickness_m=450e-6,
-        aliases=("eiger-x-4m", "eiger1-4m"),
-        **_grid(2, 4, **_EIGER),
-    ),
-    Preset(
-        name="jungfrau4m",
-        description="PSI JUNGFRAU 4M (assembled modules, Jungfraujoch's nominal gaps)",
-        pixel_m=75e-6,
-        sensor_thickness_m=320e-6,
-        aliases=("jungfrau-4m", "jf4m", "jf-4m"),
-        **_grid(2, 4, **_JUNGFRAU),
+    _preset("pilatus6m", "DECTRIS PILATUS 6M", (5, 12), _PILATUS, ("pilatus-6m", "pilatus3-6m", "p6m")),
+    _preset("pilatus2m", "DECTRIS PILATUS 2M", (3, 8), _PILATUS, ("pilatus-2m", "pilatus3-2m", "p2m")),
+    _preset("eiger2-16m", "DECTRIS EIGER2 X 16M", (4, 8), _EIGER2, ("eiger2-x-16m", "e2-16m")),
+    _preset("eiger2-9m", "DECTRIS EIGER2 X 9M", (3, 6), _EIGER2, ("eiger2-x-9m", "e2-9m")),
+    _preset("eiger2-4m", "DECTRIS EIGER2 X 4M", (2, 4), _EIGER2, ("eiger2-x-4m", "e2-4m")),
+    _preset("eiger2-1m", "DECTRIS EIGER2 X 1M", (1, 2), _EIGER2, ("eiger2-x-1m", "e2-1m")),
+    _preset("eiger-16m", "DECTRIS EIGER X 16M (first generation)", (4, 8), _EIGER, ("eiger-x-16m", "eiger1-16m")),
+    _preset("eiger-4m", "DECTRIS EIGER X 4M (first generation)", (2, 4), _EIGER, ("eiger-x-4m", "eiger1-4m")),
+    _preset(
+        "jungfrau4m",
+        "PSI JUNGFRAU 4M (assembled modules, Jungfraujoch's nominal gaps)",
+        (2, 4),
+        _JUNGFRAU,
+        ("jungfrau-4m", "jf4m", "jf-4m"),
     ),
 )
 
