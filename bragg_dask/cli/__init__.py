@@ -126,6 +126,10 @@ def prepare(opts, c_args: list[str]):
         set(parsed.raw.given) | {k for k in _SIZED if getattr(opts, k[2:]) is not None},
         opts.max_evaluations,
     )
+    if dataset.variation is not None:
+        from bragg_dask.planning.vary import check_base
+
+        check_base(dataset.variation, parsed.simulation, parsed.raw.oversample > 0, parsed.raw.misset_random)
     sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)

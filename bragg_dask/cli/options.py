@@ -202,6 +202,14 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         ),
     ),
     (
+        ("--vary",),
+        dict(
+            default=None,
+            metavar="FILE",
+            help="per-frame draws from one seed, labelled (JSON/YAML; default: none)",
+        ),
+    ),
+    (
         ("--overwrite",),
         dict(action="store_true", help="replace an existing --zarr store, not resume it (default: off)"),
     ),
@@ -334,6 +342,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--frames",
         "--orientations",
         "--orientation-seed",
+        "--vary",
         "--memory-limit",
         "--listen",
         "--dashboard-address",
@@ -392,6 +401,15 @@ def _check_service(opts) -> None:
             raise UsageError(f"must be >= 1, got {v}", flag=flag)
     if opts.frames is not None and opts.orientations is not None:
         raise UsageError("give either --frames (a rotation series) or --orientations, not both", flag="--frames")
+    if opts.vary is not None:
+        for flag in ("--frames", "--orientations", "--orientation-seed"):
+            if getattr(opts, flag[2:].replace("-", "_")) is not None:
+                raise UsageError("--vary FILE says the frames and what they draw (its \"frames\" and \"rotation\")",
+                                 flag=flag)  # fmt: skip
+        if not opts.zarr:
+            raise UsageError(
+                "a dataset of --vary is written with its labels to a store: add --zarr PATH", flag="--vary"
+            )
     if (opts.frames or opts.orientations or 1) > 1 and not opts.zarr:
         raise UsageError(
             "a dataset of several frames is written to a store: add --zarr PATH",
@@ -492,6 +510,13 @@ def _cluster_options(opts) -> ClusterOptions:
 def _dataset(opts):
     from bragg_dask.planning.frames import DatasetSpec
 
+    if opts.vary is not None:
+        from bragg_dask.planning.vary import read_variation
+
+        if not opts.vary.strip():
+            raise UsageError("needs a value", flag="--vary")
+        variation = read_variation(opts.vary)
+        return DatasetSpec("vary", variation.frames, variation=variation)
     if opts.orientations is not None:
         return DatasetSpec("orientations", opts.orientations, opts.orientation_seed or 0)
     if opts.frames is not None and opts.frames > 1:

@@ -143,7 +143,7 @@ class DaskExecutor:
             overwrite=self.overwrite,
         )
         try:
-            zstore.write_frame_metadata(session.group, frames)
+            zstore.write_frame_metadata(session.group, frames, sim)
             session.record_command(self.command)
         except BaseException as exc:
             session.close()

@@ -19,6 +19,7 @@ import numpy as np
 from bragg_dask.config import Simulation
 from bragg_dask.errors import ConfigError
 from bragg_dask.physics.rotations import random_rotations, rotate_crystal
+from bragg_dask.planning.vary import Variation
 
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
@@ -35,9 +36,14 @@ class Frame:
     phi0_rad: float
     orientation: tuple
     noise_seed: int | None
+    drawn: tuple = ()  # a dataset of --vary: what the frame drew besides its orientation, ((key, value), ...)
 
     def simulation(self, base: Simulation) -> Simulation:
         sim = base
+        if self.drawn:
+            from bragg_dask.planning.vary import apply
+
+            sim = apply(sim, dict(self.drawn), self.index)
         if self.orientation != IDENTITY:
             sim = _rotate_crystal(sim, np.asarray(self.orientation, dtype=np.float64))
         if self.phi0_rad != base.crystal.phi0_rad:
@@ -53,9 +59,12 @@ class DatasetSpec:
     kind: str = "single"
     n: int = 1
     orientation_seed: int = 0
+    variation: Variation | None = None  # kind "vary": the description (--vary FILE)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("single", "series", "orientations"):
+        if self.kind == "vary" and (self.variation is None or self.variation.frames != self.n):
+            raise ConfigError("a dataset of kind 'vary' needs its Variation, of n frames", flag="--vary")
+        if self.kind not in ("single", "series", "orientations", "vary"):
             raise ConfigError(f"unknown dataset kind {self.kind!r}")
         if self.n < 1:
             flag = "--orientations" if self.kind == "orientations" else "--frames"
@@ -63,7 +72,10 @@ class DatasetSpec:
 
     def to_dict(self) -> dict:
         """As a store records it (its key ``seed`` kept, so stores made before the rename resume)."""
-        return {"kind": self.kind, "n": self.n, "seed": self.orientation_seed}
+        out = {"kind": self.kind, "n": self.n, "seed": self.orientation_seed}
+        if self.variation is not None:
+            out["vary"] = self.variation.to_dict()
+        return out
 
 
 def _rotate_crystal(sim: Simulation, u: np.ndarray) -> Simulation:
@@ -74,6 +86,13 @@ def make_frames(sim: Simulation, spec: DatasetSpec, noise_seed: int | None = Non
     """The frames of a dataset built on ``sim``."""
     cr = sim.crystal
     noise_seeds = [None if noise_seed is None else noise_seed + k for k in range(spec.n)]
+    if spec.kind == "vary" and spec.variation is not None:
+        frames = []
+        for k in range(spec.n):
+            drawn = spec.variation.draw(k)
+            u = drawn.pop("rotation", IDENTITY)
+            frames.append(Frame(k, cr.phi0_rad, u, noise_seeds[k], tuple(drawn.items())))
+        return frames
     if spec.kind == "orientations":
         mats = random_rotations(spec.n, spec.orientation_seed)
         return [Frame(k, cr.phi0_rad, tuple(tuple(r) for r in mats[k].tolist()), noise_seeds[k]) for k in range(spec.n)]

@@ -17,6 +17,7 @@ import zarr
 
 from bragg_dask.physics.geometry import pyfai_geometry
 from bragg_dask.planning.plan import TilePlan
+from bragg_dask.planning.vary import KEYS
 from bragg_dask.store.names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
 
 if TYPE_CHECKING:
@@ -147,14 +148,28 @@ LABELS = {
 IMAGE_COORDS = "phi_deg y_mm x_mm"
 
 
-def _labelled(g, name: str, **spec):
+#: a dataset of --vary: each drawn value's array (``vary_KEY``), and the frame's crystal's reciprocal basis
+for _key, (_unit, _) in KEYS.items():
+    if _key != "rotation":
+        LABELS[f"vary_{_key}"] = (_unit, f"{_key} drawn for the frame (--vary)")
+LABELS["reciprocal_basis"] = ("1/Angstrom", "the frame's crystal: rows a*, b*, c* in the lab frame")
+
+
+def vary_arrays(dataset: dict) -> list[str]:
+    """The label arrays of a dataset record (a store's ``run.dataset``): a ``vary_KEY`` per key drawn
+    besides the orientation, and ``reciprocal_basis``; none for other datasets."""
+    drawn = dataset.get("vary") or {}
+    return [f"vary_{k}" for k in KEYS if k in drawn and k != "rotation"] + (["reciprocal_basis"] if drawn else [])
+
+
+def _labelled(g, name: str, coordinates: str = IMAGE_COORDS, **spec):
     """Array ``name`` made with its labels: every chunk (or shard's inner chunk) zstd, then its CRC-32C
     (Zarr v3's ``crc32c`` codec: the store's own readers check it on every read), every chunk written
     even all fill value (a missing chunk is damage)."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     units, long_name = LABELS[name]
-    extra = {"coordinates": IMAGE_COORDS} if name in (FLOAT, INT, NOISE) else {}
+    extra = {"coordinates": coordinates} if name in (FLOAT, INT, NOISE) else {}
     spec.setdefault("compressors", [ZstdCodec(level=0), Crc32cCodec()])
     return g.create_array(
         name, attributes={"units": units, "long_name": long_name, **extra}, config={"write_empty_chunks": True}, **spec
@@ -180,13 +195,19 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     if whole:
         img["shards"] = (1, gs * ts, gf * tf)
     per_tile = (1, gs, gf) if whole else (1, *(1,) * len(panel), 1, 1)
-    _labelled(g, FLOAT, dtype="float32", fill_value=0.0, **img)
+    labels = vary_arrays(attrs["run"].get("dataset") or {})
+    coords = " ".join([IMAGE_COORDS, *labels])  # (xarray: the frame's drawn values beside its image)
+    _labelled(g, FLOAT, coords, dtype="float32", fill_value=0.0, **img)
     for name, wanted in ((INT, with_int), (NOISE, with_noise)):
         if wanted:
-            _labelled(g, name, dtype="uint16", fill_value=0, **img)
+            _labelled(g, name, coords, dtype="uint16", fill_value=0, **img)
+    for name in labels:
+        shape = (n_frames, 3, 3) if name == "reciprocal_basis" else (n_frames, 3) if name == "vary_N" else (n_frames,)
+        dims = ("frame", "row", "col") if name == "reciprocal_basis" else ("frame", "axis")[: len(shape)]
+        _labelled(g, name, dtype="float64", fill_value=0.0, shape=shape, chunks=shape, dimension_names=dims)
     _tile_arrays(g, plan, n_frames, per_tile)
     _mask_array(g, attrs["geometry"].get("frame"), plan)
-    per_frame = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
+    per_frame: dict[str, Any] = dict(shape=(n_frames,), chunks=(n_frames,), dimension_names=("frame",))
     _labelled(g, "frame", dtype="int64", fill_value=0, **per_frame)[:] = np.arange(n_frames)
     for name in ("phi_deg", "phi0_deg"):
         _labelled(g, name, dtype="float64", fill_value=0.0, **per_frame)

@@ -178,9 +178,11 @@ def _frame_runs(items) -> list:
     return runs
 
 
-def write_frame_metadata(g: zarr.Group, frames) -> None:
+def write_frame_metadata(g: zarr.Group, frames, sim=None) -> None:
     """The frames' records (phi0, orientation, noise seed) and coordinates (frame number, phi, pixel
-    centres), written whole: at every start of a run, so a resume writes a damaged record again."""
+    centres), written whole: at every start of a run, so a resume writes a damaged record again.  A
+    dataset of --vary (``sim``: the run's simulation): each frame's drawn values and its crystal's
+    reciprocal basis too."""
     n = len(frames)
     w = {
         name: writable(g[name]) for name in ("phi0_deg", "orientation", "noise_seed", "phi_deg", "frame") if name in g
@@ -195,6 +197,8 @@ def write_frame_metadata(g: zarr.Group, frames) -> None:
     if "panel" in g:  # a detector of panels' coordinate
         panels = writable(g["panel"])
         panels[:] = np.arange(panels.shape[0])
+    if sim is not None and "reciprocal_basis" in g:
+        _write_labels(g, frames, sim)
     if "pixel_mask" in g:  # a preset's frame
         from bragg_dask.store.layout import frame_mask
 
@@ -204,6 +208,20 @@ def write_frame_metadata(g: zarr.Group, frames) -> None:
     pixel_mm = float(dict(cast("dict[str, Any]", g.attrs["bragg_dask"]))["geometry"]["pixel_size_m"]) * 1e3
     for name in ("x_mm", "y_mm"):
         writable(g[name])[:] = (np.arange(cast("AnyArray", g[name]).shape[0]) + 0.5) * pixel_mm
+
+
+def _write_labels(g: zarr.Group, frames, sim) -> None:
+    """A --vary dataset's per-frame labels: ``vary_KEY`` (the values drawn, N per axis) and
+    ``reciprocal_basis`` (the frame's a*, b*, c*, 1/Angstrom, lab frame, after its orientation)."""
+    drawn = [dict(f.drawn) for f in frames]
+    for key in drawn[0] if drawn else ():
+        if f"vary_{key}" in g:
+            writable(g[f"vary_{key}"])[...] = np.asarray([d[key] for d in drawn], dtype=np.float64)
+    basis = []
+    for f in frames:
+        cr = f.simulation(sim).crystal
+        basis.append([cr.a_star_per_A, cr.b_star_per_A, cr.c_star_per_A])
+    writable(g["reciprocal_basis"])[...] = np.asarray(basis, dtype=np.float64)
 
 
 def write_frames_stats(g: OpenStore, frames: list[int], stats: list, int_scales: list[float]) -> None:

@@ -1,0 +1,117 @@
+"""Per-shot variation (``--vary FILE``): each frame's draws from one seed, applied as the C program's flags
+would set them, recorded as per-frame labels in the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from bragg_dask.errors import ConfigError
+from bragg_dask.planning.vary import read_variation, variation_of
+
+from .conftest import main_in
+
+BASE = "-cell 50 60 70 90 90 90 -default_F 100 -distance 100 -detpixels 40 -oversample 1 -misset 10 20 30".split()
+DOC = {
+    "frames": 4,
+    "seed": 3,
+    "rotation": "uniform",
+    "N": {"a": {"integers": [3, 6]}, "b": 4, "c": {"choice": [2, 5]}},
+    "mosaic_spread_deg": {"uniform": [0.1, 0.5]},
+    "mosaic_domains": {"choice": [1, 3]},
+    "wavelength_A": {"normal": [1.0, 0.01]},
+    "fluence": {"log_uniform": [1e23, 1e24]},
+    "water_um": {"uniform": [0, 20]},
+}
+
+
+def _flags(drawn: dict, k: int) -> list[str]:
+    """The C program's flags that set what frame ``k`` drew (as the module notes say)."""
+    n = [str(int(x)) for x in drawn["N"]]
+    return ["-Na", n[0], "-Nb", n[1], "-Nc", n[2], "-mosaic", repr(drawn["mosaic_spread_deg"]), "-mosaic_domains",
+            str(int(drawn["mosaic_domains"])), "-mosaic_seed", str(k + 1), "-lambda", repr(drawn["wavelength_A"]),
+            "-fluence", repr(drawn["fluence"]), "-water", repr(drawn["water_um"])]  # fmt: skip
+
+
+def test_each_frame_draws_from_the_seed_alone():
+    v = variation_of(DOC)
+    more = variation_of({**DOC, "frames": 9})
+    for k in range(4):
+        assert v.draw(k) == more.draw(k)  # a frame's values do not depend on the others
+    assert v.draw(0) != v.draw(1) and variation_of({**DOC, "seed": 4}).draw(0) != v.draw(0)
+    d = v.draw(2)
+    assert 3 <= d["N"][0] <= 6 and d["N"][1] == 4 and d["N"][2] in (2, 5) and 0.1 <= d["mosaic_spread_deg"] <= 0.5
+    u = np.asarray(d["rotation"])
+    assert np.allclose(u @ u.T, np.eye(3), atol=1e-12) and np.linalg.det(u) == pytest.approx(1.0)
+    around = variation_of({"frames": 3, "rotation": {"around": np.eye(3).tolist(), "spread_deg": 0.0}})
+    assert np.allclose(around.draw(1)["rotation"], np.eye(3), atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"spin": 1}, "spin: unknown key"),
+        ({"frames": 0}, "frames: a whole number"),
+        ({"seed": -1}, "seed: a whole number"),
+        ({"fluence": {"gamma": [1, 2]}}, "fluence: a number or one of"),
+        ({"fluence": {"uniform": [2, 1]}}, "fluence: uniform: [low, high]"),
+        ({"fluence": {"log_uniform": [0, 1]}}, "fluence: log_uniform: bounds > 0"),
+        ({"water_um": {"normal": [1, -1]}}, "water_um: normal"),
+        ({"N": {"integers": [0, 3]}}, "N: frame"),
+        ({"mosaic_spread_deg": 95}, "mosaic_spread_deg: frame 0 draws 95"),
+        ({"wavelength_A": {"normal": [0.0, 0.5]}}, "wavelength_A: frame"),
+        ({"rotation": {"around": [[1, 0, 0], [0, 1, 0], [0, 0, 2]], "spread_deg": 1}}, "rotation: around"),
+        ({"rotation": "random"}, "rotation: expected"),
+    ],
+)
+def test_a_bad_description_names_its_key(change, needle):
+    with pytest.raises(ConfigError) as e:
+        variation_of({**DOC, **change})
+    assert needle in str(e.value) and "\n" not in str(e.value) and e.value.flag == "--vary"
+
+
+def test_a_dataset_of_vary_is_its_frames_as_the_c_programs_flags_set_them(tmp_path, capsys):
+    """Every frame equals, byte for byte, the single simulation of the run's flags with the frame's drawn
+    values as flags (-Na/-Nb/-Nc, -mosaic, -mosaic_domains, -mosaic_seed k+1, -lambda, -fluence, -water),
+    its recorded rotation applied to the crystal; the labels are what the frame used; any tiling the same."""
+    import zarr
+
+    from bragg_dask import simulation_from_args
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.physics.rotations import rotate_crystal
+    from bragg_dask.store import read_frame
+
+    (tmp_path / "v.json").write_text(json.dumps(DOC))
+    for store, tile in (("a.zarr", "7"), ("b.zarr", "40")):
+        rc = main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", store, "--tile", tile, "-noprogress"])
+        assert rc == 0, capsys.readouterr().err
+    g = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")
+    v = read_variation(str(tmp_path / "v.json"))
+    for k in range(4):
+        drawn = v.draw(k)
+        assert np.array_equal(np.asarray(g["orientation"][k]), np.asarray(drawn["rotation"]))
+        assert list(g["vary_N"][k]) == list(drawn["N"]) and g["vary_fluence"][k] == drawn["fluence"]
+        sim = simulation_from_args([*BASE, *_flags(drawn, k)], cwd=str(tmp_path))
+        sim = dataclasses.replace(sim, crystal=rotate_crystal(sim.crystal, np.asarray(drawn["rotation"])))
+        want = run_serial(sim).image
+        got = read_frame(str(tmp_path / "a.zarr"), k)
+        assert got.tobytes() == want.tobytes(), k
+        assert read_frame(str(tmp_path / "b.zarr"), k).tobytes() == want.tobytes()
+        basis = np.asarray(g["reciprocal_basis"][k])
+        assert np.array_equal(basis, [sim.crystal.a_star_per_A, sim.crystal.b_star_per_A, sim.crystal.c_star_per_A])
+
+
+def test_vary_refusals(tmp_path, cli_error):
+    (tmp_path / "v.json").write_text(json.dumps(DOC))
+    cli_error([*BASE, "--vary", "v.json"], "--vary", "--zarr")
+    cli_error([*BASE, "--vary", "v.json", "--zarr", "s.zarr", "--frames", "3"], "--frames")
+    no_over = [a for a in BASE if a not in ("-oversample", "1")]
+    cli_error([*no_over, "--vary", "v.json", "--zarr", "s.zarr"], "--vary", "N:", "-oversample")
+    cli_error([*BASE, "-dispersion", "1", "-dispsteps", "3", "--vary", "v.json", "--zarr", "s.zarr"], "wavelength_A")
+    (tmp_path / "bad.json").write_text('{"frames": 2,\n "fluence": [1, 2}')
+    cli_error([*BASE, "--vary", "bad.json", "--zarr", "s.zarr"], "--vary", "bad.json", "line 2")
+    (tmp_path / "key.json").write_text(json.dumps({**DOC, "spin": 1}))
+    cli_error([*BASE, "--vary", "key.json", "--zarr", "s.zarr"], "--vary", "spin")
