@@ -25,6 +25,7 @@ from bragg_dask.errors import ConfigError
 from bragg_dask.executors.base import RunResult
 from bragg_dask.executors.client import announce, check_gpu_workers, dask_mapper
 from bragg_dask.executors.cluster import check_worker_processes, cluster_failure, connect, shutdown
+from bragg_dask.executors.labels import label_pass
 from bragg_dask.executors.progress import Progress
 from bragg_dask.executors.tasks import (
     FinishTask,
@@ -187,8 +188,7 @@ class DaskExecutor:
 
 def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = None, **keywords) -> RunResult:
     """Run ``sim`` on a :class:`DaskExecutor`: keywords are the executor's (``store``, ``client``,
-    ``cluster``, ``overwrite``, ``dataset``, ``outputs``) or the settings' fields (``tile``,
-    ``dtype``...); the executor's own plan unless ``plan`` is given."""
+    ``cluster``, ``overwrite``, ``dataset``, ``outputs``) or the settings' fields (``tile``, ``dtype``...)."""
     job_keys = ("store", "client", "cluster", "overwrite", "dataset", "outputs")
     executor = DaskExecutor(**{k: v for k, v in keywords.items() if k in job_keys})
     try:
@@ -200,9 +200,8 @@ def run_dask(sim, plan: TilePlan | None = None, settings: RunSettings | None = N
 
 @dataclasses.dataclass(frozen=True)
 class _Context:
-    """What a run has besides its simulation: the C program's output options (or None), the detector
-    model applied to the store's frames (or None), the dashboard's reporter, and the cores of an
-    embedded cluster (None: a remote one)."""
+    """What a run has besides its simulation: the C program's output options, the detector model applied
+    to the store's frames, the dashboard's reporter, an embedded cluster's cores (None: none, remote)."""
 
     outputs: OutputOptions | None
     detector: DetectorModel | None
@@ -211,8 +210,8 @@ class _Context:
 
 
 class _Run:
-    """One execution: pre-pass and tile states (c-parity), tile tasks, reductions, second pass, and the
-    detector model's pass."""
+    """One execution: pre-pass and tile states (c-parity), tile tasks, reductions, second pass, a --vary
+    dataset's labels, the detector model's pass."""
 
     def __init__(
         self, client, sim, plan: TilePlan, frames: list[Frame], settings: RunSettings, session, context: _Context
@@ -277,6 +276,8 @@ class _Run:
             self._finish(self.store, sim_future, frame_stats, finish)
             zstore.drop_response(self.store, sorted(finish))  # the model no longer describes those frames
             zstore.sync_response(self.store)  # the others keep the model's records (int_scale, noise_seed)
+            if any(f.drawn for f in self.frames):  # a --vary dataset: its labels
+                label_pass(self.client, sim_future, self.frames, self.store, self.tag, self.device)
             zstore.mark_complete(self.store)
             self._detector()
         self.reporter.phase("complete")

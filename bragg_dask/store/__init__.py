@@ -77,6 +77,7 @@ from bragg_dask.store.writing import (
     write_frame_image,
     write_frame_metadata,
     write_frames_stats,
+    write_reflections,
     write_tile_image,
     write_tiles,
 )
@@ -149,6 +150,7 @@ __all__ = [
     "whole_frames",
     "write_frame_image",
     "write_frame_metadata",
+    "write_reflections",
     "write_frames_stats",
     "write_tile_image",
     "write_tiles",

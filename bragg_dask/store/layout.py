@@ -153,6 +153,18 @@ for _key, (_unit, _) in KEYS.items():
     if _key != "rotation":
         LABELS[f"vary_{_key}"] = (_unit, f"{_key} drawn for the frame (--vary)")
 LABELS["reciprocal_basis"] = ("1/Angstrom", "the frame's crystal: rows a*, b*, c* in the lab frame")
+LABELS.update(
+    {
+        "refl_hkl": ("1", "reflection: Miller indices h, k, l"),
+        "refl_panel": ("1", "reflection: the panel its spot lands on (0: a single panel)"),
+        "refl_xy_px": ("pixel", "reflection: predicted spot centroid (fast, slow), pixels from the panel's corner"),
+        "refl_d_A": ("Angstrom", "reflection: d-spacing"),
+        "refl_F": ("1", "reflection: structure-factor amplitude |F|"),
+        "refl_photons": ("photons", "reflection: noiseless Bragg photons summed over the spot's pixels"),
+        "refl_active": ("1", "reflection: predicted on a rendered pixel (inside -roi, not masked)"),
+        "refl_offset": ("1", "frame k's reflections are rows refl_offset[k]:refl_offset[k + 1]"),
+    }
+)
 
 
 def vary_arrays(dataset: dict) -> list[str]:

@@ -247,3 +247,42 @@ def write_frames_stats(g: OpenStore, frames: list[int], stats: list, int_scales:
             arr[int(idx[0]) : int(idx[-1]) + 1] = v
         else:
             arr.oindex[idx] = v
+
+
+#: a dataset's reflection tables (:mod:`bragg_dask.physics.reflections`), every frame's rows one after the
+#: other, ``refl_offset[k]:refl_offset[k + 1]`` frame ``k``'s: (array, field, dtype, trailing shape)
+REFLECTION_ARRAYS = (
+    ("refl_hkl", "hkl", "int32", (3,)),
+    ("refl_panel", "panel", "int32", ()),
+    ("refl_xy_px", "xy_px", "float64", (2,)),
+    ("refl_d_A", "d_A", "float64", ()),
+    ("refl_F", "F", "float64", ()),
+    ("refl_photons", "photons", "float64", ()),
+    ("refl_active", "active", "bool", ()),
+)
+
+
+def write_reflections(path: str, tables: list[dict]) -> None:
+    """Every frame's reflection table (``tables`` in frame order, each the ``Reflections`` fields) as the
+    store's ``refl_*`` arrays and the per-frame index ``refl_offset`` (frames + 1), made anew."""
+    from bragg_dask.store.layout import _labelled, consolidate
+
+    g = zarr.open_group(path, mode="r+")
+    counts = [len(t["hkl"]) for t in tables]
+    offset = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n = int(offset[-1])
+    for name, field, dtype, tail in REFLECTION_ARRAYS:
+        data = np.concatenate([np.asarray(t[field]).reshape(-1, *tail) for t in tables]).astype(dtype)
+        if name in g:
+            del g[name]
+        dims = ("reflection", *(("axis",) if tail else ()))
+        shape = (n, *tail)
+        arr = _labelled(g, name, shape=shape, chunks=tuple(max(1, x) for x in shape), dtype=dtype,
+                        fill_value=0, dimension_names=dims)  # fmt: skip
+        if n:
+            arr[...] = data
+    if "refl_offset" in g:
+        del g["refl_offset"]
+    _labelled(g, "refl_offset", shape=offset.shape, chunks=offset.shape, dtype="int64", fill_value=0,
+              dimension_names=("frame_edge",))[...] = offset  # fmt: skip
+    consolidate(path)

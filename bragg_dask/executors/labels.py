@@ -1,0 +1,59 @@
+"""A dataset's labels beside its images: every frame's reflection table (:mod:`bragg_dask.physics.reflections`),
+a Dask task per frame once the frames are in the store, gathered in frame order and written as the store's
+``refl_*`` arrays (:func:`bragg_dask.store.write_reflections`).
+
+Part of :mod:`bragg_dask.executors.dask` (which runs it for a dataset of ``--vary``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+def frame_reflections(base_sim, frame, store: str, device: str = "cpu") -> dict:
+    """Worker side: frame ``frame``'s reflection table (``Reflections`` fields as arrays), its photons
+    summed over the frame's Bragg image: the store's float image, or, where the frame has a water
+    background, its tiles computed again without it."""
+    from bragg_dask.physics.reflections import predict, spot_photons
+
+    sim = frame.simulation(base_sim)
+    refl = predict(sim)
+    spot_photons(sim, refl, _bragg_bands(sim, frame.index, store, device))
+    return {f.name: getattr(refl, f.name) for f in dataclasses.fields(refl)} | {"frame": frame.index}
+
+
+def _bragg_bands(sim, k: int, store: str, device: str):
+    """``(panel, s0, s1, rows)`` of frame ``k``'s Bragg image, every panel (0 for a single one)."""
+    from bragg_dask import store as zstore
+
+    if sim.water_size_m == 0.0:
+        frame = zstore.StoreFrame(store, k, flag="labels")
+        for s0, s1, band in frame.bands(zstore.FLOAT):
+            p, first = divmod(s0, sim.detector.spixels) if frame.panels else (0, s0)
+            yield p, first, first + (s1 - s0), band
+        return
+    from bragg_dask.physics.kernel import simulate_tile
+    from bragg_dask.planning.plan import plan_for
+
+    dry = dataclasses.replace(sim, water_size_m=0.0)
+    rows: dict = {}
+    for t in plan_for(sim.detector, None, device).tiles():
+        rows.setdefault((t.panel or 0, t.s0, t.s1), []).append(t)
+    for (p, s0, s1), tiles in rows.items():  # a row of tiles at a time: a band of the Bragg image
+        band = np.zeros((s1 - s0, sim.detector.fpixels), dtype=np.float32)
+        for t in tiles:
+            band[:, t.f0 : t.f1] = simulate_tile(dry, t, device=device).image
+        yield p, s0, s1, band
+
+
+def label_pass(client, sim_future, frames, store: str, tag: str, device: str) -> None:
+    """Every frame's table, a task per frame on ``client``, written to ``store`` in frame order."""
+    from bragg_dask import store as zstore
+
+    futures = [
+        client.submit(frame_reflections, sim_future, f, store, device, key=f"labels-{tag}-{f.index}", pure=False)
+        for f in frames
+    ]
+    zstore.write_reflections(store, client.gather(futures))  # (our client: not a default one)
