@@ -2,6 +2,7 @@
 
 The public names are loaded on first use, so that the command line can set up the thread pools'
 environment (see :func:`bragg_dask.runtime.configure_threads`) before torch and numpy load.
+``bragg_dask.training``: PyTorch datasets over a store.
 """
 
 from __future__ import annotations

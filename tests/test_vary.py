@@ -175,3 +175,36 @@ def test_the_reflection_table_tells_the_truth(tmp_path, capsys, water):
                 assert np.hypot(centroid[0] - xy[0], centroid[1] - xy[1]) <= 0.5, (h, xy, centroid)
                 checked += 1
     assert checked >= 10 and table["refl_active"].all()
+
+
+def test_training_reads_frames_and_labels_with_workers(tmp_path, capsys):
+    """bragg_dask.training: the map-style dataset gives frame k's image and its rows of the table; the
+    stream splits the frames between a DataLoader's worker processes, every frame once."""
+    import zarr
+    from torch.utils.data import DataLoader
+
+    from bragg_dask.store import read_frame
+    from bragg_dask.training import StoreDataset, StoreStream, collate
+
+    (tmp_path / "v.json").write_text(json.dumps({**DOC, "frames": 5, "water_um": 0}))
+    assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "s.zarr", "-noprogress"]) == 0
+    capsys.readouterr()
+    path = str(tmp_path / "s.zarr")
+    g = zarr.open_group(path, mode="r")
+    off = np.asarray(g["refl_offset"])
+    ds = StoreDataset(path, transform=lambda s: {**s, "seen": True})
+    assert len(ds) == 5
+    s3 = ds[3]
+    assert s3["seen"] and s3["frame"] == 3 and np.array_equal(s3["image"].numpy(), read_frame(path, 3))
+    assert np.array_equal(s3["reflections"]["hkl"], np.asarray(g["refl_hkl"])[off[3] : off[4]])
+    assert s3["vary"]["fluence"] == g["vary_fluence"][3] and s3["reciprocal_basis"].shape == (3, 3)
+    with pytest.raises(IndexError):
+        ds[5]
+    loader = DataLoader(StoreStream(path), batch_size=2, num_workers=2, collate_fn=collate)
+    seen = []
+    for batch in loader:
+        assert batch["image"].shape[1:] == (40, 40) and len(batch["reflections"]) == len(batch["frame"])
+        for k, image in zip(batch["frame"].tolist(), batch["image"]):
+            assert np.array_equal(image.numpy(), read_frame(path, k))
+            seen.append(k)
+    assert sorted(seen) == list(range(5))

@@ -11,6 +11,7 @@ import argparse
 import os
 from typing import Any, NoReturn
 
+from bragg_dask.cli.model_flags import model_flags
 from bragg_dask.errors import UsageError
 from bragg_dask.settings import BACKENDS, COMPILE_MODES, LOCALHOST, ClusterOptions
 
@@ -272,56 +273,10 @@ def service_parser() -> argparse.ArgumentParser:
     ap = _ArgParser(prog="bragg-dask", add_help=False)
     for flags, keywords in SERVICE_OPTIONS:
         ap.add_argument(*flags, **keywords)
-    _model_flags(ap)
+    model_flags(ap)
     for flags, keywords in LATE_OPTIONS:
         ap.add_argument(*flags, **keywords)
     return ap
-
-
-def _model_flags(ap: argparse.ArgumentParser) -> None:
-    """The detector model applied to a --zarr store's frames after the run (noisify's flags)."""
-    ap.add_argument(
-        "--psf",
-        choices=("gauss", "fiber"),
-        default=None,
-        help="detector model (needs --zarr): point spread function, noisify's -psf (default: none)",
-    )
-    ap.add_argument(
-        "--psf-fwhm",
-        type=float,
-        default=None,
-        dest="psf_fwhm",
-        metavar="UM",
-        help="detector model: the PSF's full width at half maximum, um (default: 46)",
-    )
-    ap.add_argument(
-        "--psf-radius",
-        type=float,
-        default=None,
-        dest="psf_radius",
-        metavar="PX",
-        help="detector model: the PSF's radius, pixels; 0: automatic (default: 0)",
-    )
-    ap.add_argument(
-        "--readout", type=float, default=None, metavar="ADU", help="detector model: readout noise, ADU rms (default: 0)"
-    )
-    ap.add_argument(
-        "--flicker",
-        type=float,
-        default=None,
-        metavar="F",
-        help="detector model: beam flicker noise, a fraction of the photons (default: 0)",
-    )
-    ap.add_argument(
-        "--calibration",
-        type=float,
-        default=None,
-        metavar="F",
-        help="detector model: calibration error, a fraction rms per pixel (default: 0.03)",
-    )
-    ap.add_argument(
-        "--gain", type=float, default=None, metavar="G", help="detector model: gain, ADU per photon (default: 1)"
-    )
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:

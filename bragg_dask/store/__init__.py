@@ -40,6 +40,7 @@ import warnings
 from bragg_dask.store.chunks import OpenStore, fsync_enabled, fsync_path, opened, sync_chunk
 from bragg_dask.store.faults import StoreError, note_fault, store_fault
 from bragg_dask.store.integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
+from bragg_dask.store.labels import frame_labels
 from bragg_dask.store.layout import (
     FORMAT_VERSION,
     IMAGE_COORDS,
@@ -149,6 +150,7 @@ __all__ = [
     "usable_tiles",
     "whole_frames",
     "write_frame_image",
+    "frame_labels",
     "write_frame_metadata",
     "write_reflections",
     "write_frames_stats",

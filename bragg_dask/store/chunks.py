@@ -289,7 +289,8 @@ def opened(path: str, mode: AccessModeLiteral = "r+") -> OpenStore:
     """
     try:
         st = os.stat(os.path.join(path, "zarr.json"))
-        key = (os.path.abspath(path), mode, st.st_ino, st.st_mtime_ns, st.st_size)
+        # (the process too: a forked worker, a DataLoader's, opens the store itself)
+        key = (os.path.abspath(path), mode, st.st_ino, st.st_mtime_ns, st.st_size, os.getpid())
     except OSError:
         return OpenStore(path, mode)  # zarr says what is wrong
     with _OPEN_LOCK:
