@@ -208,3 +208,14 @@ def test_training_reads_frames_and_labels_with_workers(tmp_path, capsys):
             assert np.array_equal(image.numpy(), read_frame(path, k))
             seen.append(k)
     assert sorted(seen) == list(range(5))
+
+
+def test_labels_none_keeps_the_draws_without_the_table(tmp_path, capsys, cli_error):
+    import zarr
+
+    (tmp_path / "v.json").write_text(json.dumps({**DOC, "frames": 2}))
+    rc = main_in(tmp_path, [*BASE, "--vary", "v.json", "--labels", "none", "--zarr", "s.zarr", "-noprogress"])
+    assert rc == 0, capsys.readouterr().err
+    names = set(zarr.open_group(str(tmp_path / "s.zarr"), mode="r").array_keys())
+    assert "vary_N" in names and "reciprocal_basis" in names and not any(n.startswith("refl_") for n in names)
+    cli_error([*BASE, "--labels", "table"], "--labels", "--vary")

@@ -99,7 +99,7 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         dict(
             default=None,
             metavar="ADDRESS",
-            help="a running Dask scheduler, tcp:// or tls:// (default: an embedded cluster)",
+            help="a running Dask scheduler, tcp:// or tls:// (default: embedded)",
         ),
     ),
     (
@@ -211,6 +211,12 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         ),
     ),
     (
+        ("--labels",),
+        dict(
+            choices=("table", "none"), default=None, help="with --vary: the reflection table, or none (default: table)"
+        ),
+    ),
+    (
         ("--overwrite",),
         dict(action="store_true", help="replace an existing --zarr store, not resume it (default: off)"),
     ),
@@ -298,6 +304,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--orientations",
         "--orientation-seed",
         "--vary",
+        "--labels",
         "--memory-limit",
         "--listen",
         "--dashboard-address",
@@ -356,6 +363,8 @@ def _check_service(opts) -> None:
             raise UsageError(f"must be >= 1, got {v}", flag=flag)
     if opts.frames is not None and opts.orientations is not None:
         raise UsageError("give either --frames (a rotation series) or --orientations, not both", flag="--frames")
+    if opts.labels is not None and opts.vary is None:
+        raise UsageError("labels a dataset of --vary FILE: it means nothing without it", flag="--labels")
     if opts.vary is not None:
         for flag in ("--frames", "--orientations", "--orientation-seed"):
             if getattr(opts, flag[2:].replace("-", "_")) is not None:
@@ -471,6 +480,10 @@ def _dataset(opts):
         if not opts.vary.strip():
             raise UsageError("needs a value", flag="--vary")
         variation = read_variation(opts.vary)
+        if opts.labels is not None:
+            import dataclasses
+
+            variation = dataclasses.replace(variation, labels=opts.labels)
         return DatasetSpec("vary", variation.frames, variation=variation)
     if opts.orientations is not None:
         return DatasetSpec("orientations", opts.orientations, opts.orientation_seed or 0)

@@ -276,7 +276,7 @@ class _Run:
             self._finish(self.store, sim_future, frame_stats, finish)
             zstore.drop_response(self.store, sorted(finish))  # the model no longer describes those frames
             zstore.sync_response(self.store)  # the others keep the model's records (int_scale, noise_seed)
-            if any(f.drawn for f in self.frames):  # a --vary dataset: its labels
+            if any(f.labelled for f in self.frames):  # a --vary dataset: its labels
                 label_pass(self.client, sim_future, self.frames, self.store, self.tag, self.device)
             zstore.mark_complete(self.store)
             self._detector()

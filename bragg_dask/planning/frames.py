@@ -37,6 +37,7 @@ class Frame:
     orientation: tuple
     noise_seed: int | None
     drawn: tuple = ()  # a dataset of --vary: what the frame drew besides its orientation, ((key, value), ...)
+    labelled: bool = False  # a dataset of --vary with its reflection table
 
     def simulation(self, base: Simulation) -> Simulation:
         sim = base
@@ -91,7 +92,8 @@ def make_frames(sim: Simulation, spec: DatasetSpec, noise_seed: int | None = Non
         for k in range(spec.n):
             drawn = spec.variation.draw(k)
             u = drawn.pop("rotation", IDENTITY)
-            frames.append(Frame(k, cr.phi0_rad, u, noise_seeds[k], tuple(drawn.items())))
+            labelled = spec.variation.labels != "none"
+            frames.append(Frame(k, cr.phi0_rad, u, noise_seeds[k], tuple(drawn.items()), labelled))
         return frames
     if spec.kind == "orientations":
         mats = random_rotations(spec.n, spec.orientation_seed)

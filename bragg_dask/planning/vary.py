@@ -66,10 +66,12 @@ class Variation:
     seed: int = 0
     keys: tuple[tuple[str, Any], ...] = ()
     where: str = "--vary"
+    labels: str = "table"  # what the store gets besides the draws: "table" (reflections) or "none"
 
     def to_dict(self) -> dict:
         """As a store records it (in its fingerprint): the description itself."""
-        return {"frames": self.frames, "seed": self.seed, **{k: v for k, v in self.keys}}
+        out = {"frames": self.frames, "seed": self.seed, **{k: v for k, v in self.keys}}
+        return out if self.labels == "table" else {**out, "labels": self.labels}
 
     def draw(self, k: int) -> dict:
         """Frame ``k``'s values: key -> value (``orientation``: a 3 x 3 rotation as nested tuples; ``N``:
