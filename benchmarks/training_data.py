@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Training data: what the labels cost, and how fast a DataLoader reads a store.
 
-usage: .venv/bin/python benchmarks/training_data.py [--frames 16] [--size 1024] [--repeat 3] [--json OUT]
+usage: .venv/bin/python benchmarks/training_data.py [--frames 16] [--size 1024] [--repeat 3] [--read-frames 64]
+                                                   [--json OUT]
 
 1. A stills dataset (``--vary``: per-shot rotation, N and fluence, 5 mosaic domains) of ``--frames`` frames
    of ``--size`` squared pixels into a new store on the embedded cluster, with its reflection table
    (``--labels table``) and without (``--labels none``): whole process, the two alternating in every
    round (the first round dropped), medians.
-2. ``bragg_dask.training.StoreStream`` over that store in a ``DataLoader`` of 4 worker processes (batches
-   of 8, images only, and images with labels): frames per second, the median of ``--repeat`` passes.
+2. ``bragg_dask.training.StoreStream`` over a store of ``--read-frames`` such frames (made once, untimed)
+   in a ``DataLoader`` of 4 worker processes (batches of 8, images only, and images with labels): frames
+   per second, the median of ``--repeat`` passes.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ DESCRIPTION = {"rotation": "uniform", "N": {"integers": [8, 16]}, "mosaic_spread
                "fluence": {"log_uniform": [5e23, 5e24]}}  # fmt: skip
 
 
-def make(work: Path, frames: int, size: int, labels: str) -> float:
+def make(work: Path, frames: int, size: int, labels: str, name: str = "") -> float:
     (work / "v.json").write_text(json.dumps({"frames": frames, "seed": 11, **DESCRIPTION}))
     cmd = [str(REPO / ".venv" / "bin" / "bragg-dask"), "-cell", "79.1", "79.1", "37.9", "90", "90", "90",
            "-default_F", "100", "-lambda", "1", "-distance", "200", "-pixel", "0.172", "-detpixels", str(size),
-           "-oversample", "1", "--vary", "v.json", "--labels", labels, "--zarr", f"{labels}.zarr", "--overwrite",
+           "-oversample", "1", "--vary", "v.json", "--labels", labels, "--zarr", f"{name or labels}.zarr", "--overwrite",
            "-noprogress"]  # fmt: skip
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
@@ -61,6 +63,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--read-frames", type=int, default=64, dest="read_frames")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     times: dict = {"table": [], "none": []}
@@ -72,9 +75,10 @@ def main() -> int:
                 print(f"round {r} labels {labels}: {dt:.2f} s", flush=True)
                 if r:
                     times[labels].append(dt)
-        store = str(work / "table.zarr")
+        make(work, a.read_frames, a.size, "table", "read")
+        store = str(work / "read.zarr")
         out = {
-            "frames": a.frames, "size": a.size, "repeat": a.repeat, "cpus": os.cpu_count(),
+            "frames": a.frames, "size": a.size, "repeat": a.repeat, "read_frames": a.read_frames, "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "with_table_s": statistics.median(times["table"]), "without_s": statistics.median(times["none"]),
             "runs": times,
