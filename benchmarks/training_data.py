@@ -34,8 +34,8 @@ def make(work: Path, frames: int, size: int, labels: str, name: str = "") -> flo
     (work / "v.json").write_text(json.dumps({"frames": frames, "seed": 11, **DESCRIPTION}))
     cmd = [str(REPO / ".venv" / "bin" / "bragg-dask"), "-cell", "79.1", "79.1", "37.9", "90", "90", "90",
            "-default_F", "100", "-lambda", "1", "-distance", "200", "-pixel", "0.172", "-detpixels", str(size),
-           "-oversample", "1", "--vary", "v.json", "--labels", labels, "--zarr", f"{name or labels}.zarr", "--overwrite",
-           "-noprogress"]  # fmt: skip
+           "-oversample", "1", "--vary", "v.json", "--labels", labels, "--zarr", f"{name or labels}.zarr",
+           "--overwrite", "-noprogress"]  # fmt: skip
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if p.returncode:
@@ -78,7 +78,8 @@ def main() -> int:
         make(work, a.read_frames, a.size, "table", "read")
         store = str(work / "read.zarr")
         out = {
-            "frames": a.frames, "size": a.size, "repeat": a.repeat, "read_frames": a.read_frames, "cpus": os.cpu_count(),
+            "frames": a.frames, "size": a.size, "repeat": a.repeat, "read_frames": a.read_frames,
+            "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "with_table_s": statistics.median(times["table"]), "without_s": statistics.median(times["none"]),
             "runs": times,
