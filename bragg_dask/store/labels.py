@@ -3,6 +3,8 @@ rows of the reflection table (``refl_*``, the rows ``refl_offset[k]:refl_offset[
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -26,23 +28,35 @@ REFLECTION_FIELDS = {
 FRAME_FIELDS = ("orientation", "reciprocal_basis", "phi0_deg", "noise_seed")
 
 
+def _per_frame(path: str) -> dict:
+    """The store's per-frame label arrays whole (small: a few numbers a frame) and ``refl_offset``, read once
+    per process and store state (the group's ``zarr.json`` identity, as :func:`.chunks.opened`)."""
+    st = os.stat(os.path.join(path, "zarr.json"))
+    return _per_frame_cached(os.path.abspath(path), st.st_ino, st.st_mtime_ns, os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _per_frame_cached(path: str, *_identity) -> dict:
+    g = opened(path, "r")
+    wanted = [n for n in g.group.array_keys() if n in FRAME_FIELDS or n.startswith("vary_") or n == "refl_offset"]
+    return {n: np.asarray(cast("AnyArray", g[n])[...]) for n in wanted}
+
+
 def frame_labels(path: str, k: int) -> dict:
     """Frame ``k``'s labels: ``reflections`` (``hkl``, ``panel``, ``xy_px``, ``d_A``, ``F``, ``photons``,
     ``active``: numpy arrays, one row per reflection; empty where the store has no table), its records
     (``orientation``, ``reciprocal_basis``, ``phi0_deg``, ``noise_seed``: where the store has them) and
     every drawn value (``vary``: key -> value)."""
-    g = opened(path, "r")
-    names = set(g.group.array_keys())
+    whole = _per_frame(path)
     out: dict = {"frame": k}
     for name in FRAME_FIELDS:
-        if name in names:
-            out[name] = np.asarray(cast("AnyArray", g[name])[k])
-    out["vary"] = {
-        n[len("vary_") :]: np.asarray(cast("AnyArray", g[n])[k]) for n in sorted(names) if n.startswith("vary_")
-    }
+        if name in whole:
+            out[name] = whole[name][k]
+    out["vary"] = {n[len("vary_") :]: whole[n][k] for n in sorted(whole) if n.startswith("vary_")}
     refl = {}
-    if "refl_offset" in names:
-        a, b = (int(x) for x in np.asarray(cast("AnyArray", g["refl_offset"])[k : k + 2]))
+    if "refl_offset" in whole:
+        a, b = (int(x) for x in whole["refl_offset"][k : k + 2])
+        g = opened(path, "r")
         refl = {field: np.asarray(cast("AnyArray", g[name])[a:b]) for name, field in REFLECTION_FIELDS.items()}
     out["reflections"] = refl
     return out

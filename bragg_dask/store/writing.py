@@ -262,6 +262,10 @@ REFLECTION_ARRAYS = (
 )
 
 
+#: rows of a reflection table's chunk
+REFLECTION_CHUNK = 1 << 16
+
+
 def write_reflections(path: str, tables: list[dict]) -> None:
     """Every frame's reflection table (``tables`` in frame order, each the ``Reflections`` fields) as the
     store's ``refl_*`` arrays and the per-frame index ``refl_offset`` (frames + 1), made anew."""
@@ -277,8 +281,8 @@ def write_reflections(path: str, tables: list[dict]) -> None:
             del g[name]
         dims = ("reflection", *(("axis",) if tail else ()))
         shape = (n, *tail)
-        arr = _labelled(g, name, shape=shape, chunks=tuple(max(1, x) for x in shape), dtype=dtype,
-                        fill_value=0, dimension_names=dims)  # fmt: skip
+        chunks = (max(1, min(n, REFLECTION_CHUNK)), *tail)  # a reader of a frame's rows reads one chunk or two
+        arr = _labelled(g, name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, dimension_names=dims)
         if n:
             arr[...] = data
     if "refl_offset" in g:
