@@ -23,6 +23,9 @@ import numpy as np
 
 from bragg_dask.physics.crystal import phi_angles, rotated_cells
 
+#: a spot's position is weighted over its pixels at least this fraction of its brightest
+SPOT_FLOOR = 1e-3
+
 
 @dataclasses.dataclass
 class Reflections:
@@ -147,8 +150,8 @@ def spot_photons(sim, refl: Reflections, bands) -> None:
     frame's image (``rows``: ``(s1 - s0, fpixels)`` photons of panel ``panel``, 0 for a single panel), every
     row of every panel once, in any order.  A reflection's photons: the image summed over its pixels; its
     position: the centre of its pixels weighted by the crystal's lattice transform there (the spot's centroid
-    as the model shapes it, partial spots and side lobes included), over the pixels holding photons (above
-    1e-7 of the band's brightest), where that weight is not zero."""
+    as the model shapes it, partial spots and side lobes included), over its pixels above :data:`SPOT_FLOOR`
+    of its brightest, where that weight is not zero."""
     lam = sim.beam.wavelength_m
     b = np.asarray(sim.detector.geometry.beam, dtype=np.float64)
     s0 = b / np.linalg.norm(b) / lam
@@ -160,29 +163,33 @@ def spot_photons(sim, refl: Reflections, bands) -> None:
         return
     order = np.argsort(keys)
     sorted_keys = keys[order]
-    weight, wf, ws = (np.zeros(len(keys)) for _ in range(3))
     cols = np.arange(sim.detector.fpixels) + 0.5
-    for panel, a, z, rows in bands:
+    kept, peak = [], np.zeros(len(keys))
+    for panel, a, z, rows in bands:  # the photons, and each reflection's brightest pixel
         f, s, _o, p = planes[panel]
         lines = np.arange(a, z) + 0.5
         x = p + cols[None, :, None] * px * f + lines[:, None, None] * px * s  # (rows, F, 3)
         q = x / np.linalg.norm(x, axis=-1, keepdims=True) / lam - s0
-        frac = (q @ real.T).reshape(-1, 3)
-        hkl = np.rint(frac).astype(np.int64)
-        at = np.clip(np.searchsorted(sorted_keys, _keys(np.full(len(hkl), panel), hkl)), 0, len(sorted_keys) - 1)
-        found = sorted_keys[at] == _keys(np.full(len(hkl), panel), hkl)
-        values = np.asarray(rows, dtype=np.float64).reshape(-1)
-        np.add.at(refl.photons, order[at[found]], values[found])
-        # the shape's weights where the spots are: pixels above 1e-7 of the band's brightest (the rest would
-        # move a centroid by far less than the tests' 0.5 pixel, at most of a frame's cost)
-        found &= values > 1e-7 * max(float(values.max(initial=0.0)), 1e-30)
+        hkl = np.rint((q @ real.T).reshape(-1, 3)).astype(np.int64)
+        pixel_keys = _keys(np.full(len(hkl), panel), hkl)
+        at = np.clip(np.searchsorted(sorted_keys, pixel_keys), 0, len(sorted_keys) - 1)
+        found = sorted_keys[at] == pixel_keys
+        values = np.asarray(rows, dtype=np.float64).reshape(-1)[found]
         i = order[at[found]]
-        w = _weights(sim, x.reshape(-1, 3)[found], (f, s), hkl[found], domains, recip)
+        np.add.at(refl.photons, i, values)
+        np.maximum.at(peak, i, values)
         ff = np.broadcast_to(cols[None, :], (z - a, len(cols))).reshape(-1)[found]
         ss = np.broadcast_to(lines[:, None], (z - a, len(cols))).reshape(-1)[found]
-        np.add.at(weight, i, w)
-        np.add.at(wf, i, w * ff)
-        np.add.at(ws, i, w * ss)
+        kept.append((i, values, x.reshape(-1, 3)[found], hkl[found], ff, ss, (f, s)))
+    weight, wf, ws = (np.zeros(len(keys)) for _ in range(3))
+    for i, values, x, hkl, ff, ss, axes in kept:
+        # the shape's weights where each spot shines: its pixels above SPOT_FLOOR of its brightest (the
+        # fainter rest moves a centroid by far less than a tenth of a pixel, and would cost most of the pass)
+        use = values >= SPOT_FLOOR * peak[i]
+        w = _weights(sim, x[use], axes, hkl[use], domains, recip)
+        np.add.at(weight, i[use], w)
+        np.add.at(wf, i[use], w * ff[use])
+        np.add.at(ws, i[use], w * ss[use])
     ok = weight > 0
     refl.xy_px[ok] = np.stack([wf[ok] / weight[ok], ws[ok] / weight[ok]], axis=1)
 
