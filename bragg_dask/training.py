@@ -29,6 +29,8 @@ def sample(path: str, k: int, image: str = zstore.FLOAT, labels: bool = True) ->
     array read, ``float``, ``int`` or ``noise``; ``labels``: with the frame's labels)."""
     out = zstore.frame_labels(path, k) if labels else {"frame": k}
     out["image"] = torch.from_numpy(np.ascontiguousarray(zstore.read_frame(path, k, image), dtype=np.float32))
+    if labels and zstore.BRAGG in zstore.image_arrays(path):  # --labels bragg: the label image too
+        out["bragg"] = torch.from_numpy(np.ascontiguousarray(zstore.read_frame(path, k, zstore.BRAGG)))
     return out
 
 

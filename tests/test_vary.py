@@ -219,3 +219,28 @@ def test_labels_none_keeps_the_draws_without_the_table(tmp_path, capsys, cli_err
     names = set(zarr.open_group(str(tmp_path / "s.zarr"), mode="r").array_keys())
     assert "vary_N" in names and "reciprocal_basis" in names and not any(n.startswith("refl_") for n in names)
     cli_error([*BASE, "--labels", "table"], "--labels", "--vary")
+
+
+@pytest.mark.parametrize("frames", [3, 1])  # (sharded whole frames, and a frame of chunks of its own)
+def test_labels_bragg_keeps_each_frames_bragg_image(tmp_path, capsys, frames):
+    """--labels bragg: the store's bragg array is each frame's image without its water background, the
+    image the reflection table sums; verify checks it; the training sample carries it."""
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.planning.frames import DatasetSpec, make_frames
+    from bragg_dask.store import read_frame
+    from bragg_dask.training import StoreDataset
+
+    doc = {"frames": frames, "seed": 2, "rotation": "uniform", "water_um": {"uniform": [5, 30]}}
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    run = [*BASE, "--vary", "v.json", "--labels", "bragg", "--zarr", "s.zarr", "--tile", "20", "-noprogress"]
+    assert main_in(tmp_path, run) == 0, capsys.readouterr().err
+    sim0 = simulation_from_args(BASE, cwd=str(tmp_path))
+    for frame in make_frames(sim0, DatasetSpec("vary", frames, variation=variation_of(doc))):
+        dry = dataclasses.replace(frame.simulation(sim0), water_size_m=0.0)
+        want = run_serial(dry, tile=20).image
+        assert np.array_equal(read_frame(str(tmp_path / "s.zarr"), frame.index, "bragg"), want)
+        assert not np.array_equal(read_frame(str(tmp_path / "s.zarr"), frame.index), want)  # (the water's)
+    assert main_in(tmp_path, ["verify", "s.zarr"]) == 0
+    assert np.array_equal(
+        StoreDataset(str(tmp_path / "s.zarr"))[0]["bragg"].numpy(), read_frame(str(tmp_path / "s.zarr"), 0, "bragg")
+    )

@@ -213,7 +213,9 @@ SERVICE_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (
         ("--labels",),
         dict(
-            choices=("table", "none"), default=None, help="with --vary: the reflection table, or none (default: table)"
+            choices=("table", "bragg", "none"),
+            default=None,
+            help="with --vary: reflection table, +bragg images, or none (default: table)",
         ),
     ),
     (

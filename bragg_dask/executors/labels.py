@@ -15,13 +15,36 @@ import numpy as np
 def frame_reflections(base_sim, frame, store: str, device: str = "cpu") -> dict:
     """Worker side: frame ``frame``'s reflection table (``Reflections`` fields as arrays), its photons
     summed over the frame's Bragg image: the store's float image, or, where the frame has a water
-    background, its tiles computed again without it."""
+    background, its tiles computed again without it.  A store with a ``bragg`` array (``--labels bragg``)
+    gets that image too."""
+    from bragg_dask import store as zstore
     from bragg_dask.physics.reflections import predict, spot_photons
 
     sim = frame.simulation(base_sim)
     refl = predict(sim)
-    spot_photons(sim, refl, _bragg_bands(sim, frame.index, store, device))
+    g = zstore.opened(store)
+    bands = _bragg_bands(sim, frame.index, store, device)
+    if zstore.BRAGG in set(g.group.array_keys()):
+        bands = _kept(bands, sim.detector.shape, g, frame.index)
+    spot_photons(sim, refl, bands)
     return {f.name: getattr(refl, f.name) for f in dataclasses.fields(refl)} | {"frame": frame.index}
+
+
+def _kept(bands, shape: tuple, g, k: int):
+    """``bands`` passed on, gathered into the frame's ``bragg`` image, written once all have passed."""
+    from bragg_dask import store as zstore
+
+    image = np.zeros(shape, dtype=np.float32)
+    for p, s0, s1, rows in bands:
+        image[(p, slice(s0, s1)) if len(shape) == 3 else slice(s0, s1)] = rows
+        yield p, s0, s1, rows
+    synced: set = set()
+    if g.sharded(zstore.BRAGG):
+        zstore.write_frame_image(g, zstore.BRAGG, k, image, synced)
+    else:
+        for t in zstore.frame_tiles(g.path):
+            zstore.write_tile_image(g, zstore.BRAGG, k, t, image[t.region], synced)
+    g.sync_folders(synced)
 
 
 def _bragg_bands(sim, k: int, store: str, device: str):

@@ -66,7 +66,7 @@ class Variation:
     seed: int = 0
     keys: tuple[tuple[str, Any], ...] = ()
     where: str = "--vary"
-    labels: str = "table"  # what the store gets besides the draws: "table" (reflections) or "none"
+    labels: str = "table"  # besides the draws: "table" (reflections), "bragg" (and Bragg images) or "none"
 
     def to_dict(self) -> dict:
         """As a store records it (in its fingerprint): the description itself."""

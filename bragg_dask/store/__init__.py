@@ -53,7 +53,7 @@ from bragg_dask.store.layout import (
     store_attrs,
 )
 from bragg_dask.store.lock import LOCK_NAME
-from bragg_dask.store.names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+from bragg_dask.store.names import BRAGG, FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
 from bragg_dask.store.reading import (
     FrameRecord,
     StoreFrame,
@@ -89,6 +89,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Object at \.bragg_dask\.", category=UserWarning)
 
 __all__ = [
+    "BRAGG",
     "check_frames",
     "check_metadata",
     "consolidate",

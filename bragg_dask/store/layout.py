@@ -18,7 +18,7 @@ import zarr
 from bragg_dask.physics.geometry import pyfai_geometry
 from bragg_dask.planning.plan import TilePlan
 from bragg_dask.planning.vary import KEYS
-from bragg_dask.store.names import FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
+from bragg_dask.store.names import BRAGG, FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
 
 if TYPE_CHECKING:
     from zarr.core.metadata.v3 import ArrayV3Metadata
@@ -153,6 +153,7 @@ for _key, (_unit, _) in KEYS.items():
     if _key != "rotation":
         LABELS[f"vary_{_key}"] = (_unit, f"{_key} drawn for the frame (--vary)")
 LABELS["reciprocal_basis"] = ("1/Angstrom", "the frame's crystal: rows a*, b*, c* in the lab frame")
+LABELS[BRAGG] = ("photons", "the frame's Bragg photons alone, before background, PSF and noise (--labels bragg)")
 LABELS.update(
     {
         "refl_hkl": ("1", "reflection: Miller indices h, k, l"),
@@ -213,6 +214,8 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
     for name, wanted in ((INT, with_int), (NOISE, with_noise)):
         if wanted:
             _labelled(g, name, coords, dtype="uint16", fill_value=0, **img)
+    if ((attrs["run"].get("dataset") or {}).get("vary") or {}).get("labels") == "bragg":
+        _labelled(g, BRAGG, coords, dtype="float32", fill_value=0.0, **img)
     for name in labels:
         shape = (n_frames, 3, 3) if name == "reciprocal_basis" else (n_frames, 3) if name == "vary_N" else (n_frames,)
         dims = ("frame", "row", "col") if name == "reciprocal_basis" else ("frame", "axis")[: len(shape)]

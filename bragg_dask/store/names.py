@@ -4,3 +4,5 @@
 FLOAT, INT, NOISE = "float", "int", "noise"
 STAT_FIELDS = ("sum", "sumsq", "n", "max", "argmax_slow", "argmax_fast")
 FRAME_STATS = ("max_I", "max_slow", "max_fast", "mean", "rms", "rmsd", "int_scale")
+#: a dataset of ``--vary --labels bragg``: each frame's Bragg photons alone (before background, PSF, noise)
+BRAGG = "bragg"

@@ -15,15 +15,15 @@ from bragg_dask.errors import ConfigError
 from bragg_dask.planning.plan import TilePlan, TileSpec
 from bragg_dask.store.chunks import opened
 from bragg_dask.store.integrity import DamagedChunk, check_metadata, damage_error, looks_like_store
-from bragg_dask.store.names import FLOAT, INT, NOISE
+from bragg_dask.store.names import BRAGG, FLOAT, INT, NOISE
 
 if TYPE_CHECKING:
     from zarr.types import AnyArray
 
 
 def image_arrays(path: str) -> set[str]:
-    """Which image arrays (:data:`FLOAT`, :data:`INT`, :data:`NOISE`) the store holds."""
-    return set(opened(path, "r").group.array_keys()) & {FLOAT, INT, NOISE}
+    """Which image arrays (:data:`FLOAT`, :data:`INT`, :data:`NOISE`, :data:`BRAGG`) the store holds."""
+    return set(opened(path, "r").group.array_keys()) & {FLOAT, INT, NOISE, BRAGG}
 
 
 def tile_stats_rows(path: str) -> np.ndarray:

@@ -31,9 +31,9 @@ from bragg_dask.store import shards
 from bragg_dask.store.chunks import OpenStore, read_chunk_file
 from bragg_dask.store.codec import chunk_codec
 from bragg_dask.store.integrity import DamagedChunk, damage_error, metadata_problems
-from bragg_dask.store.names import FLOAT, INT, NOISE
+from bragg_dask.store.names import BRAGG, FLOAT, INT, NOISE
 
-IMAGES = (FLOAT, INT, NOISE)
+IMAGES = (FLOAT, INT, NOISE, BRAGG)  # (bragg: a --labels bragg dataset's, written with its labels)
 #: arrays whose chunks are per tile (checked per done tile), besides the images
 TILE_RECORDS = ("tiles_done", "tile_stats")
 
