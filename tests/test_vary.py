@@ -244,3 +244,31 @@ def test_labels_bragg_keeps_each_frames_bragg_image(tmp_path, capsys, frames):
     assert np.array_equal(
         StoreDataset(str(tmp_path / "s.zarr"))[0]["bragg"].numpy(), read_frame(str(tmp_path / "s.zarr"), 0, "bragg")
     )
+
+
+def test_the_detector_model_draws_per_frame(tmp_path, capsys, cli_error):
+    """psf_fwhm_um, gain, readout_adu...: each frame through the run's detector model with its own values,
+    the same as noisify STORE on that frame with those flags; recorded per frame (verify --repair's)."""
+    import zarr
+
+    from bragg_dask.store import read_frame
+
+    doc = {"frames": 2, "seed": 4, "rotation": "uniform", "psf_fwhm_um": {"uniform": [60, 200]},
+           "gain": {"choice": [1, 2]}}  # fmt: skip
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    model = ["--psf", "gauss", "--psf-radius", "4", "-nonoise"]
+    run = [*BASE, "--vary", "v.json", "--zarr", "s.zarr", *model, "-noprogress"]
+    assert main_in(tmp_path, run) == 0, capsys.readouterr().err
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    records = dict(g.attrs)["bragg_dask"]["response"]["frames"]
+    v = variation_of(doc)
+    for k in range(2):
+        drawn = v.draw(k)
+        assert records[str(k)]["model"]["psf_fwhm"] == drawn["psf_fwhm_um"] and g["vary_gain"][k] == drawn["gain"]
+        one = ["noisify", "s.zarr", "--frame", str(k), "-psf", "gauss", "-psf_fwhm", repr(drawn["psf_fwhm_um"]),
+               "-psf_radius", "4", "-gain", str(int(drawn["gain"])), "-nonoise"]  # fmt: skip
+        before = read_frame(str(tmp_path / "s.zarr"), k, "int")
+        assert main_in(tmp_path, one) == 0, capsys.readouterr().err
+        assert np.array_equal(read_frame(str(tmp_path / "s.zarr"), k, "int"), before)
+    (tmp_path / "m.json").write_text(json.dumps({"frames": 2, "gain": 2}))
+    cli_error([*BASE, "--vary", "m.json", "--zarr", "t.zarr"], "--vary", "gain", "--psf")

@@ -130,6 +130,10 @@ def prepare(opts, c_args: list[str]):
         from bragg_dask.planning.vary import check_base
 
         check_base(dataset.variation, parsed.simulation, parsed.raw.oversample > 0, parsed.raw.misset_random)
+        from bragg_dask.detector.flags import model_given
+        from bragg_dask.planning.vary import check_model
+
+        check_model(dataset.variation, bool(model_given(opts)))
     sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)

@@ -293,14 +293,15 @@ class DetectorPass:
     :func:`noisify_frame` for each frame (anywhere: in this process or as a Dask task; frames are
     independent), :meth:`record` (the model and seeds in the store's attributes)."""
 
-    def __init__(self, path: str, model: DetectorModel) -> None:
+    def __init__(self, path: str, model: DetectorModel, per_frame: dict | None = None) -> None:
         """``model``: the detector model (its pixel, unless a flag set it, the store's own: the PSF's
-        scale; without its seed, a time-based one, reported here, once)."""
+        scale; without its seed, a time-based one, reported here, once); ``per_frame``: frame -> the
+        model's fields that frame drew (a dataset of --vary), each frame's model recorded as it ran."""
         import dataclasses
 
         from bragg_dask.detector.flags import noise_seed
 
-        self.path = path
+        self.path, self.per_frame = path, dict(per_frame or {})
         if "pixel" not in dict(model.flags):
             pixel_mm = float(store.store_metadata(path)["geometry"]["pixel_size_m"]) * 1000.0
             model = dataclasses.replace(model, pixel=pixel_mm)
@@ -312,16 +313,22 @@ class DetectorPass:
         for name in self.names:
             store.ensure_image_array(self.path, name)
 
+    def model_of(self, k: int) -> DetectorModel:
+        """Frame ``k``'s model: the pass's, with the fields the frame drew."""
+        import dataclasses
+
+        return dataclasses.replace(self.model, **self.per_frame[k]) if k in self.per_frame else self.model
+
     def frame_args(self, k: int) -> tuple:
         """:func:`noisify_frame`'s arguments for frame ``k`` (its seed: the seed + ``k``)."""
-        return self.path, self.model, k, self.seed + k
+        return self.path, self.model_of(k), k, self.seed + k
 
     def record(self, frames: list[int]) -> None:
         response = dict(store.store_metadata(self.path).get("response") or {})
         done = dict(response.get("frames") or {})
         for k in frames:
             done[str(k)] = {
-                "model": self.model.record(),
+                "model": self.model_of(k).record(),
                 "noise_seed": self.seed + k if self.model.noise else None,
                 "arrays": self.names,
             }

@@ -47,6 +47,7 @@ from bragg_dask.physics.roi import roi_count
 from bragg_dask.planning.frames import DatasetSpec, Frame, make_frames
 from bragg_dask.planning.plan import TilePlan, plan_for
 from bragg_dask.planning.states import compute_states
+from bragg_dask.planning.vary import model_draws
 from bragg_dask.settings import ClusterOptions, RunSettings, noise_seed
 
 if TYPE_CHECKING:
@@ -128,8 +129,7 @@ class DaskExecutor:
                 session.close()
 
     def _open_store(self, sim, plan: TilePlan, settings: RunSettings, frames: list[Frame], with_noise: bool):
-        """The store's session, locked until the run ends (a replacement, ``overwrite``, is swapped in
-        once the run has started), with the frames' records written."""
+        """The store's session, locked until the run ends (an ``overwrite`` swapped in once it started)."""
         from bragg_dask import store as zstore
 
         assert self.store is not None  # run() opens a store only where there is one
@@ -483,7 +483,7 @@ class _Run:
         from bragg_dask.detector.store_pass import DetectorPass, noisify_frame
 
         self.reporter.phase("detector")
-        job = DetectorPass(self.store, self.detector)
+        job = DetectorPass(self.store, self.detector, model_draws(self.frames))
         job.begin()
         futs = [
             self.client.submit(

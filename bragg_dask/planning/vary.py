@@ -20,8 +20,9 @@ the same).  Every drawn value must lie in its flag's range (``-N`` >= 1, ``-mosa
 one that does not, an unknown key or a malformed distribution is a one-line error naming the key.
 
 What a frame draws is applied to the run's simulation as the C program's flags would set it (``-N``,
-``-mosaic``/``-mosaic_domains`` with a mosaic seed drawn for the frame, ``-lambda``, ``-fluence``,
-``-water``); the orientation as ``--orientations`` turns the crystal.
+``-mosaic``/``-mosaic_domains`` with mosaic seed ``k + 1``, ``-lambda``, ``-fluence``, ``-water``); the
+rotation as ``--orientations`` turns the crystal; the detector model's values (``psf_fwhm_um``, ``gain``,
+``readout_adu``, ``flicker``, ``calibration``) by the run's detector pass, frame by frame.
 """
 
 from __future__ import annotations
@@ -45,7 +46,16 @@ KEYS: dict[str, tuple[str, str]] = {
     "wavelength_A": ("Angstrom", "positive"),
     "fluence": ("photons per m^2", "positive"),
     "water_um": ("micrometres", "non-negative"),
+    # the detector model's (the run's --psf/--gain... with --zarr; applied by its pass over the store)
+    "psf_fwhm_um": ("micrometres", "positive"),
+    "gain": ("ADU per photon", "positive"),
+    "readout_adu": ("ADU rms", "non-negative"),
+    "flicker": ("a fraction of the photons", "non-negative"),
+    "calibration": ("a fraction rms per pixel", "non-negative"),
 }
+#: the keys the detector model takes (its field for each), not the simulation
+MODEL_FIELDS = {"psf_fwhm_um": "psf_fwhm", "gain": "gain", "readout_adu": "readout", "flicker": "flicker",
+                "calibration": "calibration"}  # fmt: skip
 #: the C program's flag each key stands for (the range checked is the flag's)
 FLAGS = {
     "N": "-N",
@@ -54,6 +64,11 @@ FLAGS = {
     "wavelength_A": "-lambda",
     "fluence": "-fluence",
     "water_um": "-water",
+    "psf_fwhm_um": "--psf-fwhm",
+    "gain": "--gain",
+    "readout_adu": "--readout",
+    "flicker": "--flicker",
+    "calibration": "--calibration",
 }
 FORMS = ("uniform", "normal", "log_uniform", "integers", "choice")
 
@@ -312,3 +327,25 @@ def check_base(variation: Variation, sim, oversample_given: bool, misset_random:
                           flag=variation.where)  # fmt: skip
     if misset_random and ({"mosaic_spread_deg", "mosaic_domains"} & set(keys)):
         raise ConfigError("mosaic: not with -misset random (give a misset, or vary the rotation)", flag=variation.where)
+
+
+def model_draws(frames) -> dict[int, dict]:
+    """Each frame's detector-model fields drawn (frame index -> {field: value}), for the run's detector
+    pass; empty where nothing of the model varies."""
+    out = {}
+    for f in frames:
+        drawn = {MODEL_FIELDS[k]: v for k, v in dict(f.drawn).items() if k in MODEL_FIELDS}
+        if drawn:
+            out[f.index] = drawn
+    return out
+
+
+def check_model(variation: Variation, has_model: bool) -> None:
+    """A description drawing the detector model's values needs the run's model (``--psf``, ``--gain``...
+    with ``--zarr``): one line naming the key otherwise."""
+    keys = [k for k, _ in variation.keys if k in MODEL_FIELDS]
+    if keys and not has_model:
+        raise ConfigError(
+            f"{keys[0]}: the detector model's value: give the run's model (--psf, --gain, --readout...)",
+            flag=variation.where,
+        )
