@@ -272,3 +272,32 @@ def test_the_detector_model_draws_per_frame(tmp_path, capsys, cli_error):
         assert np.array_equal(read_frame(str(tmp_path / "s.zarr"), k, "int"), before)
     (tmp_path / "m.json").write_text(json.dumps({"frames": 2, "gain": 2}))
     cli_error([*BASE, "--vary", "m.json", "--zarr", "t.zarr"], "--vary", "gain", "--psf")
+
+
+def test_the_detectors_place_drawn_per_frame_is_the_c_programs_flags(tmp_path, capsys, cli_error):
+    """distance_mm, beam_x_mm, beam_y_mm: frame k is the run with -distance, -Xbeam, -Ybeam appended, byte
+    for byte; -oversample needed (the automatic one depends on the distance); not with panels."""
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.store import read_frame
+
+    doc = {"frames": 3, "seed": 6, "rotation": "uniform", "distance_mm": {"uniform": [80, 120]},
+           "beam_x_mm": {"normal": [2.0, 0.3]}, "beam_y_mm": {"normal": [2.05, 0.3]}}  # fmt: skip
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "s.zarr", "-noprogress"]) == 0, (
+        capsys.readouterr().err
+    )
+    v = variation_of(doc)
+    for k in range(3):
+        d = v.draw(k)
+        flags = ["-distance", repr(d["distance_mm"]), "-Xbeam", repr(d["beam_x_mm"]), "-Ybeam", repr(d["beam_y_mm"])]
+        sim = simulation_from_args([*BASE, *flags], cwd=str(tmp_path))
+        sim = dataclasses.replace(sim, crystal=_rotated(sim.crystal, d["rotation"]))
+        assert read_frame(str(tmp_path / "s.zarr"), k).tobytes() == run_serial(sim).image.tobytes(), k
+    no_over = [a for a in BASE if a not in ("-oversample", "1")]
+    cli_error([*no_over, "--vary", "v.json", "--zarr", "t.zarr"], "distance_mm", "-oversample")
+
+
+def _rotated(crystal, u):
+    from bragg_dask.physics.rotations import rotate_crystal
+
+    return rotate_crystal(crystal, np.asarray(u))

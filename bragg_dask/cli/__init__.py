@@ -134,6 +134,9 @@ def prepare(opts, c_args: list[str]):
         from bragg_dask.planning.vary import check_model
 
         check_model(dataset.variation, bool(model_given(opts)))
+        from bragg_dask.nanobragg.placement import frame_geometries
+
+        dataset = dataclasses.replace(dataset, geometries=frame_geometries(dataset.variation, parsed.raw))
     sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)

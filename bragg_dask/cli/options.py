@@ -486,7 +486,7 @@ def _dataset(opts):
             import dataclasses
 
             variation = dataclasses.replace(variation, labels=opts.labels)
-        return DatasetSpec("vary", variation.frames, variation=variation)
+        return DatasetSpec("vary", variation.frames, variation=variation)  # (its geometries: cli.prepare)
     if opts.orientations is not None:
         return DatasetSpec("orientations", opts.orientations, opts.orientation_seed or 0)
     if opts.frames is not None and opts.frames > 1:

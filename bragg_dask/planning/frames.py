@@ -18,8 +18,9 @@ import numpy as np
 
 from bragg_dask.config import Simulation
 from bragg_dask.errors import ConfigError
+from bragg_dask.physics.geometry import DetectorGeometry
 from bragg_dask.physics.rotations import random_rotations, rotate_crystal
-from bragg_dask.planning.vary import Variation
+from bragg_dask.planning.vary import GEOMETRY_KEYS, Variation
 
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
@@ -38,6 +39,7 @@ class Frame:
     noise_seed: int | None
     drawn: tuple = ()  # a dataset of --vary: what the frame drew besides its orientation, ((key, value), ...)
     labelled: bool = False  # a dataset of --vary with its reflection table
+    geometry: DetectorGeometry | None = None  # a dataset of --vary placing the detector: the frame's
 
     def simulation(self, base: Simulation) -> Simulation:
         sim = base
@@ -45,6 +47,8 @@ class Frame:
             from bragg_dask.planning.vary import apply
 
             sim = apply(sim, dict(self.drawn), self.index)
+        if self.geometry is not None:
+            sim = dataclasses.replace(sim, detector=dataclasses.replace(sim.detector, geometry=self.geometry))
         if self.orientation != IDENTITY:
             sim = _rotate_crystal(sim, np.asarray(self.orientation, dtype=np.float64))
         if self.phi0_rad != base.crystal.phi0_rad:
@@ -61,6 +65,8 @@ class DatasetSpec:
     n: int = 1
     orientation_seed: int = 0
     variation: Variation | None = None  # kind "vary": the description (--vary FILE)
+    #: kind "vary" drawing the detector's place: each frame's geometry (``nanobragg.placement.frame_geometries``)
+    geometries: tuple = ()
 
     def __post_init__(self) -> None:
         if self.kind == "vary" and (self.variation is None or self.variation.frames != self.n):
@@ -88,12 +94,20 @@ def make_frames(sim: Simulation, spec: DatasetSpec, noise_seed: int | None = Non
     cr = sim.crystal
     noise_seeds = [None if noise_seed is None else noise_seed + k for k in range(spec.n)]
     if spec.kind == "vary" and spec.variation is not None:
+        placed = [k for k in GEOMETRY_KEYS if k in dict(spec.variation.keys)]
+        if placed and len(spec.geometries) != spec.n:
+            raise ConfigError(
+                f"{placed[0]}: the frames' geometries are resolved from the run's flags "
+                "(nanobragg.placement.frame_geometries; the command line does it)",
+                flag=spec.variation.where,
+            )
         frames = []
         for k in range(spec.n):
             drawn = spec.variation.draw(k)
             u = drawn.pop("rotation", IDENTITY)
             labelled = spec.variation.labels != "none"
-            frames.append(Frame(k, cr.phi0_rad, u, noise_seeds[k], tuple(drawn.items()), labelled))
+            geo = spec.geometries[k] if spec.geometries else None
+            frames.append(Frame(k, cr.phi0_rad, u, noise_seeds[k], tuple(drawn.items()), labelled, geo))
         return frames
     if spec.kind == "orientations":
         mats = random_rotations(spec.n, spec.orientation_seed)

@@ -46,6 +46,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "wavelength_A": ("Angstrom", "positive"),
     "fluence": ("photons per m^2", "positive"),
     "water_um": ("micrometres", "non-negative"),
+    # the detector's place, as -distance, -Xbeam and -Ybeam set it (the geometry resolved per frame)
+    "distance_mm": ("millimetres", "positive"),
+    "beam_x_mm": ("millimetres", "finite"),
+    "beam_y_mm": ("millimetres", "finite"),
     # the detector model's (the run's --psf/--gain... with --zarr; applied by its pass over the store)
     "psf_fwhm_um": ("micrometres", "positive"),
     "gain": ("ADU per photon", "positive"),
@@ -64,6 +68,9 @@ FLAGS = {
     "wavelength_A": "-lambda",
     "fluence": "-fluence",
     "water_um": "-water",
+    "distance_mm": "-distance",
+    "beam_x_mm": "-Xbeam",
+    "beam_y_mm": "-Ybeam",
     "psf_fwhm_um": "--psf-fwhm",
     "gain": "--gain",
     "readout_adu": "--readout",
@@ -117,9 +124,11 @@ class Variation:
             "positive": lambda x: math.isfinite(x) and x > 0,
             "non-negative": lambda x: math.isfinite(x) and x >= 0,
             "mosaic": lambda x: math.isfinite(x) and 0 <= x < 90,
+            "finite": math.isfinite,
         }[check](float(v))
         if not ok:
-            what = {"count": "a whole number >= 1", "positive": "> 0", "non-negative": ">= 0", "mosaic": "in [0, 90)"}
+            what = {"count": "a whole number >= 1", "positive": "> 0", "non-negative": ">= 0", "mosaic": "in [0, 90)",
+                    "finite": "finite"}  # fmt: skip
             raise ConfigError(
                 f"{key}: frame {k} draws {v:g}, not {what[check]} ({FLAGS[key]}'s range, {KEYS[key][0]})",
                 flag=self.where,
@@ -319,7 +328,10 @@ def check_base(variation: Variation, sim, oversample_given: bool, misset_random:
     the wavelength varies, no random misset where the mosaic does (its domains come from a fresh
     generator).  Else one line naming the key."""
     keys = dict(variation.keys)
-    for key in ("N", "wavelength_A"):
+    placed = [k for k in GEOMETRY_KEYS if k in keys]
+    if placed and (sim.detector.panels or sim.detector.curved):
+        raise ConfigError(f"{placed[0]}: places nanoBragg's single flat detector, not this one", flag=variation.where)
+    for key in ("N", "wavelength_A", *placed):
         if key in keys and not oversample_given:
             raise ConfigError(f"{key}: varies the automatic oversampling too: give -oversample", flag=variation.where)
     if "wavelength_A" in keys and len(sim.beam.sources) != 1:
@@ -349,3 +361,7 @@ def check_model(variation: Variation, has_model: bool) -> None:
             f"{keys[0]}: the detector model's value: give the run's model (--psf, --gain, --readout...)",
             flag=variation.where,
         )
+
+
+#: the keys that place the detector (a geometry resolved per frame from the run's flags)
+GEOMETRY_KEYS = ("distance_mm", "beam_x_mm", "beam_y_mm")
