@@ -301,3 +301,26 @@ def _rotated(crystal, u):
     from bragg_dask.physics.rotations import rotate_crystal
 
     return rotate_crystal(crystal, np.asarray(u))
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"frames": 10**12}, "frames: a whole number of frames in [1, 10000000]"),
+        ({"N": 1e30}, "N: frame 0 draws 1e+30"),
+        ({"mosaic_domains": 10**9}, "mosaic_domains: frame 0 draws 1e+09"),
+        ({"fluence": -5}, "fluence: frame 0 draws -5"),
+        ({"fluence": float("nan")}, "fluence: a number or one of"),
+        ({"water_um": {"uniform": [-1e308, 1e308]}}, "water_um: uniform: a range of finite width"),
+        ({"distance_mm": 0}, "distance_mm: frame 0 draws 0"),
+    ],
+)
+def test_absurd_values_are_one_line(change, needle):
+    with pytest.raises(ConfigError) as e:
+        variation_of({**DOC, **change})
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_output_never_overwrites_the_description(tmp_path, cli_error):
+    (tmp_path / "one.json").write_text(json.dumps({"frames": 1, "fluence": 1e24}))
+    cli_error([*BASE, "--vary", "one.json", "--zarr", "z.zarr", "-floatfile", "one.json"], "-floatfile", "--vary")

@@ -222,7 +222,11 @@ def _parse(c_args: list[str], opts):
         zarr=opts.zarr,
         write_files=dataset.n == 1,
         panel_names=parsed.simulation.detector.panel_names,
-        more_inputs=tuple((flag, v) for flag, v in (("--panels", opts.panels), ("--geometry", opts.geometry)) if v),
+        more_inputs=tuple(
+            (flag, v)
+            for flag, v in (("--panels", opts.panels), ("--geometry", opts.geometry), ("--vary", opts.vary))
+            if v
+        ),
     )
     return parsed, dataset
 

@@ -77,6 +77,10 @@ FLAGS = {
     "flicker": "--flicker",
     "calibration": "--calibration",
 }
+#: the most a count may draw: a C int of unit cells; mosaic domains whose rotations a frame holds at once
+MAX_COUNT = {"N": 2**31 - 1, "mosaic_domains": 100_000}
+#: the most frames a description may have (every frame's draws are checked before any work)
+MAX_FRAMES = 10_000_000
 FORMS = ("uniform", "normal", "log_uniform", "integers", "choice")
 
 
@@ -120,15 +124,15 @@ class Variation:
         v = _sample(spec, rng)
         check = KEYS[key][1]
         ok = {
-            "count": lambda x: float(x) == int(x) and int(x) >= 1,
+            "count": lambda x: math.isfinite(x) and float(x) == int(x) and 1 <= int(x) <= MAX_COUNT.get(key, 1),
             "positive": lambda x: math.isfinite(x) and x > 0,
             "non-negative": lambda x: math.isfinite(x) and x >= 0,
             "mosaic": lambda x: math.isfinite(x) and 0 <= x < 90,
             "finite": math.isfinite,
         }[check](float(v))
         if not ok:
-            what = {"count": "a whole number >= 1", "positive": "> 0", "non-negative": ">= 0", "mosaic": "in [0, 90)",
-                    "finite": "finite"}  # fmt: skip
+            what = {"count": f"a whole number in [1, {MAX_COUNT.get(key)}]", "positive": "> 0",
+                    "non-negative": ">= 0", "mosaic": "in [0, 90)", "finite": "finite"}  # fmt: skip
             raise ConfigError(
                 f"{key}: frame {k} draws {v:g}, not {what[check]} ({FLAGS[key]}'s range, {KEYS[key][0]})",
                 flag=self.where,
@@ -216,8 +220,8 @@ def variation_of(doc, where: str = "--vary") -> Variation:
     if unknown:
         raise bad(unknown[0], f"unknown key (the keys: frames, seed, {', '.join(KEYS)})")
     frames, seed = doc.get("frames"), doc.get("seed", 0)
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        raise bad("frames", f"a whole number of frames >= 1, got {frames!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES:
+        raise bad("frames", f"a whole number of frames in [1, {MAX_FRAMES}], got {frames!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise bad("seed", f"a whole number >= 0, got {seed!r}")
     keys = []
@@ -269,6 +273,8 @@ def _check_distribution(key: str, spec, bad) -> None:
         raise bad(key, f"normal: [mean, sd] with sd >= 0, got {args!r}")
     if form != "normal" and lo > hi:
         raise bad(key, f"{form}: [low, high] with low <= high, got {args!r}")
+    if form == "uniform" and not math.isfinite(hi - lo):
+        raise bad(key, f"uniform: a range of finite width, got {args!r}")
     if form == "log_uniform" and lo <= 0:
         raise bad(key, f"log_uniform: bounds > 0, got {args!r}")
 
