@@ -24,13 +24,19 @@ from bragg_dask import store as zstore
 __all__ = ["StoreDataset", "StoreStream", "collate", "sample"]
 
 
-def sample(path: str, k: int, image: str = zstore.FLOAT, labels: bool = True) -> dict:
+def sample(path: str, k: int, image: str = zstore.FLOAT, labels: bool = True, bragg: bool | None = None) -> dict:
     """Frame ``k`` of the store at ``path``: ``{"image": tensor, "frame": k, ...labels}`` (``image``: the
-    array read, ``float``, ``int`` or ``noise``; ``labels``: with the frame's labels)."""
+    array read, ``float``, ``int`` or ``noise``; ``labels``: with the frame's labels; ``bragg``: with the
+    label image of a ``--labels bragg`` store, None: where the store has one)."""
     out = zstore.frame_labels(path, k) if labels else {"frame": k}
-    out["image"] = torch.from_numpy(np.ascontiguousarray(zstore.read_frame(path, k, image), dtype=np.float32))
-    if labels and zstore.BRAGG in zstore.image_arrays(path):  # --labels bragg: the label image too
-        out["bragg"] = torch.from_numpy(np.ascontiguousarray(zstore.read_frame(path, k, zstore.BRAGG)))
+    shape = zstore.frame_shape(path)
+    out["image"] = torch.empty(shape, dtype=torch.float32)
+    zstore.read_frame(path, k, image, out=out["image"].numpy())  # decoded straight into the tensor
+    if bragg is None:
+        bragg = labels and zstore.BRAGG in zstore.image_arrays(path)
+    if bragg:
+        out["bragg"] = torch.empty(shape, dtype=torch.float32)
+        zstore.read_frame(path, k, zstore.BRAGG, out=out["bragg"].numpy())
     return out
 
 
@@ -40,6 +46,7 @@ class StoreDataset(Dataset):
     def __init__(self, path: str, image: str = zstore.FLOAT, labels: bool = True, transform: Callable | None = None):
         self.path, self.image, self.labels, self.transform = path, image, labels, transform
         self.n = zstore.frame_count(path)
+        self.bragg = labels and zstore.BRAGG in zstore.image_arrays(path)
 
     def __len__(self) -> int:
         return self.n
@@ -47,7 +54,7 @@ class StoreDataset(Dataset):
     def __getitem__(self, k: int) -> dict:
         if not -self.n <= k < self.n:
             raise IndexError(f"frame {k} not in a store of {self.n}")
-        out = sample(self.path, k % self.n, self.image, self.labels)
+        out = sample(self.path, k % self.n, self.image, self.labels, self.bragg)
         return self.transform(out) if self.transform is not None else out
 
 
@@ -58,6 +65,7 @@ class StoreStream(IterableDataset):
     def __init__(self, path: str, image: str = zstore.FLOAT, labels: bool = True, transform: Callable | None = None):
         self.path, self.image, self.labels, self.transform = path, image, labels, transform
         self.n = zstore.frame_count(path)
+        self.bragg = labels and zstore.BRAGG in zstore.image_arrays(path)
 
     def frames(self) -> range:
         """This worker's frames (all of them outside a worker)."""
@@ -69,18 +77,27 @@ class StoreStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         for k in self.frames():
-            out = sample(self.path, k, self.image, self.labels)
+            out = sample(self.path, k, self.image, self.labels, self.bragg)
             yield self.transform(out) if self.transform is not None else out
 
 
 def collate(samples: list[dict]) -> dict:
-    """A batch for a ``DataLoader`` (``collate_fn=collate``): ``image`` stacked ``(B, ...)``, ``frame`` a
-    tensor, every label a list (a frame's reflection table has its own length)."""
-    out: dict = {
-        "image": torch.stack([s["image"] for s in samples]),
-        "frame": torch.tensor([s["frame"] for s in samples]),
-    }
+    """A batch for a ``DataLoader`` (``collate_fn=collate``): ``image`` (and ``bragg``) stacked ``(B, ...)``,
+    ``frame`` a tensor, every label a list (a frame's reflection table has its own length).  In a worker
+    the images are stacked straight into shared memory (no second copy on their way to the main process)."""
+    out: dict = {"frame": torch.tensor([s["frame"] for s in samples])}
+    for key in ("image", "bragg"):
+        if key in samples[0]:
+            out[key] = _stack([s[key] for s in samples])
     for key in samples[0]:
         if key not in out:
             out[key] = [s[key] for s in samples]
     return out
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    first = images[0]
+    if get_worker_info() is None:
+        return torch.stack(images)
+    shared = first.new_empty((len(images), *first.shape)).share_memory_()
+    return torch.stack(images, out=shared)

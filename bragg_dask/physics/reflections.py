@@ -46,17 +46,13 @@ class Reflections:
         return int(self.hkl.shape[0])
 
 
-def _cell(sim, domains: bool = False):
-    """The real-space cell ``(3, 3)`` (rows a, b, c, m) at the middle of the phi sweep (domain 0), and its
-    reciprocal ``(3, 3)`` (rows a*, b*, c*, 1/m); ``domains``: every mosaic domain's real cell instead
-    ``(n_domains, 3, 3)``."""
+def _cell(sim):
+    """The real-space cell ``(3, 3)`` (rows a, b, c, m) at the middle of the phi sweep (mosaic domain 0), and
+    its reciprocal ``(3, 3)`` (rows a*, b*, c*, 1/m)."""
     cr = sim.crystal
     phis = phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps)
     mid = [phis[len(phis) // 2]]
-    umats = cr.mosaic_umats if domains else cr.mosaic_umats[:1]
-    cells = np.asarray(rotated_cells(cr, cr.spindle_axis, mid, umats, cr.mosaic_spread_rad, "unrotated"))
-    if domains:
-        return cells.reshape(-1, 3, 3)
+    cells = np.asarray(rotated_cells(cr, cr.spindle_axis, mid, cr.mosaic_umats[:1], cr.mosaic_spread_rad, "unrotated"))
     real = cells.reshape(-1, 3, 3)[0]
     return real, np.linalg.inv(real).T  # rows of inv(real).T: a* = (b x c) / V ...
 
@@ -80,15 +76,14 @@ def predict(sim) -> Reflections:
         for cf, cs in ((0, 0), (nf, 0), (0, ns), (nf, ns)):
             x = p + cf * px * f + cs * px * s
             qmax = max(qmax, float(np.linalg.norm(x / np.linalg.norm(x) / lam - s0)))
-    lim = [int(math.ceil(qmax * np.linalg.norm(v))) for v in real]
-    grid = np.stack(np.meshgrid(*(np.arange(-m, m + 1) for m in lim), indexing="ij"), -1).reshape(-1, 3)
-    grid = grid[np.any(grid != 0, axis=1)]
+    # the lattice transform's metric: N_i (a_i . dq) is the distance in its main lobes (1 at the first zero)
+    m_inv = recip.T @ np.diag(1.0 / np.asarray(sim.crystal.n_cells, dtype=np.float64) ** 2) @ recip
+    reach = 3.0 * math.sqrt(max(float(np.linalg.eigvalsh(m_inv).max()), 0.0)) + qmax * sim.crystal.mosaic_spread_rad
+    grid = _near_sphere(real, recip, s0, lam, qmax, reach)
     H = grid @ recip  # (n, 3) 1/m
     P = s0 + H
     norm = np.linalg.norm(P, axis=1)
     hlen = np.linalg.norm(H, axis=1)
-    # the lattice transform's metric: N_i (a_i . dq) is the distance in its main lobes (1 at the first zero)
-    m_inv = recip.T @ np.diag(1.0 / np.asarray(sim.crystal.n_cells, dtype=np.float64) ** 2) @ recip
     n = P / norm[:, None]
     v = n @ m_inv
     width = np.sqrt(np.einsum("ij,ij->i", n, v))  # the lobe's half-width along the sphere's normal, 1/m
@@ -123,6 +118,24 @@ def predict(sim) -> Reflections:
     return out
 
 
+def _near_sphere(real, recip, s0, lam: float, qmax: float, reach: float) -> np.ndarray:
+    """``(n, 3)`` int64: the lattice points (not the origin) within ``qmax`` of the origin whose distance to
+    the Ewald sphere may be within ``reach`` (1/m): a superset of those :func:`predict` keeps, found on the
+    whole box of indices through ``|s0 + H|^2 - 1/lam^2 = 2 s0.H + |H|^2`` (separable in h, k, l: no array
+    of vectors) and ``|eps| >= |2 s0.H + |H|^2| / (2/lam + qmax)``."""
+    lim = [int(math.ceil(qmax * np.linalg.norm(v))) for v in real]
+    h, k, l = (np.arange(-m, m + 1, dtype=np.float64) for m in lim)
+    G, u = recip @ recip.T, 2.0 * (recip @ s0)
+    hk = (G[0, 0] * h * h)[:, None] + (G[1, 1] * k * k)[None, :] + 2.0 * G[0, 1] * h[:, None] * k[None, :]
+    cross = 2.0 * (G[0, 2] * h[:, None] + G[1, 2] * k[None, :])[:, :, None] * l
+    hsq = hk[:, :, None] + cross + G[2, 2] * l * l
+    ewald = hsq + ((u[0] * h)[:, None] + (u[1] * k)[None, :])[:, :, None] + u[2] * l
+    slack = 1.001  # rounding: never lose a point the exact test keeps
+    ok = (hsq <= (qmax * 1.000001 * slack) ** 2) & (np.abs(ewald) <= slack * reach * (2.0 / lam + qmax * 1.000001))
+    idx = np.argwhere(ok) - np.asarray(lim)
+    return idx[np.any(idx != 0, axis=1)].astype(np.int64)
+
+
 def _amplitudes(sf, hkl: np.ndarray) -> np.ndarray:
     """``|F|`` of integer ``hkl`` ``(R, 3)``: the table's, ``default_F`` outside it."""
     out = np.full(len(hkl), float(sf.default_F))
@@ -147,91 +160,112 @@ def _active(det, refl: Reflections) -> np.ndarray:
 
 def spot_photons(sim, refl: Reflections, bands) -> None:
     """Fill ``refl.photons`` and refine ``refl.xy_px``: ``bands`` yields ``(panel, s0, s1, rows)`` of the
-    frame's image (``rows``: ``(s1 - s0, fpixels)`` photons of panel ``panel``, 0 for a single panel), every
-    row of every panel once, in any order.  A reflection's photons: the image summed over its pixels; its
-    position: the centre of its pixels weighted by the crystal's lattice transform there (the spot's centroid
-    as the model shapes it, partial spots and side lobes included), over its pixels above :data:`SPOT_FLOOR`
-    of its brightest, where that weight is not zero."""
+    frame's Bragg image (``rows``: ``(s1 - s0, fpixels)`` photons of panel ``panel``, 0 for a single panel),
+    every row of every panel once, in any order.  A reflection's photons: the image summed over its pixels;
+    its position: the centroid of the image over its pixels above :data:`SPOT_FLOOR` of its brightest (the
+    spot as the image draws it: partial spots and side lobes included), where it has any."""
     lam = sim.beam.wavelength_m
     b = np.asarray(sim.detector.geometry.beam, dtype=np.float64)
     s0 = b / np.linalg.norm(b) / lam
-    real, recip = _cell(sim)
-    domains = _cell(sim, domains=True)  # the weights: every mosaic domain's transform, averaged
+    real, _ = _cell(sim)
     planes, px = _planes(sim.detector), sim.detector.pixel_size_m
-    keys = _keys(refl.panel, refl.hkl)
-    if not len(keys):
+    n = len(refl)
+    if not n:
         return
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
-    cols = np.arange(sim.detector.fpixels) + 0.5
-    kept, peak = [], np.zeros(len(keys))
-    for panel, a, z, rows in bands:  # the photons, and each reflection's brightest pixel
-        f, s, _o, p = planes[panel]
-        lines = np.arange(a, z) + 0.5
-        x = p + cols[None, :, None] * px * f + lines[:, None, None] * px * s  # (rows, F, 3)
-        q = x / np.linalg.norm(x, axis=-1, keepdims=True) / lam - s0
-        hkl = np.rint((q @ real.T).reshape(-1, 3)).astype(np.int64)
-        pixel_keys = _keys(np.full(len(hkl), panel), hkl)
-        at = np.clip(np.searchsorted(sorted_keys, pixel_keys), 0, len(sorted_keys) - 1)
-        found = sorted_keys[at] == pixel_keys
+    index = _PixelIndex(refl)
+    peak = np.zeros(n)
+    kept: list[tuple[np.ndarray, ...]] = []
+    for panel, a, z, rows in bands:  # the photons, and the pixels that may be a spot's brightest part
+        found, i = index.find(panel, _fractional(planes[panel], real, s0, lam, px, a, z, sim.detector.fpixels))
         values = np.asarray(rows, dtype=np.float64).reshape(-1)[found]
-        i = order[at[found]]
-        np.add.at(refl.photons, i, values)
+        refl.photons += np.bincount(i, weights=values, minlength=n)
         np.maximum.at(peak, i, values)
-        ff = np.broadcast_to(cols[None, :], (z - a, len(cols))).reshape(-1)[found]
-        ss = np.broadcast_to(lines[:, None], (z - a, len(cols))).reshape(-1)[found]
-        kept.append((i, values, x.reshape(-1, 3)[found], hkl[found], ff, ss, (f, s)))
-    weight, wf, ws = (np.zeros(len(keys)) for _ in range(3))
-    for i, values, x, hkl, ff, ss, axes in kept:
-        # the shape's weights where each spot shines: its pixels above SPOT_FLOOR of its brightest (the
-        # fainter rest moves a centroid by far less than a tenth of a pixel, and would cost most of the pass)
-        use = values >= SPOT_FLOOR * peak[i]
-        w = _weights(sim, x[use], axes, hkl[use], domains, recip)
-        np.add.at(weight, i[use], w)
-        np.add.at(wf, i[use], w * ff[use])
-        np.add.at(ws, i[use], w * ss[use])
+        # below SPOT_FLOOR of the brightest pixel seen so far: below it of the spot's brightest too
+        bright = values >= SPOT_FLOOR * peak[i]
+        line, col = np.divmod(found[bright], sim.detector.fpixels)
+        kept.append((i[bright], values[bright], col + 0.5, line + (a + 0.5)))
+    if not kept:
+        return
+    i, v, ff, ss = (np.concatenate(parts) for parts in zip(*kept))
+    use = v >= SPOT_FLOOR * peak[i]
+    i, v = i[use], v[use]
+    weight = np.bincount(i, weights=v, minlength=n)
     ok = weight > 0
+    wf = np.bincount(i, weights=v * ff[use], minlength=n)
+    ws = np.bincount(i, weights=v * ss[use], minlength=n)
     refl.xy_px[ok] = np.stack([wf[ok] / weight[ok], ws[ok] / weight[ok]], axis=1)
 
 
-def _weights(sim, centres: np.ndarray, axes, hkl: np.ndarray, domains: np.ndarray, recip: np.ndarray) -> np.ndarray:
-    """Each pixel's lattice-transform weight for its reflection ``hkl``: ``F_latt^2`` averaged over the
-    pixel's sub-pixels (the run's oversample, at most 4 a side) and the mosaic domains; ``centres``
-    ``(n, 3)`` the pixels' centres (m), ``axes`` the panel's (fdet, sdet)."""
-    det, lam = sim.detector, sim.beam.wavelength_m
-    b = np.asarray(det.geometry.beam, dtype=np.float64)
-    s0 = b / np.linalg.norm(b) / lam
-    k = min(det.oversample, 4)
-    steps = (np.arange(k) + 0.5) / k - 0.5
-    total = np.zeros(len(hkl))
-    for df in steps:
-        for ds in steps:
-            x = centres + (df * axes[0] + ds * axes[1]) * det.pixel_size_m
-            q = x / np.linalg.norm(x, axis=-1, keepdims=True) / lam - s0
-            for cell in domains:
-                total += _lattice_sq(sim.crystal, q @ cell.T - hkl, recip)
-    return total / (k * k * len(domains))
+#: the most entries a panel's table of Miller indices (:class:`_PixelIndex`) may have; above: a sorted search
+LOOKUP_ENTRIES = 1 << 23
 
 
-def _lattice_sq(cr, delta: np.ndarray, recip_per_m: np.ndarray) -> np.ndarray:
-    """The crystal's ``F_latt^2`` at fractional offsets ``delta`` ``(n, 3)`` from its nearest reflection
-    (the kernel's shape functions, float64)."""
-    import torch
+class _PixelIndex:
+    """Which reflection of a table each pixel's nearest Miller index is: per panel, a dense table over the
+    box of its reflections' indices, a border of "none" around it (an index outside is clipped onto the
+    border: no masks); a box over :data:`LOOKUP_ENTRIES`: a sorted search of one int64 key per index."""
 
-    from bragg_dask.physics.lattice import gauss_lattice, round_lattice, square_lattice_sq, tophat_lattice
+    def __init__(self, refl: Reflections):
+        self.tables: dict[int, tuple] = {}
+        self.refl = refl
+        keys = _keys(refl.panel, refl.hkl)
+        self.order = np.argsort(keys)
+        self.sorted = keys[self.order]
 
-    d = torch.as_tensor(delta, dtype=torch.float64)
-    n = torch.as_tensor(cr.n_cells, dtype=torch.float64)
-    r = torch.as_tensor(recip_per_m * 1e-10, dtype=torch.float64)  # rows a*, b*, c*, 1/Angstrom
-    if cr.shape == "square":
-        out = square_lattice_sq(d, n)
-    elif cr.shape == "round":
-        out = round_lattice(d, n, cr.fudge) ** 2
-    elif cr.shape == "gauss":
-        out = gauss_lattice(d, r, n, cr.fudge) ** 2
-    else:
-        out = tophat_lattice(d, r, n, cr.fudge) ** 2
-    return out.numpy()
+    def _table(self, panel: int):
+        hit = self.tables.get(panel)
+        if hit is None:
+            rows = np.flatnonzero(self.refl.panel == panel)
+            hkl = self.refl.hkl[rows].astype(np.int64)
+            lo = hkl.min(axis=0) - 1 if len(rows) else np.zeros(3, np.int64)
+            shape = (hkl.max(axis=0) + 2 - lo) if len(rows) else np.ones(3, np.int64)
+            hit = None
+            if int(np.prod(shape)) <= LOOKUP_ENTRIES:
+                table = np.full(tuple(int(x) for x in shape), -1, dtype=np.int64)
+                table[tuple((hkl - lo).T)] = rows
+                hit = (lo.astype(np.float64), shape.astype(np.float64) - 1, table.reshape(-1), shape)
+            self.tables[panel] = hit
+        return hit
+
+    def find(self, panel: int, frac: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(pixels, rows)``: the pixels (flat positions in ``frac``'s arrays) whose nearest index (``frac``:
+        h, k, l rounded, float arrays) is a reflection of panel ``panel``, and that reflection's row."""
+        hit = self._table(panel)
+        if hit is None:
+            h = np.stack([x.reshape(-1) for x in frac], axis=1).astype(np.int64)
+            keys = _keys(np.int64(panel), h)
+            at = np.clip(np.searchsorted(self.sorted, keys), 0, len(self.sorted) - 1)
+            pixels = np.flatnonzero(self.sorted[at] == keys)
+            return pixels, self.order[at[pixels]]
+        lo, top, table, shape = hit
+        flat = np.zeros(frac[0].size)
+        for x, low, high, stride in zip(frac, lo, top, (shape[1] * shape[2], shape[2], 1)):
+            x = np.clip(x.reshape(-1) - low, 0.0, high, out=x.reshape(-1))
+            flat += x * float(stride) if stride != 1 else x
+        rows = table[flat.astype(np.int64)]
+        pixels = np.flatnonzero(rows >= 0)
+        return pixels, rows[pixels]
+
+
+def _fractional(plane, real: np.ndarray, s0: np.ndarray, lam: float, px: float, a: int, z: int, width: int):
+    """``[h, k, l]``, each ``(rows, width)`` float: the nearest Miller index of every pixel centre of rows
+    ``a:z`` of the panel ``plane`` (fdet, sdet, odet, pix0), its scattering vector against the cell ``real``
+    (rows a, b, c, m), rounded.  The centre ``x = pix0 + c px fdet + r px sdet`` enters as its projections
+    (linear in ``c`` and ``r``) and its length, never as an array of vectors."""
+    f, s, _o, p = plane
+    c = (np.arange(width) + 0.5) * px
+    r = (np.arange(a, z) + 0.5) * px
+    norm2 = (p @ p + 2.0 * r * (p @ s) + r * r)[:, None] + (2.0 * c * (p @ f) + c * c)[None, :]
+    if f @ s:
+        norm2 += 2.0 * (f @ s) * r[:, None] * c[None, :]
+    inv = 1.0 / (np.sqrt(norm2) * lam)
+    out = []
+    for axis in real:
+        proj = (p @ axis + r * (s @ axis))[:, None] + (c * (f @ axis))[None, :]
+        proj *= inv
+        proj -= s0 @ axis
+        out.append(np.rint(proj, out=proj))
+    return out
 
 
 def _keys(panel: np.ndarray, hkl: np.ndarray) -> np.ndarray:

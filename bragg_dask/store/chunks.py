@@ -131,6 +131,17 @@ class OpenStore:
         if synced is not None:
             synced.add(os.path.dirname(target))
 
+    def read_shard(self, name: str, frame: int, out: np.ndarray) -> np.ndarray:
+        """Frame ``frame`` of the :meth:`sharded` array ``name`` whole into ``out`` ``(rows, cols)``: its
+        shard file read once, every inner chunk checked (:func:`.shards.decode_frame`)."""
+        lay = shards.layout(self[name])
+        assert lay is not None, f"{name}: not a sharded array"  # callers read shards of sharded() arrays only
+        file = self._shard_path(name, frame)
+        raw = read_chunk_file(file)
+        if raw is None and lay.codec.crc:
+            raise DamagedChunk(file, "missing")
+        return shards.decode_frame(lay, raw, out, file)
+
     def chunk_file(self, name: str, coords: tuple[int, ...]) -> str:
         """The file of chunk (or shard) ``coords`` of array ``name``."""
         arr = self[name]

@@ -49,12 +49,12 @@ class ChunkCodec:
         if n != size:
             raise DamagedChunk(file, f"holds {n} bytes, not the chunk's {size} (another array's?)")
 
-    def decode(self, raw: bytes, file: str) -> bytes:
-        """The chunk's uncompressed bytes; :class:`DamagedChunk` naming ``file`` where they cannot be."""
+    def decode(self, raw: bytes | np.ndarray, file: str) -> bytes:
+        """The chunk's uncompressed bytes (``raw``: its bytes, or a uint8 array viewing them); :class:`DamagedChunk` naming ``file`` where they cannot be."""
         if self.crc:
             if len(raw) < 4:
                 raise DamagedChunk(file, f"truncated ({len(raw)} bytes)")
-            raw, tail = raw[:-4], raw[-4:]
+            raw, tail = raw[:-4], bytes(raw[-4:])  # raw: bytes, or a uint8 view into a shard's bytes
             if crc32c(raw) != tail:
                 raise DamagedChunk(file, "fails its CRC-32C checksum (changed or truncated)")
         try:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from bragg_dask.store.chunks import opened
+from bragg_dask.store.integrity import DamagedChunk, damage_error
 
 if TYPE_CHECKING:
     from zarr.types import AnyArray
@@ -56,7 +57,31 @@ def frame_labels(path: str, k: int) -> dict:
     refl = {}
     if "refl_offset" in whole:
         a, b = (int(x) for x in whole["refl_offset"][k : k + 2])
-        g = opened(path, "r")
-        refl = {field: np.asarray(cast("AnyArray", g[name])[a:b]) for name, field in REFLECTION_FIELDS.items()}
+        try:
+            refl = {field: _rows(path, name, a, b) for name, field in REFLECTION_FIELDS.items()}
+        except DamagedChunk as exc:
+            raise damage_error(path, "store", k, None, exc.file, exc.why) from None
     out["reflections"] = refl
     return out
+
+
+def _rows(path: str, name: str, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` of the table's array ``name``: from its chunks read straight from their files (checked;
+    the last one read kept, so that a reader of consecutive frames decodes each chunk once), or through
+    zarr for an array of another layout."""
+    g = opened(path, "r")
+    arr = cast("AnyArray", g[name])
+    if not g.direct(name) or b <= a:
+        return np.asarray(arr[a:b])
+    n = int(arr.chunks[0])
+    st = os.stat(os.path.join(path, "zarr.json"))
+    key = (os.path.abspath(path), st.st_ino, st.st_mtime_ns, os.getpid(), name)
+    parts = [_chunk(key, c)[max(a - c * n, 0) : b - c * n] for c in range(a // n, (b - 1) // n + 1)]
+    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+
+@functools.lru_cache(maxsize=2 * len(REFLECTION_FIELDS))  # a frame's rows may span two chunks
+def _chunk(key: tuple, c: int) -> np.ndarray:
+    path, name = key[0], key[-1]
+    g = opened(path, "r")
+    return g.get_chunk(name, (c,) + (0,) * (g[name].ndim - 1))

@@ -92,14 +92,35 @@ def frame_count(path: str) -> int:
     return int(opened(path, "r")[FLOAT].shape[0])
 
 
+def frame_shape(path: str) -> tuple[int, ...]:
+    """A frame's shape: ``(slow, fast)``, or ``(panel, slow, fast)`` in a store of panels (no chunk read)."""
+    return tuple(int(n) for n in opened(path, "r")[FLOAT].shape[1:])
+
+
 def tiles_done(path: str) -> np.ndarray:
     return np.asarray(opened(path, "r")["tiles_done"][...])
 
 
-def read_frame(path: str, frame: int = 0, array: str = "float") -> np.ndarray:
+def read_frame(path: str, frame: int = 0, array: str = "float", out: np.ndarray | None = None) -> np.ndarray:
     """A whole frame in memory (for small detectors; writers use :class:`StoreFrame`), every chunk checked
-    as it is read."""
-    return _whole(StoreFrame(path, frame), array)
+    as it is read.  ``out``: an array of the frame's shape to read it into (any dtype its values fit; a
+    dataset's frame of one shard file: decoded straight into it, the file read once)."""
+    g = opened(path, "r")
+    if array in g and g.sharded(array) and g[array].ndim == 3 and 0 <= frame < g[array].shape[0]:
+        shape = tuple(g[array].shape[1:])
+        if out is None:
+            out = np.empty(shape, dtype=np.dtype(g[array].dtype).newbyteorder("="))
+        elif out.shape != shape:
+            raise ValueError(f"out of shape {out.shape}, not the frame's {shape}")
+        try:
+            return g.read_shard(array, frame, out)
+        except DamagedChunk as exc:
+            raise damage_error(path, "store", frame, None, exc.file, exc.why) from None
+    img = _whole(StoreFrame(path, frame), array)
+    if out is None:
+        return img
+    out[...] = img
+    return out
 
 
 def _whole(frame: StoreFrame, array: str) -> np.ndarray:

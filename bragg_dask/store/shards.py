@@ -137,9 +137,10 @@ def read_index(lay: ShardLayout, raw: bytes, file: str) -> np.ndarray:
     return index
 
 
-def inner_chunk(lay: ShardLayout, raw: bytes, index: np.ndarray, k: int, file: str) -> np.ndarray | None:
-    """Inner chunk ``k`` (C order) of the shard ``raw``, ``(rows, cols)`` little-endian, checked; None
-    where it is not stored (an older store's chunk all of fill value; damage in a checksummed one)."""
+def inner_chunk(lay: ShardLayout, raw: bytes | np.ndarray, index: np.ndarray, k: int, file: str) -> np.ndarray | None:
+    """Inner chunk ``k`` (C order) of the shard ``raw`` (its bytes, or a uint8 array of them: the chunk read
+    without a copy), ``(rows, cols)`` little-endian, checked; None where it is not stored (an older store's
+    chunk all of fill value; damage in a checksummed one)."""
     off, nbytes = (int(v) for v in index[k])
     _, cs, cf = lay.inner
     where = f"{file} (inner chunk {divmod(k, lay.grid[1])})"
@@ -166,10 +167,32 @@ def decode_band(lay: ShardLayout, raw: bytes | None, width: int, s0: int, s1: in
     if raw is None:
         return band
     index = read_index(lay, raw, file)
+    view = np.frombuffer(raw, dtype=np.uint8)
     for j in range(-(-width // cf)):
-        chunk = inner_chunk(lay, raw, index, i * gf + j, file)
+        chunk = inner_chunk(lay, view, index, i * gf + j, file)
         if chunk is None:
             continue
         f0, f1 = j * cf, min((j + 1) * cf, width)
         band[:, f0:f1] = chunk[r0 : r0 + s1 - s0, : f1 - f0]
     return band
+
+
+def decode_frame(lay: ShardLayout, raw: bytes | None, out: np.ndarray, file: str = "shard") -> np.ndarray:
+    """The whole frame whose shard file ``file`` holds ``raw`` (None: no file, all fill value) into ``out``
+    ``(rows, cols)`` (any dtype the values fit; at most the shard's size): the file read once, its index
+    checked once, every inner chunk decoded and checked without a copy of its bytes."""
+    _, cs, cf = lay.inner
+    gs, gf = lay.grid
+    rows, cols = out.shape
+    if raw is None:
+        out[...] = lay.fill
+        return out
+    index = read_index(lay, raw, file)
+    view = np.frombuffer(raw, dtype=np.uint8)
+    for i in range(-(-rows // cs)):
+        for j in range(-(-cols // cf)):
+            chunk = inner_chunk(lay, view, index, i * gf + j, file)
+            s0, f0 = i * cs, j * cf
+            s1, f1 = min(s0 + cs, rows), min(f0 + cf, cols)
+            out[s0:s1, f0:f1] = lay.fill if chunk is None else chunk[: s1 - s0, : f1 - f0]
+    return out

@@ -1,0 +1,95 @@
+"""The training reader's fast paths: a dataset's frame decoded from its shard file in one read, straight into
+the caller's array; a frame's rows of the reflection table from the table's chunk files; both checked, a
+damaged file one line naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bragg_dask.errors import ConfigError
+
+from .conftest import main_in
+
+BASE = "-cell 50 60 70 90 90 90 -default_F 100 -distance 100 -detpixels 40 -oversample 1".split()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A store of 4 frames of 40 x 40 in tiles of 16 (each frame one shard file of 3 x 3 inner chunks, the
+    last row and column padded), its reflection table in chunks of 5 rows (a frame's rows span several)."""
+    import bragg_dask.store.writing as writing
+
+    tmp = tmp_path_factory.mktemp("read")
+    (tmp / "v.json").write_text(json.dumps({"frames": 4, "seed": 5, "rotation": "uniform", "N": {"integers": [3, 6]}}))
+    old, writing.REFLECTION_CHUNK = writing.REFLECTION_CHUNK, 5
+    try:
+        rc = main_in(tmp, [*BASE, "--vary", "v.json", "--zarr", "s.zarr", "--tile", "16", "-noprogress"])
+    finally:
+        writing.REFLECTION_CHUNK = old
+    assert rc == 0
+    return str(tmp / "s.zarr")
+
+
+def test_a_frame_read_whole_is_its_bands(dataset):
+    from bragg_dask.store import StoreFrame, opened, read_frame
+
+    g = opened(dataset, "r")
+    assert g.sharded("float") and g["refl_hkl"].chunks[0] == 5
+    for k in range(4):
+        for array in ("float", "int"):
+            bands = np.concatenate([b for _, _, b in StoreFrame(dataset, k).bands(array)])
+            whole = read_frame(dataset, k, array)
+            assert whole.dtype == bands.dtype and np.array_equal(whole, bands)
+            out = np.full((40, 40), -1.0, dtype=np.float32)
+            assert read_frame(dataset, k, array, out=out) is out and np.array_equal(out, bands.astype(np.float32))
+    with pytest.raises(ValueError, match="not the frame's"):
+        read_frame(dataset, 0, out=np.empty((40, 41), dtype=np.float32))
+
+
+def test_a_frames_rows_of_the_table_span_its_chunks(dataset):
+    import zarr
+
+    from bragg_dask.store import frame_labels
+    from bragg_dask.store.labels import REFLECTION_FIELDS
+
+    g = zarr.open_group(dataset, mode="r")
+    off = np.asarray(g["refl_offset"])
+    assert off[-1] > 10 and any((off[k] // 5) != ((off[k + 1] - 1) // 5) for k in range(4))  # rows over chunks
+    for k in range(4):
+        rows = frame_labels(dataset, k)["reflections"]
+        for name, field in REFLECTION_FIELDS.items():
+            want = np.asarray(g[name])[off[k] : off[k + 1]]
+            assert rows[field].dtype == want.dtype and np.array_equal(rows[field], want), (k, name)
+
+
+def _damaged_copy(src: str, dst: str, rel: str, at: int) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    file = os.path.join(dst, rel)
+    data = bytearray(open(file, "rb").read())
+    data[at] ^= 0xFF
+    with open(file, "wb") as fh:
+        fh.write(bytes(data))
+    return file
+
+
+def test_a_damaged_shard_or_table_chunk_is_one_line(dataset, tmp_path):
+    from bragg_dask.store import frame_labels, read_frame
+    from bragg_dask.training import StoreDataset
+
+    bad = str(tmp_path / "shard.zarr")
+    file = _damaged_copy(dataset, bad, "float/c/2/0/0", 40)  # a byte of its first inner chunk
+    with pytest.raises(ConfigError, match=r"frame 2: .*float/c/2/0/0 \(inner chunk \(0, 0\)\): fails its CRC-32C"):
+        read_frame(bad, 2, out=np.empty((40, 40), dtype=np.float32))
+    with pytest.raises(ConfigError, match="frame 2"):
+        StoreDataset(bad)[2]
+    assert np.array_equal(read_frame(bad, 1), read_frame(dataset, 1)) and os.path.exists(file)
+    bad = str(tmp_path / "table.zarr")
+    _damaged_copy(dataset, bad, "refl_hkl/c/0/0", 10)
+    with pytest.raises(ConfigError, match=r"frame 0: .*refl_hkl/c/0/0: fails its CRC-32C"):
+        frame_labels(bad, 0)
