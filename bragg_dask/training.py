@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
@@ -30,13 +29,15 @@ def sample(path: str, k: int, image: str = zstore.FLOAT, labels: bool = True, br
     label image of a ``--labels bragg`` store, None: where the store has one)."""
     out = zstore.frame_labels(path, k) if labels else {"frame": k}
     shape = zstore.frame_shape(path)
-    out["image"] = torch.empty(shape, dtype=torch.float32)
-    zstore.read_frame(path, k, image, out=out["image"].numpy())  # decoded straight into the tensor
+    pixels = torch.empty(shape, dtype=torch.float32)
+    zstore.read_frame(path, k, image, out=pixels.numpy())  # decoded straight into the tensor
+    out["image"] = pixels
     if bragg is None:
         bragg = labels and zstore.BRAGG in zstore.image_arrays(path)
     if bragg:
-        out["bragg"] = torch.empty(shape, dtype=torch.float32)
-        zstore.read_frame(path, k, zstore.BRAGG, out=out["bragg"].numpy())
+        dry = torch.empty(shape, dtype=torch.float32)
+        zstore.read_frame(path, k, zstore.BRAGG, out=dry.numpy())
+        out["bragg"] = dry
     return out
 
 

@@ -206,26 +206,25 @@ class _PixelIndex:
     border: no masks); a box over :data:`LOOKUP_ENTRIES`: a sorted search of one int64 key per index."""
 
     def __init__(self, refl: Reflections):
-        self.tables: dict[int, tuple] = {}
+        self.tables: dict[int, tuple | None] = {}
         self.refl = refl
         keys = _keys(refl.panel, refl.hkl)
         self.order = np.argsort(keys)
         self.sorted = keys[self.order]
 
     def _table(self, panel: int):
-        hit = self.tables.get(panel)
-        if hit is None:
+        if panel not in self.tables:  # (None: this panel's box too large for a table)
             rows = np.flatnonzero(self.refl.panel == panel)
             hkl = self.refl.hkl[rows].astype(np.int64)
             lo = hkl.min(axis=0) - 1 if len(rows) else np.zeros(3, np.int64)
             shape = (hkl.max(axis=0) + 2 - lo) if len(rows) else np.ones(3, np.int64)
             hit = None
             if int(np.prod(shape)) <= LOOKUP_ENTRIES:
-                table = np.full(tuple(int(x) for x in shape), -1, dtype=np.int64)
+                table = np.full(tuple(int(x) for x in shape), -1, dtype=np.int32)
                 table[tuple((hkl - lo).T)] = rows
                 hit = (lo.astype(np.float64), shape.astype(np.float64) - 1, table.reshape(-1), shape)
             self.tables[panel] = hit
-        return hit
+        return self.tables[panel]
 
     def find(self, panel: int, frac: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``(pixels, rows)``: the pixels (flat positions in ``frac``'s arrays) whose nearest index (``frac``:
@@ -233,7 +232,7 @@ class _PixelIndex:
         hit = self._table(panel)
         if hit is None:
             h = np.stack([x.reshape(-1) for x in frac], axis=1).astype(np.int64)
-            keys = _keys(np.int64(panel), h)
+            keys = _keys(np.asarray(panel, dtype=np.int64), h)
             at = np.clip(np.searchsorted(self.sorted, keys), 0, len(self.sorted) - 1)
             pixels = np.flatnonzero(self.sorted[at] == keys)
             return pixels, self.order[at[pixels]]

@@ -50,7 +50,8 @@ class ChunkCodec:
             raise DamagedChunk(file, f"holds {n} bytes, not the chunk's {size} (another array's?)")
 
     def decode(self, raw: bytes | np.ndarray, file: str) -> bytes:
-        """The chunk's uncompressed bytes (``raw``: its bytes, or a uint8 array viewing them); :class:`DamagedChunk` naming ``file`` where they cannot be."""
+        """The chunk's uncompressed bytes (``raw``: its bytes, or a uint8 array viewing them);
+        :class:`DamagedChunk` naming ``file`` where they cannot be."""
         if self.crc:
             if len(raw) < 4:
                 raise DamagedChunk(file, f"truncated ({len(raw)} bytes)")
