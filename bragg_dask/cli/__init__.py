@@ -134,9 +134,13 @@ def prepare(opts, c_args: list[str]):
         from bragg_dask.planning.vary import check_model
 
         check_model(dataset.variation, bool(model_given(opts)))
-        from bragg_dask.nanobragg.placement import frame_geometries
+        from bragg_dask.nanobragg.placement import cell_base, frame_geometries
 
-        dataset = dataclasses.replace(dataset, geometries=frame_geometries(dataset.variation, parsed.raw))
+        dataset = dataclasses.replace(
+            dataset,
+            geometries=frame_geometries(dataset.variation, parsed.raw),
+            cell_base=cell_base(dataset.variation, parsed.raw),
+        )
     sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)

@@ -26,7 +26,7 @@ def frame_reflections(base_sim, frame, store: str, device: str = "cpu") -> dict:
     bands = _bragg_bands(sim, frame.index, store, device)
     if zstore.BRAGG in set(g.group.array_keys()):
         bands = _kept(bands, sim.detector.shape, g, frame.index)
-    spot_photons(sim, refl, bands)
+    refl = spot_photons(sim, refl, bands)
     return {f.name: getattr(refl, f.name) for f in dataclasses.fields(refl)} | {"frame": frame.index}
 
 
@@ -51,11 +51,10 @@ def _bragg_bands(sim, k: int, store: str, device: str):
     """``(panel, s0, s1, rows)`` of frame ``k``'s Bragg image, every panel (0 for a single one)."""
     from bragg_dask import store as zstore
 
-    if sim.water_size_m == 0.0:
-        frame = zstore.StoreFrame(store, k, flag="labels")
-        for s0, s1, band in frame.bands(zstore.FLOAT):
-            p, first = divmod(s0, sim.detector.spixels) if frame.panels else (0, s0)
-            yield p, first, first + (s1 - s0), band
+    if sim.water_size_m == 0.0:  # the frame as stored, read whole (a dataset's: its shard file, once)
+        image = zstore.read_frame(store, k, zstore.FLOAT)
+        for p, panel in enumerate(image if image.ndim == 3 else [image]):
+            yield p, 0, panel.shape[0], panel
         return
     from bragg_dask.physics.kernel import simulate_tile
     from bragg_dask.planning.plan import plan_for

@@ -40,6 +40,7 @@ class Frame:
     drawn: tuple = ()  # a dataset of --vary: what the frame drew besides its orientation, ((key, value), ...)
     labelled: bool = False  # a dataset of --vary with its reflection table
     geometry: DetectorGeometry | None = None  # a dataset of --vary placing the detector: the frame's
+    cell_base: tuple = ()  # a dataset of --vary drawing the cell: the run's -cell and misset (placement.cell_base)
 
     def simulation(self, base: Simulation) -> Simulation:
         sim = base
@@ -49,6 +50,8 @@ class Frame:
             sim = apply(sim, dict(self.drawn), self.index)
         if self.geometry is not None:
             sim = dataclasses.replace(sim, detector=dataclasses.replace(sim.detector, geometry=self.geometry))
+        if self.cell_base:
+            sim = _with_cell(sim, self.cell_base, dict(self.drawn)["cell_rel"], self.index)
         if self.orientation != IDENTITY:
             sim = _rotate_crystal(sim, np.asarray(self.orientation, dtype=np.float64))
         if self.phi0_rad != base.crystal.phi0_rad:
@@ -67,6 +70,8 @@ class DatasetSpec:
     variation: Variation | None = None  # kind "vary": the description (--vary FILE)
     #: kind "vary" drawing the detector's place: each frame's geometry (``nanobragg.placement.frame_geometries``)
     geometries: tuple = ()
+    #: kind "vary" drawing the cell: the run's -cell and misset (``nanobragg.placement.cell_base``)
+    cell_base: tuple = ()
 
     def __post_init__(self) -> None:
         if self.kind == "vary" and (self.variation is None or self.variation.frames != self.n):
@@ -85,6 +90,20 @@ class DatasetSpec:
         return out
 
 
+def _with_cell(sim: Simulation, base: tuple, fractions: tuple, k: int) -> Simulation:
+    """``sim``'s crystal with the cell ``-cell`` (the run's values times ``1 + fractions``) and the run's
+    misset give, as the C program resolves them."""
+    from bragg_dask.physics.crystal import real_space_cell, reciprocal_from_cell
+    from bragg_dask.planning.vary_keys import frame_cell
+
+    cell_given, misset = base
+    cell = frame_cell(list(cell_given), fractions, "--vary", k)
+    recip, v_cell = reciprocal_from_cell(tuple(cell))
+    vec = real_space_cell(recip, misset, (cell[0], cell[1], cell[2], v_cell))
+    fields = {f.name: getattr(vec, f.name) for f in dataclasses.fields(vec)}
+    return dataclasses.replace(sim, crystal=dataclasses.replace(sim.crystal, **fields))
+
+
 def _rotate_crystal(sim: Simulation, u: np.ndarray) -> Simulation:
     return dataclasses.replace(sim, crystal=rotate_crystal(sim.crystal, u))
 
@@ -95,6 +114,10 @@ def make_frames(sim: Simulation, spec: DatasetSpec, noise_seed: int | None = Non
     noise_seeds = [None if noise_seed is None else noise_seed + k for k in range(spec.n)]
     if spec.kind == "vary" and spec.variation is not None:
         placed = [k for k in GEOMETRY_KEYS if k in dict(spec.variation.keys)]
+        if "cell_rel" in dict(spec.variation.keys) and not spec.cell_base:
+            raise ConfigError("cell_rel: the frames' cells are resolved from the run's -cell and misset "
+                              "(nanobragg.placement.cell_base; the command line does it)",
+                              flag=spec.variation.where)  # fmt: skip
         if placed and len(spec.geometries) != spec.n:
             raise ConfigError(
                 f"{placed[0]}: the frames' geometries are resolved from the run's flags "
@@ -107,7 +130,7 @@ def make_frames(sim: Simulation, spec: DatasetSpec, noise_seed: int | None = Non
             u = drawn.pop("rotation", IDENTITY)
             labelled = spec.variation.labels != "none"
             geo = spec.geometries[k] if spec.geometries else None
-            frames.append(Frame(k, cr.phi0_rad, u, noise_seeds[k], tuple(drawn.items()), labelled, geo))
+            frames.append(Frame(k, cr.phi0_rad, u, noise_seeds[k], tuple(drawn.items()), labelled, geo, spec.cell_base))
         return frames
     if spec.kind == "orientations":
         mats = random_rotations(spec.n, spec.orientation_seed)

@@ -41,9 +41,13 @@ from bragg_dask.errors import ConfigError
 KEYS: dict[str, tuple[str, str]] = {
     "rotation": ("a rotation", "rotation"),
     "N": ("unit cells per crystal axis", "count"),
+    "cell_rel": ("a fraction of the run's -cell value (a, b, c, alpha, beta, gamma)", "cell_rel"),
+    "shape": ("an index in (square, round, gauss, tophat)", "shape"),
     "mosaic_spread_deg": ("degrees", "mosaic"),
     "mosaic_domains": ("domains", "count"),
     "wavelength_A": ("Angstrom", "positive"),
+    "sase": ("each source's wavelength, a fraction of the frame's", "sase"),
+    "spectrum_file": ("each source's wavelength, Angstrom", "spectrum_file"),
     "fluence": ("photons per m^2", "positive"),
     "water_um": ("micrometres", "non-negative"),
     # the detector's place, as -distance, -Xbeam and -Ybeam set it (the geometry resolved per frame)
@@ -63,6 +67,10 @@ MODEL_FIELDS = {"psf_fwhm_um": "psf_fwhm", "gain": "gain", "readout_adu": "reado
 #: the C program's flag each key stands for (the range checked is the flag's)
 FLAGS = {
     "N": "-N",
+    "cell_rel": "-cell",
+    "shape": "-square_xtal/-round_xtal/-gauss_xtal/-tophat_spots",
+    "sase": "-sourcefile",
+    "spectrum_file": "-sourcefile",
     "mosaic_spread_deg": "-mosaic",
     "mosaic_domains": "-mosaic_domains",
     "wavelength_A": "-lambda",
@@ -79,6 +87,8 @@ FLAGS = {
 }
 #: the most a count may draw: a C int of unit cells; mosaic domains whose rotations a frame holds at once
 MAX_COUNT = {"N": 2**31 - 1, "mosaic_domains": 100_000}
+#: the keys whose draws :mod:`.vary_keys` makes (more than a number a frame, or not a number)
+SPECIAL = ("cell_rel", "shape", "sase", "spectrum_file")
 #: the most frames a description may have (every frame's draws are checked before any work)
 MAX_FRAMES = 10_000_000
 FORMS = ("uniform", "normal", "log_uniform", "integers", "choice")
@@ -110,6 +120,8 @@ class Variation:
                 continue
             if key == "rotation":
                 out[key] = _orientation(given[key], rng, self.where)
+            elif key in SPECIAL:
+                out[key] = self._special(key, given[key], rng, k)
             elif key == "N":
                 spec = given[key]
                 axes = (
@@ -119,6 +131,17 @@ class Variation:
             else:
                 out[key] = self._value(key, given[key], rng, k)
         return out
+
+    def _special(self, key: str, spec, rng: np.random.Generator, k: int):
+        from bragg_dask.planning import vary_keys
+
+        if key == "cell_rel":
+            return vary_keys.draw_cell(spec, rng, _sample, self.where, k)
+        if key == "shape":
+            return vary_keys.draw_shape(spec, rng)
+        if key == "sase":
+            return vary_keys.draw_sase(spec, rng, _sample, self.where, k)
+        return vary_keys.draw_spectrum_file(spec, self.where, k)
 
     def _value(self, key: str, spec, rng: np.random.Generator, k: int):
         v = _sample(spec, rng)
@@ -138,6 +161,17 @@ class Variation:
                 flag=self.where,
             )
         return int(v) if check == "count" else float(v)
+
+
+def drawn_width(key: str, spec) -> int:
+    """How many numbers key ``key`` (given as ``spec``) records a frame: 0 for one (a ``(frames,)`` array)."""
+    if key == "N":
+        return 3
+    if key == "cell_rel":
+        return 6
+    if key in ("sase", "spectrum_file"):
+        return int(spec["sources"])
+    return 0
 
 
 def _sample(spec, rng: np.random.Generator) -> float:
@@ -249,6 +283,18 @@ def _check_spec(key: str, spec, bad) -> None:
         if not _number(spec["spread_deg"]) or spec["spread_deg"] < 0:
             raise bad(key, f"spread_deg: degrees >= 0, got {spec['spread_deg']!r}")
         return
+    if key in SPECIAL:
+        from bragg_dask.planning import vary_keys
+
+        if key == "cell_rel":
+            vary_keys.check_cell(spec, bad, _check_distribution)
+        elif key == "shape":
+            vary_keys.check_shape(spec, bad)
+        elif key == "sase":
+            vary_keys.check_sase(spec, bad, _check_distribution, _number)
+        else:
+            vary_keys.check_spectrum_file(spec, bad)
+        return
     if key == "N" and isinstance(spec, dict) and set(spec) == {"a", "b", "c"}:
         for axis in "abc":
             _check_distribution(f"N.{axis}", spec[axis], bad)
@@ -308,10 +354,27 @@ def apply(sim, drawn: dict, frame: int):
         beam = dataclasses.replace(beam, wavelength_m=lam, sources=(src,))
     if "fluence" in drawn:
         beam = dataclasses.replace(beam, fluence=drawn["fluence"])
+    if "shape" in drawn:
+        from bragg_dask.planning.vary_keys import SHAPES
+
+        cr = dataclasses.replace(cr, shape=SHAPES[int(drawn["shape"])])
+    if "sase" in drawn or "spectrum_file" in drawn:
+        beam = _spectrum(beam, drawn)
     out = dataclasses.replace(sim, crystal=cr, beam=beam)
     if "water_um" in drawn:
         out = dataclasses.replace(out, water_size_m=drawn["water_um"] / 1e6)
     return out
+
+
+def _spectrum(beam, drawn: dict):
+    """The beam with the frame's sources (the run's one source's direction): ``sase``'s fractions of the
+    frame's wavelength, or ``spectrum_file``'s wavelengths (Angstrom); as a ``-sourcefile`` of those lines."""
+    incident = beam.sources[0].incident
+    if "sase" in drawn:
+        lams = [beam.wavelength_m * f for f in drawn["sase"]]
+    else:
+        lams = [x / 1e10 for x in drawn["spectrum_file"]]
+    return dataclasses.replace(beam, sources=tuple(type(beam.sources[0])(incident, lam) for lam in lams))
 
 
 def mosaic_umats(spread_rad: float, domains: int, seed: int) -> tuple:
@@ -337,12 +400,16 @@ def check_base(variation: Variation, sim, oversample_given: bool, misset_random:
     placed = [k for k in GEOMETRY_KEYS if k in keys]
     if placed and (sim.detector.panels or sim.detector.curved):
         raise ConfigError(f"{placed[0]}: places nanoBragg's single flat detector, not this one", flag=variation.where)
-    for key in ("N", "wavelength_A", *placed):
+    for key in ("N", "cell_rel", "wavelength_A", *placed):
         if key in keys and not oversample_given:
             raise ConfigError(f"{key}: varies the automatic oversampling too: give -oversample", flag=variation.where)
-    if "wavelength_A" in keys and len(sim.beam.sources) != 1:
-        raise ConfigError("wavelength_A: one source only (no divergence, dispersion or -sourcefile)",
-                          flag=variation.where)  # fmt: skip
+    for key in ("wavelength_A", "sase", "spectrum_file"):
+        if key in keys and len(sim.beam.sources) != 1:
+            raise ConfigError(f"{key}: one source only (no divergence, dispersion or -sourcefile)",
+                              flag=variation.where)  # fmt: skip
+    if "spectrum_file" in keys and ({"wavelength_A", "sase"} & set(keys)):
+        other = "wavelength_A" if "wavelength_A" in keys else "sase"
+        raise ConfigError(f"spectrum_file: its wavelengths are the frame's: not with {other}", flag=variation.where)
     if misset_random and ({"mosaic_spread_deg", "mosaic_domains"} & set(keys)):
         raise ConfigError("mosaic: not with -misset random (give a misset, or vary the rotation)", flag=variation.where)
 

@@ -17,7 +17,7 @@ import zarr
 
 from bragg_dask.physics.geometry import pyfai_geometry
 from bragg_dask.planning.plan import TilePlan
-from bragg_dask.planning.vary import KEYS
+from bragg_dask.planning.vary import KEYS, drawn_width
 from bragg_dask.store.names import BRAGG, FLOAT, FRAME_STATS, INT, NOISE, STAT_FIELDS
 
 if TYPE_CHECKING:
@@ -175,6 +175,20 @@ def vary_arrays(dataset: dict) -> list[str]:
     return [f"vary_{k}" for k in KEYS if k in drawn and k != "rotation"] + (["reciprocal_basis"] if drawn else [])
 
 
+#: the second dimension of a ``vary_KEY`` array of several numbers a frame
+_LABEL_DIMS = {"N": "axis", "cell_rel": "cell_field", "sase": "source", "spectrum_file": "source"}
+
+
+def _label_shape(name: str, described: dict, n_frames: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """A label array's shape and dimensions: ``reciprocal_basis`` (frame, 3, 3); a ``vary_KEY`` (frame,) or,
+    for a key drawing several numbers a frame, (frame, width)."""
+    if name == "reciprocal_basis":
+        return (n_frames, 3, 3), ("frame", "row", "col")
+    key = name[len("vary_") :]
+    width = drawn_width(key, described.get(key))
+    return ((n_frames, width), ("frame", _LABEL_DIMS[key])) if width else ((n_frames,), ("frame",))
+
+
 def _labelled(g, name: str, coordinates: str = IMAGE_COORDS, **spec):
     """Array ``name`` made with its labels: every chunk (or shard's inner chunk) zstd, then its CRC-32C
     (Zarr v3's ``crc32c`` codec: the store's own readers check it on every read), every chunk written
@@ -216,9 +230,9 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
             _labelled(g, name, coords, dtype="uint16", fill_value=0, **img)
     if ((attrs["run"].get("dataset") or {}).get("vary") or {}).get("labels") == "bragg":
         _labelled(g, BRAGG, coords, dtype="float32", fill_value=0.0, **img)
+    described = ((attrs["run"].get("dataset") or {}).get("vary")) or {}
     for name in labels:
-        shape = (n_frames, 3, 3) if name == "reciprocal_basis" else (n_frames, 3) if name == "vary_N" else (n_frames,)
-        dims = ("frame", "row", "col") if name == "reciprocal_basis" else ("frame", "axis")[: len(shape)]
+        shape, dims = _label_shape(name, described, n_frames)
         _labelled(g, name, dtype="float64", fill_value=0.0, shape=shape, chunks=shape, dimension_names=dims)
     _tile_arrays(g, plan, n_frames, per_tile)
     _mask_array(g, attrs["geometry"].get("frame"), plan)

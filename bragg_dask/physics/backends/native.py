@@ -18,7 +18,9 @@ instead (the choice: :mod:`bragg_dask.physics.backends`).
 A second library, built and cached the same way, holds the detector's point-spread function and the
 counter-based noise's hot loops (``native_detector.c``: :func:`detector_library`, used by :mod:`bragg_dask.detector.psf`
 on CPU and by :mod:`bragg_dask.detector.noise`, which give the same values without it); the detector
-builds it with the default toolchain (a compiler on the ``PATH``, ``~/.cache/bragg_dask``).
+builds it with the default toolchain (a compiler on the ``PATH``, ``~/.cache/bragg_dask``).  A third,
+``physics/native_labels.c`` (:func:`labels_library`), holds the reflection table's pass over a frame's pixels
+(:func:`bragg_dask.physics.reflections.spot_photons`, which gives the same table without it).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("native_osum.c")
 DETECTOR_SOURCE = Path(__file__).parents[2] / "detector" / "native_detector.c"
 DETECTOR_ABI = 4
+LABELS_SOURCE = Path(__file__).parents[1] / "native_labels.c"
+LABELS_ABI = 2
 ABI = 2
 BLOCK = 128  # points per block in the C code: thread slices are multiples of it
 CFLAGS = (
@@ -79,6 +83,7 @@ OSUM = _Library(
     "using torch's kernel instead (Inductor where it compiles, else the eager kernel: about 10x slower on CPU)",
 )
 DETECTOR = _Library("the native detector library (PSF, noise)", "using torch's PSF and noise loops instead (slower)")
+LABELS = _Library("the native reflection-table library", "using numpy's loops instead (the same table, slower)")
 
 
 class _Pool:
@@ -160,6 +165,17 @@ def _build_detector(toolchain: Toolchain, cc: str, variant: tuple[str, ...]) -> 
     return lib
 
 
+def _build_labels(toolchain: Toolchain, cc: str, variant: tuple[str, ...]) -> ctypes.CDLL:
+    lib = _compile(toolchain, cc, variant, LABELS_SOURCE, "labels")
+    if lib.labels_abi() != LABELS_ABI:
+        raise OSError(f"{LABELS_SOURCE.name}: interface {lib.labels_abi()} (expected {LABELS_ABI})")
+    lib.label_index.argtypes = [ctypes.c_void_p] * 8
+    lib.label_index.restype = None
+    lib.label_centroid.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_double] + [ctypes.c_void_p] * 3
+    lib.label_centroid.restype = None
+    return lib
+
+
 def _first_build(build, toolchain: Toolchain) -> tuple[ctypes.CDLL | None, list[str]]:
     """The library ``build(toolchain, cc, variant)`` makes with the first variant that compiles; errors
     otherwise."""
@@ -200,6 +216,12 @@ def detector_library(toolchain: Toolchain = DEFAULT_TOOLCHAIN) -> ctypes.CDLL | 
     """The detector-response library (``native_detector.c``: the PSF, the noise's loops), built if
     needed; None where it cannot be built (tried once)."""
     return _load_once(DETECTOR, _build_detector, toolchain)
+
+
+def labels_library(toolchain: Toolchain = DEFAULT_TOOLCHAIN) -> ctypes.CDLL | None:
+    """The reflection table's library (``physics/native_labels.c``: each pixel's reflection and what it adds
+    to it), built if needed; None where it cannot be built (tried once)."""
+    return _load_once(LABELS, _build_labels, toolchain)
 
 
 def run_threaded(fn, n_items: int, min_per_thread: int) -> None:

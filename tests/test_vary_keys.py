@@ -1,0 +1,178 @@
+"""The --vary keys that draw more than a number a frame: the cell (``cell_rel``), the lattice's shape
+(``shape``), a SASE-like spectrum (``sase``) and a spectrum file per frame (``spectrum_file``).  Each frame
+is, byte for byte, the C program's run with the frame's values as its flags (``-cell``, ``-gauss_xtal``...,
+a ``-sourcefile``); bad descriptions and runs are one line naming the key."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bragg_dask import simulation_from_args
+from bragg_dask.planning.vary import read_variation, variation_of
+from bragg_dask.planning.vary_keys import SHAPE_FLAGS, SHAPES
+
+from .conftest import main_in
+
+CELL = [52.0, 61.0, 70.0, 88.0, 93.0, 95.0]
+BASE = ["-cell", *map(str, CELL), *"-default_F 100 -N 4 -distance 100 -detpixels 36 -oversample 1 -misset 10 20 30"
+        .split()]  # fmt: skip
+
+
+def _frames_equal_their_flags(tmp_path, doc: dict, flags_of) -> object:
+    """Run ``doc`` into a store (tiles of 7); every frame byte-equal to the single run of ``flags_of(drawn,
+    k)``; the store's group returned."""
+    import zarr
+
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.store import read_frame
+
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "s.zarr", "--tile", "7", "-noprogress"]) == 0
+    v = read_variation(str(tmp_path / "v.json"))
+    for k in range(doc["frames"]):
+        want = run_serial(simulation_from_args(flags_of(v.draw(k), k), cwd=str(tmp_path))).image
+        assert read_frame(str(tmp_path / "s.zarr"), k).tobytes() == want.tobytes(), k
+    return zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+
+
+def test_the_cell_drawn_is_the_c_programs_cell_flag(tmp_path, capsys):
+    doc = {"frames": 3, "seed": 4, "cell_rel": {"a": {"normal": [0, 0.02]}, "c": {"uniform": [-0.05, 0.05]},
+                                                 "gamma": {"uniform": [-0.03, 0.03]}}}  # fmt: skip
+
+    def flags(drawn, k):
+        cell = [x * (1.0 + f) for x, f in zip(CELL, drawn["cell_rel"])]
+        return [*BASE, "-cell", *map(repr, cell)]  # (the later -cell is the C program's)
+
+    g = _frames_equal_their_flags(tmp_path, doc, flags)
+    fractions = np.asarray(g["vary_cell_rel"])
+    assert fractions.shape == (3, 6) and np.all(fractions[:, [1, 3, 4]] == 0) and np.all(fractions[:, 0] != 0)
+    assert g["vary_cell_rel"].metadata.dimension_names == ("frame", "cell_field")
+    # one distribution: each length its own draw, the angles kept
+    v = variation_of({"frames": 1, "cell_rel": {"normal": [0, 0.01]}})
+    d = v.draw(0)["cell_rel"]
+    assert len(set(d[:3])) == 3 and d[3:] == (0.0, 0.0, 0.0)
+
+
+def test_the_shape_drawn_is_the_c_programs_shape_flag(tmp_path, capsys):
+    doc = {"frames": 4, "seed": 2, "shape": {"choice": ["gauss", "round", "tophat"]}}
+    g = _frames_equal_their_flags(tmp_path, doc, lambda d, k: [*BASE, SHAPE_FLAGS[SHAPES[int(d["shape"])]]])
+    assert len(set(np.asarray(g["vary_shape"]).tolist())) > 1
+
+
+def _sourcefile(path, lams_m, beam=(1.0, 0.0, 0.0)) -> None:
+    """A -sourcefile of sources along the beam (their positions behind the sample), one per wavelength."""
+    path.write_text("".join(f"{-beam[0]} {-beam[1]} {-beam[2]} 1 {lam!r}\n" for lam in lams_m))
+
+
+def test_a_sase_spectrum_is_a_sourcefile_of_its_spikes(tmp_path, capsys):
+    doc = {"frames": 2, "seed": 9, "sase": {"bandwidth": 0.01, "spikes": {"integers": [2, 4]}, "sources": 6},
+           "wavelength_A": {"uniform": [0.98, 1.02]}}  # fmt: skip
+
+    def flags(drawn, k):
+        _sourcefile(tmp_path / f"src{k}.txt", [drawn["wavelength_A"] / 1e10 * f for f in drawn["sase"]])
+        return [*BASE, "-lambda", repr(drawn["wavelength_A"]), "-sourcefile", f"src{k}.txt"]
+
+    g = _frames_equal_their_flags(tmp_path, doc, flags)
+    lams = np.asarray(g["vary_sase"])
+    assert lams.shape == (2, 6) and np.all(np.diff(lams, axis=1) >= 0) and len(set(lams[0])) >= 2
+    assert np.all(np.abs(lams - 1) < 0.05)
+
+
+def test_a_spectrum_file_per_frame(tmp_path, capsys, cli_error):
+    (tmp_path / "spectra").mkdir()
+    rows = {0: [(1.0, 3.0), (1.01, 1.0)], 1: [(0.99, 1.0), (1.0, 0.0), (1.02, 1.0)]}
+    for k, lines in rows.items():
+        body = "# wavelength_A weight\n" + "".join(f"{lam} {w}\n" for lam, w in lines)
+        (tmp_path / "spectra" / f"s{k}.txt").write_text(body)
+    doc = {"frames": 2, "spectrum_file": {"path": "spectra/s{frame}.txt", "sources": 4}}
+
+    def flags(drawn, k):
+        _sourcefile(tmp_path / f"src{k}.txt", [x / 1e10 for x in drawn["spectrum_file"]])
+        return [*BASE, "-sourcefile", f"src{k}.txt"]
+
+    g = _frames_equal_their_flags(tmp_path, doc, flags)
+    assert np.asarray(g["vary_spectrum_file"]).tolist() == [[1.0, 1.0, 1.0, 1.01], [0.99, 0.99, 1.02, 1.02]]
+    (tmp_path / "spectra" / "s1.txt").write_text("1.0 1\n1.0 x\n")
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    cli_error([*BASE, "--vary", "v.json", "--zarr", "t.zarr"], "--vary", "spectrum_file", "s1.txt", "line 2")
+    (tmp_path / "spectra" / "s1.txt").unlink()
+    cli_error([*BASE, "--vary", "v.json", "--zarr", "t.zarr"], "spectrum_file", "s1.txt", "cannot read")
+
+
+@pytest.mark.parametrize(
+    "key, spec, needle",
+    [
+        ("cell_rel", {"delta": {"normal": [0, 1]}}, "cell_rel"),
+        ("cell_rel", {"a": {"uniform": [-2, -1.5]}}, "cell_rel.a: frame 0 draws"),
+        ("cell_rel", {"a": {"normal": [0, "x"]}}, "cell_rel.a"),
+        ("shape", "cubic", "shape"),
+        ("shape", {"choice": ["gauss", "star"]}, "shape"),
+        ("sase", {"bandwidth": 1.5, "spikes": 2, "sources": 4}, "sase: bandwidth"),
+        ("sase", {"bandwidth": 0.01, "spikes": 5, "sources": 4}, "sase: frame 0 draws 5 spikes"),
+        ("sase", {"bandwidth": 0.01, "spikes": 2, "sources": 0}, "sase: sources"),
+        ("sase", {"bandwidth": 0.01, "spikes": 2}, "sase"),
+        ("spectrum_file", {"path": "s.txt", "sources": 2}, "{frame}"),
+        ("spectrum_file", {"path": "s{frame}{x}.txt", "sources": 2}, "does not format"),
+    ],
+)
+def test_a_bad_key_is_one_line_naming_it(key, spec, needle):
+    from bragg_dask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="") as exc:
+        variation_of({"frames": 2, key: spec})
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_runs_that_cannot_draw_them(tmp_path, cli_error):
+    (tmp_path / "cell.json").write_text(json.dumps({"frames": 2, "cell_rel": {"normal": [0, 0.01]}}))
+    no_over = [a for a in BASE if a not in ("-oversample", "1")]
+    cli_error([*no_over, "--vary", "cell.json", "--zarr", "s.zarr"], "cell_rel", "-oversample")
+    (tmp_path / "A.mat").write_text("0.02 0 0\n0 0.02 0\n0 0 0.02\n")
+    cli_error(["-mat", "A.mat", *BASE[7:], "--vary", "cell.json", "--zarr", "s.zarr"], "cell_rel", "-cell a b c")
+    cli_error([*BASE, "-mat", "A.mat", "--vary", "cell.json", "--zarr", "s.zarr"], "cell_rel", "not -mat")
+    cli_error([*BASE, "-xtal_size", "0.001", "--vary", "cell.json", "--zarr", "s.zarr"], "cell_rel", "crystal size")
+    (tmp_path / "sase.json").write_text(json.dumps({"frames": 2, "sase": {"bandwidth": 0.01, "spikes": 2,
+                                                                           "sources": 3}}))  # fmt: skip
+    cli_error([*BASE, "-dispersion", "1", "-dispsteps", "3", "--vary", "sase.json", "--zarr", "s.zarr"], "sase",
+              "one source")  # fmt: skip
+    (tmp_path / "f.json").write_text(json.dumps({"frames": 1, "wavelength_A": 1.0,
+                                                 "spectrum_file": {"path": "x{frame}", "sources": 1}}))  # fmt: skip
+    (tmp_path / "x0").write_text("1 1\n")
+    cli_error([*BASE, "--vary", "f.json", "--zarr", "s.zarr"], "spectrum_file", "wavelength_A")
+
+
+def test_the_table_of_a_spectrum_holds_what_its_band_excites(monkeypatch):
+    """A wide spectrum excites reflections the central wavelength alone misses: the table predicts them all
+    (its photons all of the image's but the forward beam's), where a table of the central sphere alone misses some."""
+    import dataclasses
+
+    from bragg_dask.config import Source
+    from bragg_dask.executors.serial import run_serial
+    from bragg_dask.physics import reflections as rf
+
+    sim = simulation_from_args([*BASE[:7], *"-default_F 100 -N 8 -distance 80 -detpixels 96 -misset 10 20 30"
+                                .split()])  # fmt: skip
+    inc = sim.beam.sources[0].incident
+    lams = [sim.beam.wavelength_m * f for f in (0.97, 0.985, 1.0, 1.015, 1.03)]
+    sim = dataclasses.replace(sim, beam=dataclasses.replace(sim.beam, sources=tuple(Source(inc, x) for x in lams)))
+    image = run_serial(sim).image.astype(np.float64)
+
+    def coverage():  # the share of the image's photons in the table (but the forward beam's, 000's)
+        refl = rf.predict(sim)
+        refl = rf.spot_photons(sim, refl, iter([(0, 0, image.shape[0], image)]))
+        g = sim.detector.geometry
+        plane = tuple(np.asarray(v, dtype=np.float64) for v in (g.fdet, g.sdet, g.odet, g.pix0_m))
+        lam = rf._band(sim)[0]
+        b = np.asarray(g.beam) / np.linalg.norm(g.beam) / lam
+        frac = rf._fractional(plane, rf._cell(sim)[0], b, lam, sim.detector.pixel_size_m, 0, 96, 96)
+        forward = np.all([x == 0 for x in frac], axis=0)
+        assert not any((h == 0).all() for h in refl.hkl)
+        return refl.photons.sum() / image[~forward].sum(), len(refl)
+
+    wide, n_wide = coverage()
+    monkeypatch.setattr(rf, "_band", lambda s: (s.beam.wavelength_m, 0.0, 1.0))
+    narrow, n_narrow = coverage()
+    assert wide > 0.999 and n_wide > n_narrow and narrow < 0.995, (wide, narrow, n_wide, n_narrow)
