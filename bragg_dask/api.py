@@ -69,6 +69,31 @@ def simulate_dataset(
     return execute(sim, settings, executor)
 
 
+def vary_dataset(argv: list[str], description, *, cwd: str | None = None, labels: str = "table"):
+    """``(sim, dataset)`` for :func:`simulate_dataset`: the run of the C program's flags ``argv`` and a
+    dataset whose frames vary as ``description`` says (the ``--vary`` object as a dict, or the path of its
+    JSON/YAML file; file names relative to ``cwd``), with its labels (``"table"``, ``"bragg"`` or
+    ``"none"``, as ``--labels``).  The same checks as the command line's: a bad key, draw or run is a
+    :class:`bragg_dask.errors.ConfigError` naming the key."""
+    import dataclasses
+    import os
+
+    from bragg_dask.errors import ConfigError
+    from bragg_dask.nanobragg.args import parse_nanobragg_args
+    from bragg_dask.nanobragg.placement import vary_spec
+    from bragg_dask.planning.vary import read_variation, variation_of
+
+    if labels not in ("table", "bragg", "none"):
+        raise ConfigError(f"labels: table, bragg or none, got {labels!r}", flag="--labels")
+    parsed = parse_nanobragg_args(list(argv), cwd)
+    folder = cwd or ""
+    if isinstance(description, (str, os.PathLike)):
+        variation = read_variation(os.path.join(folder, os.fspath(description)), folder=folder)
+    else:
+        variation = variation_of(description, folder=folder)
+    return parsed.simulation, vary_spec(dataclasses.replace(variation, labels=labels), parsed)
+
+
 def to_dask_array(sim: Simulation, *, settings: RunSettings | None = None, **choices):
     """A lazy ``dask.array`` ``(spixels, fpixels)`` float32 of the image (``(panel, spixels, fpixels)``
     for a detector of panels), one block per tile.

@@ -93,3 +93,61 @@ def test_a_damaged_shard_or_table_chunk_is_one_line(dataset, tmp_path):
     _damaged_copy(dataset, bad, "refl_hkl/c/0/0", 10)
     with pytest.raises(ConfigError, match=r"frame 0: .*refl_hkl/c/0/0: fails its CRC-32C"):
         frame_labels(bad, 0)
+
+
+def test_the_table_streams_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """ReflectionWriter: tables of any lengths (none too) in frame order; the arrays are their rows, the
+    index their edges; no more than a chunk's rows held between writes; the index written last."""
+    import zarr
+
+    import bragg_dask.store.writing as writing
+    from bragg_dask.store import ReflectionWriter
+
+    zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    monkeypatch.setattr(writing, "REFLECTION_CHUNK", 7)
+    rng = np.random.default_rng(3)
+    tables = []
+    for _ in range(23):
+        n = int(rng.integers(0, 12))
+        tables.append({"hkl": rng.integers(-9, 9, (n, 3)), "panel": np.zeros(n), "xy_px": rng.random((n, 2)),
+                       "d_A": rng.random(n), "F": rng.random(n), "photons": rng.random(n),
+                       "active": rng.random(n) > 0.5})  # fmt: skip
+    w = ReflectionWriter(str(tmp_path / "s.zarr"))
+    for t in tables:
+        w.add(t)
+        assert w.offset[-1] - w.rows < 7 + 12  # (what is held: less than a chunk, and the frame just added)
+        assert w.rows % 7 == 0
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert "refl_offset" not in g
+    w.close()
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    off = np.asarray(g["refl_offset"])
+    assert off.tolist() == np.concatenate([[0], np.cumsum([len(t["hkl"]) for t in tables])]).tolist()
+    assert np.array_equal(np.asarray(g["refl_hkl"]), np.concatenate([t["hkl"] for t in tables]))
+    assert np.array_equal(np.asarray(g["refl_photons"]), np.concatenate([t["photons"] for t in tables]))
+    assert g["refl_hkl"].chunks == (7, 3)
+
+
+def test_the_label_pass_holds_a_window_of_frames(tmp_path, capsys):
+    """label_pass with a window of 2: every frame's table, in frame order, the same as the whole pass's."""
+    import zarr
+    from distributed import Client
+
+    import bragg_dask.executors.labels as labels
+    from bragg_dask import simulation_from_args
+    from bragg_dask.planning.frames import DatasetSpec, make_frames
+    from bragg_dask.planning.vary import variation_of
+
+    doc = {"frames": 5, "seed": 8, "rotation": "uniform", "N": {"integers": [3, 6]}}
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "s.zarr", "-noprogress"]) == 0
+    store = str(tmp_path / "s.zarr")
+    before = {n: np.asarray(zarr.open_group(store, mode="r")[n]) for n in ("refl_hkl", "refl_offset", "refl_xy_px")}
+    sim = simulation_from_args(BASE)
+    frames = make_frames(sim, DatasetSpec("vary", 5, variation=variation_of(doc)))
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+        for window in (1, 2):
+            labels.label_pass(client, client.scatter(sim), frames, store, f"t{window}", "cpu", window=window)
+            g = zarr.open_group(store, mode="r")
+            for name, want in before.items():
+                assert np.array_equal(np.asarray(g[name]), want), (window, name)

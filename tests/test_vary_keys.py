@@ -176,3 +176,35 @@ def test_the_table_of_a_spectrum_holds_what_its_band_excites(monkeypatch):
     monkeypatch.setattr(rf, "_band", lambda s: (s.beam.wavelength_m, 0.0, 1.0))
     narrow, n_narrow = coverage()
     assert wide > 0.999 and n_wide > n_narrow and narrow < 0.995, (wide, narrow, n_wide, n_narrow)
+
+
+def test_the_same_dataset_from_python(tmp_path, capsys):
+    """bragg_dask.vary_dataset: the command line's dataset from Python (files found from ``cwd``), the same
+    frames and labels through simulate_dataset."""
+    import zarr
+
+    import bragg_dask
+    from bragg_dask.errors import ConfigError
+    from bragg_dask.store import read_frame
+
+    (tmp_path / "sp").mkdir()
+    for k in range(2):
+        (tmp_path / "sp" / f"{k}.txt").write_text(f"1.0 1\n{1.0 + 0.01 * (k + 1)} 2\n")
+    doc = {"frames": 2, "seed": 3, "cell_rel": {"normal": [0, 0.01]}, "rotation": "uniform",
+           "spectrum_file": {"path": "sp/{frame}.txt", "sources": 3}}  # fmt: skip
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "cli.zarr", "-noprogress"]) == 0
+    sim, spec = bragg_dask.vary_dataset(BASE, doc, cwd=str(tmp_path))
+    assert spec.cell_base and spec.variation.labels == "table"
+    bragg_dask.simulate_dataset(sim, str(tmp_path / "py.zarr"), spec)
+    a, b = (zarr.open_group(str(tmp_path / n), mode="r") for n in ("cli.zarr", "py.zarr"))
+    for k in range(2):
+        assert read_frame(str(tmp_path / "py.zarr"), k).tobytes() == read_frame(str(tmp_path / "cli.zarr"), k).tobytes()
+    for name in ("refl_hkl", "refl_photons", "refl_xy_px", "vary_cell_rel", "vary_spectrum_file", "reciprocal_basis"):
+        assert np.array_equal(np.asarray(a[name]), np.asarray(b[name])), name
+    _, from_file = bragg_dask.vary_dataset(BASE, "v.json", cwd=str(tmp_path), labels="none")
+    assert from_file.variation.keys == spec.variation.keys and from_file.variation.labels == "none"
+    with pytest.raises(ConfigError, match="--labels"):
+        bragg_dask.vary_dataset(BASE, doc, cwd=str(tmp_path), labels="all")
+    with pytest.raises(ConfigError, match="cell_rel: .*-oversample"):
+        bragg_dask.vary_dataset([a for a in BASE if a not in ("-oversample", "1")], doc, cwd=str(tmp_path))

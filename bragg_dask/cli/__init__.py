@@ -127,20 +127,12 @@ def prepare(opts, c_args: list[str]):
         opts.max_evaluations,
     )
     if dataset.variation is not None:
-        from bragg_dask.planning.vary import check_base
-
-        check_base(dataset.variation, parsed.simulation, parsed.raw.oversample > 0, parsed.raw.misset_random)
         from bragg_dask.detector.flags import model_given
+        from bragg_dask.nanobragg.placement import vary_spec
         from bragg_dask.planning.vary import check_model
 
+        dataset = vary_spec(dataset.variation, parsed)
         check_model(dataset.variation, bool(model_given(opts)))
-        from bragg_dask.nanobragg.placement import cell_base, frame_geometries
-
-        dataset = dataclasses.replace(
-            dataset,
-            geometries=frame_geometries(dataset.variation, parsed.raw),
-            cell_base=cell_base(dataset.variation, parsed.raw),
-        )
     sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)

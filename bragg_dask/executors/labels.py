@@ -70,12 +70,45 @@ def _bragg_bands(sim, k: int, store: str, device: str):
         yield p, s0, s1, band
 
 
-def label_pass(client, sim_future, frames, store: str, tag: str, device: str) -> None:
-    """Every frame's table, a task per frame on ``client``, written to ``store`` in frame order."""
+def label_pass(client, sim_future, frames, store: str, tag: str, device: str, window: int = 0) -> None:
+    """Every frame's table, a task per frame on ``client``, streamed into ``store`` in frame order
+    (:class:`bragg_dask.store.ReflectionWriter`).  At most ``window`` frames (0: four per worker thread, at
+    least 8) are submitted and not yet written at any time: the tables held are bounded, not the dataset."""
+    from distributed import as_completed
+
     from bragg_dask import store as zstore
 
-    futures = [
-        client.submit(frame_reflections, sim_future, f, store, device, key=f"labels-{tag}-{f.index}", pure=False)
-        for f in frames
-    ]
-    zstore.write_reflections(store, client.gather(futures))  # (our client: not a default one)
+    if not window:
+        threads = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info().get("workers", {}).values())
+        window = max(8, 4 * threads)
+    order = [f.index for f in frames]
+    todo = iter(frames)
+    writer = zstore.ReflectionWriter(store)
+    held: dict[int, dict] = {}
+    next_at, out = 0, 0  # the next frame to write (its place in order); frames submitted and not written
+
+    def submit():
+        f = next(todo, None)
+        if f is None:
+            return None
+        return client.submit(frame_reflections, sim_future, f, store, device, key=f"labels-{tag}-{f.index}",
+                             pure=False)  # fmt: skip
+
+    first = []
+    while out < window and (fut := submit()) is not None:
+        first.append(fut)
+        out += 1
+    running = as_completed(first, loop=client.loop)  # (our client's loop: it is not a default client)
+    for fut in running if first else ():
+        table = fut.result()
+        fut.release()
+        held[table["frame"]] = table
+        while next_at < len(order) and order[next_at] in held:
+            writer.add(held.pop(order[next_at]))
+            next_at, out = next_at + 1, out - 1
+        while out < window and (more := submit()) is not None:
+            running.add(more)
+            out += 1
+    if next_at != len(order):
+        raise RuntimeError(f"labels: {len(order) - next_at} frames' tables missing")
+    writer.close()

@@ -45,3 +45,16 @@ def cell_base(variation, raw: RawParams) -> tuple:
         raise ConfigError("cell_rel: not with a crystal size (-xtal_size, -samplesize...): give -N",
                           flag=variation.where)  # fmt: skip
     return (tuple(float(x) for x in raw.cell), None if raw.misset is None else tuple(raw.misset))
+
+
+def vary_spec(variation, parsed):
+    """The :class:`~bragg_dask.planning.frames.DatasetSpec` of a ``--vary`` dataset on the run ``parsed``
+    (``ParsedArgs``): the run checked against what the description draws (``vary.check_base``), each frame's
+    place and the cell it draws around resolved from the run's flags."""
+    from bragg_dask.planning.frames import DatasetSpec
+    from bragg_dask.planning.vary import check_base
+
+    raw = parsed.raw
+    check_base(variation, parsed.simulation, raw.oversample > 0, raw.misset_random)
+    return DatasetSpec("vary", variation.frames, variation=variation,
+                       geometries=frame_geometries(variation, raw), cell_base=cell_base(variation, raw))  # fmt: skip

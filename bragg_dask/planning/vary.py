@@ -103,6 +103,7 @@ class Variation:
     keys: tuple[tuple[str, Any], ...] = ()
     where: str = "--vary"
     labels: str = "table"  # besides the draws: "table" (reflections), "bragg" (and Bragg images) or "none"
+    folder: str = ""  # where a spectrum_file's paths start ("": the working folder)
 
     def to_dict(self) -> dict:
         """As a store records it (in its fingerprint): the description itself."""
@@ -141,7 +142,7 @@ class Variation:
             return vary_keys.draw_shape(spec, rng)
         if key == "sase":
             return vary_keys.draw_sase(spec, rng, _sample, self.where, k)
-        return vary_keys.draw_spectrum_file(spec, self.where, k)
+        return vary_keys.draw_spectrum_file(spec, self.where, k, self.folder)
 
     def _value(self, key: str, spec, rng: np.random.Generator, k: int):
         v = _sample(spec, rng)
@@ -212,7 +213,7 @@ def _orientation(spec, rng: np.random.Generator, where: str) -> tuple:
     return tuple(tuple(float(x) for x in row) for row in u)
 
 
-def read_variation(path: str, flag: str = "--vary") -> Variation:
+def read_variation(path: str, flag: str = "--vary", folder: str = "") -> Variation:
     """The description in ``path`` (JSON; YAML where PyYAML is installed and the name ends in .yaml/.yml),
     checked (:func:`variation_of`); errors name ``flag``, the file and the key."""
     try:
@@ -238,10 +239,10 @@ def read_variation(path: str, flag: str = "--vary") -> Variation:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: line {exc.lineno}: not JSON ({exc.msg})", flag=flag) from None
-    return variation_of(doc, f"{flag}: {path}")
+    return variation_of(doc, f"{flag}: {path}", folder)
 
 
-def variation_of(doc, where: str = "--vary") -> Variation:
+def variation_of(doc, where: str = "--vary", folder: str = "") -> Variation:
     """A :class:`Variation` from a parsed description (the Python object: the same dict), every key and
     distribution checked, and every frame's draws (a value out of range: the key and the frame)."""
 
@@ -265,7 +266,7 @@ def variation_of(doc, where: str = "--vary") -> Variation:
             keys.append((key, doc[key]))
     if not keys:
         raise ConfigError(f"nothing varies: give at least one of {', '.join(KEYS)}", flag=where)
-    v = Variation(frames=frames, seed=seed, keys=tuple(keys), where=where)
+    v = Variation(frames=frames, seed=seed, keys=tuple(keys), where=where, folder=folder)
     for k in range(frames):  # every draw checked now: an out-of-range value is said before any work
         v.draw(k)
     return v

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -125,9 +126,9 @@ def draw_sase(spec, rng: np.random.Generator, sample, where: str, k: int) -> tup
     return tuple(float(x) for x in np.sort(np.repeat(at, _share(strength, spec["sources"]))))
 
 
-def draw_spectrum_file(spec, where: str, k: int) -> tuple:
-    """Frame ``k``'s sources' wavelengths (Angstrom), read from its file, sorted."""
-    rows = _file_spectrum(spec["path"].format(frame=k), where)
+def draw_spectrum_file(spec, where: str, k: int, folder: str = "") -> tuple:
+    """Frame ``k``'s sources' wavelengths (Angstrom), read from its file (its path from ``folder``), sorted."""
+    rows = _file_spectrum(os.path.join(folder, spec["path"].format(frame=k)), where)
     return tuple(float(x) for x in np.sort(np.repeat(rows[:, 0], _share(rows[:, 1], spec["sources"]))))
 
 

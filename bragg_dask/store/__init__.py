@@ -71,6 +71,7 @@ from bragg_dask.store.reading import (
 from bragg_dask.store.response import MODEL_LABEL, drop_response, record_response, sync_response
 from bragg_dask.store.verify import Problem, Scan, check_frames, scan, usable_tiles
 from bragg_dask.store.writing import (
+    ReflectionWriter,
     drop_frame_images,
     read_tile_image,
     stats_from_row,
@@ -156,6 +157,7 @@ __all__ = [
     "frame_labels",
     "write_frame_metadata",
     "write_reflections",
+    "ReflectionWriter",
     "write_frames_stats",
     "write_tile_image",
     "write_tiles",

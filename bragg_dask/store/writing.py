@@ -266,27 +266,66 @@ REFLECTION_ARRAYS = (
 REFLECTION_CHUNK = 1 << 16
 
 
-def write_reflections(path: str, tables: list[dict]) -> None:
-    """Every frame's reflection table (``tables`` in frame order, each the ``Reflections`` fields) as the
-    store's ``refl_*`` arrays and the per-frame index ``refl_offset`` (frames + 1), made anew."""
-    from bragg_dask.store.layout import _labelled, consolidate
+class ReflectionWriter:
+    """Every frame's reflection table into the store's ``refl_*`` arrays, streamed in frame order
+    (:meth:`add`, then :meth:`close`), made anew: the rows are held until a whole chunk of
+    :data:`REFLECTION_CHUNK` of them is there, then written (each chunk once), so that the memory held is a
+    chunk's, whatever the dataset's size; :meth:`close` writes the rest and the per-frame index
+    ``refl_offset`` (frames + 1: frame ``k``'s rows are ``refl_offset[k]:refl_offset[k + 1]``), last, so that
+    a store whose label pass was cut short has no index (its labels read as absent, and the run again makes
+    them)."""
 
-    g = zarr.open_group(path, mode="r+")
-    counts = [len(t["hkl"]) for t in tables]
-    offset = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    n = int(offset[-1])
-    for name, field, dtype, tail in REFLECTION_ARRAYS:
-        data = np.concatenate([np.asarray(t[field]).reshape(-1, *tail) for t in tables]).astype(dtype)
-        if name in g:
-            del g[name]
-        dims = ("reflection", *(("axis",) if tail else ()))
-        shape = (n, *tail)
-        chunks = (max(1, min(n, REFLECTION_CHUNK)), *tail)  # a reader of a frame's rows reads one chunk or two
-        arr = _labelled(g, name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, dimension_names=dims)
-        if n:
-            arr[...] = data
-    if "refl_offset" in g:
-        del g["refl_offset"]
-    _labelled(g, "refl_offset", shape=offset.shape, chunks=offset.shape, dtype="int64", fill_value=0,
-              dimension_names=("frame_edge",))[...] = offset  # fmt: skip
-    consolidate(path)
+    def __init__(self, path: str):
+        from bragg_dask.store.layout import _labelled
+
+        self.path, self.chunk = path, REFLECTION_CHUNK
+        g = zarr.open_group(path, mode="r+")
+        for name in [a[0] for a in REFLECTION_ARRAYS] + ["refl_offset"]:
+            if name in g:
+                del g[name]
+        self.arrays = {}
+        for name, field, dtype, tail in REFLECTION_ARRAYS:
+            dims = ("reflection", *(("axis",) if tail else ()))
+            self.arrays[field] = _labelled(g, name, shape=(0, *tail), chunks=(self.chunk, *tail), dtype=dtype,
+                                           fill_value=0, dimension_names=dims)  # fmt: skip
+        self.group, self.rows, self.offset = g, 0, [0]
+        self.held: dict[str, list[np.ndarray]] = {field: [] for _, field, _, _ in REFLECTION_ARRAYS}
+
+    def add(self, table: dict) -> None:
+        """The next frame's table (the ``Reflections`` fields as arrays)."""
+        n = len(table["hkl"])
+        for _, field, dtype, tail in REFLECTION_ARRAYS:
+            self.held[field].append(np.asarray(table[field]).reshape(-1, *tail).astype(dtype))
+        self.offset.append(self.offset[-1] + n)
+        if self.offset[-1] - self.rows >= self.chunk:
+            self._write(last=False)
+
+    def _write(self, last: bool) -> None:
+        held = self.offset[-1] - self.rows
+        n = held if last else held - held % self.chunk  # whole chunks only, until the last
+        if n <= 0:
+            return
+        for field, arr in self.arrays.items():
+            data = np.concatenate(self.held[field])
+            arr.resize((self.rows + n, *arr.shape[1:]))
+            arr[self.rows : self.rows + n] = data[:n]
+            self.held[field] = [data[n:]]
+        self.rows += n
+
+    def close(self) -> None:
+        from bragg_dask.store.layout import _labelled, consolidate
+
+        self._write(last=True)
+        offset = np.asarray(self.offset, dtype=np.int64)
+        _labelled(self.group, "refl_offset", shape=offset.shape, chunks=offset.shape, dtype="int64", fill_value=0,
+                  dimension_names=("frame_edge",))[...] = offset  # fmt: skip
+        consolidate(self.path)
+
+
+def write_reflections(path: str, tables) -> None:
+    """Every frame's reflection table (``tables`` in frame order, each the ``Reflections`` fields) as the
+    store's ``refl_*`` arrays (:class:`ReflectionWriter`)."""
+    writer = ReflectionWriter(path)
+    for t in tables:
+        writer.add(t)
+    writer.close()
