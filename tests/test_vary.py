@@ -95,8 +95,12 @@ def test_a_dataset_of_vary_is_its_frames_as_the_c_programs_flags_set_them(tmp_pa
         drawn = v.draw(k)
         assert np.array_equal(np.asarray(g["orientation"][k]), np.asarray(drawn["rotation"]))
         assert list(g["vary_N"][k]) == list(drawn["N"]) and g["vary_fluence"][k] == drawn["fluence"]
-        sim = simulation_from_args([*BASE, *_flags(drawn, k)], cwd=str(tmp_path))
-        sim = dataclasses.replace(sim, crystal=rotate_crystal(sim.crystal, np.asarray(drawn["rotation"])))
+        # the frame re-run alone from what the store records of it: its vary_KEY values and orientation
+        recorded = {key: np.asarray(g[f"vary_{key}"][k]).tolist() for key in DOC if key not in ("frames", "seed",
+                    "rotation")}  # fmt: skip
+        assert recorded == {key: list(x) if isinstance(x, tuple) else x for key, x in drawn.items() if key in recorded}
+        sim = simulation_from_args([*BASE, *_flags(recorded, k)], cwd=str(tmp_path))
+        sim = dataclasses.replace(sim, crystal=rotate_crystal(sim.crystal, np.asarray(g["orientation"][k])))
         want = run_serial(sim).image
         got = read_frame(str(tmp_path / "a.zarr"), k)
         assert got.tobytes() == want.tobytes(), k

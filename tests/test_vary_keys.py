@@ -22,8 +22,8 @@ BASE = ["-cell", *map(str, CELL), *"-default_F 100 -N 4 -distance 100 -detpixels
 
 
 def _frames_equal_their_flags(tmp_path, doc: dict, flags_of) -> object:
-    """Run ``doc`` into a store (tiles of 7); every frame byte-equal to the single run of ``flags_of(drawn,
-    k)``; the store's group returned."""
+    """Run ``doc`` into a store (tiles of 7); what it records of each frame (``vary_KEY``) is what the frame
+    drew, and the frame byte-equal to the single run of ``flags_of(recorded, k)``; the store's group."""
     import zarr
 
     from bragg_dask.executors.serial import run_serial
@@ -31,11 +31,16 @@ def _frames_equal_their_flags(tmp_path, doc: dict, flags_of) -> object:
 
     (tmp_path / "v.json").write_text(json.dumps(doc))
     assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "s.zarr", "--tile", "7", "-noprogress"]) == 0
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     v = read_variation(str(tmp_path / "v.json"))
     for k in range(doc["frames"]):
-        want = run_serial(simulation_from_args(flags_of(v.draw(k), k), cwd=str(tmp_path))).image
+        recorded = {name[len("vary_") :]: np.asarray(g[name][k]).tolist() for name in g.array_keys()
+                    if name.startswith("vary_")}  # fmt: skip
+        assert recorded == {key: list(x) if isinstance(x, tuple) else x for key, x in v.draw(k).items()}
+        # the frame re-run alone from what the store records of it
+        want = run_serial(simulation_from_args(flags_of(recorded, k), cwd=str(tmp_path))).image
         assert read_frame(str(tmp_path / "s.zarr"), k).tobytes() == want.tobytes(), k
-    return zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    return g
 
 
 def test_the_cell_drawn_is_the_c_programs_cell_flag(tmp_path, capsys):
@@ -208,3 +213,37 @@ def test_the_same_dataset_from_python(tmp_path, capsys):
         bragg_dask.vary_dataset(BASE, doc, cwd=str(tmp_path), labels="all")
     with pytest.raises(ConfigError, match="cell_rel: .*-oversample"):
         bragg_dask.vary_dataset([a for a in BASE if a not in ("-oversample", "1")], doc, cwd=str(tmp_path))
+
+
+def test_the_same_bytes_whatever_the_tiling_workers_or_a_resume(tmp_path, capsys):
+    """Every array of a dataset of --vary with its labels (images, draws, the table) is the same bytes for
+    another tiling and worker count, and after a run cut short (a frame's shard and its flags gone, the
+    label pass never finished) is resumed."""
+    import os
+
+    import zarr
+
+    from bragg_dask.store import FRAME_STATS
+
+    doc = {"frames": 5, "seed": 21, "rotation": "uniform", "cell_rel": {"normal": [0, 0.01]},
+           "shape": {"choice": ["square", "gauss"]}, "sase": {"bandwidth": 0.004, "spikes": 2, "sources": 3},
+           "fluence": {"log_uniform": [1e23, 1e24]}}  # fmt: skip
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    runs = {"a.zarr": ["--tile", "12"], "b.zarr": ["--tile", "36", "--workers", "1"], "c.zarr": ["--tile", "12"]}
+    for store, extra in runs.items():
+        assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", store, "-noprogress", *extra]) == 0
+    c = str(tmp_path / "c.zarr")
+    os.unlink(os.path.join(c, "float", "c", "3", "0", "0"))  # frame 3's shard, as if cut before it was written
+    zarr.open_group(c, mode="r+")["tiles_done"][3] = False
+    del zarr.open_group(c, mode="r+")["refl_offset"]  # the label pass cut short
+    assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "c.zarr", "-noprogress", "--tile", "12"]) == 0
+    capsys.readouterr()
+    a = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")
+    # every array but the per-tile records (the tiling's own) and the frame statistics (sums over the tiles:
+    # their last bits the order the tiles add up in)
+    names = sorted(n for n in a.array_keys() if n not in ("tile_stats", "tiles_done", *FRAME_STATS))
+    assert {"float", "refl_hkl", "refl_offset", "vary_sase", "vary_cell_rel", "vary_shape", "orientation"} <= set(names)
+    for other in ("b.zarr", "c.zarr"):
+        b = zarr.open_group(str(tmp_path / other), mode="r")
+        for name in names:
+            assert np.asarray(a[name]).tobytes() == np.asarray(b[name]).tobytes(), (other, name)

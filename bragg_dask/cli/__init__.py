@@ -133,7 +133,7 @@ def prepare(opts, c_args: list[str]):
 
         dataset = vary_spec(dataset.variation, parsed)
         check_model(dataset.variation, bool(model_given(opts)))
-    sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts)
+    sim, outputs = parsed.simulation, _noise_seed(parsed.outputs, opts, dataset)
     _describe(sim)
     settings = dataclasses.replace(settings, progress=settings.progress and outputs.progress)
     if settings.parity == "c":
@@ -227,12 +227,15 @@ def _parse(c_args: list[str], opts):
     return parsed, dataset
 
 
-def _noise_seed(outputs, opts):
-    """``outputs`` with the run's one noise seed: ``-seed``, a resumed store's, or a time-based one (reported)."""
+def _noise_seed(outputs, opts, dataset=None):
+    """``outputs`` with the run's one noise seed: ``-seed``, a resumed store's, a ``--vary`` description's
+    (its dataset the same bytes however often it is made), or a time-based one (reported)."""
     if outputs.noisefile and outputs.seed is None:
         from bragg_dask.store import stored_noise_seed
 
         seed = stored_noise_seed(opts.zarr) if opts.zarr else None  # resuming a store: keep its seed
+        if seed is None and dataset is not None and dataset.variation is not None:
+            seed = dataset.variation.seed
         outputs = dataclasses.replace(outputs, seed=int(time.time()) if seed is None else seed)
     if outputs.noisefile:
         log.info("noise seed %d", outputs.seed)
