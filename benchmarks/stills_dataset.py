@@ -21,8 +21,8 @@ pixels) and noise (Poisson, 3% calibration error).  Every round times, in a rota
 Reported: medians over the rounds, ratios (labels / no-labels: what the labels cost; c-loop / labels: above
 1, we are faster), and frame 0's float image of the C program against the store's (max|diff| / max|ref|).
 Then ``bragg_dask.training.StoreStream`` over the labelled store in a ``DataLoader`` of 4 worker processes
-(batches of 8): frames per second over a whole pass (worker start included), images alone and with their
-labels, the median of 3 passes.
+(batches of 8), images alone and with their labels: frames per second over a whole pass of a new loader
+(its workers' start included; the median of 3), and with persistent workers (the median of passes 2 to 4).
 """
 
 from __future__ import annotations
@@ -96,23 +96,32 @@ def c_loop(work: Path, nanobragg: str, noisify: str, flags: list[list[str]], siz
     return time.perf_counter() - t0
 
 
-def read_rate(store: str, labels: bool) -> float:
+def read_rate(store: str, labels: bool) -> tuple[float, float]:
+    """Frames per second through a DataLoader of 4 workers: a whole pass from a new loader (its workers'
+    start included), the median of 3; and with persistent workers (as epochs of training run), the median
+    of passes 2 to 4."""
     import warnings
 
     from torch.utils.data import DataLoader
 
-    warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on fewer cores: asked
-
     from bragg_dask.training import StoreStream, collate
 
-    rates = []
-    for _ in range(3):
-        loader = DataLoader(StoreStream(store, labels=labels), batch_size=8, num_workers=4, collate_fn=collate)
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on fewer cores: asked
+
+    def one_pass(loader) -> float:
         t0, n = time.perf_counter(), 0
         for batch in loader:
             n += len(batch["frame"])
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        return n / (time.perf_counter() - t0)
+
+    def loader(persistent: bool):
+        return DataLoader(StoreStream(store, labels=labels), batch_size=8, num_workers=4, collate_fn=collate,
+                          persistent_workers=persistent)  # fmt: skip
+
+    fresh = statistics.median(one_pass(loader(False)) for _ in range(3))
+    kept = loader(True)
+    rates = [one_pass(kept) for _ in range(4)]
+    return fresh, statistics.median(rates[1:])
 
 
 def main() -> int:
@@ -154,15 +163,19 @@ def main() -> int:
             "c_loop_over_labels": med["c-loop"] / med["labels"],
             "c_loop_over_no_labels": med["c-loop"] / med["no-labels"],
             "frame0_float_vs_c": parity,
-            "read_frames_per_s_images": read_rate(str(work / "table.zarr"), False),
-            "read_frames_per_s_with_labels": read_rate(str(work / "table.zarr"), True),
         }  # fmt: skip
+        for key, labels in (("images", False), ("with_labels", True)):
+            fresh, kept = read_rate(str(work / "table.zarr"), labels)
+            out[f"read_frames_per_s_{key}"], out[f"read_frames_per_s_{key}_persistent"] = fresh, kept
     print(f"{a.frames} stills of {a.size}^2, medians of {a.rounds} rounds: labels {med['labels']:.1f} s, "
           f"no labels {med['no-labels']:.1f} s (ratio {out['labels_over_no_labels']:.3f}), C + noisify loop "
           f"{med['c-loop']:.1f} s (C loop / ours with labels {out['c_loop_over_labels']:.2f}); frame 0 vs C "
           f"{parity:.1e}")  # fmt: skip
-    print(f"DataLoader (4 workers, batches of 8): {out['read_frames_per_s_images']:.0f} frames/s (images), "
-          f"{out['read_frames_per_s_with_labels']:.0f} frames/s (with labels)")  # fmt: skip
+    print(
+        f"DataLoader (4 workers, batches of 8), frames/s, a new loader / persistent workers: images "
+        f"{out['read_frames_per_s_images']:.0f} / {out['read_frames_per_s_images_persistent']:.0f}, with labels "
+        f"{out['read_frames_per_s_with_labels']:.0f} / {out['read_frames_per_s_with_labels_persistent']:.0f}"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0

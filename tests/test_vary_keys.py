@@ -247,3 +247,23 @@ def test_the_same_bytes_whatever_the_tiling_workers_or_a_resume(tmp_path, capsys
         b = zarr.open_group(str(tmp_path / other), mode="r")
         for name in names:
             assert np.asarray(a[name]).tobytes() == np.asarray(b[name]).tobytes(), (other, name)
+
+
+def test_a_labelled_store_opens_with_xarray_alone(tmp_path, capsys):
+    """Every array of a dataset with its labels under one set of dimensions (a name, one length): xarray
+    opens it, a value drawn per frame a coordinate of the images, the table its own dimension."""
+    xr = pytest.importorskip("xarray")
+    doc = {"frames": 3, "seed": 2, "rotation": "uniform", "N": {"integers": [3, 5]}, "fluence": 1e24,
+           "cell_rel": {"normal": [0, 0.01]}, "sase": {"bandwidth": 0.003, "spikes": 2, "sources": 4}}  # fmt: skip
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    assert main_in(tmp_path, [*BASE, "--vary", "v.json", "--zarr", "s.zarr", "-noprogress"]) == 0
+    capsys.readouterr()
+    ds = xr.open_zarr(str(tmp_path / "s.zarr"))
+    assert ds["float"].dims == ("frame", "slow", "fast")
+    assert "vary_fluence" in ds["float"].coords  # (a value a frame: a coordinate of the images; several: its own)
+    assert ds["vary_N"].dims == ("frame", "crystal_axis") and ds["vary_sase"].dims == ("frame", "source")
+    assert ds["refl_hkl"].dims == ("reflection", "miller_index") and ds["refl_xy_px"].dims == (
+        "reflection",
+        "fast_slow",
+    )
+    assert ds.sizes["source"] == 4 and ds.sizes["cell_field"] == 6 and ds.sizes["crystal_axis"] == 3

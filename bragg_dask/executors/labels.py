@@ -1,6 +1,9 @@
 """A dataset's labels beside its images: every frame's reflection table (:mod:`bragg_dask.physics.reflections`),
-a Dask task per frame once the frames are in the store, gathered in frame order and written as the store's
-``refl_*`` arrays (:func:`bragg_dask.store.write_reflections`).
+made by the tile task that holds the whole frame (:func:`stage_tables`: its image still in memory, beside the
+kernel's work on the other workers) and staged in the store, or, for the frames that have none (a detector of
+panels, a water background, ``--labels bragg``, a run cut short), by a Dask task per frame once the frames
+are in the store; all written in frame order as the store's ``refl_*`` arrays (:func:`label_pass`,
+:class:`bragg_dask.store.ReflectionWriter`).
 
 Part of :mod:`bragg_dask.executors.dask` (which runs it for a dataset of ``--vary``).
 """
@@ -8,6 +11,10 @@ Part of :mod:`bragg_dask.executors.dask` (which runs it for a dataset of ``--var
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import threading
+import zipfile
 
 import numpy as np
 
@@ -70,45 +77,124 @@ def _bragg_bands(sim, k: int, store: str, device: str):
         yield p, s0, s1, band
 
 
-def label_pass(client, sim_future, frames, store: str, tag: str, device: str, window: int = 0) -> None:
-    """Every frame's table, a task per frame on ``client``, streamed into ``store`` in frame order
-    (:class:`bragg_dask.store.ReflectionWriter`).  At most ``window`` frames (0: four per worker thread, at
-    least 8) are submitted and not yet written at any time: the tables held are bounded, not the dataset."""
-    from distributed import as_completed
+#: the folder in a store where tile tasks stage their frames' tables until the label pass writes them
+STAGED = ".bragg_dask.tables"
 
+
+def _staged_file(store: str, k: int) -> str:
+    return os.path.join(store, STAGED, f"{k}.npz")
+
+
+def stage_tables(base_sim, frames: dict, store: str, written: list) -> None:
+    """Worker side, in a tile task that has just written its tiles ``(frame, tile, image, stats)``: the table
+    of each whole frame among them (every tile of it here, a single panel, no water, no ``--labels bragg``)
+    from its image in memory, the same as :func:`frame_reflections` from the store; staged for the label
+    pass (a file per frame, by the rename of a complete one)."""
     from bragg_dask import store as zstore
+    from bragg_dask.physics.reflections import predict, spot_photons
+
+    g = zstore.opened(store)
+    if zstore.BRAGG in g or g[zstore.FLOAT].ndim != 3:
+        return
+    rows, cols = (int(n) for n in g[zstore.FLOAT].shape[1:])
+    n_tiles = len(zstore.frame_tiles(store))
+    by_frame: dict = {}
+    for k, tile, image, _ in written:
+        by_frame.setdefault(k, []).append((tile, image))
+    for k, parts in by_frame.items():
+        sim = frames[k].simulation(base_sim)
+        if not frames[k].labelled or len(parts) != n_tiles or sim.water_size_m != 0.0:
+            continue
+        image = np.zeros((rows, cols), dtype=np.float32)
+        for tile, part in parts:
+            image[tile.s0 : tile.s1, tile.f0 : tile.f1] = part
+        refl = spot_photons(sim, predict(sim), iter([(0, 0, rows, image)]))
+        os.makedirs(os.path.join(store, STAGED), exist_ok=True)
+        target = _staged_file(store, k)
+        tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{f.name: getattr(refl, f.name) for f in dataclasses.fields(refl)})
+        os.replace(tmp, target)
+
+
+def _staged(store: str, k: int) -> dict | None:
+    """Frame ``k``'s staged table; None where there is none or it cannot be read whole."""
+    try:
+        with np.load(_staged_file(store, k), allow_pickle=False) as z:
+            return {name: z[name] for name in z.files} | {"frame": k}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+class _InOrder:
+    """The tables written in frame order as they come (:meth:`ready`): a staged one read from its file (made
+    here where it cannot be read whole), the others as their tasks give them (:attr:`held` until their turn)."""
+
+    def __init__(self, store: str, frames, remake):
+        from bragg_dask import store as zstore
+
+        self.store, self.remake = store, remake
+        self.order = [f.index for f in frames]
+        self.staged = {k for k in self.order if os.path.exists(_staged_file(store, k))}
+        self.writer = zstore.ReflectionWriter(store)
+        self.held: dict[int, dict] = {}
+        self.next_at = 0
+
+    def ready(self) -> int:
+        """Write what can be written now; how many of the tasks' tables were."""
+        from_tasks = 0
+        while self.next_at < len(self.order):
+            k = self.order[self.next_at]
+            if k in self.staged:
+                table = _staged(self.store, k)
+                self.writer.add(table if table is not None else self.remake(k))
+            elif k in self.held:
+                self.writer.add(self.held.pop(k))
+                from_tasks += 1
+            else:
+                break
+            self.next_at += 1
+        return from_tasks
+
+    def close(self) -> None:
+        if self.next_at != len(self.order):
+            raise RuntimeError(f"labels: {len(self.order) - self.next_at} frames' tables missing")
+        self.writer.close()
+        shutil.rmtree(os.path.join(self.store, STAGED), ignore_errors=True)
+
+
+def label_pass(client, sim_future, frames, store: str, tag: str, device: str, window: int = 0) -> None:
+    """Every frame's table streamed into ``store`` in frame order (:class:`bragg_dask.store.ReflectionWriter`):
+    those its tile tasks staged (:func:`stage_tables`), and a task per frame on ``client`` for the others.
+    At most ``window`` of those (0: four per worker thread, at least 8) are submitted and not yet written at
+    any time: the tables held are bounded, not the dataset."""
+    from distributed import as_completed
 
     if not window:
         threads = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info().get("workers", {}).values())
         window = max(8, 4 * threads)
-    order = [f.index for f in frames]
-    todo = iter(frames)
-    writer = zstore.ReflectionWriter(store)
-    held: dict[int, dict] = {}
-    next_at, out = 0, 0  # the next frame to write (its place in order); frames submitted and not written
+    by_index = {f.index: f for f in frames}
+    stream = _InOrder(store, frames, lambda k: frame_reflections(sim_future.result(), by_index[k], store, device))
+    todo = iter([f for f in frames if f.index not in stream.staged])
 
-    def submit():
-        f = next(todo, None)
-        if f is None:
-            return None
-        return client.submit(frame_reflections, sim_future, f, store, device, key=f"labels-{tag}-{f.index}",
-                             pure=False)  # fmt: skip
+    def submit(out: int) -> list:  # new tasks while fewer than ``window`` are out
+        new: list = []
+        while out + len(new) < window and (f := next(todo, None)) is not None:
+            new.append(client.submit(frame_reflections, sim_future, f, store, device,
+                                     key=f"labels-{tag}-{f.index}", pure=False))  # fmt: skip
+        return new
 
-    first = []
-    while out < window and (fut := submit()) is not None:
-        first.append(fut)
-        out += 1
+    first = submit(0)
+    out = len(first)  # submitted, not yet written
+    stream.ready()
     running = as_completed(first, loop=client.loop)  # (our client's loop: it is not a default client)
     for fut in running if first else ():
         table = fut.result()
         fut.release()
-        held[table["frame"]] = table
-        while next_at < len(order) and order[next_at] in held:
-            writer.add(held.pop(order[next_at]))
-            next_at, out = next_at + 1, out - 1
-        while out < window and (more := submit()) is not None:
+        stream.held[table["frame"]] = table
+        out -= stream.ready()
+        for more in submit(out):
             running.add(more)
             out += 1
-    if next_at != len(order):
-        raise RuntimeError(f"labels: {len(order) - next_at} frames' tables missing")
-    writer.close()
+    stream.ready()
+    stream.close()

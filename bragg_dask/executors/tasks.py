@@ -110,6 +110,10 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
     if written:
         assert tasks[0].store is not None  # the tasks of a run share its store
         zstore.write_tiles(tasks[0].store, written)
+        if any(task.frame.labelled for task in tasks):  # a --vary dataset: its whole frames' tables now
+            from bragg_dask.executors.labels import stage_tables
+
+            stage_tables(base_sim, {task.frame.index: task.frame for task in tasks}, tasks[0].store, written)
     if page is not None:
         page.stored([(task.frame.index, (task.board_at or (task.tile.index,))[0]) for task in tasks])
     return out

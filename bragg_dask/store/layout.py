@@ -176,7 +176,7 @@ def vary_arrays(dataset: dict) -> list[str]:
 
 
 #: the second dimension of a ``vary_KEY`` array of several numbers a frame
-_LABEL_DIMS = {"N": "axis", "cell_rel": "cell_field", "sase": "source", "spectrum_file": "source"}
+_LABEL_DIMS = {"N": "crystal_axis", "cell_rel": "cell_field", "sase": "source", "spectrum_file": "source"}
 
 
 def _label_shape(name: str, described: dict, n_frames: int) -> tuple[tuple[int, ...], tuple[str, ...]]:

@@ -262,6 +262,8 @@ REFLECTION_ARRAYS = (
 )
 
 
+#: the second dimension of the table's arrays of several numbers a row (a name each: xarray's dimensions)
+TABLE_DIMS = {"refl_hkl": "miller_index", "refl_xy_px": "fast_slow"}
 #: rows of a reflection table's chunk
 REFLECTION_CHUNK = 1 << 16
 
@@ -285,7 +287,7 @@ class ReflectionWriter:
                 del g[name]
         self.arrays = {}
         for name, field, dtype, tail in REFLECTION_ARRAYS:
-            dims = ("reflection", *(("axis",) if tail else ()))
+            dims = ("reflection", *((TABLE_DIMS[name],) if tail else ()))
             self.arrays[field] = _labelled(g, name, shape=(0, *tail), chunks=(self.chunk, *tail), dtype=dtype,
                                            fill_value=0, dimension_names=dims)  # fmt: skip
         self.group, self.rows, self.offset = g, 0, [0]
