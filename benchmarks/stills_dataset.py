@@ -4,6 +4,7 @@ reading it.
 
 usage: .venv/bin/python benchmarks/stills_dataset.py --nanobragg PATH --noisify PATH [--frames 256]
            [--size 1024] [--rounds 3] [--json OUT]
+       .venv/bin/python benchmarks/stills_dataset.py --read-only STORE [--json OUT]
 
 The dataset (the issue's): ``--frames`` stills of ``--size`` squared pixels of 172 um at 200 mm, 5 mosaic
 domains (0.05 degree), each frame drawing its orientation (uniform), N (8 to 16 cells a side) and fluence
@@ -21,8 +22,10 @@ pixels) and noise (Poisson, 3% calibration error).  Every round times, in a rota
 Reported: medians over the rounds, ratios (labels / no-labels: what the labels cost; c-loop / labels: above
 1, we are faster), and frame 0's float image of the C program against the store's (max|diff| / max|ref|).
 Then ``bragg_dask.training.StoreStream`` over the labelled store in a ``DataLoader`` of 4 worker processes
-(batches of 8), images alone and with their labels: frames per second over a whole pass of a new loader
-(its workers' start included; the median of 3), and with persistent workers (the median of passes 2 to 4).
+(batches of 8), images alone and with their labels, a stream of frames through ``collate`` and a stream of
+batches (``batch_size=8``): frames per second over a whole pass of a new loader (its workers' start
+included; the median of 3), and with persistent workers (the median of passes 2 to 4).  ``--read-only
+STORE``: that part alone, on a store made before.
 """
 
 from __future__ import annotations
@@ -96,15 +99,17 @@ def c_loop(work: Path, nanobragg: str, noisify: str, flags: list[list[str]], siz
     return time.perf_counter() - t0
 
 
-def read_rate(store: str, labels: bool) -> tuple[float, float]:
-    """Frames per second through a DataLoader of 4 workers: a whole pass from a new loader (its workers'
-    start included), the median of 3; and with persistent workers (as epochs of training run), the median
-    of passes 2 to 4."""
+def read_rates(store: str) -> dict:
+    """Frames per second through a DataLoader of 4 workers, batches of 8, images alone and with their labels:
+    ``collate`` (``StoreStream`` of frames, ``collate_fn=collate``) and ``batched``
+    (``StoreStream(batch_size=8)``, ``batch_size=None, collate_fn=as_batch``); a whole pass of a new loader
+    (its workers' start included), the median of 3, and with persistent workers (as epochs of training
+    run), the median of passes 2 to 4."""
     import warnings
 
     from torch.utils.data import DataLoader
 
-    from bragg_dask.training import StoreStream, collate
+    from bragg_dask.training import StoreStream, as_batch, collate
 
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on fewer cores: asked
 
@@ -114,25 +119,49 @@ def read_rate(store: str, labels: bool) -> tuple[float, float]:
             n += len(batch["frame"])
         return n / (time.perf_counter() - t0)
 
-    def loader(persistent: bool):
-        return DataLoader(StoreStream(store, labels=labels), batch_size=8, num_workers=4, collate_fn=collate,
-                          persistent_workers=persistent)  # fmt: skip
+    def loader(how: str, labels: bool, persistent: bool):
+        if how == "collate":
+            return DataLoader(StoreStream(store, labels=labels), batch_size=8, num_workers=4, collate_fn=collate,
+                              persistent_workers=persistent)  # fmt: skip
+        return DataLoader(StoreStream(store, labels=labels, batch_size=8), batch_size=None, num_workers=4,
+                          collate_fn=as_batch, persistent_workers=persistent)  # fmt: skip
 
-    fresh = statistics.median(one_pass(loader(False)) for _ in range(3))
-    kept = loader(True)
-    rates = [one_pass(kept) for _ in range(4)]
-    return fresh, statistics.median(rates[1:])
+    out = {}
+    for how in ("collate", "batched"):
+        for key, labels in (("images", False), ("with_labels", True)):
+            out[f"{how}_{key}"] = statistics.median(one_pass(loader(how, labels, False)) for _ in range(3))
+            kept = loader(how, labels, True)
+            rates = [one_pass(kept) for _ in range(4)]
+            out[f"{how}_{key}_persistent"] = statistics.median(rates[1:])
+    return out
+
+
+def print_reads(rates: dict) -> None:
+    for how in ("collate", "batched"):
+        print(f"DataLoader ({how}; 4 workers, batches of 8), frames/s, a new loader / persistent workers: images "
+              f"{rates[f'{how}_images']:.0f} / {rates[f'{how}_images_persistent']:.0f}, with labels "
+              f"{rates[f'{how}_with_labels']:.0f} / {rates[f'{how}_with_labels_persistent']:.0f}")  # fmt: skip
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nanobragg", required=True, help="the C program you built")
-    ap.add_argument("--noisify", required=True, help="the C noisify you built")
+    ap.add_argument("--nanobragg", help="the C program you built (needed but with --read-only)")
+    ap.add_argument("--noisify", help="the C noisify you built (needed but with --read-only)")
     ap.add_argument("--frames", type=int, default=256)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--read-only", default=None, dest="read_only", metavar="STORE",
+                    help="only the DataLoader's reads, of a labelled dataset this script made")  # fmt: skip
     a = ap.parse_args()
+    if not a.read_only and not (a.nanobragg and a.noisify):
+        ap.error("--nanobragg and --noisify are needed (but with --read-only)")
+    if a.read_only:
+        rates = {"store": a.read_only, "cpus": os.cpu_count(), "read_frames_per_s": read_rates(a.read_only)}
+        print_reads(rates["read_frames_per_s"])
+        if a.json:
+            Path(a.json).write_text(json.dumps(rates, indent=1) + "\n")
+        return 0
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     flags = c_flags(a.size, a.frames)
     order = ["labels", "no-labels", "c-loop"]
@@ -163,19 +192,13 @@ def main() -> int:
             "c_loop_over_labels": med["c-loop"] / med["labels"],
             "c_loop_over_no_labels": med["c-loop"] / med["no-labels"],
             "frame0_float_vs_c": parity,
+            "read_frames_per_s": read_rates(str(work / "table.zarr")),
         }  # fmt: skip
-        for key, labels in (("images", False), ("with_labels", True)):
-            fresh, kept = read_rate(str(work / "table.zarr"), labels)
-            out[f"read_frames_per_s_{key}"], out[f"read_frames_per_s_{key}_persistent"] = fresh, kept
     print(f"{a.frames} stills of {a.size}^2, medians of {a.rounds} rounds: labels {med['labels']:.1f} s, "
           f"no labels {med['no-labels']:.1f} s (ratio {out['labels_over_no_labels']:.3f}), C + noisify loop "
           f"{med['c-loop']:.1f} s (C loop / ours with labels {out['c_loop_over_labels']:.2f}); frame 0 vs C "
           f"{parity:.1e}")  # fmt: skip
-    print(
-        f"DataLoader (4 workers, batches of 8), frames/s, a new loader / persistent workers: images "
-        f"{out['read_frames_per_s_images']:.0f} / {out['read_frames_per_s_images_persistent']:.0f}, with labels "
-        f"{out['read_frames_per_s_with_labels']:.0f} / {out['read_frames_per_s_with_labels_persistent']:.0f}"
-    )
+    print_reads(out["read_frames_per_s"])
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0

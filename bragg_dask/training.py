@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from bragg_dask import store as zstore
 
-__all__ = ["StoreDataset", "StoreStream", "collate", "sample"]
+__all__ = ["StoreDataset", "StoreStream", "as_batch", "collate", "sample"]
 
 
 def sample(path: str, k: int, image: str = zstore.FLOAT, labels: bool = True, bragg: bool | None = None) -> dict:
@@ -61,10 +62,27 @@ class StoreDataset(Dataset):
 
 class StoreStream(IterableDataset):
     """Iterable: the frames in store order; in a ``DataLoader`` of ``W`` workers, worker ``i`` reads the
-    ``i``-th contiguous block of frames (every frame exactly once over the workers)."""
+    ``i``-th contiguous block of frames (every frame exactly once over the workers).
 
-    def __init__(self, path: str, image: str = zstore.FLOAT, labels: bool = True, transform: Callable | None = None):
+    ``batch_size``: yield batches of that many frames (a worker's last one smaller) as :func:`collate` makes
+    them, each frame decoded straight into the batch's tensor (in shared memory in a worker: no copy on the
+    way), for a ``DataLoader(stream, batch_size=None, collate_fn=as_batch)``; ``transform`` then applies to
+    each batch."""
+
+    def __init__(
+        self,
+        path: str,
+        image: str = zstore.FLOAT,
+        labels: bool = True,
+        transform: Callable | None = None,
+        batch_size: int | None = None,
+    ):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size: a whole number >= 1 or None, got {batch_size!r}")
         self.path, self.image, self.labels, self.transform = path, image, labels, transform
+        self.batch_size = batch_size
         self.n = zstore.frame_count(path)
         self.bragg = labels and zstore.BRAGG in zstore.image_arrays(path)
 
@@ -77,9 +95,39 @@ class StoreStream(IterableDataset):
         return range(info.id * per, min(self.n, (info.id + 1) * per))
 
     def __iter__(self) -> Iterator[dict]:
-        for k in self.frames():
+        mine = self.frames()
+        if self.batch_size:
+            for i in range(0, len(mine), self.batch_size):
+                out = self._batch(list(mine[i : i + self.batch_size]))
+                yield self.transform(out) if self.transform is not None else out
+            return
+        for k in mine:
             out = sample(self.path, k, self.image, self.labels, self.bragg)
             yield self.transform(out) if self.transform is not None else out
+
+    def _batch(self, ks: list[int]) -> dict:
+        shape = (len(ks), *zstore.frame_shape(self.path))
+        out: dict = {"frame": torch.tensor(ks), "image": _batch_tensor(shape)}
+        for j, k in enumerate(ks):
+            zstore.read_frame(self.path, k, self.image, out=out["image"][j].numpy())
+        if self.bragg:
+            out["bragg"] = _batch_tensor(shape)
+            for j, k in enumerate(ks):
+                zstore.read_frame(self.path, k, zstore.BRAGG, out=out["bragg"][j].numpy())
+        if self.labels:
+            labels = [zstore.frame_labels(self.path, k) for k in ks]
+            out.update({key: [lab[key] for lab in labels] for key in labels[0] if key != "frame"})
+        return out
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of ``shape``, in shared memory in a ``DataLoader``'s worker (made there, as torch's
+    own collate makes its batches: nothing copied when it is sent to the main process)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    elem = torch.empty(0, dtype=torch.float32)
+    storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device=elem.device)
+    return elem.new(storage).resize_(*shape)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -97,8 +145,13 @@ def collate(samples: list[dict]) -> dict:
 
 
 def _stack(images: list[torch.Tensor]) -> torch.Tensor:
-    first = images[0]
     if get_worker_info() is None:
         return torch.stack(images)
-    shared = first.new_empty((len(images), *first.shape)).share_memory_()
-    return torch.stack(images, out=shared)
+    return torch.stack(images, out=_batch_tensor((len(images), *images[0].shape)))
+
+
+def as_batch(batch: dict) -> dict:
+    """The ``collate_fn`` for a :class:`StoreStream` of batches (``DataLoader(stream, batch_size=None,
+    collate_fn=as_batch)``): the batch as the stream made it (torch's default would turn every label array
+    into a tensor of its own, each sent through shared memory apart)."""
+    return batch

@@ -186,3 +186,32 @@ def test_tile_tasks_stage_the_tables_the_label_pass_would_make(tmp_path, capsys,
     for name in names:
         assert np.asarray(a[name]).tobytes() == np.asarray(b[name]).tobytes(), name
     assert not os.path.exists(tmp_path / "b.zarr" / labels.STAGED)
+
+
+def test_a_stream_of_batches_reads_each_frame_once(dataset):
+    """StoreStream(batch_size=B): batches as collate makes them, each frame decoded into the batch's tensor,
+    every frame once over a DataLoader's workers; in-process too; a bad batch size refused."""
+    from torch.utils.data import DataLoader
+
+    from bragg_dask.store import frame_labels, read_frame
+    from bragg_dask.training import StoreStream, as_batch
+
+    seen = []
+    stream = StoreStream(dataset, batch_size=3, transform=lambda b: {**b, "seen": len(b["frame"])})
+    for batch in DataLoader(stream, batch_size=None, num_workers=2, collate_fn=as_batch):
+        assert batch["image"].shape[1:] == (40, 40) and batch["seen"] == len(batch["frame"]) <= 3
+        for j, k in enumerate(batch["frame"].tolist()):
+            assert np.array_equal(batch["image"][j].numpy(), read_frame(dataset, k))
+            want = frame_labels(dataset, k)
+            assert np.array_equal(batch["reflections"][j]["hkl"], want["reflections"]["hkl"])
+            assert batch["vary"][j].keys() == want["vary"].keys() and np.array_equal(
+                batch["vary"][j]["N"], want["vary"]["N"]
+            )
+            assert np.array_equal(batch["orientation"][j], want["orientation"])
+            seen.append(k)
+    assert sorted(seen) == [0, 1, 2, 3]
+    alone = list(StoreStream(dataset, labels=False, batch_size=4))
+    assert len(alone) == 1 and alone[0]["frame"].tolist() == [0, 1, 2, 3] and set(alone[0]) == {"frame", "image"}
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            StoreStream(dataset, batch_size=bad)
