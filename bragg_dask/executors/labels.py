@@ -31,7 +31,7 @@ def frame_reflections(base_sim, frame, store: str, device: str = "cpu") -> dict:
     refl = predict(sim)
     g = zstore.opened(store)
     bands = _bragg_bands(sim, frame.index, store, device)
-    if zstore.BRAGG in set(g.group.array_keys()):
+    if zstore.BRAGG in g:
         bands = _kept(bands, sim.detector.shape, g, frame.index)
     refl = spot_photons(sim, refl, bands)
     return {f.name: getattr(refl, f.name) for f in dataclasses.fields(refl)} | {"frame": frame.index}

@@ -238,8 +238,8 @@ def spot_photons(sim, refl: Reflections, bands) -> Reflections:
     for panel, a, z, rows in bands:  # the photons, and each reflection's brightest pixel
         plane, width, hit = planes[panel], sim.detector.fpixels, index.table(panel)
         band = np.zeros(n)
-        image = np.ascontiguousarray(rows, dtype=np.float32) if lib is not None and hit is not None else None
-        if image is not None and image.dtype == rows.dtype:
+        if lib is not None and hit is not None and rows.dtype == np.float32:  # (float32: the C pass's input)
+            image = np.ascontiguousarray(rows)
             idx = _native_index(lib, plane, (real, s0, lam, px), (a, z, width), image, hit, (band, peak, has))
         else:
             image = np.asarray(rows)
@@ -346,7 +346,8 @@ class _PixelIndex:
 
     def find(self, panel: int, frac: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``(pixels, rows)``: the pixels (flat positions in ``frac``'s arrays) whose nearest index (``frac``:
-        h, k, l rounded, float arrays) is a reflection of panel ``panel``, and that reflection's row."""
+        h, k, l rounded, float arrays, clipped onto the table in place) is a reflection of panel ``panel``, and
+        that reflection's row."""
         hit = self.table(panel)
         if hit is None:
             h = np.stack([x.reshape(-1) for x in frac], axis=1).astype(np.int64)

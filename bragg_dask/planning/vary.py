@@ -375,7 +375,9 @@ def _spectrum(beam, drawn: dict):
         lams = [beam.wavelength_m * f for f in drawn["sase"]]
     else:
         lams = [x / 1e10 for x in drawn["spectrum_file"]]
-    return dataclasses.replace(beam, sources=tuple(type(beam.sources[0])(incident, lam) for lam in lams))
+    from bragg_dask.config import Source
+
+    return dataclasses.replace(beam, sources=tuple(Source(incident, lam) for lam in lams))
 
 
 def mosaic_umats(spread_rad: float, domains: int, seed: int) -> tuple:
