@@ -280,9 +280,10 @@ def test_small_frames_grouped_per_task_equal_single_frames(client, tmp_path):
     assert np.asarray(zarr.open_group(store, mode="r")["tiles_done"][...]).all()
 
 
-def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_path):
-    """200 frames of 4 tiles: a shard per frame for each image array and one chunk per frame of the done
-    flags and statistics; a frame with a tile not done is computed again whole, to the same bytes."""
+def test_a_dataset_store_has_a_few_files_per_shard_and_resumes_whole_shards(tmp_path):
+    """200 frames of 4 tiles: shards of 13 frames (200 / MIN_SHARDS) for each image array and one chunk per
+    shard of the done flags and statistics; a shard with a tile not done is computed again whole, to the
+    same bytes."""
     import os
 
     import zarr
@@ -320,16 +321,18 @@ def test_a_dataset_store_has_a_few_files_per_frame_and_resumes_whole_frames(tmp_
     store = str(tmp_path / "ds.zarr")
     first = run_dask(sim, store=store, tile=8, dataset=DatasetSpec("series", 200))
     assert first.computed == 800
-    files = sum(len(fs) for _, _, fs in os.walk(store))
-    assert files <= 3 * 200 + 40, files  # float, tiles_done, tile_stats: a file per frame each, + metadata
     g = zarr.open_group(store, mode="r")
-    before = np.asarray(g["float"][57]).copy()
-    os.unlink(os.path.join(store, "float", "c", "57", "0", "0"))  # a crash between the shard and its flags
+    assert g["float"].shards == (13, 16, 16) and g["tiles_done"].chunks == (13, 2, 2)
+    files = sum(len(fs) for _, _, fs in os.walk(store))
+    assert files <= 3 * 16 + 40, files  # float, tiles_done, tile_stats: a file per shard each, + metadata
+    every = np.asarray(g["float"][...]).copy()
+    before = every[57]
+    os.unlink(os.path.join(store, "float", "c", "4", "0", "0"))  # a crash between shard 4 and its flags
     done = zarr.open_group(store, mode="r+")["tiles_done"]
     done[57, 1, 0] = False
     again = run_dask(sim, store=store, tile=8, dataset=DatasetSpec("series", 200))
-    assert again.computed == 4  # the whole frame, not the one tile
-    assert np.array_equal(np.asarray(zarr.open_group(store, mode="r")["float"][57]), before)
+    assert again.computed == 13 * 4  # the whole shard (frames 52 to 64), not the one tile
+    assert np.array_equal(np.asarray(zarr.open_group(store, mode="r")["float"][...]), every)
     import bragg_dask
     from bragg_dask.planning.frames import make_frames
 
@@ -370,7 +373,7 @@ def test_a_dataset_store_refuses_part_of_a_frame(tmp_path):
     try:
         tile = plan.tiles()[0]
         stats = {"sum": 0.0, "sumsq": 0.0, "n": 0, "max": 0.0, "argmax": None}
-        with pytest.raises(ValueError, match="whole frame"):
+        with pytest.raises(ValueError, match="whole shard"):
             zstore.write_tiles(session.path, [(0, tile, np.ones(tile.shape, np.float32), stats)])
     finally:
         session.close()

@@ -167,3 +167,117 @@ def test_a_dataset_store_uses_them(tmp_path):
     for k in range(2):
         whole = np.concatenate([g.read_band(store.FLOAT, k, s, min(s + 16, 48)) for s in range(0, 48, 16)])
         assert np.array_equal(whole, z[k]) and np.count_nonzero(whole) > 100
+
+
+# ---- several frames a shard ------------------------------------------------------------------------------
+MANY = (10, 50, 70)  # frames in shards of 4: the last shard holds two
+
+
+def _many(path, dtype="float32", checked=True):
+    g = zarr.open_group(str(path), mode="w")
+    extra = _checked() if checked else {}
+    g.create_array("img", shape=MANY, chunks=(1, 16, 16), shards=(4, 64, 80), dtype=dtype, fill_value=0, **extra)
+    return chunks.OpenStore(str(path), "r+")
+
+
+def _frames(dtype, seed, n=MANY[0]):
+    return [_image(dtype, seed + k) for k in range(n)]
+
+
+def _read_all(g, k):
+    out = np.empty(MANY[1:], np.float32)
+    return g.read_shard("img", k, out)
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_shards_of_several_frames_are_zarrs_and_read_a_frame_alone(tmp_path, checked):
+    """Shards of 4 frames (the last of 2): zarr reads ours, we read zarr's; a frame is read from its shard
+    without the others (its index, then its own chunks); a band of rows too."""
+    g = _many(tmp_path / "m.zarr", checked=checked)
+    lay = shards.layout(g["img"])
+    assert lay is not None and lay.frames == 4 and g.shard_frames("img") == 4
+    ours = _frames("float32", 10)
+    for first in (0, 4, 8):
+        g.put_shard("img", first, ours[first : first + 4], set())
+    assert g._shard_path("img", 9).endswith("c/2/0/0")
+    z = zarr.open_group(str(tmp_path / "m.zarr"), mode="r")["img"]
+    assert np.array_equal(z[...], np.stack(ours))
+    for k in range(10):
+        assert np.array_equal(_read_all(g, k), ours[k]), k
+        assert np.array_equal(g.read_band("img", k, 16, 32), ours[k][16:32])
+    theirs = _frames("float32", 40)
+    chunks.writable(zarr.open_group(str(tmp_path / "m.zarr"), mode="r+")["img"])[...] = np.stack(theirs)
+    for k in range(10):
+        assert np.array_equal(_read_all(g, k), theirs[k]), k
+
+
+def test_a_shard_is_written_whole_or_spliced(tmp_path):
+    """put_shard refuses part of a shard; put_frames writes a frame into its shard keeping the others'
+    chunks byte for byte (from several threads at once, none lost); a frame removed leaves the others."""
+    from bragg_dask.store.integrity import DamagedChunk
+
+    g = _many(tmp_path / "m.zarr")
+    frames = _frames("float32", 50)
+    with pytest.raises(ValueError, match="whole shard"):
+        g.put_shard("img", 0, frames[:3], None)
+    with pytest.raises(ValueError, match="whole shard"):
+        g.put_shard("img", 2, frames[2:6], None)
+    g.put_frames("img", {1: frames[1]}, set())  # a new shard with one frame: the others not stored
+    assert np.array_equal(_read_all(g, 1), frames[1])
+    with pytest.raises(DamagedChunk, match="missing from its shard"):
+        _read_all(g, 0)
+    assert not np.any(zarr.open_group(str(tmp_path / "m.zarr"), mode="r")["img"][0])  # zarr: fill value
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: g.put_frames("img", {k: frames[k]}, set()), [0, 2, 3, 8, 9]))
+    for k in (0, 1, 2, 3, 8, 9):
+        assert np.array_equal(_read_all(g, k), frames[k]), k
+    before = open(g._shard_path("img", 0), "rb").read()
+    lay = shards.layout(g["img"])
+    kept = shards.split(lay, before, "f")
+    new = _image("float32", 99)
+    g.put_frames("img", {2: new}, None)
+    after = shards.split(lay, open(g._shard_path("img", 0), "rb").read(), "f")
+    assert [bytes(c) for k in (0, 1, 3) for c in kept[k]] == [bytes(c) for k in (0, 1, 3) for c in after[k]]
+    assert np.array_equal(_read_all(g, 2), new)
+    from bragg_dask.store.writing import drop_frame_images
+
+    drop_frame_images(str(tmp_path / "m.zarr"), "img", [1, 8, 9])  # frame 1 from its shard; shard 2 whole
+    import os
+
+    assert not os.path.exists(g._shard_path("img", 8)) and os.path.exists(g._shard_path("img", 0))
+    with pytest.raises(DamagedChunk, match="missing from its shard"):
+        _read_all(g, 1)
+    assert np.array_equal(_read_all(g, 3), frames[3])
+
+
+def test_a_damaged_shard_of_several_frames(tmp_path):
+    """One frame's chunk flipped: that frame damaged, its neighbours read; the index flipped: every frame of
+    the shard refused, and no frame spliced into it (the others' chunks cannot be kept)."""
+    from bragg_dask.store.integrity import DamagedChunk
+
+    g = _many(tmp_path / "m.zarr")
+    frames = _frames("float32", 70)
+    g.put_shard("img", 0, frames[:4], None)
+    lay = shards.layout(g["img"])
+    path = g._shard_path("img", 0)
+    raw = bytearray(open(path, "rb").read())
+    index = shards.read_index(lay, bytes(raw), "f")
+    off = int(index[2 * lay.per_frame + 3, 0])  # frame 2's fourth chunk
+    raw[off + 8] ^= 0x10
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(DamagedChunk):
+        _read_all(g, 2)
+    for k in (0, 1, 3):
+        assert np.array_equal(_read_all(g, k), frames[k])
+    g.put_frames("img", {2: frames[2]}, None)  # the repair of frame 2: its chunks replaced
+    assert np.array_equal(_read_all(g, 2), frames[2])
+    raw = bytearray(open(path, "rb").read())
+    raw[-9] ^= 0x01
+    open(path, "wb").write(bytes(raw))
+    for k in range(4):
+        with pytest.raises(DamagedChunk, match="CRC-32C"):
+            _read_all(g, k)
+    with pytest.raises(DamagedChunk, match="CRC-32C"):
+        g.put_frames("img", {1: frames[1]}, None)
+    assert open(path, "rb").read() == bytes(raw)  # left as it was

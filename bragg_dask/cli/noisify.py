@@ -116,7 +116,7 @@ def store_model(path: str, argv: list[str]) -> DetectorModel:
 
 def noisify_store_main(path: str, argv: list[str]) -> list[str]:
     """``bragg-dask noisify STORE ...``: the frames' int and noise arrays written; what was written."""
-    from bragg_dask.detector.store_pass import DetectorPass, frames_of, noisify_frame
+    from bragg_dask.detector.store_pass import DetectorPass, frames_of, noisify_frames
     from bragg_dask.store.lock import StoreLock
 
     frame, every, rest = _store_flags(argv)
@@ -125,8 +125,8 @@ def noisify_store_main(path: str, argv: list[str]) -> list[str]:
     lock = StoreLock(path).acquire()
     try:
         job.begin()
-        for k in frames:
-            noisify_frame(*job.frame_args(k))
+        for jobs in job.shards(frames):  # a dataset's: a shard's frames written together
+            noisify_frames(jobs)
         job.record(frames)
     finally:
         lock.release()

@@ -225,40 +225,64 @@ def _band_fused(model: DetectorModel, psf, src: _FrameSource, box: tuple, pass1)
 
 def noisify_frame(path: str, model: DetectorModel, k: int, seed: int) -> None:
     """Frame ``k``'s int (and noise) images into the store, a row of tiles at a time, each tile written
-    to its chunk (a whole frame at a time for a sharded dataset store).  When the whole frame's source is
-    kept (:class:`_FrameSource`), its rows of chunks and then its rows of tiles are computed and written
-    on ``torch.get_num_threads()`` threads (numpy, the C PSF and file writes release the GIL); the
-    result is the same as one at a time."""
+    to its chunk (for a dataset's sharded store: the frame written into its shard, the shard's other
+    frames kept).  When the whole frame's source is kept (:class:`_FrameSource`), its rows of chunks and
+    then its rows of tiles are computed and written on ``torch.get_num_threads()`` threads (numpy, the C
+    PSF and file writes release the GIL); the result is the same as one at a time."""
+    noisify_frames([(path, model, k, seed)])
+
+
+def noisify_frames(jobs: list[tuple]) -> None:
+    """Frames of one store (``jobs``: :func:`noisify_frame`'s arguments each) one after the other; in a
+    dataset's sharded store their images are held and written a shard at a time (jobs of whole shards: each
+    file written once; :meth:`DetectorPass.shards` groups them so)."""
+    import concurrent.futures
+
     from bragg_dask.runtime import tune_allocator
 
     tune_allocator()  # the rows' and bands' arrays, megabytes each, reused from the heap (as the kernel's)
-    with _Active.lock:
-        _Active.frames += 1
-    try:
-        _noisify_frame(path, model, k, seed)
-    finally:
+    held: dict[str, dict] = {}
+    for path, model, k, seed in jobs:
         with _Active.lock:
-            _Active.frames -= 1
+            _Active.frames += 1
+        try:
+            _noisify_frame(path, model, k, seed, held)
+        finally:
+            with _Active.lock:
+                _Active.frames -= 1
+    if held:
+        g = store.opened(jobs[0][0])
+        synced: set = set()
+        with concurrent.futures.ThreadPoolExecutor(_threads(), thread_name_prefix="bragg-noisify") as pool:
+            for name, images in held.items():
+                store.write_frame_images(g, name, images, synced, pool)
+        g.sync_folders(synced)
 
 
-def _noisify_frame(path: str, model: DetectorModel, k: int, seed: int) -> None:
+def _threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def _noisify_frame(path: str, model: DetectorModel, k: int, seed: int, held: dict) -> None:
     """Frame ``k``; a detector of panels' a panel at a time, each as an image of its own (the PSF blurs
     within a panel: no light crosses a gap; the photons lost beyond its radius are the panel's own)."""
     panels = store.StoreFrame(path, k).panels
     for p in range(panels) if panels else (None,):
-        _noisify_image(path, model, k, seed, p)
+        _noisify_image(path, model, k, seed, p, held)
 
 
-def _noisify_image(path: str, model: DetectorModel, k: int, seed: int, panel: int | None) -> None:
+def _noisify_image(path: str, model: DetectorModel, k: int, seed: int, panel: int | None, held: dict) -> None:
+    """One image's int and noise: written tile by tile, or (a sharded store) held whole in ``held`` (array
+    name -> frame -> image) for the caller to write a shard at a time."""
     import concurrent.futures
-
-    import torch
 
     frame = store.StoreFrame(path, k, panel=panel)
     tiles = [t for t in store.frame_tiles(path) if t.panel == panel]
     psf = model.psf_for(frame.shape)
     src = _FrameSource(model, frame, seed)
-    threads = max(1, torch.get_num_threads()) if src.keep_all else 1
+    threads = _threads() if src.keep_all else 1
     rows: dict = {}
     for t in tiles:
         rows.setdefault((t.s0, t.s1), []).append(t)
@@ -283,8 +307,8 @@ def _noisify_image(path: str, model: DetectorModel, k: int, seed: int, panel: in
 
         for _ in pool.map(one, sorted(rows)):
             pass
-        for name, img in images.items():
-            store.write_frame_image(g, name, k, img, synced, pool)
+    for name, img in images.items():
+        held.setdefault(name, {})[k] = img
     g.sync_folders(synced)
 
 
@@ -322,6 +346,15 @@ class DetectorPass:
     def frame_args(self, k: int) -> tuple:
         """:func:`noisify_frame`'s arguments for frame ``k`` (its seed: the seed + ``k``)."""
         return self.path, self.model_of(k), k, self.seed + k
+
+    def shards(self, frames: list[int]) -> list[list[tuple]]:
+        """:func:`noisify_frames`' jobs for ``frames``: those of a shard of the store's together (a frame each
+        in a store of another layout)."""
+        per = store.frames_per_shard(store.opened(self.path))
+        groups: dict[int, list] = {}
+        for k in frames:
+            groups.setdefault(k // per, []).append(self.frame_args(k))
+        return list(groups.values())
 
     def record(self, frames: list[int]) -> None:
         response = dict(store.store_metadata(self.path).get("response") or {})

@@ -110,7 +110,7 @@ class DaskExecutor:
             (max(1, plan.panels) * plan.grid[0], plan.grid[1]),  # (the tiles of every panel)
             plan.tile_shape,
             n,
-            n > 1 and plan.grid[0] * plan.grid[1] > 1 and not plan.panels,
+            n > 1 and not plan.panels,  # (a dataset's tasks: whole shards, a frame or more each)
             "--orientations" if self.dataset.kind == "orientations" else "--frames",
         )
         with_noise = bool(self.store and self.outputs is not None and self.outputs.noisefile)
@@ -235,6 +235,7 @@ class _Run:
 
         # the session's group: a replacement (--overwrite) before it is swapped in, not the store it replaces
         self.whole_frames = session is not None and zstore.whole_frames(session.group)
+        self.per_shard = zstore.frames_per_shard(session.group) if self.whole_frames else 1
 
     def execute(self) -> RunResult:
         from bragg_dask import store as zstore
@@ -260,8 +261,8 @@ class _Run:
             done = self.session.done.copy()
         else:
             done = np.zeros((len(self.frames),) + self.plan.chunk_grid, bool)
-        if self.whole_frames:  # a frame is written whole: one not done is done again
-            done[~done.all(axis=tuple(range(1, done.ndim)))] = False
+        if self.whole_frames:  # a shard is written whole: one not done is done again, all its frames
+            done = zstore.whole_shards(done, self.per_shard)
         todo = [(f, t) for f in self.frames for t in self.tiles if not done[(f.index, *t.chunk)]]
         total = len(self.frames) * len(self.tiles)
         log.info("computing %d of %d tiles (%d already done)", len(todo), total, total - len(todo))
@@ -335,10 +336,10 @@ class _Run:
         t = self.tiles[0]
         evals = t.shape[0] * t.shape[1] * batch_points(self.sim)
         pixels = t.shape[0] * t.shape[1]
-        if self.whole_frames:  # whole frames per task, as many as small frames need
+        if self.whole_frames:  # whole shards per task, as many as small frames need
             n = len(self.tiles)
             k = frames_per_task(len(self.frames), 1, evals * n, n_threads, pixels * n)
-            return frame_groups(items, k)
+            return frame_groups(items, k, self.per_shard)
         k = frames_per_task(len(self.frames), len(self.tiles), evals, n_threads, pixels)
         # tiles of one frame share a task only on the embedded cluster: on a remote one a task per tile
         # keeps the scheduling fine (workers that come and go, a client that stops: queued tiles drop)
@@ -476,25 +477,20 @@ class _Run:
             log.info("noise images written (%d overloads)", overloads)
 
     def _detector(self) -> None:
-        """The detector model on every frame of the complete store: a task per frame (frames are
-        independent; a frame's tiles use its worker's threads), then the model recorded."""
+        """The detector model on every frame of the complete store: a task per frame, or per shard of a
+        dataset's (frames are independent; a frame's tiles use its worker's threads), then the model
+        recorded."""
         if self.detector is None or self.store is None:  # a detector model only with a store
             return
-        from bragg_dask.detector.store_pass import DetectorPass, noisify_frame
+        from bragg_dask.detector.store_pass import DetectorPass, noisify_frames
 
         self.reporter.phase("detector")
         job = DetectorPass(self.store, self.detector, model_draws(self.frames))
         job.begin()
         futs = [
-            self.client.submit(
-                noisify_frame,
-                *job.frame_args(f.index),
-                key=f"detector-frame-{self.tag}-{f.index}",
-                retries=3,
-                pure=False,
-                resources=self.resources,
-            )
-            for f in self.frames
-        ]
+            self.client.submit(noisify_frames, jobs, key=f"detector-frame-{self.tag}-{jobs[0][2]}", retries=3,
+                               pure=False, resources=self.resources)
+            for jobs in job.shards([f.index for f in self.frames])
+        ]  # fmt: skip
         self.client.gather(futs)
         job.record([f.index for f in self.frames])

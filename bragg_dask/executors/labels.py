@@ -24,34 +24,45 @@ def frame_reflections(base_sim, frame, store: str, device: str = "cpu") -> dict:
     summed over the frame's Bragg image: the store's float image, or, where the frame has a water
     background, its tiles computed again without it.  A store with a ``bragg`` array (``--labels bragg``)
     gets that image too."""
+    return frames_reflections(base_sim, [frame], store, device)[0]
+
+
+def frames_reflections(base_sim, frames, store: str, device: str = "cpu") -> list[dict]:
+    """:func:`frame_reflections` of each of ``frames``; their Bragg images (``--labels bragg``) written
+    together (a dataset's: a shard at a time, where ``frames`` are a shard's)."""
     from bragg_dask import store as zstore
     from bragg_dask.physics.reflections import predict, spot_photons
 
-    sim = frame.simulation(base_sim)
-    refl = predict(sim)
     g = zstore.opened(store)
-    bands = _bragg_bands(sim, frame.index, store, device)
-    if zstore.BRAGG in g:
-        bands = _kept(bands, sim.detector.shape, g, frame.index)
-    refl = spot_photons(sim, refl, bands)
-    return {f.name: getattr(refl, f.name) for f in dataclasses.fields(refl)} | {"frame": frame.index}
+    held: dict[int, np.ndarray] = {}
+    out = []
+    for frame in frames:
+        sim = frame.simulation(base_sim)
+        refl = predict(sim)
+        bands = _bragg_bands(sim, frame.index, store, device)
+        if zstore.BRAGG in g:
+            bands = _kept(bands, sim.detector.shape, held, frame.index)
+        refl = spot_photons(sim, refl, bands)
+        out.append({f.name: getattr(refl, f.name) for f in dataclasses.fields(refl)} | {"frame": frame.index})
+    if held:
+        synced: set = set()
+        if g.sharded(zstore.BRAGG):
+            zstore.write_frame_images(g, zstore.BRAGG, held, synced)
+        else:
+            for k, image in held.items():
+                for t in zstore.frame_tiles(g.path):
+                    zstore.write_tile_image(g, zstore.BRAGG, k, t, image[t.region], synced)
+        g.sync_folders(synced)
+    return out
 
 
-def _kept(bands, shape: tuple, g, k: int):
-    """``bands`` passed on, gathered into the frame's ``bragg`` image, written once all have passed."""
-    from bragg_dask import store as zstore
-
+def _kept(bands, shape: tuple, held: dict, k: int):
+    """``bands`` passed on, gathered into the frame's ``bragg`` image, put in ``held`` once all have passed."""
     image = np.zeros(shape, dtype=np.float32)
     for p, s0, s1, rows in bands:
         image[(p, slice(s0, s1)) if len(shape) == 3 else slice(s0, s1)] = rows
         yield p, s0, s1, rows
-    synced: set = set()
-    if g.sharded(zstore.BRAGG):
-        zstore.write_frame_image(g, zstore.BRAGG, k, image, synced)
-    else:
-        for t in zstore.frame_tiles(g.path):
-            zstore.write_tile_image(g, zstore.BRAGG, k, t, image[t.region], synced)
-    g.sync_folders(synced)
+    held[k] = image
 
 
 def _bragg_bands(sim, k: int, store: str, device: str):
@@ -175,26 +186,40 @@ def label_pass(client, sim_future, frames, store: str, tag: str, device: str, wi
         window = max(8, 4 * threads)
     by_index = {f.index: f for f in frames}
     stream = _InOrder(store, frames, lambda k: frame_reflections(sim_future.result(), by_index[k], store, device))
-    todo = iter([f for f in frames if f.index not in stream.staged])
+    todo = iter(_task_frames(store, [f for f in frames if f.index not in stream.staged]))
 
-    def submit(out: int) -> list:  # new tasks while fewer than ``window`` are out
+    def submit(out: int) -> tuple[list, int]:  # new tasks while fewer than ``window`` frames are out
         new: list = []
-        while out + len(new) < window and (f := next(todo, None)) is not None:
-            new.append(client.submit(frame_reflections, sim_future, f, store, device,
-                                     key=f"labels-{tag}-{f.index}", pure=False))  # fmt: skip
-        return new
+        while out < window and (group := next(todo, None)) is not None:
+            new.append(client.submit(frames_reflections, sim_future, group, store, device,
+                                     key=f"labels-{tag}-{group[0].index}", pure=False))  # fmt: skip
+            out += len(group)
+        return new, out
 
-    first = submit(0)
-    out = len(first)  # submitted, not yet written
+    first, out = submit(0)  # out: frames submitted, their tables not yet written
     stream.ready()
     running = as_completed(first, loop=client.loop)  # (our client's loop: it is not a default client)
     for fut in running if first else ():
-        table = fut.result()
+        tables = fut.result()
         fut.release()
-        stream.held[table["frame"]] = table
+        for table in tables:
+            stream.held[table["frame"]] = table
         out -= stream.ready()
-        for more in submit(out):
-            running.add(more)
-            out += 1
+        more, out = submit(out)
+        for task in more:
+            running.add(task)
     stream.ready()
     stream.close()
+
+
+def _task_frames(store: str, frames: list) -> list[list]:
+    """The label tasks' frames: a shard's together where the store keeps Bragg images in shards of several
+    frames (each written once), else a frame each."""
+    from bragg_dask import store as zstore
+
+    g = zstore.opened(store)
+    per = g.shard_frames(zstore.BRAGG) if zstore.BRAGG in g else 1
+    groups: dict[int, list] = {}
+    for f in frames:
+        groups.setdefault(f.index // per, []).append(f)
+    return list(groups.values())

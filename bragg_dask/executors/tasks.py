@@ -169,14 +169,16 @@ def task_groups(items: list, k_frames: int, k_tiles: int) -> list[list]:
     return [items[i : i + k_tiles] for i in range(0, len(items), k_tiles)]
 
 
-def frame_groups(items: list, k_frames: int) -> list[list]:
-    """``(frame, tile)`` items (frame order) into groups of every tile of ``k_frames`` consecutive frames
-    (a dataset's store is written a whole frame at a time)."""
-    frames: dict = {}
+def frame_groups(items: list, k_frames: int, per_shard: int = 1) -> list[list]:
+    """``(frame, tile)`` items (frame order, whole shards of ``per_shard`` frames) into groups of every tile
+    of whole shards, about ``k_frames`` frames a group, at least a shard (a dataset's store is written a
+    whole shard at a time)."""
+    shards: dict = {}
     for f, t in items:
-        frames.setdefault(f.index, []).append((f, t))
-    runs = list(frames.values())
-    return [[item for run in runs[i : i + k_frames] for item in run] for i in range(0, len(runs), k_frames)]
+        shards.setdefault(f.index // per_shard, []).append((f, t))
+    runs = list(shards.values())
+    k = max(1, k_frames // per_shard)
+    return [[item for run in runs[i : i + k] for item in run] for i in range(0, len(runs), k)]
 
 
 def _group_key(prefix: str, group: list) -> str:
@@ -210,7 +212,7 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
 
     g = zstore.opened(tasks[0].store)
     synced: set = set()  # durable before the run marks the store complete
-    whole = zstore.whole_frames(g)  # a dataset's store: the task holds whole frames, written a shard each
+    whole = zstore.whole_frames(g)  # a dataset's store: the task holds whole shards, written a file each
     frames: dict = {}
     overloads = 0
     for task in tasks:
@@ -238,7 +240,7 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
                 frame[t.region] = tile_image
             else:
                 zstore.write_tile_image(g, name, k, t, tile_image, synced)
-    for (name, k), image in sorted(frames.items()):
-        zstore.write_frame_image(g, name, k, image, synced)
+    for name in sorted({name for name, _ in frames}):  # whole shards (the task's): each written once
+        zstore.write_frame_images(g, name, {k: im for (n, k), im in frames.items() if n == name}, synced)
     g.sync_folders(synced)
     return overloads

@@ -2,8 +2,8 @@
 
 Layout (docs/architecture.md section 6)::
 
-    float        (frame, slow, fast) float32 photons/pixel, one chunk per tile (a dataset of frames of
-                 several tiles: a shard per frame, the tiles its inner chunks; see whole_frames)
+    float        (frame, slow, fast) float32 photons/pixel, one chunk per tile (a dataset: shards of
+                 several frames, their tiles its inner chunks; see whole_frames, layout.shard_frames)
     int, noise   (frame, slow, fast) uint16, optional: the C program's int and noisy images
     tiles_done   (frame, tile_slow, tile_fast) bool, written by each tile's task after its chunk
     tile_stats   (frame, tile_slow, tile_fast, stat) float64 partial sums of each tile
@@ -73,11 +73,14 @@ from bragg_dask.store.verify import Problem, Scan, check_frames, scan, usable_ti
 from bragg_dask.store.writing import (
     ReflectionWriter,
     drop_frame_images,
+    frames_per_shard,
     read_tile_image,
     stats_from_row,
     stats_row,
     whole_frames,
+    whole_shards,
     write_frame_image,
+    write_frame_images,
     write_frame_metadata,
     write_frames_stats,
     write_reflections,
@@ -153,7 +156,10 @@ __all__ = [
     "tiles_done",
     "usable_tiles",
     "whole_frames",
+    "whole_shards",
+    "frames_per_shard",
     "write_frame_image",
+    "write_frame_images",
     "frame_labels",
     "write_frame_metadata",
     "write_reflections",

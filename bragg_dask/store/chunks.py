@@ -69,27 +69,73 @@ class OpenStore:
         return hit
 
     def sharded(self, name: str) -> bool:
-        """Whether ``name`` holds a shard per frame in the layout :mod:`.shards` writes and reads."""
+        """Whether ``name`` holds its frames in shard files of the layout :mod:`.shards` writes and reads."""
         key = ("sharded", name)
         hit = self._direct.get(key)
         if hit is None:
             hit = self._direct[key] = shards.layout(self[name]) is not None
         return hit
 
-    def _shard_path(self, name: str, frame: int) -> str:
-        arr = self[name]
-        return os.path.join(self.path, arr.path, *arr.metadata.encode_chunk_key((frame, 0, 0)).split("/"))
+    def shard_frames(self, name: str) -> int:
+        """Frames a shard file of ``name`` holds (1: an array of another layout, a chunk per frame or tile)."""
+        lay = shards.layout(self[name]) if self.sharded(name) else None
+        return lay.frames if lay is not None else 1
 
-    def put_shard(self, name: str, frame: int, image: np.ndarray, synced: set | None, pool=None) -> None:
-        """Frame ``frame`` of the :meth:`sharded` array ``name`` from ``image`` ``(rows, cols)``: its shard
-        file (:func:`.shards.encode`, chunks compressed on ``pool``'s threads where given) by the rename
-        of a complete temporary file, made durable and its folder added to ``synced`` as
-        :meth:`put_chunk` does.  A checksummed layout always has its file (every inner chunk in it);
-        another, all fill value: no file, as zarr."""
+    def _layout(self, name: str) -> shards.ShardLayout:
         lay = shards.layout(self[name])
-        assert lay is not None, f"{name}: not a sharded array"  # callers write shards of sharded() arrays only
-        data = shards.encode(lay, image, lay.codec, pool)
-        target = self._shard_path(name, frame)
+        assert lay is not None, f"{name}: not a sharded array"  # callers use shards of sharded() arrays only
+        return lay
+
+    def _shard_path(self, name: str, frame: int) -> str:
+        """The shard file holding frame ``frame`` of ``name``."""
+        arr = self[name]
+        first = frame // self.shard_frames(name)
+        return os.path.join(self.path, arr.path, *arr.metadata.encode_chunk_key((first, 0, 0)).split("/"))
+
+    def put_shard(self, name: str, frame: int, images, synced: set | None, pool=None) -> None:
+        """The shard of the :meth:`sharded` array ``name`` that starts at frame ``frame``, whole, from
+        ``images`` (its frames ``(rows, cols)`` in order, as many as the array has from ``frame`` up to the
+        shard's G; one image for a shard of one frame): its file (:func:`.shards.encode`, chunks compressed
+        on ``pool``'s threads where given) by the rename of a complete temporary file, made durable and its
+        folder added to ``synced`` as :meth:`put_chunk` does.  A checksummed layout always has its file
+        (every inner chunk of its frames in it); another, all fill value: no file, as zarr."""
+        lay = self._layout(name)
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            images = [images]
+        n = min(lay.frames, int(self[name].shape[0]) - frame)
+        if frame % lay.frames or len(images) != n:
+            raise ValueError(f"{name}: {len(images)} frames from {frame} are not a whole shard of {lay.frames}")
+        self._put_file(name, frame, shards.encode(lay, images, lay.codec, pool), synced)
+
+    def put_frames(self, name: str, images: dict, synced: set | None, pool=None) -> None:
+        """Frames of the :meth:`sharded` array ``name`` from ``images`` (frame -> ``(rows, cols)``, or None: the
+        frame's chunks removed from its shard): each shard
+        they make whole written as :meth:`put_shard`; a shard only some of whose frames are given written
+        again with those replaced and the others' chunks kept as they are stored (under a lock on its
+        folder: two writers of one shard never lose each other's frames).  A shard whose index is damaged
+        cannot keep its other frames: :class:`DamagedChunk` (its frames are all to be written again)."""
+        lay = self._layout(name)
+        n_frames = int(self[name].shape[0])
+        by_shard: dict[int, dict] = {}
+        for k, image in images.items():
+            by_shard.setdefault(k // lay.frames, {})[k] = image
+        for s, given in sorted(by_shard.items()):
+            first = s * lay.frames
+            count = min(lay.frames, n_frames - first)
+            if len(given) == count:
+                self.put_shard(name, first, [given[first + k] for k in range(count)], synced, pool)
+                continue
+            target = self._shard_path(name, first)
+            _make_folder(os.path.dirname(target), os.path.join(self.path, self[name].path), synced)
+            with _folder_lock(os.path.dirname(target)):
+                raw = read_chunk_file(target)
+                kept: list = shards.split(lay, raw, target) if raw is not None else [None] * lay.frames
+                for k, image in given.items():
+                    kept[k - first] = None if image is None else shards.encode_frame(lay, image, lay.codec, pool)
+                self._put_file(name, first, shards.assemble(lay, kept), synced)
+
+    def _put_file(self, name: str, first: int, data: bytes | None, synced: set | None) -> None:
+        target = self._shard_path(name, first)
         if data is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target)
@@ -133,14 +179,24 @@ class OpenStore:
 
     def read_shard(self, name: str, frame: int, out: np.ndarray) -> np.ndarray:
         """Frame ``frame`` of the :meth:`sharded` array ``name`` whole into ``out`` ``(rows, cols)``: its
-        shard file read once, every inner chunk checked (:func:`.shards.decode_frame`)."""
-        lay = shards.layout(self[name])
-        assert lay is not None, f"{name}: not a sharded array"  # callers read shards of sharded() arrays only
+        shard's index and then the frame's chunks read (not the other frames'), every chunk checked
+        (:func:`.shards.decode_frame`)."""
+        lay = self._layout(name)
         file = self._shard_path(name, frame)
-        raw = read_chunk_file(file)
-        if raw is None and lay.codec.crc:
+        return shards.decode_frame(lay, self._slot(lay, file, frame), out, file)
+
+    def _slot(self, lay: shards.ShardLayout, file: str, frame: int, row: int | None = None):
+        """Frame ``frame``'s chunks in its shard ``file`` (:func:`.shards.read_slot`; ``row``: those of that row
+        of chunks); no file: damage in a checksummed store (a done frame always has its file), else None (all
+        fill value)."""
+        if lay.frames == 1:  # the file is the frame's: read whole, at once
+            raw = read_chunk_file(file)
+            found = shards.slot_view(lay, raw, 0, file)
+        else:
+            found = shards.read_slot(lay, file, frame % lay.frames, row)
+        if found is None and lay.codec.crc:
             raise DamagedChunk(file, "missing")
-        return shards.decode_frame(lay, raw, out, file)
+        return found
 
     def chunk_file(self, name: str, coords: tuple[int, ...]) -> str:
         """The file of chunk (or shard) ``coords`` of array ``name``."""
@@ -178,13 +234,10 @@ class OpenStore:
         at = (frame,) if panel is None else (frame, panel)
         if not self.direct(name):
             if self.sharded(name):
-                lay = shards.layout(arr)
-                assert lay is not None  # sharded(name): its layout is one
+                lay = self._layout(name)
                 file = self._shard_path(name, frame)
-                raw = read_chunk_file(file)
-                if raw is None and lay.codec.crc:
-                    raise DamagedChunk(file, "missing")
-                return shards.decode_band(lay, raw, int(arr.shape[2]), s0, s1, file)
+                found = self._slot(lay, file, frame, s0 // lay.inner[1])
+                return shards.decode_band(lay, found, int(arr.shape[2]), s0, s1, file)
             return np.asarray(arr[(*at, slice(s0, s1), slice(None))])
         cs, cf = arr.metadata.chunk_grid.chunk_shape[-2:]
         i, r0 = divmod(s0, cs)
@@ -239,6 +292,20 @@ def _make_folder(folder: str, root: str, synced: set | None) -> None:
         while synced is not None and len(folder) > len(root):
             folder = os.path.dirname(folder)
             synced.add(folder)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str):
+    """An exclusive lock on ``folder`` (``flock`` of the folder itself: no file left behind), held by one
+    writer at a time across threads and processes of this machine."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (the lock goes with the descriptor)
 
 
 def writable(array):

@@ -89,7 +89,12 @@ def _release_reserve(path: str) -> None:
 
 def note_fault(path: str, message: str) -> None:
     """Best effort: record the fault in the store's attributes (``complete`` stays false), in the room
-    the run kept for it (:func:`_reserve`)."""
+    the run kept for it (:func:`_reserve`): the group's record written into the reserve's own blocks and
+    renamed over ``zarr.json``, so that nothing else writing on the full disk (the run's log, a worker's
+    last chunk) can take the room first; through zarr where there is no reserve."""
+    with contextlib.suppress(Exception):
+        if _record_in_reserve(path, message):
+            return
     _release_reserve(path)
     with contextlib.suppress(Exception):
         g = zarr.open_group(path, mode="r+")
@@ -98,3 +103,35 @@ def note_fault(path: str, message: str) -> None:
         meta["last_error"] = message
         g.attrs["bragg_dask"] = meta
         consolidate(path)
+
+
+def _record_in_reserve(path: str, message: str) -> bool:
+    """``last_error`` into the group's record (its consolidated metadata kept as it is) by way of the
+    reserve file: its bytes overwritten in place (blocks it already holds), cut to size, synced, renamed
+    over ``zarr.json``.  False where there is no reserve or it is too small."""
+    import json
+
+    reserve, target = os.path.join(path, RESERVE_NAME), os.path.join(path, "zarr.json")
+    with open(target, "rb") as fh:
+        doc = json.loads(fh.read())
+    meta = doc["attributes"]["bragg_dask"]
+    meta["complete"] = False
+    meta["last_error"] = message
+    data = json.dumps(doc, indent=2).encode()
+    try:
+        fd = os.open(reserve, os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        if os.fstat(fd).st_size < len(data):
+            return False
+        view = memoryview(data)
+        at = 0
+        while at < len(data):
+            at += os.pwrite(fd, view[at:], at)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(reserve, target)
+    return True

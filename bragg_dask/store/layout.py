@@ -203,7 +203,30 @@ def _labelled(g, name: str, coordinates: str = IMAGE_COORDS, **spec):
     )
 
 
-def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool) -> None:
+#: a shard of a dataset's image array holds frames of at most this many bytes of float32 (what a task holds) ...
+SHARD_BYTES = 128 << 20
+#: ... of at most this many of the kernel's evaluations (a task's work: a few seconds of a core) ...
+SHARD_EVALS = 1 << 27
+#: ... and the dataset's frames in at least this many shards (its tasks spread over the workers)
+MIN_SHARDS = 16
+
+
+def shard_frames(sim, plan: TilePlan, n_frames: int) -> int:
+    """Frames a shard of a dataset's image arrays holds (G): as many as :data:`SHARD_BYTES`,
+    :data:`SHARD_EVALS` and :data:`MIN_SHARDS` allow, at least one.  A dataset of 100,000 frames of
+    512 x 512 with 5 mosaic domains: 102 frames a shard, 981 shards; of 20 frames of 96 x 96: 2 a shard."""
+    from bragg_dask.physics.kernel import batch_points
+
+    pixels = plan.spixels * plan.fpixels
+    evals = pixels * batch_points(sim)
+    by_size = min(SHARD_BYTES // (4 * pixels), SHARD_EVALS // max(evals, 1))
+    return max(1, min(by_size, -(-n_frames // MIN_SHARDS)))
+
+
+def _init_arrays(
+    path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int: bool, with_noise: bool, per_shard: int = 1
+) -> None:
+    """The store's arrays; a dataset's (several frames, not of panels) images ``per_shard`` frames a shard."""
     g = zarr.open_group(path, mode="a", zarr_format=3)
     gs, gf = plan.grid
     ts, tf = plan.tile_shape
@@ -215,13 +238,12 @@ def _init_arrays(path: str, plan: TilePlan, attrs: dict, n_frames: int, with_int
         chunks=(1, *(1,) * len(panel), ts, tf),
         dimension_names=("frame", *panel_dim, "slow", "fast"),
     )
-    # a dataset of frames of several tiles: a shard per frame (inner chunks the tiles), its done flags and
-    # statistics a chunk each (frames of one tile have a chunk per frame already, written straight); the
-    # tiles of a detector of panels are a chunk each
-    whole = n_frames > 1 and gs * gf > 1 and not plan.panels
+    # a dataset: a shard of ``per_shard`` frames (inner chunks the frames' tiles), its done flags and
+    # statistics a chunk of those frames; the tiles of a detector of panels are a chunk each
+    whole = n_frames > 1 and not plan.panels
     if whole:
-        img["shards"] = (1, gs * ts, gf * tf)
-    per_tile = (1, gs, gf) if whole else (1, *(1,) * len(panel), 1, 1)
+        img["shards"] = (per_shard, gs * ts, gf * tf)
+    per_tile = (per_shard, gs, gf) if whole else (1, *(1,) * len(panel), 1, 1)
     labels = vary_arrays(attrs["run"].get("dataset") or {})
     coords = " ".join([IMAGE_COORDS, *labels])  # (xarray: the frame's drawn values beside its image)
     _labelled(g, FLOAT, coords, dtype="float32", fill_value=0.0, **img)

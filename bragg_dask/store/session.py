@@ -26,6 +26,7 @@ from bragg_dask.store.integrity import check_metadata, looks_like_store
 from bragg_dask.store.layout import (
     _init_arrays,
     consolidate,
+    shard_frames,
     store_attrs,
 )
 from bragg_dask.store.lock import LOCK_NAME, StoreLock, alive
@@ -160,7 +161,8 @@ def open_store(
         path = os.path.realpath(path)
     run = dict(run or {})
     attrs = store_attrs(sim, plan, run)
-    layout: dict[str, Any] = dict(n_frames=n_frames, with_int=with_int, with_noise=with_noise)
+    per_shard = shard_frames(sim, plan, n_frames)
+    layout: dict[str, Any] = dict(n_frames=n_frames, with_int=with_int, with_noise=with_noise, per_shard=per_shard)
     try:
         if _classify(path) == "store":
             if not overwrite:  # a damaged store is never resumed (--overwrite replaces it)
@@ -281,7 +283,7 @@ def _sibling(path: str, what: str) -> str:
 
 
 def _build(
-    path: str, plan: TilePlan, attrs: dict, *, n_frames: int, with_int: bool, with_noise: bool
+    path: str, plan: TilePlan, attrs: dict, *, n_frames: int, with_int: bool, with_noise: bool, per_shard: int
 ) -> tuple[str, StoreLock]:
     """A new, locked store in a temporary folder beside ``path``; returns ``(folder, lock)``."""
     staged = _sibling(path, "new")
@@ -289,7 +291,7 @@ def _build(
     os.mkdir(staged)
     lock = StoreLock(staged).acquire()
     try:
-        _init_arrays(staged, plan, attrs, n_frames, with_int, with_noise)
+        _init_arrays(staged, plan, attrs, n_frames, with_int, with_noise, per_shard)
     except BaseException:
         lock.release()
         shutil.rmtree(staged, ignore_errors=True)

@@ -193,11 +193,15 @@ class _Scanner:
             arr = self.g[name]
             lay = shards.layout(arr) if self.g.sharded(name) else None
             codec = chunk_codec(arr)
+            if lay is not None:  # a file per shard of G frames
+                by_shard: dict[int, list[int]] = {}
+                for k in self.frames:
+                    by_shard.setdefault(k // lay.frames, []).append(k)
+                for s, ks in sorted(by_shard.items()):
+                    yield self._shard_job(name, lay, s, ks), ks[0]
+                continue
             for k in self.frames:
                 want = self.expected(name, k)
-                if lay is not None:
-                    yield self._shard_job(name, lay, k, want), k
-                    continue
                 for tile in itertools.product(*(range(n) for n in self.grid)):  # (i, j), or (panel, i, j)
                     if codec is None:
                         yield self._zarr_job(name, k, tile), k
@@ -235,33 +239,41 @@ class _Scanner:
 
         return run
 
-    def _shard_job(self, name, lay, k, want):
-        file = self.g.chunk_file(name, (k, 0, 0))
-        required = want and bool(self.done[k].any())
+    def _shard_job(self, name, lay, s, frames):
+        """The check of shard ``s`` of ``name`` (``frames``: those of its frames asked for): its index, then
+        each frame's chunks; a frame not written may have none, a done frame whose image is expected must."""
+        file = self.g.chunk_file(name, (s, 0, 0))
+        required = {k for k in frames if self.expected(name, k) and bool(self.done[k].any())}
 
         def where(kk: int) -> str:
-            return f"{file} (inner chunk {divmod(kk, lay.grid[1])})"
+            return f"{file} (inner chunk {divmod(kk % lay.per_frame, lay.grid[1])})"
 
         def run():
             raw = _read(file)
             if raw is None:
                 if required and lay.codec.crc:
-                    raise _At(DamagedChunk(file, "missing"), None)
+                    raise _At(DamagedChunk(file, "missing"), None, sorted(required))
                 return
-            index = shards.read_index(lay, raw, file)
+            try:
+                index = shards.read_index(lay, raw, file)
+            except DamagedChunk as exc:  # every frame of the shard with it
+                raise _At(exc, None, frames) from None
             bad = []
-            for kk in range(lay.grid[0] * lay.grid[1]):
-                try:
-                    off = int(index[kk, 0])
-                    if off == shards._EMPTY:
-                        if lay.codec.crc:
-                            raise DamagedChunk(where(kk), "missing from its shard")
-                        continue
-                    lay.codec.check(
-                        raw[off : off + int(index[kk, 1])], where(kk), lay.inner[1] * lay.inner[2] * lay.dtype.itemsize
-                    )
-                except DamagedChunk as exc:
-                    bad.append(_At(exc, divmod(kk, lay.grid[1])))
+            for k in frames:
+                for kk in range((k % lay.frames) * lay.per_frame, (k % lay.frames + 1) * lay.per_frame):
+                    try:
+                        off = int(index[kk, 0])
+                        if off == shards._EMPTY:
+                            if lay.codec.crc and k in required:
+                                raise DamagedChunk(where(kk), "missing from its shard")
+                            continue
+                        lay.codec.check(
+                            raw[off : off + int(index[kk, 1])],
+                            where(kk),
+                            lay.inner[1] * lay.inner[2] * lay.dtype.itemsize,
+                        )
+                    except DamagedChunk as exc:
+                        bad.append(_At(exc, divmod(kk % lay.per_frame, lay.grid[1]), [k]))
             if bad:
                 raise _Many(bad)
 
@@ -288,11 +300,13 @@ class _Scanner:
             if exc is None:
                 continue
             for at in exc.items if isinstance(exc, _Many) else [exc if isinstance(exc, _At) else _At(exc, None)]:
-                self.problem(at.exc, k, at.tile)
-                if at.tile is None:
-                    self.redo[k] |= self.done[k]
-                else:
-                    self.redo[(k, *at.tile)] |= self.done[(k, *at.tile)]
+                ks = at.frames or [k]  # (a shard's: the frames it holds)
+                self.problem(at.exc, ks[0], at.tile)
+                for kk in ks:
+                    if at.tile is None:
+                        self.redo[kk] |= self.done[kk]
+                    else:
+                        self.redo[(kk, *at.tile)] |= self.done[(kk, *at.tile)]
 
     # ---- per-frame records and coordinates -------------------------------------------------------
     def other_records(self) -> None:
@@ -326,9 +340,12 @@ class _Scanner:
 
 
 class _At(Exception):
-    def __init__(self, exc: DamagedChunk, tile) -> None:
+    """A damaged file at ``tile`` (None: the whole frame) of ``frames`` (None: the job's frame)."""
+
+    def __init__(self, exc: DamagedChunk, tile, frames: list[int] | None = None) -> None:
         super().__init__(str(exc))
         self.exc, self.tile = exc, None if tile is None else tuple(int(t) for t in tile)
+        self.frames = list(frames) if frames else None
 
 
 class _Many(Exception):

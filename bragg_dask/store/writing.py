@@ -5,6 +5,7 @@ dataset store as shard files, the int and noise images, per-frame records and st
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -12,6 +13,7 @@ import zarr
 
 from bragg_dask.planning.plan import TileSpec
 from bragg_dask.store.chunks import OpenStore, opened, sync_chunk, writable
+from bragg_dask.store.integrity import DamagedChunk
 from bragg_dask.store.names import FLOAT, FRAME_STATS, STAT_FIELDS
 
 if TYPE_CHECKING:
@@ -73,56 +75,88 @@ def write_tiles(path: str, items) -> None:
 
 
 def whole_frames(g: OpenStore) -> bool:
-    """Whether the store is written a whole frame at a time: a dataset of frames of several tiles, whose
-    image arrays hold a shard per frame (Zarr v3 sharding, the tiles its inner chunks) and whose
-    ``tiles_done`` and ``tile_stats`` hold a chunk per frame, so a frame is a few files however many
-    tiles it has.  Tasks then carry whole frames (never two tasks one shard)."""
+    """Whether the store is written a whole shard at a time: a dataset, whose image arrays hold ``G``
+    frames a shard file (Zarr v3 sharding: :func:`frames_per_shard`, the frames' tiles its inner chunks)
+    and whose ``tiles_done`` and ``tile_stats`` hold a chunk per shard, so that a frame is a few files, or
+    a few frames one, however many tiles it has.  Tasks then carry whole shards (never two tasks one)."""
     return g[FLOAT].shards is not None
 
 
+def frames_per_shard(g: OpenStore) -> int:
+    """Frames a shard of a :func:`whole_frames` store holds (G; 1 for another store: a chunk per tile)."""
+    return int(g[FLOAT].shards[0]) if whole_frames(g) else 1
+
+
+def whole_shards(done: np.ndarray, per_shard: int) -> np.ndarray:
+    """``done`` ``(frames, ...)`` with every frame of a shard of ``per_shard`` frames not done where any of
+    its tiles is not (a resume of a :func:`whole_frames` store computes whole shards again)."""
+    out = done.copy()
+    whole = np.asarray(done.reshape(len(done), -1).all(axis=1), dtype=bool)
+    for s in range(0, len(whole), per_shard):
+        if not whole[s : s + per_shard].all():
+            out[s : s + per_shard] = False
+    return out
+
+
 def _write_frames(path: str, g: OpenStore, items) -> None:
-    """Whole frames of a :func:`whole_frames` store from all their tiles ``(frame, tile, image, stats)``:
-    each frame's image shard and statistics written and synced, then its done flags, so a crash in
-    between redoes the frame."""
+    """Whole shards of a :func:`whole_frames` store from all their frames' tiles ``(frame, tile, image,
+    stats)``: each shard's image file and statistics written and synced, then its done flags, so that a
+    crash in between redoes the shard."""
     by_frame: dict = {}
     for frame, tile, image, stats in items:
         by_frame.setdefault(frame, []).append((tile, image, stats))
     fl, ts, done = g[FLOAT], g["tile_stats"], g["tiles_done"]
-    gs, gf = done.shape[1:]
+    n_frames, gs, gf = done.shape
+    per = frames_per_shard(g)
+    shards = sorted({k // per for k in by_frame})
     synced: set = set()
-    for frame, parts in sorted(by_frame.items()):
-        if len({t.index for t, _, _ in parts}) != gs * gf:
-            raise ValueError(
-                f"frame {frame}: {len(parts)} of {gs * gf} tiles (a dataset's store is written a whole frame at a time)"
-            )
-        image = np.zeros(fl.shape[1:], dtype=np.float32)
-        rows = np.zeros((gs, gf, len(STAT_FIELDS)))
-        for tile, tile_image, stats in parts:
-            image[tile.s0 : tile.s1, tile.f0 : tile.f1] = tile_image
-            rows[tile.index] = stats_row(stats)
+    for s in shards:
+        a, b = s * per, min(s * per + per, n_frames)
+        images, rows = [], np.zeros((b - a, gs, gf, len(STAT_FIELDS)))
+        for frame in range(a, b):
+            parts = by_frame.get(frame, [])
+            if len({t.index for t, _, _ in parts}) != gs * gf:
+                raise ValueError(
+                    f"frame {frame}: {len(parts)} of {gs * gf} tiles (a dataset's store is written "
+                    f"a whole shard of {per} frames at a time)"
+                )
+            image = np.zeros(fl.shape[1:], dtype=np.float32)
+            for tile, tile_image, stats in parts:
+                image[tile.s0 : tile.s1, tile.f0 : tile.f1] = tile_image
+                rows[(frame - a, *tile.index)] = stats_row(stats)
+            images.append(image)
         if g.sharded(FLOAT):  # the shard file straight (:mod:`.shards`), else through zarr
-            g.put_shard(FLOAT, frame, image, synced)
+            g.put_shard(FLOAT, a, images, synced)
         else:
-            fl[frame] = image
-            sync_chunk(path, fl, (frame, 0, 0), synced)
-        ts[frame] = rows
-        sync_chunk(path, ts, (frame, 0, 0, 0), synced)
-    for frame in sorted(by_frame):
-        done[frame] = True
-        sync_chunk(path, done, (frame, 0, 0), synced)
+            fl[a:b] = np.stack(images)
+            sync_chunk(path, fl, (s, 0, 0), synced)
+        ts[a:b] = rows
+        sync_chunk(path, ts, (s, 0, 0, 0), synced)
+    for s in shards:
+        done[s * per : min(s * per + per, n_frames)] = True
+        sync_chunk(path, done, (s, 0, 0), synced)
 
 
 def write_frame_image(
     g: OpenStore, name: str, frame: int, image: np.ndarray, synced: set | None = None, pool=None
 ) -> None:
     """A whole frame ``(spixels, fpixels)`` of image array ``name`` (``int``, ``noise``) of a
-    :func:`whole_frames` store: its shard, made durable (its chunks compressed on ``pool``'s threads
-    where given: :mod:`.shards`)."""
+    :func:`whole_frames` store, made durable: its shard written again with it (:meth:`OpenStore.put_frames`;
+    writers of many frames give whole shards at once: :func:`write_frame_images`)."""
+    write_frame_images(g, name, {frame: image}, synced, pool)
+
+
+def write_frame_images(g: OpenStore, name: str, images: dict, synced: set | None = None, pool=None) -> None:
+    """Frames ``images`` (frame -> ``(spixels, fpixels)``) of image array ``name`` of a :func:`whole_frames`
+    store, made durable: each shard they fill written whole, others with the rest of their frames kept (their
+    chunks compressed on ``pool``'s threads where given: :mod:`.shards`)."""
+    synced = synced if synced is not None else set()
     if g.sharded(name):
-        g.put_shard(name, frame, image, synced if synced is not None else set(), pool)
+        g.put_frames(name, images, synced, pool)
         return
-    g[name][frame] = image
-    sync_chunk(g.path, g[name], (frame, 0, 0), synced)
+    for frame, image in sorted(images.items()):
+        g[name][frame] = image
+        sync_chunk(g.path, g[name], (frame // frames_per_shard(g), 0, 0), synced)
 
 
 def write_tile_image(
@@ -137,27 +171,32 @@ def write_tile_image(
 
 
 def drop_frame_images(path: str, name: str, frames) -> None:
-    """Remove every chunk (or the shard) of ``frames`` of image array ``name``: a frame whose image the
-    run no longer makes (its noise, where a run without noise computes the frame again)."""
-    import os
+    """Remove frames ``frames`` of image array ``name`` (every chunk, or their place in their shards): a
+    frame whose image the run no longer makes (its noise, where a run without noise computes the frame
+    again).  A shard left with none of its frames is removed."""
     import shutil
 
     g = opened(path)
-    for k in frames:
-        folder = os.path.dirname(g.chunk_file(name, (k, 0, 0)))
-        if g.sharded(name):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(g.chunk_file(name, (k, 0, 0)))
-        else:
-            shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+    frames = sorted(set(frames))
+    if not frames:
+        return
+    if not g.sharded(name):
+        for k in frames:
+            shutil.rmtree(os.path.dirname(os.path.dirname(g.chunk_file(name, (k, 0, 0)))), ignore_errors=True)
+        return
+    with contextlib.suppress(DamagedChunk):  # a shard whose index is damaged keeps its damage: verify says it
+        g.put_frames(name, dict.fromkeys(frames), set())
 
 
 def read_tile_image(g: OpenStore, name: str, frame: int, tile: TileSpec) -> np.ndarray:
     """One tile ``(n_slow, n_fast)`` of a frame of image array ``name`` (:data:`FLOAT`...): straight from
-    its chunk file where the tile is one whole chunk, else through zarr."""
+    its chunk file where the tile is one whole chunk, from its frame's chunks in their shard where the array
+    is sharded, else through zarr."""
     if g.direct(name) and g.aligned(name, tile):
         chunk = g.get_chunk(name, (frame, *tile.chunk))
         return chunk.reshape(chunk.shape[-2:])[: tile.shape[0], : tile.shape[1]]
+    if g.sharded(name) and tile.panel is None:
+        return g.read_band(name, frame, tile.s0, tile.s1)[:, tile.f0 : tile.f1]
     return np.asarray(g[name][(frame, *tile.region)])
 
 
