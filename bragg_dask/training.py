@@ -48,6 +48,7 @@ class StoreDataset(Dataset):
     def __init__(self, path: str, image: str = zstore.FLOAT, labels: bool = True, transform: Callable | None = None):
         self.path, self.image, self.labels, self.transform = path, image, labels, transform
         self.n = zstore.frame_count(path)
+        self.shard = zstore.frames_per_shard(zstore.opened(path, "r"))
         self.bragg = labels and zstore.BRAGG in zstore.image_arrays(path)
 
     def __len__(self) -> int:
@@ -84,15 +85,19 @@ class StoreStream(IterableDataset):
         self.path, self.image, self.labels, self.transform = path, image, labels, transform
         self.batch_size = batch_size
         self.n = zstore.frame_count(path)
+        self.shard = zstore.frames_per_shard(zstore.opened(path, "r"))
         self.bragg = labels and zstore.BRAGG in zstore.image_arrays(path)
 
     def frames(self) -> range:
-        """This worker's frames (all of them outside a worker)."""
+        """This worker's frames (all of them outside a worker): a contiguous block of whole shards where
+        the store has at least a shard per worker (no two workers read one shard file), else of frames."""
         info = get_worker_info()
         if info is None:
             return range(self.n)
-        per = -(-self.n // info.num_workers)
-        return range(info.id * per, min(self.n, (info.id + 1) * per))
+        g = -(-self.n // max(1, self.shard))  # shards
+        unit = self.shard if g >= info.num_workers else 1
+        per = -(-self.n // unit // info.num_workers) * unit if unit > 1 else -(-self.n // info.num_workers)
+        return range(min(self.n, info.id * per), min(self.n, (info.id + 1) * per))
 
     def __iter__(self) -> Iterator[dict]:
         mine = self.frames()

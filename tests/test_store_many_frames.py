@@ -20,7 +20,7 @@ from .conftest import main_in
 BASE = "-cell 50 60 70 90 90 90 -default_F 100 -distance 100 -detpixels 40 -oversample 1 -misset 10 20 30".split()
 DOC = {"frames": 40, "seed": 5, "rotation": "uniform", "fluence": {"log_uniform": [1e23, 1e24]}}
 ARRAYS = ("float", "int", "noise", "bragg", "tiles_done", "refl_hkl", "refl_xy_px", "refl_photons", "refl_offset",
-          "vary_fluence", "orientation", "noise_seed", "max_I", "mean")  # fmt: skip
+          "vary_fluence", "orientation", "noise_seed", "max_I", "mean", "rms", "rmsd", "int_scale")  # fmt: skip
 
 
 def _run(tmp_path, capsys, name: str, *extra: str) -> str:
@@ -142,9 +142,12 @@ def test_training_reads_frames_of_shared_shards(dataset):
     ds = StoreDataset(dataset)
     for k in (0, 7, 39):
         assert np.array_equal(ds[k]["image"].numpy(), read_frame(dataset, k))
-    seen = []
+    seen, firsts = [], []
     for batch in DataLoader(StoreStream(dataset, batch_size=4), batch_size=None, collate_fn=as_batch, num_workers=2):
-        for j, k in enumerate(batch["frame"].tolist()):
+        ks = batch["frame"].tolist()
+        firsts.append(ks[0])
+        assert all(k < 21 for k in ks) or all(k >= 21 for k in ks)  # a worker's block: 7 whole shards of 3
+        for j, k in enumerate(ks):
             assert np.array_equal(batch["image"][j].numpy(), read_frame(dataset, k))
             seen.append(k)
-    assert sorted(seen) == list(range(40))
+    assert sorted(seen) == list(range(40)) and 21 in firsts

@@ -1,7 +1,10 @@
 """Image statistics of the C program (max_I, mean, rms, rmsd), from per-tile partial sums.
 
 Tiles report partial sums over their rendered pixels; :func:`combine` reduces them in a fixed
-(tile) order, so the result does not depend on which worker finished first.
+(tile) order, so the result does not depend on which worker finished first.  The sums are exact:
+each tile's sum and sum of squares come as float64 parts (:mod:`bragg_dask.physics.sums`), and
+:func:`combine` adds every tile's parts with ``math.fsum``: the frame's sums are the correctly rounded
+exact sums of its pixels, the same bits whatever the tiling, the workers or the device.
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ class ImageStats:
         return asdict(self)
 
 
+def _total(partials: list[dict], key: str) -> float:
+    """The correctly rounded sum of the partials' ``key`` (each tile's exact parts where it has them)."""
+    return math.fsum(x for p in partials for x in p.get(f"{key}_parts") or (p[key],))
+
+
 def combine(partials: list[dict], n_roi: int) -> ImageStats:
     """Reduce per-tile partials (``sum``, ``sumsq``, ``n``, ``max``, ``argmax``) in list order.
 
     ``n_roi`` counts every ROI pixel, masked ones included: the C program's rmsd pass runs over
     them (they hold 0) while the mean only counts rendered pixels.
     """
-    total = sum(p["sum"] for p in partials)
-    sumsq = sum(p["sumsq"] for p in partials)
+    total = _total(partials, "sum")
+    sumsq = _total(partials, "sumsq")
     n = sum(p["n"] for p in partials)
     max_i, pos = 0.0, None  # as in C: max_I starts at 0 and moves on a strictly larger value
     for p in partials:

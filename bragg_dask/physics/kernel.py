@@ -31,6 +31,7 @@ from bragg_dask.physics.evaluation import PixelBatch, TileWalk
 from bragg_dask.physics.intensity import IntensityModel
 from bragg_dask.physics.polarization import kahn_factor, solid_angle
 from bragg_dask.physics.roi import rendered_mask
+from bragg_dask.physics.sums import with_exact_sums
 from bragg_dask.physics.tiles import TileSpec, TileState
 
 __all__ = [
@@ -83,13 +84,14 @@ class TileResult:
             return {"sum": 0.0, "sumsq": 0.0, "n": 0, "max": 0.0, "argmax": None}
         flat = self.image if full else np.where(self.rendered, self.image, -np.inf)
         s, f = np.unravel_index(int(np.argmax(flat)), flat.shape)
-        return {
+        partial = {
             "sum": float(v.sum()),
             "sumsq": float((v * v).sum()),
             "n": int(v.size),
             "max": float(self.image[s, f]),
             "argmax": _position(self.tile, int(s), int(f)),
         }
+        return with_exact_sums(partial, self.image if full else self.image[self.rendered])
 
 
 class PreparedSimulation:
@@ -377,7 +379,8 @@ def _device_stats(vals: torch.Tensor, tile: TileSpec, ss, ff) -> dict | None:
         return None
     i = int(i)
     s, f = divmod(i, tile.shape[1]) if ss is None else (int(ss[i]), int(ff[i]))
-    return {"sum": total, "sumsq": sumsq, "n": int(vals.numel()), "max": top, "argmax": _position(tile, s, f)}
+    partial = {"sum": total, "sumsq": sumsq, "n": int(vals.numel()), "max": top, "argmax": _position(tile, s, f)}
+    return with_exact_sums(partial, vals)  # (the sums of mantissas made where the values are)
 
 
 def _position(tile: TileSpec, s: int, f: int) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-/* A frame's reflection table on CPU: each pixel's reflection, and what it adds to it.
+/* A frame's reflection table on CPU: each pixel's reflection, and what it adds to it; and a tile's exact sums.
  *
  * reflections.py's _fractional and _PixelIndex.find (the dense table) and the sums of spot_photons as plain
  * C, operation for operation (built by native.py with -ffp-contract=off: no fused multiply-adds), so that
@@ -14,11 +14,15 @@
  *      of h and k (l's is 1); image: (z - a) x width floats; table: int32 (-1: no reflection).
  * label_centroid(ip, image, idx, peak, floor, w, wf, ws): over the band's pixels at or above floor times
  *   their reflection's brightest, in pixel order: w += v, wf += v * (col + 0.5), ws += v * (row + 0.5).
+ * exact_bins(v, n, bins): sums.py's bins of n float32 values, as integers: for each value m * 2^(e - 150)
+ *   (m its signed 24-bit mantissa, e its biased exponent, at least 1), bins[e] += m, bins[256 + e] +=
+ *   m * m >> 24 and bins[512 + e] += m * m & 0xFFFFFF (int64, the caller's zeros; any order: integers).
+ *   Returns 1 where a value is not finite (the bins then unfinished), else 0.
  */
 #include <math.h>
 #include <stdint.h>
 
-int64_t labels_abi(void) { return 2; }
+int64_t labels_abi(void) { return 3; }
 
 /* columns c0 .. c0 + n - 1 of one row: their places in the table (every value hoisted out of the loop and
  * no branch but the clamps, for the auto-vectoriser; a zero f.s term added is the numpy path's skipped one) */
@@ -83,4 +87,19 @@ void label_centroid(const int64_t *ip, const float *image, const int32_t *idx, c
             ws[i] += v * ss;
         }
     }
+}
+
+int64_t exact_bins(const uint32_t *v, int64_t n, int64_t *restrict bins) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t bits = v[i];
+        const uint32_t e = (bits >> 23) & 0xFFu;
+        if (e == 0xFFu) return 1;
+        const int64_t m = (int64_t)((bits & 0x7FFFFFu) | (e ? 0x800000u : 0u));
+        const int64_t eb = e ? (int64_t)e : 1;
+        const uint64_t sq = (uint64_t)(m * m);
+        bins[eb] += (bits >> 31) ? -m : m;
+        bins[256 + eb] += (int64_t)(sq >> 24);
+        bins[512 + eb] += (int64_t)(sq & 0xFFFFFFu);
+    }
+    return 0;
 }

@@ -20,11 +20,16 @@ if TYPE_CHECKING:
     from zarr.types import AnyArray
 
 
-def stats_row(stats: dict) -> np.ndarray:
+def stats_row(stats: dict, width: int = len(STAT_FIELDS)) -> np.ndarray:
     """A tile's partial statistics as the ``tile_stats`` row (argmax -1 when nothing rendered; on a detector
-    of panels its pixel within the panel, the row's place in the array saying which panel)."""
+    of panels its pixel within the panel, the row's place in the array saying which panel; then the
+    remainders of its exact sums: :mod:`bragg_dask.physics.sums`); ``width``: the store's (an older
+    store's rows of 6 have no remainders)."""
     am = stats["argmax"][-2:] if stats["argmax"] is not None else (-1, -1)
-    return np.array([stats["sum"], stats["sumsq"], stats["n"], stats["max"], am[0], am[1]], dtype=np.float64)
+    sums = tuple(stats.get("sum_parts") or (stats["sum"], 0.0, 0.0))[1:3]
+    squares = tuple(stats.get("sumsq_parts") or (stats["sumsq"], 0.0, 0.0))[1:3]
+    row = [stats["sum"], stats["sumsq"], stats["n"], stats["max"], am[0], am[1], *sums, *squares]
+    return np.array(row[:width], dtype=np.float64)
 
 
 def stats_from_row(row: np.ndarray, panel: int | None = None) -> dict:
@@ -32,7 +37,12 @@ def stats_from_row(row: np.ndarray, panel: int | None = None) -> dict:
     am: tuple[int, ...] | None = None if row[4] < 0 else (int(row[4]), int(row[5]))
     if am is not None and panel is not None:
         am = (panel, *am)
-    return {"sum": float(row[0]), "sumsq": float(row[1]), "n": int(row[2]), "max": float(row[3]), "argmax": am}
+    out: dict[str, Any] = {"sum": float(row[0]), "sumsq": float(row[1]), "n": int(row[2]), "max": float(row[3]),
+                           "argmax": am}  # fmt: skip
+    if len(row) >= 10:
+        out["sum_parts"] = (float(row[0]), float(row[6]), float(row[7]))
+        out["sumsq_parts"] = (float(row[1]), float(row[8]), float(row[9]))
+    return out
 
 
 def write_tiles(path: str, items) -> None:
@@ -50,9 +60,10 @@ def write_tiles(path: str, items) -> None:
     if all(g.direct(name) for name in ("float", "tile_stats", "tiles_done")) and all(
         g.aligned("float", tile) for _, tile, _, _ in items
     ):
+        width = int(ts.shape[-1])
         for frame, tile, image, stats in items:
             g.put_chunk("float", (frame, *tile.chunk), image, synced)
-            g.put_chunk("tile_stats", (frame, *tile.chunk, 0), stats_row(stats), synced)
+            g.put_chunk("tile_stats", (frame, *tile.chunk, 0), stats_row(stats, width), synced)
         g.sync_folders(synced)
         for frame, tile, _, _ in items:
             g.put_chunk("tiles_done", (frame, *tile.chunk), np.ones((1,) * (1 + len(tile.chunk)), dtype=bool), synced)
@@ -62,7 +73,7 @@ def write_tiles(path: str, items) -> None:
     for tile, frames, images, stats in runs:
         a, b = frames[0], frames[-1] + 1
         fl[(slice(a, b), *tile.region)] = np.stack(images)
-        ts[(slice(a, b), *tile.chunk)] = np.stack([stats_row(st) for st in stats])
+        ts[(slice(a, b), *tile.chunk)] = np.stack([stats_row(st, int(ts.shape[-1])) for st in stats])
     for tile, frames, _, _ in runs:
         for frame in frames:
             sync_chunk(path, fl, (frame, *tile.chunk), synced)
@@ -112,7 +123,7 @@ def _write_frames(path: str, g: OpenStore, items) -> None:
     synced: set = set()
     for s in shards:
         a, b = s * per, min(s * per + per, n_frames)
-        images, rows = [], np.zeros((b - a, gs, gf, len(STAT_FIELDS)))
+        images, rows = [], np.zeros((b - a, gs, gf, int(ts.shape[-1])))
         for frame in range(a, b):
             parts = by_frame.get(frame, [])
             if len({t.index for t, _, _ in parts}) != gs * gf:
@@ -123,7 +134,7 @@ def _write_frames(path: str, g: OpenStore, items) -> None:
             image = np.zeros(fl.shape[1:], dtype=np.float32)
             for tile, tile_image, stats in parts:
                 image[tile.s0 : tile.s1, tile.f0 : tile.f1] = tile_image
-                rows[(frame - a, *tile.index)] = stats_row(stats)
+                rows[(frame - a, *tile.index)] = stats_row(stats, rows.shape[-1])
             images.append(image)
         if g.sharded(FLOAT):  # the shard file straight (:mod:`.shards`), else through zarr
             g.put_shard(FLOAT, a, images, synced)

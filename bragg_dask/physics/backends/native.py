@@ -20,7 +20,8 @@ counter-based noise's hot loops (``native_detector.c``: :func:`detector_library`
 on CPU and by :mod:`bragg_dask.detector.noise`, which give the same values without it); the detector
 builds it with the default toolchain (a compiler on the ``PATH``, ``~/.cache/bragg_dask``).  A third,
 ``physics/native_labels.c`` (:func:`labels_library`), holds the reflection table's pass over a frame's pixels
-(:func:`bragg_dask.physics.reflections.spot_photons`, which gives the same table without it).
+(:func:`bragg_dask.physics.reflections.spot_photons`, which gives the same table without it) and a tile's exact
+sums' bins (:func:`bragg_dask.physics.sums.exact_sums`, the same bins from torch without it).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ SOURCE = Path(__file__).with_name("native_osum.c")
 DETECTOR_SOURCE = Path(__file__).parents[2] / "detector" / "native_detector.c"
 DETECTOR_ABI = 4
 LABELS_SOURCE = Path(__file__).parents[1] / "native_labels.c"
-LABELS_ABI = 2
+LABELS_ABI = 3
 ABI = 2
 BLOCK = 128  # points per block in the C code: thread slices are multiples of it
 CFLAGS = (
@@ -83,7 +84,9 @@ OSUM = _Library(
     "using torch's kernel instead (Inductor where it compiles, else the eager kernel: about 10x slower on CPU)",
 )
 DETECTOR = _Library("the native detector library (PSF, noise)", "using torch's PSF and noise loops instead (slower)")
-LABELS = _Library("the native reflection-table library", "using numpy's loops instead (the same table, slower)")
+LABELS = _Library(
+    "the native reflection-table library (and exact sums)", "using numpy's loops instead (the same results, slower)"
+)
 
 
 class _Pool:
@@ -173,6 +176,8 @@ def _build_labels(toolchain: Toolchain, cc: str, variant: tuple[str, ...]) -> ct
     lib.label_index.restype = None
     lib.label_centroid.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_double] + [ctypes.c_void_p] * 3
     lib.label_centroid.restype = None
+    lib.exact_bins.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    lib.exact_bins.restype = ctypes.c_int64
     return lib
 
 
