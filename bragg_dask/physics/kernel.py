@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bragg_dask.physics import pixels
-from bragg_dask.physics.backends import DEFAULT_CHOICE, REGISTRY, BackendChoice
+from bragg_dask.physics.backends import DEFAULT_CHOICE, REGISTRY, BackendChoice, native
 from bragg_dask.physics.backends import inductor as fused
 from bragg_dask.physics.constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
 from bragg_dask.physics.crystal import carryover_matters, phi_angles, rotated_cells
@@ -79,19 +79,17 @@ class TileResult:
         if self.computed_stats is not None:
             return dict(self.computed_stats)
         full = bool(self.rendered.all())
-        v = (self.image.reshape(-1) if full else self.image[self.rendered]).astype(np.float64)
+        v = self.image.reshape(-1) if full else self.image[self.rendered]
         if v.size == 0:
             return {"sum": 0.0, "sumsq": 0.0, "n": 0, "max": 0.0, "argmax": None}
         flat = self.image if full else np.where(self.rendered, self.image, -np.inf)
         s, f = np.unravel_index(int(np.argmax(flat)), flat.shape)
-        partial = {
-            "sum": float(v.sum()),
-            "sumsq": float((v * v).sum()),
-            "n": int(v.size),
-            "max": float(self.image[s, f]),
-            "argmax": _position(self.tile, int(s), int(f)),
-        }
-        return with_exact_sums(partial, self.image if full else self.image[self.rendered])
+        partial = {"n": int(v.size), "max": float(self.image[s, f]), "argmax": _position(self.tile, int(s), int(f))}
+        exact = with_exact_sums(partial, v)
+        if "sum_parts" in exact:
+            return exact
+        w = v.astype(np.float64)  # a value not finite: the plain sums (inf or NaN, as they come)
+        return partial | {"sum": float(w.sum()), "sumsq": float((w * w).sum())}
 
 
 class PreparedSimulation:
@@ -329,6 +327,8 @@ def simulate_tile(
     if n == 0:
         return TileResult(tile=tile, image=np.zeros(tile.shape, dtype=np.float32), rendered=rendered)
     fused_sum = REGISTRY.sum_for(prep, n * batch_points(sim), backend)
+    if isinstance(fused_sum, native.NativeSum) and native.pixels_cover(prep):  # every pixel whole in C
+        return TileResult(tile=tile, image=fused_sum.tile_image(prep, tile, rendered), rendered=rendered)
     budget = device_budget(prep.device) if budget_bytes is None else budget_bytes
     per_batch = prep.points_per_batch(budget) if fused_sum is None else prep.fused_points_per_batch(budget)
     walk = TileWalk(tile, rendered, prep.device, state if parity == "c" else None, on_device=full and parity == "spec")

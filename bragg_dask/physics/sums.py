@@ -94,6 +94,6 @@ def with_exact_sums(partial: dict, values) -> dict:
     rendered pixels): the parts in ``sum_parts`` and ``sumsq_parts`` (unchanged where one is not finite)."""
     found = exact_sums(values)
     if found is None:
-        return partial
+        return partial  # (the caller's sums stand)
     (total, *_), (sumsq, *_) = found
     return partial | {"sum": total, "sumsq": sumsq, "sum_parts": found[0], "sumsq_parts": found[1]}

@@ -49,7 +49,7 @@ DETECTOR_SOURCE = Path(__file__).parents[2] / "detector" / "native_detector.c"
 DETECTOR_ABI = 4
 LABELS_SOURCE = Path(__file__).parents[1] / "native_labels.c"
 LABELS_ABI = 3
-ABI = 2
+ABI = 3
 BLOCK = 128  # points per block in the C code: thread slices are multiples of it
 CFLAGS = (
     "-O3",
@@ -150,6 +150,9 @@ def _build(toolchain: Toolchain, cc: str, variant: tuple[str, ...]) -> ctypes.CD
         raise OSError(f"{SOURCE.name}: interface {lib.osum_abi()} (expected {ABI})")
     for name in ("osum_f64", "osum_f32"):
         getattr(lib, name).argtypes = [ctypes.c_void_p] * 9
+        getattr(lib, name).restype = None
+    for name in ("pix_f64", "pix_f32"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 4
         getattr(lib, name).restype = None
     return lib
 
@@ -268,6 +271,7 @@ class NativeSum:
         self.spec = spec
         self.dtype = spec.dtype
         self.fn = lib.osum_f64 if spec.dtype == torch.float64 else lib.osum_f32
+        self.pix = lib.pix_f64 if spec.dtype == torch.float64 else lib.pix_f32
         n_o = model.n_orient
         self.cells = model.cells.reshape(n_o, 9).contiguous()
         self.table = model.nearest.table.contiguous() if spec.table else torch.zeros(1, dtype=spec.dtype)
@@ -327,3 +331,73 @@ class NativeSum:
         for job in jobs:
             job.result()
         return out
+
+    def tile_image(self, prep, tile, rendered: np.ndarray) -> np.ndarray:
+        """The float32 image ``(n_slow, n_fast)`` of ``tile`` (photons; pixels not ``rendered`` 0), every
+        rendered pixel whole in one pass of the C library (``native_osum.c``'s ``pix_*``: its points' geometry,
+        this sum per source, its factors; nothing per pixel kept but its value), on ``torch.get_num_threads()``
+        threads; where :func:`pixels_cover` holds."""
+        gi, gp, src = _pixel_params(prep, tile)
+        full = bool(rendered.all())
+        if full:
+            n, f, s = rendered.size, None, None
+            image = np.empty(tile.shape, dtype=np.float32)
+            vals = image.reshape(-1)
+        else:
+            ss, ff = np.nonzero(rendered)
+            f = np.ascontiguousarray(ff + tile.f0, dtype=np.int64)
+            s = np.ascontiguousarray(ss + tile.s0, dtype=np.int64)
+            n = f.size
+            vals = np.empty(n, dtype=np.float32)
+        fp = None if f is None else f.ctypes.data
+        sp = None if s is None else s.ctypes.data
+
+        def run(p0: int, p1: int) -> None:
+            self.pix(self.ip.ctypes.data, self.dp.ctypes.data, gi.ctypes.data, gp.ctypes.data, src.ctypes.data, fp,
+                     sp, p0, p1 - p0, self.cells.data_ptr(), self.table.data_ptr(), self.amp.data_ptr(),
+                     vals.ctypes.data + 4 * p0)  # fmt: skip
+
+        if n:
+            run_threaded(run, n, max(1, 4 * BLOCK // max(1, prep.points_per_pixel)))
+        if full:
+            return image
+        image = np.zeros(tile.shape, dtype=np.float32)
+        image[ss, ff] = vals
+        return image
+
+
+def pixels_cover(prep) -> bool:
+    """Whether :meth:`NativeSum.pixel_values` computes ``prep``'s pixels: the spec mode on CPU, without a
+    running sum (``-oversample_*``), a curved detector or a ``-dmin`` cut (those keep the prologue in torch)."""
+    sim = prep.sim
+    return (
+        prep.parity == "spec"
+        and prep.device.type == "cpu"
+        and not prep.running
+        and not sim.detector.curved
+        and not sim.dmin_m > 0.0
+        and prep.model_fresh is None
+    )
+
+
+def _pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``gi``, ``gp`` and ``src`` arrays of ``pix_*`` for ``prep``'s ``tile`` (see ``native_osum.c``)."""
+    from bragg_dask.physics.polarization import _unit
+
+    sim = prep.sim
+    det, beam = sim.detector, sim.beam
+    inc0 = prep.incident[0]
+    b_in = _unit(torch.linalg.cross(prep.polar_axis, inc0, dim=-1))
+    e_in = _unit(torch.linalg.cross(inc0, b_in, dim=-1))
+    gi = np.array([det.oversample, det.thicksteps, int(det.point_pixel), prep.incident.shape[0],
+                   int(det.thickness_m != 0.0), int(bool(beam.nopolar)), tile.f0, tile.s0, tile.shape[1]],
+                  dtype=np.int64)  # fmt: skip
+    gp = np.array(
+        [*prep.fdet.tolist(), *prep.sdet.tolist(), *prep.odet.tolist(), *prep.pix0.tolist(),
+         det.pixel_size_m / det.oversample, det.thickstep_m, det.pixel_size_m, det.geometry.close_distance_m,
+         det.thickstep_m * det.mu_per_m, beam.polarization, prep.fluence_scale, prep.i_bg, float(sim.steps),
+         *b_in.tolist(), *e_in.tolist()],
+        dtype=np.float64,
+    )  # fmt: skip
+    src = torch.cat([prep.incident, prep.wavelength[:, None]], dim=1).to(torch.float64).contiguous().numpy()
+    return gi, gp, np.ascontiguousarray(src)

@@ -414,5 +414,191 @@ static inline double quot_fma(double x, double b) {
 DEFINE_OSUM(osum_f64, double, sin, cos, exp, sqrt, ceil, floor)
 DEFINE_OSUM(osum_f32, float, sinf, cosf, expf, sqrtf, ceilf, floorf)
 
+/* A batch of pixels whole: their sub-pixel points' geometry (pixels.py's points, scatter_and_kept), the
+ * orientation sum of each source's scattering vectors (NAME##_block), the points and sources added per pixel
+ * and the pixel's factors (solid angle, capture, polarization: pixels.prologue; kernel.pixel_values' value),
+ * with the reference's operations in its order, in double (the scattering vectors cast to T for the sum).
+ * No per-pixel array but the output: the pixels' geometry is made where it is used, never kept.
+ * Covers what pixel_values covers without a running sum, a curved detector or a -dmin cut (native.py says).
+ *
+ * gi (int64): [0] oversample, [1] sensor layers, [2] point pixel (1), [3] sources, [4] a sensor (1: capture),
+ *   [5] no polarization (1: factor 1).
+ * gp (double): [0..2] fdet, [3..5] sdet, [6..8] odet, [9..11] pix0 (m), [12] sub-pixel size (m), [13] layer
+ *   step (m), [14] pixel size (m), [15] close distance (m), [16] mu x layer step, [17] Kahn factor K,
+ *   [18] fluence scale, [19] background (water) term, [20] steps, [21..23] source 0's b_in, [24..26] its e_in.
+ *   [6] the tile's first column, [7] its first row, [8] its width (no pixel list: the tile's pixels in raster
+ *   order, ordinals first .. first + npix - 1).
+ * src (double, sources x 4): incident x, y, z, wavelength (m).  fpix_in, spix_in: the pixels' absolute
+ * indices (their entries first .. first + npix - 1), or NULL.  out (npix,) float: photons per pixel (the
+ * float64 value rounded, as the image's copy rounds it). */
+#define DEFINE_PIX(PIX, NAME, T)                                                                              \
+    /* points i of the block at (fast, slow) sub-pixel coordinates fa, sa (pixel * oversample + sub-pixel)  \
+     * and layer la: unit vectors d and distances r */                                                       \
+    static void PIX##_points(const double *gp, const double *fa, const double *sa, const double *la, int nb,  \
+                             double *restrict dx, double *restrict dy, double *restrict dz, double *restrict r) { \
+        const double sub = gp[12], half = gp[12] / 2.0, step = gp[13];                                        \
+        const double f0 = gp[0], f1 = gp[1], f2 = gp[2], s0 = gp[3], s1 = gp[4], s2 = gp[5];                  \
+        const double o0 = gp[6], o1 = gp[7], o2 = gp[8], q0 = gp[9], q1 = gp[10], q2 = gp[11];                \
+        _Pragma("omp simd") for (int i = 0; i < nb; i++) {                                                    \
+            const double fm = sub * fa[i] + half, sm = sub * sa[i] + half, off = la[i] * step;                \
+            const double x = ((fm * f0 + sm * s0) + off * o0) + q0;                                           \
+            const double y = ((fm * f1 + sm * s1) + off * o1) + q1;                                           \
+            const double z = ((fm * f2 + sm * s2) + off * o2) + q2;                                           \
+            const double rr = sqrt(x * x + y * y + z * z);                                                    \
+            dx[i] = x / rr;                                                                                   \
+            dy[i] = y / rr;                                                                                   \
+            dz[i] = z / rr;                                                                                   \
+            r[i] = rr;                                                                                        \
+        }                                                                                                     \
+    }                                                                                                         \
+                                                                                                              \
+    /* the pixels' values from their totals and their factors (from each one's first point d0, r0 and its   \
+     * last layer's first point dt): value * capture * polar * omega, rounded to float */                    \
+    static void PIX##_factors(const int64_t *gi, const double *gp, const double *src, int n,                  \
+                              const double *restrict d0x, const double *restrict d0y,                         \
+                              const double *restrict d0z, const double *restrict r0,                          \
+                              const double *restrict dtx, const double *restrict dty,                         \
+                              const double *restrict dtz, const double *restrict tot, float *restrict out) {  \
+        const double px2 = gp[14] * gp[14], close = gp[15], k = gp[17], fl = gp[18], bg = gp[19], st = gp[20]; \
+        const double t = (double)(gi[1] - 1), mu = gp[16];                                                    \
+        const double i0 = src[0], i1 = src[1], i2 = src[2], o0 = gp[6], o1 = gp[7], o2 = gp[8];               \
+        const double b0 = gp[21], b1 = gp[22], b2 = gp[23], e0 = gp[24], e1 = gp[25], e2 = gp[26];            \
+        const int point = gi[2] != 0, sensor = gi[4] != 0, nopolar = gi[5] != 0, kahn = k != 0.0;            \
+        double cap[BLOCK], pol[BLOCK], om[BLOCK];                                                             \
+        _Pragma("omp simd") for (int j = 0; j < n; j++) {                                                     \
+            const double r = r0[j];                                                                           \
+            om[j] = point ? 1.0 / r / r : px2 / r / r * close / r;                                            \
+            const double c = i0 * d0x[j] + i1 * d0y[j] + i2 * d0z[j];                                         \
+            pol[j] = 0.5 * (1.0 + c * c);                                                                     \
+        }                                                                                                     \
+        if (kahn) {                                                                                           \
+            for (int j = 0; j < n; j++) {                                                                     \
+                const double c = i0 * d0x[j] + i1 * d0y[j] + i2 * d0z[j];                                     \
+                const double c2 = c * c, s2 = 1.0 - c2;                                                       \
+                const double psi = -atan2(d0x[j] * b0 + d0y[j] * b1 + d0z[j] * b2,                            \
+                                          d0x[j] * e0 + d0y[j] * e1 + d0z[j] * e2);                           \
+                pol[j] = 0.5 * (1.0 + c2 - k * cos(2.0 * psi) * s2);                                          \
+            }                                                                                                 \
+        }                                                                                                     \
+        if (sensor) {                                                                                         \
+            _Pragma("omp simd") for (int j = 0; j < n; j++) {                                                 \
+                const double par = dtx[j] * o0 + dty[j] * o1 + dtz[j] * o2;                                   \
+                cap[j] = exp(-t * mu / par) - exp(-(t + 1.0) * mu / par);                                     \
+            }                                                                                                 \
+        }                                                                                                     \
+        _Pragma("omp simd") for (int j = 0; j < n; j++) {                                                     \
+            const double value = fl * (bg + tot[j]) / st;                                                     \
+            out[j] = (float)(value * (sensor ? cap[j] : 1.0) * (nopolar ? 1.0 : pol[j]) * om[j]);             \
+        }                                                                                                     \
+    }                                                                                                         \
+                                                                                                              \
+    /* points k0 .. k0 + nk - 1 (C loop order: layer, subS, subF) of pixel (f, s) appended at fa, sa, la */   \
+    static int PIX##_fill(int64_t os, int64_t f, int64_t s, int64_t k0, int64_t nk, double *fa, double *sa,   \
+                          double *la) {                                                                       \
+        int64_t layer = k0 / (os * os), ks = (k0 / os) % os, kf = k0 % os; /* then counted, not divided */    \
+        const double fo = (double)f * (double)os, so = (double)s * (double)os;                                \
+        for (int64_t k = 0; k < nk; k++) {                                                                    \
+            fa[k] = fo + (double)kf;                                                                          \
+            sa[k] = so + (double)ks;                                                                          \
+            la[k] = (double)layer;                                                                            \
+            if (++kf == os) {                                                                                 \
+                kf = 0;                                                                                       \
+                if (++ks == os) {                                                                             \
+                    ks = 0;                                                                                   \
+                    layer++;                                                                                  \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        return (int)nk;                                                                                       \
+    }                                                                                                         \
+                                                                                                              \
+    void PIX(const int64_t *ip, const double *dp, const int64_t *gi, const double *gp, const double *src,     \
+             const int64_t *fpix_in, const int64_t *spix_in, int64_t first, int64_t npix, const T *cells,     \
+             const T *table, const T *amp, float *out) {                                                      \
+        const int64_t os = gi[0], layers = gi[1], nsrc = gi[3];                                               \
+        int64_t fpix[BLOCK], spix[BLOCK]; /* the group's pixels: given, or (no list) a tile's in raster order */ \
+        int64_t rf = 0, rs = 0;                                                                               \
+        if (!fpix_in) {                                                                                       \
+            rs = gi[7] + first / gi[8];                                                                       \
+            rf = gi[6] + first % gi[8];                                                                       \
+        }                                                                                                     \
+        const int64_t q = os * os * layers, tq = (layers - 1) * os * os;                                      \
+        const int64_t ppb = q >= BLOCK ? 1 : BLOCK / q; /* whole pixels a block, or one pixel's points */     \
+        double fa[BLOCK], sa[BLOCK], la[BLOCK], dx[BLOCK], dy[BLOCK], dz[BLOCK], r[BLOCK];                    \
+        double contrib[BLOCK], tot[BLOCK];                                                                    \
+        T sx[BLOCK], sy[BLOCK], sz[BLOCK];                                                                    \
+        for (int64_t p0 = 0; p0 < npix; p0 += ppb) {                                                          \
+            const int64_t np = npix - p0 < ppb ? npix - p0 : ppb;                                             \
+            const int whole = q <= BLOCK; /* the group's points in one block, made once for every source */   \
+            for (int64_t j = 0; j < np; j++) {                                                                \
+                if (fpix_in) {                                                                                \
+                    fpix[j] = fpix_in[first + p0 + j];                                                        \
+                    spix[j] = spix_in[first + p0 + j];                                                        \
+                    continue;                                                                                 \
+                }                                                                                             \
+                fpix[j] = rf;                                                                                 \
+                spix[j] = rs;                                                                                 \
+                if (++rf == gi[6] + gi[8]) {                                                                  \
+                    rf = gi[6];                                                                               \
+                    rs++;                                                                                     \
+                }                                                                                             \
+            }                                                                                                 \
+            int nb = 0;                                                                                       \
+            if (whole) {                                                                                      \
+                for (int64_t j = 0; j < np; j++) nb += PIX##_fill(os, fpix[j], spix[j], 0, q,                 \
+                                                                 fa + nb, sa + nb, la + nb);                  \
+                PIX##_points(gp, fa, sa, la, nb, dx, dy, dz, r);                                              \
+            }                                                                                                 \
+            for (int64_t j = 0; j < np; j++) tot[j] = 0.0;                                                    \
+            for (int64_t si = 0; si < nsrc; si++) {                                                           \
+                const double *in = src + 4 * si;                                                              \
+                double ps = 0.0; /* (one pixel's points in several blocks) */                                 \
+                for (int64_t k0 = 0; k0 < (whole ? 1 : q); k0 += BLOCK) {                                     \
+                    if (!whole) {                                                                             \
+                        nb = PIX##_fill(os, fpix[0], spix[0], k0, q - k0 < BLOCK ? q - k0 : BLOCK, fa, sa, la);   \
+                        PIX##_points(gp, fa, sa, la, nb, dx, dy, dz, r);                                      \
+                    }                                                                                         \
+                    const double i0 = in[0], i1 = in[1], i2 = in[2], lam = in[3];                             \
+                    _Pragma("omp simd") for (int i = 0; i < nb; i++) {                                        \
+                        sx[i] = (T)((dx[i] - i0) / lam);                                                      \
+                        sy[i] = (T)((dy[i] - i1) / lam);                                                      \
+                        sz[i] = (T)((dz[i] - i2) / lam);                                                      \
+                    }                                                                                         \
+                    NAME##_block(ip, dp, sx, sy, sz, cells, table, amp, contrib, nb);                         \
+                    if (!whole) {                                                                             \
+                        for (int i = 0; i < nb; i++) ps += contrib[i];                                        \
+                        continue;                                                                             \
+                    }                                                                                         \
+                    for (int64_t j = 0; j < np; j++) {                                                        \
+                        double a = 0.0;                                                                       \
+                        for (int64_t k = 0; k < q; k++) a += contrib[j * q + k];                              \
+                        tot[j] += a;                                                                          \
+                    }                                                                                         \
+                }                                                                                             \
+                if (!whole) tot[0] += ps;                                                                     \
+            }                                                                                                 \
+            double d0x[BLOCK], d0y[BLOCK], d0z[BLOCK], r0[BLOCK], dtx[BLOCK], dty[BLOCK], dtz[BLOCK];         \
+            if (whole) {                                                                                      \
+                for (int64_t j = 0; j < np; j++) {                                                            \
+                    const int64_t i = j * q, t = j * q + tq;                                                  \
+                    d0x[j] = dx[i], d0y[j] = dy[i], d0z[j] = dz[i], r0[j] = r[i];                             \
+                    dtx[j] = dx[t], dty[j] = dy[t], dtz[j] = dz[t];                                           \
+                }                                                                                             \
+            } else { /* the block holds the pixel's last points: its first and last layer's again */          \
+                double f2[2] = {(double)fpix[0] * (double)os, (double)fpix[0] * (double)os};                  \
+                double s2[2] = {(double)spix[0] * (double)os, (double)spix[0] * (double)os};                  \
+                double l2[2] = {0.0, (double)(layers - 1)};                                                   \
+                double x2[2], y2[2], z2[2], r2[2];                                                            \
+                PIX##_points(gp, f2, s2, l2, 2, x2, y2, z2, r2);                                              \
+                d0x[0] = x2[0], d0y[0] = y2[0], d0z[0] = z2[0], r0[0] = r2[0];                                \
+                dtx[0] = x2[1], dty[0] = y2[1], dtz[0] = z2[1];                                               \
+            }                                                                                                 \
+            PIX##_factors(gi, gp, src, (int)np, d0x, d0y, d0z, r0, dtx, dty, dtz, tot, out + p0);             \
+        }                                                                                                     \
+    }
+
+DEFINE_PIX(pix_f64, osum_f64, double)
+DEFINE_PIX(pix_f32, osum_f32, float)
+
 /* the version of this file's interface: native.py refuses a library that reports another */
-int osum_abi(void) { return 2; }
+int osum_abi(void) { return 3; }
