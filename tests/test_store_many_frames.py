@@ -151,3 +151,20 @@ def test_training_reads_frames_of_shared_shards(dataset):
             assert np.array_equal(batch["image"][j].numpy(), read_frame(dataset, k))
             seen.append(k)
     assert sorted(seen) == list(range(40)) and 21 in firsts
+
+
+def test_int_and_noise_made_in_the_tile_tasks_are_the_second_passes(tmp_path, capsys, monkeypatch):
+    """A dataset's int and noise images, made by the tile tasks from the frames in memory, are the bytes the
+    second pass over the store makes (the executor's FinishTask, as for a single frame)."""
+    import bragg_dask.executors.dask as dx
+
+    (tmp_path / "w.json").write_text(json.dumps({"frames": 7, "seed": 2, "rotation": "uniform"}))
+    run = [*BASE, "--vary", "w.json", "--zarr", "a.zarr", "-noprogress", "-seed", "5", "--tile", "16"]
+    assert main_in(tmp_path, run) == 0, capsys.readouterr().err
+    monkeypatch.setattr(dx, "in_task_finish", lambda *a: None)
+    run[run.index("a.zarr")] = "b.zarr"
+    assert main_in(tmp_path, run) == 0, capsys.readouterr().err
+    a, b = (zarr.open_group(str(tmp_path / n), mode="r") for n in ("a.zarr", "b.zarr"))
+    for name in ("int", "noise", "float"):
+        x = np.asarray(a[name][...])
+        assert x.tobytes() == np.asarray(b[name][...]).tobytes() and np.count_nonzero(x) > 0, name

@@ -36,6 +36,7 @@ from bragg_dask.executors.tasks import (
     board_position,
     frame_groups,
     frames_per_task,
+    in_task_finish,
     task_groups,
     tiles_per_task,
 )
@@ -236,6 +237,7 @@ class _Run:
         # the session's group: a replacement (--overwrite) before it is swapped in, not the store it replaces
         self.whole_frames = session is not None and zstore.whole_frames(session.group)
         self.per_shard = zstore.frames_per_shard(session.group) if self.whole_frames else 1
+        self.in_task = in_task_finish(session.group, sim, self.outputs) if self.whole_frames else None
 
     def execute(self) -> RunResult:
         from bragg_dask import store as zstore
@@ -274,7 +276,8 @@ class _Run:
         frame_stats = self._reduce(partial)
         if self.store:
             finish = {f.index for f, _ in todo} if self.was_complete else {f.index for f in self.frames}
-            self._finish(self.store, sim_future, frame_stats, finish)
+            made = {f.index for f, _ in todo} if self.in_task else set()  # (by their tile tasks: a dataset's)
+            self._finish(self.store, sim_future, frame_stats, finish, made)
             zstore.drop_response(self.store, sorted(finish))  # the model no longer describes those frames
             zstore.sync_response(self.store)  # the others keep the model's records (int_scale, noise_seed)
             if any(f.labelled for f in self.frames):  # a --vary dataset: its labels
@@ -367,6 +370,7 @@ class _Run:
                     board=board,
                     board_at=board_position(t, self.plan.grid[0], self.sim.detector.spixels),
                     backend=backend,
+                    finish=self.in_task,
                 )
                 for f, t in group
             )
@@ -432,8 +436,8 @@ class _Run:
             zstore.write_frames_stats(g, [f.index for f in self.frames], out, [_int_scale(st, user) for st in out])
         return out
 
-    def _finish(self, store: str, sim_future, frame_stats, finish: set) -> None:
-        """The int and noise images of the frames in ``finish`` (of ``store``), from their float images."""
+    def _finish(self, store: str, sim_future, frame_stats, finish: set, made: set) -> None:
+        """The int and noise images of the frames in ``finish`` but not ``made`` (by their tile tasks)."""
         from bragg_dask import store as zstore
 
         arrays = zstore.image_arrays(store)
@@ -449,7 +453,7 @@ class _Run:
             zstore.drop_frame_images(
                 store, zstore.NOISE, [f.index for f in self.frames if f.index in finish and f.noise_seed is None]
             )
-        for group in self._groups([(f, t) for f in self.frames if f.index in finish for t in self.tiles]):
+        for group in self._groups([(f, t) for f in self.frames if f.index in finish - made for t in self.tiles]):
             tasks = tuple(
                 FinishTask(
                     tile=t,

@@ -16,12 +16,43 @@ import torch
 from bragg_dask.dashboard import report
 from bragg_dask.physics.backends import DEFAULT_CHOICE, BackendChoice
 from bragg_dask.physics.kernel import batch_points
-from bragg_dask.physics.roi import roi_mask
+from bragg_dask.physics.roi import roi_count, roi_mask
 from bragg_dask.physics.tiles import TileState
 from bragg_dask.planning.frames import Frame
 from bragg_dask.planning.plan import TileSpec
 from bragg_dask.runtime import tune_allocator
 from bragg_dask.settings import torch_dtype
+
+
+@dataclass(frozen=True)
+class InTaskFinish:
+    """A dataset's int and noise images made by the tile task that holds its frames whole (no second pass
+    over the store): the ``-scale`` (0: the frame's own), the ADC offset, which images, and the ROI's pixels
+    (the frame statistics' count, as the executor's)."""
+
+    user_scale: float
+    adc: float
+    with_int: bool
+    with_noise: bool
+    n_roi: int
+
+
+def in_task_finish(group, sim, outputs) -> InTaskFinish | None:
+    """What a dataset store's (``group``) tile tasks need to make its int and noise images themselves; None
+    where it has neither array."""
+    from bragg_dask import store as zstore
+    from bragg_dask.physics.constants import DEFAULT_ADC_OFFSET
+
+    arrays = set(group.array_keys())
+    if zstore.INT not in arrays and zstore.NOISE not in arrays:
+        return None
+    return InTaskFinish(
+        outputs.intfile_scale if outputs is not None else 0.0,
+        outputs.adc if outputs is not None else DEFAULT_ADC_OFFSET,
+        zstore.INT in arrays,
+        zstore.NOISE in arrays,
+        roi_count(sim.detector) * sim.detector.n_panels,
+    )
 
 
 @dataclass(frozen=True)
@@ -38,6 +69,7 @@ class TileTask:
     board: tuple[str, int, int] | None = None  # the dashboard page's run id, preview factor, frames (None: no page)
     backend: BackendChoice = DEFAULT_CHOICE  # the orientation sum's fast path (the run's settings)
     board_at: tuple[tuple[int, int], tuple[int, int]] | None = None  # the page's tile index and first pixel
+    finish: InTaskFinish | None = None  # a dataset's whole frames: their int and noise images here too
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,8 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
             from bragg_dask.executors.labels import stage_tables
 
             stage_tables(base_sim, {task.frame.index: task.frame for task in tasks}, tasks[0].store, written)
+        if tasks[0].finish is not None:
+            _finish_whole(base_sim, tasks, written)
     if page is not None:
         page.stored([(task.frame.index, (task.board_at or (task.tile.index,))[0]) for task in tasks])
     return out
@@ -201,6 +235,45 @@ def board_position(t: TileSpec, tiles_slow: int, spixels: int) -> tuple[tuple[in
 def _tile_key(t: TileSpec) -> str:
     tile = f"s{t.index[0]:04d}-t{t.index[1]:04d}"
     return tile if t.panel is None else f"p{t.panel:03d}-{tile}"
+
+
+def _finish_whole(base_sim, tasks: tuple[TileTask, ...], written: list) -> None:
+    """Worker side, in a tile task holding whole shards of a dataset (``written``: ``(frame, tile, image,
+    stats)``, every tile of its frames): each frame's int and noise images from its tiles still in memory,
+    tile by tile as :func:`_finish_task` makes them (the frame's scale from its statistics, combined as the
+    executor combines them), written a shard at a time."""
+    from bragg_dask import store as zstore
+    from bragg_dask.detector.noise import noise_image
+    from bragg_dask.io.smv import int_image
+    from bragg_dask.nanobragg.stats import combine, int_scale
+
+    spec = tasks[0].finish
+    assert spec is not None and tasks[0].store is not None  # (called only so)
+    det = base_sim.detector
+    frames = {task.frame.index: task.frame for task in tasks}
+    by_frame: dict = {}
+    for k, tile, image, stats in written:
+        by_frame.setdefault(k, []).append((tile, image, stats))
+    made: dict = {zstore.INT: {}, zstore.NOISE: {}}
+    for k, parts in sorted(by_frame.items()):
+        parts.sort(key=lambda p: p[0].index)  # raster order: the executor's
+        scale = int_scale(combine([p[2] for p in parts], spec.n_roi), spec.user_scale)
+        seed = frames[k].noise_seed
+        for t, img, _ in parts:
+            in_roi = roi_mask(det, t)
+            tiles = {zstore.INT: int_image(img, in_roi, scale, spec.adc)} if spec.with_int else {}
+            if spec.with_noise and seed is not None:
+                tiles[zstore.NOISE] = noise_image(img, in_roi, seed=seed, adc=spec.adc, fpixels=det.fpixels,
+                                                  s0=t.s0, f0=t.f0)[0]  # fmt: skip
+            for name, tile_image in tiles.items():
+                frame = made[name].setdefault(k, np.zeros(det.shape, dtype=tile_image.dtype))
+                frame[t.region] = tile_image
+    g = zstore.opened(tasks[0].store)
+    synced: set = set()
+    for name, images in made.items():
+        if images:
+            zstore.write_frame_images(g, name, images, synced)
+    g.sync_folders(synced)
 
 
 def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:

@@ -7,6 +7,8 @@ detector or the total number of orientations.
 
 from __future__ import annotations
 
+import collections
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -74,8 +76,7 @@ class IntensityModel:
         if share_tables is not None:  # another orientation set of the same crystal: same tables
             self.nearest, self.tricubic = share_tables.nearest, share_tables.tricubic
         else:
-            self.nearest = F2Lookup.build(sf, dtype, device) if sf.has_table else None
-            self.tricubic = TricubicLookup.build(sf, dtype, device) if (sf.has_table and crystal.interpolate) else None
+            self.nearest, self.tricubic = _tables(sf, crystal.interpolate, dtype, device)
         # the gate only matters where an evaluation can have F_latt == 0 exactly
         self.needs_gate = self.shape != "square" and not water
 
@@ -157,3 +158,28 @@ class IntensityModel:
                 assert gate is not None  # (made whenever the gate is needed)
                 oor &= gate
             yield o0, o1, oor
+
+
+#: the tables of recent structure factors (key: the object's identity, kept alive by its entry): the frames
+#: of a dataset share their crystal's structure factors, each frame's model its tables
+_TABLES: collections.OrderedDict = collections.OrderedDict()
+_TABLES_LOCK = threading.Lock()
+
+
+def _tables(sf, interpolate: bool, dtype: torch.dtype, device: torch.device):
+    """``(nearest, tricubic)`` lookups of ``sf`` (None where it has no table, or no interpolation), built once
+    for the frames that share ``sf``."""
+    if not sf.has_table:
+        return None, None
+    key = (id(sf), bool(interpolate), dtype, str(device))
+    with _TABLES_LOCK:
+        hit = _TABLES.get(key)
+        if hit is not None and hit[0] is sf:
+            _TABLES.move_to_end(key)
+            return hit[1]
+    made = (F2Lookup.build(sf, dtype, device), TricubicLookup.build(sf, dtype, device) if interpolate else None)
+    with _TABLES_LOCK:
+        _TABLES[key] = (sf, made)
+        while len(_TABLES) > 8:
+            _TABLES.popitem(last=False)
+    return made

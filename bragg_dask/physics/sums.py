@@ -31,11 +31,18 @@ def exact_sums(values) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         bins = _host_bins(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
     if bins is None:
         return None
-    b_sum, b_hi, b_lo = bins
-    k = np.arange(256)
-    terms = np.ldexp(b_sum, k - 150)  # value = m * 2^(eb - 150)
-    squares = np.concatenate([np.ldexp(b_hi, 2 * k - 276), np.ldexp(b_lo, 2 * k - 300)])
-    return _parts(terms[b_sum != 0].tolist()), _parts(squares[squares != 0].tolist())
+    b_sum, b_hi, b_lo = (np.asarray(b).astype(np.int64) for b in bins)  # (integers, exactly)
+    # value = m * 2^(eb - 150): the sum in units of 2^-149; a square's halves m^2 >> 24 and m^2 & 0xFFFFFF
+    # times 2^(2 eb - 276) and 2^(2 eb - 300): the sum of squares in units of 2^-298 (eb >= 1)
+    total = _shifted(b_sum, 1, -1)
+    squares = _shifted(b_hi, 2, 22) + _shifted(b_lo, 2, -2)
+    return _parts(total, -149), _parts(squares, -298)
+
+
+def _shifted(bins: np.ndarray, a: int, b: int) -> int:
+    """``sum(bins[k] << (a k + b))`` over the nonzero bins, exactly (Python integers)."""
+    ks = np.flatnonzero(bins)
+    return sum(v << s for v, s in zip(bins[ks].tolist(), (ks * a + b).tolist()))
 
 
 def _host_bins(v: np.ndarray) -> tuple[np.ndarray, ...] | None:
@@ -53,7 +60,7 @@ def _host_bins(v: np.ndarray) -> tuple[np.ndarray, ...] | None:
     bins = np.zeros(768, dtype=np.int64)
     if lib.exact_bins(v.ctypes.data, v.size, bins.ctypes.data):
         return None
-    return tuple(b.astype(np.float64) for b in bins.reshape(3, 256))
+    return tuple(bins.reshape(3, 256))
 
 
 def _device_bins(v) -> tuple[np.ndarray, ...] | None:
@@ -80,12 +87,14 @@ def _device_bins(v) -> tuple[np.ndarray, ...] | None:
     return tuple(np.asarray(b.numpy(), dtype=np.float64) for b in bins)
 
 
-def _parts(terms: list[float]) -> tuple[float, ...]:
-    """The exact sum of ``terms`` as :data:`PARTS` floats: its correctly rounded value, then each
-    remainder's."""
+def _parts(n: int, e: int) -> tuple[float, ...]:
+    """The exact value ``n * 2^e`` (``n`` an integer of any size) as :data:`PARTS` floats: its correctly rounded
+    value (Python's int to float rounds to nearest, ties to even), then each remainder's."""
     out: list[float] = []
     for _ in range(PARTS):
-        out.append(math.fsum(terms + [-p for p in out]))
+        p = math.ldexp(float(n), e) if n else 0.0
+        out.append(p)
+        n -= int(math.ldexp(p, -e))  # (p * 2^-e: an integer, exactly)
     return tuple(out)
 
 

@@ -109,6 +109,8 @@ def encode_frame(
         block = image[i * cs : (i + 1) * cs, j * cf : (j + 1) * cf]
         if not codec.crc and (block.size == 0 or not np.any(block != lay.fill)):
             return None
+        if block.shape == (cs, cf) and block.flags.c_contiguous:  # a whole chunk: its bytes as they are
+            return codec.encode(block)
         full = np.full((cs, cf), lay.fill, dtype=lay.dtype)
         full[: block.shape[0], : block.shape[1]] = block
         return codec.encode(full)
@@ -162,14 +164,17 @@ def parse_index(lay: ShardLayout, tail: bytes, data: int, file: str) -> np.ndarr
     if crc32c(body) != tail[len(tail) - 4 :]:
         raise DamagedChunk(file, "its shard index fails its CRC-32C checksum (changed or truncated)")
     index = np.frombuffer(body, dtype="<u8").reshape(-1, 2)
-    for k, (off, nbytes) in enumerate(index.tolist()):
-        if off == _EMPTY and nbytes == _EMPTY:
-            continue
-        if off == _EMPTY or nbytes == _EMPTY or off + nbytes > data:
-            raise DamagedChunk(
-                file,
-                f"its shard index places inner chunk {k} at bytes {off}+{nbytes}, beyond the {data} bytes of chunks",
-            )
+    off, nbytes = index[:, 0], index[:, 1]
+    empty = (off == _EMPTY) & (nbytes == _EMPTY)
+    # (each entry against the data's size first: a sum of two huge values cannot wrap past it)
+    bad = ~empty & ((off == _EMPTY) | (nbytes == _EMPTY) | (off > data) | (nbytes > data - np.minimum(off, data)))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DamagedChunk(
+            file,
+            f"its shard index places inner chunk {k} at bytes {int(off[k])}+{int(nbytes[k])}, beyond the {data} "
+            "bytes of chunks",
+        )
     return index
 
 

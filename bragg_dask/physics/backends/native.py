@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -382,13 +383,9 @@ def pixels_cover(prep) -> bool:
 
 def _pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``gi``, ``gp`` and ``src`` arrays of ``pix_*`` for ``prep``'s ``tile`` (see ``native_osum.c``)."""
-    from bragg_dask.physics.polarization import _unit
-
     sim = prep.sim
     det, beam = sim.detector, sim.beam
-    inc0 = prep.incident[0]
-    b_in = _unit(torch.linalg.cross(prep.polar_axis, inc0, dim=-1))
-    e_in = _unit(torch.linalg.cross(inc0, b_in, dim=-1))
+    b_in, e_in = _polar_basis(tuple(prep.polar_axis.tolist()), tuple(prep.incident[0].tolist()))
     gi = np.array([det.oversample, det.thicksteps, int(det.point_pixel), prep.incident.shape[0],
                    int(det.thickness_m != 0.0), int(bool(beam.nopolar)), tile.f0, tile.s0, tile.shape[1]],
                   dtype=np.int64)  # fmt: skip
@@ -396,8 +393,20 @@ def _pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         [*prep.fdet.tolist(), *prep.sdet.tolist(), *prep.odet.tolist(), *prep.pix0.tolist(),
          det.pixel_size_m / det.oversample, det.thickstep_m, det.pixel_size_m, det.geometry.close_distance_m,
          det.thickstep_m * det.mu_per_m, beam.polarization, prep.fluence_scale, prep.i_bg, float(sim.steps),
-         *b_in.tolist(), *e_in.tolist()],
+         *b_in, *e_in],
         dtype=np.float64,
     )  # fmt: skip
     src = torch.cat([prep.incident, prep.wavelength[:, None]], dim=1).to(torch.float64).contiguous().numpy()
     return gi, gp, np.ascontiguousarray(src)
+
+
+@functools.lru_cache(maxsize=64)
+def _polar_basis(axis: tuple, incident: tuple) -> tuple[list[float], list[float]]:
+    """The first source's ``b_in`` and ``e_in`` (:func:`~bragg_dask.physics.polarization.kahn_factor`'s, by its
+    own operations), for the frames of a dataset computed once."""
+    from bragg_dask.physics.polarization import _unit
+
+    inc = torch.tensor(incident, dtype=torch.float64)
+    b_in = _unit(torch.linalg.cross(torch.tensor(axis, dtype=torch.float64), inc, dim=-1))
+    e_in = _unit(torch.linalg.cross(inc, b_in, dim=-1))
+    return b_in.tolist(), e_in.tolist()
