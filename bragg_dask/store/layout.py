@@ -197,7 +197,8 @@ def _labelled(g, name: str, coordinates: str = IMAGE_COORDS, **spec):
 
     units, long_name = LABELS[name]
     extra = {"coordinates": coordinates} if name in (FLOAT, INT, NOISE) else {}
-    spec.setdefault("compressors", [ZstdCodec(level=0), Crc32cCodec()])
+    # zstd level 1: the size of its default level's (3) on these images, in two thirds of the time
+    spec.setdefault("compressors", [ZstdCodec(level=1), Crc32cCodec()])
     return g.create_array(
         name, attributes={"units": units, "long_name": long_name, **extra}, config={"write_empty_chunks": True}, **spec
     )
