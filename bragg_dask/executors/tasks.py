@@ -243,45 +243,63 @@ def _finish_whole(base_sim, tasks: tuple[TileTask, ...], written: list) -> None:
     tile by tile as :func:`_finish_task` makes them (the frame's scale from its statistics, combined as the
     executor combines them), written a shard at a time."""
     from bragg_dask import store as zstore
-    from bragg_dask.detector.noise import noise_image
-    from bragg_dask.io.smv import int_image
     from bragg_dask.nanobragg.stats import combine, int_scale
 
     spec = tasks[0].finish
     assert spec is not None and tasks[0].store is not None  # (called only so)
-    det = base_sim.detector
-    frames = {task.frame.index: task.frame for task in tasks}
+    seeds = {task.frame.index: task.frame.noise_seed for task in tasks}
     by_frame: dict = {}
     for k, tile, image, stats in written:
         by_frame.setdefault(k, []).append((tile, image, stats))
-    made: dict = {zstore.INT: {}, zstore.NOISE: {}}
+    frames: dict = {}
     for k, parts in sorted(by_frame.items()):
         parts.sort(key=lambda p: p[0].index)  # raster order: the executor's
         scale = int_scale(combine([p[2] for p in parts], spec.n_roi), spec.user_scale)
-        seed = frames[k].noise_seed
+        seed = seeds[k] if spec.with_noise else None
         for t, img, _ in parts:
-            in_roi = roi_mask(det, t)
-            tiles = {zstore.INT: int_image(img, in_roi, scale, spec.adc)} if spec.with_int else {}
-            if spec.with_noise and seed is not None:
-                tiles[zstore.NOISE] = noise_image(img, in_roi, seed=seed, adc=spec.adc, fpixels=det.fpixels,
-                                                  s0=t.s0, f0=t.f0)[0]  # fmt: skip
-            for name, tile_image in tiles.items():
-                frame = made[name].setdefault(k, np.zeros(det.shape, dtype=tile_image.dtype))
-                frame[t.region] = tile_image
+            made, _ = _adu_tiles(base_sim.detector, t, img, scale, spec.adc, spec.with_int, seed)
+            _into_frames(frames, base_sim.detector, k, t, made)
     g = zstore.opened(tasks[0].store)
     synced: set = set()
-    for name, images in made.items():
-        if images:
-            zstore.write_frame_images(g, name, images, synced)
+    _put_frames(g, frames, synced)
     g.sync_folders(synced)
+
+
+def _adu_tiles(det, t: TileSpec, img: np.ndarray, scale: float, adc: float, with_int: bool, seed: int | None):
+    """Tile ``t``'s int image (where ``with_int``) and noise image (where a ``seed``) from its float image
+    ``img``: ``({array: image}, noise overloads)``."""
+    from bragg_dask import store as zstore
+    from bragg_dask.detector.noise import noise_image
+    from bragg_dask.io.smv import int_image
+
+    in_roi = roi_mask(det, t)
+    made = {zstore.INT: int_image(img, in_roi, scale, adc)} if with_int else {}
+    overloads = 0
+    if seed is not None:
+        s0 = t.s0 + (t.panel or 0) * det.spixels  # panels: as their stacked image's
+        made[zstore.NOISE], overloads = noise_image(img, in_roi, seed=seed, adc=adc, fpixels=det.fpixels, s0=s0,
+                                                    f0=t.f0)  # fmt: skip
+    return made, overloads
+
+
+def _into_frames(frames: dict, det, k: int, t: TileSpec, made: dict) -> None:
+    """Tile images ``made`` (array -> image) into the whole frames ``frames`` ((array, frame) -> image)."""
+    for name, tile_image in made.items():
+        frames.setdefault((name, k), np.zeros(det.shape, dtype=tile_image.dtype))[t.region] = tile_image
+
+
+def _put_frames(g, frames: dict, synced: set) -> None:
+    """Whole frames ((array, frame) -> image) of a dataset's store, each array's a shard at a time."""
+    from bragg_dask import store as zstore
+
+    for name in sorted({name for name, _ in frames}):
+        zstore.write_frame_images(g, name, {k: im for (n, k), im in frames.items() if n == name}, synced)
 
 
 def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
     """Worker side: int and noise images of tiles (one, or the same tile of several frames); returns
     the noise overload count."""
     from bragg_dask import store as zstore
-    from bragg_dask.detector.noise import noise_image
-    from bragg_dask.io.smv import int_image
 
     g = zstore.opened(tasks[0].store)
     synced: set = set()  # durable before the run marks the store complete
@@ -291,29 +309,15 @@ def _finish_task(base_sim, tasks: tuple[FinishTask, ...]) -> int:
     for task in tasks:
         t, k = task.tile, task.frame.index
         img = zstore.read_tile_image(g, zstore.FLOAT, k, t)
-        in_roi = roi_mask(base_sim.detector, t)
-        made = {}
-        if task.with_int:
-            made[zstore.INT] = int_image(img, in_roi, task.scale, task.adc)
-        if task.with_noise:
-            assert task.frame.noise_seed is not None  # the executor asks for noise only with a seed
-            made[zstore.NOISE], n = noise_image(
-                img,
-                in_roi,
-                seed=task.frame.noise_seed,
-                adc=task.adc,
-                fpixels=base_sim.detector.fpixels,
-                s0=t.s0 + (t.panel or 0) * base_sim.detector.spixels,  # panels: as their stacked image's
-                f0=t.f0,
-            )
-            overloads += n
+        assert not task.with_noise or task.frame.noise_seed is not None  # noise is asked for only with a seed
+        seed = task.frame.noise_seed if task.with_noise else None
+        made, n = _adu_tiles(base_sim.detector, t, img, task.scale, task.adc, task.with_int, seed)
+        overloads += n
+        if whole:
+            _into_frames(frames, base_sim.detector, k, t, made)
+            continue
         for name, tile_image in made.items():
-            if whole:
-                frame = frames.setdefault((name, k), np.zeros(base_sim.detector.shape, dtype=tile_image.dtype))
-                frame[t.region] = tile_image
-            else:
-                zstore.write_tile_image(g, name, k, t, tile_image, synced)
-    for name in sorted({name for name, _ in frames}):  # whole shards (the task's): each written once
-        zstore.write_frame_images(g, name, {k: im for (n, k), im in frames.items() if n == name}, synced)
+            zstore.write_tile_image(g, name, k, t, tile_image, synced)
+    _put_frames(g, frames, synced)
     g.sync_folders(synced)
     return overloads

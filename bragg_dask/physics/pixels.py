@@ -4,7 +4,9 @@ Sub-pixel positions, unit vectors and air paths (:func:`points`), scattering vec
 the ``-dmin`` mask (:func:`scatter_and_kept`), solid angle, sensor capture and the polarization of
 each pixel's first evaluation.  :func:`prologue` bundles them for a batch, and keeps them
 (:class:`PrologueCache`) for the next frame on the same detector: the frames of a dataset or a
-rotation series differ only in the crystal.  ``prep`` is the kernel's prepared simulation.
+rotation series differ only in the crystal.  ``prep`` is the kernel's prepared simulation.  The CPU's fast
+path makes each pixel whole in C instead (``backends/native_osum.c``'s ``pix_*``, the same operations); this
+module serves the eager path, a GPU, ``-dmin``, a curved detector, ``-oversample_*`` and the c parity.
 """
 
 from __future__ import annotations

@@ -512,6 +512,45 @@ DEFINE_OSUM(osum_f32, float, sinf, cosf, expf, sqrtf, ceilf, floorf)
         return (int)nk;                                                                                       \
     }                                                                                                         \
                                                                                                               \
+    /* one source's evaluations of the block's points d: their scattering vectors, cast to T, and their       \
+     * orientation sums (contrib) */                                                                          \
+    static void PIX##_source(const int64_t *ip, const double *dp, const double *in, const double *dx,         \
+                             const double *dy, const double *dz, int nb, const T *cells, const T *table,      \
+                             const T *amp, double *contrib) {                                                 \
+        T sx[BLOCK], sy[BLOCK], sz[BLOCK];                                                                    \
+        const double i0 = in[0], i1 = in[1], i2 = in[2], lam = in[3];                                         \
+        _Pragma("omp simd") for (int i = 0; i < nb; i++) {                                                    \
+            sx[i] = (T)((dx[i] - i0) / lam);                                                                  \
+            sy[i] = (T)((dy[i] - i1) / lam);                                                                  \
+            sz[i] = (T)((dz[i] - i2) / lam);                                                                  \
+        }                                                                                                     \
+        NAME##_block(ip, dp, sx, sy, sz, cells, table, amp, contrib, nb);                                     \
+    }                                                                                                         \
+                                                                                                              \
+    /* each pixel's first point (d0, r0) and its last layer's first point (dt): from the block (whole: np     \
+     * pixels of q points each), or made again for pixel (f, s) whose points took several blocks */           \
+    static void PIX##_firsts(const double *gp, int64_t os, int64_t layers, int64_t np, int64_t q, int64_t f,  \
+                             int64_t s, int whole, const double *dx, const double *dy, const double *dz,      \
+                             const double *r, double *d0x, double *d0y, double *d0z, double *r0,              \
+                             double *dtx, double *dty, double *dtz) {                                         \
+        if (whole) {                                                                                          \
+            const int64_t tq = (layers - 1) * os * os;                                                        \
+            for (int64_t j = 0; j < np; j++) {                                                                \
+                const int64_t i = j * q, t = j * q + tq;                                                      \
+                d0x[j] = dx[i], d0y[j] = dy[i], d0z[j] = dz[i], r0[j] = r[i];                                 \
+                dtx[j] = dx[t], dty[j] = dy[t], dtz[j] = dz[t];                                               \
+            }                                                                                                 \
+            return;                                                                                           \
+        }                                                                                                     \
+        double f2[2] = {(double)f * (double)os, (double)f * (double)os};                                      \
+        double s2[2] = {(double)s * (double)os, (double)s * (double)os};                                      \
+        double l2[2] = {0.0, (double)(layers - 1)};                                                           \
+        double x2[2], y2[2], z2[2], r2[2];                                                                    \
+        PIX##_points(gp, f2, s2, l2, 2, x2, y2, z2, r2);                                                      \
+        d0x[0] = x2[0], d0y[0] = y2[0], d0z[0] = z2[0], r0[0] = r2[0];                                        \
+        dtx[0] = x2[1], dty[0] = y2[1], dtz[0] = z2[1];                                                       \
+    }                                                                                                         \
+                                                                                                              \
     void PIX(const int64_t *ip, const double *dp, const int64_t *gi, const double *gp, const double *src,     \
              const int64_t *fpix_in, const int64_t *spix_in, int64_t first, int64_t npix, const T *cells,     \
              const T *table, const T *amp, float *out) {                                                      \
@@ -522,11 +561,10 @@ DEFINE_OSUM(osum_f32, float, sinf, cosf, expf, sqrtf, ceilf, floorf)
             rs = gi[7] + first / gi[8];                                                                       \
             rf = gi[6] + first % gi[8];                                                                       \
         }                                                                                                     \
-        const int64_t q = os * os * layers, tq = (layers - 1) * os * os;                                      \
+        const int64_t q = os * os * layers;                                                                   \
         const int64_t ppb = q >= BLOCK ? 1 : BLOCK / q; /* whole pixels a block, or one pixel's points */     \
         double fa[BLOCK], sa[BLOCK], la[BLOCK], dx[BLOCK], dy[BLOCK], dz[BLOCK], r[BLOCK];                    \
         double contrib[BLOCK], tot[BLOCK];                                                                    \
-        T sx[BLOCK], sy[BLOCK], sz[BLOCK];                                                                    \
         for (int64_t p0 = 0; p0 < npix; p0 += ppb) {                                                          \
             const int64_t np = npix - p0 < ppb ? npix - p0 : ppb;                                             \
             const int whole = q <= BLOCK; /* the group's points in one block, made once for every source */   \
@@ -551,20 +589,13 @@ DEFINE_OSUM(osum_f32, float, sinf, cosf, expf, sqrtf, ceilf, floorf)
             }                                                                                                 \
             for (int64_t j = 0; j < np; j++) tot[j] = 0.0;                                                    \
             for (int64_t si = 0; si < nsrc; si++) {                                                           \
-                const double *in = src + 4 * si;                                                              \
                 double ps = 0.0; /* (one pixel's points in several blocks) */                                 \
                 for (int64_t k0 = 0; k0 < (whole ? 1 : q); k0 += BLOCK) {                                     \
                     if (!whole) {                                                                             \
                         nb = PIX##_fill(os, fpix[0], spix[0], k0, q - k0 < BLOCK ? q - k0 : BLOCK, fa, sa, la);   \
                         PIX##_points(gp, fa, sa, la, nb, dx, dy, dz, r);                                      \
                     }                                                                                         \
-                    const double i0 = in[0], i1 = in[1], i2 = in[2], lam = in[3];                             \
-                    _Pragma("omp simd") for (int i = 0; i < nb; i++) {                                        \
-                        sx[i] = (T)((dx[i] - i0) / lam);                                                      \
-                        sy[i] = (T)((dy[i] - i1) / lam);                                                      \
-                        sz[i] = (T)((dz[i] - i2) / lam);                                                      \
-                    }                                                                                         \
-                    NAME##_block(ip, dp, sx, sy, sz, cells, table, amp, contrib, nb);                         \
+                    PIX##_source(ip, dp, src + 4 * si, dx, dy, dz, nb, cells, table, amp, contrib);           \
                     if (!whole) {                                                                             \
                         for (int i = 0; i < nb; i++) ps += contrib[i];                                        \
                         continue;                                                                             \
@@ -578,21 +609,8 @@ DEFINE_OSUM(osum_f32, float, sinf, cosf, expf, sqrtf, ceilf, floorf)
                 if (!whole) tot[0] += ps;                                                                     \
             }                                                                                                 \
             double d0x[BLOCK], d0y[BLOCK], d0z[BLOCK], r0[BLOCK], dtx[BLOCK], dty[BLOCK], dtz[BLOCK];         \
-            if (whole) {                                                                                      \
-                for (int64_t j = 0; j < np; j++) {                                                            \
-                    const int64_t i = j * q, t = j * q + tq;                                                  \
-                    d0x[j] = dx[i], d0y[j] = dy[i], d0z[j] = dz[i], r0[j] = r[i];                             \
-                    dtx[j] = dx[t], dty[j] = dy[t], dtz[j] = dz[t];                                           \
-                }                                                                                             \
-            } else { /* the block holds the pixel's last points: its first and last layer's again */          \
-                double f2[2] = {(double)fpix[0] * (double)os, (double)fpix[0] * (double)os};                  \
-                double s2[2] = {(double)spix[0] * (double)os, (double)spix[0] * (double)os};                  \
-                double l2[2] = {0.0, (double)(layers - 1)};                                                   \
-                double x2[2], y2[2], z2[2], r2[2];                                                            \
-                PIX##_points(gp, f2, s2, l2, 2, x2, y2, z2, r2);                                              \
-                d0x[0] = x2[0], d0y[0] = y2[0], d0z[0] = z2[0], r0[0] = r2[0];                                \
-                dtx[0] = x2[1], dty[0] = y2[1], dtz[0] = z2[1];                                               \
-            }                                                                                                 \
+            PIX##_firsts(gp, os, layers, whole ? np : 1, q, fpix[0], spix[0], whole, dx, dy, dz, r,           \
+                         d0x, d0y, d0z, r0, dtx, dty, dtz);                                                   \
             PIX##_factors(gi, gp, src, (int)np, d0x, d0y, d0z, r0, dtx, dty, dtz, tot, out + p0);             \
         }                                                                                                     \
     }
