@@ -217,6 +217,19 @@ def test_frames_per_task():
     assert 1 <= frames_per_task(3, 1, 1, 64) <= 3
 
 
+def test_finish_per_task():
+    """finish-tile tasks (int and noise images: work per pixel) carry about FINISH_MIN_PIXELS, four tasks a
+    thread at least, their images within TASK_MAX_BYTES."""
+    from bragg_dask.executors.tasks import FINISH_MIN_PIXELS, TASK_MAX_BYTES, finish_per_task
+
+    assert finish_per_task(100, 256 * 256, 2) == 12  # a Pilatus of 256-pixel tiles: 12 a task, not 1
+    assert finish_per_task(10_000, 256 * 256, 2) == FINISH_MIN_PIXELS // (256 * 256)
+    assert finish_per_task(64, 64, 2) == 8  # small tiles: still four tasks per thread
+    assert finish_per_task(3, 10, 2) == 1 and finish_per_task(1, 1 << 22, 1) == 1
+    assert finish_per_task(1000, 1 << 20, 1) == 1  # (a large tile: alone)
+    assert finish_per_task(10_000, 64, 1) * 64 * 4 <= TASK_MAX_BYTES
+
+
 def test_tiles_per_task_and_groups():
     from types import SimpleNamespace as NS
 
@@ -249,10 +262,26 @@ def test_one_frame_of_small_tiles_grouped_equals_serial(tmp_path):
     case = case_by_id("mosaic_phi_carryover_spec")
     sim = parse_nanobragg_args(case.args, cwd=str(case.path)).simulation
     store = str(tmp_path / "g.zarr")
-    res = run_dask(sim, store=store, tile=8, progress=False)  # 64 tiles, several to a task
-    serial = run_serial(sim, plan_tiles(64, 64, 8)).image
-    assert np.array_equal(res.image, serial)
-    assert np.asarray(zarr.open_group(store, mode="r")["tiles_done"][...]).all()
+    outputs = parse_nanobragg_args([*case.args, "-noisefile", "noise.img", "-seed", "5"], cwd=str(case.path)).outputs
+    res = run_dask(sim, store=store, tile=8, progress=False, outputs=outputs)  # 64 tiles, several to a task
+    done = run_serial(sim, plan_tiles(64, 64, 8))
+    assert np.array_equal(res.image, done.image)
+    g = zarr.open_group(store, mode="r")
+    assert np.asarray(g["tiles_done"][...]).all()
+    # the int and noise images (finish-tile tasks of several tiles each) are the whole frame's, as in-process
+    from bragg_dask.detector.noise import noise_image
+    from bragg_dask.io.smv import int_image
+    from bragg_dask.nanobragg.stats import int_scale
+    from bragg_dask.physics.roi import roi_mask
+
+    roi, scale = roi_mask(sim.detector), int_scale(done.stats, 0.0)
+    assert np.array_equal(g["int"][0], int_image(done.image, roi, scale, outputs.adc))
+    noise, _ = noise_image(done.image, roi, seed=5, adc=outputs.adc, fpixels=64, s0=0, f0=0)
+    assert np.array_equal(g["noise"][0], noise)
+    from zarr.codecs import ZstdCodec  # float images at zstd level -1 (fast: they compress little at any level)
+
+    levels = {n: [c.level for c in g[n].metadata.codecs if isinstance(c, ZstdCodec)] for n in ("float", "int", "noise")}
+    assert levels == {"float": [-1], "int": [1], "noise": [1]}
 
 
 def test_small_frames_grouped_per_task_equal_single_frames(client, tmp_path):

@@ -34,6 +34,7 @@ from bragg_dask.executors.tasks import (
     _group_key,
     _tile_task,
     board_position,
+    finish_per_task,
     frame_groups,
     frames_per_task,
     in_task_finish,
@@ -333,8 +334,9 @@ class _Run:
                 out.update({(f.index, k): v for k, v in per.items()})
         return out
 
-    def _groups(self, items: list) -> list[list]:
-        """``(frame, tile)`` items grouped into tasks (:func:`task_groups`)."""
+    def _groups(self, items: list, finish: bool = False) -> list[list]:
+        """``(frame, tile)`` items grouped into tasks (:func:`task_groups`); ``finish``: ``finish-tile`` tasks'
+        (their work is per pixel)."""
         n_threads = sum(int(w.get("nthreads", 1)) for w in self.client.scheduler_info().get("workers", {}).values())
         t = self.tiles[0]
         evals = t.shape[0] * t.shape[1] * batch_points(self.sim)
@@ -343,6 +345,8 @@ class _Run:
             n = len(self.tiles)
             k = frames_per_task(len(self.frames), 1, evals * n, n_threads, pixels * n)
             return frame_groups(items, k, self.per_shard)
+        if finish:  # the same rule as the tile tasks': tiles share a task on the embedded cluster only
+            return task_groups(items, 1, finish_per_task(len(items), pixels, n_threads) if self.embedded else 1)
         k = frames_per_task(len(self.frames), len(self.tiles), evals, n_threads, pixels)
         # tiles of one frame share a task only on the embedded cluster: on a remote one a task per tile
         # keeps the scheduling fine (workers that come and go, a client that stops: queued tiles drop)
@@ -453,7 +457,8 @@ class _Run:
             zstore.drop_frame_images(
                 store, zstore.NOISE, [f.index for f in self.frames if f.index in finish and f.noise_seed is None]
             )
-        for group in self._groups([(f, t) for f in self.frames if f.index in finish - made for t in self.tiles]):
+        rest = finish - made
+        for group in self._groups([(f, t) for f in self.frames if f.index in rest for t in self.tiles], True):
             tasks = tuple(
                 FinishTask(
                     tile=t,
@@ -466,16 +471,8 @@ class _Run:
                 )
                 for f, t in group
             )
-            futs.append(
-                self.client.submit(
-                    _finish_task,
-                    sim_future,
-                    tasks,
-                    key=_group_key(f"finish-tile-{self.tag}", group),
-                    retries=3,
-                    pure=False,
-                )
-            )
+            key = _group_key(f"finish-tile-{self.tag}", group)
+            futs.append(self.client.submit(_finish_task, sim_future, tasks, key=key, retries=3, pure=False))
         overloads = sum(self.client.gather(futs))
         if with_noise:
             log.info("noise images written (%d overloads)", overloads)

@@ -109,8 +109,11 @@ def _tile_task(base_sim, tasks: tuple[TileTask, ...], torch_threads: int | None 
     out: list[tuple[dict, np.ndarray | None]] = []
     written: list = []
     page = report.TaskReport(tasks[0].board) if tasks[0].board is not None else None
+    sims: dict = {}  # a frame's simulation made once for its tiles here (one object: one prepared simulation)
     for task in tasks:
-        sim = task.frame.simulation(base_sim)
+        sim = sims.get(task.frame.index)
+        if sim is None:
+            sim = sims[task.frame.index] = task.frame.simulation(base_sim)
         dtype = torch_dtype(task.dtype)
         start = time.perf_counter()
         res = simulate_tile(
@@ -186,6 +189,19 @@ def tiles_per_task(n_items: int, evals_per_tile: int, threads: int, tile_pixels:
     (progress, and what an interrupted run leaves to finish, stay fine-grained) and a task's images
     stay within :data:`TASK_MAX_BYTES`."""
     want = max(1, -(-TASK_MIN_EVALS // max(evals_per_tile, 1)))
+    return _cap(max(1, min(want, n_items // (4 * max(threads, 1)))), tile_pixels)
+
+
+#: pixels a ``finish-tile`` task should carry at least: its work (int and noise images) is per pixel, not per
+#: evaluation, a few nanoseconds each, so a task of one tile spends more on its scheduling than on its work
+FINISH_MIN_PIXELS = 1 << 20
+
+
+def finish_per_task(n_items: int, tile_pixels: int, threads: int) -> int:
+    """How many tiles one ``finish-tile`` task makes (frames not written whole): enough pixels for
+    :data:`FINISH_MIN_PIXELS`, while every task thread still gets four tasks and a task's images stay within
+    :data:`TASK_MAX_BYTES`."""
+    want = max(1, -(-FINISH_MIN_PIXELS // max(tile_pixels, 1)))
     return _cap(max(1, min(want, n_items // (4 * max(threads, 1)))), tile_pixels)
 
 

@@ -14,8 +14,9 @@ every evaluation; :func:`_running_values` reproduces that recurrence in loop ord
 
 from __future__ import annotations
 
+import collections
 import copy
-import functools
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,14 +96,14 @@ class TileResult:
 class PreparedSimulation:
     """Device tensors derived once per (simulation, device, dtype): orientations, sources, tables."""
 
-    def __init__(self, sim, device: torch.device, dtype: torch.dtype, parity: str = "spec"):
+    def __init__(
+        self, sim, device: torch.device, dtype: torch.dtype, parity: str = "spec", setup: _Setup | None = None
+    ):
         self.sim = sim
         self.device = device
         self.dtype = dtype
         self.parity = parity
-        cr, det, beam = sim.crystal, sim.detector, sim.beam
-        geo = det.geometry
-        f64: dict[str, Any] = {"dtype": torch.float64, "device": device}
+        cr, det = sim.crystal, sim.detector
         phis = phi_angles(cr.phi0_rad, cr.phistep_rad, cr.phisteps)
 
         def model(zero_phi_uses: str, share: IntensityModel | None = None) -> IntensityModel:
@@ -115,18 +116,13 @@ class PreparedSimulation:
         self.model = model("unrotated" if parity == "spec" else "carried")
         self.model_fresh = model("fresh", self.model) if parity == "c" and carryover_matters(phis) else None
         self.n_orient = self.model.n_orient
-        self.incident = torch.as_tensor([s.incident for s in beam.sources], **f64)  # (ns, 3)
-        self.wavelength = torch.as_tensor([s.wavelength_m for s in beam.sources], **f64)  # (ns,)
-        self.fdet, self.sdet, self.odet, self.pix0 = (
-            torch.as_tensor(v, **f64) for v in (geo.fdet, geo.sdet, geo.odet, geo.pix0_m)
-        )
-        self.beam_vec = torch.as_tensor(geo.beam, **f64)
-        self.polar_axis = torch.as_tensor(beam.polar_vector, **f64)
-        self.layers = torch.arange(det.thicksteps, **f64) * det.thickstep_m
-        fluence_scale = R_E_SQR * beam.fluence
-        w = sim.water_size_m
-        self.i_bg = WATER_F * WATER_F * fluence_scale * w * w * w * 1e6 * AVOGADRO / WATER_MW
-        self.fluence_scale = fluence_scale
+        #: the detector's and the beam's tensors, shared by the frames that differ only in their crystal
+        self.setup = setup if setup is not None else _Setup(sim, device)
+        su = self.setup
+        self.incident, self.wavelength = su.incident, su.wavelength  # (ns, 3), (ns,)
+        self.fdet, self.sdet, self.odet, self.pix0 = su.fdet, su.sdet, su.odet, su.pix0
+        self.beam_vec, self.polar_axis, self.layers = su.beam_vec, su.polar_axis, su.layers
+        self.i_bg, self.fluence_scale = su.i_bg, su.fluence_scale
         self.running = det.oversample_thick or det.oversample_polar or det.oversample_omega
         self.points_per_pixel = det.thicksteps * det.oversample * det.oversample  # layers x sub-pixels
         self._panels: dict[int, PreparedSimulation] = {}  # a detector of panels: each panel's (see panel())
@@ -176,10 +172,59 @@ class PreparedSimulation:
         return max(1, points // self.points_per_pixel)
 
 
-@functools.lru_cache(maxsize=8)
+class _Setup:
+    """What a prepared simulation takes from its detector and beam alone (not its crystal), as tensors: the
+    frames of a dataset or a series (the same detector and beam objects, other crystals) share one, and with
+    it the C pixel pass's parameters per tile (``pixel_params``, :func:`.backends.native.tile_params`)."""
+
+    def __init__(self, sim, device: torch.device):
+        det, beam = sim.detector, sim.beam
+        geo = det.geometry
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": device}
+        self.incident = torch.as_tensor([s.incident for s in beam.sources], **f64)
+        self.wavelength = torch.as_tensor([s.wavelength_m for s in beam.sources], **f64)
+        self.fdet, self.sdet, self.odet, self.pix0 = (
+            torch.as_tensor(v, **f64) for v in (geo.fdet, geo.sdet, geo.odet, geo.pix0_m)
+        )
+        self.beam_vec = torch.as_tensor(geo.beam, **f64)
+        self.polar_axis = torch.as_tensor(beam.polar_vector, **f64)
+        self.layers = torch.arange(det.thicksteps, **f64) * det.thickstep_m
+        self.fluence_scale = R_E_SQR * beam.fluence
+        w = sim.water_size_m
+        self.i_bg = WATER_F * WATER_F * self.fluence_scale * w * w * w * 1e6 * AVOGADRO / WATER_MW
+        self.pixel_params: dict = {}
+
+
+#: recent prepared simulations and set-ups, by identity (a task's frames are new objects: hashing each
+#: simulation would cost more than the set-up it finds); entries hold their keys' objects alive
+_RECENT: collections.OrderedDict = collections.OrderedDict()
+_SETUPS: collections.OrderedDict = collections.OrderedDict()
+_PREPARE_LOCK = threading.Lock()
+
+
 def prepare(sim, device: str = "cpu", dtype: torch.dtype = torch.float64, parity: str = "spec"):
-    """Cached :class:`PreparedSimulation` (a simulation is hashable)."""
-    return PreparedSimulation(sim, torch.device(device), dtype, parity)
+    """The :class:`PreparedSimulation` of ``sim``: the same object for the same simulation object (recent
+    ones), and the detector's and beam's tensors shared with the other frames on them."""
+    key = (id(sim), str(device), dtype, parity)
+    with _PREPARE_LOCK:
+        hit = _RECENT.get(key)
+        if hit is not None and hit.sim is sim:
+            _RECENT.move_to_end(key)
+            return hit
+        skey = (id(sim.detector), id(sim.beam), sim.water_size_m, str(device))
+        found = _SETUPS.get(skey)
+        setup = found[2] if found is not None and found[0] is sim.detector and found[1] is sim.beam else None
+    dev = torch.device(device)
+    if setup is None:
+        setup = _Setup(sim, dev)
+    prep = PreparedSimulation(sim, dev, dtype, parity, setup)
+    with _PREPARE_LOCK:
+        _RECENT[key] = prep
+        _SETUPS[skey] = (sim.detector, sim.beam, setup)
+        for table in (_RECENT, _SETUPS):
+            while len(table) > 8:
+                table.popitem(last=False)
+    return prep
 
 
 def pixel_values(prep: PreparedSimulation, batch: PixelBatch, fused_sum=None) -> torch.Tensor:

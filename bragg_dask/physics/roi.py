@@ -12,6 +12,8 @@ import numpy as np
 def mask_from_bounds(bounds: tuple[int, int, int, int], window: tuple[int, int, int, int]) -> np.ndarray:
     """``(s1 - s0, f1 - f0)`` bool: the pixels of ``window`` inside the inclusive ROI ``bounds``."""
     fmin, fmax, smin, smax = bounds
+    if smin <= window[0] and window[1] - 1 <= smax and fmin <= window[2] and window[3] - 1 <= fmax:
+        return np.ones((window[1] - window[0], window[3] - window[2]), dtype=bool)  # (the usual case: no ROI)
     s = np.arange(window[0], window[1])[:, None]
     f = np.arange(window[2], window[3])[None, :]
     return (f >= fmin) & (f <= fmax) & (s >= smin) & (s <= smax)

@@ -109,7 +109,7 @@ def encode_frame(
         block = image[i * cs : (i + 1) * cs, j * cf : (j + 1) * cf]
         if not codec.crc and (block.size == 0 or not np.any(block != lay.fill)):
             return None
-        if block.shape == (cs, cf) and block.flags.c_contiguous:  # a whole chunk: its bytes as they are
+        if block.shape == (cs, cf):  # a whole chunk: its bytes (ChunkCodec.encode makes them contiguous)
             return codec.encode(block)
         full = np.full((cs, cf), lay.fill, dtype=lay.dtype)
         full[: block.shape[0], : block.shape[1]] = block

@@ -382,7 +382,25 @@ def pixels_cover(prep) -> bool:
 
 
 def _pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``gi``, ``gp`` and ``src`` arrays of ``pix_*`` for ``prep``'s ``tile`` (see ``native_osum.c``)."""
+    """The ``gi``, ``gp`` and ``src`` arrays of ``pix_*`` for ``prep``'s ``tile`` (see ``native_osum.c``), made
+    once for the frames that share ``prep``'s detector and beam (``prep.setup``: they depend on nothing else
+    but the tile, its panel and the simulation's steps)."""
+    key = (tile.panel, tile.f0, tile.s0, tile.shape[1], prep.sim.steps)
+    cache = prep.setup.pixel_params
+    hit = cache.get(key)
+    if hit is None:
+        hit = _make_pixel_params(prep, tile)
+        with _PARAMS_LOCK:
+            cache[key] = hit
+            while len(cache) > 4096:  # (tiles of many panels: the oldest go)
+                del cache[next(iter(cache))]
+    return hit
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+def _make_pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sim = prep.sim
     det, beam = sim.detector, sim.beam
     b_in, e_in = _polar_basis(tuple(prep.polar_axis.tolist()), tuple(prep.incident[0].tolist()))
