@@ -27,6 +27,10 @@ __all__ = [
     "read_geometry",
     "read_panels",
     "with_panels",
+    "Model",
+    "poisson_nll",
+    "least_squares",
+    "loss_and_grad",
     "__version__",
 ]
 
@@ -48,6 +52,10 @@ _WHERE = {
     "read_panels": "bragg_dask.io.panels",
     "with_panels": "bragg_dask.io.panels",
     "read_geometry": "bragg_dask.io.geometry_files",
+    "Model": "bragg_dask.model",
+    "poisson_nll": "bragg_dask.model",
+    "least_squares": "bragg_dask.model",
+    "loss_and_grad": "bragg_dask.model",
 }
 
 

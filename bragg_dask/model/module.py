@@ -1,0 +1,130 @@
+"""``bragg_dask.Model``: a simulation as a ``torch.nn.Module`` whose image is differentiable with respect to
+named parameters (:data:`~bragg_dask.model.start.PARAMETERS`).
+
+Part of :mod:`bragg_dask.model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from bragg_dask.model import forward as fw
+from bragg_dask.model.start import PARAMETERS, check_model, start_values
+from bragg_dask.physics.roi import rendered_mask
+from bragg_dask.planning.plan import TileSpec
+
+
+class Model(torch.nn.Module):
+    """The image of ``sim`` (a :class:`~bragg_dask.config.Simulation`, spec mode) as a function of the
+    parameters named in ``free`` (:attr:`PARAMETERS`), each an ``nn.Parameter`` of this module under its name,
+    in the units of the flags, starting at the simulation's values; the others are fixed (buffers).
+
+    ``model()`` is the whole image ``(spixels, fpixels)``; ``model(tile)`` one tile's (a
+    :class:`~bragg_dask.planning.plan.TileSpec`); pixels outside the ROI or masked are 0, as in the
+    simulator's images.  ``dtype``: float64 (checks) or float32 (speed).  ``parity="c"`` is refused.
+    """
+
+    #: the names ``free`` takes: ``{name: (units, what it is)}``
+    PARAMETERS = PARAMETERS
+
+    def __init__(
+        self, sim, free: Iterable[str] = (), *, dtype: torch.dtype = torch.float64, device: str = "cpu",
+        parity: str = "spec",
+    ) -> None:  # fmt: skip
+        super().__init__()
+        free = list(free)
+        check_model(sim, free, parity)
+        self.sim, self.dtype, self.device = sim, dtype, torch.device(device)
+        self.free = tuple(free)
+        start = start_values(sim)
+        self._start = start
+        for name, value in start.values.items():
+            if value is None:
+                continue
+            t = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype, device=self.device)
+            if name in free:
+                self.register_parameter(name, torch.nn.Parameter(t))
+            else:
+                self.register_buffer(name, t)
+        for name, array in (("mosaic_axes", start.mosaic_axes), ("plane0", start.plane), ("beam_dir", start.beam)):
+            self.register_buffer(name, torch.as_tensor(array, dtype=dtype, device=self.device))
+        self.default_f = float(sim.crystal.structure_factors.default_F)
+
+    def parameters_by_name(self) -> dict[str, torch.Tensor]:
+        """Every parameter's tensor (free or fixed), by name."""
+        return {name: getattr(self, name) for name in PARAMETERS if hasattr(self, name)}
+
+    def axes(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(real, reciprocal)``: the cell vectors (rows a, b, c; metres) and a*, b*, c* (1/Angstrom), of the
+        model's parameters or ``params`` (name -> tensor)."""
+        p = params or self.parameters_by_name()
+        real, recip = fw.crystal_axes(p["cell"], p["misset"])
+        return real, recip * self._start.recip_scale
+
+    def orientations(self, params: dict | None = None) -> torch.Tensor:
+        """Every (phi step, mosaic domain)'s cell vectors ``(O, 3, 3)`` (rows a, b, c; metres)."""
+        p = params or self.parameters_by_name()
+        real, _ = self.axes(p)
+        axes, angles = self._buffer("mosaic_axes"), self._start.mosaic_angles
+        return fw.orientations(real, self.sim.crystal, p["mosaic_spread"], axes, angles)
+
+    def plane(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The detector's fast, slow and normal unit axes and the corner of its first pixel (metres)."""
+        p = params or self.parameters_by_name()
+        rot = fw.rotation_xyz(torch.deg2rad(p["detector_rotation"]))
+        f0, s0, o0 = self._buffer("plane0").unbind()
+        f, s, o = rot @ f0, rot @ s0, rot @ o0
+        centre, distance = p["beam_center"] * 1e-3, p["distance"][0] * 1e-3
+        if self.sim.detector.geometry.pivot == "sample":  # about the sample: the plane's point rotates too
+            pix0 = rot @ (-centre[0] * f0 - centre[1] * s0 + distance * self._start.ratio * o0)
+        else:  # about the beam centre
+            pix0 = -centre[0] * f - centre[1] * s + distance * self._buffer("beam_dir")
+        return f, s, o, pix0
+
+    def forward(self, tile: TileSpec | None = None) -> torch.Tensor:
+        det = self.sim.detector
+        if tile is None:
+            tile = TileSpec(index=(0, 0), s0=0, s1=det.spixels, f0=0, f1=det.fpixels)
+        rendered = rendered_mask(det, tile)
+        ss, ff = np.nonzero(rendered)
+        fpix = torch.as_tensor(ff + tile.f0, device=self.device)
+        spix = torch.as_tensor(ss + tile.s0, device=self.device)
+        step = self.pixels_per_chunk()
+        names = list(self.parameters_by_name())  # (their tensors: the module's, or a functional call's)
+        tensors = [getattr(self, name) for name in names]
+
+        def chunk(f: torch.Tensor, s: torch.Tensor, *ts: torch.Tensor) -> torch.Tensor:
+            return fw.pixel_values(self, f, s, dict(zip(names, ts)))
+
+        parts = []
+        for p0 in range(0, fpix.shape[0], step):
+            f, s = fpix[p0 : p0 + step], spix[p0 : p0 + step]
+            if torch.is_grad_enabled():  # recomputed in the backward pass (from these tensors), not kept
+                parts.append(checkpoint(chunk, f, s, *tensors, use_reentrant=False))
+            else:
+                parts.append(chunk(f, s, *tensors))
+        values = torch.cat(parts) if parts else torch.zeros(0, dtype=self.dtype, device=self.device)
+        image = torch.zeros(tile.shape, dtype=self.dtype, device=self.device)
+        return image.index_put((torch.as_tensor(ss), torch.as_tensor(ff)), values)
+
+    def _buffer(self, name: str) -> torch.Tensor:
+        t = getattr(self, name)
+        assert isinstance(t, torch.Tensor)
+        return t
+
+    def pixels_per_chunk(self) -> int:
+        """Pixels whose evaluations (points x sources x orientations) fill :data:`CHUNK_EVALS` at most."""
+        sim = self.sim
+        det = sim.detector
+        per_pixel = det.thicksteps * det.oversample**2 * len(sim.beam.sources) * sim.n_orientations
+        return max(1, CHUNK_EVALS // per_pixel)
+
+
+#: evaluations a chunk of pixels holds at once: a backward pass recomputes one chunk at a time, whose
+#: intermediates (about 100 float64 numbers per evaluation) stay within the tile budget of 256 MiB (measured on
+#: mosaic-rotation: 215 MB over the forward pass's peak; benchmarks/model_grad.py)
+CHUNK_EVALS = 1 << 18
