@@ -160,6 +160,7 @@ EXPECTED = {
     "c_parity.ipynb": {"spec": [48, 48], "c1": [48, 48], "c4": [48, 48]},
     "detector.ipynb": {"store": [1, 160, 160], "ideal": [160, 160], "blurred": [160, 160], "noisy": [160, 160]},
     "training.ipynb": {"store": [4, 128, 128], "image": [128, 128]},
+    "refinement.ipynb": {"clean": [128, 128], "observed": [128, 128]},
 }
 
 
