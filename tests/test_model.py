@@ -149,6 +149,9 @@ def test_what_the_model_does_not_compute_is_refused_in_one_line(flag, kwargs, fl
 
 def test_unknown_parameters_and_a_missing_table_are_refused():
     sim = _sim("-detpixels 8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="^--device: cuda: no CUDA device here$"):
+            Model(sim, device="cuda")
     with pytest.raises(ConfigError, match="unknown parameter 'mosaic'"):
         Model(sim, free=["mosaic"])
     with pytest.raises(ConfigError, match="^-hkl: no table"):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from bragg_dask.errors import ConfigError
 from bragg_dask.model import forward as fw
 from bragg_dask.model.start import PARAMETERS, check_model, start_values
 from bragg_dask.physics.roi import rendered_mask
@@ -38,6 +39,8 @@ class Model(torch.nn.Module):
         super().__init__()
         free = list(free)
         check_model(sim, free, parity)
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"{device}: no CUDA device here", flag="--device")
         self.sim, self.dtype, self.device = sim, dtype, torch.device(device)
         self.free = tuple(free)
         start = start_values(sim)
