@@ -17,8 +17,9 @@ import math
 import torch
 
 from bragg_dask.physics.constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
-from bragg_dask.physics.lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
-from bragg_dask.physics.polarization import kahn_factor
+from bragg_dask.physics.lattice import ROUND_NORM, gauss_spot, reciprocal_radius_sq, sinc3, tophat_spot
+from bragg_dask.physics.pixels import layer_capture
+from bragg_dask.physics.polarization import kahn_factor, solid_angle
 
 
 def rotation_xyz(angles_rad: torch.Tensor) -> torch.Tensor:
@@ -101,8 +102,9 @@ def orientations(real: torch.Tensor, crystal, spread_deg: torch.Tensor, axes, an
 
 def lattice_sq(delta: torch.Tensor, n: torch.Tensor, recip: torch.Tensor, shape: str, fudge: float) -> torch.Tensor:
     """``F_latt^2`` of fractional offsets ``delta`` ``(..., 3)`` from the nearest Miller index, ``n`` ``(3,)``
-    cells (continuous), ``recip`` ``(3, 3)`` (1/Angstrom, for the gauss and tophat shapes); derivatives finite
-    everywhere (an exactly integer index included)."""
+    cells (continuous), ``recip`` ``(3, 3)`` (1/Angstrom, for the gauss and tophat shapes): the eager path's
+    formulas (:mod:`bragg_dask.physics.lattice`), their derivatives finite everywhere (an exactly integer
+    index included: the square's ratio and the round shape's radius are taken apart from 0)."""
     if shape == "square":
         x = delta * math.pi
         zero = x == 0
@@ -115,28 +117,27 @@ def lattice_sq(delta: torch.Tensor, n: torch.Tensor, recip: torch.Tensor, shape:
         h2 = (delta * delta * n * n).sum(-1) * fudge
         positive = h2 > 0
         x = math.pi * torch.sqrt(torch.where(positive, h2, torch.ones_like(h2)))
-        sinc3 = 3.0 * (torch.sin(x) / x - torch.cos(x)) / (x * x)
-        f = n_prod * ROUND_NORM * torch.where(positive, sinc3, torch.ones_like(x))
-        return f * f
-    d = delta @ recip
-    r2 = (d * d).sum(-1) * (n_prod * n_prod)
-    if shape == "gauss":
-        f = n_prod * torch.exp(-(r2 / GAUSS_WIDTH * fudge))
+        f = n_prod * ROUND_NORM * torch.where(positive, sinc3(x), torch.ones_like(x))
+    elif shape == "gauss":
+        f = gauss_spot(reciprocal_radius_sq(delta, recip, n), n_prod, fudge)
     else:  # tophat
-        f = torch.where(r2 * fudge < TOPHAT_R2, n_prod.expand_as(r2), torch.zeros_like(r2))
+        f = tophat_spot(reciprocal_radius_sq(delta, recip, n), n_prod, fudge)
     return f * f
 
 
-def f_cell_sq(hkl0: torch.Tensor, table: torch.Tensor | None, hkl_min, default_f: float) -> torch.Tensor | float:
-    """``F_cell^2`` at integer indices ``hkl0`` ``(..., 3)`` (float): the table's ``|F|`` squared inside it
-    (``table`` ``(nh, nk, nl)``, first index ``hkl_min``), ``default_F^2`` outside or without a table."""
-    if table is None:
+def padded_table(table: torch.Tensor | None, default_f: float) -> torch.Tensor | None:
+    """The table of ``|F|`` ``(nh, nk, nl)`` with a plane of ``default_F`` on every side (an index clamped into
+    it lands on ``default_F`` exactly where it is out of range), as the eager path's ``F2Lookup`` pads ``F^2``."""
+    return None if table is None else torch.nn.functional.pad(table, (1, 1, 1, 1, 1, 1), value=default_f)
+
+
+def f_cell_sq(hkl0: torch.Tensor, padded: torch.Tensor | None, hkl_min, default_f: float) -> torch.Tensor | float:
+    """``F_cell^2`` at integer indices ``hkl0`` ``(..., 3)`` (float): of the :func:`padded_table` (first index
+    ``hkl_min`` in the unpadded one), ``default_F^2`` without a table."""
+    if padded is None:
         return default_f * default_f
-    padded = torch.nn.functional.pad(table, (1, 1, 1, 1, 1, 1), value=default_f)
     dims = padded.shape
-    idx = [
-        (hkl0[..., j] - (hkl_min[j] - 1)).clamp(0, dims[j] - 1).to(torch.int64) for j in range(3)
-    ]  # (out of range: onto the padding's default_F)
+    idx = [(hkl0[..., j] - (hkl_min[j] - 1)).clamp(0, dims[j] - 1).to(torch.int64) for j in range(3)]
     f = padded[idx[0], idx[1], idx[2]]
     return f * f
 
@@ -159,9 +160,8 @@ def pixel_values(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict) -> torc
     ).reshape(fpix.shape[0], -1, 3)  # (P, Q, 3)
     air = torch.linalg.vector_norm(pos, dim=-1)
     d = pos / air[..., None]
-    close = torch.dot(pix0, o)
     r0 = air[:, 0]
-    omega = 1.0 / r0 / r0 if det.point_pixel else det.pixel_size_m**2 / r0 / r0 * close / r0
+    omega = solid_angle(r0, det.pixel_size_m, torch.dot(pix0, o), det.point_pixel)
     capture = _capture(det, d, o)
     incident = torch.as_tensor([src.incident for src in beam.sources], dtype=dt, device=dev)
     lam0 = torch.as_tensor([src.wavelength_m for src in beam.sources], dtype=dt, device=dev)
@@ -173,13 +173,14 @@ def pixel_values(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict) -> torc
         polar = kahn_factor(beam.polarization, incident[0].expand_as(d[:, 0]), d[:, 0], axis)
     cells = model.orientations(p)  # (O, 3, 3)
     _, recip = model.axes(p)
+    table = padded_table(p.get("structure_factors"), model.default_f)
     total = torch.zeros_like(r0)
     for src in range(incident.shape[0]):
         scatter = (d - incident[src]) / lam[src]  # (P, Q, 3) 1/m
         hkl = torch.einsum("pqj,oij->pqoi", scatter, cells)  # (P, Q, O, 3)
         hkl0 = torch.ceil(hkl.detach() - 0.5)
         term = lattice_sq(hkl - hkl0, p["N"], recip, cr.shape, cr.fudge)
-        term = term * f_cell_sq(hkl0, p.get("structure_factors"), cr.structure_factors.hkl_min, model.default_f)
+        term = term * f_cell_sq(hkl0, table, cr.structure_factors.hkl_min, model.default_f)
         total = total + term.sum(dim=(1, 2))
     fluence = R_E_SQR * beam.fluence
     w = sim.water_size_m
@@ -194,6 +195,4 @@ def _capture(det, d: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         return torch.ones(d.shape[0], dtype=d.dtype, device=d.device)
     t = det.thicksteps - 1
     first = d[:, t * det.oversample * det.oversample]
-    parallax = (first * o).sum(-1)
-    mu_dt = det.thickstep_m * det.mu_per_m
-    return torch.exp(-t * mu_dt / parallax) - torch.exp(-(t + 1) * mu_dt / parallax)
+    return layer_capture(det, o, first, torch.tensor(float(t), dtype=d.dtype, device=d.device))

@@ -24,7 +24,8 @@ from bragg_dask.errors import ConfigError
 PARAMETERS: dict[str, tuple[str, str]] = {
     "misset": ("degrees", "the crystal's orientation: rotations about x, y, z (-misset), applied as Rz Ry Rx"),
     "cell": ("Angstrom, degrees", "a, b, c and alpha, beta, gamma (-cell)"),
-    "N": ("unit cells", "cells along a, b, c (-Na -Nb -Nc), continuous"),
+    "N": ("unit cells", "cells along a, b, c (-Na -Nb -Nc), continuous (the gauss and tophat shapes see only "
+          "their product)"),
     "mosaic_spread": ("degrees", "the mosaic spread (-mosaic_spread); the domains' axes fixed by their seed"),
     "distance": ("mm", "sample to detector along the beam (pivot beam) or to the plane (pivot sample, -distance)"),
     "beam_center": ("mm", "the beam centre on the plane along its fast and slow axes (Fbeam, Sbeam; pivot sample: "
@@ -77,8 +78,6 @@ def check_model(sim, free: list[str], parity: str) -> None:
         raise ConfigError("no background to refine: give the simulation a water background", flag="-water")
     if "structure_factors" in free and cr.structure_factors.values is None:
         raise ConfigError("no table of structure factors to refine (every F is -default_F)", flag="-hkl")
-    if "N" in free and cr.shape == "tophat":
-        pass  # (defined: the flat top's height; its edge does not move with N)
 
 
 def start_values(sim) -> Start:

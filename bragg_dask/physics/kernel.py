@@ -175,7 +175,7 @@ class PreparedSimulation:
 class _Setup:
     """What a prepared simulation takes from its detector and beam alone (not its crystal), as tensors: the
     frames of a dataset or a series (the same detector and beam objects, other crystals) share one, and with
-    it the C pixel pass's parameters per tile (``pixel_params``, :func:`.backends.native.tile_params`)."""
+    it the C pixel pass's parameters per tile (``pixel_params``: :func:`.backends.native._pixel_params`)."""
 
     def __init__(self, sim, device: torch.device):
         det, beam = sim.detector, sim.beam

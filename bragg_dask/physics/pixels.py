@@ -236,14 +236,14 @@ def first_polar(prep, diffracted: torch.Tensor, kept: torch.Tensor) -> torch.Ten
     return torch.where(has, factor, torch.zeros_like(factor))
 
 
-def _layer_capture(prep, diffracted: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+def layer_capture(det, odet: torch.Tensor, diffracted: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
     """Fraction of photons absorbed in sensor layer ``layer`` along ``diffracted`` (parallax-corrected).
 
-    ``diffracted``: ``(..., 3)`` unit vectors; ``layer``: layer index (float), broadcast against
-    ``(...)``.  Returns ``(...)``, dimensionless.
+    ``det``: the detector (its layer thickness and absorption); ``odet``: its normal ``(3,)``; ``diffracted``:
+    ``(..., 3)`` unit vectors; ``layer``: layer index (float), broadcast against ``(...)``.  Returns ``(...)``,
+    dimensionless (the differentiable model calls it too).
     """
-    det = prep.sim.detector
-    parallax = (diffracted * prep.odet).sum(-1)
+    parallax = (diffracted * odet).sum(-1)
     mu_dt = det.thickstep_m * det.mu_per_m
     return torch.exp(-layer * mu_dt / parallax) - torch.exp(-(layer + 1) * mu_dt / parallax)
 
@@ -256,7 +256,7 @@ def capture_last_layer(prep, diffracted: torch.Tensor) -> torch.Tensor:
         return torch.ones(diffracted.shape[0], dtype=torch.float64, device=diffracted.device)
     t = det.thicksteps - 1
     first = diffracted[:, t * det.oversample * det.oversample]
-    return _layer_capture(prep, first, torch.tensor(float(t), dtype=torch.float64, device=first.device))
+    return layer_capture(det, prep.odet, first, torch.tensor(float(t), dtype=torch.float64, device=first.device))
 
 
 def capture_per_point(prep, diffracted: torch.Tensor) -> torch.Tensor:
@@ -265,7 +265,7 @@ def capture_per_point(prep, diffracted: torch.Tensor) -> torch.Tensor:
     det = prep.sim.detector
     per_layer = det.oversample * det.oversample
     layer = torch.arange(diffracted.shape[1], device=diffracted.device) // per_layer
-    return _layer_capture(prep, diffracted, layer.to(torch.float64)[None, :])
+    return layer_capture(det, prep.odet, diffracted, layer.to(torch.float64)[None, :])
 
 
 def _curved(prep, pos: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ def kahn_factor(kahn: float, incident: torch.Tensor, diffracted: torch.Tensor, a
 
 
 def solid_angle(
-    airpath_m: torch.Tensor, pixel_size_m: float, close_distance_m: float, point_pixel: bool
+    airpath_m: torch.Tensor, pixel_size_m: float, close_distance_m: float | torch.Tensor, point_pixel: bool
 ) -> torch.Tensor:
     """Solid angle of a pixel seen from the sample (sr): ``px^2/R^2 * close/R``, or ``1/R^2`` for a point pixel.
 

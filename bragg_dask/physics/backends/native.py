@@ -381,6 +381,10 @@ def pixels_cover(prep) -> bool:
     )
 
 
+#: guards the per-tile parameters' caches (``prep.setup.pixel_params``), shared by a worker's threads
+_PARAMS_LOCK = threading.Lock()
+
+
 def _pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``gi``, ``gp`` and ``src`` arrays of ``pix_*`` for ``prep``'s ``tile`` (see ``native_osum.c``), made
     once for the frames that share ``prep``'s detector and beam (``prep.setup``: they depend on nothing else
@@ -395,9 +399,6 @@ def _pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             while len(cache) > 4096:  # (tiles of many panels: the oldest go)
                 del cache[next(iter(cache))]
     return hit
-
-
-_PARAMS_LOCK = threading.Lock()
 
 
 def _make_pixel_params(prep, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
