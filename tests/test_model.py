@@ -64,12 +64,13 @@ FORWARD = [
 ]
 
 
+@pytest.mark.parametrize("backend", ["native", "eager"])
 @pytest.mark.parametrize("flags", FORWARD)
-def test_the_forward_equals_the_eager_kernel(flags, hkl):
+def test_the_forward_equals_the_eager_kernel(flags, backend, hkl):
     sim = _sim(flags, hkl)
     ref = _eager(sim)
     with torch.no_grad():
-        got = Model(sim).forward().numpy()
+        got = Model(sim, backend=backend).forward().numpy()
     assert ref.max() > 0
     assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max()
 
@@ -91,26 +92,79 @@ SHAPES = ["-square_xtal", "-round_xtal", "-gauss_xtal", "-tophat_spots"]
 GRAD = "-detpixels 5 -misset 10 20 30 -mosaic_spread 0.5 -mosaic_domains 2 -oversample 2 -divergence 0.2 -divsteps 2"
 
 
-def _gradcheck(sim, name: str, **tol) -> bool:
-    m = Model(sim, free=[name])
+def _gradcheck(sim, name: str, backend: str = "native", **tol) -> bool:
+    m = Model(sim, free=[name], backend=backend)
     p0 = getattr(m, name).detach().clone().requires_grad_(True)
     return torch.autograd.gradcheck(lambda x: functional_call(m, {name: x}, ()), (p0,), eps=1e-6, **tol)
 
 
+@pytest.mark.parametrize("backend", ["native", "eager"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_gradcheck_every_parameter(shape, hkl):
-    """Mosaic domains, two sources, oversampling: analytic gradients equal central differences."""
+def test_gradcheck_every_parameter(shape, backend, hkl):
+    """Mosaic domains, two sources, oversampling: analytic gradients equal central differences, on the C
+    library's backward and on torch's autograd."""
     sim = _sim(f"{GRAD} {shape}", hkl)
     for name in PARAMETERS:
         if name in ("background", "structure_factors"):
             continue
-        assert _gradcheck(sim, name, atol=1e-5, rtol=1e-3), name
+        assert _gradcheck(sim, name, backend, atol=1e-5, rtol=1e-3), name
 
 
-def test_gradcheck_background_and_structure_factors(hkl):
-    assert _gradcheck(_sim(f"{GRAD} -water 50", hkl), "background", atol=1e-5, rtol=1e-3)
+@pytest.mark.parametrize("backend", ["native", "eager"])
+def test_gradcheck_background_and_structure_factors(backend, hkl):
+    assert _gradcheck(_sim(f"{GRAD} -water 50", hkl), "background", backend, atol=1e-5, rtol=1e-3)
     # the table: a random projection of the Jacobian (every one of its 4913 entries at once)
-    assert _gradcheck(_sim(GRAD, hkl), "structure_factors", atol=1e-5, rtol=1e-3, fast_mode=True)
+    assert _gradcheck(_sim(GRAD, hkl), "structure_factors", backend, atol=1e-5, rtol=1e-3, fast_mode=True)
+
+
+def _image_and_grads(sim, backend: str, dtype=torch.float64) -> tuple[np.ndarray, dict]:
+    """The image and the gradients of a weighted sum of it (fixed random weights) by every parameter."""
+    free = [n for n in PARAMETERS if (n != "background" or sim.water_size_m > 0)
+            and (n != "mosaic_spread" or sim.crystal.mosaic_spread_rad > 0)]  # fmt: skip
+    m = Model(sim, free=free, backend=backend, dtype=dtype)
+    image = m()
+    weights = torch.as_tensor(np.random.default_rng(3).uniform(0.5, 1.5, image.shape), dtype=dtype)
+    (image * weights).sum().backward()
+    grads = {n: getattr(m, n).grad for n in free}
+    return image.detach().numpy(), {n: np.zeros(1) if g is None else g.numpy() for n, g in grads.items()}
+
+
+@pytest.mark.parametrize("flags", [*FORWARD[:5], *(f"{FORWARD[1]} {shape}" for shape in SHAPES[1:])])
+def test_the_native_gradients_equal_the_eager_paths(flags, hkl):
+    """Every parameter at once, float64: the C library's image and backward against torch's autograd through
+    the eager path, within 1e-10 of each gradient's largest entry (float32 within 1e-3)."""
+    sim = _sim(flags, hkl)
+    ref_image, ref = _image_and_grads(sim, "eager")
+    image, got = _image_and_grads(sim, "native")
+    assert np.abs(image - ref_image).max() <= 1e-12 * np.abs(ref_image).max()
+    for name, want in ref.items():
+        scale = np.abs(want).max()
+        assert np.abs(got[name] - want).max() <= 1e-10 * scale, name
+    image32, got32 = _image_and_grads(sim, "native", torch.float32)
+    assert np.abs(image32 - ref_image).max() <= 1e-3 * np.abs(ref_image).max()
+    for name in ("misset", "cell", "N", "distance"):
+        assert np.abs(got32[name] - ref[name]).max() <= 1e-3 * np.abs(ref[name]).max(), name
+
+
+def test_the_backend_is_chosen_and_checked(hkl, monkeypatch, caplog):
+    from bragg_dask.model import fastsum
+    from bragg_dask.physics.backends import native
+    from bragg_dask.physics.backends.toolchain import Toolchain
+
+    sim = _sim("-detpixels 8", hkl)
+    assert Model(sim).backend == "native" and Model(sim, backend="eager").backend == "eager"
+    with pytest.raises(ConfigError, match="^backend: backend 'fast' is not one of auto, native, eager$"):
+        Model(sim, backend="fast")
+    # no C compiler: said once at WARNING, the eager path used (auto) or the native one refused
+    monkeypatch.setattr(fastsum, "MODEL", native._Library("the model's library", "the eager path instead"))
+    with caplog.at_level("WARNING"):
+        assert fastsum.library(Toolchain(cc="no-such-compiler-here")) is None
+        assert fastsum.library(Toolchain(cc="no-such-compiler-here")) is None
+    assert [r.levelname for r in caplog.records].count("WARNING") == 1 and "eager path" in caplog.text
+    monkeypatch.setattr(fastsum, "library", lambda toolchain=None: None)
+    assert Model(sim).backend == "eager"
+    with pytest.raises(ConfigError, match="^backend: the model's C library could not be built"):
+        Model(sim, backend="native")
 
 
 def test_a_functional_call_and_its_backward_use_the_same_parameters(hkl):

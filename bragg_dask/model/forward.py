@@ -17,7 +17,7 @@ import math
 import torch
 
 from bragg_dask.physics.constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
-from bragg_dask.physics.lattice import ROUND_NORM, gauss_spot, reciprocal_radius_sq, sinc3, tophat_spot
+from bragg_dask.physics.lattice import ROUND_NORM, gauss_spot, sinc3, tophat_spot
 from bragg_dask.physics.pixels import layer_capture
 from bragg_dask.physics.polarization import kahn_factor, solid_angle
 
@@ -100,28 +100,33 @@ def orientations(real: torch.Tensor, crystal, spread_deg: torch.Tensor, axes, an
     return torch.stack(out)
 
 
-def lattice_sq(delta: torch.Tensor, n: torch.Tensor, recip: torch.Tensor, shape: str, fudge: float) -> torch.Tensor:
-    """``F_latt^2`` of fractional offsets ``delta`` ``(..., 3)`` from the nearest Miller index, ``n`` ``(3,)``
-    cells (continuous), ``recip`` ``(3, 3)`` (1/Angstrom, for the gauss and tophat shapes): the eager path's
-    formulas (:mod:`bragg_dask.physics.lattice`), their derivatives finite everywhere (an exactly integer
-    index included: the square's ratio and the round shape's radius are taken apart from 0)."""
+def lattice_sq(delta, n: torch.Tensor, recip: torch.Tensor, shape: str, fudge: float) -> torch.Tensor:
+    """``F_latt^2`` of the fractional offsets ``delta`` from the nearest Miller index (three tensors, h, k, l),
+    ``n`` ``(3,)`` cells (continuous), ``recip`` ``(3, 3)`` (rows a*, b*, c*, 1/Angstrom: the gauss and tophat
+    shapes): the eager path's formulas (:mod:`bragg_dask.physics.lattice`), their derivatives finite everywhere
+    (an exactly integer index included: the square's ratio and the round shape's radius are taken apart from
+    0)."""
     if shape == "square":
-        x = delta * math.pi
-        zero = x == 0
-        safe = torch.where(zero, torch.ones_like(x), x)
-        ratio = torch.where(zero, n.expand_as(x), torch.sin(safe * n) / torch.sin(safe))
-        r2 = ratio * ratio
-        return r2[..., 0] * r2[..., 1] * r2[..., 2]
+        out = None
+        for d, n_i in zip(delta, n.unbind()):
+            x = d * math.pi
+            zero = x == 0
+            safe = torch.where(zero, torch.ones_like(x), x)
+            ratio = torch.where(zero, n_i.expand_as(x), torch.sin(safe * n_i) / torch.sin(safe))
+            out = ratio * ratio if out is None else out * (ratio * ratio)
+        assert out is not None
+        return out
     n_prod = n[0] * n[1] * n[2]
     if shape == "round":
-        h2 = (delta * delta * n * n).sum(-1) * fudge
+        h2 = (delta[0] * delta[0] * n[0] * n[0] + delta[1] * delta[1] * n[1] * n[1]
+              + delta[2] * delta[2] * n[2] * n[2]) * fudge  # fmt: skip
         positive = h2 > 0
         x = math.pi * torch.sqrt(torch.where(positive, h2, torch.ones_like(h2)))
         f = n_prod * ROUND_NORM * torch.where(positive, sinc3(x), torch.ones_like(x))
-    elif shape == "gauss":
-        f = gauss_spot(reciprocal_radius_sq(delta, recip, n), n_prod, fudge)
-    else:  # tophat
-        f = tophat_spot(reciprocal_radius_sq(delta, recip, n), n_prod, fudge)
+        return f * f
+    v = [delta[0] * recip[0, k] + delta[1] * recip[1, k] + delta[2] * recip[2, k] for k in range(3)]
+    r2 = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]) * (n * n).prod()  # (reciprocal_radius_sq's)
+    f = gauss_spot(r2, n_prod, fudge) if shape == "gauss" else tophat_spot(r2, n_prod, fudge)
     return f * f
 
 
@@ -131,22 +136,38 @@ def padded_table(table: torch.Tensor | None, default_f: float) -> torch.Tensor |
     return None if table is None else torch.nn.functional.pad(table, (1, 1, 1, 1, 1, 1), value=default_f)
 
 
-def f_cell_sq(hkl0: torch.Tensor, padded: torch.Tensor | None, hkl_min, default_f: float) -> torch.Tensor | float:
-    """``F_cell^2`` at integer indices ``hkl0`` ``(..., 3)`` (float): of the :func:`padded_table` (first index
-    ``hkl_min`` in the unpadded one), ``default_F^2`` without a table."""
+def f_cell_sq(index, padded: torch.Tensor | None, first, default_f: float) -> torch.Tensor | float:
+    """``F_cell^2`` at the integer indices ``index`` (three float tensors, h, k, l): of the :func:`padded_table`
+    (whose first index is ``first``), ``default_F^2`` without a table."""
     if padded is None:
         return default_f * default_f
     dims = padded.shape
-    idx = [(hkl0[..., j] - (hkl_min[j] - 1)).clamp(0, dims[j] - 1).to(torch.int64) for j in range(3)]
+    idx = [(index[j] - first[j]).clamp(0, dims[j] - 1).to(torch.int64) for j in range(3)]
     f = padded[idx[0], idx[1], idx[2]]
     return f * f
 
 
-def pixel_values(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict) -> torch.Tensor:
-    """The values ``(P,)`` (photons) of pixels ``(fpix, spix)`` (integer tensors ``(P,)``) of ``model`` with the
-    parameters ``p`` (name -> tensor): differentiable with respect to every one of them."""
+def orientation_sums(s: torch.Tensor, cells: torch.Tensor, n, recip, padded, spec) -> torch.Tensor:
+    """The eager path of the model's orientation sum: ``(M,)`` sums over orientations of ``F_latt^2 F^2`` at the
+    scattering vectors ``s`` ``(3, M)`` (1/m), of the orientations' cells ``(O, 3, 3)`` (rows a, b, c, metres);
+    ``spec`` a :class:`~.fastsum.SumSpec`.  Each of h, k, l its own ``(O, M)`` tensor (points innermost)."""
+    c = cells.reshape(-1, 9)
+    deltas, index = [], []
+    for i in range(3):
+        h = c[:, 3 * i, None] * s[0] + c[:, 3 * i + 1, None] * s[1] + c[:, 3 * i + 2, None] * s[2]
+        h0 = torch.ceil(h.detach() - 0.5)
+        deltas.append(h - h0)
+        index.append(h0)
+    lat = lattice_sq(deltas, n, recip, spec.shape, spec.fudge)
+    return (lat * f_cell_sq(index, padded, spec.first, spec.default_f)).sum(0)
+
+
+def scattering(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s, factors)`` of pixels ``(fpix, spix)`` (integer tensors ``(P,)``) of ``model`` with the parameters
+    ``p`` (name -> tensor): the scattering vectors ``(3, S P Q)`` (1/m; sources outermost, then pixels, then
+    their sub-pixel points) and each pixel's solid angle, sensor capture and polarization ``(P,)``."""
     sim = model.sim
-    det, cr, beam = sim.detector, sim.crystal, sim.beam
+    det, beam = sim.detector, sim.beam
     dt, dev = model.dtype, model.device
     f, s, o, pix0 = model.plane(p)
     # sub-pixel points (layer, subS, subF), C loop order
@@ -171,22 +192,31 @@ def pixel_values(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict) -> torc
     else:
         axis = torch.as_tensor(beam.polar_vector, dtype=dt, device=dev)
         polar = kahn_factor(beam.polarization, incident[0].expand_as(d[:, 0]), d[:, 0], axis)
-    cells = model.orientations(p)  # (O, 3, 3)
-    _, recip = model.axes(p)
-    table = padded_table(p.get("structure_factors"), model.default_f)
-    total = torch.zeros_like(r0)
-    for src in range(incident.shape[0]):
-        scatter = (d - incident[src]) / lam[src]  # (P, Q, 3) 1/m
-        hkl = torch.einsum("pqj,oij->pqoi", scatter, cells)  # (P, Q, O, 3)
-        hkl0 = torch.ceil(hkl.detach() - 0.5)
-        term = lattice_sq(hkl - hkl0, p["N"], recip, cr.shape, cr.fudge)
-        term = term * f_cell_sq(hkl0, table, cr.structure_factors.hkl_min, model.default_f)
-        total = total + term.sum(dim=(1, 2))
+    scatter = (d[None] - incident[:, None, None, :]) / lam[:, None, None, None]  # (S, P, Q, 3)
+    return scatter.reshape(-1, 3).T.contiguous(), capture * polar * omega
+
+
+def pixel_sum(model, sums: torch.Tensor, factors: torch.Tensor, p: dict) -> torch.Tensor:
+    """The pixels' values ``(P,)`` (photons) from their points' orientation sums ``sums`` ``(S P Q,)`` and
+    their ``factors`` ``(P,)`` (:func:`scattering`'s)."""
+    sim = model.sim
+    beam = sim.beam
+    total = sums.view(len(beam.sources), factors.shape[0], -1).sum(dim=(0, 2))
     fluence = R_E_SQR * beam.fluence
     w = sim.water_size_m
     i_bg = WATER_F * WATER_F * fluence * w * w * w * 1e6 * AVOGADRO / WATER_MW  # (the eager kernel's)
     value = p["scale"][0] * fluence * (i_bg * p["background"][0] + total) / sim.steps
-    return value * capture * polar * omega
+    return value * factors
+
+
+def pixel_values(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict, crystal=None) -> torch.Tensor:
+    """The values ``(P,)`` (photons) of pixels ``(fpix, spix)`` (integer tensors ``(P,)``) of ``model`` with the
+    parameters ``p`` (name -> tensor), on the eager path: differentiable with respect to every one of them.
+    ``crystal``: ``(cells, recip, padded table)`` where already made from ``p`` (:meth:`Model.crystal`)."""
+    s, factors = scattering(model, fpix, spix, p)
+    cells, recip, padded = crystal if crystal is not None else model.crystal(p)
+    sums = orientation_sums(s, cells, p["N"], recip, padded, model.sum_spec)
+    return pixel_sum(model, sums, factors, p)
 
 
 def _capture(det, d: torch.Tensor, o: torch.Tensor) -> torch.Tensor:

@@ -6,14 +6,16 @@ Part of :mod:`bragg_dask.model`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from bragg_dask.errors import ConfigError
+from bragg_dask.model import fastsum
 from bragg_dask.model import forward as fw
+from bragg_dask.model.fastsum import NativeSums, SumSpec, recomputed
 from bragg_dask.model.start import PARAMETERS, check_model, start_values
 from bragg_dask.physics.roi import rendered_mask
 from bragg_dask.planning.plan import TileSpec
@@ -27,6 +29,10 @@ class Model(torch.nn.Module):
     ``model()`` is the whole image ``(spixels, fpixels)``; ``model(tile)`` one tile's (a
     :class:`~bragg_dask.planning.plan.TileSpec`); pixels outside the ROI or masked are 0, as in the
     simulator's images.  ``dtype``: float64 (checks) or float32 (speed).  ``parity="c"`` is refused.
+
+    ``backend``: ``"native"`` (the orientation sum and its gradient by the C library, :mod:`.fastsum`; CPU),
+    ``"eager"`` (torch's autograd through :func:`.forward.orientation_sums`: the reference), or ``"auto"`` (the
+    C library on CPU where it builds, said once at WARNING where it does not; eager on CUDA).
     """
 
     #: the names ``free`` takes: ``{name: (units, what it is)}``
@@ -34,7 +40,7 @@ class Model(torch.nn.Module):
 
     def __init__(
         self, sim, free: Iterable[str] = (), *, dtype: torch.dtype = torch.float64, device: str = "cpu",
-        parity: str = "spec",
+        parity: str = "spec", backend: str = "auto",
     ) -> None:  # fmt: skip
         super().__init__()
         free = list(free)
@@ -56,6 +62,10 @@ class Model(torch.nn.Module):
         for name, array in (("mosaic_axes", start.mosaic_axes), ("plane0", start.plane), ("beam_dir", start.beam)):
             self.register_buffer(name, torch.as_tensor(array, dtype=dtype, device=self.device))
         self.default_f = float(sim.crystal.structure_factors.default_F)
+        sf = sim.crystal.structure_factors
+        lo = [int(v) - 1 for v in sf.hkl_min] if sf.values is not None else [0, 0, 0]
+        self.sum_spec = SumSpec(sim.crystal.shape, float(sim.crystal.fudge), self.default_f, (lo[0], lo[1], lo[2]))
+        self.backend = _backend(backend, self.device)
 
     def parameters_by_name(self) -> dict[str, torch.Tensor]:
         """Every parameter's tensor (free or fixed), by name."""
@@ -88,6 +98,13 @@ class Model(torch.nn.Module):
             pix0 = -centre[0] * f - centre[1] * s + distance * self._buffer("beam_dir")
         return f, s, o, pix0
 
+    def crystal(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(cells, recip, table)``: the orientations' cell vectors ``(O, 3, 3)``, the reciprocal vectors
+        ``(3, 3)`` (1/Angstrom) and the table of ``|F|`` padded with ``default_F`` (None without a table)."""
+        p = params or self.parameters_by_name()
+        _, recip = self.axes(p)
+        return self.orientations(p), recip, fw.padded_table(p.get("structure_factors"), self.default_f)
+
     def forward(self, tile: TileSpec | None = None) -> torch.Tensor:
         det = self.sim.detector
         if tile is None:
@@ -98,21 +115,46 @@ class Model(torch.nn.Module):
         spix = torch.as_tensor(ss + tile.s0, device=self.device)
         step = self.pixels_per_chunk()
         names = list(self.parameters_by_name())  # (their tensors: the module's, or a functional call's)
-        tensors = [getattr(self, name) for name in names]
-
-        def chunk(f: torch.Tensor, s: torch.Tensor, *ts: torch.Tensor) -> torch.Tensor:
-            return fw.pixel_values(self, f, s, dict(zip(names, ts)))
-
-        parts = []
-        for p0 in range(0, fpix.shape[0], step):
-            f, s = fpix[p0 : p0 + step], spix[p0 : p0 + step]
-            if torch.is_grad_enabled():  # recomputed in the backward pass (from these tensors), not kept
-                parts.append(checkpoint(chunk, f, s, *tensors, use_reentrant=False))
-            else:
-                parts.append(chunk(f, s, *tensors))
+        p = {name: getattr(self, name) for name in names}
+        crystal = self.crystal(p)
+        run = self._native_chunk if self.backend == "native" else self._eager_chunk
+        parts = [run(fpix[p0 : p0 + step], spix[p0 : p0 + step], p, crystal) for p0 in range(0, fpix.shape[0], step)]
         values = torch.cat(parts) if parts else torch.zeros(0, dtype=self.dtype, device=self.device)
         image = torch.zeros(tile.shape, dtype=self.dtype, device=self.device)
         return image.index_put((torch.as_tensor(ss), torch.as_tensor(ff)), values)
+
+    def _eager_chunk(self, f: torch.Tensor, s: torch.Tensor, p: dict, crystal) -> torch.Tensor:
+        """One chunk's values on the eager path: under a checkpoint where gradients are on (its intermediates
+        recomputed in the backward pass from the chunk's inputs, not kept)."""
+        names, n_p = list(p), len(p)
+
+        def chunk(f: torch.Tensor, s: torch.Tensor, *ts: torch.Tensor) -> torch.Tensor:
+            table = ts[n_p + 2] if len(ts) > n_p + 2 else None
+            return fw.pixel_values(self, f, s, dict(zip(names, ts[:n_p])), (ts[n_p], ts[n_p + 1], table))
+
+        tensors = [*p.values(), *(t for t in crystal if t is not None)]
+        if torch.is_grad_enabled():
+            return recomputed(functools.partial(chunk, f, s), *tensors)[0]
+        return chunk(f, s, *tensors)
+
+    def _native_chunk(self, f: torch.Tensor, s: torch.Tensor, p: dict, crystal) -> torch.Tensor:
+        """One chunk's values on the C library's path: the scattering vectors under a checkpoint (kept: 3
+        numbers a point; their torch intermediates recomputed), the orientation sum by :class:`.fastsum.NativeSums`
+        (whose backward recomputes its own)."""
+        names = list(p)
+
+        def points(f: torch.Tensor, s: torch.Tensor, *ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return fw.scattering(self, f, s, dict(zip(names, ts)))
+
+        if torch.is_grad_enabled():
+            scatter, factors = recomputed(functools.partial(points, f, s), *p.values())
+        else:
+            scatter, factors = points(f, s, *p.values())
+        cells, recip, table = crystal
+        if table is None:
+            table = torch.zeros(1, dtype=self.dtype)
+        sums = NativeSums.apply(scatter, cells, p["N"], recip, table, self.sum_spec, fastsum.library())
+        return fw.pixel_sum(self, sums, factors, p)
 
     def _buffer(self, name: str) -> torch.Tensor:
         t = getattr(self, name)
@@ -120,14 +162,37 @@ class Model(torch.nn.Module):
         return t
 
     def pixels_per_chunk(self) -> int:
-        """Pixels whose evaluations (points x sources x orientations) fill :data:`CHUNK_EVALS` at most."""
+        """Pixels whose evaluations (points x sources x orientations) fill :data:`CHUNK_EVALS` at most (eager), or
+        whose points (x sources) fill :data:`CHUNK_POINTS` (native)."""
         sim = self.sim
         det = sim.detector
-        per_pixel = det.thicksteps * det.oversample**2 * len(sim.beam.sources) * sim.n_orientations
-        return max(1, CHUNK_EVALS // per_pixel)
+        points = det.thicksteps * det.oversample**2 * len(sim.beam.sources)
+        if self.backend == "native":  # (nothing per orientation is held: the torch prologue's per point)
+            return max(1, CHUNK_POINTS // points)
+        return max(1, CHUNK_EVALS // (points * sim.n_orientations))
 
 
 #: evaluations a chunk of pixels holds at once: a backward pass recomputes one chunk at a time, whose
 #: intermediates (about 100 float64 numbers per evaluation) stay within the tile budget of 256 MiB (measured on
 #: mosaic-rotation: 215 MB over the forward pass's peak; benchmarks/model_grad.py)
 CHUNK_EVALS = 1 << 18
+#: points (x sources) a chunk holds on the native path, whose torch prologue keeps about 50 numbers a point
+CHUNK_POINTS = 1 << 16
+
+
+BACKENDS = ("auto", "native", "eager")
+
+
+def _backend(name: str, device: torch.device) -> str:
+    """The orientation sum's path for ``name`` (:data:`BACKENDS`) on ``device``: ``"native"`` or ``"eager"``."""
+    if name not in BACKENDS:
+        raise ConfigError(f"backend {name!r} is not one of {', '.join(BACKENDS)}", field="backend")
+    if name == "eager" or (name == "auto" and device.type != "cpu"):
+        return "eager"
+    if device.type != "cpu":
+        raise ConfigError("the native backend runs on CPU only (use backend='auto' or 'eager')", field="backend")
+    if fastsum.library() is None:
+        if name == "native":
+            raise ConfigError("the model's C library could not be built (see the WARNING above)", field="backend")
+        return "eager"
+    return "native"
