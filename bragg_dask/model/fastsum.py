@@ -29,8 +29,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from bragg_dask.physics.backends import native
-from bragg_dask.physics.lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
 from bragg_dask.physics.backends.toolchain import DEFAULT_TOOLCHAIN, Toolchain
+from bragg_dask.physics.lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
 
 SOURCE = Path(__file__).with_name("native_model.c")
 ABI = 2

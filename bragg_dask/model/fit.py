@@ -18,18 +18,19 @@ def fit(model, observed, mask=None, *, rounds: int = 2, max_iter: int = 50, **op
     """Fit ``model``'s free parameters to ``observed`` over the pixels ``mask`` keeps; the parameters are updated
     in place; returns the final loss.  ``options`` are :func:`loss_and_grad`'s: ``loss`` (``"poisson"``, the
     default, or ``"least_squares"``), ``gain`` and ``offset`` (the expected value is ``gain * image + offset``),
-    ``client`` (a ``distributed.Client``: the tiles on its workers) and ``tile``.
+    ``psf`` (the detector's point-spread function on the image first), ``client`` (a ``distributed.Client``: the
+    tiles on its workers) and ``tile``.
 
-    Each of ``rounds`` rounds whitens the free parameters by the Fisher information of the current image
-    (its derivatives by central differences, in this process), then runs L-BFGS (``max_iter`` iterations,
-    strong-Wolfe line search) on the loss and its gradient, tile by tile."""
-    unknown = sorted(set(options) - {"loss", "client", "tile", "gain", "offset"})
+    Each of ``rounds`` rounds whitens the free parameters by the Fisher information of the current image (its
+    derivatives by central differences, in this process, without the PSF), then runs L-BFGS (``max_iter``
+    iterations, strong-Wolfe line search) on the loss and its gradient, tile by tile."""
+    unknown = sorted(set(options) - {"loss", "client", "tile", "gain", "offset", "psf"})
     if unknown:
-        raise TypeError(f"fit: unknown option {unknown[0]!r} (loss, client, tile, gain, offset)")
+        raise TypeError(f"fit: unknown option {unknown[0]!r} (loss, client, tile, gain, offset, psf)")
     if not model.free:
         raise ValueError("fit: the model has no free parameter (Model(sim, free=[...]))")
     obs = np.asarray(observed, dtype=np.float64)
-    how = {"loss": "poisson", "client": None, "tile": None, "gain": 1.0, "offset": 0.0} | options
+    how = {"loss": "poisson", "client": None, "tile": None, "gain": 1.0, "offset": 0.0, "psf": None} | options
     value = float("nan")
     for _ in range(rounds):
         value = _round(model, obs, mask, how, max_iter)

@@ -162,14 +162,16 @@ def orientation_sums(s: torch.Tensor, cells: torch.Tensor, n, recip, padded, spe
     return (lat * f_cell_sq(index, padded, spec.first, spec.default_f)).sum(0)
 
 
-def scattering(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(s, factors)`` of pixels ``(fpix, spix)`` (integer tensors ``(P,)``) of ``model`` with the parameters
-    ``p`` (name -> tensor): the scattering vectors ``(3, S P Q)`` (1/m; sources outermost, then pixels, then
-    their sub-pixel points) and each pixel's solid angle, sensor capture and polarization ``(P,)``."""
-    sim = model.sim
+def scattering(model, pixels: tuple, p: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s, factors)`` of ``pixels`` ``(fpix, spix, panel)`` (integer tensors ``(P,)`` and the panel, 0 for a
+    single plane) of ``model`` with the parameters ``p`` (name -> tensor): the scattering vectors ``(3, S P Q)``
+    (1/m; sources outermost, then pixels, then their sub-pixel points) and each pixel's solid angle, sensor
+    capture and polarization ``(P,)``."""
+    fpix, spix, panel = pixels
+    sim = model.sim.panel(panel)
     det, beam = sim.detector, sim.beam
     dt, dev = model.dtype, model.device
-    f, s, o, pix0 = model.plane(p)
+    f, s, o, pix0 = model.plane(p, panel)
     # sub-pixel points (layer, subS, subF), C loop order
     os_, sub = det.oversample, det.pixel_size_m / det.oversample
     k = torch.arange(os_, dtype=dt, device=dev)
@@ -196,10 +198,10 @@ def scattering(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict) -> tuple[
     return scatter.reshape(-1, 3).T.contiguous(), capture * polar * omega
 
 
-def pixel_sum(model, sums: torch.Tensor, factors: torch.Tensor, p: dict) -> torch.Tensor:
-    """The pixels' values ``(P,)`` (photons) from their points' orientation sums ``sums`` ``(S P Q,)`` and
-    their ``factors`` ``(P,)`` (:func:`scattering`'s)."""
-    sim = model.sim
+def pixel_sum(model, sums: torch.Tensor, factors: torch.Tensor, p: dict, panel: int = 0) -> torch.Tensor:
+    """The pixels' values ``(P,)`` (photons) of panel ``panel`` from their points' orientation sums ``sums``
+    ``(S P Q,)`` and their ``factors`` ``(P,)`` (:func:`scattering`'s)."""
+    sim = model.sim.panel(panel)
     beam = sim.beam
     total = sums.view(len(beam.sources), factors.shape[0], -1).sum(dim=(0, 2))
     fluence = R_E_SQR * beam.fluence
@@ -209,14 +211,14 @@ def pixel_sum(model, sums: torch.Tensor, factors: torch.Tensor, p: dict) -> torc
     return value * factors
 
 
-def pixel_values(model, fpix: torch.Tensor, spix: torch.Tensor, p: dict, crystal=None) -> torch.Tensor:
-    """The values ``(P,)`` (photons) of pixels ``(fpix, spix)`` (integer tensors ``(P,)``) of ``model`` with the
-    parameters ``p`` (name -> tensor), on the eager path: differentiable with respect to every one of them.
+def pixel_values(model, pixels: tuple, p: dict, crystal=None) -> torch.Tensor:
+    """The values ``(P,)`` (photons) of ``pixels`` ``(fpix, spix, panel)`` (:func:`scattering`) of ``model`` with
+    the parameters ``p`` (name -> tensor), on the eager path: differentiable with respect to every one of them.
     ``crystal``: ``(cells, recip, padded table)`` where already made from ``p`` (:meth:`Model.crystal`)."""
-    s, factors = scattering(model, fpix, spix, p)
+    s, factors = scattering(model, pixels, p)
     cells, recip, padded = crystal if crystal is not None else model.crystal(p)
     sums = orientation_sums(s, cells, p["N"], recip, padded, model.sum_spec)
-    return pixel_sum(model, sums, factors, p)
+    return pixel_sum(model, sums, factors, p, pixels[2])
 
 
 def _capture(det, d: torch.Tensor, o: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,19 @@ class Model(torch.nn.Module):
         self.sum_spec = SumSpec(sim.crystal.shape, float(sim.crystal.fudge), self.default_f, (lo[0], lo[1], lo[2]))
         self.backend = _backend(backend, self.device)
 
+    def frame(self, sim) -> Model:
+        """A model of another frame ``sim`` (the same crystal, detector and beam seen at another rotation: a
+        series' frame) whose free parameters are this model's own tensors: a stack of frames fitted together
+        (:func:`~.parallel.loss_and_grad` with a list of models)."""
+        other = Model(sim, self.free, dtype=self.dtype, device=str(self.device), backend=self.backend)
+        if other.sim.detector.shape != self.sim.detector.shape:
+            raise ConfigError("the frame's detector differs from the model's", field="sim")
+        for name in self.free:
+            if getattr(other, name).shape != getattr(self, name).shape:
+                raise ConfigError(f"the frame's {name} differs in shape from the model's", field="sim")
+            setattr(other, name, getattr(self, name))
+        return other
+
     def parameters_by_name(self) -> dict[str, torch.Tensor]:
         """Every parameter's tensor (free or fixed), by name."""
         return {name: getattr(self, name) for name in PARAMETERS if hasattr(self, name)}
@@ -85,15 +98,19 @@ class Model(torch.nn.Module):
         axes, angles = self._buffer("mosaic_axes"), self._start.mosaic_angles
         return fw.orientations(real, self.sim.crystal, p["mosaic_spread"], axes, angles)
 
-    def plane(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The detector's fast, slow and normal unit axes and the corner of its first pixel (metres)."""
+    def plane(self, params: dict | None = None, panel: int = 0) -> tuple[torch.Tensor, ...]:
+        """The detector's (or panel ``panel``'s) fast, slow and normal unit axes and the corner of its first pixel
+        (metres)."""
         p = params or self.parameters_by_name()
-        rot = fw.rotation_xyz(torch.deg2rad(p["detector_rotation"]))
-        f0, s0, o0 = self._buffer("plane0").unbind()
+        k = panel
+        one = not self.sim.detector.panels  # (one plane: its parameters without a panel axis)
+        rotation = p["detector_rotation"] if one else p["detector_rotation"][k]
+        rot = fw.rotation_xyz(torch.deg2rad(rotation))
+        f0, s0, o0 = self._buffer("plane0")[k].unbind()
         f, s, o = rot @ f0, rot @ s0, rot @ o0
-        centre, distance = p["beam_center"] * 1e-3, p["distance"][0] * 1e-3
-        if self.sim.detector.geometry.pivot == "sample":  # about the sample: the plane's point rotates too
-            pix0 = rot @ (-centre[0] * f0 - centre[1] * s0 + distance * self._start.ratio * o0)
+        centre, distance = (p["beam_center"] if one else p["beam_center"][k]) * 1e-3, p["distance"][k] * 1e-3
+        if self._start.pivot[k] == "sample":  # about the sample: the plane's point rotates too
+            pix0 = rot @ (-centre[0] * f0 - centre[1] * s0 + distance * self._start.ratio[k] * o0)
         else:  # about the beam centre
             pix0 = -centre[0] * f - centre[1] * s + distance * self._buffer("beam_dir")
         return f, s, o, pix0
@@ -107,44 +124,48 @@ class Model(torch.nn.Module):
 
     def forward(self, tile: TileSpec | None = None) -> torch.Tensor:
         det = self.sim.detector
+        if tile is None and det.panels:  # every panel's image, (panel, slow, fast)
+            whole = [TileSpec(0, det.spixels, 0, det.fpixels, panel=k) for k in range(len(det.panels))]
+            return torch.stack([self.forward(t) for t in whole])
         if tile is None:
             tile = TileSpec(index=(0, 0), s0=0, s1=det.spixels, f0=0, f1=det.fpixels)
-        rendered = rendered_mask(det, tile)
+        k = tile.panel or 0
+        rendered = rendered_mask(self.sim.panel(k).detector, tile)
         ss, ff = np.nonzero(rendered)
         fpix = torch.as_tensor(ff + tile.f0, device=self.device)
         spix = torch.as_tensor(ss + tile.s0, device=self.device)
-        step = self.pixels_per_chunk()
+        step = self.pixels_per_chunk(k)
         names = list(self.parameters_by_name())  # (their tensors: the module's, or a functional call's)
         p = {name: getattr(self, name) for name in names}
         crystal = self.crystal(p)
         run = self._native_chunk if self.backend == "native" else self._eager_chunk
-        parts = [run(fpix[p0 : p0 + step], spix[p0 : p0 + step], p, crystal) for p0 in range(0, fpix.shape[0], step)]
+        parts = [run(fpix[i : i + step], spix[i : i + step], p, crystal, k) for i in range(0, fpix.shape[0], step)]
         values = torch.cat(parts) if parts else torch.zeros(0, dtype=self.dtype, device=self.device)
         image = torch.zeros(tile.shape, dtype=self.dtype, device=self.device)
         return image.index_put((torch.as_tensor(ss), torch.as_tensor(ff)), values)
 
-    def _eager_chunk(self, f: torch.Tensor, s: torch.Tensor, p: dict, crystal) -> torch.Tensor:
+    def _eager_chunk(self, f: torch.Tensor, s: torch.Tensor, p: dict, crystal, panel: int) -> torch.Tensor:
         """One chunk's values on the eager path: under a checkpoint where gradients are on (its intermediates
         recomputed in the backward pass from the chunk's inputs, not kept)."""
         names, n_p = list(p), len(p)
 
         def chunk(f: torch.Tensor, s: torch.Tensor, *ts: torch.Tensor) -> torch.Tensor:
             table = ts[n_p + 2] if len(ts) > n_p + 2 else None
-            return fw.pixel_values(self, f, s, dict(zip(names, ts[:n_p])), (ts[n_p], ts[n_p + 1], table))
+            return fw.pixel_values(self, (f, s, panel), dict(zip(names, ts[:n_p])), (ts[n_p], ts[n_p + 1], table))
 
         tensors = [*p.values(), *(t for t in crystal if t is not None)]
         if torch.is_grad_enabled():
             return recomputed(functools.partial(chunk, f, s), *tensors)[0]
         return chunk(f, s, *tensors)
 
-    def _native_chunk(self, f: torch.Tensor, s: torch.Tensor, p: dict, crystal) -> torch.Tensor:
+    def _native_chunk(self, f: torch.Tensor, s: torch.Tensor, p: dict, crystal, panel: int) -> torch.Tensor:
         """One chunk's values on the C library's path: the scattering vectors under a checkpoint (kept: 3
         numbers a point; their torch intermediates recomputed), the orientation sum by :class:`.fastsum.NativeSums`
         (whose backward recomputes its own)."""
         names = list(p)
 
         def points(f: torch.Tensor, s: torch.Tensor, *ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return fw.scattering(self, f, s, dict(zip(names, ts)))
+            return fw.scattering(self, (f, s, panel), dict(zip(names, ts)))
 
         if torch.is_grad_enabled():
             scatter, factors = recomputed(functools.partial(points, f, s), *p.values())
@@ -154,17 +175,17 @@ class Model(torch.nn.Module):
         if table is None:
             table = torch.zeros(1, dtype=self.dtype)
         sums = NativeSums.apply(scatter, cells, p["N"], recip, table, self.sum_spec, fastsum.library())
-        return fw.pixel_sum(self, sums, factors, p)
+        return fw.pixel_sum(self, sums, factors, p, panel)
 
     def _buffer(self, name: str) -> torch.Tensor:
         t = getattr(self, name)
         assert isinstance(t, torch.Tensor)
         return t
 
-    def pixels_per_chunk(self) -> int:
+    def pixels_per_chunk(self, panel: int = 0) -> int:
         """Pixels whose evaluations (points x sources x orientations) fill :data:`CHUNK_EVALS` at most (eager), or
         whose points (x sources) fill :data:`CHUNK_POINTS` (native)."""
-        sim = self.sim
+        sim = self.sim.panel(panel)
         det = sim.detector
         points = det.thicksteps * det.oversample**2 * len(sim.beam.sources)
         if self.backend == "native":  # (nothing per orientation is held: the torch prologue's per point)

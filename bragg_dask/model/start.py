@@ -27,11 +27,13 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "N": ("unit cells", "cells along a, b, c (-Na -Nb -Nc), continuous (the gauss and tophat shapes see only "
           "their product)"),
     "mosaic_spread": ("degrees", "the mosaic spread (-mosaic_spread); the domains' axes fixed by their seed"),
-    "distance": ("mm", "sample to detector along the beam (pivot beam) or to the plane (pivot sample, -distance)"),
+    "distance": ("mm", "sample to detector along the beam (pivot beam) or to the plane (pivot sample, -distance); "
+                 "a detector of panels: each panel's, (panels,)"),
     "beam_center": ("mm", "the beam centre on the plane along its fast and slow axes (Fbeam, Sbeam; pivot sample: "
-                    "Fclose, Sclose)"),
+                    "Fclose, Sclose); a detector of panels: each panel's, (panels, 2)"),
     "detector_rotation": ("degrees", "rotations of the detector about the lab's x, y, z (Rz Ry Rx) added to "
-                          "its placement: about the beam centre (pivot beam) or the sample (pivot sample)"),
+                          "its placement: about the beam centre (pivot beam) or the sample (pivot sample); a detector "
+                          "of panels: each panel's about its own, (panels, 3)"),
     "wavelength": ("Angstrom", "the wavelength (-lambda); every source's in proportion"),
     "scale": ("", "a factor on the whole image (spots and background, as -fluence on the spots)"),
     "background": ("", "a factor on the water background (-water)"),
@@ -47,9 +49,10 @@ class Start:
     values: dict
     mosaic_axes: np.ndarray  # (domains, 3) unit axes of the domains' rotations (identity: any axis)
     mosaic_angles: np.ndarray  # (domains,) each domain's rotation angle per radian of spread
-    plane: np.ndarray  # (3, 3) rows: the detector's fast, slow and normal unit axes
+    plane: np.ndarray  # (K, 3, 3) each panel's rows: its fast, slow and normal unit axes (K = 1: one plane)
     beam: np.ndarray  # (3,) unit beam direction
-    ratio: float  # pivot sample: the perpendicular distance over the distance
+    ratio: tuple[float, ...]  # each panel's, pivot sample: the perpendicular distance over the distance
+    pivot: tuple[str, ...]  # each panel's pivot ("beam" or "sample")
     recip_scale: float  # the C program's reciprocal vectors over the exact duals of its real ones (below)
 
 
@@ -62,7 +65,6 @@ def check_model(sim, free: list[str], parity: str) -> None:
         raise ConfigError(f"unknown parameter {unknown[0]!r} (one of: {', '.join(PARAMETERS)})", field="free")
     det, cr = sim.detector, sim.crystal
     refused = [
-        (bool(det.panels), "--panels", "a detector of panels"),
         (det.curved, "-curved_det", "a curved detector"),
         (det.oversample_thick or det.oversample_polar or det.oversample_omega, "-oversample_thick",
          "the per-point factors of -oversample_thick/-oversample_polar/-oversample_omega"),
@@ -99,30 +101,43 @@ def start_values(sim) -> Start:
     given = np.array([cr.a_star_per_A, cr.b_star_per_A, cr.c_star_per_A], dtype=np.float64)
     recip_scale = float(np.mean(np.linalg.norm(given, axis=1) / np.linalg.norm(exact, axis=1)))
     axes, angles = _mosaic(cr)
-    geo = det.geometry
-    plane = np.array([geo.fdet, geo.sdet, geo.odet], dtype=np.float64)
-    pix0 = np.asarray(geo.pix0_m, dtype=np.float64)
-    beam_dir = np.asarray(geo.beam, dtype=np.float64)
-    if geo.pivot == "sample":  # pix0 = -Fclose f - Sclose s + close o
-        centre = np.array([-pix0 @ plane[0], -pix0 @ plane[1]])
-        distance, ratio = geo.distance_m, (pix0 @ plane[2]) / geo.distance_m
-    else:  # pix0 = -Fbeam f - Sbeam s + distance beam: solved (exact for any plane the beam crosses)
-        fb, sb, distance = np.linalg.solve(np.stack([-plane[0], -plane[1], beam_dir], axis=1), pix0)
-        centre, ratio = np.array([fb, sb]), 1.0
+    planes = [_plane(geo, name) for geo, name in zip(det.panels or (det.geometry,), det.panel_names or ("",))]
+    beam_dir = np.asarray(det.geometry.beam, dtype=np.float64)
+    distance = np.array([pl[2] for pl in planes]) * 1e3
+    centre = np.stack([pl[1] for pl in planes]) * 1e3
     values = {
         "misset": misset,
         "cell": cell,
         "N": np.array(cr.n_cells, dtype=np.float64),
         "mosaic_spread": np.array([math.degrees(cr.mosaic_spread_rad)]),
-        "distance": np.array([distance * 1e3]),
-        "beam_center": centre * 1e3,
-        "detector_rotation": np.zeros(3),
+        "distance": distance,
+        "beam_center": centre if det.panels else centre[0],
+        "detector_rotation": np.zeros((len(planes), 3) if det.panels else 3),
         "wavelength": np.array([beam.wavelength_m * 1e10]),
         "scale": np.ones(1),
         "background": np.ones(1),
         "structure_factors": None if cr.structure_factors.values is None else np.array(cr.structure_factors.values),
     }
-    return Start(values, axes, angles, plane, beam_dir, float(ratio), recip_scale)
+    plane = np.stack([pl[0] for pl in planes])
+    ratio, pivot = tuple(float(pl[3]) for pl in planes), tuple(geo.pivot for geo in det.panels or (det.geometry,))
+    return Start(values, axes, angles, plane, beam_dir, ratio, pivot, recip_scale)
+
+
+def _plane(geo, name: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """``(axes, centre, distance, ratio)`` of one plane (a panel's, or the detector's): its fast, slow and normal
+    unit axes (rows), its beam centre (m) and distance (m) as its pivot places it, and (pivot sample) the
+    perpendicular distance over the distance."""
+    plane = np.array([geo.fdet, geo.sdet, geo.odet], dtype=np.float64)
+    pix0, beam_dir = np.asarray(geo.pix0_m, dtype=np.float64), np.asarray(geo.beam, dtype=np.float64)
+    if geo.pivot == "sample":  # pix0 = -Fclose f - Sclose s + close o
+        return plane, np.array([-pix0 @ plane[0], -pix0 @ plane[1]]), geo.distance_m, (pix0 @ plane[2]) / geo.distance_m
+    # pix0 = -Fbeam f - Sbeam s + distance beam: solved (exact for any plane the beam crosses)
+    system = np.stack([-plane[0], -plane[1], beam_dir], axis=1)
+    if abs(float(beam_dir @ plane[2])) < 1e-6:
+        raise ConfigError(f"panel {name!r} lies along the beam: no distance along the beam places it",
+                          flag="--panels")  # fmt: skip
+    fb, sb, distance = np.linalg.solve(system, pix0)
+    return plane, np.array([fb, sb]), float(distance), 1.0
 
 
 def _misset(cell: np.ndarray, real: np.ndarray) -> np.ndarray:
