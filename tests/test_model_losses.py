@@ -123,3 +123,35 @@ def test_a_fit_through_the_psf_recovers_the_distance():
         m.distance += 0.5
     fit(m, observed, gain=50.0, offset=1.0, psf=psf, rounds=1, max_iter=20)
     assert abs(m.distance.item() - truth.distance.item()) < 0.05
+
+
+def test_bad_observed_images_and_options_are_refused_in_one_line(case):
+    m, observed, mask = case
+    bad = observed.astype(float)
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"^observed: nan at pixel \(2, 3\)"):
+        loss_and_grad(m, bad)
+    keep = np.ones_like(mask)
+    keep[2, 3] = False
+    loss_and_grad(m, bad, keep)  # (masked out: fine)
+    with pytest.raises(ValueError, match="^psf: dict, not a"):
+        loss_and_grad(m, observed, psf={"fwhm": 1})
+    with pytest.raises(TypeError, match="unknown option 'gian'"):
+        loss_and_grad(m, observed, gian=2.0)
+    with pytest.raises(ValueError, match="^loss: 'l1' is not one of"):
+        loss_and_grad(m, observed, loss="l1")
+    with pytest.raises(ValueError, match="^observed: shape"):
+        loss_and_grad(m, observed[:5])
+
+
+def test_the_models_options_are_checked():
+    sim = _sim()
+    assert Model(sim, free="distance").free == ("distance",)  # (one name alone)
+    with pytest.raises(ConfigError, match="^dtype: torch.float16: the model computes in float64 or float32"):
+        Model(sim, dtype=torch.float16)
+    with pytest.raises(ConfigError, match="^--device: 'tpu'"):
+        Model(sim, device="tpu")
+    with pytest.raises(ConfigError, match="^--device: 'meta': the model runs on cpu or cuda"):
+        Model(sim, device="meta")
+    m32 = Model(sim, free=FREE, dtype=torch.float32)
+    assert m32().dtype == torch.float32 and m32.misset.dtype == torch.float32

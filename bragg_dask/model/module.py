@@ -43,9 +43,17 @@ class Model(torch.nn.Module):
         parity: str = "spec", backend: str = "auto",
     ) -> None:  # fmt: skip
         super().__init__()
-        free = list(free)
+        free = [free] if isinstance(free, str) else list(free)  # (one name alone, not its letters)
         check_model(sim, free, parity)
-        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        if dtype not in (torch.float64, torch.float32):
+            raise ConfigError(f"{dtype}: the model computes in float64 or float32", field="dtype")
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"{device!r}: not a device (cpu or cuda)", flag="--device") from None
+        if kind not in ("cpu", "cuda"):
+            raise ConfigError(f"{device!r}: the model runs on cpu or cuda", flag="--device")
+        if kind == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"{device}: no CUDA device here", flag="--device")
         self.sim, self.dtype, self.device = sim, dtype, torch.device(device)
         self.free = tuple(free)

@@ -109,18 +109,27 @@ def _frames(models: list, observed, mask) -> tuple[list, list]:
         if any(getattr(m, n) is not getattr(models[0], n) for n in m.free):
             raise ValueError("model: the frames' models do not share their free parameters (use Model.frame)")
     keep = [None if k is None else np.asarray(k, dtype=bool) for k in masks]
-    for o, k in zip(obs, keep):
+    for j, (o, k) in enumerate(zip(obs, keep)):
         if o.shape != det.shape:
             raise ValueError(f"observed: shape {o.shape}, not the detector's {det.shape}")
         if k is not None and k.shape != det.shape:
             raise ValueError(f"mask: shape {k.shape}, not the detector's {det.shape}")
+        bad = ~np.isfinite(o) if k is None else ~np.isfinite(o) & k
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            frame = f"frame {j}, " if len(obs) > 1 else ""
+            raise ValueError(f"observed: {o[where]} at {frame}pixel {where} (mask it out, or give a number)")
     return obs, keep
 
 
 def _check_psf(model, psf) -> None:
+    from bragg_dask.detector.psf import PSF
+
     if psf is None:
         return
-    if getattr(psf, "radius", None) is None:
+    if not isinstance(psf, PSF):
+        raise ValueError(f"psf: {type(psf).__name__}, not a bragg_dask.detector.psf.PSF")
+    if psf.radius is None:
         raise ValueError("psf: give its radius (the automatic radius depends on the photons: not differentiable)")
     if model.sim.detector.panels:
         raise ValueError("psf: not with a detector of panels (its panels' images are apart)")
