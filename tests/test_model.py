@@ -161,8 +161,11 @@ def test_the_backend_is_chosen_and_checked(hkl, monkeypatch, caplog):
         assert fastsum.library(Toolchain(cc="no-such-compiler-here")) is None
         assert fastsum.library(Toolchain(cc="no-such-compiler-here")) is None
     assert [r.levelname for r in caplog.records].count("WARNING") == 1 and "eager path" in caplog.text
+    built = Model(sim)  # (native, sent to a worker that cannot build the library: its chunks run eager)
     monkeypatch.setattr(fastsum, "library", lambda toolchain=None: None)
     assert Model(sim).backend == "eager"
+    with torch.no_grad():
+        assert torch.allclose(built(), Model(sim, backend="eager")(), rtol=1e-12, atol=0)
     with pytest.raises(ConfigError, match="^backend: the model's C library could not be built"):
         Model(sim, backend="native")
 

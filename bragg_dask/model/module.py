@@ -170,6 +170,9 @@ class Model(torch.nn.Module):
         """One chunk's values on the C library's path: the scattering vectors under a checkpoint (kept: 3
         numbers a point; their torch intermediates recomputed), the orientation sum by :class:`.fastsum.NativeSums`
         (whose backward recomputes its own)."""
+        lib = fastsum.library()
+        if lib is None:  # (a worker that cannot build it: said there once, at WARNING)
+            return self._eager_chunk(f, s, p, crystal, panel)
         names = list(p)
 
         def points(f: torch.Tensor, s: torch.Tensor, *ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +185,7 @@ class Model(torch.nn.Module):
         cells, recip, table = crystal
         if table is None:
             table = torch.zeros(1, dtype=self.dtype)
-        sums = NativeSums.apply(scatter, cells, p["N"], recip, table, self.sum_spec, fastsum.library())
+        sums = NativeSums.apply(scatter, cells, p["N"], recip, table, self.sum_spec, lib)
         return fw.pixel_sum(self, sums, factors, p, panel)
 
     def _buffer(self, name: str) -> torch.Tensor:
