@@ -155,3 +155,17 @@ def test_the_models_options_are_checked():
         Model(sim, device="meta")
     m32 = Model(sim, free=FREE, dtype=torch.float32)
     assert m32().dtype == torch.float32 and m32.misset.dtype == torch.float32
+
+
+def test_a_fit_of_a_stack_of_frames_recovers_the_misset():
+    from bragg_dask.model import fit
+
+    truth = [Model(_sim(f"-phi {k} -osc 1 -round_xtal")) for k in range(3)]
+    with torch.no_grad():  # (the expected counts themselves: the fit's optimum is the truth)
+        observed = [t().numpy() + 1.0 for t in truth]
+    first = Model(_sim("-phi 0 -osc 1 -round_xtal"), free=["misset"])
+    frames = [first] + [first.frame(_sim(f"-phi {k} -osc 1 -round_xtal")) for k in (1, 2)]
+    with torch.no_grad():
+        first.misset += 0.3
+    fit(frames, observed, offset=1.0, rounds=1, max_iter=30)
+    assert (first.misset - truth[0].misset).abs().max().item() < 1e-4
