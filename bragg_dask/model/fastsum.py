@@ -33,7 +33,7 @@ from bragg_dask.physics.backends.toolchain import DEFAULT_TOOLCHAIN, Toolchain
 from bragg_dask.physics.lattice import GAUSS_WIDTH, ROUND_NORM, TOPHAT_R2
 
 SOURCE = Path(__file__).with_name("native_model.c")
-ABI = 2
+ABI = 3
 SHAPES = {"square": 0, "round": 1, "gauss": 2, "tophat": 3}
 #: points a thread takes at least (a block of the C code's is 128)
 MIN_POINTS_PER_THREAD = 512

@@ -39,7 +39,7 @@ float expf(float);
 #define BLOCK 128
 #define PI_D 3.141592653589793
 
-int model_abi(void) { return 2; }
+int model_abi(void) { return 3; }
 
 /* The common prologue of one evaluation (point i, orientation o): the indices, offsets and F. */
 #define EVAL_START(T, CEIL)                                                                                   \
@@ -95,6 +95,15 @@ int model_abi(void) { return 2; }
 
 DEFINE_CONSTS(double)
 DEFINE_CONSTS(float)
+
+/* NAME##_orient for the block's shape, its arithmetic with (D 1) or without (D 0) the derivatives */
+#define SHAPE_SWITCH(NAME, D)                                                                                 \
+    switch (shape) {                                                                                          \
+    case 0: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 0, D); break;   \
+    case 1: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 1, D); break;   \
+    case 2: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 2, D); break;   \
+    default: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 3, D); break;  \
+    }
 
 #define DEFINE_MODEL(NAME, T, SIN, EXP, SQRT, CEIL)                                                        \
     /* one orientation c (9) over a block of points: the forward sum into acc, or (deriv) the products'     \
@@ -244,20 +253,10 @@ DEFINE_CONSTS(float)
             double *q = g ? gcell + 9 * o : 0;                                                                \
             double *sn = gpar, *sr = gpar ? gpar + 3 : 0;                                                     \
             if (!g) {                                                                                         \
-                switch (shape) {                                                                              \
-                case 0: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 0, 0); break; \
-                case 1: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 1, 0); break; \
-                case 2: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 2, 0); break; \
-                default: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 3, 0); break; \
-                }                                                                                             \
+                SHAPE_SWITCH(NAME, 0)                                                                         \
                 continue;                                                                                     \
             }                                                                                                 \
-            switch (shape) {                                                                                  \
-            case 0: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 0, 1); break; \
-            case 1: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 1, 1); break; \
-            case 2: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 2, 1); break; \
-            default: NAME##_orient(k, c, sx, sy, sz, table, g, acc, gx, gy, gz, q, sn, sr, tv, ti, nb, 3, 1); break; \
-            }                                                                                                 \
+            SHAPE_SWITCH(NAME, 1)                                                                             \
             if (want_tab)                                                                                     \
                 for (int i = 0; i < nb; i++) gtab[ti[i]] += tv[i];                                            \
         }                                                                                                     \

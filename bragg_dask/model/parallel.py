@@ -14,19 +14,20 @@ Part of :mod:`bragg_dask.model`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bragg_dask.detector import psf as psfs
 from bragg_dask.model.losses import least_squares, poisson_nll
 from bragg_dask.planning.plan import TileSpec, plan_for
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"poisson": poisson_nll, "least_squares": least_squares}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Response:
     """The detector's differentiable response: ``loss``'s name, ``gain`` (ADU per photon), ``offset`` (ADU) and
     the ``psf`` (a :class:`~bragg_dask.detector.psf.PSF` with a radius, or None), ``total`` the image's photons
@@ -35,7 +36,7 @@ class Response:
     loss: str
     gain: float = 1.0
     offset: float = 0.0
-    psf: object = None
+    psf: psfs.PSF | None = None
     total: float = 0.0
     pixels: int = 1
 
@@ -87,12 +88,8 @@ def loss_and_grad(
         return _summed(models[0], parts, frames)
     totals = run(tile_photons, [(j, (t,)) for j, t, _, _ in jobs])
     sums = [sum(v for v, j in zip(totals, frames) if j == i) for i in range(len(models))]  # (in tile order)
-    parts = run(tile_loss, [(j, (t, o, k, _with_total(how, sums[j]))) for j, t, o, k in jobs])
+    parts = run(tile_loss, [(j, (t, o, k, dataclasses.replace(how, total=sums[j]))) for j, t, o, k in jobs])
     return _summed(models[0], parts, frames)
-
-
-def _with_total(how: Response, total: float) -> Response:
-    return Response(how.loss, how.gain, how.offset, how.psf, total, how.pixels)
 
 
 def _frames(models: list, observed, mask) -> tuple[list, list]:
@@ -123,11 +120,9 @@ def _frames(models: list, observed, mask) -> tuple[list, list]:
 
 
 def _check_psf(model, psf) -> None:
-    from bragg_dask.detector.psf import PSF
-
     if psf is None:
         return
-    if not isinstance(psf, PSF):
+    if not isinstance(psf, psfs.PSF):
         raise ValueError(f"psf: {type(psf).__name__}, not a bragg_dask.detector.psf.PSF")
     if psf.radius is None:
         raise ValueError("psf: give its radius (the automatic radius depends on the photons: not differentiable)")
@@ -185,10 +180,9 @@ def _spread_tile(model, tile: TileSpec, how: Response) -> tuple[torch.Tensor, to
     """``(expected photons of the tile, the tile's own photons, the total as a leaf)``: the model's image over
     the tile and its halo, spread by the PSF (a correlation with its kernel, differentiable), plus the total's
     tail spread evenly."""
-    from bragg_dask.detector import psf as psfs
-
     psf = how.psf
-    r = min(int(psf.radius), int(psf.max_radius))  # type: ignore[attr-defined]
+    assert psf is not None and psf.radius is not None
+    r = min(int(psf.radius), int(psf.max_radius))
     shape = model.sim.detector.shape
     hs0, hs1, hf0, hf1 = psfs.halo((tile.s0, tile.s1, tile.f0, tile.f1), r, shape)
     window = model(TileSpec(hs0, hs1, hf0, hf1, index=tile.index, panel=tile.panel))
@@ -196,10 +190,10 @@ def _spread_tile(model, tile: TileSpec, how: Response) -> tuple[torch.Tensor, to
     # each side padded with zeros to the radius (the image's edge: nothing beyond it), then the valid part
     pad = (r - (tile.f0 - hf0), r - (hf1 - tile.f1), r - (tile.s0 - hs0), r - (hs1 - tile.s1))
     grown = torch.nn.functional.pad(window.clamp_min(0.0), pad)
-    k = psfs.make_kernel(psf, r).to(window.dtype)  # type: ignore[arg-type]
+    k = psfs.make_kernel(psf, r).to(window.dtype)
     spread = torch.nn.functional.conv2d(grown[None, None], k[None, None])[0, 0]
     total = torch.tensor(how.total, dtype=window.dtype, requires_grad=True)
-    tail = float(psfs.tail_fraction(psf, r))  # type: ignore[arg-type]
+    tail = float(psfs.tail_fraction(psf, r))
     return spread + total * (tail / how.pixels), own, total
 
 
